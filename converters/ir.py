@@ -1,0 +1,598 @@
+"""The typed graph IR and its float32 reference executor.
+
+The IR knows nothing of the exporter that made the ONNX file. Every tensor inside it is a
+*per-step* array ``[B, T, F]`` (batch, time, features); ONNX's own axis orders (time-major,
+direction axes, last-step selections, final states) are kept as *views* on the graph outputs and
+applied only when results are handed back in ONNX form.
+
+Layers run over a chunk of time steps with carried state, one step at a time with identical
+arithmetic, so a whole sequence and the same sequence fed one step at a time give bit-identical
+results for causal (forward-only) models.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Mapping, Union
+
+import numpy as np
+
+from .conventions import GATES, Activation
+from .errors import NvmInputError
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------- layers
+@dataclass(frozen=True, eq=False)
+class StateInit:
+    """Initial recurrent state: a constant ``value[D, B, H]`` or a model input named ``input``."""
+
+    value: np.ndarray | None = None
+    input: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Recurrent:
+    """One ONNX LSTM/GRU/RNN node, weights split per direction, gates in ONNX order."""
+
+    name: str
+    kind: str                       # "LSTM" | "GRU" | "RNN"
+    input_size: int                 # I
+    hidden_size: int                # H
+    direction: str                  # "forward" | "reverse" | "bidirectional"
+    W: np.ndarray                   # [D, G*H, I] float32
+    R: np.ndarray                   # [D, G*H, H] float32
+    Wb: np.ndarray                  # [D, G*H] float32
+    Rb: np.ndarray                  # [D, G*H] float32
+    P: np.ndarray | None            # [D, 3*H] peepholes i, o, f (LSTM only)
+    activations: tuple[tuple[Activation, ...], ...]   # per direction
+    clip: float | None              # cell clip threshold applied to activation inputs
+    input_forget: bool              # LSTM: couple input and forget gate (f = 1 - i)
+    linear_before_reset: bool       # GRU
+    x: str                          # input tensor [B, T, I]
+    y: str                          # per-step hidden output [B, T, D*H] (0 past a row's length)
+    c: str | None = None            # per-step cell state [B, T, D*H] (LSTM, when Y_c is used)
+    sequence_lens: str | None = None          # model input name or None
+    sequence_lens_value: np.ndarray | None = None   # constant lengths [B]
+    initial_h: StateInit | None = None
+    initial_c: StateInit | None = None
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.direction == "bidirectional" else 1
+
+    @property
+    def gates(self) -> int:
+        return GATES[self.kind]
+
+    @property
+    def causal(self) -> bool:
+        return self.direction == "forward"
+
+    @property
+    def out_features(self) -> int:
+        return self.num_directions * self.hidden_size
+
+    @property
+    def macs_per_step(self) -> int:
+        g, h, i = self.gates, self.hidden_size, self.input_size
+        return self.num_directions * g * h * (i + h)
+
+    def matrices(self) -> list[tuple[str, int, int]]:
+        """(name, rows_out, cols_in) of every weight matrix one direction puts on crossbars."""
+        g, h, i = self.gates, self.hidden_size, self.input_size
+        return [("W", g * h, i), ("R", g * h, h)]
+
+    @cached_property
+    def _wt(self) -> list[np.ndarray]:
+        return [np.ascontiguousarray(self.W[d].T) for d in range(self.num_directions)]
+
+    @cached_property
+    def _rt(self) -> list[np.ndarray]:
+        return [np.ascontiguousarray(self.R[d].T) for d in range(self.num_directions)]
+
+    @cached_property
+    def _bias(self) -> list[np.ndarray]:
+        return [(self.Wb[d] + self.Rb[d]).astype(np.float32) for d in range(self.num_directions)]
+
+
+@dataclass(frozen=True, eq=False)
+class Dense:
+    """``y = x @ W.T + b`` on the feature axis; ``W[out, in]`` as it sits on a crossbar."""
+
+    name: str
+    W: np.ndarray                   # [O, F] float32
+    b: np.ndarray | None            # [O] float32
+    x: str
+    y: str
+
+    @property
+    def in_features(self) -> int:
+        return int(self.W.shape[1])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.W.shape[0])
+
+    @property
+    def macs_per_step(self) -> int:
+        return int(self.W.size)
+
+    @cached_property
+    def _wt(self) -> np.ndarray:
+        return np.ascontiguousarray(self.W.T)
+
+
+@dataclass(frozen=True, eq=False)
+class Elementwise:
+    """A pointwise activation (Relu, Sigmoid, Tanh) on every feature."""
+
+    name: str
+    fn: Activation
+    x: str
+    y: str
+
+
+@dataclass(frozen=True, eq=False)
+class Softmax:
+    """Softmax (or LogSoftmax when ``log``) over the feature axis."""
+
+    name: str
+    log: bool
+    x: str
+    y: str
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureSlice:
+    """``y = x[..., start:stop]`` (e.g. one direction of a bidirectional state)."""
+
+    name: str
+    start: int
+    stop: int
+    x: str
+    y: str
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureConcat:
+    """``y = concat(xs, axis=features)`` (e.g. the final states of stacked layers)."""
+
+    name: str
+    xs: tuple[str, ...]
+    y: str
+
+
+Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat]
+
+
+# ------------------------------------------------------------------------------ inputs / outputs
+@dataclass(frozen=True)
+class SeqInput:
+    """The model's sequence input: ONNX name, axis order (``TBF`` or ``BTF``), features."""
+
+    name: str
+    axes: tuple[str, ...]           # ("T","B","F") or ("B","T","F")
+    features: int
+
+
+@dataclass(frozen=True)
+class AuxInput:
+    """A non-sequence model input: ``sequence_lens`` [B] or an initial state [D, B, H]."""
+
+    name: str
+    role: str                       # "sequence_lens" | "initial_h" | "initial_c"
+    layer: str                      # recurrent layer name
+    shape: tuple[int | str, ...]    # e.g. ("B",) or (D, "B", H)
+
+
+@dataclass(frozen=True)
+class Output:
+    """A model output: which IR tensor, its ONNX view, and how the final value is picked.
+
+    ``axes`` are ONNX's axis labels in order: ``B`` batch, ``T`` time, ``D`` direction, ``H``
+    hidden (the feature axis split by direction), ``F`` features, ``1`` a unit axis. ``pick``
+    is None for per-step outputs, else one rule per feature block: ``"T-1"`` (the last time
+    index), ``"end"`` (each row's last valid step: a forward final state) or ``"start"``
+    (step 0: a reverse final state).
+    """
+
+    name: str
+    tensor: str
+    axes: tuple[str, ...]
+    sizes: tuple[int | None, ...]   # per axis; None for B and T
+    pick: tuple[str, ...] | None
+    features: int
+
+    @property
+    def per_step(self) -> bool:
+        return self.pick is None
+
+
+# ---------------------------------------------------------------------------------------- model
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A converted model: input spec, layers in execution order, outputs. Float32 executor."""
+
+    input: SeqInput
+    aux_inputs: tuple[AuxInput, ...]
+    layers: tuple[Layer, ...]
+    outputs: tuple[Output, ...]
+    opset: int
+    source: str = ""
+    producer: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ description
+    @property
+    def causal(self) -> bool:
+        """True when every output at step t depends only on inputs up to t (streamable)."""
+        rec_ok = all(l.causal and l.sequence_lens is None and l.sequence_lens_value is None
+                     for l in self.layers if isinstance(l, Recurrent))
+        picks_ok = all(o.pick is None or set(o.pick) <= {"T-1", "end"} for o in self.outputs)
+        return rec_ok and picks_ok
+
+    @property
+    def streamable(self) -> bool:
+        return self.causal
+
+    def why_not_streamable(self) -> str | None:
+        for l in self.layers:
+            if isinstance(l, Recurrent) and not l.causal:
+                return f"layer {l.name!r} is {l.direction} (needs the whole sequence)"
+            if isinstance(l, Recurrent) and (l.sequence_lens or l.sequence_lens_value is not None):
+                return f"layer {l.name!r} takes sequence_lens (whole-sequence semantics)"
+        for o in self.outputs:
+            if o.pick and not set(o.pick) <= {"T-1", "end"}:
+                return f"output {o.name!r} is a reverse-direction final state"
+        return None
+
+    @property
+    def recurrent_layers(self) -> list[Recurrent]:
+        return [l for l in self.layers if isinstance(l, Recurrent)]
+
+    @property
+    def macs_per_step(self) -> int:
+        return sum(getattr(l, "macs_per_step", 0) for l in self.layers)
+
+    # ------------------------------------------------------------------ execution
+    def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+        """Run whole sequences; inputs and outputs in the ONNX model's own shapes and names."""
+        feeds = self._feeds(feeds)
+        x = _as_float32(feeds[self.input.name], self.input.name)
+        if x.ndim != 3:
+            raise NvmInputError(f"input {self.input.name!r}: expected a 3-D tensor with axes "
+                                f"{''.join(self.input.axes)}, got shape {x.shape}")
+        x_btf = x if self.input.axes == ("B", "T", "F") else np.swapaxes(x, 0, 1)
+        env, lens = self._execute(np.ascontiguousarray(x_btf), feeds, whole=True)
+        return {o.name: _format_output(o, env[o.tensor], lens) for o in self.outputs}
+
+    def run_steps(self, x: np.ndarray, **aux: np.ndarray) -> dict[str, np.ndarray]:
+        """Run ``x[B, T, F]`` (or ``[T, F]``) and return every output per step ``[B, T, F_out]``.
+
+        For causal models this is what streaming returns step by step. Non-causal models return
+        their ONNX outputs, batch first.
+        """
+        x = _as_float32(x, self.input.name)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3:
+            raise NvmInputError(f"input {self.input.name!r}: expected [batch, time, features] or "
+                                f"[time, features], got shape {x.shape}")
+        feeds = dict(aux)
+        feeds[self.input.name] = x
+        self._check_aux(feeds, x.shape[0])
+        env, lens = self._execute(np.ascontiguousarray(x), feeds, whole=True)
+        out = {}
+        for o in self.outputs:
+            if self.causal:
+                out[o.name] = env[o.tensor]
+            else:
+                r = _format_output(o, env[o.tensor], lens)
+                if "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
+                    r = np.swapaxes(r, 0, 1)
+                out[o.name] = r
+        return out
+
+    def stream(self, batch: int = 1, **aux: np.ndarray) -> "FloatStream":
+        """Start ``batch`` streams; feed one frame ``[batch, F]`` at a time with ``step``."""
+        reason = self.why_not_streamable()
+        if reason:
+            raise NvmInputError(f"model cannot stream: {reason}")
+        feeds = dict(aux)
+        self._check_aux(feeds, batch)
+        return FloatStream(self, batch, self._initial_state(feeds, batch))
+
+    # ------------------------------------------------------------------ internals
+    def _feeds(self, feeds) -> dict[str, np.ndarray]:
+        if isinstance(feeds, np.ndarray):
+            feeds = {self.input.name: feeds}
+        feeds = dict(feeds)
+        if self.input.name not in feeds:
+            raise NvmInputError(f"missing model input {self.input.name!r}")
+        x = feeds[self.input.name]
+        b = x.shape[self.input.axes.index("B")] if getattr(x, "ndim", 0) == 3 else None
+        self._check_aux(feeds, b)
+        return feeds
+
+    def _check_aux(self, feeds: Mapping[str, np.ndarray], batch: int | None) -> None:
+        known = {self.input.name} | {a.name for a in self.aux_inputs}
+        for k in feeds:
+            if k not in known:
+                raise NvmInputError(f"unknown input {k!r}; the model takes {sorted(known)}")
+        for a in self.aux_inputs:
+            if a.name not in feeds:
+                if a.role == "sequence_lens":
+                    continue
+                raise NvmInputError(f"missing model input {a.name!r} ({a.role} of {a.layer!r})")
+            v = np.asarray(feeds[a.name])
+            if len(v.shape) != len(a.shape):
+                raise NvmInputError(f"input {a.name!r}: expected shape {a.shape}, got {v.shape}")
+            for got, want in zip(v.shape, a.shape):
+                if want == "B":
+                    if batch is not None and got != batch:
+                        raise NvmInputError(f"input {a.name!r}: batch {got} != {batch}")
+                elif got != want:
+                    raise NvmInputError(f"input {a.name!r}: expected shape {a.shape}, got {v.shape}")
+
+    def _initial_state(self, feeds, batch: int) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        state = {}
+        for l in self.recurrent_layers:
+            state[l.name] = (_init(l.initial_h, feeds, l, batch, "initial_h"),
+                             _init(l.initial_c, feeds, l, batch, "initial_c")
+                             if l.kind == "LSTM" else None)
+        return state
+
+    def _execute(self, x_btf: np.ndarray, feeds, whole: bool, state=None):
+        if x_btf.shape[2] != self.input.features:
+            raise NvmInputError(f"input {self.input.name!r}: {x_btf.shape[2]} features, model "
+                                f"expects {self.input.features}")
+        b, t = x_btf.shape[:2]
+        if t == 0:
+            raise NvmInputError(f"input {self.input.name!r}: sequence has no time steps")
+        env: dict[str, np.ndarray] = {self.input.name: x_btf}
+        lens_by_layer: dict[str, np.ndarray | None] = {}
+        if state is None:
+            state = self._initial_state(feeds, b)
+        for layer in self.layers:
+            if isinstance(layer, Recurrent):
+                lens = None
+                if whole:
+                    lens = _seq_lens(layer, feeds, b, t)
+                h0, c0 = state[layer.name]
+                y, c, hT, cT = run_recurrent(layer, env[layer.x], h0, c0, lens)
+                state[layer.name] = (hT, cT)
+                env[layer.y] = y
+                if layer.c:
+                    env[layer.c] = c
+                lens_by_layer[layer.y] = lens
+                if layer.c:
+                    lens_by_layer[layer.c] = lens
+            else:
+                env[layer.y] = run_pointwise(layer, env)
+        # A pick like "end" uses the lengths of the recurrent layer whose state it picks; the
+        # converter guarantees a model has at most one distinct sequence_lens source.
+        lens_all = next((v for v in lens_by_layer.values() if v is not None), None)
+        return env, lens_all
+
+
+class FloatStream:
+    """Stateful float32 streaming of a causal model: ``step(x[B, F]) -> {output: [B, F_out]}``."""
+
+    def __init__(self, model: Model, batch: int, state) -> None:
+        self.model = model
+        self.batch = batch
+        self.state = state
+        self.steps = 0
+
+    def step(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
+        x_t = _as_float32(x_t, self.model.input.name)
+        if x_t.ndim == 1:
+            x_t = x_t[None]
+        if x_t.shape != (self.batch, self.model.input.features):
+            raise NvmInputError(f"frame {self.steps}: expected shape "
+                                f"({self.batch}, {self.model.input.features}), got {x_t.shape}")
+        env, _ = self.model._execute(np.ascontiguousarray(x_t[:, None, :]), {}, whole=False,
+                                     state=self.state)
+        self.steps += 1
+        return {o.name: env[o.tensor][:, 0] for o in self.model.outputs}
+
+
+# ---------------------------------------------------------------------------------- numerics
+def _as_float32(x, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
+            raise NvmInputError(f"input {name!r}: dtype {x.dtype} is not numeric")
+        x = x.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise NvmInputError(f"input {name!r}: contains NaN or infinity")
+    return x
+
+
+def _init(init: StateInit | None, feeds, layer: Recurrent, batch: int, role: str) -> np.ndarray:
+    d, h = layer.num_directions, layer.hidden_size
+    if init is None:
+        return np.zeros((d, batch, h), np.float32)
+    if init.input is not None:
+        v = np.asarray(feeds[init.input], np.float32)
+    else:
+        v = init.value
+    if v.shape != (d, batch, h):
+        raise NvmInputError(f"{role} of layer {layer.name!r}: shape {v.shape} does not match "
+                            f"(directions {d}, batch {batch}, hidden {h})")
+    return np.array(v, np.float32)
+
+
+def _seq_lens(layer: Recurrent, feeds, b: int, t: int) -> np.ndarray | None:
+    if layer.sequence_lens is not None and layer.sequence_lens in feeds:
+        lens = np.asarray(feeds[layer.sequence_lens])
+    elif layer.sequence_lens_value is not None:
+        lens = layer.sequence_lens_value
+    else:
+        return None
+    lens = lens.astype(np.int64).reshape(-1)
+    if lens.shape != (b,):
+        raise NvmInputError(f"sequence_lens of layer {layer.name!r}: shape {lens.shape}, "
+                            f"batch is {b}")
+    if np.any(lens < 1) or np.any(lens > t):
+        raise NvmInputError(f"sequence_lens of layer {layer.name!r}: values must be in 1..{t}, "
+                            f"got {lens.tolist()}")
+    return lens
+
+
+def run_recurrent(layer: Recurrent, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
+                  lens: np.ndarray | None):
+    """Run an LSTM/GRU/RNN over ``x[B, T, I]`` from state ``h0[D, B, H]`` (``c0`` for LSTM).
+
+    Returns ``(y[B, T, D*H], c[B, T, D*H] | None, hT[D, B, H], cT | None)``; ``y`` and ``c`` are
+    zero past each row's length. Reverse directions walk each row from its own last valid step.
+    """
+    b, t, _ = x.shape
+    hsz, nd = layer.hidden_size, layer.num_directions
+    y = np.zeros((b, t, nd * hsz), np.float32)
+    cs = np.zeros((b, t, nd * hsz), np.float32) if layer.kind == "LSTM" else None
+    h_out = np.empty_like(h0)
+    c_out = np.empty_like(c0) if c0 is not None else None
+    rows = np.arange(b)
+    for d in range(nd):
+        reverse = layer.direction == "reverse" or d == 1
+        h = h0[d].copy()
+        c = c0[d].copy() if c0 is not None else None
+        sl = slice(d * hsz, (d + 1) * hsz)
+        for k in range(t):
+            if lens is None:
+                idx = t - 1 - k if reverse else k
+                h, c = _cell(layer, d, x[:, idx], h, c)
+                y[:, idx, sl] = h
+                if cs is not None:
+                    cs[:, idx, sl] = c
+            else:
+                idx = (lens - 1 - k) if reverse else np.full(b, k)
+                active = (idx >= 0) & (idx < lens)
+                if not active.any():
+                    continue
+                sidx = np.clip(idx, 0, t - 1)
+                hn, cn = _cell(layer, d, x[rows, sidx], h, c)
+                h = np.where(active[:, None], hn, h)
+                if c is not None:
+                    c = np.where(active[:, None], cn, c)
+                y[rows[active], sidx[active], sl] = h[active]
+                if cs is not None:
+                    cs[rows[active], sidx[active], sl] = c[active]
+        h_out[d] = h
+        if c_out is not None:
+            c_out[d] = c
+    return y, cs, h_out, c_out
+
+
+def _cell(layer: Recurrent, d: int, x_t: np.ndarray, h: np.ndarray, c: np.ndarray | None):
+    hsz = layer.hidden_size
+    acts = layer.activations[d]
+    clip = layer.clip
+
+    def act(fn: Activation, v: np.ndarray) -> np.ndarray:
+        if clip is not None:
+            v = np.clip(v, np.float32(-clip), np.float32(clip))
+        return fn(v)
+
+    xw = x_t @ layer._wt[d]
+    bias = layer._bias[d]
+    if layer.kind == "LSTM":
+        g = xw + h @ layer._rt[d] + bias
+        gi, go, gf, gc = (g[:, k * hsz:(k + 1) * hsz] for k in range(4))
+        if layer.P is not None:
+            p = layer.P[d]
+            gi = gi + p[:hsz] * c
+            gf = gf + p[2 * hsz:] * c
+        i = act(acts[0], gi)
+        f = (np.float32(1) - i) if layer.input_forget else act(acts[0], gf)
+        cand = act(acts[1], gc)
+        c_new = f * c + i * cand
+        if layer.P is not None:
+            go = go + layer.P[d][hsz:2 * hsz] * c_new
+        o = act(acts[0], go)
+        h_new = o * acts[2](c_new)
+        return h_new.astype(np.float32, copy=False), c_new.astype(np.float32, copy=False)
+    if layer.kind == "GRU":
+        wb, rb = layer.Wb[d], layer.Rb[d]
+        xw_b = xw + wb
+        rt = layer._rt[d]
+        hz = h @ rt[:, :2 * hsz]
+        z = act(acts[0], xw_b[:, :hsz] + hz[:, :hsz] + rb[:hsz])
+        r = act(acts[0], xw_b[:, hsz:2 * hsz] + hz[:, hsz:] + rb[hsz:2 * hsz])
+        if layer.linear_before_reset:
+            hh = act(acts[1], xw_b[:, 2 * hsz:] + r * (h @ rt[:, 2 * hsz:] + rb[2 * hsz:]))
+        else:
+            hh = act(acts[1], xw_b[:, 2 * hsz:] + (r * h) @ rt[:, 2 * hsz:] + rb[2 * hsz:])
+        h_new = (np.float32(1) - z) * hh + z * h
+        return h_new.astype(np.float32, copy=False), None
+    # RNN
+    h_new = act(acts[0], xw + h @ layer._rt[d] + layer._bias[d])
+    return h_new.astype(np.float32, copy=False), None
+
+
+def run_pointwise(layer: Layer, env: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Run a non-recurrent layer on per-step tensors ``[B, T, F]`` (step by step)."""
+    if isinstance(layer, Dense):
+        x = env[layer.x]
+        out = np.empty(x.shape[:2] + (layer.out_features,), np.float32)
+        for t in range(x.shape[1]):
+            v = x[:, t] @ layer._wt
+            if layer.b is not None:
+                v = v + layer.b
+            out[:, t] = v
+        return out
+    if isinstance(layer, Elementwise):
+        return layer.fn(env[layer.x])
+    if isinstance(layer, Softmax):
+        x = env[layer.x]
+        m = x.max(axis=-1, keepdims=True)
+        e = np.exp(x - m)
+        s = e.sum(axis=-1, keepdims=True)
+        if layer.log:
+            return (x - m - np.log(s)).astype(np.float32)
+        return (e / s).astype(np.float32)
+    if isinstance(layer, FeatureSlice):
+        return np.ascontiguousarray(env[layer.x][..., layer.start:layer.stop])
+    if isinstance(layer, FeatureConcat):
+        return np.concatenate([env[n] for n in layer.xs], axis=-1)
+    raise TypeError(f"not a pointwise layer: {layer!r}")
+
+
+def _format_output(o: Output, a: np.ndarray, lens: np.ndarray | None) -> np.ndarray:
+    """Per-step ``a[B, T, F]`` -> the ONNX output described by ``o``."""
+    b, t, f = a.shape
+    if o.pick is not None:
+        nblk = len(o.pick)
+        blk = f // nblk
+        parts = []
+        for k, rule in enumerate(o.pick):
+            seg = a[:, :, k * blk:(k + 1) * blk]
+            if rule == "T-1":
+                parts.append(seg[:, t - 1])
+            elif rule == "start":
+                parts.append(seg[:, 0])
+            else:  # "end"
+                idx = (lens - 1) if lens is not None else np.full(b, t - 1)
+                parts.append(seg[np.arange(b), idx])
+        a = np.concatenate(parts, axis=-1)          # [B, F]
+        cur = ["B"]
+    else:
+        cur = ["B", "T"]
+    # split the feature axis into the view's feature axes (D, H or F) and unit axes
+    sizes = dict(zip(o.axes, o.sizes))
+    feat_axes = [ax for ax in ("D", "H", "F") if ax in o.axes]   # internal order: D-major
+    feat_sizes = [sizes[ax] for ax in feat_axes]
+    a = a.reshape(a.shape[:len(cur)] + tuple(feat_sizes))
+    cur = cur + feat_axes
+    order = [cur.index(ax) for ax in o.axes if ax != "1"]
+    a = np.transpose(a, order)
+    shape = []
+    it = iter(a.shape)
+    for ax in o.axes:
+        shape.append(1 if ax == "1" else next(it))
+    return np.ascontiguousarray(a.reshape(shape))

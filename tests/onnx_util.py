@@ -1,0 +1,85 @@
+"""Helpers shared by the converter tests (not a test module)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+WEIGHT_INPUTS = {"W", "R", "B", "P"}
+
+
+def freeze_weights(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                   names=WEIGHT_INPUTS) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Turn weight graph inputs into initializers (nvmstream needs constant weights)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    keep = [i for i in g.input if i.name not in names or i.name not in feeds]
+    for name in names:
+        if name in feeds:
+            g.initializer.append(numpy_helper.from_array(np.asarray(feeds[name]), name))
+    del g.input[:]
+    g.input.extend(keep)
+    return m, {k: v for k, v in feeds.items() if k not in names}
+
+
+def ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, feeds)))
+
+
+def max_err(a: dict, b: dict) -> float:
+    return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) if a[k].size else 0.0
+               for k in b)
+
+
+def layout0_twin(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A layout=0 twin of a model whose recurrent nodes use layout=1: the same node with
+    Transposes around it, so onnxruntime (which rejects layout=1) can serve as the reference."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    new_nodes = []
+    for n in g.node:
+        if n.op_type not in ("LSTM", "GRU", "RNN"):
+            new_nodes.append(n)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if attrs.get("layout", 0) != 1:
+            new_nodes.append(n)
+            continue
+        ins = list(n.input)
+        for k, perm in ((0, [1, 0, 2]), (5, [1, 0, 2]), (6, [1, 0, 2])):
+            if k < len(ins) and ins[k]:
+                t = ins[k] + "__l0"
+                new_nodes.append(helper.make_node("Transpose", [ins[k]], [t], perm=perm))
+                ins[k] = t
+        outs = list(n.output)
+        post = []
+        for k, perm in ((0, [2, 0, 1, 3]), (1, [1, 0, 2]), (2, [1, 0, 2])):
+            if k < len(outs) and outs[k]:
+                t = outs[k] + "__l0"
+                post.append(helper.make_node("Transpose", [t], [outs[k]], perm=perm))
+                outs[k] = t
+        a2 = [a for a in n.attribute if a.name != "layout"]
+        nn = helper.make_node(n.op_type, ins, outs, name=n.name)
+        nn.attribute.extend(a2)
+        new_nodes.append(nn)
+        new_nodes.extend(post)
+    del g.node[:]
+    g.node.extend(new_nodes)
+    del g.value_info[:]
+    return m
+
+
+def reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """onnxruntime's outputs; for layout=1 models, those of the layout=0 twin."""
+    uses_layout1 = any(a.name == "layout" and a.i == 1 for n in model.graph.node
+                       for a in n.attribute)
+    return ort_run(layout0_twin(model) if uses_layout1 else model, feeds)
