@@ -1,0 +1,443 @@
+"""Conductance-level mechanisms: differential mapping, programming noise, stuck-at faults,
+drift (+ global compensation) and read-noise sigma. All conductances are in microsiemens (uS).
+
+Each mechanism is one small class built from a :class:`~nvmstream.devices.profile.DeviceProfile`
+by ``from_profile`` and chosen by name from a registry (``PROGRAMMING_MODELS``,
+``DRIFT_MODELS``, ``READ_MODELS``). Random draws take an explicit ``numpy.random.Generator``.
+Formulas and sources: devices/README.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nvmstream.devices.profile import PCM_PROG_COEFFS_US, PCM_PROG_GMAX_REF_US, DeviceProfile
+from nvmstream.devices.registry import Registry
+
+__all__ = [
+    "DifferentialMapping",
+    "PROGRAMMING_MODELS",
+    "DRIFT_MODELS",
+    "READ_MODELS",
+    "NoProgrammingNoise",
+    "ConstantProgrammingNoise",
+    "FractionProgrammingNoise",
+    "PolyProgrammingNoise",
+    "PcmPolyProgrammingNoise",
+    "StuckAtFaults",
+    "NoDrift",
+    "ConstantDrift",
+    "PcmDrift",
+    "GlobalDriftCompensation",
+    "NoReadNoise",
+    "ConstantReadNoise",
+    "FractionReadNoise",
+    "Pcm1fReadNoise",
+    "pcm_drift_mu_sd",
+    "pcm_q_s",
+]
+
+#: aihwkit clamps the relative conductance at this value before taking logs (``_ZERO_CLIP``).
+ZERO_CLIP = 1e-7
+
+PROGRAMMING_MODELS: Registry[type] = Registry("programming noise model")
+DRIFT_MODELS: Registry[type] = Registry("drift model")
+READ_MODELS: Registry[type] = Registry("read noise model")
+
+
+# --- mapping -------------------------------------------------------------------------------
+
+class DifferentialMapping:
+    """Differential pair: G+ = gmin + (gmax-gmin) max(q,0)/qmax, G- = gmin + (gmax-gmin) max(-q,0)/qmax.
+
+    The weight seen by a read, in code units, is w = (G+ - G-) / (gmax - gmin) * qmax.
+    """
+
+    def __init__(self, gmin_uS: float, gmax_uS: float, qmax: float) -> None:
+        if not gmax_uS > gmin_uS >= 0:
+            raise ValueError(f"need gmax > gmin >= 0, got gmin={gmin_uS}, gmax={gmax_uS}")
+        self.gmin = float(gmin_uS)
+        self.gmax = float(gmax_uS)
+        self.qmax = float(qmax)
+        #: code units per uS of conductance difference
+        self.codes_per_uS = self.qmax / (self.gmax - self.gmin)
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "DifferentialMapping":
+        return cls(p.mapping.gmin_uS, p.mapping.gmax_uS, p.qmax)
+
+    def to_conductance(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Target (G+, G-) in uS, float64, for codes in [-qmax, qmax]."""
+        q = np.asarray(codes, dtype=np.float64)
+        span = (self.gmax - self.gmin) / self.qmax
+        return self.gmin + span * np.maximum(q, 0.0), self.gmin + span * np.maximum(-q, 0.0)
+
+    def to_weight(self, g_pos: np.ndarray, g_neg: np.ndarray) -> np.ndarray:
+        """Weight in code units (float64) that a noise-free read of the pair sees."""
+        return (np.asarray(g_pos, np.float64) - np.asarray(g_neg, np.float64)) * self.codes_per_uS
+
+
+# --- programming noise ---------------------------------------------------------------------
+
+class _ProgrammingNoise:
+    """G_prog = clip(G + N(0, sigma(G)^2), 0, gclip), sigma from the model (uS)."""
+
+    active = True
+
+    def __init__(self, gclip_uS: float = math.inf) -> None:
+        self.gclip = float(gclip_uS)
+
+    def sigma(self, g_target: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def apply(self, g_target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Programmed conductances (float64): one Gaussian draw per cell, then clipped."""
+        g = np.asarray(g_target, dtype=np.float64)
+        if not self.active:
+            return g.copy()
+        noisy = g + self.sigma(g) * rng.standard_normal(g.shape)
+        return np.clip(noisy, 0.0, self.gclip)
+
+
+@PROGRAMMING_MODELS.register("none")
+class NoProgrammingNoise(_ProgrammingNoise):
+    """Cells are programmed exactly to their target."""
+
+    active = False
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "NoProgrammingNoise":
+        return cls()
+
+    def sigma(self, g_target):
+        return np.zeros_like(np.asarray(g_target, dtype=np.float64))
+
+
+@PROGRAMMING_MODELS.register("constant")
+class ConstantProgrammingNoise(_ProgrammingNoise):
+    """sigma = sigma_uS for every cell."""
+
+    def __init__(self, sigma_uS: float, gclip_uS: float = math.inf) -> None:
+        super().__init__(gclip_uS)
+        self.sigma_uS = float(sigma_uS)
+        self.active = self.sigma_uS > 0
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "ConstantProgrammingNoise":
+        return cls(p.programming.sigma_uS, p.programming.clip_max_factor * p.mapping.gmax_uS)
+
+    def sigma(self, g_target):
+        return np.full(np.shape(g_target), self.sigma_uS)
+
+
+@PROGRAMMING_MODELS.register("fraction")
+class FractionProgrammingNoise(ConstantProgrammingNoise):
+    """sigma = fraction * gmax for every cell."""
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "FractionProgrammingNoise":
+        return cls(p.programming.fraction * p.mapping.gmax_uS,
+                   p.programming.clip_max_factor * p.mapping.gmax_uS)
+
+
+@PROGRAMMING_MODELS.register("poly")
+class PolyProgrammingNoise(_ProgrammingNoise):
+    """sigma(G) = max(0, sum_k c_k x^k) * gmax/gmax_ref, x = G/gmax (aihwkit prog_coeff form)."""
+
+    def __init__(self, coeffs_uS, gmax_uS: float, gmax_ref_uS: float,
+                 gclip_uS: float = math.inf) -> None:
+        super().__init__(gclip_uS)
+        self.coeffs = tuple(float(c) for c in coeffs_uS)
+        self.gmax = float(gmax_uS)
+        self.gmax_ref = float(gmax_ref_uS)
+        self.active = any(c != 0 for c in self.coeffs)
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "PolyProgrammingNoise":
+        return cls(p.programming.poly_coeffs_uS, p.mapping.gmax_uS,
+                   p.programming.poly_gmax_ref_uS,
+                   p.programming.clip_max_factor * p.mapping.gmax_uS)
+
+    def sigma(self, g_target):
+        x = np.asarray(g_target, dtype=np.float64) / self.gmax
+        s = np.zeros_like(x)
+        for c in reversed(self.coeffs):  # Horner
+            s = s * x + c
+        return np.maximum(s, 0.0) * (self.gmax / self.gmax_ref)
+
+
+@PROGRAMMING_MODELS.register("pcm_poly")
+class PcmPolyProgrammingNoise(PolyProgrammingNoise):
+    """PCM: sigma = (0.26348 + 1.9650 x - 1.1731 x^2) * gmax/25 uS, x = G/gmax.
+
+    Nandakumar et al., ICECS 2019, as aihwkit PCMLikeNoiseModel.apply_programming_noise_to_
+    conductance (coefficients fitted at gmax = 25 uS; sigma scales with gmax/25).
+    """
+
+    def __init__(self, gmax_uS: float, gclip_uS: float = math.inf) -> None:
+        super().__init__(PCM_PROG_COEFFS_US, gmax_uS, PCM_PROG_GMAX_REF_US, gclip_uS)
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "PcmPolyProgrammingNoise":
+        return cls(p.mapping.gmax_uS, p.programming.clip_max_factor * p.mapping.gmax_uS)
+
+
+# --- stuck-at faults -----------------------------------------------------------------------
+
+class StuckAtFaults:
+    """Each cell independently stuck at gmin w.p. p_low, at gmax w.p. p_high (drawn once)."""
+
+    def __init__(self, p_low: float, p_high: float, gmin_uS: float, gmax_uS: float) -> None:
+        if p_low < 0 or p_high < 0 or p_low + p_high > 1:
+            raise ValueError(f"need p_low, p_high >= 0 and p_low + p_high <= 1, got {p_low}, {p_high}")
+        self.p_low, self.p_high = float(p_low), float(p_high)
+        self.gmin, self.gmax = float(gmin_uS), float(gmax_uS)
+        self.active = (self.p_low + self.p_high) > 0
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "StuckAtFaults":
+        return cls(p.faults.p_stuck_low, p.faults.p_stuck_high, p.mapping.gmin_uS, p.mapping.gmax_uS)
+
+    def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Boolean masks (stuck_low, stuck_high), disjoint: one uniform draw per cell."""
+        if not self.active:
+            z = np.zeros(shape, dtype=bool)
+            return z, z.copy()
+        u = rng.random(shape)
+        low = u < self.p_low
+        high = (u >= self.p_low) & (u < self.p_low + self.p_high)
+        return low, high
+
+    def apply(self, g: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(G with stuck cells forced to gmin/gmax, mask of stuck cells)."""
+        low, high = self.sample(np.shape(g), rng)
+        out = np.where(low, self.gmin, np.where(high, self.gmax, g))
+        return out, low | high
+
+
+# --- drift ---------------------------------------------------------------------------------
+
+def pcm_drift_mu_sd(g_target: np.ndarray, gmax_uS: float) -> tuple[np.ndarray, np.ndarray]:
+    """PCM drift exponent statistics per cell (aihwkit PCMLikeNoiseModel.generate_drift_coefficients).
+
+    x = max(|G_target|/gmax, 1e-7); mu = clip(-0.0155 ln x + 0.0244, 0.049, 0.1);
+    sd = clip(-0.0125 ln x - 0.0059, 0.008, 0.045).
+    """
+    x = np.maximum(np.abs(np.asarray(g_target, dtype=np.float64)) / gmax_uS, ZERO_CLIP)
+    lx = np.log(x)
+    mu = np.clip(-0.0155 * lx + 0.0244, 0.049, 0.1)
+    sd = np.clip(-0.0125 * lx - 0.0059, 0.008, 0.045)
+    return mu, sd
+
+
+class _Drift:
+    """G(t) = G_prog (t/t0)^-nu for t > t0, unchanged for t <= t0; nu drawn once per cell."""
+
+    active = True
+
+    def __init__(self, t0_s: float) -> None:
+        if not t0_s > 0:
+            raise ValueError(f"t0 must be > 0, got {t0_s}")
+        self.t0 = float(t0_s)
+
+    def sample_nu(self, g_target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError  # pragma: no cover
+
+    def factor(self, nu: np.ndarray, t_s: float) -> np.ndarray | float:
+        """Drift factor (t/t0)^-nu (1 for t <= t0)."""
+        if t_s <= self.t0:
+            return np.ones_like(np.asarray(nu, dtype=np.float64))
+        return np.power(t_s / self.t0, -np.asarray(nu, dtype=np.float64))
+
+    def applies_at(self, t_s: float) -> bool:
+        """True when this model changes conductances at age ``t_s``."""
+        return self.active and t_s > self.t0
+
+    def apply(self, g_prog: np.ndarray, g_target: np.ndarray, t_s: float,
+              rng: np.random.Generator, frozen: np.ndarray | None = None) -> np.ndarray:
+        """Drifted conductances at age ``t_s``; cells in ``frozen`` (stuck) do not drift.
+
+        nu is drawn from the *target* conductance (as aihwkit) even when t <= t0, so the same
+        seed gives the same cells' exponents at every age.
+        """
+        g = np.asarray(g_prog, dtype=np.float64)
+        if not self.active:
+            return g.copy()
+        nu = self.sample_nu(g_target, rng)
+        out = g * self.factor(nu, t_s)
+        if frozen is not None:
+            out = np.where(frozen, g, out)
+        return out
+
+
+@DRIFT_MODELS.register("none")
+class NoDrift(_Drift):
+    """Conductances do not change with time."""
+
+    active = False
+
+    def __init__(self, t0_s: float = 20.0) -> None:
+        super().__init__(t0_s)
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "NoDrift":
+        return cls(p.drift.t0_s)
+
+    def sample_nu(self, g_target, rng):
+        return np.zeros(np.shape(g_target))
+
+
+@DRIFT_MODELS.register("constant")
+class ConstantDrift(_Drift):
+    """nu ~ N(nu_mean, nu_sd^2) per cell, independent of G (negative nu = growth)."""
+
+    def __init__(self, nu_mean: float, nu_sd: float, t0_s: float = 20.0) -> None:
+        super().__init__(t0_s)
+        self.nu_mean, self.nu_sd = float(nu_mean), float(nu_sd)
+        self.active = self.nu_mean != 0 or self.nu_sd != 0
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "ConstantDrift":
+        return cls(p.drift.nu_mean, p.drift.nu_sd, p.drift.t0_s)
+
+    def sample_nu(self, g_target, rng):
+        shape = np.shape(g_target)
+        return self.nu_mean + self.nu_sd * rng.standard_normal(shape)
+
+
+@DRIFT_MODELS.register("pcm")
+class PcmDrift(_Drift):
+    """PCM: nu = |N(mu(x), sd(x)^2)| per cell, x = G_target/gmax (see :func:`pcm_drift_mu_sd`).
+
+    The absolute value follows aihwkit (``torch.abs(mu + sd * randn)``); it matters only for
+    the rare draws below 0 (mu/sd >= 1.09 everywhere, >= 6 at gmax).
+    """
+
+    def __init__(self, gmax_uS: float, t0_s: float = 20.0) -> None:
+        super().__init__(t0_s)
+        self.gmax = float(gmax_uS)
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "PcmDrift":
+        return cls(p.mapping.gmax_uS, p.drift.t0_s)
+
+    def sample_nu(self, g_target, rng):
+        mu, sd = pcm_drift_mu_sd(g_target, self.gmax)
+        return np.abs(mu + sd * rng.standard_normal(mu.shape))
+
+
+class GlobalDriftCompensation:
+    """One digital rescale per matrix from a noise-free reference readout (aihwkit style).
+
+    The reference input is the set of one-hot vectors (aihwkit ``GlobalDriftCompensation.
+    get_readout_tensor`` = ``eye(in)``), so the readout is mean_{j,i} |W[j, i]| with
+    W = G+ - G-. It is taken once at t0 (after programming noise and faults, before drift) and
+    once at the device age; the factor is readout(t0) / max(readout(age), 1e-12 * readout(t0)),
+    and 1.0 for an all-zero matrix. Read noise and ADC are not part of this readout.
+    """
+
+    @staticmethod
+    def readout(w: np.ndarray) -> float:
+        """mean |W| over all entries: the mean |output| for the one-hot reference inputs."""
+        w = np.asarray(w, dtype=np.float64)
+        return float(np.mean(np.abs(w))) if w.size else 0.0
+
+    @classmethod
+    def factor(cls, w_t0: np.ndarray, w_age: np.ndarray) -> float:
+        ref = cls.readout(w_t0)
+        if ref == 0.0:
+            return 1.0
+        now = max(cls.readout(w_age), 1e-12 * ref)
+        return ref / now
+
+
+# --- read noise ----------------------------------------------------------------------------
+
+def pcm_q_s(g_prog: np.ndarray, gmax_uS: float) -> np.ndarray:
+    """1/f noise amplitude Q_s = min(0.0088 / max((|G_prog|/gmax)^0.65, 1e-3), 0.2)."""
+    x = np.abs(np.asarray(g_prog, dtype=np.float64)) / gmax_uS
+    return np.minimum(0.0088 / np.maximum(x ** 0.65, 1e-3), 0.2)
+
+
+class _ReadNoise:
+    """Per-cell, per-read Gaussian noise: a read sees G + N(0, sigma_read^2) (uS)."""
+
+    active = True
+
+    def sigma(self, g_now: np.ndarray, g_prog: np.ndarray | None = None,
+              t_s: float = 0.0) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def sample(self, g_now: np.ndarray, rng: np.random.Generator,
+               g_prog: np.ndarray | None = None, t_s: float = 0.0) -> np.ndarray:
+        """One noisy read of every cell (reference Monte Carlo; the runtime samples per column)."""
+        g = np.asarray(g_now, dtype=np.float64)
+        return g + self.sigma(g, g_prog, t_s) * rng.standard_normal(g.shape)
+
+
+@READ_MODELS.register("none")
+class NoReadNoise(_ReadNoise):
+    """Reads are exact."""
+
+    active = False
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "NoReadNoise":
+        return cls()
+
+    def sigma(self, g_now, g_prog=None, t_s=0.0):
+        return np.zeros(np.shape(g_now))
+
+
+@READ_MODELS.register("constant")
+class ConstantReadNoise(_ReadNoise):
+    """sigma_read = sigma_uS for every cell."""
+
+    def __init__(self, sigma_uS: float) -> None:
+        self.sigma_uS = float(sigma_uS)
+        self.active = self.sigma_uS > 0
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "ConstantReadNoise":
+        return cls(p.read.sigma_uS)
+
+    def sigma(self, g_now, g_prog=None, t_s=0.0):
+        return np.full(np.shape(g_now), self.sigma_uS)
+
+
+@READ_MODELS.register("fraction")
+class FractionReadNoise(ConstantReadNoise):
+    """sigma_read = fraction * gmax for every cell."""
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "FractionReadNoise":
+        return cls(p.read.fraction * p.mapping.gmax_uS)
+
+
+@READ_MODELS.register("pcm_1f")
+class Pcm1fReadNoise(_ReadNoise):
+    """PCM 1/f read noise (aihwkit PCMLikeNoiseModel.apply_drift_noise_to_conductance):
+
+    sigma_read = |G(t)| * Q_s(G_prog) * sqrt(ln((t + t_read) / (2 t_read))), t = device age,
+    Q_s = min(0.0088 / max((|G_prog|/gmax)^0.65, 1e-3), 0.2). The log term is clipped at 0
+    (no noise for t <= t_read). ``g_prog`` defaults to ``g_now``.
+    """
+
+    def __init__(self, gmax_uS: float, t_read_s: float = 250e-9) -> None:
+        self.gmax = float(gmax_uS)
+        self.t_read = float(t_read_s)
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "Pcm1fReadNoise":
+        return cls(p.mapping.gmax_uS, p.read.t_read_s)
+
+    def time_term(self, t_s: float) -> float:
+        """sqrt(max(ln((t + t_read) / (2 t_read)), 0))."""
+        return math.sqrt(max(math.log((t_s + self.t_read) / (2.0 * self.t_read)), 0.0))
+
+    def sigma(self, g_now, g_prog=None, t_s=0.0):
+        g = np.asarray(g_now, dtype=np.float64)
+        gp = g if g_prog is None else np.asarray(g_prog, dtype=np.float64)
+        return np.abs(g) * pcm_q_s(gp, self.gmax) * self.time_term(t_s)

@@ -1,0 +1,270 @@
+"""The emulated accelerator: program integer weight codes into noisy differential conductances.
+
+``Device(profile, seed).program(codes, name)`` runs the once-per-programming chain
+
+    storage read (bit errors, nulling) -> differential mapping -> programming noise
+    -> stuck-at faults -> drift to the device age (+ global drift compensation)
+
+and returns a :class:`ProgrammedMatrix` with the effective weights a noise-free read sees
+(``w_eff``, in code units) and the per-read noise variance (``read_var``, code units^2).
+
+Every programmed matrix, and every stage of its chain, draws from its own Generator derived from
+(seed, stage, name) through ``numpy.random.SeedSequence`` with a BLAKE2 hash of the name, so
+results depend neither on the order in which matrices are programmed nor on which other
+mechanisms are switched on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from nvmstream.devices.conductance import (
+    DRIFT_MODELS,
+    PROGRAMMING_MODELS,
+    READ_MODELS,
+    DifferentialMapping,
+    GlobalDriftCompensation,
+    StuckAtFaults,
+)
+from nvmstream.devices.profile import DeviceProfile, load_profile
+from nvmstream.devices.storage import BitErrorStorage
+
+__all__ = ["Device", "ProgrammedMatrix", "stream_seed_sequence"]
+
+log = logging.getLogger(__name__)
+
+
+def _words(text: str) -> list[int]:
+    """Four 32-bit words of a stable (BLAKE2b) hash of ``text``; never Python's ``hash()``."""
+    d = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+    return [int.from_bytes(d[i:i + 4], "little") for i in range(0, 16, 4)]
+
+
+def stream_seed_sequence(seed: int, stage: str, name: str) -> np.random.SeedSequence:
+    """The SeedSequence of one random stream: entropy = [seed, hash(stage), hash(name)]."""
+    return np.random.SeedSequence([int(seed), *_words(stage), *_words(name)])
+
+
+@dataclass(frozen=True)
+class ProgrammedMatrix:
+    """One weight matrix as it sits on the emulated chip at the device's age."""
+
+    name: str
+    """Name the matrix was programmed under (it also seeds its random streams)."""
+    codes_read: np.ndarray
+    """Codes after the storage read (int8 [out, in]; float32 for float weights, bits = 0)."""
+    g_pos: np.ndarray
+    """Conductance of the positive cell of each pair at the device age (float32 uS)."""
+    g_neg: np.ndarray
+    """Conductance of the negative cell of each pair at the device age (float32 uS)."""
+    w_eff: np.ndarray
+    """Effective weight in code units seen by a noise-free read (float32 [out, in]):
+    (g_pos - g_neg) / (gmax - gmin) * qmax * drift_compensation. Multiply by the layer's
+    per-row weight scale to get weights in model units."""
+    read_var: np.ndarray
+    """Per-read noise variance of each pair in code units^2 (float32 [out, in]):
+    (sigma_read(G+)^2 + sigma_read(G-)^2) * (qmax / (gmax - gmin))^2 * drift_compensation^2.
+    Zeros when read.model = 'none'."""
+    exact: bool
+    """True when the chain cannot have changed the codes: no bit flipped, no programming
+    noise, no stuck cell, no drift; then w_eff == codes exactly."""
+    drift_compensation: float = 1.0
+    """The global drift compensation factor already folded into w_eff and read_var."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """Counts: bits_flipped, codes_nulled, codes_changed, codes_out_of_range,
+    cells_stuck_low, cells_stuck_high, cells (= 2 * out * in), drift_applied,
+    drift_compensation."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.w_eff.shape)  # type: ignore[return-value]
+
+    @property
+    def has_read_noise(self) -> bool:
+        """True when any pair has non-zero read-noise variance."""
+        return bool(np.any(self.read_var > 0))
+
+
+class Device:
+    """An emulated NVM crossbar chip described by a profile, with a seed and an age.
+
+    ``profile``: a shipped profile name, a path to a .toml file or a DeviceProfile;
+    ``overrides``: ``"section.field=value"`` strings or a mapping, applied to the profile;
+    ``age_s``: time since programming at inference (s); None uses the profile's drift.age_s.
+    """
+
+    def __init__(
+        self,
+        profile: str | Path | DeviceProfile,
+        seed: int = 0,
+        age_s: float | None = None,
+        overrides: Mapping[str, Any] | Iterable[str] | None = None,
+    ) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        prof = load_profile(profile, overrides)
+        if age_s is not None:
+            if not (isinstance(age_s, (int, float)) and math.isfinite(age_s) and age_s >= 0):
+                raise ValueError(f"age_s must be a finite number >= 0, got {age_s!r}")
+            prof = prof.with_overrides({"drift.age_s": float(age_s)})
+        self.profile: DeviceProfile = prof
+        self.seed: int = int(seed)
+        p = prof
+        self.qmax = p.qmax
+        self.mapping = DifferentialMapping.from_profile(p)
+        self.programming = PROGRAMMING_MODELS.get(p.programming.model).from_profile(p)
+        self.faults = StuckAtFaults.from_profile(p)
+        self.drift = DRIFT_MODELS.get(p.drift.model).from_profile(p)
+        self.read_noise = READ_MODELS.get(p.read.model).from_profile(p)
+        self.storage = (
+            BitErrorStorage(p.weights.bits, p.storage.ber, p.storage.encoding, p.storage.detection)
+            if p.weights.bits else None
+        )
+        self._selftest()
+
+    @property
+    def age_s(self) -> float:
+        """Device age at inference (s), = profile.drift.age_s."""
+        return self.profile.drift.age_s
+
+    def __repr__(self) -> str:
+        return f"Device({self.profile.name!r}, seed={self.seed}, age_s={self.age_s})"
+
+    # -- random streams ------------------------------------------------------------------
+    def _rng(self, stage: str, name: str) -> np.random.Generator:
+        return np.random.Generator(np.random.PCG64(stream_seed_sequence(self.seed, stage, name)))
+
+    def rng_for(self, name: str) -> np.random.Generator:
+        """A Generator for per-read noise of ``name`` (runtime use), independent of the
+        programming streams. Each call returns a fresh Generator in the same initial state:
+        call once per stream and keep it."""
+        return self._rng("runtime", str(name))
+
+    def seed_for(self, name: str) -> int:
+        """A 32-bit integer seed for numba kernels, derived like :meth:`rng_for`."""
+        ss = stream_seed_sequence(self.seed, "runtime-seed", str(name))
+        return int(ss.generate_state(1, np.uint32)[0])
+
+    # -- programming ---------------------------------------------------------------------
+    def _check_codes(self, codes: np.ndarray, name: str) -> np.ndarray:
+        c = np.asarray(codes)
+        if c.ndim != 2:
+            raise ValueError(f"matrix {name!r}: codes must be 2-D [out, in], got shape {c.shape}")
+        if self.profile.weights.bits:
+            if not np.issubdtype(c.dtype, np.integer):
+                raise ValueError(
+                    f"matrix {name!r}: profile {self.profile.name!r} has weights.bits = "
+                    f"{self.profile.weights.bits}; expected integer codes, got {c.dtype}"
+                )
+            q = int(self.qmax)
+            if c.size and (c.min() < -q or c.max() > q):
+                raise ValueError(f"matrix {name!r}: codes outside [-{q}, {q}]")
+            return c.astype(np.int8)
+        c = c.astype(np.float32)
+        if c.size and (not np.all(np.isfinite(c)) or np.max(np.abs(c)) > 1.0):
+            raise ValueError(
+                f"matrix {name!r}: profile {self.profile.name!r} has float weights (bits = 0); "
+                "expected values in [-1, 1] (W / max|W_row|, see quantize_weights)"
+            )
+        return c
+
+    def program(self, codes: np.ndarray, name: str) -> ProgrammedMatrix:
+        """Program one matrix of codes (int8 [out, in]; float32 in [-1, 1] for bits = 0)."""
+        name = str(name)
+        codes = self._check_codes(codes, name)
+        p = self.profile
+        stats: dict[str, Any] = {
+            "bits_flipped": 0, "codes_nulled": 0, "codes_changed": 0, "codes_out_of_range": 0,
+            "cells_stuck_low": 0, "cells_stuck_high": 0, "cells": 2 * codes.size,
+        }
+
+        # 1. storage read (integer codes only)
+        if self.storage is not None:
+            res = self.storage.read(codes, self._rng("storage", name))
+            codes_read = res.codes
+            stats.update(bits_flipped=res.bits_flipped, codes_nulled=res.codes_nulled,
+                         codes_changed=res.codes_changed, codes_out_of_range=res.codes_out_of_range)
+        else:
+            codes_read = codes.copy()
+
+        # 2. mapping: stack the pair as one [2, out, in] array of cells
+        g_target = np.stack(self.mapping.to_conductance(codes_read))
+
+        # 3. programming noise (drawn from the target conductance)
+        g_prog = self.programming.apply(g_target, self._rng("programming", name))
+
+        # 4. stuck-at faults
+        if self.faults.active:
+            low, high = self.faults.sample(g_target.shape, self._rng("faults", name))
+            g_prog = np.where(low, self.mapping.gmin, np.where(high, self.mapping.gmax, g_prog))
+            stuck = low | high
+            stats.update(cells_stuck_low=int(low.sum()), cells_stuck_high=int(high.sum()))
+        else:
+            stuck = None
+
+        # 5. drift to the device age (+ global compensation)
+        age = p.drift.age_s
+        drift_applied = self.drift.applies_at(age)
+        if drift_applied:
+            g_age = self.drift.apply(g_prog, g_target, age, self._rng("drift", name), frozen=stuck)
+        else:
+            g_age = g_prog
+        w_t0 = self.mapping.to_weight(g_prog[0], g_prog[1])
+        w_age = self.mapping.to_weight(g_age[0], g_age[1]) if drift_applied else w_t0
+        comp = 1.0
+        if p.drift.compensation and drift_applied:
+            comp = GlobalDriftCompensation.factor(w_t0, w_age)
+        stats.update(drift_applied=drift_applied, drift_compensation=comp)
+
+        exact = (
+            stats["bits_flipped"] == 0
+            and not self.programming.active
+            and stats["cells_stuck_low"] + stats["cells_stuck_high"] == 0
+            and not drift_applied
+        )
+        if exact:
+            w_eff = codes_read.astype(np.float32)
+        else:
+            w_eff = (w_age * comp).astype(np.float32)
+
+        # 6. per-read noise variance of each pair, in code units^2
+        if self.read_noise.active:
+            sig = self.read_noise.sigma(g_age, g_prog, age)
+            read_var = ((sig[0] ** 2 + sig[1] ** 2) * (self.mapping.codes_per_uS * comp) ** 2)
+            read_var = read_var.astype(np.float32)
+        else:
+            read_var = np.zeros(codes.shape, dtype=np.float32)
+
+        pm = ProgrammedMatrix(
+            name=name,
+            codes_read=codes_read,
+            g_pos=g_age[0].astype(np.float32),
+            g_neg=g_age[1].astype(np.float32),
+            w_eff=w_eff,
+            read_var=read_var,
+            exact=bool(exact),
+            drift_compensation=float(comp),
+            stats=stats,
+        )
+        log.debug("programmed %s %s on %r: %s", name, codes.shape, self, stats)
+        return pm
+
+    def _selftest(self) -> None:
+        """Call every configured mechanism once on a tiny array so a broken one fails early."""
+        g = np.array([0.0, 0.5, 1.0]) * self.mapping.gmax
+        rng = np.random.Generator(np.random.PCG64(0))
+        checks = [
+            self.programming.apply(g, rng),
+            self.drift.apply(g, g, max(self.age_s, self.drift.t0 * 2), rng),
+            self.read_noise.sigma(g, g, self.age_s),
+        ]
+        for arr in checks:
+            if np.shape(arr) != g.shape or not np.all(np.isfinite(arr)):
+                raise RuntimeError(f"device mechanism self-test failed for {self.profile.name!r}")

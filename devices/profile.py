@@ -1,0 +1,846 @@
+"""Device profiles: the emulated chip described as data (TOML) and loaded into frozen dataclasses.
+
+A profile has one section per mechanism (``weights``, ``storage``, ``mapping``, ``programming``,
+``faults``, ``drift``, ``read``, ``vmm_noise``, ``dac``, ``adc``, ``tile``). Every field carries
+its meaning, unit, allowed values and (for physical defaults) a cited source in its
+``metadata``; :meth:`DeviceProfile.describe` prints them all.
+
+The dataclass defaults are the ``ideal`` chip (float weights, no noise, no converters), so an
+empty TOML file is the ideal profile and a profile file only states what differs.
+
+Loading::
+
+    load_profile("pcm")                              # shipped devices/profiles/pcm.toml
+    load_profile("my_chip.toml", ["adc.bits=6"])     # a file plus overrides
+    load_profile("pcm", {"drift.age_s": 3600.0})
+
+A profile file may say ``base = "pcm"`` to start from a shipped profile. Every problem (unknown
+section or field, wrong type, out-of-range value, unknown enum value, bad ``base``) raises
+:class:`ProfileError`, whose message names the file, the field (``adc.bits``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+__all__ = [
+    "ProfileError",
+    "DeviceProfile",
+    "WeightsSection",
+    "StorageSection",
+    "MappingSection",
+    "ProgrammingSection",
+    "FaultsSection",
+    "DriftSection",
+    "ReadSection",
+    "VmmNoiseSection",
+    "DacSection",
+    "AdcSection",
+    "TileSection",
+    "SECTIONS",
+    "load_profile",
+    "list_profiles",
+    "profile_path",
+    "parse_override",
+    "PCM_PROG_COEFFS_US",
+    "PCM_PROG_GMAX_REF_US",
+]
+
+
+class ProfileError(ValueError):
+    """An invalid device profile: the message names the origin (file), the field and the rule."""
+
+    def __init__(self, origin: str, fieldname: str, problem: str) -> None:
+        self.origin = origin
+        self.field = fieldname
+        self.problem = problem
+        where = f"{origin}: " if origin else ""
+        what = f"{fieldname}: " if fieldname else ""
+        super().__init__(f"{where}{what}{problem}")
+
+
+# --- field helper ---------------------------------------------------------------------------
+
+_AIHWKIT_PCM = (
+    "IBM aihwkit PCMLikeNoiseModel (src/aihwkit/inference/noise/pcm.py), fitted on 1M PCM "
+    "devices: Nandakumar et al., ICECS 2019; Joshi et al., Nat. Commun. 11, 2473 (2020)"
+)
+
+#: PCM programming-noise polynomial sigma(x) = c0 + c1 x + c2 x^2 in uS, x = G/gmax, fitted at
+#: gmax = 25 uS (aihwkit PCMLikeNoiseModel default ``prog_coeff``; Nandakumar et al. 2019).
+PCM_PROG_COEFFS_US: tuple[float, ...] = (0.26348, 1.9650, -1.1731)
+#: The gmax (uS) at which :data:`PCM_PROG_COEFFS_US` were fitted.
+PCM_PROG_GMAX_REF_US: float = 25.0
+
+
+def _f(
+    default: Any,
+    kind: type,
+    doc: str,
+    unit: str = "",
+    source: str = "",
+    choices: tuple | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    also: tuple = (),
+) -> Any:
+    """A documented, validated dataclass field.
+
+    ``kind`` is int, float, bool, str or tuple (a list of floats); ``choices`` lists the allowed
+    values of a str (enum) field; ``lo``/``hi`` bound a number (``lo_open``: strictly above lo);
+    ``also`` lists extra allowed values outside the range (e.g. bits = 0 meaning "off").
+    """
+    meta = {
+        "doc": doc,
+        "unit": unit,
+        "source": source,
+        "kind": kind,
+        "choices": choices,
+        "lo": lo,
+        "hi": hi,
+        "lo_open": lo_open,
+        "also": also,
+    }
+    if kind is tuple:
+        return field(default=tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _allowed_text(meta: Mapping[str, Any]) -> str:
+    kind = meta["kind"]
+    if meta["choices"] is not None:
+        return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    if kind is bool:
+        return "true or false"
+    if kind is str:
+        return "a string"
+    if kind is tuple:
+        return "a list of numbers"
+    lo, hi = meta["lo"], meta["hi"]
+    lo_s = "-inf" if lo is None else repr(lo)
+    hi_s = "inf" if hi is None else repr(hi)
+    left = "(" if (meta["lo_open"] or lo is None) else "["
+    right = ")" if hi is None else "]"
+    rng = f"{'an integer' if kind is int else 'a number'} in {left}{lo_s}, {hi_s}{right}"
+    if meta["also"]:
+        rng += " or " + " or ".join(repr(a) for a in meta["also"])
+    return rng
+
+
+def _check_value(value: Any, meta: Mapping[str, Any], origin: str, name: str) -> Any:
+    """Validate one value against its field metadata; return it normalised (int -> float etc.)."""
+    kind = meta["kind"]
+    allowed = _allowed_text(meta)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ProfileError(origin, name, f"expected true or false, got {value!r}")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ProfileError(origin, name, f"expected a string, got {value!r}; allowed: {allowed}")
+        if meta["choices"] is not None and value not in meta["choices"]:
+            raise ProfileError(origin, name, f"unknown value {value!r}; allowed: {allowed}")
+        return value
+    if kind is tuple:
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            raise ProfileError(origin, name, f"expected a list of numbers, got {value!r}")
+        vals = tuple(float(v) for v in value)
+        if not all(math.isfinite(v) for v in vals):
+            raise ProfileError(origin, name, f"list entries must be finite, got {value!r}")
+        return vals
+    # numbers
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProfileError(origin, name, f"expected {allowed}, got {value!r}")
+    if kind is int:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ProfileError(origin, name, f"expected {allowed}, got {value!r}")
+            value = int(value)
+    else:
+        value = float(value)
+        if math.isnan(value):
+            raise ProfileError(origin, name, f"expected {allowed}, got nan")
+    if value in meta["also"]:
+        return value
+    lo, hi = meta["lo"], meta["hi"]
+    if lo is not None and (value < lo or (meta["lo_open"] and value == lo)):
+        raise ProfileError(origin, name, f"value {value!r} out of range; allowed: {allowed}")
+    if hi is not None and value > hi:
+        raise ProfileError(origin, name, f"value {value!r} out of range; allowed: {allowed}")
+    return value
+
+
+class _Section:
+    """Mixin: validation of every field in ``__post_init__`` plus cross-field checks."""
+
+    section_name = ""
+
+    def __post_init__(self) -> None:
+        self._validate("")
+
+    def _validate(self, origin: str) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            name = f"{self.section_name}.{f.name}"
+            norm = _check_value(getattr(self, f.name), f.metadata, origin, name)
+            object.__setattr__(self, f.name, norm)
+        self._cross_check(origin)
+
+    def _cross_check(self, origin: str) -> None:
+        """Checks that involve more than one field of the section (overridden where needed)."""
+
+
+# --- sections ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WeightsSection(_Section):
+    """How a layer's float weights become the integer codes that are stored and programmed."""
+
+    section_name = "weights"
+    bits: int = _f(
+        0, int,
+        "Weight precision: signed symmetric codes in [-(2^(bits-1)-1), 2^(bits-1)-1] with one "
+        "scale per output row (s = max|W_row| / qmax). 0 = no quantization: float weights "
+        "normalised per row to [-1, 1] (qmax = 1).",
+        unit="bits", lo=2, hi=8, also=(0,),
+        source="4-bit NVM weights match float with QAT: Ma et al., ICRC 2019 (arXiv 2002.10636)",
+    )
+    scale: str = _f(
+        "per_channel", str,
+        "Granularity of the weight scale; only one scale per output channel (row) is supported.",
+        choices=("per_channel",),
+    )
+
+
+@dataclass(frozen=True)
+class StorageSection(_Section):
+    """NVM storage the codes are read from at programming time (raw bit errors, no ECC)."""
+
+    section_name = "storage"
+    ber: float = _f(
+        0.0, float,
+        "Raw bit error rate: each stored bit of each b-bit code word flips independently with "
+        "this probability when the codes are read for programming. Needs weights.bits >= 2.",
+        unit="probability per stored bit", lo=0.0, hi=0.5,
+        source="storage errors without ECC: Qin, Sun, Vucinic, arXiv 1709.06173",
+    )
+    encoding: str = _f(
+        "twos_complement", str,
+        "Binary representation of a code in storage; it decides what a flipped bit does to the "
+        "value and which words decode out of range (see devices/README.md).",
+        choices=("twos_complement", "offset_binary", "sign_magnitude", "gray"),
+        source="representation choice matters: arXiv 1709.06173",
+    )
+    detection: str = _f(
+        "none", str,
+        "What happens to a code that decodes outside [-qmax, qmax]: 'none' keeps it "
+        "(e.g. -2^(b-1)); 'nulling' sets it to 0 (weight nulling, arXiv 1709.06173).",
+        choices=("none", "nulling"),
+        source="weight nulling: arXiv 1709.06173",
+    )
+
+    def _cross_check(self, origin: str) -> None:
+        pass  # needs weights.bits: checked in DeviceProfile
+
+
+@dataclass(frozen=True)
+class MappingSection(_Section):
+    """Differential-pair mapping of codes to conductances."""
+
+    section_name = "mapping"
+    gmin_uS: float = _f(
+        0.0, float,
+        "Conductance of a cell that encodes 0 (the idle cell of a pair): "
+        "G+ = gmin + (gmax-gmin) max(q,0)/qmax, G- = gmin + (gmax-gmin) max(-q,0)/qmax.",
+        unit="uS", lo=0.0, hi=1e6,
+        source="aihwkit SinglePairConductanceConverter default g_min = 0 uS",
+    )
+    gmax_uS: float = _f(
+        25.0, float,
+        "Conductance of a cell that encodes |q| = qmax. Also the reference of the relative "
+        "conductance x = G/gmax used by the PCM programming, drift and 1/f models.",
+        unit="uS", lo=0.0, hi=1e6, lo_open=True,
+        source="aihwkit SinglePairConductanceConverter / PCMLikeNoiseModel default g_max = 25 uS",
+    )
+
+    def _cross_check(self, origin: str) -> None:
+        if not self.gmax_uS > self.gmin_uS:
+            raise ProfileError(
+                origin, "mapping.gmax_uS",
+                f"must be greater than mapping.gmin_uS ({self.gmin_uS!r}), got {self.gmax_uS!r}",
+            )
+
+
+@dataclass(frozen=True)
+class ProgrammingSection(_Section):
+    """Programming noise: G_prog = clip(G_target + N(0, sigma_prog(G_target)), 0, clip)."""
+
+    section_name = "programming"
+    model: str = _f(
+        "none", str,
+        "sigma_prog model: 'none'; 'constant' (sigma_uS); 'fraction' (fraction * gmax_uS); "
+        "'pcm_poly' (PCM polynomial [0.26348, 1.9650, -1.1731] uS at a 25 uS reference); 'poly' (user polynomial in poly_coeffs_uS).",
+        choices=("none", "constant", "fraction", "pcm_poly", "poly"),
+    )
+    sigma_uS: float = _f(
+        0.0, float, "Standard deviation of programming noise for model 'constant'.",
+        unit="uS", lo=0.0, hi=1e6,
+    )
+    fraction: float = _f(
+        0.0, float, "Standard deviation of programming noise as a fraction of mapping.gmax_uS "
+        "for model 'fraction'.",
+        unit="fraction of gmax_uS", lo=0.0, hi=1.0,
+    )
+    poly_coeffs_uS: tuple = _f(
+        (), tuple,
+        "Coefficients c_k (uS) of sigma(x) = (sum_k c_k x^k) * gmax_uS/poly_gmax_ref_uS, "
+        "x = G_target/gmax_uS, clipped at >= 0, for model 'poly'. 'pcm_poly' always uses "
+        "[0.26348, 1.9650, -1.1731] at a 25 uS reference and ignores this field.",
+        unit="uS", source=_AIHWKIT_PCM,
+    )
+    poly_gmax_ref_uS: float = _f(
+        25.0, float,
+        "The gmax at which poly_coeffs_uS were fitted; sigma scales by gmax_uS/poly_gmax_ref_uS "
+        "so that the relative spread is kept when the conductance range changes (as aihwkit's "
+        "prog_coeff_g_max_reference). Model 'poly' only.",
+        unit="uS", lo=0.0, hi=1e6, lo_open=True, source=_AIHWKIT_PCM,
+    )
+    clip_max_factor: float = _f(
+        2.0, float,
+        "Programmed conductances are clipped to [0, clip_max_factor * gmax_uS]: no negative "
+        "conductance (as aihwkit), and a guard against unphysical Gaussian tails (never binds "
+        "for the shipped profiles, whose sigma is <= 10% of gmax).",
+        unit="multiples of gmax_uS", lo=1.0, hi=100.0, source="modelling choice",
+    )
+
+    def _cross_check(self, origin: str) -> None:
+        if self.model == "poly" and not self.poly_coeffs_uS:
+            raise ProfileError(
+                origin, "programming.poly_coeffs_uS",
+                "model 'poly' needs a non-empty list of coefficients",
+            )
+
+
+@dataclass(frozen=True)
+class FaultsSection(_Section):
+    """Stuck-at faults, drawn once per cell at programming time."""
+
+    section_name = "faults"
+    p_stuck_low: float = _f(
+        0.0, float, "Probability that a cell is stuck at mapping.gmin_uS (independent per cell).",
+        unit="probability per cell", lo=0.0, hi=1.0,
+    )
+    p_stuck_high: float = _f(
+        0.0, float, "Probability that a cell is stuck at mapping.gmax_uS (independent per cell).",
+        unit="probability per cell", lo=0.0, hi=1.0,
+    )
+
+    def _cross_check(self, origin: str) -> None:
+        if self.p_stuck_low + self.p_stuck_high > 1.0:
+            raise ProfileError(
+                origin, "faults.p_stuck_high",
+                f"faults.p_stuck_low + faults.p_stuck_high must be <= 1, got "
+                f"{self.p_stuck_low!r} + {self.p_stuck_high!r}",
+            )
+
+
+@dataclass(frozen=True)
+class DriftSection(_Section):
+    """Conductance drift G(t) = G_prog (t/t0)^-nu for t > t0 (no drift for t <= t0)."""
+
+    section_name = "drift"
+    model: str = _f(
+        "none", str,
+        "nu model: 'none'; 'constant' (nu ~ N(nu_mean, nu_sd) per cell); 'pcm' "
+        "(nu = |N(mu(x), sd(x))|, mu = clip(-0.0155 ln x + 0.0244, 0.049, 0.1), "
+        "sd = clip(-0.0125 ln x - 0.0059, 0.008, 0.045), x = max(G_target/gmax, 1e-7)).",
+        choices=("none", "constant", "pcm"), source=_AIHWKIT_PCM,
+    )
+    age_s: float = _f(
+        0.0, float,
+        "Device age at inference: time since programming finished. Drift applies for age > t0; "
+        "the pcm_1f read noise is evaluated at t = age_s.",
+        unit="s", lo=0.0, hi=1e12,
+    )
+    t0_s: float = _f(
+        20.0, float,
+        "Reference time of the drift law: conductances are as programmed up to t0.",
+        unit="s", lo=0.0, hi=1e12, lo_open=True, source=_AIHWKIT_PCM + " (t_0 = 20 s)",
+    )
+    nu_mean: float = _f(
+        0.0, float, "Mean drift exponent for model 'constant' (negative = conductance grows).",
+        unit="dimensionless", lo=-1.0, hi=1.0,
+    )
+    nu_sd: float = _f(
+        0.0, float, "Standard deviation of the drift exponent across cells, model 'constant'.",
+        unit="dimensionless", lo=0.0, hi=1.0,
+    )
+    compensation: bool = _f(
+        False, bool,
+        "Global drift compensation: one noise-free reference readout of each programmed matrix "
+        "with the one-hot input set at t0 and at age_s; w_eff is multiplied by "
+        "mean|W(t0)| / mean|W(age)| (one digital factor per matrix, as aihwkit "
+        "GlobalDriftCompensation).",
+        source="aihwkit src/aihwkit/inference/compensation/drift.py (GlobalDriftCompensation)",
+    )
+
+
+@dataclass(frozen=True)
+class ReadSection(_Section):
+    """Read noise, fresh at every read: each cell reads G + N(0, sigma_read(G)^2)."""
+
+    section_name = "read"
+    model: str = _f(
+        "none", str,
+        "sigma_read model: 'none'; 'constant' (sigma_uS); 'fraction' (fraction * gmax_uS); "
+        "'pcm_1f' (sigma = G(t) Q_s sqrt(ln((t + t_read)/(2 t_read))), "
+        "Q_s = min(0.0088 / max((G_prog/gmax)^0.65, 1e-3), 0.2), t = drift.age_s).",
+        choices=("none", "constant", "fraction", "pcm_1f"), source=_AIHWKIT_PCM,
+    )
+    sigma_uS: float = _f(
+        0.0, float, "Per-cell read-noise standard deviation for model 'constant'.",
+        unit="uS", lo=0.0, hi=1e6,
+    )
+    fraction: float = _f(
+        0.0, float,
+        "Per-cell read-noise standard deviation as a fraction of mapping.gmax_uS, model "
+        "'fraction' (independent of G).",
+        unit="fraction of gmax_uS", lo=0.0, hi=1.0,
+    )
+    t_read_s: float = _f(
+        250e-9, float, "Read pulse duration in the 1/f noise integral of model 'pcm_1f'.",
+        unit="s", lo=0.0, hi=1.0, lo_open=True, source=_AIHWKIT_PCM + " (t_read = 250 ns)",
+    )
+
+
+@dataclass(frozen=True)
+class VmmNoiseSection(_Section):
+    """Additive noise on each pre-activation at a given signal-to-noise power ratio."""
+
+    section_name = "vmm_noise"
+    snr_db: float = _f(
+        math.inf, float,
+        "n ~ N(0, P / 10^(snr_db/10)) on each pre-activation, P the layer's calibrated mean "
+        "signal power. inf (the default, or the field absent) = off.",
+        unit="dB", lo=-100.0, hi=math.inf,
+        source="Qin and Vucinic, arXiv 1811.10649 (voting at 0 dB)",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """True when the VMM noise is on (snr_db finite)."""
+        return math.isfinite(self.snr_db)
+
+
+@dataclass(frozen=True)
+class DacSection(_Section):
+    """Input DACs (one per tile row)."""
+
+    section_name = "dac"
+    bits: int = _f(
+        0, int,
+        "Input precision: signed symmetric codes in [-(2^(bits-1)-1), 2^(bits-1)-1] over a "
+        "calibrated range (step = range/qmax). 0 = no DAC quantization (float inputs).",
+        unit="bits", lo=2, hi=12, also=(0,),
+        source="4-bit DAC/ADC match float: Ma et al., ICRC 2019 (arXiv 2002.10636)",
+    )
+
+
+@dataclass(frozen=True)
+class AdcSection(_Section):
+    """Column ADCs: each tile column's partial sum is clipped and quantized."""
+
+    section_name = "adc"
+    bits: int = _f(
+        0, int,
+        "Output precision: signed symmetric levels k*step, |k| <= 2^(bits-1)-1 (2^bits - 1 "
+        "levels), clipped to the calibrated range. 0 = no ADC quantization.",
+        unit="bits", lo=2, hi=16, also=(0,),
+        source="4-bit DAC/ADC match float: Ma et al., ICRC 2019 (arXiv 2002.10636)",
+    )
+    noise_lsb: float = _f(
+        0.0, float, "Standard deviation of Gaussian ADC input-referred noise (added before "
+        "quantization). Ignored when bits = 0.",
+        unit="LSB", lo=0.0, hi=1e3,
+    )
+
+
+@dataclass(frozen=True)
+class TileSection(_Section):
+    """Crossbar tile size; a layer's matrix is split into tiles of at most rows x cols."""
+
+    section_name = "tile"
+    rows: int = _f(
+        256, int, "Tile rows = inputs (word lines) per tile, each with its own DAC.",
+        unit="cells", lo=1, hi=65536,
+        source="256 x 256 cores: NeuRRAM, Wan et al., Nature 608, 504 (2022)",
+    )
+    cols: int = _f(
+        256, int, "Tile columns = outputs (bit lines) per tile, each read by an ADC.",
+        unit="cells", lo=1, hi=65536,
+        source="256 x 256 cores: NeuRRAM, Wan et al., Nature 608, 504 (2022)",
+    )
+
+
+#: Section name -> section class, in profile order.
+SECTIONS: dict[str, type[_Section]] = {
+    "weights": WeightsSection,
+    "storage": StorageSection,
+    "mapping": MappingSection,
+    "programming": ProgrammingSection,
+    "faults": FaultsSection,
+    "drift": DriftSection,
+    "read": ReadSection,
+    "vmm_noise": VmmNoiseSection,
+    "dac": DacSection,
+    "adc": AdcSection,
+    "tile": TileSection,
+}
+
+_TOP_FIELDS = {
+    "name": "Profile name (the shipped name or the file stem unless set).",
+    "description": "One-line description of the chip the profile models.",
+    "source": "Where the profile's numbers come from (papers, code), cited.",
+    "base": "Shipped profile this one was derived from ('' = none); informational once loaded.",
+}
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """A whole chip: top-level identity plus one frozen section per mechanism."""
+
+    name: str = field(default="custom", metadata={"doc": _TOP_FIELDS["name"]})
+    description: str = field(default="", metadata={"doc": _TOP_FIELDS["description"]})
+    source: str = field(default="", metadata={"doc": _TOP_FIELDS["source"]})
+    base: str = field(default="", metadata={"doc": _TOP_FIELDS["base"]})
+    weights: WeightsSection = field(default_factory=WeightsSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+    mapping: MappingSection = field(default_factory=MappingSection)
+    programming: ProgrammingSection = field(default_factory=ProgrammingSection)
+    faults: FaultsSection = field(default_factory=FaultsSection)
+    drift: DriftSection = field(default_factory=DriftSection)
+    read: ReadSection = field(default_factory=ReadSection)
+    vmm_noise: VmmNoiseSection = field(default_factory=VmmNoiseSection)
+    dac: DacSection = field(default_factory=DacSection)
+    adc: AdcSection = field(default_factory=AdcSection)
+    tile: TileSection = field(default_factory=TileSection)
+
+    def __post_init__(self) -> None:
+        for key in _TOP_FIELDS:
+            if not isinstance(getattr(self, key), str):
+                raise ProfileError("", key, f"expected a string, got {getattr(self, key)!r}")
+        for sec, cls in SECTIONS.items():
+            if not isinstance(getattr(self, sec), cls):
+                raise ProfileError("", sec, f"expected a {cls.__name__}")
+        self._cross_check("")
+
+    def _cross_check(self, origin: str) -> None:
+        if self.storage.ber > 0 and self.weights.bits == 0:
+            raise ProfileError(
+                origin, "storage.ber",
+                "bit errors need integer codes: set weights.bits to 2..8 or storage.ber to 0",
+            )
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def qmax(self) -> float:
+        """Largest weight code: 2^(bits-1)-1, or 1.0 for float weights (bits = 0)."""
+        b = self.weights.bits
+        return float(2 ** (b - 1) - 1) if b else 1.0
+
+    # -- conversion ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (lists for tuples); ``DeviceProfile.from_dict`` inverts it."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in _TOP_FIELDS}
+        for sec in SECTIONS:
+            s = getattr(self, sec)
+            out[sec] = {
+                f.name: (list(v) if isinstance(v := getattr(s, f.name), tuple) else v)
+                for f in dataclasses.fields(s)
+            }
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], origin: str = "<dict>") -> "DeviceProfile":
+        """Build and validate a profile from a nested dict (sections may be partial)."""
+        return _build(dict(data), origin)
+
+    def replace(self, **changes: Any) -> "DeviceProfile":
+        """A copy with top-level fields or whole sections replaced (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_overrides(self, overrides: Mapping[str, Any] | Iterable[str] | None) -> "DeviceProfile":
+        """A copy with ``"section.field=value"`` overrides (or a mapping) applied and validated."""
+        if not overrides:
+            return self
+        data = self.to_dict()
+        _apply_overrides(data, overrides)
+        return _build(data, "override")
+
+    def to_toml(self) -> str:
+        """The resolved profile as a self-contained TOML document (no ``base``)."""
+        lines = [f"{k} = {_toml_value(getattr(self, k))}" for k in _TOP_FIELDS if k != "base"]
+        for sec in SECTIONS:
+            lines.append(f"\n[{sec}]")
+            s = getattr(self, sec)
+            for f in dataclasses.fields(s):
+                lines.append(f"{f.name} = {_toml_value(getattr(s, f.name))}")
+        return "\n".join(lines) + "\n"
+
+    def describe(self) -> str:
+        """Human-readable listing of every field: value, unit, meaning, allowed values, source."""
+        out = [f"profile {self.name}"]
+        if self.description:
+            out.append(f"  {self.description}")
+        if self.base:
+            out.append(f"  base: {self.base}")
+        if self.source:
+            out.append(f"  source: {self.source}")
+        for sec in SECTIONS:
+            s = getattr(self, sec)
+            out.append(f"\n[{sec}]  {(type(s).__doc__ or '').strip().splitlines()[0]}")
+            for f in dataclasses.fields(s):
+                m = f.metadata
+                unit = f" {m['unit']}" if m["unit"] else ""
+                out.append(f"  {sec}.{f.name} = {_toml_value(getattr(s, f.name))}{unit}")
+                out.append(f"      {m['doc']}")
+                out.append(f"      allowed: {_allowed_text(m)}; default: "
+                           f"{_toml_value(f.default)}")
+                if m["source"]:
+                    out.append(f"      source: {m['source']}")
+        return "\n".join(out)
+
+
+# --- loading --------------------------------------------------------------------------------
+
+_PROFILE_PACKAGE = "nvmstream.devices"
+
+
+def _profiles_dir() -> Path:
+    try:
+        return Path(str(resources.files(_PROFILE_PACKAGE).joinpath("profiles")))
+    except ModuleNotFoundError:  # pragma: no cover - imported outside the package
+        return Path(__file__).resolve().parent / "profiles"
+
+
+def list_profiles() -> list[str]:
+    """Names of the shipped profiles (devices/profiles/*.toml), sorted."""
+    return sorted(p.stem for p in _profiles_dir().glob("*.toml"))
+
+
+def profile_path(name: str) -> Path:
+    """Path of a shipped profile; an unknown name raises ProfileError listing the valid ones."""
+    p = _profiles_dir() / f"{name}.toml"
+    if not p.is_file():
+        raise ProfileError(
+            "", "profile", f"unknown profile {name!r}; shipped profiles: {', '.join(list_profiles())}"
+        )
+    return p
+
+
+def _is_path_like(name_or_path: str | Path) -> bool:
+    if isinstance(name_or_path, Path):
+        return True
+    return name_or_path.endswith(".toml") or "/" in name_or_path or "\\" in name_or_path
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ProfileError(str(path), "", "no such profile file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(str(path), "", f"not valid TOML: {exc}") from None
+
+
+def _merge(into: dict[str, Any], data: Mapping[str, Any], origin: str) -> None:
+    """Overlay a raw TOML document on a nested dict, rejecting unknown sections and fields."""
+    for key, value in data.items():
+        if key == "base":
+            continue
+        if key in _TOP_FIELDS:
+            into[key] = value
+            continue
+        if key not in SECTIONS:
+            allowed = ", ".join(list(_TOP_FIELDS) + list(SECTIONS))
+            raise ProfileError(origin, key, f"unknown section or key; allowed: {allowed}")
+        if not isinstance(value, Mapping):
+            raise ProfileError(origin, key, "expected a [section] table")
+        fields_ = {f.name for f in dataclasses.fields(SECTIONS[key])}
+        sec = into.setdefault(key, {})
+        for fname, fval in value.items():
+            if fname not in fields_:
+                raise ProfileError(
+                    origin, f"{key}.{fname}",
+                    f"unknown field; fields of [{key}]: {', '.join(sorted(fields_))}",
+                )
+            sec[fname] = fval
+
+
+def _resolve_file(path: Path, stack: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Raw nested dict of a profile file with its ``base`` chain applied (base first)."""
+    origin = str(path)
+    key = str(path.resolve())
+    if key in stack:
+        raise ProfileError(origin, "base", "circular base chain: " + " -> ".join(stack + (key,)))
+    data = _read_toml(path)
+    merged: dict[str, Any] = {}
+    base = data.get("base")
+    if base is not None:
+        if not isinstance(base, str) or not base:
+            raise ProfileError(origin, "base", f"expected a profile name, got {base!r}")
+        if _is_path_like(base):
+            base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+            if not base_path.is_file():
+                raise ProfileError(origin, "base", f"base file {str(base_path)!r} not found")
+        else:
+            try:
+                base_path = profile_path(base)
+            except ProfileError:
+                raise ProfileError(
+                    origin, "base",
+                    f"unknown base profile {base!r}; shipped profiles: {', '.join(list_profiles())}",
+                ) from None
+        merged = _resolve_file(base_path, stack + (key,))
+        merged["base"] = base
+    _merge(merged, data, origin)
+    merged.setdefault("name", path.stem)
+    if "name" not in data:
+        merged["name"] = path.stem
+    return merged
+
+
+def _build(data: dict[str, Any], origin: str) -> DeviceProfile:
+    """Validate a nested dict into a DeviceProfile; every error names ``origin`` and the field."""
+    data = dict(data)
+    _merge({}, data, origin)  # rejects unknown sections / fields
+    kwargs: dict[str, Any] = {}
+    for key in _TOP_FIELDS:
+        if key in data:
+            v = data[key]
+            if not isinstance(v, str):
+                raise ProfileError(origin, key, f"expected a string, got {v!r}")
+            kwargs[key] = v
+    for sec, cls in SECTIONS.items():
+        values = dict(data.get(sec, {}))
+        checked = {}
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                checked[f.name] = _check_value(values[f.name], f.metadata, origin, f"{sec}.{f.name}")
+        try:
+            obj = cls(**checked)
+        except ProfileError as exc:
+            raise ProfileError(origin, exc.field, exc.problem) from None
+        kwargs[sec] = obj
+    try:
+        return DeviceProfile(**kwargs)
+    except ProfileError as exc:
+        raise ProfileError(origin, exc.field, exc.problem) from None
+
+
+_OVERRIDE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_][A-Za-z0-9_]*))?\s*=(.*)$", re.S)
+_BARE_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``"section.field=value"`` into ``("section.field", value)``.
+
+    The value is read as a TOML scalar (``6``, ``3e-4``, ``true``, ``inf``, ``"gray"``,
+    ``[0.1, 0.2]``); a bare word such as ``gray`` is taken as a string.
+    """
+    origin = f"override {text!r}"
+    if not isinstance(text, str):
+        raise ProfileError("override", "", f"expected 'section.field=value', got {text!r}")
+    m = _OVERRIDE_RE.match(text)
+    if not m:
+        raise ProfileError(origin, "", "bad override syntax; expected 'section.field=value'")
+    sec, fname, raw = m.group(1), m.group(2), m.group(3).strip()
+    key = f"{sec}.{fname}" if fname else sec
+    if raw == "":
+        raise ProfileError(origin, key, "bad override syntax: missing value after '='")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if _BARE_WORD.match(raw):
+            value = raw
+        else:
+            raise ProfileError(origin, key, f"cannot parse value {raw!r} as a TOML scalar") from None
+    return key, value
+
+
+def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | Iterable[str]) -> None:
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    if isinstance(overrides, Mapping):
+        items = [(str(k), v, f"override {k!r}") for k, v in overrides.items()]
+    else:
+        items = []
+        for text in overrides:
+            k, v = parse_override(text)
+            items.append((k, v, f"override {text!r}"))
+    for key, value, origin in items:
+        parts = key.split(".")
+        if len(parts) == 1 and parts[0] in _TOP_FIELDS and parts[0] != "base":
+            data[parts[0]] = value
+            continue
+        if len(parts) != 2:
+            raise ProfileError(origin, key, "expected 'section.field' (e.g. 'adc.bits')")
+        sec, fname = parts
+        if sec not in SECTIONS:
+            raise ProfileError(origin, key, f"unknown section {sec!r}; sections: {', '.join(SECTIONS)}")
+        names = {f.name for f in dataclasses.fields(SECTIONS[sec])}
+        if fname not in names:
+            raise ProfileError(
+                origin, key, f"unknown field; fields of [{sec}]: {', '.join(sorted(names))}"
+            )
+        meta = next(f.metadata for f in dataclasses.fields(SECTIONS[sec]) if f.name == fname)
+        data.setdefault(sec, {})[fname] = _check_value(value, meta, origin, key)
+
+
+def load_profile(
+    name_or_path: str | Path | DeviceProfile,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+) -> DeviceProfile:
+    """Load a shipped profile by name or a ``.toml`` file by path, then apply ``overrides``.
+
+    ``overrides`` is a mapping ``{"adc.bits": 6}`` or a list of ``"section.field=value"``
+    strings. A DeviceProfile passes through (with overrides applied).
+    """
+    if isinstance(name_or_path, DeviceProfile):
+        return name_or_path.with_overrides(overrides)
+    if not isinstance(name_or_path, (str, Path)):
+        raise ProfileError("", "profile", f"expected a profile name or path, got {name_or_path!r}")
+    path = Path(name_or_path) if _is_path_like(name_or_path) else profile_path(str(name_or_path))
+    origin = str(path)
+    data = _resolve_file(path)
+    prof = _build(data, origin)
+    if overrides:
+        data = prof.to_dict()
+        _apply_overrides(data, overrides)
+        prof = _build(data, f"{origin} (with overrides)")
+    return prof
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
