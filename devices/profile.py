@@ -125,14 +125,19 @@ def _allowed_text(meta: Mapping[str, Any]) -> str:
     if kind is tuple:
         return "a list of numbers"
     lo, hi = meta["lo"], meta["hi"]
-    lo_s = "-inf" if lo is None else repr(lo)
-    hi_s = "inf" if hi is None else repr(hi)
+    lo_s = "-inf" if lo is None else _num(lo)
+    hi_s = "inf" if hi is None else _num(hi)
     left = "(" if (meta["lo_open"] or lo is None) else "["
     right = ")" if hi is None else "]"
     rng = f"{'an integer' if kind is int else 'a number'} in {left}{lo_s}, {hi_s}{right}"
     if meta["also"]:
         rng += " or " + " or ".join(repr(a) for a in meta["also"])
     return rng
+
+
+def _num(v: float) -> str:
+    """Compact number text for messages: 0.5, 1e+06, 2."""
+    return str(v) if isinstance(v, int) else f"{v:g}"
 
 
 def _check_value(value: Any, meta: Mapping[str, Any], origin: str, name: str) -> Any:
@@ -583,8 +588,9 @@ class DeviceProfile:
         if not overrides:
             return self
         data = self.to_dict()
-        _apply_overrides(data, overrides)
-        return _build(data, "override")
+        where = f"profile {self.name!r}"
+        _apply_overrides(data, overrides, where)
+        return _build(data, f"{where} with overrides")
 
     def to_toml(self) -> str:
         """The resolved profile as a self-contained TOML document (no ``base``)."""
@@ -778,16 +784,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | Iterable[str]) -> None:
+def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | Iterable[str],
+                     where: str = "") -> None:
+    """Apply overrides to a nested dict; ``where`` (the profile's file or name) prefixes errors."""
+    pre = f"{where}, " if where else ""
     if isinstance(overrides, str):
         overrides = [overrides]
     if isinstance(overrides, Mapping):
-        items = [(str(k), v, f"override {k!r}") for k, v in overrides.items()]
+        items = [(str(k), v, f"{pre}override {k!r}") for k, v in overrides.items()]
     else:
         items = []
         for text in overrides:
-            k, v = parse_override(text)
-            items.append((k, v, f"override {text!r}"))
+            try:
+                k, v = parse_override(text)
+            except ProfileError as exc:
+                raise ProfileError(pre + exc.origin, exc.field, exc.problem) from None
+            items.append((k, v, f"{pre}override {text!r}"))
     for key, value, origin in items:
         parts = key.split(".")
         if len(parts) == 1 and parts[0] in _TOP_FIELDS and parts[0] != "base":
@@ -826,8 +838,8 @@ def load_profile(
     prof = _build(data, origin)
     if overrides:
         data = prof.to_dict()
-        _apply_overrides(data, overrides)
-        prof = _build(data, f"{origin} (with overrides)")
+        _apply_overrides(data, overrides, origin)
+        prof = _build(data, f"{origin} with overrides")
     return prof
 
 
