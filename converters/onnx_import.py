@@ -138,7 +138,13 @@ def _check_attrs(ctx: _Ctx, node: onnx.NodeProto, allowed: set[str]) -> dict[str
     extra = sorted(set(at) - allowed)
     if extra:
         raise ctx.err(node, f"unsupported attribute(s) {extra} (supported: {sorted(allowed)})")
-    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in at.items()}
+    def dec(v):
+        if isinstance(v, bytes):
+            return v.decode()
+        if isinstance(v, list):
+            return [dec(x) for x in v]
+        return v
+    return {k: dec(v) for k, v in at.items()}
 
 
 # ------------------------------------------------------------------------------- load + check
@@ -177,8 +183,8 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>") -> ir.Model:
         raise ctx.err(None, f"sparse initializer {sp.values.name!r} is not supported")
     _bind_inputs(ctx, g)
     needed = _live_nodes(g)
-    for node in g.node:
-        if id(node) not in needed:
+    for k, node in enumerate(g.node):
+        if k not in needed:
             continue
         if node.domain not in ("", "ai.onnx"):
             raise ctx.err(node, f"unsupported op: domain {node.domain!r} is not ai.onnx")
@@ -226,7 +232,8 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>") -> ir.Model:
 
 
 def _live_nodes(g: onnx.GraphProto) -> set[int]:
-    prod = {o: n for n in g.node for o in n.output if o}
+    """Indices of the nodes the graph outputs depend on (dead nodes are ignored)."""
+    prod = {o: k for k, n in enumerate(g.node) for o in n.output if o}
     live: set[int] = set()
     stack = [o.name for o in g.output]
     seen = set()
@@ -235,10 +242,10 @@ def _live_nodes(g: onnx.GraphProto) -> set[int]:
         if t in seen or t not in prod:
             continue
         seen.add(t)
-        n = prod[t]
-        if id(n) not in live:
-            live.add(id(n))
-            stack.extend(i for i in n.input if i)
+        k = prod[t]
+        if k not in live:
+            live.add(k)
+            stack.extend(i for i in g.node[k].input if i)
     return live
 
 
@@ -883,13 +890,125 @@ def h_recurrent(ctx: _Ctx, node) -> list[Value]:
     return outs
 
 
+_BIG = 2 ** 62
+
+
+def _slice_args(ctx: _Ctx, node, at: dict, rank: int):
+    if ctx.opset < 10:
+        starts, ends = at["starts"], at["ends"]
+        axes = at.get("axes", list(range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        starts = [int(v) for v in ctx.const(node, 1, "starts").reshape(-1)]
+        ends = [int(v) for v in ctx.const(node, 2, "ends").reshape(-1)]
+        a = ctx.const(node, 3, "axes")
+        axes = list(range(len(starts))) if a is None else [int(v) for v in a.reshape(-1)]
+        st = ctx.const(node, 4, "steps")
+        steps = [1] * len(starts) if st is None else [int(v) for v in st.reshape(-1)]
+    axes = [a + rank if a < 0 else a for a in axes]
+    return list(zip(axes, starts, ends, steps))
+
+
+def _is_full(start: int, end: int, step: int) -> bool:
+    return step == 1 and start == 0 and end >= _BIG // 4
+
+
+def h_slice(ctx: _Ctx, node) -> list[Value]:
+    at = _check_attrs(ctx, node, {"starts", "ends", "axes"})
+    v = ctx.get(node, 0)
+    if isinstance(v, Shape):
+        (ax, st, en, sp), = _slice_args(ctx, node, at, 1)
+        return [Shape(tuple(v.dims[slice(st, min(en, _BIG), sp)]))]
+    if isinstance(v, Zeros):
+        dims = list(v.dims)
+        for ax, st, en, sp in _slice_args(ctx, node, at, len(dims)):
+            d = dims[ax]
+            if isinstance(d, int):
+                dims[ax] = len(range(d)[slice(st, min(en, _BIG), sp)])
+            elif not _is_full(st, en, sp):
+                raise ctx.err(node, f"Slice of a run-time-sized axis ({d}) of zeros")
+        return [Zeros(tuple(dims))]
+    if not (isinstance(v, TRef) and v.aux is None):
+        raise ctx.err(node, "Slice of an unsupported value")
+    t = v
+    for ax, st, en, sp in _slice_args(ctx, node, at, len(t.axes)):
+        label, size = t.axes[ax], t.sizes[ax]
+        if size is not None and sp == 1 and st in (0, -size) and en >= size:
+            continue  # whole axis
+        if size is None and _is_full(st, en, sp):
+            continue
+        if label == "T" and st == -1 and sp == 1 and en >= _BIG // 4 or (label == "T" and
+                                                                        st == -1 and en == 0 and False):
+            t = _select(ctx, node, t, ax, np.array([-1]))
+            continue
+        if label == "D" and sp == 1:
+            k = st + size if st < 0 else st
+            e = min(en + size if en < 0 else en, size)
+            if e - k == 1:
+                t = _select(ctx, node, t, ax, np.array([k]))
+                continue
+        raise ctx.err(node, f"Slice [{st}:{en}:{sp}] on axis {ax} ({label}) of a run-time tensor "
+                            f"is not supported")
+    return [t]
+
+
+def h_arith(op: str) -> Callable:
+    fn = {"Mul": lambda a, b: a * b, "Add": lambda a, b: a + b, "Sub": lambda a, b: a - b,
+          "Div": lambda a, b: a // b}[op]
+
+    def handler(ctx: _Ctx, node) -> list[Value]:
+        a, b = ctx.get(node, 0), ctx.get(node, 1)
+        if op == "Add" and (isinstance(a, TRef) or isinstance(b, TRef)):
+            return h_add(ctx, node)
+        _check_attrs(ctx, node, set())
+        sa, sb = _as_shape(ctx, node, a), _as_shape(ctx, node, b)
+        if sa is None or sb is None or not (isinstance(a, Shape) or isinstance(b, Shape)):
+            raise ctx.err(node, f"{op} is supported only on shape values and as a bias Add")
+        da, db = list(sa.dims), list(sb.dims)
+        if len(da) == 1 and len(db) > 1:
+            da = da * len(db)
+        if len(db) == 1 and len(da) > 1:
+            db = db * len(da)
+        out = []
+        for x, y in zip(da, db):
+            if isinstance(x, int) and isinstance(y, int):
+                out.append(int(fn(x, y)))
+            elif op in ("Mul", "Div") and y == 1:
+                out.append(x)
+            elif op == "Mul" and x == 1:
+                out.append(y)
+            else:
+                raise ctx.err(node, f"{op} of symbolic dims {x} and {y}")
+        return [Shape(tuple(out), scalar=sa.scalar and sb.scalar)]
+    return handler
+
+
+def h_reshape_any(ctx: _Ctx, node) -> list[Value]:
+    v = ctx.get(node, 0)
+    if isinstance(v, Shape):
+        _check_attrs(ctx, node, {"allowzero"})
+        shp = _as_shape(ctx, node, ctx.get(node, 1))
+        n = len(v.dims)
+        if shp is None or int(np.prod([d for d in shp.dims if d != -1])) not in (n, 1):
+            raise ctx.err(node, "Reshape of a shape vector")
+        return [Shape(v.dims, scalar=len(shp.dims) == 0)]
+    if isinstance(v, Zeros):
+        shp = _as_shape(ctx, node, ctx.get(node, 1))
+        return [Zeros(shp.dims)]
+    return h_reshape(ctx, node)
+
+
 HANDLERS: dict[str, Callable[[_Ctx, onnx.NodeProto], list[Value]]] = {
     "LSTM": h_recurrent,
     "GRU": h_recurrent,
     "RNN": h_recurrent,
     "MatMul": h_matmul,
     "Gemm": h_gemm,
-    "Add": h_add,
+    "Add": h_arith("Add"),
+    "Mul": h_arith("Mul"),
+    "Sub": h_arith("Sub"),
+    "Div": h_arith("Div"),
+    "Slice": h_slice,
     "Relu": h_act("relu"),
     "Sigmoid": h_act("sigmoid"),
     "Tanh": h_act("tanh"),
@@ -900,7 +1019,7 @@ HANDLERS: dict[str, Callable[[_Ctx, onnx.NodeProto], list[Value]]] = {
     "Transpose": h_transpose,
     "Squeeze": h_squeeze,
     "Unsqueeze": h_unsqueeze,
-    "Reshape": h_reshape,
+    "Reshape": h_reshape_any,
     "Shape": h_shape,
     "Gather": h_gather,
     "Concat": h_concat,

@@ -1,0 +1,103 @@
+"""Human- and machine-readable description of an IR model (``nvmstream inspect``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import ir
+
+DEFAULT_TILE = (256, 256)
+
+
+def tiles_needed(n_in: int, n_out: int, rows: int = 256, cols: int = 256) -> int:
+    """Crossbar tiles for an ``n_out x n_in`` weight matrix: inputs drive rows, outputs are
+    read on columns; one tile holds ``rows x cols`` signed weights (each a differential pair)."""
+    return math.ceil(n_in / rows) * math.ceil(n_out / cols)
+
+
+def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str, Any]:
+    rows, cols = tile
+    layers = []
+    for l in model.layers:
+        d: dict[str, Any] = {"name": l.name, "type": type(l).__name__}
+        if isinstance(l, ir.Recurrent):
+            mats = l.matrices()
+            d.update(kind=l.kind, direction=l.direction, input_size=l.input_size,
+                     hidden_size=l.hidden_size, out_features=l.out_features,
+                     activations=[[str(a) for a in acts] for acts in l.activations],
+                     clip=l.clip, input_forget=l.input_forget,
+                     linear_before_reset=l.linear_before_reset,
+                     peepholes=l.P is not None,
+                     sequence_lens=l.sequence_lens or (None if l.sequence_lens_value is None
+                                                       else l.sequence_lens_value.tolist()),
+                     initial_state=("input" if l.initial_h and l.initial_h.input else
+                                    "constant" if l.initial_h else "zeros"),
+                     macs_per_step=l.macs_per_step,
+                     tiles=l.num_directions * sum(tiles_needed(i, o, rows, cols)
+                                                  for _, o, i in mats))
+        elif isinstance(l, ir.Dense):
+            d.update(in_features=l.in_features, out_features=l.out_features,
+                     bias=l.b is not None, macs_per_step=l.macs_per_step,
+                     tiles=tiles_needed(l.in_features, l.out_features, rows, cols))
+        elif isinstance(l, ir.Elementwise):
+            d.update(function=str(l.fn))
+        elif isinstance(l, ir.Softmax):
+            d.update(log=l.log)
+        elif isinstance(l, ir.FeatureSlice):
+            d.update(start=l.start, stop=l.stop)
+        layers.append(d)
+    return {
+        "source": model.source,
+        "producer": model.producer,
+        "opset": model.opset,
+        "input": {"name": model.input.name, "axes": "".join(model.input.axes),
+                  "features": model.input.features},
+        "aux_inputs": [{"name": a.name, "role": a.role, "layer": a.layer} for a in model.aux_inputs],
+        "outputs": [{"name": o.name, "axes": "".join(o.axes), "features": o.features,
+                     "per_step": o.per_step} for o in model.outputs],
+        "layers": layers,
+        "macs_per_step": model.macs_per_step,
+        "tiles": sum(l.get("tiles", 0) for l in layers),
+        "tile_size": [rows, cols],
+        "streamable": model.streamable,
+        "not_streamable_because": model.why_not_streamable(),
+        "metadata": dict(model.metadata),
+    }
+
+
+def format_text(info: dict[str, Any]) -> str:
+    lines = [f"model      {info['source']}  ({info['producer'] or 'unknown producer'}, "
+             f"opset {info['opset']})",
+             f"input      {info['input']['name']} [{info['input']['axes']}] "
+             f"features={info['input']['features']}"]
+    for a in info["aux_inputs"]:
+        lines.append(f"aux input  {a['name']} ({a['role']} of {a['layer']})")
+    for o in info["outputs"]:
+        kind = "per step" if o["per_step"] else "final"
+        lines.append(f"output     {o['name']} [{o['axes']}] features={o['features']} ({kind})")
+    lines.append("")
+    lines.append(f"{'#':>2}  {'layer':<28} {'type':<12} {'shape':<26} {'dir':<14} "
+                 f"{'MACs/step':>10} {'tiles':>6}")
+    for k, l in enumerate(info["layers"]):
+        if l["type"] == "Recurrent":
+            t = l["kind"]
+            shape = f"{l['input_size']} -> {l['hidden_size']} x{2 if l['direction'] == 'bidirectional' else 1}"
+            extra = l["direction"]
+        elif l["type"] == "Dense":
+            t, shape, extra = "Dense", f"{l['in_features']} -> {l['out_features']}", ""
+        else:
+            t = l["type"]
+            shape = l.get("function", "log" if l.get("log") else "")
+            extra = ""
+        lines.append(f"{k:>2}  {l['name'][:28]:<28} {t:<12} {shape:<26} {extra:<14} "
+                     f"{l.get('macs_per_step', ''):>10} {l.get('tiles', ''):>6}")
+    lines.append("")
+    lines.append(f"MACs per time step: {info['macs_per_step']}")
+    r, c = info["tile_size"]
+    lines.append(f"crossbar tiles ({r}x{c}): {info['tiles']}")
+    if info["streamable"]:
+        lines.append("streamable: yes (causal: every output at step t depends only on steps <= t)")
+    else:
+        lines.append(f"streamable: no ({info['not_streamable_because']})")
+    return "\n".join(lines)

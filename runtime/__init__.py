@@ -1,0 +1,1 @@
+"""Engine, streams, server, client and CLI of nvmstream."""
