@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from nvmstream.converters import NvmConversionError, load_ir
+from nvmstream.converters import NvmConversionError, NvmInputError, load_ir
 from nvmstream.converters.ir import Model
 
-__all__ = ["load_ir", "Model", "NvmConversionError", "__version__"]
+__all__ = ["load_ir", "Model", "NvmConversionError", "NvmInputError", "__version__"]
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
