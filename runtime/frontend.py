@@ -22,11 +22,11 @@ Pipeline for one frame (``win_length`` samples starting at sample ``j * hop_leng
 8. Optional per-feature normalisation ``(f - feature_mean) / feature_std``.
 
 Framing has **no padding** at either end: a signal of ``n`` samples gives
-``1 + (n - win_length) // hop_length`` frames when ``n >= win_length`` and 0 frames otherwise; samples
-after the last full frame are not used. This is what a stream can do without waiting for the future,
-so :func:`offline_features` and :class:`StreamingFrontend` agree exactly (bit for bit): both run
-every frame through the same per-frame function (:meth:`_FrameComputer.frame`), so no batched
-BLAS/FFT path with a different summation order can make them diverge.
+``1 + (n - win_length) // hop_length`` frames when ``n >= win_length`` and 0 frames otherwise;
+samples after the last full frame are not used. This is what a stream can do without waiting for
+the future, so :func:`offline_features` and :class:`StreamingFrontend` agree exactly (bit for bit):
+both run every frame through the same per-frame function (``_FrameComputer.frame``), so no
+batched BLAS/FFT path with a different summation order can make them diverge.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ __all__ = [
     "mel_filterbank",
     "mel_to_hz",
     "offline_features",
+    "power_spectrum",
     "read_wav",
     "wav_features",
     "window",
@@ -136,7 +137,9 @@ class FrontendParams:
             )
         _check_float("preemphasis", self.preemphasis, minimum=0.0)
         if self.preemphasis >= 1.0:
-            raise ValueError(f"FrontendParams.preemphasis must be in [0, 1), got {self.preemphasis}")
+            raise ValueError(
+                f"FrontendParams.preemphasis must be in [0, 1), got {self.preemphasis}"
+            )
         _check_float("log_floor", self.log_floor, minimum=0.0)
         if self.log_floor <= 0.0:
             raise ValueError(f"FrontendParams.log_floor must be > 0, got {self.log_floor}")
@@ -177,7 +180,7 @@ class FrontendParams:
     # -- derived values ---------------------------------------------------------------------------
     @property
     def upper_hz(self) -> float:
-        """The effective upper filterbank edge: fmax_hz, or sample_rate_hz / 2 if fmax_hz is None."""
+        """Effective upper filterbank edge in Hz: fmax_hz, or sample_rate_hz / 2 if it is None."""
         return float(self.sample_rate_hz) / 2.0 if self.fmax_hz is None else float(self.fmax_hz)
 
     @property
@@ -207,7 +210,7 @@ class FrontendParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrontendParams:
-        """Build from a dict made by :meth:`to_dict`; missing keys take defaults, unknown keys fail."""
+        """Build from a :meth:`to_dict` dict; missing keys take defaults, unknown keys fail."""
         if not isinstance(data, dict):
             raise TypeError(f"FrontendParams.from_dict expects a dict, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -305,7 +308,9 @@ def mel_filterbank(params: FrontendParams) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def dct_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """Orthonormal DCT-II matrix float64 ``[n_out, n_in]``: C[k, m] = s_k cos(pi k (m + 1/2) / n_in).
+    """Orthonormal DCT-II matrix float64 ``[n_out, n_in]``.
+
+    C[k, m] = s_k cos(pi k (m + 1/2) / n_in),
 
     s_0 = sqrt(1 / n_in), s_k = sqrt(2 / n_in) for k > 0 (scipy's ``dct(type=2, norm="ortho")``).
     Read-only.
@@ -331,14 +336,15 @@ class _FrameComputer:
         self._mean = (
             None if params.feature_mean is None else np.asarray(params.feature_mean, np.float64)
         )
-        self._std = None if params.feature_std is None else np.asarray(params.feature_std, np.float64)
+        self._std = (
+            None if params.feature_std is None else np.asarray(params.feature_std, np.float64)
+        )
         self._a = float(params.preemphasis)
         self._floor = float(params.log_floor)
         self._n_fft = int(params.n_fft)
 
-    def frame(self, prev: int, samples: np.ndarray) -> np.ndarray:
-        """Features float64 [n_features] of ``samples`` (int16 [win_length]); ``prev`` is the
-        sample just before the frame (0 at the start of the signal)."""
+    def power(self, prev: int, samples: np.ndarray) -> np.ndarray:
+        """Power spectrum float64 [n_bins] of one frame (steps 1-4 of the module docstring)."""
         x = samples.astype(np.float64) / _PCM_SCALE
         if self._a != 0.0:
             shifted = np.empty_like(x)
@@ -346,8 +352,12 @@ class _FrameComputer:
             shifted[1:] = x[:-1]
             x = x - self._a * shifted
         spectrum = np.fft.rfft(x * self._window, n=self._n_fft)
-        power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
-        feats = np.log(np.maximum(power @ self._fb, self._floor))
+        return spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
+
+    def frame(self, prev: int, samples: np.ndarray) -> np.ndarray:
+        """Features float64 [n_features] of ``samples`` (int16 [win_length]); ``prev`` is the
+        sample just before the frame (0 at the start of the signal)."""
+        feats = np.log(np.maximum(self.power(prev, samples) @ self._fb, self._floor))
         if self._dct is not None:
             feats = self._dct @ feats
         if self._mean is not None:
@@ -390,6 +400,22 @@ def _check_pcm(pcm: Any, what: str) -> np.ndarray:
             " (mix or pick one channel first)"
         )
     return pcm
+
+
+def power_spectrum(
+    samples: np.ndarray, params: FrontendParams | None = None, prev: int = 0
+) -> np.ndarray:
+    """Power spectrum float64 ``[n_fft // 2 + 1]`` of one frame of ``win_length`` int16 samples,
+    after pre-emphasis (``prev`` = the sample before the frame, 0 at the signal start) and the
+    window: the quantity the mel filterbank is applied to."""
+    params = FrontendParams() if params is None else params
+    samples = _check_pcm(samples, "power_spectrum")
+    if samples.shape[0] != params.win_length:
+        raise ValueError(
+            f"power_spectrum: expected one frame of win_length={params.win_length} samples, "
+            f"got {samples.shape[0]}"
+        )
+    return _computer(params).power(int(prev), samples)
 
 
 def offline_features(pcm: np.ndarray, params: FrontendParams | None = None) -> np.ndarray:
@@ -531,7 +557,7 @@ def write_wav(path: str | os.PathLike[str], pcm: np.ndarray, sample_rate_hz: int
 
 
 def wav_features(path: str | os.PathLike[str], params: FrontendParams | None = None) -> np.ndarray:
-    """:func:`offline_features` of a WAV file, which must be 16-bit mono at params.sample_rate_hz."""
+    """:func:`offline_features` of a 16-bit mono WAV file at params.sample_rate_hz."""
     params = FrontendParams() if params is None else params
     pcm, _ = read_wav(path, expected_sample_rate_hz=params.sample_rate_hz)
     return offline_features(pcm, params)

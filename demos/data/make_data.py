@@ -301,14 +301,39 @@ def espeak_variants() -> list[str]:
 def synthesize(word: str, accent: str, variant: str, speed_wpm: int, pitch: int) -> np.ndarray:
     """espeak-ng (22.05 kHz) -> sox -> int16 mono 16 kHz, dither off so it is repeatable."""
     tts = subprocess.run(
-        ["espeak-ng", "-v", f"{accent}+{variant}", "-s", str(speed_wpm), "-p", str(pitch),
-         "--stdout", word],
+        [
+            "espeak-ng",
+            "-v",
+            f"{accent}+{variant}",
+            "-s",
+            str(speed_wpm),
+            "-p",
+            str(pitch),
+            "--stdout",
+            word,
+        ],
         check=True,
         capture_output=True,
     ).stdout
     raw = subprocess.run(
-        ["sox", "-D", "-t", "wav", "-", "-r", "16000", "-c", "1", "-b", "16",
-         "-e", "signed-integer", "-t", "raw", "-"],
+        [
+            "sox",
+            "-D",
+            "-t",
+            "wav",
+            "-",
+            "-r",
+            "16000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            "-t",
+            "raw",
+            "-",
+        ],
         input=tts,
         check=True,
         capture_output=True,
@@ -335,8 +360,9 @@ def pink_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     return noise / noise.std()
 
 
-def render_clip(speech: np.ndarray, rng: np.random.Generator, snr_db: float, noise_kind: str,
-                peak: float) -> tuple[np.ndarray, int]:
+def render_clip(
+    speech: np.ndarray, rng: np.random.Generator, snr_db: float, noise_kind: str, peak: float
+) -> tuple[np.ndarray, int]:
     """Place trimmed speech at a random offset in 1 s, scale to ``peak``, add noise at ``snr_db``
     (relative to the speech's own mean power), return int16 and the offset."""
     s = speech.astype(np.float64) / 32768.0
@@ -348,8 +374,10 @@ def render_clip(speech: np.ndarray, rng: np.random.Generator, snr_db: float, noi
     clip[offset : offset + s.size] = s
     if np.isfinite(snr_db):
         p_speech = float(np.mean(s**2))
-        noise = rng.standard_normal(CLIP_SAMPLES) if noise_kind == "white" else pink_noise(
-            rng, CLIP_SAMPLES
+        noise = (
+            rng.standard_normal(CLIP_SAMPLES)
+            if noise_kind == "white"
+            else pink_noise(rng, CLIP_SAMPLES)
         )
         clip += noise * np.sqrt(p_speech / 10.0 ** (snr_db / 10.0))
     return np.clip(np.round(clip * 32768.0), -32768, 32767).astype(np.int16), offset
@@ -361,7 +389,9 @@ def make_keywords() -> None:
             sys.exit(f"make_data.py keywords: `{tool}` not found; apt-get install -y espeak-ng sox")
     fe = _load_frontend()
     params = fe.FrontendParams()
-    version = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout
+    version = subprocess.run(
+        ["espeak-ng", "--version"], check=True, capture_output=True, text=True
+    ).stdout
     variants = espeak_variants()
     rng = np.random.default_rng(SEED)
     test_voices = set(
@@ -373,20 +403,22 @@ def make_keywords() -> None:
         for w, word in enumerate(WORDS):
             for _ in range(CLIPS_PER_VOICE_AND_WORD):
                 recipes.append(
-                    dict(
-                        word=word,
-                        y=w,
-                        variant=variant,
-                        accent=str(rng.choice(ACCENTS)),
-                        speed_wpm=int(rng.integers(110, 231)),
-                        pitch=int(rng.integers(15, 86)),
-                        snr_db=float(rng.choice(SNR_CHOICES_DB)),
-                        noise=str(rng.choice(["white", "pink"])),
-                        peak=float(rng.uniform(0.2, 0.9)),
-                    )
+                    {
+                        "word": word,
+                        "y": w,
+                        "variant": variant,
+                        "accent": str(rng.choice(ACCENTS)),
+                        "speed_wpm": int(rng.integers(110, 231)),
+                        "pitch": int(rng.integers(15, 86)),
+                        "snr_db": float(rng.choice(SNR_CHOICES_DB)),
+                        "noise": str(rng.choice(["white", "pink"])),
+                        "peak": float(rng.uniform(0.2, 0.9)),
+                    }
                 )
-    print(f"keywords: {len(recipes)} clips from {len(variants)} voice variants "
-          f"({len(test_voices)} held out for test) x {len(ACCENTS)} accents")
+    print(
+        f"keywords: {len(recipes)} clips from {len(variants)} voice variants "
+        f"({len(test_voices)} held out for test) x {len(ACCENTS)} accents"
+    )
     t0 = time.time()
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         speech = list(
@@ -405,8 +437,10 @@ def make_keywords() -> None:
         r["speech_s"] = round(min(s.size, CLIP_SAMPLES) / 16000.0, 3)
     t0 = time.time()
     feats = np.stack([fe.offline_features(c, params) for c in clips])
-    print(f"  features {feats.shape} in {time.time() - t0:.0f} s, range "
-          f"[{feats.min():.2f}, {feats.max():.2f}]")
+    print(
+        f"  features {feats.shape} in {time.time() - t0:.0f} s, range "
+        f"[{feats.min():.2f}, {feats.max():.2f}]"
+    )
     if np.abs(feats).max() > 60000:
         raise RuntimeError("features do not fit float16")
     is_test = np.array([r["variant"] in test_voices for r in recipes])
@@ -448,8 +482,10 @@ def make_keywords() -> None:
     )
     for split, mask in (("train", ~is_test), ("test", is_test)):
         y = arrays[f"y_{split}"]
-        print(f"  {split}: {mask.sum()} clips, {len(set(arrays[f'voice_{split}']))} voices;",
-              class_counts(y, WORDS))
+        print(
+            f"  {split}: {mask.sum()} clips, {len(set(arrays[f'voice_{split}']))} voices;",
+            class_counts(y, WORDS),
+        )
 
     # A few WAV clips (one per word, test voices, clean or 20 dB) for the streaming demo.
     wav_dir = HERE / "keywords_wav"
@@ -462,7 +498,8 @@ def make_keywords() -> None:
     for w, word in enumerate(WORDS):
         # One clip per word, clean or 20 dB, from a different test voice for each word.
         candidates = [
-            j for j, i in enumerate(test_idx)
+            j
+            for j, i in enumerate(test_idx)
             if recipes[i]["y"] == w and recipes[i]["snr_db"] >= 20.0
         ]
         order = {v: (k - w) % len(voices) for k, v in enumerate(voices)}
@@ -471,8 +508,14 @@ def make_keywords() -> None:
         name = f"{word}_{r['variant']}.wav"
         fe.write_wav(wav_dir / name, clips[test_idx[j]], 16000)
         manifest.append(
-            dict(file=name, word=word, test_index=int(j), voice=r["variant"],
-                 accent=r["accent"], snr_db=None if not np.isfinite(r["snr_db"]) else r["snr_db"])
+            {
+                "file": name,
+                "word": word,
+                "test_index": int(j),
+                "voice": r["variant"],
+                "accent": r["accent"],
+                "snr_db": None if not np.isfinite(r["snr_db"]) else r["snr_db"],
+            }
         )
     (wav_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"  wrote {len(manifest)} WAV clips to {wav_dir.relative_to(REPO)}/ (+ manifest.json)")
@@ -489,8 +532,9 @@ MAKERS = {
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"sets to make (default all): {', '.join(MAKERS)}")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"sets to make (default all): {', '.join(MAKERS)}"
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(MAKERS))
     if unknown:
