@@ -312,7 +312,7 @@ class PcmDrift(_Drift):
     """PCM: nu = |N(mu(x), sd(x)^2)| per cell, x = G_target/gmax (see :func:`pcm_drift_mu_sd`).
 
     The absolute value follows aihwkit (``torch.abs(mu + sd * randn)``); it matters only for
-    the rare draws below 0 (mu/sd >= 1.09 everywhere, >= 6 at gmax).
+    the rare draws below 0 (mu/sd >= 1.94 everywhere, >= 6 at gmax).
     """
 
     def __init__(self, gmax_uS: float, t0_s: float = 20.0) -> None:
