@@ -9,7 +9,9 @@ Pipeline for one frame (``win_length`` samples starting at sample ``j * hop_leng
 1. int16 -> float64 in [-1, 1): ``x = pcm / 32768``.
 2. Pre-emphasis ``y[n] = x[n] - a * x[n-1]`` with ``x[-1] = 0`` (the signal starts from silence);
    ``a = preemphasis``, 0 switches it off. Each frame uses the sample just before it, so no state
-   but the raw samples is needed and a stream can be cut anywhere.
+   but the raw samples is needed and a stream can be cut anywhere. (With the periodic Hann window,
+   whose first value is 0, that predecessor happens to have no effect; with Hamming or rect it
+   does.)
 3. Multiply by a *periodic* window of ``win_length`` samples (``hann``, ``hamming`` or ``rect``),
    zero-pad at the end to ``n_fft`` samples (the frame is not centred).
 4. Power spectrum ``|rfft|^2`` (``n_fft // 2 + 1`` bins, unnormalised: no division by ``n_fft``).
@@ -387,7 +389,7 @@ def _check_pcm(pcm: Any, what: str) -> np.ndarray:
         raise TypeError(
             f"{what}: expected a 1-D numpy int16 array of PCM samples, got {type(pcm).__name__}"
         )
-    if pcm.dtype != np.int16:
+    if pcm.dtype.kind != "i" or pcm.dtype.itemsize != 2:  # int16 of either byte order
         hint = (
             " (float audio in [-1, 1]: convert with np.round(x * 32767).astype(np.int16))"
             if np.issubdtype(pcm.dtype, np.floating)
@@ -435,7 +437,9 @@ def offline_features(pcm: np.ndarray, params: FrontendParams | None = None) -> n
 class StreamingFrontend:
     """Incremental front end for one stream: push int16 chunks of any length, get frames out.
 
-    Every frame is emitted by the ``push`` call that delivers its last sample. Only the samples
+    Every frame is emitted by the ``push`` call that delivers its last sample. One instance per
+    stream; it is not thread-safe (the parameters and filterbank it shares with others are
+    read-only). Only the samples
     still needed by future frames (plus one for pre-emphasis) are kept, so memory is bounded by
     ``win_length + hop_length`` samples plus the current chunk.
     """

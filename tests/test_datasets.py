@@ -142,7 +142,12 @@ def test_keyword_wavs_reproduce_the_stored_features() -> None:
         assert d.labels[d.y_test[i]] == m["word"] and d.meta["voice_test"][i] == m["voice"]
         feats = wav_features(wav_dir / m["file"], params)
         # The .npz stores float16: the front end's output rounded to float16 is what was stored.
-        assert np.array_equal(feats.astype(np.float16).astype(np.float32), d.x_test[i])
+        # Another numpy/BLAS may differ from the generating machine in the last float32 bit,
+        # which can flip a float16 rounding: allow one float16 step, demand almost all exact.
+        stored = d.x_test[i]
+        step = np.spacing(np.abs(stored).astype(np.float16)).astype(np.float32)
+        assert np.all(np.abs(feats - stored) <= step)
+        assert np.mean(feats.astype(np.float16).astype(np.float32) == stored) > 0.999
 
 
 # -- errors ----------------------------------------------------------------------------------------

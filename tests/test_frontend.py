@@ -332,6 +332,8 @@ def test_rejects_float_2d_and_non_arrays() -> None:
         offline_features(np.zeros((2, 1000), np.int16))
     with pytest.raises(ValueError, match="1-D"):
         fe.push(np.zeros((10, 1), np.int16))
+    big_endian = noise_pcm(1000).astype(">i2")
+    assert np.array_equal(offline_features(big_endian), offline_features(noise_pcm(1000)))
     with pytest.raises(TypeError, match="numpy int16 array"):
         offline_features([0] * 1000)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="win_length=400"):
