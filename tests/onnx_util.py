@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 WEIGHT_INPUTS = {"W", "R", "B", "P"}
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+FIXTURES = TESTS / "fixtures" / "onnx"
+
+
+def fixture_files() -> list[dict]:
+    """The committed torch-exported fixtures that exist (the manifest also lists skipped ones)."""
+    files = json.loads((FIXTURES / "manifest.json").read_text())["files"]
+    return [f for f in files if not f.get("skipped") and (FIXTURES / f["file"]).exists()]
 
 
 def freeze_weights(model: onnx.ModelProto, feeds: dict[str, np.ndarray],

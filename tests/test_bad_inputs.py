@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nvmstream as nvm
-from conftest import FIXTURES
+from onnx_util import FIXTURES
 
 GOOD = FIXTURES / "lstm1_bf.ts.onnx"
 

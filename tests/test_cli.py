@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import nvmstream as nvm
-from conftest import FIXTURES, fixture_files
+from onnx_util import FIXTURES, fixture_files
 
-FILES = [f for f in fixture_files() if (FIXTURES / f["file"]).exists()]
+FILES = fixture_files()
 
 
 def cli(*args) -> subprocess.CompletedProcess:
