@@ -73,3 +73,11 @@ def test_run_cli_per_step_outputs(tmp_path):
     assert y2.shape == (8, 4)
     last = nvm.load_ir(FIXTURES / "lstm_last_bf.ts.onnx").run({"x": x[:1]})["y"]
     np.testing.assert_array_equal(y2[-1], last[0])
+
+
+def test_demo_script_runs(repo_root=None):
+    from onnx_util import REPO
+    r = subprocess.run([sys.executable, str(REPO / "demos" / "demo.py")], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "bit for bit): True" in r.stdout
