@@ -10,9 +10,14 @@ from __future__ import annotations
 import logging
 
 from nvmstream.converters import NvmConversionError, NvmInputError, load_ir
+from nvmstream.converters.compile import CompiledModel, convert, load
 from nvmstream.converters.ir import Model
+from nvmstream.devices import Device, DeviceProfile, list_profiles, load_profile
+from nvmstream.runtime.engine import Engine, Stream
 
-__all__ = ["load_ir", "Model", "NvmConversionError", "NvmInputError", "__version__"]
+__all__ = ["load_ir", "Model", "NvmConversionError", "NvmInputError", "convert", "load",
+           "CompiledModel", "Device", "DeviceProfile", "list_profiles", "load_profile", "Engine",
+           "Stream", "__version__"]
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,304 @@
+"""The Engine: a CompiledModel programmed onto a Device, run by the numba interpreter.
+
+    prog = nvm.convert("model.onnx", calibration=x_cal)
+    eng = nvm.Engine(prog, nvm.Device("pcm", seed=0, age_s=3600), votes=1)
+    y = eng.run(x)                      # [B, T, F] per step (first output)
+    s = eng.stream(); y_t = s.step(x_t)
+    ys = eng.step_many([s1, s2], frames)
+
+Randomness: the device seed fixes programming (noise, faults, drift draws); every stream also
+has a *stream seed* from which each (replica, layer-direction) gets its own xoshiro256** state,
+so per-read noise is reproducible and independent of batching. ``run(x, seed=s)`` gives row b
+the stream seed ``s + b``.
+
+Voting (``votes=K``): every stream runs as K replicas on the same programmed weights with
+independent per-read noise; ``run``/``step`` return the mean of the K outputs and
+``predict``/``Stream.last_class`` the majority class (ties -> the class with the higher mean).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from nvmstream.converters import ir
+from nvmstream.converters.compile import CompiledModel, convert, load
+from nvmstream.converters.errors import NvmInputError
+from nvmstream.devices import Device
+
+from . import kernels as K
+from .plan import Plan, build_plan
+
+log = logging.getLogger(__name__)
+
+
+def _stream_seeds(device_seed: int, stream_seed: int, replicas: int, slots: int) -> np.ndarray:
+    """64-bit seeds for [replicas, slots] random states of one stream (stable hash)."""
+    out = np.empty((replicas, slots), np.uint64)
+    for r in range(replicas):
+        h = hashlib.blake2b(f"nvmstream/{device_seed}/{stream_seed}/{r}".encode(),
+                            digest_size=8).digest()
+        base = int.from_bytes(h, "little")
+        for s in range(slots):
+            out[r, s] = np.uint64((base + 0x9E3779B97F4A7C15 * (s + 1)) % 2 ** 64)
+    return out
+
+
+class Engine:
+    """Executes a :class:`CompiledModel` on a :class:`Device` (see module docstring)."""
+
+    def __init__(self, prog: CompiledModel | str | Path, device: Device | str | None = None,
+                 *, votes: int = 1, calibration: np.ndarray | None = None) -> None:
+        if isinstance(prog, (str, Path)):
+            p = str(prog)
+            prog = load(p) if p.endswith(".nvm") else convert(p, calibration)
+        if device is None:
+            device = Device("ideal")
+        elif not isinstance(device, Device):
+            device = Device(device)
+        if not isinstance(votes, (int, np.integer)) or votes < 1:
+            raise ValueError(f"votes must be an integer >= 1, got {votes!r}")
+        self.prog = prog
+        self.model: ir.Model = prog.model
+        self.device = device
+        self.votes = int(votes)
+        self.plan: Plan = build_plan(prog, device)
+        if self.votes > 1 and not self.plan.per_read_noise:
+            log.warning("votes=%d on profile %r, which has no per-read noise: the replicas are "
+                        "identical", self.votes, device.profile.name)
+        self._next_stream = 0
+        self._out_names = [o.name for o in self.model.outputs]
+
+    # ----------------------------------------------------------------------------- internals
+    def _init_state(self, n: int, aux: Mapping[str, np.ndarray] | None = None,
+                    rows: np.ndarray | None = None) -> np.ndarray:
+        state = np.zeros((n, self.plan.state_width), np.float64)
+        feeds = dict(aux or {})
+        for layer, d, off in self.plan.state_slots:
+            h = layer.hidden_size
+            for init, base in ((layer.initial_h, off), (layer.initial_c, off + h)):
+                if init is None:
+                    continue
+                v = init.value if init.input is None else np.asarray(feeds[init.input],
+                                                                      np.float32)
+                v = np.asarray(v)[d]                          # [B0, H]
+                idx = rows if rows is not None else np.arange(n)
+                if v.shape[0] == 1:
+                    state[:, base:base + h] = v[0]
+                elif np.max(idx) < v.shape[0]:
+                    state[:, base:base + h] = v[idx]
+                else:
+                    raise NvmInputError(f"initial state of layer {layer.name!r} holds "
+                                        f"{v.shape[0]} rows; {n} streams given")
+        return state
+
+    def _rng(self, stream_seeds: Sequence[int]) -> np.ndarray:
+        k, slots = self.votes, self.plan.rng_slots
+        seeds = np.concatenate([_stream_seeds(self.device.seed, int(s), k, slots).reshape(-1)
+                                for s in stream_seeds])
+        st = np.empty((seeds.size, 4), np.uint64)
+        K.seed_states(seeds, st)
+        return st.reshape(len(stream_seeds) * k, slots, 4)
+
+    def _exec(self, x_btf: np.ndarray, lens: np.ndarray, state: np.ndarray,
+              rng: np.ndarray) -> np.ndarray:
+        """x [N, T, F] (N = streams x votes rows) -> env [N, T, E]."""
+        n, t, f = x_btf.shape
+        env = np.zeros((n, t, self.plan.env_width), np.float32)
+        env[:, :, :f] = x_btf
+        K.run_program(self.plan.meta, self.plan.wf, self.plan.pf, env, lens, state, rng)
+        return env
+
+    def _tensor(self, env: np.ndarray, name: str) -> np.ndarray:
+        o, w = self.plan.offsets[name], self.plan.widths[name]
+        return env[:, :, o:o + w]
+
+    def _check_x(self, x) -> tuple[np.ndarray, bool]:
+        x = np.asarray(x)
+        if x.dtype != np.float32:
+            if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+                raise NvmInputError(f"input: dtype {x.dtype} is not numeric")
+            x = x.astype(np.float32)
+        squeeze = x.ndim == 2
+        if squeeze:
+            x = x[None]
+        f = self.model.input.features
+        if x.ndim != 3 or x.shape[2] != f:
+            raise NvmInputError(f"input: expected [batch, time, {f}] or [time, {f}], got shape "
+                                f"{x.shape if not squeeze else x.shape[1:]}")
+        if x.shape[1] == 0:
+            raise NvmInputError("input: sequence has no time steps")
+        if not np.all(np.isfinite(x)):
+            raise NvmInputError("input: contains NaN or infinity")
+        return np.ascontiguousarray(x), squeeze
+
+    # --------------------------------------------------------------------------- whole runs
+    def run_all(self, x: np.ndarray, *, seed: int = 0, lens: np.ndarray | None = None,
+                **aux: np.ndarray) -> dict[str, np.ndarray]:
+        """Run ``x[B, T, F]`` (or ``[T, F]``); every output per step ``[B, T, F_out]`` (causal
+        models) or in ONNX form, batch first (non-causal), averaged over votes."""
+        x, squeeze = self._check_x(x)
+        b, t, _ = x.shape
+        k = self.votes
+        self.model._check_aux({self.model.input.name: x, **aux}, b)
+        seq_lens = None
+        if lens is None:
+            for a in self.model.aux_inputs:
+                if a.role == "sequence_lens" and a.name in aux:
+                    lens = aux[a.name]
+            for l in self.model.recurrent_layers:
+                if l.sequence_lens_value is not None:
+                    lens = l.sequence_lens_value
+        if lens is not None:
+            seq_lens = np.asarray(lens, np.int64).reshape(-1)
+            if seq_lens.shape != (b,) or np.any(seq_lens < 1) or np.any(seq_lens > t):
+                raise NvmInputError(f"sequence lengths must be {b} values in 1..{t}, got "
+                                    f"{seq_lens.tolist()}")
+        klens = np.repeat(seq_lens if seq_lens is not None else np.full(b, t, np.int64), k)
+        xr = np.repeat(x, k, axis=0) if k > 1 else x
+        rows = np.repeat(np.arange(b), k)
+        state = self._init_state(b * k, aux, rows)
+        rng = self._rng([seed + i for i in range(b)])
+        env = self._exec(xr, klens, state, rng)
+        out = {}
+        for o in self.model.outputs:
+            a = self._tensor(env, o.tensor)
+            if k > 1:
+                a = a.reshape(b, k, t, -1).mean(axis=1, dtype=np.float64).astype(np.float32)
+            if not self.model.causal:
+                a = ir._format_output(o, np.ascontiguousarray(a), seq_lens)
+                if "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
+                    a = np.swapaxes(a, 0, 1)
+            out[o.name] = a[0] if squeeze else a
+        self._last_env = env
+        return out
+
+    def run(self, x: np.ndarray, **kw) -> np.ndarray:
+        """The first model output per step (see :meth:`run_all`)."""
+        return self.run_all(x, **kw)[self._out_names[0]]
+
+    def predict(self, x: np.ndarray, *, seed: int = 0) -> np.ndarray:
+        """Majority class per step over the votes: int64 ``[B, T]`` (first output)."""
+        x, squeeze = self._check_x(x)
+        b, t, _ = x.shape
+        k = self.votes
+        xr = np.repeat(x, k, axis=0) if k > 1 else x
+        state = self._init_state(b * k, None, np.repeat(np.arange(b), k))
+        env = self._exec(xr, np.full(b * k, t, np.int64), state,
+                         self._rng([seed + i for i in range(b)]))
+        a = self._tensor(env, self.model.outputs[0].tensor).reshape(b, k, t, -1)
+        cls = majority(a)
+        return cls[0] if squeeze else cls
+
+    # ------------------------------------------------------------------------------ streams
+    def stream(self, seed: int | None = None, **aux: np.ndarray) -> "Stream":
+        """A new stateful stream (one frame at a time). Needs a causal model."""
+        reason = self.model.why_not_streamable()
+        if reason:
+            raise NvmInputError(f"model cannot stream: {reason}")
+        if seed is None:
+            seed = self._next_stream
+            self._next_stream += 1
+        return Stream(self, int(seed), aux)
+
+    def step_many(self, streams: Sequence["Stream"], frames: np.ndarray) -> np.ndarray:
+        """One step of many streams at once: ``frames[N, F]`` -> first output ``[N, F_out]``.
+
+        Equal to calling each stream's ``step`` in turn (each stream has its own state and
+        random states)."""
+        outs = self.step_many_all(streams, frames)
+        return outs[self._out_names[0]]
+
+    def step_many_all(self, streams: Sequence["Stream"], frames: np.ndarray
+                      ) -> dict[str, np.ndarray]:
+        n = len(streams)
+        frames = np.asarray(frames)
+        f = self.model.input.features
+        if frames.ndim == 1 and n == 1:
+            frames = frames[None]
+        if frames.shape != (n, f):
+            raise NvmInputError(f"frames: expected shape ({n}, {f}), got {frames.shape}")
+        for s in streams:
+            if s.engine is not self:
+                raise NvmInputError(f"stream {s.seed} belongs to another engine")
+            if s.closed:
+                raise NvmInputError(f"stream {s.seed} is closed")
+        x, _ = self._check_x(frames[:, None, :])
+        k = self.votes
+        if n == 1:
+            state, rng = streams[0].state, streams[0].rng
+        else:
+            state = np.concatenate([s.state for s in streams])
+            rng = np.concatenate([s.rng for s in streams])
+        xr = np.repeat(x, k, axis=0) if k > 1 else x
+        env = self._exec(xr, np.ones(n * k, np.int64), state, rng)
+        if n > 1:
+            for i, s in enumerate(streams):
+                s.state[:] = state[i * k:(i + 1) * k]
+                s.rng[:] = rng[i * k:(i + 1) * k]
+        out = {}
+        for o in self.model.outputs:
+            a = self._tensor(env, o.tensor)[:, 0]
+            if k > 1:
+                reps = a.reshape(n, k, -1)
+                if o.name == self._out_names[0]:
+                    cls = majority(reps[:, :, None, :])[:, 0]
+                    for i, s in enumerate(streams):
+                        s.last_class = int(cls[i])
+                a = reps.mean(axis=1, dtype=np.float64).astype(np.float32)
+            elif o.name == self._out_names[0]:
+                for i, s in enumerate(streams):
+                    s.last_class = int(np.argmax(a[i]))
+            out[o.name] = a
+        for s in streams:
+            s.steps += 1
+        return out
+
+
+def majority(reps: np.ndarray) -> np.ndarray:
+    """``reps[B, K, T, C]`` -> majority class ``[B, T]`` over K (ties: higher mean output)."""
+    b, k, t, c = reps.shape
+    winners = np.argmax(reps, axis=3)                         # [B, K, T]
+    counts = np.zeros((b, t, c), np.int64)
+    for r in range(k):
+        np.add.at(counts, (np.arange(b)[:, None], np.arange(t)[None, :], winners[:, r]), 1)
+    mean = reps.mean(axis=1)                                  # [B, T, C]
+    best = counts.max(axis=2, keepdims=True)
+    score = np.where(counts == best, mean, -np.inf)
+    return np.argmax(score, axis=2)
+
+
+class Stream:
+    """One stream's state on an engine: ``step(x_t[F]) -> y_t[F_out]``."""
+
+    def __init__(self, engine: Engine, seed: int, aux: Mapping[str, np.ndarray]):
+        self.engine = engine
+        self.seed = seed
+        k = engine.votes
+        self.state = engine._init_state(k, aux, np.zeros(k, np.int64))
+        self.rng = engine._rng([seed])
+        self.steps = 0
+        self.closed = False
+        self.last_class: int | None = None
+
+    def step(self, x_t: np.ndarray) -> np.ndarray:
+        """Feed one frame ``[F]``; returns the first output for this step ``[F_out]``."""
+        x_t = np.asarray(x_t)
+        if x_t.ndim != 1:
+            raise NvmInputError(f"frame {self.steps}: expected shape "
+                                f"({self.engine.model.input.features},), got {x_t.shape}")
+        try:
+            return self.engine.step_many([self], x_t[None])[0]
+        except NvmInputError as e:
+            raise NvmInputError(f"frame {self.steps}: {e}") from None
+
+    def step_all(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: v[0] for k, v in self.engine.step_many_all([self], np.asarray(x_t)[None]).items()}
+
+    def close(self) -> None:
+        self.closed = True
