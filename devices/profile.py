@@ -1,12 +1,14 @@
 """Device profiles: the emulated chip described as data (TOML) and loaded into frozen dataclasses.
 
 A profile has one section per mechanism (``weights``, ``storage``, ``mapping``, ``programming``,
-``faults``, ``drift``, ``read``, ``vmm_noise``, ``dac``, ``adc``, ``tile``). Every field carries
-its meaning, unit, allowed values and (for physical defaults) a cited source in its
-``metadata``; :meth:`DeviceProfile.describe` prints them all.
+``faults``, ``drift``, ``read``, ``vmm_noise``, ``dac``, ``adc``, ``tile``, ``energy``). Every
+field carries its meaning, unit, allowed values and (for physical defaults) a cited source in
+its ``metadata``; :meth:`DeviceProfile.describe` prints them all.
 
 The dataclass defaults are the ``ideal`` chip (float weights, no noise, no converters), so an
-empty TOML file is the ideal profile and a profile file only states what differs.
+empty TOML file is the ideal profile and a profile file only states what differs. The
+``energy`` section's defaults are published prices (docs/energy.md), shared by every shipped
+profile unless its file overrides them.
 
 Loading::
 
@@ -44,6 +46,7 @@ __all__ = [
     "DacSection",
     "AdcSection",
     "TileSection",
+    "EnergySection",
     "SECTIONS",
     "load_profile",
     "list_profiles",
@@ -496,6 +499,199 @@ class TileSection(_Section):
     )
 
 
+_HOROWITZ = (
+    "Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, "
+    "45 nm, 0.9 V"
+)
+_ISAAC = (
+    "Shafiee et al., 'ISAAC', ISCA 2016 (8-bit ADC at 1.28 GS/s, 128 columns per ADC, "
+    "100 ns crossbar read)"
+)
+
+
+@dataclass(frozen=True)
+class EnergySection(_Section):
+    """Energy and latency prices of every counted operation (docs/energy.md)."""
+
+    section_name = "energy"
+    # -- column ADCs --------------------------------------------------------------------------
+    adc_fom_fJ_per_step: float = _f(
+        3.7, float,
+        "Walden figure of merit of the column ADC, per conversion step: one b-bit conversion "
+        "costs adc_fom_fJ_per_step * 2^b + adc_floor_pJ (b = nominal bits). 3.7 fJ with the "
+        "0.73 pJ floor passes through ISAAC's 8-bit ADC (1.67 pJ) and its 4-bit scaling "
+        "(0.79 pJ); it lies among the better ~1 GS/s designs of Murmann's ADC survey.",
+        unit="fJ per conversion step", lo=0.0, hi=1e6,
+        source="fit to ISAAC's ADC (Kull et al. ISSCC 2013, scaled: 1.67 pJ at 8 b, 0.79 pJ at "
+               "4 b, Accelergy hwcomponents-library isaac.py); Walden FOM as in B. Murmann, "
+               "'ADC Performance Survey'",
+    )
+    adc_floor_pJ: float = _f(
+        0.73, float,
+        "Resolution-independent energy of one ADC conversion (comparator clocking, SAR logic, "
+        "reference buffers): the floor of E_adc(b) = FOM * 2^b + floor.",
+        unit="pJ per conversion", lo=0.0, hi=1e6,
+        source="fit to ISAAC's 4- and 8-bit ADC energies (see adc_fom_fJ_per_step)",
+    )
+    adc_time_ns: float = _f(
+        0.78125, float,
+        "Time of one ADC conversion; an ADC serving several columns converts them one after "
+        "another.",
+        unit="ns per conversion", lo=0.0, hi=1e9,
+        source=_ISAAC + ": 1/1.28 GS/s",
+    )
+    cols_per_adc: int = _f(
+        128, int,
+        "Columns that share one ADC (through a multiplexer): a tile of tile.cols columns has "
+        "ceil(tile.cols / cols_per_adc) ADCs working in parallel.",
+        unit="columns per ADC", lo=1, hi=65536, source=_ISAAC + ": one ADC per 128 columns",
+    )
+    unquantized_converter_bits: int = _f(
+        8, int,
+        "Resolution at which DAC and ADC conversions are priced when dac.bits or adc.bits is "
+        "0 (the float reference simulates ideal converters, but a chip still has them). "
+        "0 prices such conversions at zero energy.",
+        unit="bits", lo=1, hi=16, also=(0,),
+        source="8 bits as ISAAC's ADC (modelling choice)",
+    )
+    # -- input DACs ---------------------------------------------------------------------------
+    dac_1bit_fJ: float = _f(
+        3.9, float,
+        "Energy of one 1-bit DAC conversion; a b-bit conversion costs dac_1bit_fJ * 2^(b-1) "
+        "(31.2 fJ at 4 bits).",
+        unit="fJ per conversion at 1 bit", lo=0.0, hi=1e9,
+        source="ISAAC 1-bit DAC, 4 mW per 1024 DACs, as tabulated per bit (x2 per bit) at "
+               "1 GS/s in MNSIM-2.0 Hardware_Model/DAC.py",
+    )
+    dac_time_ns: float = _f(
+        1.0, float, "Time for the row DACs of a tile to produce their inputs (all rows in "
+        "parallel).",
+        unit="ns", lo=0.0, hi=1e9,
+        source="1 cycle at 1 GHz: PUMA simulator dac_lat; MNSIM-2.0 DAC at 1 GS/s",
+    )
+    # -- the array ----------------------------------------------------------------------------
+    read_voltage_V: float = _f(
+        0.2, float,
+        "Read voltage across a cell during a VMM read; a cell read costs "
+        "read_voltage_V^2 * G * read_time_ns (full-scale input on every row: an upper bound).",
+        unit="V", lo=0.0, hi=10.0,
+        source="modelling choice: small-signal read below PCM threshold switching / RRAM "
+               "disturb (MNSIM-2.0 uses 0.5 V for 3.16 ns; see docs/energy.md)",
+    )
+    read_time_ns: float = _f(
+        100.0, float,
+        "How long the read voltage is applied to the cells of a tile during one VMM read "
+        "(energy only; latency uses tile_settle_ns).",
+        unit="ns", lo=0.0, hi=1e9, source=_ISAAC + ": 100 ns crossbar read",
+    )
+    tile_settle_ns: float = _f(
+        100.0, float,
+        "Time from valid DAC outputs to settled, sampled column outputs of a tile.",
+        unit="ns", lo=0.0, hi=1e9,
+        source=_ISAAC + "; PUMA simulator xbar_ip_lat = 100 ns",
+    )
+    mean_abs_code_fraction: float = _f(
+        0.25, float,
+        "E|q|/qmax of the programmed codes, used for the mean cell conductance "
+        "G = gmin + (gmax - gmin) * fraction / 2 when the runtime does not pass the programmed "
+        "array's own mean (LayerGeometry.mean_cell_uS).",
+        unit="fraction of qmax", lo=0.0, hi=1.0,
+        source="modelling choice: Gaussian-like weights with per-row max at ~3 sigma give "
+               "E|w|/max|w| ~ 0.8/3",
+    )
+    tile_overhead_pJ: float = _f(
+        0.0, float,
+        "Extra energy per tile activation (control, row drivers, sample-and-hold) beyond "
+        "the priced DAC, cell and ADC energies. Not modelled by default.",
+        unit="pJ per tile activation", lo=0.0, hi=1e9,
+        source="not modelled (ISAAC's sample-and-hold is ~1e-3 pJ per column)",
+    )
+    # -- digital periphery --------------------------------------------------------------------
+    digital_add_pJ: float = _f(
+        0.9, float,
+        "One digital add of the accelerator's periphery (partial-sum accumulation, bias, "
+        "cell update); default fp32 as the emulated datapath (Horowitz: int8 0.03, int16 "
+        "0.05, int32 0.1, fp16 0.4 pJ).",
+        unit="pJ per add", lo=0.0, hi=1e6, source=_HOROWITZ + ": 32-bit float add 0.9 pJ",
+    )
+    digital_mult_pJ: float = _f(
+        3.7, float,
+        "One digital multiply of the periphery (ADC-output scaling, gate products); default "
+        "fp32 (Horowitz: int8 0.2, int32 3.1, fp16 1.1 pJ).",
+        unit="pJ per multiply", lo=0.0, hi=1e6, source=_HOROWITZ + ": 32-bit float mult 3.7 pJ",
+    )
+    activation_pJ: float = _f(
+        0.26, float,
+        "One sigmoid/tanh/exp evaluation by a dedicated activation unit.",
+        unit="pJ per evaluation", lo=0.0, hi=1e6,
+        source="ISAAC sigmoid unit, 0.26 mW at 1 GHz (PUMA simulator act_pow_dyn, 'taken "
+               "from ISAAC'), 32 nm",
+    )
+    digital_op_time_ns: float = _f(
+        1.0, float,
+        "Time of one digital operation on a layer's critical path (a 1 GHz vector unit wide "
+        "enough for a layer's elementwise work).",
+        unit="ns per operation", lo=0.0, hi=1e9, source="PUMA simulator cycle_time = 1 ns",
+    )
+    # -- memories -----------------------------------------------------------------------------
+    sram_pJ_per_byte: float = _f(
+        1.25, float,
+        "Read or write of one byte of the SRAM holding recurrent state and activations "
+        "(reads and writes priced alike).",
+        unit="pJ per byte", lo=0.0, hi=1e6,
+        source=_HOROWITZ + ": 8 KB SRAM, 10 pJ per 64-bit read",
+    )
+    weight_sram_pJ_per_byte: float = _f(
+        1.25, float,
+        "Digital baseline: one byte of weights read from on-chip SRAM. The small-bank figure "
+        "favours the baseline; 32 KB banks cost 2.5, 1 MB 12.5 pJ/byte.",
+        unit="pJ per byte", lo=0.0, hi=1e6,
+        source=_HOROWITZ + ": 8 KB SRAM, 10 pJ per 64-bit read (32 KB 20 pJ, 1 MB 100 pJ)",
+    )
+    dram_pJ_per_byte: float = _f(
+        162.5, float,
+        "Digital baseline: one byte of weights read from DRAM; the low end of Horowitz's "
+        "range, which favours the baseline (high end 325 pJ/byte).",
+        unit="pJ per byte", lo=0.0, hi=1e9,
+        source=_HOROWITZ + ": DRAM 1.3-2.6 nJ per 64-bit access (1.3 nJ / 8 bytes)",
+    )
+    # -- digital baseline datapaths -----------------------------------------------------------
+    baseline_int8_mult_pJ: float = _f(
+        0.2, float, "Digital baseline int8 datapath: one 8-bit multiply.",
+        unit="pJ per multiply", lo=0.0, hi=1e6, source=_HOROWITZ + ": 8-bit mult 0.2 pJ",
+    )
+    baseline_int32_add_pJ: float = _f(
+        0.1, float,
+        "Digital baseline int8 datapath: one accumulation into a 32-bit integer accumulator.",
+        unit="pJ per add", lo=0.0, hi=1e6, source=_HOROWITZ + ": 32-bit add 0.1 pJ",
+    )
+    baseline_fp32_mult_pJ: float = _f(
+        3.7, float, "Digital baseline fp32 datapath: one 32-bit float multiply.",
+        unit="pJ per multiply", lo=0.0, hi=1e6, source=_HOROWITZ + ": 32-bit float mult 3.7 pJ",
+    )
+    baseline_fp32_add_pJ: float = _f(
+        0.9, float, "Digital baseline fp32 datapath: one 32-bit float add.",
+        unit="pJ per add", lo=0.0, hi=1e6, source=_HOROWITZ + ": 32-bit float add 0.9 pJ",
+    )
+    # -- one-off (load time) ------------------------------------------------------------------
+    storage_read_pJ_per_bit: float = _f(
+        20.3125, float,
+        "One bit of weight codes read from NVM storage when the device is programmed "
+        "(one-off, not per inference). Priced at Horowitz's DRAM access energy for want of "
+        "a NAND-specific figure.",
+        unit="pJ per bit", lo=0.0, hi=1e9,
+        source=_HOROWITZ + ": DRAM 1.3 nJ per 64-bit access (stand-in)",
+    )
+    program_pJ_per_cell: float = _f(
+        50.0, float,
+        "Programming one cell to its target conductance, all write-verify pulses included "
+        "(one-off). Order of magnitude for PCM: a few pulses of ~10-20 pJ.",
+        unit="pJ per cell", lo=0.0, hi=1e9,
+        source="order-of-magnitude estimate for iterative PCM programming (tens of pJ per "
+               "cell); not taken from a single measurement - override for your device",
+    )
+
+
 #: Section name -> section class, in profile order.
 SECTIONS: dict[str, type[_Section]] = {
     "weights": WeightsSection,
@@ -509,6 +705,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "dac": DacSection,
     "adc": AdcSection,
     "tile": TileSection,
+    "energy": EnergySection,
 }
 
 _TOP_FIELDS = {
@@ -538,6 +735,7 @@ class DeviceProfile:
     dac: DacSection = field(default_factory=DacSection)
     adc: AdcSection = field(default_factory=AdcSection)
     tile: TileSection = field(default_factory=TileSection)
+    energy: EnergySection = field(default_factory=EnergySection)
 
     def __post_init__(self) -> None:
         for key in _TOP_FIELDS:
