@@ -52,6 +52,10 @@ class SegmentInfo:
     has_read_noise: bool
     dac_step: float
     vmm_sigma: float
+    scales: np.ndarray = None            # per-output weight scale s_w [n_out]
+    adc_steps: np.ndarray | None = None  # [row_tiles, n_out], code-product units
+    codes: np.ndarray = None             # codes as read from storage [n_out, n_in]
+    w_eff: np.ndarray = None             # effective weights (code units) [n_out, n_in]
     stats: dict = field(default_factory=dict)
 
     @property
@@ -204,6 +208,8 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
                 amax = np.max(np.abs(part), axis=0) if part.size else np.zeros(n_out)
                 steps[blk] = np.where(amax > 0, amax / qa, 1.0)
             adc_off = bld.f64(steps)
+        else:
+            steps = None
         sigma = 0.0
         if math.isfinite(snr):
             power = float(np.mean((V.astype(np.float64) @ W.T.astype(np.float64)) ** 2)) \
@@ -227,7 +233,8 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             key=m.key, layer=model.layers[m.layer].name, n_in=n_in, n_out=n_out,
             tile_rows=tr, tile_cols=tc, row_tiles=nblk, col_tiles=math.ceil(n_out / tc),
             dac_bits=dbits, adc_bits=abits, exact=pm.exact, has_read_noise=pm.has_read_noise,
-            dac_step=dstep, vmm_sigma=sigma, stats=dict(pm.stats)))
+            dac_step=dstep, vmm_sigma=sigma, scales=np.asarray(scale, np.float64),
+            adc_steps=steps, codes=pm.codes_read, w_eff=pm.w_eff, stats=dict(pm.stats)))
         if wbits and qd and tr * qmax_for_bits(wbits) * qd >= 2 ** 24:
             log.warning("matrix %s: tile partial sums may exceed float32's exact integer range",
                         m.key)

@@ -1,0 +1,135 @@
+"""Slow, obvious numpy twins of the engine's kernels (stumpy-style), for differential tests.
+
+``int_twin`` runs a CompiledModel's integer path -- DAC codes, integer tile partial sums
+(int64), ADC codes, digital accumulation, scaling, bias, gates -- with plain numpy and Python's
+math module, in the same float64 operation order the kernel documents, so a noise-free profile
+must match the engine bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nvmstream.converters import ir
+
+
+def _sig(v: float) -> float:
+    if v >= 0.0:
+        return 1.0 / (1.0 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1.0 + e)
+
+
+ACT = {"sigmoid": lambda v, a, b: _sig(v), "tanh": lambda v, a, b: math.tanh(v),
+       "relu": lambda v, a, b: v if v > 0 else 0.0}
+
+
+def _act(fn, v: np.ndarray, clip=None) -> np.ndarray:
+    f = ACT[fn.name]
+    out = np.empty_like(v)
+    for i, x in enumerate(v):
+        if clip is not None:
+            x = min(max(x, -clip), clip)
+        out[i] = f(float(x), fn.alpha, fn.beta)
+    return out
+
+
+def vmm(seg, v: np.ndarray) -> np.ndarray:
+    """One crossbar matrix on float64 input ``v`` -> float64 contribution (model units)."""
+    qd = 2 ** (seg.dac_bits - 1) - 1
+    inv = 1.0 / seg.dac_step
+    u = np.clip(np.rint(v * inv), -qd, qd).astype(np.int64)
+    codes = seg.codes.astype(np.int64)
+    qa = 2 ** (seg.adc_bits - 1) - 1
+    q = np.zeros(seg.n_out)
+    for blk in range(seg.row_tiles):
+        r0, r1 = blk * seg.tile_rows, min(seg.n_in, (blk + 1) * seg.tile_rows)
+        p = codes[:, r0:r1] @ u[r0:r1]                      # exact integers
+        step = seg.adc_steps[blk]
+        c = np.clip(np.rint(p.astype(np.float64) / step), -qa, qa)
+        q = q + c * step
+    return q * seg.scales * seg.dac_step
+
+
+def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Run ``x[B, T, F]`` (causal models) through the integer twin; per-step outputs."""
+    b_, t_, _ = x.shape
+    env: dict[str, np.ndarray] = {model.input.name: x.astype(np.float32)}
+    for k, l in enumerate(model.layers):
+        if isinstance(l, ir.Recurrent):
+            assert l.direction == "forward"
+            h_ = l.hidden_size
+            y = np.zeros((b_, t_, h_), np.float32)
+            for b in range(b_):
+                h = np.zeros(h_)
+                c = np.zeros(h_)
+                for t in range(t_):
+                    xv = env[l.x][b, t].astype(np.float64)
+                    zx = vmm(segments[f"layer{k}/d0/x"], xv)
+                    if l.kind == "LSTM":
+                        zh = vmm(segments[f"layer{k}/d0/h"], h)
+                        bias = l.Wb[0].astype(np.float64) + l.Rb[0].astype(np.float64)
+                        z = zx + zh + bias
+                        a = l.activations[0]
+                        i = _act(a[0], z[:h_], l.clip)
+                        o = _act(a[0], z[h_:2 * h_], l.clip)
+                        f = _act(a[0], z[2 * h_:3 * h_], l.clip)
+                        g = _act(a[1], z[3 * h_:], l.clip)
+                        c = f * c + i * g
+                        h = o * _act(a[2], c)
+                    elif l.kind == "GRU":
+                        wb, rb = l.Wb[0].astype(np.float64), l.Rb[0].astype(np.float64)
+                        a = l.activations[0]
+                        if l.linear_before_reset:
+                            zh = vmm(segments[f"layer{k}/d0/h"], h)
+                            zz = _act(a[0], zx[:h_] + wb[:h_] + zh[:h_] + rb[:h_], l.clip)
+                            r = _act(a[0], zx[h_:2 * h_] + wb[h_:2 * h_] + zh[h_:2 * h_]
+                                     + rb[h_:2 * h_], l.clip)
+                            hh = _act(a[1], zx[2 * h_:] + wb[2 * h_:]
+                                      + r * (zh[2 * h_:] + rb[2 * h_:]), l.clip)
+                        else:
+                            zh = vmm(segments[f"layer{k}/d0/h"], h)
+                            zz = _act(a[0], zx[:h_] + wb[:h_] + zh[:h_] + rb[:h_], l.clip)
+                            r = _act(a[0], zx[h_:2 * h_] + wb[h_:2 * h_] + zh[h_:2 * h_]
+                                     + rb[h_:2 * h_], l.clip)
+                            zr = vmm(segments[f"layer{k}/d0/rh"], r * h)
+                            hh = _act(a[1], zx[2 * h_:] + wb[2 * h_:] + zr + rb[2 * h_:], l.clip)
+                        h = (1.0 - zz) * hh + zz * h
+                    else:
+                        zh = vmm(segments[f"layer{k}/d0/h"], h)
+                        bias = l.Wb[0].astype(np.float64) + l.Rb[0].astype(np.float64)
+                        h = _act(l.activations[0][0], zx + zh + bias, l.clip)
+                    y[b, t] = h.astype(np.float32)
+            env[l.y] = y
+        elif isinstance(l, ir.Dense):
+            seg = segments.get(f"layer{k}/d0/x")
+            xin = env[l.x].astype(np.float64)
+            out = np.zeros(xin.shape[:2] + (l.out_features,), np.float32)
+            for b in range(b_):
+                for t in range(t_):
+                    z = vmm(seg, xin[b, t]) if seg is not None else xin[b, t]
+                    if l.b is not None:
+                        z = z + l.b.astype(np.float64)
+                    out[b, t] = z.astype(np.float32)
+            env[l.y] = out
+        elif isinstance(l, ir.Elementwise):
+            v = env[l.x].astype(np.float64)
+            env[l.y] = np.vectorize(lambda s: ACT[l.fn.name](s, l.fn.alpha, l.fn.beta))(
+                v).astype(np.float32)
+        elif isinstance(l, ir.Softmax):
+            v = env[l.x].astype(np.float64)
+            out = np.empty(v.shape, np.float32)
+            for idx in np.ndindex(v.shape[:2]):
+                row = v[idx]
+                m = max(row)
+                s = 0.0
+                for e in row:
+                    s += math.exp(e - m)
+                ls = math.log(s)
+                out[idx] = [(e - m - ls) if l.log else math.exp(e - m) / s for e in row]
+            env[l.y] = out
+        else:
+            raise NotImplementedError(type(l).__name__)
+    return {o.name: env[o.tensor] for o in model.outputs}

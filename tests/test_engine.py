@@ -1,0 +1,194 @@
+"""Engine: ideal == float IR, int4 bit-exact vs the numpy integer twin, streaming parity,
+step_many == independent steps, voting, reproducibility, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nvmstream as nvm
+from naive import int_twin
+from onnx_util import FIXTURES, fixture_files
+
+FILES = fixture_files()
+CAUSAL = [f for f in FILES if f["causal"]]
+PROFILES = ["ideal", "int4", "pcm", "pcm-1y", "rram", "snr0db", "nand-eol"]
+
+
+def _prog(name, cal_seed=7):
+    cal = np.random.default_rng(cal_seed).normal(0, 1, (8, 20, 12)).astype(np.float32)
+    return nvm.convert(FIXTURES / name, calibration=cal)
+
+
+def _x(b=3, t=11, seed=0):
+    return np.random.default_rng(seed).normal(0, 1, (b, t, 12)).astype(np.float32)
+
+
+@pytest.mark.parametrize("meta", FILES, ids=[m["file"] for m in FILES])
+def test_ideal_equals_float_ir(meta):
+    prog = _prog(meta["file"])
+    eng = nvm.Engine(prog, nvm.Device("ideal"))
+    x = _x()
+    want = prog.model.run_steps(x)
+    got = eng.run_all(x)
+    for k in want:
+        assert got[k].shape == want[k].shape
+        assert np.max(np.abs(got[k] - want[k])) <= 1e-5
+
+
+@pytest.mark.parametrize("meta", CAUSAL, ids=[m["file"] for m in CAUSAL])
+def test_int4_bit_exact_against_numpy_integer_twin(meta):
+    prog = _prog(meta["file"])
+    eng = nvm.Engine(prog, nvm.Device("int4"))
+    assert eng.plan.exact
+    segs = {s.key: s for s in eng.plan.segments}
+    x = _x(b=2, t=6, seed=1)
+    got = eng.run_all(x)
+    want = int_twin(prog.model, segs, x)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    # and it is a real quantized path: visibly different from float
+    ref = prog.model.run_steps(x)
+    assert max(np.max(np.abs(got[k] - ref[k])) for k in ref) > 1e-4
+
+
+@pytest.mark.parametrize("profile", ["int4", "pcm-1d", "rram", "nand-eol"])
+@pytest.mark.parametrize("name", ["lstm2_bf.ts.onnx", "gru2_tm.dynamo.onnx",
+                                  "lstm_hn_bf.ts.onnx"])
+def test_streaming_step_equals_run(profile, name):
+    """Fixed seed, no per-read noise: step by step equals the whole-sequence run exactly."""
+    prog = _prog(name)
+    # programming noise, drift, faults and storage errors stay on; per-read noise goes off
+    dev = nvm.Device(profile, seed=3, overrides=["read.model=none", "adc.noise_lsb=0"])
+    eng = nvm.Engine(prog, dev)
+    assert not eng.plan.per_read_noise
+    x = _x(b=2, t=9, seed=2)
+    whole = eng.run_all(x)
+    for b in range(2):
+        s = eng.stream(seed=b)
+        ys = np.stack([s.step_all(x[b, t])[prog.model.outputs[0].name] for t in range(9)])
+        np.testing.assert_array_equal(ys, whole[prog.model.outputs[0].name][b])
+
+
+def test_streaming_equals_run_even_with_per_read_noise():
+    """Each (stream, layer) owns its random state, so chunking does not change the draws."""
+    prog = _prog("lstm2_bf.dynamo.onnx")
+    eng = nvm.Engine(prog, nvm.Device("pcm", seed=1))
+    assert eng.plan.per_read_noise
+    x = _x(b=1, t=8, seed=3)
+    whole = eng.run(x, seed=5)
+    s = eng.stream(seed=5)
+    ys = np.stack([s.step(x[0, t]) for t in range(8)])
+    np.testing.assert_array_equal(ys, whole[0])
+
+
+@pytest.mark.parametrize("profile", ["int4", "pcm", "snr0db"])
+def test_step_many_equals_independent_steps(profile):
+    prog = _prog("gru_bf.ts.onnx")
+    eng = nvm.Engine(prog, nvm.Device(profile, seed=2), votes=3 if profile == "snr0db" else 1)
+    x = _x(b=5, t=6, seed=4)
+    a = [eng.stream(seed=10 + i) for i in range(5)]
+    b = [eng.stream(seed=10 + i) for i in range(5)]
+    for t in range(6):
+        batched = eng.step_many(a, x[:, t])
+        single = np.stack([s.step(x[i, t]) for i, s in enumerate(b)])
+        np.testing.assert_array_equal(batched, single)
+        assert [s.last_class for s in a] == [s.last_class for s in b]
+    # and a subset in another order gives the same as well
+    c = [eng.stream(seed=10 + i) for i in (3, 1)]
+    ys = eng.step_many(c, x[[3, 1], 0])
+    d = eng.stream(seed=13)
+    np.testing.assert_array_equal(ys[0], d.step(x[3, 0]))
+
+
+def test_seeds_make_runs_reproducible_and_distinct():
+    prog = _prog("lstm1_bf.ts.onnx")
+    x = _x()
+    y1 = nvm.Engine(prog, nvm.Device("pcm", seed=4)).run(x)
+    y2 = nvm.Engine(prog, nvm.Device("pcm", seed=4)).run(x)
+    y3 = nvm.Engine(prog, nvm.Device("pcm", seed=5)).run(x)
+    np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(y1, y3)
+    eng = nvm.Engine(prog, nvm.Device("pcm", seed=4))
+    assert not np.array_equal(eng.run(x, seed=0), eng.run(x, seed=100))
+
+
+def test_voting_majority_and_mean():
+    prog = _prog("gru_bf.ts.onnx")
+    eng1 = nvm.Engine(prog, nvm.Device("snr0db", seed=0), votes=1)
+    eng5 = nvm.Engine(prog, nvm.Device("snr0db", seed=0), votes=5)
+    x = _x(b=4, t=7, seed=6)
+    y5 = eng5.run(x)
+    cls = eng5.predict(x)
+    assert y5.shape == (4, 7, 4) and cls.shape == (4, 7)
+    np.testing.assert_allclose(y5.sum(-1), 1.0, atol=1e-5)   # mean of softmaxes
+    ideal = nvm.Engine(prog, nvm.Device("int4")).predict(x)
+    # voting over 5 noisy replicas agrees with the noise-free answer more often than one replica
+    one = np.mean([np.mean(eng1.predict(x, seed=s) == ideal) for s in range(6)])
+    five = np.mean([np.mean(eng5.predict(x, seed=s) == ideal) for s in range(6)])
+    assert five > one
+
+
+def test_majority_rule():
+    from nvmstream.runtime.engine import majority
+    reps = np.zeros((1, 3, 1, 3))
+    reps[0, 0, 0] = [0.9, 0.1, 0.0]
+    reps[0, 1, 0] = [0.1, 0.8, 0.1]
+    reps[0, 2, 0] = [0.2, 0.7, 0.1]
+    assert majority(reps)[0, 0] == 1
+    reps[0, 2, 0] = [0.1, 0.0, 0.9]          # 1-1-1 tie -> highest mean (class 0: 0.37)
+    assert majority(reps)[0, 0] == 0
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_runs_every_kind(profile):
+    for name in ("bilstm_bf.ts.onnx", "gru2_tm.ts.onnx", "rnn_tanh_bf.ts.onnx",
+                 "lstm_last_bf.dynamo.onnx"):
+        prog = _prog(name)
+        y = nvm.Engine(prog, nvm.Device(profile, seed=1)).run_all(_x(b=2, t=5))
+        assert all(np.all(np.isfinite(v)) for v in y.values())
+
+
+def test_save_load_roundtrip(tmp_path):
+    prog = _prog("lstm2_bf.ts.onnx")
+    prog.save(tmp_path / "m.nvm")
+    back = nvm.load(tmp_path / "m.nvm")
+    for k in prog.codes:
+        np.testing.assert_array_equal(prog.codes[k], back.codes[k])
+    x = _x()
+    a = nvm.Engine(prog, nvm.Device("pcm", seed=1)).run(x)
+    b = nvm.Engine(back, nvm.Device("pcm", seed=1)).run(x)
+    np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "m.nvm").stat().st_size < 60_000
+
+
+def test_int4_codes_are_packed_two_per_byte():
+    from nvmstream.converters.compile import pack_int4, unpack_int4
+    codes = np.arange(-7, 8, dtype=np.int8).repeat(3).reshape(5, 9)
+    packed = pack_int4(codes)
+    assert packed.size == (codes.size + 1) // 2
+    np.testing.assert_array_equal(unpack_int4(packed, codes.shape), codes)
+
+
+def test_errors_are_clear(tmp_path):
+    prog = _prog("lstm1_bf.ts.onnx")
+    eng = nvm.Engine(prog, nvm.Device("int4"))
+    with pytest.raises(nvm.NvmInputError, match=r"\[batch, time, 12\]"):
+        eng.run(np.zeros((2, 3, 5), np.float32))
+    s = eng.stream()
+    with pytest.raises(nvm.NvmInputError, match="frame 0"):
+        s.step(np.zeros(5, np.float32))
+    with pytest.raises(nvm.NvmInputError, match=r"frames: expected shape \(2, 12\)"):
+        eng.step_many([s, eng.stream()], np.zeros((3, 12)))
+    bi = nvm.Engine(_prog("bilstm_bf.ts.onnx"), nvm.Device("int4"))
+    with pytest.raises(nvm.NvmInputError, match="bidirectional"):
+        bi.stream()
+    with pytest.raises(ValueError, match="votes"):
+        nvm.Engine(prog, nvm.Device("int4"), votes=0)
+    with pytest.raises(nvm.NvmInputError, match="calibration"):
+        nvm.convert(FIXTURES / "lstm1_bf.ts.onnx", calibration=np.zeros((2, 3, 4)))
+    (tmp_path / "bad.nvm").write_bytes(b"not a zip")
+    with pytest.raises(nvm.NvmConversionError, match="bad.nvm"):
+        nvm.load(tmp_path / "bad.nvm")
+    with pytest.raises(ValueError, match="unknown profile 'no-such-profile'.*pcm"):
+        nvm.Device("no-such-profile")
