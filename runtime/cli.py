@@ -73,21 +73,50 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
+def _load_program(args):
+    """A CompiledModel from .nvm, or converted from .onnx with --calibration."""
+    import nvmstream as nvm
+    path = args.model
+    if str(path).endswith(".nvm"):
+        return nvm.load(path)
+    cal = load_array(args.calibration, "calibration") if getattr(args, "calibration", None) \
+        else None
+    return nvm.convert(path, calibration=cal)
+
+
+def _device(args):
+    import nvmstream as nvm
+    return nvm.Device(args.profile, seed=args.seed, age_s=args.age_s, overrides=args.set or None)
+
+
 def cmd_run(args) -> int:
-    model = _load_model(args.model)
     x = load_array(args.input, "input")
     squeeze = x.ndim == 2
     if x.ndim not in (2, 3):
         raise CliError(f"{args.input}: input must be [batch, time, features] or "
                        f"[time, features], got shape {x.shape}")
-    outs = model.run_steps(x)
+    if args.profile is None and not str(args.model).endswith(".nvm") and args.votes == 1 \
+            and not args.set:
+        model = _load_model(args.model)
+        outs = model.run_steps(x)
+        names = [o.name for o in model.outputs]
+    else:
+        import nvmstream as nvm
+        if args.profile is None:
+            args.profile = "ideal"
+        prog = _load_program(args)
+        eng = nvm.Engine(prog, _device(args), votes=args.votes)
+        outs = eng.run_all(x, seed=args.stream_seed)
+        names = [o.name for o in prog.model.outputs]
+        if args.report or args.json:
+            _report(eng, args)
     if squeeze:
         outs = {k: v[0] for k, v in outs.items()}
     out = Path(args.output)
     if out.suffix == ".npz":
         atomic_save(out, lambda p: np.savez(p, **outs))
     else:
-        first = model.outputs[0].name
+        first = names[0]
         if len(outs) > 1:
             log.warning("model has %d outputs; %s holds %r (use .npz for all)",
                         len(outs), out, first)
@@ -97,7 +126,56 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
+def _report(eng, args) -> None:
+    rep = getattr(eng, "report", None)
+    if rep is None:
+        raise CliError("this build has no energy report")
+    r = rep()
+    if args.report:
+        print(r.format_text())
+    if args.json:
+        atomic_save(args.json, lambda p: Path(p).write_text(json.dumps(r.to_dict(), indent=2)))
+
+
+def cmd_convert(args) -> int:
+    import nvmstream as nvm
+    cal = load_array(args.calibration, "calibration") if args.calibration else None
+    prog = nvm.convert(args.model, calibration=cal, weight_bits=args.bits)
+    out = Path(args.output)
+    if not out.parent.exists():
+        raise CliError(f"{out}: folder {out.parent} does not exist")
+    prog.save(out)
+    n = sum(q.size for q in prog.codes.values())
+    print(f"wrote {out}: {len(prog.codes)} crossbar matrices, {n} weights at {prog.weight_bits} "
+          f"bits, calibration {list(prog.calibration.shape)} ({prog.calibration_source}), "
+          f"{out.stat().st_size} bytes")
+    return EXIT_OK
+
+
+def cmd_profiles(args) -> int:
+    from nvmstream.devices import list_profiles, load_profile
+    if args.action == "list" or args.action is None:
+        for name in list_profiles():
+            p = load_profile(name)
+            print(f"{name:<10} {p.description}")
+        return EXIT_OK
+    if not args.name:
+        raise CliError("profiles show needs a profile name or .toml path", EXIT_USAGE)
+    p = load_profile(args.name, args.set or None)
+    print(p.describe())
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------------------- parser
+def _device_args(s, default_profile: str | None = "ideal") -> None:
+    s.add_argument("--profile", "-p", default=default_profile,
+                   help="device profile: a shipped name (nvmstream profiles) or a .toml path")
+    s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override a profile field, e.g. --set adc.bits=6 (repeatable)")
+    s.add_argument("--seed", type=int, default=0, help="device seed (programming, faults)")
+    s.add_argument("--age-s", type=float, default=None, help="device age in seconds (drift)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nvmstream", description=(
         "Streaming inference of LSTM/GRU models on emulated analog NVM accelerators."))
@@ -114,12 +192,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_inspect)
 
     s = sub.add_parser("run", help="run a model on an input array; outputs per time step")
-    s.add_argument("model", help="MODEL.onnx")
+    s.add_argument("model", help="MODEL.onnx or MODEL.nvm")
     s.add_argument("--input", "-i", required=True,
                    help="X.npy: [batch, time, features] or [time, features]")
     s.add_argument("--output", "-o", required=True,
                    help="Y.npy (first output) or Y.npz (every output), per time step")
+    _device_args(s, default_profile=None)
+    s.add_argument("--votes", type=int, default=1, help="noisy replicas voting per stream")
+    s.add_argument("--stream-seed", type=int, default=0,
+                   help="row b of the input uses stream seed STREAM_SEED + b (per-read noise)")
+    s.add_argument("--calibration", help="X_cal.npy for converting an .onnx model")
+    s.add_argument("--report", action="store_true", help="print the energy/latency report")
+    s.add_argument("--json", help="write the energy/latency report as JSON to this file")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("convert", help="quantize + calibrate an ONNX model into MODEL.nvm")
+    s.add_argument("model", help="MODEL.onnx")
+    s.add_argument("--output", "-o", required=True, help="MODEL.nvm")
+    s.add_argument("--calibration", help="X_cal.npy [N, T, features] (real data; default: "
+                                         "N(0,1) inputs with a warning)")
+    s.add_argument("--bits", type=int, default=4, help="weight code bits stored (2..8)")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("profiles", help="list device profiles or show one with every field")
+    s.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    s.add_argument("name", nargs="?", help="profile name or .toml path (for show)")
+    s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override a field (repeatable)")
+    s.set_defaults(func=cmd_profiles)
     return p
 
 
@@ -134,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"nvmstream: error: {e}", file=sys.stderr)
         return e.code
-    except (NvmConversionError, NvmInputError) as e:
+    except (NvmConversionError, NvmInputError, ValueError) as e:
         print(f"nvmstream: error: {e}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
