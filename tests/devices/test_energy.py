@@ -1,0 +1,653 @@
+"""Energy and latency model: formulas, linearity, per-field shares, baselines, profiles, docs.
+
+The worked example and the scaling table of docs/energy.md are recomputed from the numbers the
+page states; any disagreement between the page and the code fails here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nvmstream.devices import DeviceProfile, ProfileError, list_profiles, load_profile
+from nvmstream.devices.energy import (
+    BASELINE_COMPONENTS,
+    COMPONENTS,
+    LayerGeometry,
+    OneOffCounts,
+    OpCounts,
+    adc_energy_pJ,
+    adcs_per_tile,
+    all_baselines,
+    cell_read_energy_pJ,
+    compare,
+    dac_energy_pJ,
+    default_mean_cell_uS,
+    digital_baseline,
+    layer_latency,
+    matrix_tiles,
+    mean_cell_conductance_uS,
+    price,
+    price_one_off,
+    priced_bits,
+)
+from nvmstream.devices.profile import SECTIONS, EnergySection
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "energy.md"
+REL = 1e-12  # float rounding only: the model is exact arithmetic on the counts
+
+
+# --- a slow, obvious reference counter (the convention of docs/energy.md's example) ----------
+
+def lstm_step(I: int, H: int, tile_rows: int, tile_cols: int, dac_bits: int = 4,
+              adc_bits: int = 4, name: str = "lstm") -> tuple[OpCounts, LayerGeometry]:
+    """Counts and geometry of one step of one stream of an LSTM I -> H, counted cell by cell."""
+    tiles = []
+    for n_in in (I, H):  # W [4H x I] and R [4H x H], each tiled on its own row blocks
+        for r0 in range(0, n_in, tile_rows):
+            for c0 in range(0, 4 * H, tile_cols):
+                tiles.append((min(tile_rows, n_in - r0), min(tile_cols, 4 * H - c0)))
+    row_blocks = math.ceil(I / tile_rows) + math.ceil(H / tile_rows)
+    c = OpCounts()
+    c.steps = 1
+    for r, cols in tiles:
+        c.tile_activations += 1
+        c.dac_conversions += r
+        c.adc_conversions += cols
+        c.cell_reads += 2 * r * cols
+    c.digital_muls = c.adc_conversions + 3 * H          # scale partial sums; f c, i g, o tanh(c)
+    c.digital_adds = 4 * H * (row_blocks - 1) + 4 * H + H  # partial sums, bias, cell update
+    c.activation_evals = 5 * H
+    c.state_reads_bytes = (I + 2 * H) * 4
+    c.state_writes_bytes = 2 * H * 4
+    c.macs = 4 * H * (I + H)
+    geom = LayerGeometry(name, tuple(tiles), dac_bits, adc_bits, 1, row_blocks + 6)
+    return c, geom
+
+
+def random_counts(rng: np.random.Generator, steps: int = 10) -> OpCounts:
+    vals = {f.name: int(rng.integers(0, 10_000)) for f in dataclasses.fields(OpCounts)}
+    vals["steps"] = steps
+    vals["vote_replicas"] = 0
+    return OpCounts(**vals)
+
+
+def two_layers(profile: DeviceProfile, rng: np.random.Generator):
+    t = profile.tile
+    geom = {
+        "a": LayerGeometry("a", matrix_tiles(min(t.rows, 7), 3 * t.cols, t.rows, t.cols),
+                           dac_bits=4, adc_bits=5, digital_ops_critical=3),
+        "b": LayerGeometry("b", matrix_tiles(t.rows + 1, 2, t.rows, t.cols), dac_bits=3,
+                           adc_bits=6, sequential_vmms=2, digital_ops_critical=7),
+    }
+    counts = {"a": random_counts(rng), "b": random_counts(rng)}
+    return counts, geom
+
+
+def hand_price(c: OpCounts, geom: LayerGeometry, p: DeviceProfile) -> dict[str, float]:
+    """Every component straight from the formulas of docs/energy.md section 2."""
+    e = p.energy
+    ba = geom.adc_bits or e.unquantized_converter_bits
+    bd = geom.dac_bits or e.unquantized_converter_bits
+    g = e.read_voltage_V ** 2 * default_mean_cell_uS(p) * 1e-6 * e.read_time_ns * 1e-9 * 1e12
+    return {
+        "adc": c.adc_conversions * (e.adc_fom_fJ_per_step * 1e-3 * 2 ** ba + e.adc_floor_pJ),
+        "dac": c.dac_conversions * e.dac_1bit_fJ * 1e-3 * 2 ** (bd - 1),
+        "cell_read": c.cell_reads * g,
+        "tile_overhead": c.tile_activations * e.tile_overhead_pJ,
+        "digital": c.digital_adds * e.digital_add_pJ + c.digital_muls * e.digital_mult_pJ,
+        "activation": c.activation_evals * e.activation_pJ,
+        "state_sram": (c.state_reads_bytes + c.state_writes_bytes) * e.sram_pJ_per_byte,
+    }
+
+
+# --- unit prices ----------------------------------------------------------------------------
+
+def test_unit_price_formulas():
+    e = EnergySection()
+    assert adc_energy_pJ(4, e) == pytest.approx(3.7e-3 * 16 + 0.73, rel=REL)
+    assert adc_energy_pJ(8, e) == pytest.approx(3.7e-3 * 256 + 0.73, rel=REL)
+    assert dac_energy_pJ(1, e) == pytest.approx(3.9e-3, rel=REL)
+    assert dac_energy_pJ(4, e) == pytest.approx(0.0312, rel=REL)
+    # V^2 G t: 0.2 V, 10 uS, 100 ns -> 0.04 * 1e-5 S * 1e-7 s = 4e-14 J = 0.04 pJ
+    assert cell_read_energy_pJ(10.0, e) == pytest.approx(0.04, rel=REL)
+    # bits = 0 (float) is priced at unquantized_converter_bits; 0 there means free
+    assert priced_bits(0, e) == 8 and priced_bits(5, e) == 5
+    assert adc_energy_pJ(0, e) == adc_energy_pJ(8, e)
+    free = EnergySection(unquantized_converter_bits=0)
+    assert adc_energy_pJ(0, free) == 0.0 and dac_energy_pJ(0, free) == 0.0
+    assert adc_energy_pJ(4, free) == adc_energy_pJ(4, e)
+
+
+def test_adc_fit_passes_through_isaac_figures():
+    # docs/energy.md section 7: ISAAC's 8-bit ADC (1.67 pJ) and its 4-bit scaling (0.79 pJ)
+    e = EnergySection()
+    assert adc_energy_pJ(8, e) == pytest.approx(1.67, abs=0.01)
+    assert adc_energy_pJ(4, e) == pytest.approx(0.79, abs=0.01)
+
+
+def test_mean_cell_conductance():
+    p = load_profile("rram")
+    assert default_mean_cell_uS(p) == pytest.approx(0 + 40 * 0.25 / 2, rel=REL)
+    p2 = p.with_overrides(["mapping.gmin_uS=2", "energy.mean_abs_code_fraction=0.5"])
+    assert default_mean_cell_uS(p2) == pytest.approx(2 + 38 * 0.5 / 2, rel=REL)
+    gp = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    gn = np.zeros((2, 2), np.float32)
+    assert mean_cell_conductance_uS(gp, gn) == pytest.approx(10 / 8, rel=REL)
+    with pytest.raises(ValueError):
+        mean_cell_conductance_uS()
+
+
+def test_geometry_mean_cell_overrides_profile_default(rng):
+    p = load_profile("pcm")
+    c, g = lstm_step(5, 4, p.tile.rows, p.tile.cols)
+    r0 = price({"lstm": c}, {"lstm": g}, p, inferences=1, steps_per_inference=1)
+    g2 = dataclasses.replace(g, mean_cell_uS=2 * default_mean_cell_uS(p))
+    r1 = price({"lstm": c}, {"lstm": g2}, p, inferences=1, steps_per_inference=1)
+    assert r1.by_component["cell_read"] == pytest.approx(2 * r0.by_component["cell_read"], rel=REL)
+    assert r1.by_component["adc"] == r0.by_component["adc"]
+
+
+# --- pricing formulas, shares, linearity ----------------------------------------------------
+
+@pytest.mark.parametrize("name", ["int4", "pcm", "rram", "ideal"])
+def test_price_matches_hand_formulas(name, rng):
+    p = load_profile(name)
+    counts, geom = two_layers(p, rng)
+    r = price(counts, geom, p, inferences=3, steps_per_inference=2.5)
+    want = {k: 0.0 for k in COMPONENTS}
+    for layer, c in counts.items():
+        hp = hand_price(c, geom[layer], p)
+        assert set(hp) == set(COMPONENTS)
+        for k, v in hp.items():
+            assert r.by_layer_component[layer][k] == pytest.approx(v / 3, rel=1e-12, abs=1e-12)
+            want[k] += v / 3
+    for k in COMPONENTS:
+        assert r.by_component[k] == pytest.approx(want[k], rel=1e-12, abs=1e-12)
+    total = sum(want.values())
+    assert r.energy_pJ_per_inference == pytest.approx(total, rel=1e-12)
+    assert r.energy_pJ_per_step == pytest.approx(total / 2.5, rel=1e-12)
+    # the three splits add up to the total
+    for split in (r.by_component, r.by_layer, r.by_field):
+        assert sum(split.values()) == pytest.approx(total, rel=1e-12)
+    macs = sum(c.macs for c in counts.values()) / 3
+    assert r.macs_per_inference == pytest.approx(macs, rel=REL)
+    assert r.tops_per_w == pytest.approx(2 * macs / total, rel=1e-12)
+    assert r.power_mW == pytest.approx(total / r.latency_ns_per_inference, rel=1e-12)
+    json.dumps(r.to_dict())  # plain, serialisable
+
+
+LINEAR_FIELDS = [
+    "adc_fom_fJ_per_step", "adc_floor_pJ", "dac_1bit_fJ", "read_time_ns", "tile_overhead_pJ",
+    "digital_add_pJ", "digital_mult_pJ", "activation_pJ", "sram_pJ_per_byte",
+]
+
+
+@pytest.mark.parametrize("fname", LINEAR_FIELDS)
+def test_changing_a_price_changes_energy_by_exactly_its_share(fname, rng):
+    base = load_profile("pcm", ["energy.tile_overhead_pJ=0.5"])
+    counts, geom = two_layers(base, rng)
+    r0 = price(counts, geom, base, inferences=2, steps_per_inference=4)
+    assert set(r0.by_field) == set(LINEAR_FIELDS)
+    share = r0.by_field[fname]
+    assert share > 0
+    old = getattr(base.energy, fname)
+    for factor in (2.0, 0.5, 3.0):
+        p = base.with_overrides({f"energy.{fname}": old * factor})
+        r = price(counts, geom, p, inferences=2, steps_per_inference=4)
+        delta = r.energy_pJ_per_inference - r0.energy_pJ_per_inference
+        assert delta == pytest.approx((factor - 1) * share, rel=1e-9)
+        for other in LINEAR_FIELDS:
+            if other != fname:
+                assert r.by_field[other] == pytest.approx(r0.by_field[other], rel=1e-12)
+
+
+def test_doubling_adc_fom_adds_exactly_the_fom_part():
+    p = load_profile("int4")
+    c, g = lstm_step(12, 64, p.tile.rows, p.tile.cols)
+    r0 = price({"lstm": c}, {"lstm": g}, p, inferences=1, steps_per_inference=1)
+    r1 = price({"lstm": c}, {"lstm": g}, p.with_overrides(["energy.adc_fom_fJ_per_step=7.4"]),
+               inferences=1, steps_per_inference=1)
+    fom_part = c.adc_conversions * 3.7e-3 * 2 ** 4
+    assert r1.energy_pJ_per_inference - r0.energy_pJ_per_inference == pytest.approx(fom_part, rel=1e-9)
+    assert r0.by_field["adc_fom_fJ_per_step"] == pytest.approx(fom_part, rel=REL)
+
+
+def test_read_voltage_is_quadratic(rng):
+    p = load_profile("rram")
+    counts, geom = two_layers(p, rng)
+    r0 = price(counts, geom, p, inferences=1, steps_per_inference=1)
+    r1 = price(counts, geom, p.with_overrides(["energy.read_voltage_V=0.4"]),
+               inferences=1, steps_per_inference=1)
+    assert r1.by_component["cell_read"] == pytest.approx(4 * r0.by_component["cell_read"], rel=1e-12)
+    assert r1.energy_pJ_per_inference - r0.energy_pJ_per_inference == pytest.approx(
+        3 * r0.by_component["cell_read"], rel=1e-9)
+
+
+def test_energy_is_linear_in_counts(rng):
+    p = load_profile("pcm")
+    counts_a, geom = two_layers(p, rng)
+    counts_b, _ = two_layers(p, rng)
+    ra = price(counts_a, geom, p, inferences=1, steps_per_inference=1)
+    rb = price(counts_b, geom, p, inferences=1, steps_per_inference=1)
+    summed = {k: counts_a[k] + counts_b[k] for k in counts_a}
+    rab = price(summed, geom, p, inferences=1, steps_per_inference=1)
+    for k in COMPONENTS:
+        assert rab.by_component[k] == pytest.approx(ra.by_component[k] + rb.by_component[k],
+                                                    rel=1e-12, abs=1e-12)
+    # k runs of the same work over k inferences cost the same per inference
+    scaled = {k: c.scaled(5) for k, c in counts_a.items()}
+    r5 = price(scaled, geom, p, inferences=5, steps_per_inference=1)
+    assert r5.energy_pJ_per_inference == pytest.approx(ra.energy_pJ_per_inference, rel=1e-12)
+    r5_one = price(scaled, geom, p, inferences=1, steps_per_inference=1)
+    assert r5_one.energy_pJ_per_inference == pytest.approx(5 * ra.energy_pJ_per_inference, rel=1e-12)
+
+
+def test_float_converters_priced_at_fallback_bits():
+    p = load_profile("ideal")
+    c, g = lstm_step(6, 8, p.tile.rows, p.tile.cols, dac_bits=0, adc_bits=0)
+    r = price({"lstm": c}, {"lstm": g}, p, inferences=1, steps_per_inference=1)
+    assert r.by_component["adc"] == pytest.approx(c.adc_conversions * adc_energy_pJ(8, p), rel=REL)
+    free = p.with_overrides(["energy.unquantized_converter_bits=0"])
+    r0 = price({"lstm": c}, {"lstm": g}, free, inferences=1, steps_per_inference=1)
+    assert r0.by_component["adc"] == 0.0 and r0.by_component["dac"] == 0.0
+    assert r0.by_component["cell_read"] == r.by_component["cell_read"]
+
+
+# --- latency --------------------------------------------------------------------------------
+
+def test_latency_formula_adc_sharing_parallel_tiles_and_phases():
+    p = load_profile("int4", ["energy.cols_per_adc=64"])
+    e = p.energy
+    assert adcs_per_tile(p) == 4  # 256 columns / 64 per ADC
+    g = LayerGeometry("x", ((256, 200), (10, 256), (3, 1)), 4, 4, sequential_vmms=2,
+                      digital_ops_critical=5)
+    lat = layer_latency(g, p)
+    slowest = e.dac_time_ns + e.tile_settle_ns + math.ceil(256 / 4) * e.adc_time_ns
+    assert lat.vmm_phase_ns == pytest.approx(slowest, rel=REL)
+    assert lat.vmm_ns == pytest.approx(2 * slowest, rel=REL)
+    assert lat.digital_ns == pytest.approx(5 * e.digital_op_time_ns, rel=REL)
+    assert lat.total_ns == pytest.approx(2 * slowest + 5, rel=REL)
+    # a purely digital layer only takes its digital time
+    d = layer_latency(LayerGeometry("softmax", (), digital_ops_critical=7), p)
+    assert (d.vmm_ns, d.total_ns) == (0.0, 7 * e.digital_op_time_ns)
+    # one ADC per tile when cols_per_adc >= tile.cols
+    p1 = p.with_overrides(["energy.cols_per_adc=1000"])
+    assert adcs_per_tile(p1) == 1
+    assert layer_latency(g, p1).vmm_phase_ns == pytest.approx(
+        e.dac_time_ns + e.tile_settle_ns + 256 * e.adc_time_ns, rel=REL)
+
+
+def test_layers_in_sequence_steps_and_replicas():
+    p = load_profile("int4")
+    ca, ga = lstm_step(12, 64, 256, 256, name="l1")
+    cb, gb = lstm_step(64, 32, 256, 256, name="l2")
+    geom = {"l1": ga, "l2": gb, "head": LayerGeometry("head", (), digital_ops_critical=4)}
+    r = price({"l1": ca, "l2": cb}, geom, p, inferences=1, steps_per_inference=1)
+    per_layer = {k: layer_latency(g, p).total_ns for k, g in geom.items()}
+    assert r.latency_ns_by_layer == pytest.approx(per_layer, rel=REL)
+    assert r.latency_ns_per_step == pytest.approx(sum(per_layer.values()), rel=REL)
+    # 50 steps per inference, 3 voting replicas run one after another
+    T, K = 50, 3
+    rc = {k: c.scaled(T * K) for k, c in {"l1": ca, "l2": cb}.items()}
+    for c in rc.values():
+        c.vote_replicas = T * (K - 1)
+    rv = price(rc, geom, p, inferences=1, steps_per_inference=T)
+    assert rv.replica_factor == pytest.approx(K, rel=REL)
+    assert rv.latency_ns_per_inference == pytest.approx(r.latency_ns_per_step * T * K, rel=REL)
+    assert rv.throughput_inferences_per_s == pytest.approx(1e9 / rv.latency_ns_per_inference, rel=REL)
+    # the replicas' energy is paid, their MACs are not credited
+    assert rv.energy_pJ_per_inference == pytest.approx(T * K * r.energy_pJ_per_inference, rel=1e-12)
+    assert rv.macs_per_inference == pytest.approx(T * r.macs_per_inference, rel=REL)
+    assert rv.tops_per_w == pytest.approx(r.tops_per_w / K, rel=1e-12)
+    assert rv.tops == pytest.approx(rv.ops_per_inference * rv.throughput_inferences_per_s / 1e12,
+                                    rel=REL)
+
+
+# --- digital baseline and comparison --------------------------------------------------------
+
+@pytest.mark.parametrize("datapath,nbytes", [("int8", 1), ("fp32", 4)])
+@pytest.mark.parametrize("src", ["sram", "dram"])
+def test_digital_baseline_formulas(datapath, nbytes, src, rng):
+    p = load_profile("pcm")
+    e = p.energy
+    counts, _ = two_layers(p, rng)
+    b = digital_baseline(counts, p, datapath, src, inferences=2, steps_per_inference=5)
+    macs = sum(c.macs for c in counts.values()) / 2
+    mult, add = ((e.baseline_int8_mult_pJ, e.baseline_int32_add_pJ) if datapath == "int8"
+                 else (e.baseline_fp32_mult_pJ, e.baseline_fp32_add_pJ))
+    fetch = e.weight_sram_pJ_per_byte if src == "sram" else e.dram_pJ_per_byte
+    evals = sum(c.activation_evals for c in counts.values()) / 2
+    sbytes = sum(c.state_reads_bytes + c.state_writes_bytes for c in counts.values()) / 2
+    want = {
+        "mac_mult": macs * mult, "mac_add": macs * add, "weight_fetch": macs * nbytes * fetch,
+        "activation": evals * e.activation_pJ, "state_sram": sbytes * e.sram_pJ_per_byte,
+    }
+    assert set(b.by_component) == set(BASELINE_COMPONENTS)
+    for k, v in want.items():
+        assert b.by_component[k] == pytest.approx(v, rel=1e-12)
+    total = sum(want.values())
+    assert b.energy_pJ_per_inference == pytest.approx(total, rel=1e-12)
+    assert b.energy_pJ_per_step == pytest.approx(total / 5, rel=1e-12)
+    assert b.tops_per_w == pytest.approx(2 * macs / total, rel=1e-12)
+    assert b.name == f"{datapath}/{src}"
+    assert sum(b.by_field.values()) == pytest.approx(total, rel=1e-12)
+    # weight reuse across a batch divides the fetch only
+    b4 = digital_baseline(counts, p, datapath, src, inferences=2, steps_per_inference=5,
+                          weight_reuse=4)
+    assert b4.by_component["weight_fetch"] == pytest.approx(want["weight_fetch"] / 4, rel=1e-12)
+    assert b4.by_component["mac_mult"] == b.by_component["mac_mult"]
+    json.dumps(b.to_dict())
+
+
+def test_baseline_leaves_out_vote_replicas():
+    p = load_profile("snr0db")
+    c, _ = lstm_step(12, 16, 256, 256)
+    c3 = c.scaled(3)
+    c3.vote_replicas = 2
+    b1 = digital_baseline({"l": c}, p, inferences=1, steps_per_inference=1)
+    b3 = digital_baseline({"l": c3}, p, inferences=1, steps_per_inference=1)
+    assert b3.energy_pJ_per_inference == pytest.approx(b1.energy_pJ_per_inference, rel=1e-12)
+    b3all = digital_baseline({"l": c3}, p, inferences=1, steps_per_inference=1,
+                             include_vote_replicas=True)
+    assert b3all.energy_pJ_per_inference == pytest.approx(3 * b1.energy_pJ_per_inference, rel=1e-12)
+
+
+def test_compare_ratios_and_mismatch_errors():
+    p = load_profile("int4")
+    c, g = lstm_step(12, 64, 256, 256)
+    r = price({"lstm": c}, {"lstm": g}, p, inferences=1, steps_per_inference=1)
+    bs = all_baselines({"lstm": c}, p, inferences=1, steps_per_inference=1)
+    assert [b.name for b in bs] == ["int8/sram", "int8/dram", "fp32/sram", "fp32/dram"]
+    cmp = compare(r, bs)
+    for b in bs:
+        ratio = b.energy_pJ_per_inference / r.energy_pJ_per_inference
+        assert cmp.ratios[b.name] == pytest.approx(ratio, rel=1e-12)
+        assert cmp.ratios[b.name] == pytest.approx(r.tops_per_w / b.tops_per_w, rel=1e-9)
+    # DRAM costs more than SRAM, fp32 more than int8
+    assert cmp.ratios["int8/sram"] < cmp.ratios["int8/dram"] < cmp.ratios["fp32/dram"]
+    assert cmp.ratios["int8/sram"] < cmp.ratios["fp32/sram"] < cmp.ratios["fp32/dram"]
+    json.dumps(cmp.to_dict())
+    reuse = digital_baseline({"lstm": c}, p, inferences=1, steps_per_inference=1, weight_reuse=8)
+    assert "int8/sram/reuse8" in compare(r, [reuse]).ratios
+    other = digital_baseline({"lstm": c.scaled(2)}, p, inferences=1, steps_per_inference=1)
+    with pytest.raises(ValueError, match="MACs"):
+        compare(r, other)
+    with pytest.raises(ValueError, match="inferences"):
+        compare(r, digital_baseline({"lstm": c.scaled(2)}, p, inferences=2, steps_per_inference=1))
+
+
+def test_baseline_argument_errors():
+    p = load_profile("int4")
+    c, _ = lstm_step(3, 5, 4, 4)
+    with pytest.raises(ValueError, match="datapath"):
+        digital_baseline({"l": c}, p, "int4", inferences=1, steps_per_inference=1)
+    with pytest.raises(ValueError, match="weights_from"):
+        digital_baseline({"l": c}, p, "int8", "hbm", inferences=1, steps_per_inference=1)
+    with pytest.raises(ValueError, match="weight_reuse"):
+        digital_baseline({"l": c}, p, inferences=1, steps_per_inference=1, weight_reuse=0)
+
+
+def test_price_one_off():
+    p = load_profile("pcm")
+    r = price_one_off(OneOffCounts(storage_bits_read=1000, cells_programmed=300), p)
+    assert r.storage_read_pJ == pytest.approx(1000 * p.energy.storage_read_pJ_per_bit, rel=REL)
+    assert r.programming_pJ == pytest.approx(300 * 50.0, rel=REL)
+    assert r.total_pJ == pytest.approx(r.storage_read_pJ + r.programming_pJ, rel=REL)
+    assert set(r.to_dict()) == {"storage_read_pJ", "programming_pJ", "total_pJ"}
+    with pytest.raises(ValueError, match="cells_programmed"):
+        price_one_off(OneOffCounts(cells_programmed=-1), p)
+
+
+# --- the ledger types -----------------------------------------------------------------------
+
+def test_opcounts_arithmetic_with_numpy_ints():
+    a = OpCounts(steps=1, adc_conversions=5, macs=7)
+    a.adc_conversions += np.int64(3)
+    a.cell_reads += np.int64(2) * 4
+    b = OpCounts(steps=2, adc_conversions=1, digital_adds=9)
+    s = a + b
+    assert s.to_dict()["adc_conversions"] == 9 and s.steps == 3 and s.digital_adds == 9
+    assert a.adc_conversions == 8  # + does not mutate
+    a += b
+    assert a.adc_conversions == 9 and a.steps == 3
+    d = a.to_dict()
+    assert all(type(v) is int for v in d.values())
+    assert set(d) == {f.name for f in dataclasses.fields(OpCounts)}
+    assert OpCounts.from_dict(d) == a
+    k = a.scaled(np.int64(3))
+    assert k.adc_conversions == 27 and a.adc_conversions == 9
+    assert a.scaled(0) == OpCounts()
+    with pytest.raises(ValueError, match="k must be"):
+        a.scaled(1.5)
+    with pytest.raises(ValueError, match="k must be"):
+        a.scaled(-1)
+    with pytest.raises(ValueError, match="unknown counter"):
+        OpCounts.from_dict({"adc": 1})
+    with pytest.raises(TypeError):
+        a += OneOffCounts()
+    o = OneOffCounts(storage_bits_read=8) + OneOffCounts(cells_programmed=2)
+    assert o.to_dict() == {"storage_bits_read": 8, "cells_programmed": 2}
+
+
+def test_opcounts_validation_names_the_counter():
+    p = load_profile("int4")
+    _, g = lstm_step(3, 5, 4, 4)
+    pp = p.with_overrides(["tile.rows=4", "tile.cols=4"])
+    with pytest.raises(ValueError, match=r"counts\['lstm'\]: adc_conversions"):
+        price({"lstm": OpCounts(adc_conversions=-1)}, {"lstm": g}, pp, inferences=1,
+              steps_per_inference=1)
+    with pytest.raises(ValueError, match="digital_adds"):
+        price({"lstm": OpCounts(digital_adds=1.5)}, {"lstm": g}, pp, inferences=1,
+              steps_per_inference=1)
+    with pytest.raises(ValueError, match="vote_replicas"):
+        price({"lstm": OpCounts(steps=1, vote_replicas=2)}, {"lstm": g}, pp, inferences=1,
+              steps_per_inference=1)
+
+
+def test_price_argument_errors():
+    p = load_profile("int4")
+    c, g = lstm_step(3, 5, 256, 256)
+    ok = dict(inferences=1, steps_per_inference=1)
+    with pytest.raises(ValueError, match="no geometry for layer"):
+        price({"lstm": c, "dense": OpCounts()}, {"lstm": g}, p, **ok)
+    with pytest.raises(ValueError, match="describes layer"):
+        price({"x": c}, {"x": g}, p, **ok)
+    with pytest.raises(ValueError, match="inferences"):
+        price({"lstm": c}, {"lstm": g}, p, inferences=0, steps_per_inference=1)
+    with pytest.raises(ValueError, match="steps_per_inference"):
+        price({"lstm": c}, {"lstm": g}, p, inferences=1, steps_per_inference=0)
+    with pytest.raises(ValueError, match="does not fit"):
+        small = p.with_overrides(["tile.rows=4", "tile.cols=4"])
+        price({"lstm": c}, {"lstm": g}, small, **ok)
+    with pytest.raises(TypeError):
+        price({"lstm": c.to_dict()}, {"lstm": g}, p, **ok)
+    # a profile name works too
+    assert price({"lstm": c}, {"lstm": g}, "int4", **ok).profile == "int4"
+
+
+def test_geometry_validation():
+    with pytest.raises(ValueError, match="tiles"):
+        LayerGeometry("x", ((0, 4),))
+    with pytest.raises(ValueError, match="tiles"):
+        LayerGeometry("x", ((4,),))
+    with pytest.raises(ValueError, match="adc_bits"):
+        LayerGeometry("x", ((4, 4),), adc_bits=17)
+    with pytest.raises(ValueError, match="sequential_vmms"):
+        LayerGeometry("x", ((4, 4),), sequential_vmms=0)
+    with pytest.raises(ValueError, match="mean_cell_uS"):
+        LayerGeometry("x", ((4, 4),), mean_cell_uS=-1.0)
+    with pytest.raises(ValueError, match="name"):
+        LayerGeometry("", ())
+    g = LayerGeometry("x", [[np.int64(3), 4], (1, 2)], np.int64(4), 4, mean_cell_uS=np.float32(2))
+    assert g.tiles == ((3, 4), (1, 2)) and g.weights == 14 and g.dac_bits == 4
+    assert LayerGeometry.from_dict(json.loads(json.dumps(g.to_dict()))) == g
+
+
+def test_matrix_tiles():
+    assert matrix_tiles(3, 20, 4, 4) == ((3, 4),) * 5
+    assert matrix_tiles(5, 20, 4, 4) == ((4, 4),) * 5 + ((1, 4),) * 5
+    t = matrix_tiles(300, 1030, 256, 256)
+    assert len(t) == 2 * 5 and sum(r * c for r, c in t) == 300 * 1030
+    with pytest.raises(ValueError, match="n_in"):
+        matrix_tiles(0, 4, 4, 4)
+
+
+# --- profiles -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list_profiles())
+def test_every_shipped_profile_prices_an_inference(name, rng):
+    p = load_profile(name)
+    assert isinstance(p.energy, EnergySection)
+    counts, geom = two_layers(p, rng)
+    r = price(counts, geom, p, inferences=2, steps_per_inference=5)
+    assert math.isfinite(r.energy_pJ_per_inference) and r.energy_pJ_per_inference > 0
+    assert all(v > 0 for k, v in r.by_component.items() if k != "tile_overhead")
+    assert math.isfinite(r.latency_ns_per_inference) and r.latency_ns_per_inference > 0
+    assert 0 < r.tops_per_w < math.inf
+    cmp = compare(r, all_baselines(counts, p, inferences=2, steps_per_inference=5))
+    assert all(0 < v < math.inf for v in cmp.ratios.values())
+    one = price_one_off(OneOffCounts(storage_bits_read=64, cells_programmed=2), p)
+    assert one.total_pJ > 0
+
+
+def test_energy_section_is_documented_with_units_and_sources():
+    assert SECTIONS["energy"] is EnergySection
+    text = load_profile("pcm").describe()
+    for f in dataclasses.fields(EnergySection):
+        m = f.metadata
+        assert m["doc"] and m["unit"], f.name
+        assert m["source"], f"energy.{f.name} has no source"
+        assert f"energy.{f.name} = " in text
+        # every default is stated in docs/energy.md's defaults table
+    doc = DOC.read_text()
+    for f in dataclasses.fields(EnergySection):
+        row = re.search(rf"^\| `{f.name}` \| ([^|]+) \|", doc, re.M)
+        assert row, f"docs/energy.md has no defaults row for {f.name}"
+        assert float(row.group(1)) == pytest.approx(float(f.default), rel=1e-12), f.name
+
+
+def test_energy_overrides_in_toml_inheritance_and_round_trip(write_toml):
+    path = write_toml('base = "pcm"\nname = "chip"\n[energy]\nadc_fom_fJ_per_step = 10\n'
+                      'cols_per_adc = 32\n')
+    p = load_profile(path, ["energy.dram_pJ_per_byte=325"])
+    assert p.energy.adc_fom_fJ_per_step == 10.0 and p.energy.cols_per_adc == 32
+    assert p.energy.dram_pJ_per_byte == 325.0
+    assert p.drift == load_profile("pcm").drift  # the rest is inherited
+    q = load_profile(write_toml(p.to_toml(), name="resolved"))
+    assert q.energy == p.energy
+
+
+@pytest.mark.parametrize("override,field", [
+    ("energy.adc_fom_fJ_per_step=-1", "energy.adc_fom_fJ_per_step"),
+    ("energy.cols_per_adc=0", "energy.cols_per_adc"),
+    ("energy.cols_per_adc=2.5", "energy.cols_per_adc"),
+    ("energy.unquantized_converter_bits=17", "energy.unquantized_converter_bits"),
+    ("energy.read_voltage_V=nan", "energy.read_voltage_V"),
+    ("energy.sram_pJ_per_byte=cheap", "energy.sram_pJ_per_byte"),
+    ("energy.mean_abs_code_fraction=1.5", "energy.mean_abs_code_fraction"),
+    ("energy.adc_pJ=1", "energy.adc_pJ"),
+])
+def test_energy_validation_errors_name_the_field(override, field):
+    with pytest.raises(ProfileError) as exc:
+        load_profile("int4", [override])
+    assert exc.value.field == field
+    assert field in str(exc.value)
+
+
+def test_energy_validation_in_files_and_constructor(write_toml):
+    with pytest.raises(ProfileError) as exc:
+        load_profile(write_toml("[energy]\ndac_time_ns = -2\n"))
+    assert exc.value.field == "energy.dac_time_ns" and "chip.toml" in str(exc.value)
+    with pytest.raises(ProfileError) as exc:
+        load_profile(write_toml("[energy]\nnot_a_price = 1\n"))
+    assert exc.value.field == "energy.not_a_price"
+    with pytest.raises(ProfileError, match="energy.program_pJ_per_cell"):
+        EnergySection(program_pJ_per_cell=-5.0)
+
+
+# --- docs/energy.md: worked example and scaling table ---------------------------------------
+
+def _doc_block(marker: str) -> str:
+    text = DOC.read_text()
+    start = text.index(f"<!-- {marker} -->")
+    return text[start:]
+
+
+def _decimals(s: str) -> int:
+    return len(s.split(".")[1]) if "." in s else 0
+
+
+def _agrees(code: float, doc: str) -> bool:
+    """The code's value, rounded as the page prints it, is the page's value."""
+    return abs(code - float(doc)) <= 0.5 * 10 ** -_decimals(doc) * (1 + 1e-9) + 1e-12
+
+
+def _worked_example():
+    block = _doc_block("worked-example-inputs")
+    m = re.search(r"```json\n(.*?)```", block, re.S)
+    spec = json.loads(m.group(1))
+    p = load_profile(spec["profile"], spec["overrides"])
+    counts = {k: OpCounts.from_dict(v) for k, v in spec["counts"].items()}
+    geom = {k: LayerGeometry.from_dict(v) for k, v in spec["geometry"].items()}
+    return spec, p, counts, geom
+
+
+def test_worked_example_inputs_follow_the_stated_counting():
+    spec, p, counts, geom = _worked_example()
+    c, g = lstm_step(3, 5, 4, 4)
+    assert counts["lstm"] == c
+    assert geom["lstm"] == g
+    assert g.tiles == matrix_tiles(3, 20, 4, 4) + matrix_tiles(5, 20, 4, 4)
+    assert len(g.tiles) == 15 and g.weights == 160
+
+
+def test_worked_example_numbers_match_the_code():
+    spec, p, counts, geom = _worked_example()
+    run = dict(inferences=spec["inferences"], steps_per_inference=spec["steps_per_inference"])
+    r = price(counts, geom, p, **run)
+    bs = {b.name: b for b in all_baselines(counts, p, **run)}
+    cmp = compare(r, list(bs.values()))
+    code = {f"energy.{k}": v for k, v in r.by_component.items()}
+    code.update({f"field.{k}": v for k, v in r.by_field.items()})
+    code.update({
+        "energy.total": r.energy_pJ_per_inference,
+        "latency.step": r.latency_ns_per_step,
+        "throughput": r.throughput_inferences_per_s,
+        "tops_per_w": r.tops_per_w,
+        "power_mW": r.power_mW,
+    })
+    code.update({f"baseline.{k}": b.energy_pJ_per_inference for k, b in bs.items()})
+    code.update({f"ratio.{k}": v for k, v in cmp.ratios.items()})
+    block = _doc_block("worked-example-results")
+    block = block[:block.index("<!-- /worked-example-results -->")]
+    rows = re.findall(r"^\| `([\w./]+)` \| [^|]* \| ([-0-9.e+]+) \|$", block, re.M)
+    assert len(rows) >= 20, "worked-example table not found or too short"
+    for key, value in rows:
+        assert key in code, f"docs/energy.md row {key!r} is not a reported quantity"
+        assert _agrees(code[key], value), f"{key}: code {code[key]!r}, docs/energy.md {value}"
+    assert {k for k, _ in rows} >= {f"energy.{c}" for c in COMPONENTS} | {"energy.total"}
+
+
+def test_scaling_table_matches_the_code():
+    p = load_profile("int4")
+    block = _doc_block("scaling-table")
+    block = block[:block.index("<!-- /scaling-table -->")]
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| (.+) \|$", block, re.M)
+    assert len(rows) >= 3
+    for I, H, rest in rows:
+        cells = [x.strip() for x in rest.split("|")]
+        c, g = lstm_step(int(I), int(H), p.tile.rows, p.tile.cols, name="l")
+        r = price({"l": c}, {"l": g}, p, inferences=1, steps_per_inference=1)
+        cmp = compare(r, all_baselines({"l": c}, p, inferences=1, steps_per_inference=1))
+        got = [c.macs, len(g.tiles), r.energy_pJ_per_step, r.latency_ns_per_step, r.tops_per_w,
+               cmp.ratios["int8/sram"], cmp.ratios["fp32/dram"]]
+        assert len(cells) == len(got)
+        for value, doc in zip(got, cells):
+            assert _agrees(value, doc), f"I={I} H={H}: code {value!r}, docs/energy.md {doc}"
