@@ -427,10 +427,12 @@ class EnergyReport:
     ``by_field[f]`` is the energy proportional to the energy-section price ``f`` (the cell
     read energy is listed under ``read_time_ns``: it is linear in the read time but quadratic
     in ``read_voltage_V``). ``macs_per_inference`` excludes voting replicas (the useful work);
-    ``tops_per_w`` = 2 macs / energy. ``latency_ns_per_inference`` = ``latency_ns_per_step``
-    * ``steps_per_inference`` * ``replica_factor`` (replicas run one after another on the
-    same tiles); ``throughput`` is inferences per second of one chip doing one stream-step at
-    a time; ``power_mW`` = energy / latency.
+    ``tops_per_w`` = 2 macs / energy. ``latency_ns_per_step`` is one step through every layer;
+    ``latency_ns_per_inference`` charges each layer its latency once per stream-step it ran
+    (``steps / inferences``; voting replicas run one after another on the same tiles), and
+    ``steps_per_inference * replica_factor`` times for a layer without counts. ``throughput``
+    is inferences per second of one chip doing one stream-step at a time; ``power_mW`` =
+    energy / latency.
     """
 
     profile: str
@@ -457,6 +459,10 @@ class EnergyReport:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-ready; infinities stay floats)."""
         return _plain({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+    def format_text(self) -> str:
+        """Same as :meth:`to_text`."""
+        return self.to_text()
 
     def to_text(self) -> str:
         """A short human-readable summary."""
@@ -634,7 +640,14 @@ def price(
 
     lat_by_layer = {name: layer_latency(g, prof).total_ns for name, g in geometry.items()}
     lat_step = sum(lat_by_layer.values())
-    lat_inf = lat_step * float(steps_per_inference) * replica_factor
+    # each layer takes its time once per stream-step it ran (a head run once per inference
+    # counts once; replicas count); layers without counts run every step of every replica
+    lat_inf = 0.0
+    for name, t in lat_by_layer.items():
+        if name in counts:
+            lat_inf += t * float(counts[name].steps) / inferences
+        else:
+            lat_inf += t * float(steps_per_inference) * replica_factor
     throughput = _ratio(1e9, lat_inf)
     macs_inf = macs_useful / inferences
     ops_inf = 2.0 * macs_inf

@@ -181,6 +181,7 @@ def test_price_matches_hand_formulas(name, rng):
     assert r.tops_per_w == pytest.approx(2 * macs / total, rel=1e-12)
     assert r.power_mW == pytest.approx(total / r.latency_ns_per_inference, rel=1e-12)
     json.dumps(r.to_dict())  # plain, serialisable
+    assert r.format_text() == r.to_text() and "TOPS/W" in r.to_text()
 
 
 LINEAR_FIELDS = [
@@ -300,7 +301,14 @@ def test_layers_in_sequence_steps_and_replicas():
         c.vote_replicas = T * (K - 1)
     rv = price(rc, geom, p, inferences=1, steps_per_inference=T)
     assert rv.replica_factor == pytest.approx(K, rel=REL)
+    assert rv.latency_ns_per_step == pytest.approx(r.latency_ns_per_step, rel=REL)
     assert rv.latency_ns_per_inference == pytest.approx(r.latency_ns_per_step * T * K, rel=REL)
+    # a head with counts that runs once per inference (per replica) is charged that often
+    rc["head"] = OpCounts(steps=K, vote_replicas=K - 1, digital_adds=10)
+    rh = price(rc, geom, p, inferences=1, steps_per_inference=T)
+    want = (per_layer["l1"] + per_layer["l2"]) * T * K + per_layer["head"] * K
+    assert rh.latency_ns_per_inference == pytest.approx(want, rel=REL)
+    del rc["head"]
     assert rv.throughput_inferences_per_s == pytest.approx(1e9 / rv.latency_ns_per_inference, rel=REL)
     # the replicas' energy is paid, their MACs are not credited
     assert rv.energy_pJ_per_inference == pytest.approx(T * K * r.energy_pJ_per_inference, rel=1e-12)
