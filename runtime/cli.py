@@ -152,6 +152,12 @@ def cmd_convert(args) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+    run_bench(args.out, quick=args.quick, energy=args.energy, server=not args.no_server)
+    return EXIT_OK
+
+
 def cmd_profiles(args) -> int:
     from nvmstream.devices import list_profiles, load_profile
     if args.action == "list" or args.action is None:
@@ -213,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
                                          "N(0,1) inputs with a warning)")
     s.add_argument("--bits", type=int, default=4, help="weight code bits stored (2..8)")
     s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("bench", help="benchmarks: engine vs onnxruntime, server round trips, "
+                                     "energy; prints tables and writes JSON")
+    s.add_argument("--out", default="bench-results", help="folder for bench.json")
+    s.add_argument("--quick", action="store_true", help="fewer repetitions")
+    s.add_argument("--energy", action="store_true", help="analog vs digital energy table")
+    s.add_argument("--no-server", action="store_true", help="skip the ZeroMQ benchmark")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("profiles", help="list device profiles or show one with every field")
     s.add_argument("action", nargs="?", choices=["list", "show"], default="list")

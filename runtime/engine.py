@@ -73,6 +73,9 @@ class Engine:
                         "identical", self.votes, device.profile.name)
         self._next_stream = 0
         self._out_names = [o.name for o in self.model.outputs]
+        self._scratch = K.scratch(self.plan.meta)
+        t0 = self.model.outputs[0].tensor
+        self._first_off = (self.plan.offsets[t0], self.plan.offsets[t0] + self.plan.widths[t0])
 
     # ----------------------------------------------------------------------------- internals
     def _init_state(self, n: int, aux: Mapping[str, np.ndarray] | None = None,
@@ -111,7 +114,8 @@ class Engine:
         n, t, f = x_btf.shape
         env = np.zeros((n, t, self.plan.env_width), np.float32)
         env[:, :, :f] = x_btf
-        K.run_program(self.plan.meta, self.plan.wf, self.plan.pf, env, lens, state, rng)
+        K.run_program(self.plan.meta, self.plan.wf, self.plan.pf, env, lens, state, rng,
+                      *self._scratch)
         return env
 
     def _tensor(self, env: np.ndarray, name: str) -> np.ndarray:
@@ -285,17 +289,32 @@ class Stream:
         self.steps = 0
         self.closed = False
         self.last_class: int | None = None
+        self._env = np.zeros((k, 1, engine.plan.env_width), np.float32)
+        self._ones = np.ones(k, np.int64)
+        self._s32, self._s64 = K.scratch(engine.plan.meta)
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
         """Feed one frame ``[F]``; returns the first output for this step ``[F_out]``."""
-        x_t = np.asarray(x_t)
-        if x_t.ndim != 1:
-            raise NvmInputError(f"frame {self.steps}: expected shape "
-                                f"({self.engine.model.input.features},), got {x_t.shape}")
-        try:
-            return self.engine.step_many([self], x_t[None])[0]
-        except NvmInputError as e:
-            raise NvmInputError(f"frame {self.steps}: {e}") from None
+        eng = self.engine
+        plan = eng.plan
+        x_t = np.asarray(x_t, dtype=np.float32)
+        f = eng.model.input.features
+        if x_t.shape != (f,) or self.closed:
+            if self.closed:
+                raise NvmInputError(f"frame {self.steps}: stream {self.seed} is closed")
+            raise NvmInputError(f"frame {self.steps}: expected shape ({f},), got {x_t.shape}")
+        o0, o1 = eng._first_off
+        out = np.empty(o1 - o0, np.float32)
+        best = K.stream_step(plan.meta, plan.wf, plan.pf, self._env, self._ones, self.state,
+                             self.rng, self._s32, self._s64, x_t, o0, o1, out)
+        if best < 0:
+            raise NvmInputError(f"frame {self.steps}: contains NaN or infinity")
+        self.steps += 1
+        if eng.votes > 1:
+            self.last_class = int(majority(self._env[None, :, :, o0:o1])[0, 0])
+        else:
+            self.last_class = best
+        return out
 
     def step_all(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v[0] for k, v in self.engine.step_many_all([self], np.asarray(x_t)[None]).items()}

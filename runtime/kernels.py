@@ -14,6 +14,11 @@ and one streamed frame (T = 1). Each (stream, layer-direction) owns a xoshiro256
 so a stream's noise does not depend on which other streams share its batch or on how its frames
 were chunked.
 
+Activations: sigmoid and tanh are evaluated from :func:`_fexp` (+ and * only; relative error
+~3e-14) in loops the compiler vectorizes: 1/(1+e^-x) and 1 - 2/(1+e^2x), arguments clamped to
++-40 (the result is then within 4e-18 of the limit). Kernels use numba's numpy error model (no
+Python zero-division checks, which would stop vectorization).
+
 Arithmetic: crossbar partial sums accumulate in float32 -- exact for integer codes while
 |sum| < 2^24, which holds for tiles of <= 256 rows with weight codes <= 127 and DAC codes <= 511
 (the plan checks and uses float64 scratch otherwise isn't needed for shipped profiles) -- then
@@ -49,12 +54,12 @@ ACT_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "affine": 3, "leakyrelu": 4,
 
 
 # ------------------------------------------------------------------------------- randomness
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _rotl(x, k):
     return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _next_u64(s):
     """xoshiro256** (Blackman & Vigna) on state ``s[4]`` (uint64)."""
     result = _rotl(s[1] * np.uint64(5), 7) * np.uint64(9)
@@ -68,21 +73,63 @@ def _next_u64(s):
     return result
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _uniform(s):
     """Uniform double in [0, 1) with 53 random bits."""
     return float(_next_u64(s) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
+def _zig_tables():
+    """Marsaglia & Tsang (2000) ziggurat tables for the standard normal, 128 layers."""
+    m1 = 2147483648.0
+    dn = tn = 3.442619855899
+    vn = 9.91256303526217e-3
+    kn = np.zeros(128, np.int64)
+    wn = np.zeros(128)
+    fn = np.zeros(128)
+    q = vn / math.exp(-0.5 * dn * dn)
+    kn[0] = int((dn / q) * m1)
+    kn[1] = 0
+    wn[0] = q / m1
+    wn[127] = dn / m1
+    fn[0] = 1.0
+    fn[127] = math.exp(-0.5 * dn * dn)
+    for i in range(126, 0, -1):
+        dn = math.sqrt(-2.0 * math.log(vn / dn + math.exp(-0.5 * dn * dn)))
+        kn[i + 1] = int((dn / tn) * m1)
+        tn = dn
+        fn[i] = math.exp(-0.5 * dn * dn)
+        wn[i] = dn / m1
+    return kn, wn, fn
+
+
+_KN, _WN, _FN = _zig_tables()
+_ZIG_R = 3.442619855899
+
+
+@njit(cache=True, error_model="numpy")
 def _gauss(s):
-    """Standard normal by Box-Muller (one of the pair)."""
-    u1 = 1.0 - _uniform(s)          # (0, 1]
-    u2 = _uniform(s)
-    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+    """Standard normal by the ziggurat method (Marsaglia & Tsang 2000): the layer index comes
+    from the low 7 bits and the signed 32-bit value from the high bits of one 64-bit draw."""
+    while True:
+        r = _next_u64(s)
+        iz = np.int64(r & np.uint64(127))
+        hz = np.int64(np.int32(np.uint32(r >> np.uint64(32))))
+        if abs(hz) < _KN[iz]:
+            return hz * _WN[iz]
+        x = hz * _WN[iz]
+        if iz == 0:
+            while True:
+                xx = -math.log(1.0 - _uniform(s)) / _ZIG_R
+                yy = -math.log(1.0 - _uniform(s))
+                if yy + yy >= xx * xx:
+                    break
+            return _ZIG_R + xx if hz > 0 else -_ZIG_R - xx
+        if _FN[iz] + _uniform(s) * (_FN[iz - 1] - _FN[iz]) < math.exp(-0.5 * x * x):
+            return x
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def seed_states(seeds, out):
     """splitmix64-expand 64-bit ``seeds[n]`` into xoshiro states ``out[n, 4]``."""
     for n in range(seeds.shape[0]):
@@ -95,7 +142,7 @@ def seed_states(seeds, out):
             out[n, k] = x ^ (x >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def gauss_fill(state, out):
     """Fill ``out`` with standard normals from ``state`` (for the statistical tests)."""
     for i in range(out.shape[0]):
@@ -103,15 +150,12 @@ def gauss_fill(state, out):
 
 
 # ------------------------------------------------------------------------------ activations
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _act(code, v, a, b):
     if code == 0:
-        if v >= 0.0:
-            return 1.0 / (1.0 + math.exp(-v))
-        e = math.exp(v)
-        return e / (1.0 + e)
+        return 1.0 / (1.0 + _fexp(-v))
     if code == 1:
-        return math.tanh(v)
+        return 1.0 - 2.0 / (1.0 + _fexp(2.0 * v))
     if code == 2:
         return v if v > 0.0 else 0.0
     if code == 3:
@@ -135,7 +179,58 @@ def _act(code, v, a, b):
     return math.log1p(math.exp(v))
 
 
-@njit(cache=True, inline="always")
+
+# exp(x) for |x| <= 40 from + and * only (so loops over it vectorize and a numpy twin can
+# reproduce it bit for bit): exp(x) = p(x/128)^(2^7), p the degree-12 Taylor polynomial
+# (truncation < 5e-17 on |y| <= 0.3125); relative error ~3e-14 after the squarings.
+_EXP_C = tuple(1.0 / math.factorial(k) for k in range(13))
+EXP_CLAMP = 40.0
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _fexp(x):
+    x = min(max(x, -EXP_CLAMP), EXP_CLAMP)
+    y = x * 0.0078125
+    p = 1.0 / 479001600.0
+    p = p * y + 1.0 / 39916800.0
+    p = p * y + 1.0 / 3628800.0
+    p = p * y + 1.0 / 362880.0
+    p = p * y + 1.0 / 40320.0
+    p = p * y + 1.0 / 5040.0
+    p = p * y + 1.0 / 720.0
+    p = p * y + 1.0 / 120.0
+    p = p * y + 1.0 / 24.0
+    p = p * y + 1.0 / 6.0
+    p = p * y + 0.5
+    p = p * y + 1.0
+    p = p * y + 1.0
+    for _ in range(7):
+        p = p * p
+    return p
+
+
+@njit(cache=True, error_model="numpy")
+def _act_vec(code, z, out, n, a, b):
+    """out[:n] = act(z[:n]); sigmoid and tanh use :func:`_fexp` in a vectorizable loop."""
+    if code == 0:
+        for j in range(n):
+            out[j] = 1.0 / (1.0 + _fexp(-z[j]))
+    elif code == 1:
+        for j in range(n):
+            out[j] = 1.0 - 2.0 / (1.0 + _fexp(2.0 * z[j]))
+    else:
+        for j in range(n):
+            out[j] = _act(code, z[j], a, b)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _clip_vec(z, n, c):
+    if c < np.inf:
+        for j in range(n):
+            z[j] = min(max(z[j], -c), c)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _clip(v, c):
     if v > c:
         return c
@@ -145,7 +240,7 @@ def _clip(v, c):
 
 
 # ------------------------------------------------------------------------------ crossbar VMM
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _segment(meta, s0, wf, pf, v, st, out, u, p, q):
     """One matrix-vector product on the crossbar tiles of a segment, added into ``out``.
 
@@ -182,32 +277,40 @@ def _segment(meta, s0, wf, pf, v, st, out, u, p, q):
             u[i] = np.float32(v[i])
         scale_in = 1.0
     nblk = (n_in + tr - 1) // tr
+    qs = q[:n_out]          # the segment's digital sum
+    ps = p[:n_out]          # one tile's analog partial sums
+    vs = p[n_out:2 * n_out]  # one tile's read-noise variances (p has room: see plan max_w)
     for j in range(n_out):
-        q[j] = 0.0  # reuse q[0:n_out] as the segment's digital sum
+        qs[j] = 0.0
     for blk in range(nblk):
         r0 = blk * tr
         r1 = min(n_in, r0 + tr)
         for j in range(n_out):
-            p[j] = np.float32(0.0)
+            ps[j] = np.float32(0.0)
         for i in range(r0, r1):
             ui = u[i]
             if ui != 0.0:
-                base = w_off + i * n_out
+                row = wf[w_off + i * n_out:w_off + (i + 1) * n_out]
                 for j in range(n_out):
-                    p[j] += wf[base + j] * ui
+                    ps[j] += row[j] * ui
         if var_off >= 0:
             for j in range(n_out):
-                acc = 0.0
-                for i in range(r0, r1):
-                    ui = float(u[i])
-                    if ui != 0.0:
-                        acc += float(wf[var_off + i * n_out + j]) * ui * ui
-                if acc > 0.0:
-                    p[j] = np.float32(float(p[j]) + math.sqrt(acc) * _gauss(st))
-        if adc_off >= 0:
+                vs[j] = np.float32(0.0)
+            for i in range(r0, r1):
+                ui = u[i]
+                if ui != 0.0:
+                    u2 = ui * ui
+                    vrow = wf[var_off + i * n_out:var_off + (i + 1) * n_out]
+                    for j in range(n_out):
+                        vs[j] += vrow[j] * u2
             for j in range(n_out):
-                step = pf[adc_off + blk * n_out + j]
-                x = float(p[j]) / step
+                if vs[j] > 0.0:
+                    ps[j] = np.float32(float(ps[j]) + math.sqrt(float(vs[j])) * _gauss(st))
+        if adc_off >= 0:
+            steps = pf[adc_off + blk * n_out:adc_off + (blk + 1) * n_out]
+            for j in range(n_out):
+                step = steps[j]
+                x = float(ps[j]) / step
                 if anz > 0.0:
                     x += anz * _gauss(st)
                 c = np.rint(x)
@@ -215,10 +318,10 @@ def _segment(meta, s0, wf, pf, v, st, out, u, p, q):
                     c = aq
                 elif c < -aq:
                     c = -aq
-                q[j] += c * step
+                qs[j] += c * step
         else:
             for j in range(n_out):
-                q[j] += float(p[j])
+                qs[j] += float(ps[j])
     for j in range(n_out):
         val = q[j] * pf[sw_off + j] * scale_in
         if vmm_sigma > 0.0:
@@ -227,21 +330,29 @@ def _segment(meta, s0, wf, pf, v, st, out, u, p, q):
 
 
 # ------------------------------------------------------------------------------ interpreter
-@njit(cache=True)
-def run_program(meta, wf, pf, env, lens, state, rng):
-    """Run every layer of the program on ``env[B, T, E]`` (see module docstring)."""
+def scratch(meta):
+    """Scratch buffers for :func:`run_program` (float32 [3 w], float64 [5 w])."""
+    w = int(meta[2])
+    return np.empty(3 * w, np.float32), np.empty(5 * w, np.float64)
+
+
+@njit(cache=True, error_model="numpy")
+def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
+    """Run every layer of the program on ``env[B, T, E]`` (see module docstring).
+
+    ``s32``/``s64``: scratch from :func:`scratch` (allocated once by the caller)."""
     n_layers = meta[0]
     seg_base = meta[1]
     max_w = meta[2]
     B = env.shape[0]
     T = env.shape[1]
-    u = np.empty(max_w, np.float32)
-    p = np.empty(max_w, np.float32)
-    q = np.empty(max_w, np.float64)
-    zx = np.empty(max_w, np.float64)
-    zh = np.empty(max_w, np.float64)
-    zr = np.empty(max_w, np.float64)
-    v = np.empty(max_w, np.float64)
+    u = s32[:max_w]
+    p = s32[max_w:3 * max_w]
+    q = s64[:max_w]
+    zx = s64[max_w:2 * max_w]
+    zh = s64[2 * max_w:3 * max_w]
+    zr = s64[3 * max_w:4 * max_w]
+    v = s64[4 * max_w:5 * max_w]
     for li in range(n_layers):
         r = 8 + li * LREC
         op = meta[r + L_OP]
@@ -346,33 +457,43 @@ def run_program(meta, wf, pf, env, lens, state, rng):
                     else:
                         _segment(meta, s0, wf, pf, v, st, zh, u, p, q)
                 if op == OP_LSTM:
+                    # zx <- pre-activations of the 4 gates; zh, zr, q: gate values / scratch
+                    for j in range(4 * H):
+                        zx[j] = zx[j] + zh[j] + pf[bias_off + j]
+                    cp = state[b, so + H:so + 2 * H]
+                    if peep >= 0:
+                        for j in range(H):
+                            zx[j] += pf[peep + j] * cp[j]
+                            zx[2 * H + j] += pf[peep + 2 * H + j] * cp[j]
+                    _clip_vec(zx[0:H], H, clip)            # i
+                    _clip_vec(zx[2 * H:4 * H], 2 * H, clip)  # f, c (o after its peephole)
+                    ig = zh[0:H]
+                    fg = zh[H:2 * H]
+                    cg = zh[2 * H:3 * H]
+                    _act_vec(a0, zx[0:H], ig, H, pf[ap], pf[ap + 1])
+                    if inp_forget == 1:
+                        for j in range(H):
+                            fg[j] = 1.0 - ig[j]
+                    else:
+                        _act_vec(a0, zx[2 * H:3 * H], fg, H, pf[ap], pf[ap + 1])
+                    _act_vec(a1, zx[3 * H:4 * H], cg, H, pf[ap + 2], pf[ap + 3])
                     for j in range(H):
-                        c_prev = state[b, so + H + j]
-                        gi = zx[j] + zh[j] + pf[bias_off + j]
-                        go = zx[H + j] + zh[H + j] + pf[bias_off + H + j]
-                        gf = zx[2 * H + j] + zh[2 * H + j] + pf[bias_off + 2 * H + j]
-                        gc = zx[3 * H + j] + zh[3 * H + j] + pf[bias_off + 3 * H + j]
-                        if peep >= 0:
-                            gi += pf[peep + j] * c_prev
-                            gf += pf[peep + 2 * H + j] * c_prev
-                        ig = _act(a0, _clip(gi, clip), pf[ap], pf[ap + 1])
-                        if inp_forget == 1:
-                            fg = 1.0 - ig
-                        else:
-                            fg = _act(a0, _clip(gf, clip), pf[ap], pf[ap + 1])
-                        cg = _act(a1, _clip(gc, clip), pf[ap + 2], pf[ap + 3])
-                        c_new = fg * c_prev + ig * cg
-                        if peep >= 0:
-                            go += pf[peep + H + j] * c_new
-                        og = _act(a0, _clip(go, clip), pf[ap], pf[ap + 1])
-                        h_new = og * _act(a2, c_new, pf[ap + 4], pf[ap + 5])
-                        zr[j] = h_new
-                        state[b, so + H + j] = c_new
-                        if cout >= 0:
-                            env[b, t, cout + j] = np.float32(c_new)
+                        cp[j] = fg[j] * cp[j] + ig[j] * cg[j]
+                    go = zx[H:2 * H]
+                    if peep >= 0:
+                        for j in range(H):
+                            go[j] += pf[peep + H + j] * cp[j]
+                    _clip_vec(go, H, clip)
+                    og = zh[3 * H:4 * H]
+                    _act_vec(a0, go, og, H, pf[ap], pf[ap + 1])
+                    _act_vec(a2, cp, zr, H, pf[ap + 4], pf[ap + 5])
+                    hs = state[b, so:so + H]
                     for j in range(H):
-                        state[b, so + j] = zr[j]
-                        env[b, t, yo + j] = np.float32(zr[j])
+                        hs[j] = og[j] * zr[j]
+                        env[b, t, yo + j] = np.float32(hs[j])
+                    if cout >= 0:
+                        for j in range(H):
+                            env[b, t, cout + j] = np.float32(cp[j])
                 elif op == OP_GRU:
                     # z, r gates; biases: Wb at bias_off[0:3H], Rb at bias_off[3H:6H]
                     for j in range(H):
@@ -407,3 +528,29 @@ def run_program(meta, wf, pf, env, lens, state, rng):
                     for j in range(H):
                         state[b, so + j] = zr[j]
                         env[b, t, yo + j] = np.float32(zr[j])
+
+
+@njit(cache=True, error_model="numpy")
+def stream_step(meta, wf, pf, env, lens, state, rng, s32, s64, x, o0, o1, out):
+    """One streamed frame for K replicas of a stream: copy ``x`` into ``env[K, 1, :]``, run,
+    write the mean of the first output into ``out`` and return its argmax (-1 if ``x`` is not
+    finite; nothing runs then). Saves the Python-side numpy calls of a step."""
+    f = x.shape[0]
+    for i in range(f):
+        if not np.isfinite(x[i]):
+            return -1
+    K = env.shape[0]
+    for k in range(K):
+        for i in range(f):
+            env[k, 0, i] = x[i]
+    run_program(meta, wf, pf, env, lens, state, rng, s32, s64)
+    n = o1 - o0
+    best = 0
+    for j in range(n):
+        acc = 0.0
+        for k in range(K):
+            acc += env[k, 0, o0 + j]
+        out[j] = np.float32(acc / K) if K > 1 else env[0, 0, o0 + j]
+        if out[j] > out[best]:
+            best = j
+    return best

@@ -120,7 +120,15 @@ class _Builder:
 
 def _calibration_inputs(model: ir.Model, x: np.ndarray) -> dict[str, np.ndarray]:
     """Float IR run on the calibration set: the input vectors of every crossbar matrix."""
-    env, _ = model._execute(np.ascontiguousarray(x, np.float32), {}, whole=True)
+    for l in model.recurrent_layers:      # a constant initial state fixes the batch size
+        for init in (l.initial_h, l.initial_c):
+            if init is not None and init.value is not None and init.value.shape[1] != x.shape[0]:
+                x = x[np.arange(init.value.shape[1]) % x.shape[0]]
+    feeds = {}
+    for a in model.aux_inputs:          # calibrate from zero initial states
+        if a.role in ("initial_h", "initial_c"):
+            feeds[a.name] = np.zeros((a.shape[0], x.shape[0], a.shape[2]), np.float32)
+    env, _ = model._execute(np.ascontiguousarray(x, np.float32), feeds, whole=True)
     out: dict[str, np.ndarray] = {}
     for m in crossbar_matrices(model):
         layer = model.layers[m.layer]

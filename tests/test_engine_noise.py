@@ -24,7 +24,7 @@ def _segment_runner(eng, key):
     idx = [s.key for s in plan.segments].index(key)
     s0 = int(plan.meta[1]) + idx * K.SREC
     w = int(plan.meta[2])
-    u, p, q = np.empty(w, np.float32), np.empty(w, np.float32), np.empty(w)
+    u, p, q = np.empty(w, np.float32), np.empty(2 * w, np.float32), np.empty(w)
     st = np.empty((1, 4), np.uint64)
     K.seed_states(np.array([12345], np.uint64), st)
     seg = plan.segments[idx]

@@ -1,0 +1,228 @@
+"""The nvmstream wire protocol, version 1 (docs/protocol.md is the specification).
+
+Transport: the server binds a ZeroMQ ROUTER, clients connect DEALERs. Every message is
+
+* ``[header]`` or ``[header, payload]``: the header is a msgpack map with string keys, the
+  payload one raw little-endian array buffer described by the header's ``dtype`` and ``shape``.
+  (The ROUTER sees the peer identity frame in front; it is not part of the protocol.)
+
+Requests carry ``v`` (protocol version), ``op`` and op-specific fields; replies carry ``v``,
+``op`` (the request's op, ``"error"`` for an error, or a notice op) and echo ``id``, ``seq`` and
+``rid`` when the request had them. Nothing is ever pickled; every header field is validated
+(type, range, size) and a bad one is answered with an ``error`` reply naming the field.
+
+This module holds the constants, the error codes and the header checks shared by the server
+(:mod:`nvmstream.runtime.server`) and the client (:mod:`nvmstream.runtime.client`). It does no
+I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import numpy as np
+
+__all__ = [
+    "VERSION", "OPS", "REQUEST_OPS", "NOTICE_OPS", "KINDS", "DTYPES", "ERROR_CODES",
+    "MAX_HEADER_BYTES", "MAX_STREAM_ID", "MAX_SEQ", "MAX_RID", "MAX_SEED",
+    "ProtocolError", "pack", "unpack_header", "get_int", "get_str", "get_str_list",
+    "payload_array",
+]
+
+VERSION = 1
+"""Protocol version: every request carries ``v = VERSION``; the server rejects others."""
+
+# ---------------------------------------------------------------------------------------- ops
+OPEN, FRAME, CLOSE, INFO, STATS, PING = "open", "frame", "close", "info", "stats", "ping"
+REQUEST_OPS = (OPEN, FRAME, CLOSE, INFO, STATS, PING)
+ERROR = "error"
+EVICTED = "evicted"        # notice: a stream was evicted (idle timeout); no request answered
+SHUTDOWN = "shutdown"      # notice: the server is closing; every stream of this peer is closed
+NOTICE_OPS = (EVICTED, SHUTDOWN)
+OPS = REQUEST_OPS + (ERROR,) + NOTICE_OPS
+
+# ------------------------------------------------------------------------------ input kinds
+FEATURES, AUDIO = "features", "audio"
+KINDS = (FEATURES, AUDIO)
+F32, I16 = "<f4", "<i2"
+DTYPES = {FEATURES: F32, AUDIO: I16}
+"""Payload dtype of a ``frame`` message per stream kind (little-endian numpy dtype strings)."""
+
+# ------------------------------------------------------------------------------ error codes
+BAD_MESSAGE = "bad_message"          # frame count, header not a msgpack map, header too big
+BAD_VERSION = "bad_version"          # v missing or not VERSION
+BAD_FIELD = "bad_field"              # a header field missing, of the wrong type or out of range
+UNKNOWN_OP = "unknown_op"
+BAD_PAYLOAD = "bad_payload"          # dtype / shape / byte count / NaN or infinity
+TOO_LARGE = "too_large"              # more frames or samples per message than the server allows
+UNKNOWN_STREAM = "unknown_stream"    # never opened, closed, closing or evicted
+STREAM_EXISTS = "stream_exists"      # open of an id this peer already has open
+OUT_OF_ORDER = "out_of_order"        # seq greater than the next expected one (a gap)
+DUPLICATE = "duplicate"              # seq already used on this stream
+BUSY = "busy"                        # the server's frame queue is full: not queued, resend later
+TOO_MANY_STREAMS = "too_many_streams"
+BAD_PROFILE = "bad_profile"          # unknown profile name, bad overrides, votes out of range
+NOT_STREAMABLE = "not_streamable"    # the model needs whole sequences (e.g. bidirectional)
+NO_FRONTEND = "no_frontend"          # audio stream opened on a model without front end params
+SHUTTING_DOWN = "shutting_down"      # the server is draining after SIGINT/SIGTERM
+INTERNAL = "internal"                # a server bug; the message says what; the server carries on
+ERROR_CODES = (BAD_MESSAGE, BAD_VERSION, BAD_FIELD, UNKNOWN_OP, BAD_PAYLOAD, TOO_LARGE,
+               UNKNOWN_STREAM, STREAM_EXISTS, OUT_OF_ORDER, DUPLICATE, BUSY, TOO_MANY_STREAMS,
+               BAD_PROFILE, NOT_STREAMABLE, NO_FRONTEND, SHUTTING_DOWN, INTERNAL)
+
+# ----------------------------------------------------------------------------------- limits
+MAX_HEADER_BYTES = 8192
+"""Largest header frame the server unpacks (an ``open`` with overrides is the biggest)."""
+MAX_STREAM_ID = 2 ** 32 - 1
+MAX_SEQ = 2 ** 63 - 1
+MAX_RID = 2 ** 63 - 1
+MAX_SEED = 2 ** 63 - 1
+MAX_NAME_CHARS = 256          # profile names, override strings
+MAX_OVERRIDES = 64
+
+
+class ProtocolError(Exception):
+    """A request the server rejects: ``code`` (one of :data:`ERROR_CODES`) and a message."""
+
+    def __init__(self, code: str, msg: str):
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+# ---------------------------------------------------------------------------- encode/decode
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def pack(header: dict[str, Any]) -> bytes:
+    """A header map -> msgpack bytes (str keys, ints, floats, str, lists, None, bools)."""
+    return _packer.pack(header)
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
+def unpack_header(raw: bytes) -> dict[str, Any]:
+    """Header bytes -> dict; raises :class:`ProtocolError` (``bad_message``) for anything that
+    is not one msgpack map with string keys of at most :data:`MAX_HEADER_BYTES` bytes."""
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(BAD_MESSAGE, f"header is {len(raw)} bytes; at most "
+                                         f"{MAX_HEADER_BYTES} allowed")
+    try:
+        hdr = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext,
+                              use_list=True, max_str_len=MAX_HEADER_BYTES,
+                              max_bin_len=MAX_HEADER_BYTES, max_array_len=1024,
+                              max_map_len=64, max_ext_len=0)
+    except Exception as e:  # msgpack raises several types (ExtraData, ValueError, ...)
+        raise ProtocolError(BAD_MESSAGE, f"header is not valid msgpack: "
+                                         f"{type(e).__name__}: {e}"[:300]) from None
+    if type(hdr) is not dict:
+        raise ProtocolError(BAD_MESSAGE, f"header must be a msgpack map, got "
+                                         f"{type(hdr).__name__}")
+    return hdr
+
+
+# ---------------------------------------------------------------------------- field checks
+def get_int(hdr: dict, key: str, lo: int, hi: int, default: Any = ...) -> Any:
+    """``hdr[key]`` as an int in ``[lo, hi]``; a missing key returns ``default`` (or is an
+    error when no default is given). Booleans are not ints here."""
+    v = hdr.get(key, ...)
+    if v is ...:
+        if default is ...:
+            raise ProtocolError(BAD_FIELD, f"header field {key!r} is missing")
+        return default
+    if v is None and default is not ...:
+        return default
+    if type(v) is not int:
+        raise ProtocolError(BAD_FIELD, f"header field {key!r} must be an integer, got "
+                                       f"{type(v).__name__}")
+    if not lo <= v <= hi:
+        raise ProtocolError(BAD_FIELD, f"header field {key!r} = {v} is out of range "
+                                       f"[{lo}, {hi}]")
+    return v
+
+
+def get_str(hdr: dict, key: str, choices: tuple[str, ...] | None = None,
+            default: Any = ..., max_chars: int = MAX_NAME_CHARS) -> Any:
+    """``hdr[key]`` as a str (optionally one of ``choices``); see :func:`get_int`."""
+    v = hdr.get(key, ...)
+    if v is ...:
+        if default is ...:
+            raise ProtocolError(BAD_FIELD, f"header field {key!r} is missing")
+        return default
+    if v is None and default is not ...:
+        return default
+    if type(v) is not str:
+        raise ProtocolError(BAD_FIELD, f"header field {key!r} must be a string, got "
+                                       f"{type(v).__name__}")
+    if len(v) > max_chars:
+        raise ProtocolError(BAD_FIELD, f"header field {key!r} is longer than {max_chars} "
+                                       f"characters")
+    if choices is not None and v not in choices:
+        raise ProtocolError(BAD_FIELD, f"header field {key!r} = {v!r}; expected one of "
+                                       f"{', '.join(choices)}")
+    return v
+
+
+def get_str_list(hdr: dict, key: str, max_items: int = MAX_OVERRIDES) -> list[str]:
+    """``hdr[key]`` as a list of short strings (missing or None: empty list)."""
+    v = hdr.get(key)
+    if v is None:
+        return []
+    if type(v) is not list:
+        raise ProtocolError(BAD_FIELD, f"header field {key!r} must be a list of strings, got "
+                                       f"{type(v).__name__}")
+    if len(v) > max_items:
+        raise ProtocolError(BAD_FIELD, f"header field {key!r} has {len(v)} items; at most "
+                                       f"{max_items}")
+    for s in v:
+        if type(s) is not str or len(s) > MAX_NAME_CHARS:
+            raise ProtocolError(BAD_FIELD, f"header field {key!r} must hold strings of at "
+                                           f"most {MAX_NAME_CHARS} characters")
+    return v
+
+
+def payload_array(hdr: dict, payload: bytes, kind: str, features: int, max_rows: int
+                  ) -> np.ndarray:
+    """Check a ``frame`` message's ``dtype``/``shape`` against the stream and the payload size
+    and return a read-only numpy view of the payload (no copy).
+
+    features streams: dtype ``<f4``, shape ``[n, features]`` with ``1 <= n <= max_rows``, all
+    finite. audio streams: dtype ``<i2``, shape ``[n]`` with ``0 <= n <= max_rows`` samples.
+    """
+    want = DTYPES[kind]
+    dt = hdr.get("dtype")
+    if dt != want:
+        raise ProtocolError(BAD_PAYLOAD, f"dtype {dt!r}: a {kind} stream takes {want!r}")
+    shape = hdr.get("shape")
+    if type(shape) is not list or not all(type(d) is int for d in shape):
+        raise ProtocolError(BAD_PAYLOAD, f"shape must be a list of integers, got {shape!r}"[:200])
+    if kind == FEATURES:
+        if len(shape) != 2 or shape[1] != features:
+            raise ProtocolError(BAD_PAYLOAD, f"shape {shape}: a features stream takes "
+                                             f"[frames, {features}]"[:200])
+        lo = 1
+    else:
+        if len(shape) != 1:
+            raise ProtocolError(BAD_PAYLOAD, f"shape {shape}: an audio stream takes [samples]"
+                                [:200])
+        lo = 0
+    n = shape[0]
+    if n < lo:
+        raise ProtocolError(BAD_PAYLOAD, f"shape {shape}: needs at least {lo} rows")
+    if n > max_rows:
+        raise ProtocolError(TOO_LARGE, f"shape {shape}: at most {max_rows} "
+                                       f"{'frames' if kind == FEATURES else 'samples'} per "
+                                       f"message")
+    nbytes = n * (features if kind == FEATURES else 1) * (4 if kind == FEATURES else 2)
+    if len(payload) != nbytes:
+        raise ProtocolError(BAD_PAYLOAD, f"payload is {len(payload)} bytes; dtype {want} shape "
+                                         f"{shape} needs {nbytes}")
+    x = np.frombuffer(payload, dtype=want)
+    if kind == FEATURES:
+        x = x.reshape(n, features)
+        if not np.isfinite(x).all():
+            raise ProtocolError(BAD_PAYLOAD, "frames contain NaN or infinity")
+    return x

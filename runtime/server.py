@@ -1,0 +1,879 @@
+"""The nvmstream ZeroMQ server: many streams, one poll loop, micro-batched engine steps.
+
+    prog = nvm.load("model.nvm")
+    srv = Server(prog, ServerConfig(bind="tcp://127.0.0.1:5555", profile="pcm"))
+    endpoint = srv.bind()
+    install_signal_handlers(srv)      # SIGINT/SIGTERM: graceful drain, then exit
+    srv.run()
+
+Wire format, ops, error codes and limits: docs/protocol.md (implemented in
+:mod:`nvmstream.runtime.protocol`).
+
+How it works. One thread, one ROUTER socket. Each loop iteration receives every waiting message
+(without blocking, up to a bound), validates it and queues its frames on its stream; then every
+engine with streams waiting takes the *first* queued frame of up to ``max_batch`` of them and
+steps them together (one ``Engine.step_many_all`` call, one numba call). A stream's frames are
+therefore stepped strictly in order, at most one per batch, and streams take turns (round robin)
+when more than ``max_batch`` wait. Batches fill by themselves under load: while one batch runs,
+the next messages queue up in ZeroMQ; with no load a frame is stepped as soon as it arrives
+(``batch_window_us`` > 0 trades latency for fuller batches). Replies leave as soon as a
+message's last frame has been stepped.
+
+Per-stream profiles: each (profile, overrides, votes) gets its own Engine (a Device programmed
+for it), created on first use and cached (``max_engines``, least recently used engines without
+streams are dropped), so profiles swap without a restart. Programming blocks the loop for its
+duration (typically 10-100 ms).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import ipaddress
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import numpy as np
+import zmq
+
+from nvmstream.converters.compile import CompiledModel
+from nvmstream.devices import Device, ProfileError, list_profiles
+
+from . import protocol as P
+from .engine import Engine
+from .frontend import FrontendParams, StreamingFrontend
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ServerConfig", "Server", "install_signal_handlers", "is_loopback"]
+
+
+@dataclass
+class ServerConfig:
+    """Everything a :class:`Server` needs besides the model. Units in the names."""
+
+    bind: str = "tcp://127.0.0.1:5555"
+    """ZeroMQ endpoint to bind; loopback unless told otherwise (``tcp://127.0.0.1:*`` picks a
+    free port; :meth:`Server.bind` returns the real endpoint)."""
+    profile: str = "ideal"
+    """Default device profile (shipped name or .toml path) for streams that do not name one."""
+    overrides: tuple[str, ...] = ()
+    """Default profile overrides, ``"section.field=value"``."""
+    device_seed: int = 0
+    """Seed of every Device the server programs (programming noise, faults, drift)."""
+    votes: int = 1
+    """Default votes (noisy replicas) per stream."""
+    extra_profiles: Mapping[str, str] = field(default_factory=dict)
+    """Profile files clients may name besides the shipped profiles: name -> .toml path. Clients
+    can only name profiles; they never give the server a path."""
+    max_streams: int = 4096
+    """Open streams over all clients; an ``open`` beyond it gets ``too_many_streams``."""
+    max_queued_frames: int = 65536
+    """Frames received but not yet stepped, over all streams; beyond it ``busy``."""
+    max_batch: int = 512
+    """Most streams stepped in one engine call."""
+    batch_window_us: int = 0
+    """Extra time to wait for a fuller batch once a frame is ready (0: step at once; batches
+    still fill by themselves under load)."""
+    max_frames_per_message: int = 1024
+    """Most feature frames in one ``frame`` message."""
+    max_audio_samples: int = 160000
+    """Most int16 samples in one audio ``frame`` message (10 s at 16 kHz)."""
+    max_message_bytes: int = 4 * 1024 * 1024
+    """ZMQ_MAXMSGSIZE: a peer sending a bigger message part is disconnected by ZeroMQ."""
+    idle_timeout_s: float = 60.0
+    """A stream with nothing queued and no message (or peer ping) for this long is evicted and
+    its client sent an ``evicted`` notice."""
+    max_votes: int = 16
+    """Largest ``votes`` a client may ask for."""
+    max_engines: int = 8
+    """Programmed devices kept (one per profile/overrides/votes in use)."""
+    curve_secret_file: str | None = None
+    """Server certificate with its secret key (``zmq.auth`` format): switches CURVE on."""
+    curve_allow_dir: str | None = None
+    """Folder of client public-key certificates allowed in (needs ``curve_secret_file``)."""
+    drain_quiet_s: float = 0.2
+    """Shutdown: after the queue is empty, keep answering until no message came for this
+    long ..."""
+    drain_max_s: float = 5.0
+    """... or this long since the signal, whichever is first."""
+    sndhwm: int = 100000
+    """Replies queued per client before ZeroMQ refuses more (counted as dropped replies)."""
+    rcvhwm: int = 100000
+    """Messages queued per client before ZeroMQ stops reading from it (back pressure)."""
+    linger_ms: int = 2000
+    """How long unsent replies are kept when the socket closes."""
+
+    def check(self) -> None:
+        """Raise ValueError naming the first field out of range."""
+        for name, lo in (("max_streams", 1), ("max_queued_frames", 1), ("max_batch", 1),
+                         ("max_frames_per_message", 1), ("max_audio_samples", 1),
+                         ("max_message_bytes", 1024), ("max_votes", 1), ("max_engines", 1),
+                         ("votes", 1), ("batch_window_us", 0), ("device_seed", 0),
+                         ("sndhwm", 0), ("rcvhwm", 0), ("linger_ms", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"ServerConfig.{name} must be an integer >= {lo}, got {v!r}")
+        for name in ("idle_timeout_s", "drain_quiet_s", "drain_max_s"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"ServerConfig.{name} must be > 0, got {v!r}")
+        if self.votes > self.max_votes:
+            raise ValueError(f"ServerConfig.votes ({self.votes}) > max_votes ({self.max_votes})")
+        if self.curve_allow_dir and not self.curve_secret_file:
+            raise ValueError("ServerConfig.curve_allow_dir needs curve_secret_file")
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// endpoints on a loopback address."""
+    if not endpoint.startswith("tcp://"):
+        return endpoint.startswith(("ipc://", "inproc://"))
+    host = urlsplit(endpoint).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False          # "*", an interface name or a hostname
+
+
+# ------------------------------------------------------------------------------- internals
+class _Work:
+    """One ``frame`` (or ``close``) message of a stream waiting to be stepped."""
+
+    __slots__ = ("seq", "rid", "x", "n", "done", "f0", "t0", "y", "cls", "e", "lat", "close")
+
+    def __init__(self, seq, rid, x, n, f0, t0, close=False):
+        self.seq, self.rid, self.x, self.n, self.f0, self.t0 = seq, rid, x, n, f0, t0
+        self.done = 0
+        self.y = None
+        self.cls = None
+        self.e = None
+        self.lat = None
+        self.close = close
+
+
+class _Stream:
+    __slots__ = ("peer", "sid", "slot", "es", "kind", "fe", "next_seq", "queue", "frames",
+                 "last", "closing", "e_pJ", "lat_ns", "opened")
+
+    def __init__(self, peer, sid, slot, es, kind, fe, now):
+        self.peer, self.sid, self.slot, self.es, self.kind, self.fe = peer, sid, slot, es, kind, fe
+        self.next_seq = 0
+        self.queue: collections.deque[_Work] = collections.deque()
+        self.frames = 0           # frames stepped (== frames queued through the front end)
+        self.last = now
+        self.closing = False
+        self.e_pJ: float | None = 0.0
+        self.lat_ns: float | None = 0.0
+        self.opened = now
+
+
+class _Slot:
+    """One programmed Engine and the streams on it that have a frame waiting."""
+
+    def __init__(self, key, engine: Engine, profile_name: str):
+        self.key = key
+        self.engine = engine
+        self.profile_name = profile_name
+        self.names = [o.name for o in engine.model.outputs]
+        self.widths = [int(engine.plan.widths[o.tensor]) for o in engine.model.outputs]
+        self.width = sum(self.widths)
+        self.ready: dict[_Stream, None] = {}
+        self.streams = 0
+        self.last_used = time.monotonic()
+
+
+_LAT_RING = 16384
+
+
+class Server:
+    """The streaming server (see module docstring). Single-threaded: call :meth:`run` from one
+    thread; :meth:`request_stop` may be called from a signal handler or another thread."""
+
+    def __init__(self, prog: CompiledModel, config: ServerConfig | None = None, *,
+                 context: zmq.Context | None = None) -> None:
+        self.cfg = cfg = config or ServerConfig()
+        cfg.check()
+        self.prog = prog
+        self.model = prog.model
+        self.features = int(self.model.input.features)
+        self._why_not = self.model.why_not_streamable()
+        self._own_ctx = context is None
+        self.ctx = context or zmq.Context()
+        self.sock: zmq.Socket | None = None
+        self.endpoint: str | None = None
+        self._auth = None
+        # profiles clients may name: shipped names + extras + the default profile
+        self._profiles: dict[str, str] = {n: n for n in list_profiles()}
+        self._profiles.update({str(k): str(v) for k, v in cfg.extra_profiles.items()})
+        self._slots: collections.OrderedDict[tuple, _Slot] = collections.OrderedDict()
+        self._default_key: tuple | None = None
+        default = self._slot(cfg.profile, list(cfg.overrides), cfg.votes, default=True)
+        self._profiles.setdefault(default.profile_name, cfg.profile)
+        self.default_profile = default.profile_name
+        # speech front end
+        self.frontend: FrontendParams | None = None
+        self._no_frontend = "the model carries no audio front-end parameters"
+        if prog.frontend:
+            fp = FrontendParams.from_dict(dict(prog.frontend))
+            if fp.n_features != self.features:
+                self._no_frontend = (f"the model's front end makes {fp.n_features} features per "
+                                     f"frame but the model takes {self.features}")
+                log.error("audio disabled: %s", self._no_frontend)
+            else:
+                self.frontend = fp
+        # state
+        self._streams: dict[tuple[bytes, int], _Stream] = {}
+        self._gone: collections.OrderedDict[tuple[bytes, int], str] = collections.OrderedDict()
+        self._peer_ping: dict[bytes, float] = {}
+        self._queued = 0
+        self._n_ready = 0
+        self._stop_requests = 0
+        self._draining = False
+        self._drain_t0 = 0.0
+        self._last_rx = 0.0
+        self._t_start = time.monotonic()
+        self._next_housekeeping = 0.0
+        # counters for `stats`
+        self.counters = collections.Counter()
+        self.errors = collections.Counter()
+        self._lat = np.zeros(_LAT_RING, np.int64)
+        self._lat_n = 0
+        self._batch_max = 0
+        self._queue_peak = 0
+
+    # ------------------------------------------------------------------------------- engines
+    def _slot(self, profile: str | None, overrides: list[str], votes: int | None,
+              default: bool = False) -> _Slot:
+        if profile is None and not overrides and votes is None and self._default_key:
+            slot = self._slots[self._default_key]
+            self._slots.move_to_end(slot.key)
+            return slot
+        if profile is None:
+            profile_arg = self.cfg.profile
+            overrides = list(self.cfg.overrides) + list(overrides)
+        elif default:
+            profile_arg = profile
+        else:
+            if profile not in self._profiles:
+                raise P.ProtocolError(P.BAD_PROFILE, f"unknown profile {profile!r}; this server "
+                                                     f"has: {', '.join(sorted(self._profiles))}")
+            profile_arg = self._profiles[profile]
+        votes = self.cfg.votes if votes is None else votes
+        key = (profile_arg, tuple(overrides), votes)
+        slot = self._slots.get(key)
+        if slot is not None:
+            self._slots.move_to_end(key)
+            return slot
+        t0 = time.perf_counter()
+        try:
+            dev = Device(profile_arg, seed=self.cfg.device_seed, overrides=overrides or None)
+            eng = Engine(self.prog, dev, votes=votes)
+        except (ProfileError, ValueError, TypeError) as e:
+            if default:
+                raise
+            raise P.ProtocolError(P.BAD_PROFILE, str(e)[:500]) from None
+        slot = _Slot(key, eng, dev.profile.name)
+        log.info("programmed device %s (overrides %s, votes %d) in %.0f ms", dev.profile.name,
+                 list(overrides), votes, 1e3 * (time.perf_counter() - t0))
+        self._slots[key] = slot
+        if default:
+            self._default_key = key
+        self._evict_engines()
+        return slot
+
+    def _evict_engines(self) -> None:
+        while len(self._slots) > self.cfg.max_engines:
+            for key, s in self._slots.items():
+                if s.streams == 0 and key != self._default_key:
+                    del self._slots[key]
+                    log.info("dropped programmed device %s %s", s.profile_name, list(key[1]))
+                    break
+            else:
+                return          # every engine has streams: keep them (bounded by max_streams)
+
+    # ---------------------------------------------------------------------------- socket
+    def bind(self) -> str:
+        """Create the ROUTER socket, bind it and return the real endpoint."""
+        cfg = self.cfg
+        s = self.ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        s.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes)
+        s.setsockopt(zmq.SNDHWM, cfg.sndhwm)
+        s.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
+        s.setsockopt(zmq.LINGER, cfg.linger_ms)
+        if cfg.curve_secret_file:
+            self._setup_curve(s)
+        elif not is_loopback(cfg.bind):
+            log.warning("binding %s without CURVE: anyone who can reach it can use the "
+                        "server and read its traffic", cfg.bind)
+        try:
+            s.bind(cfg.bind)
+        except zmq.ZMQError as e:
+            s.close(0)
+            raise OSError(f"cannot bind {cfg.bind}: {e}") from None
+        self.sock = s
+        self.endpoint = s.getsockopt_string(zmq.LAST_ENDPOINT)
+        log.info("listening on %s", self.endpoint)
+        return self.endpoint
+
+    def _setup_curve(self, s: zmq.Socket) -> None:
+        import zmq.auth
+        from zmq.auth.thread import ThreadAuthenticator
+
+        cfg = self.cfg
+        if not zmq.has("curve"):
+            raise OSError("this libzmq has no CURVE support")
+        try:
+            pub, sec = zmq.auth.load_certificate(cfg.curve_secret_file)
+        except (OSError, ValueError) as e:
+            raise OSError(f"{cfg.curve_secret_file}: cannot read the server certificate: {e}") \
+                from None
+        if not sec:
+            raise OSError(f"{cfg.curve_secret_file}: holds no secret key (give the "
+                          f"'.key_secret' file)")
+        auth = ThreadAuthenticator(self.ctx, log=logging.getLogger(__name__ + ".auth"))
+        auth.start()
+        if cfg.curve_allow_dir:
+            if not os.path.isdir(cfg.curve_allow_dir):
+                auth.stop()
+                raise OSError(f"{cfg.curve_allow_dir}: no such folder of client certificates")
+            auth.configure_curve(domain="*", location=cfg.curve_allow_dir)
+        else:
+            log.warning("CURVE without an allowlist: traffic is encrypted but any client that "
+                        "knows the server key gets in")
+            auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+        self._auth = auth
+        s.curve_secretkey = sec
+        s.curve_publickey = pub
+        s.curve_server = True
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(self.cfg.linger_ms)
+            self.sock = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_ctx:
+            self.ctx.term()
+
+    # ------------------------------------------------------------------------------- loop
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (safe in a signal handler); a second call stops at once."""
+        self._stop_requests += 1
+
+    def run(self) -> None:
+        """Serve until :meth:`request_stop` (then drain and return). Binds if needed."""
+        if self.sock is None:
+            self.bind()
+        sock = self.sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        try:
+            while True:
+                if self._stop_requests and not self._draining:
+                    self._begin_drain()
+                if self._stop_requests > 1:
+                    log.warning("second stop request: exiting with %d frames unanswered",
+                                self._queued)
+                    break
+                if not self._n_ready:
+                    timeout = 20 if self._draining else 100
+                    if not poller.poll(timeout):
+                        self._housekeeping()
+                        if self._draining and self._drained():
+                            break
+                        continue
+                self._receive()
+                if self.cfg.batch_window_us and self._n_ready:
+                    self._wait_window()
+                if self._n_ready:
+                    self._step_all()
+                self._housekeeping()
+                if self._draining and self._drained():
+                    break
+            self._say_goodbye()
+        finally:
+            self.close()
+        log.info("server stopped: %d streams served, %d frames", self.counters["opened"],
+                 self.counters["frames"])
+
+    def _receive(self, limit: int = 4096) -> int:
+        sock = self.sock
+        handle = self._handle
+        n = 0
+        recv = sock.recv_multipart
+        while n < limit:
+            try:
+                parts = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            n += 1
+            handle(parts)
+        if n:
+            self._last_rx = time.monotonic()
+        return n
+
+    def _wait_window(self) -> None:
+        deadline = time.perf_counter() + self.cfg.batch_window_us * 1e-6
+        while self._n_ready < self.cfg.max_batch and time.perf_counter() < deadline:
+            if not self._receive(self.cfg.max_batch):
+                time.sleep(0)
+
+    # ------------------------------------------------------------------------ dispatching
+    def _handle(self, parts: list[bytes]) -> None:
+        t0 = time.perf_counter_ns()
+        peer = parts[0]
+        hdr = None
+        self.counters["messages"] += 1
+        try:
+            if len(parts) not in (2, 3):
+                raise P.ProtocolError(P.BAD_MESSAGE, f"a message is a header frame and at most "
+                                                     f"one payload frame; got {len(parts) - 1}")
+            hdr = P.unpack_header(parts[1])
+            v = hdr.get("v")
+            if v != P.VERSION or type(v) is not int:
+                raise P.ProtocolError(P.BAD_VERSION, f"protocol version {v!r}; this server "
+                                                     f"speaks {P.VERSION}"[:200])
+            op = hdr.get("op")
+            payload = parts[2] if len(parts) == 3 else None
+            if op == "frame":
+                self._op_frame(peer, hdr, payload, t0)
+            elif op == "open":
+                self._no_payload(payload, op)
+                self._op_open(peer, hdr)
+            elif op == "close":
+                self._no_payload(payload, op)
+                self._op_close(peer, hdr, t0)
+            elif op == "ping":
+                self._no_payload(payload, op)
+                self._op_ping(peer, hdr)
+            elif op == "info":
+                self._no_payload(payload, op)
+                self._reply(peer, hdr, {"op": "info", **self.info()})
+            elif op == "stats":
+                self._no_payload(payload, op)
+                self._reply(peer, hdr, {"op": "stats", **self.stats()})
+            else:
+                raise P.ProtocolError(P.UNKNOWN_OP, f"unknown op {op!r}; ops: "
+                                                    f"{', '.join(P.REQUEST_OPS)}"[:200])
+        except P.ProtocolError as e:
+            self._error(peer, hdr, e.code, e.msg)
+        except Exception as e:  # a bug: answer, log, keep serving
+            log.exception("internal error on a message")
+            self._error(peer, hdr, P.INTERNAL, f"{type(e).__name__}: {e}"[:500])
+
+    @staticmethod
+    def _no_payload(payload, op) -> None:
+        if payload is not None:
+            raise P.ProtocolError(P.BAD_MESSAGE, f"op {op!r} takes no payload frame")
+
+    def _send(self, peer: bytes, hdr: dict, payload=None) -> None:
+        try:
+            if payload is None:
+                self.sock.send_multipart((peer, P.pack(hdr)), zmq.NOBLOCK)
+            else:
+                self.sock.send_multipart((peer, P.pack(hdr), payload), zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.counters["dropped_replies"] += 1
+            log.warning("client %s does not read its replies: reply dropped", peer.hex())
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EHOSTUNREACH:
+                self.counters["unreachable_replies"] += 1
+                log.debug("client %s is gone: reply dropped", peer.hex())
+            else:
+                raise
+
+    def _reply(self, peer: bytes, req: dict | None, hdr: dict, payload=None) -> None:
+        hdr["v"] = P.VERSION
+        if req is not None:
+            for k in ("id", "seq", "rid"):
+                v = req.get(k)
+                if type(v) is int and k not in hdr:
+                    hdr[k] = v
+        self._send(peer, hdr, payload)
+
+    def _error(self, peer: bytes, req: dict | None, code: str, msg: str) -> None:
+        self.errors[code] += 1
+        hdr = {"op": "error", "code": code, "msg": msg}
+        if req is not None and type(req.get("op")) is str:
+            hdr["req"] = req["op"][:32]
+        log.debug("error to %s: %s: %s", peer.hex(), code, msg)
+        self._reply(peer, req, hdr)
+
+    # ---------------------------------------------------------------------------- ops
+    def _op_open(self, peer: bytes, hdr: dict) -> None:
+        sid = P.get_int(hdr, "id", 0, P.MAX_STREAM_ID)
+        kind = P.get_str(hdr, "kind", P.KINDS, default=P.FEATURES)
+        profile = P.get_str(hdr, "profile", default=None)
+        overrides = P.get_str_list(hdr, "overrides")
+        seed = P.get_int(hdr, "seed", 0, P.MAX_SEED, default=None)
+        votes = P.get_int(hdr, "votes", 1, self.cfg.max_votes, default=None)
+        if self._draining:
+            raise P.ProtocolError(P.SHUTTING_DOWN, "the server is shutting down")
+        key = (peer, sid)
+        if key in self._streams:
+            raise P.ProtocolError(P.STREAM_EXISTS, f"stream {sid} is already open")
+        if len(self._streams) >= self.cfg.max_streams:
+            raise P.ProtocolError(P.TOO_MANY_STREAMS, f"the server holds its maximum of "
+                                                      f"{self.cfg.max_streams} streams")
+        if self._why_not:
+            raise P.ProtocolError(P.NOT_STREAMABLE, f"this model cannot stream: {self._why_not}")
+        if kind == P.AUDIO and self.frontend is None:
+            raise P.ProtocolError(P.NO_FRONTEND, f"audio streams are not available: "
+                                                 f"{self._no_frontend}")
+        slot = self._slot(profile, overrides, votes)
+        es = slot.engine.stream(seed=seed)
+        fe = StreamingFrontend(self.frontend) if kind == P.AUDIO else None
+        now = time.monotonic()
+        st = _Stream(peer, sid, slot, es, kind, fe, now)
+        self._streams[key] = st
+        self._gone.pop(key, None)
+        slot.streams += 1
+        self.counters["opened"] += 1
+        rep = {"op": "open", "kind": kind, "seed": es.seed, "profile": slot.profile_name,
+               "overrides": list(slot.key[1]), "votes": slot.engine.votes,
+               "features": self.features, "outputs": [[n, w] for n, w in
+                                                      zip(slot.names, slot.widths)],
+               "labels": list(self.prog.labels)}
+        if kind == P.AUDIO:
+            rep["sample_rate_hz"] = self.frontend.sample_rate_hz
+            rep["dtype"] = P.I16
+        else:
+            rep["dtype"] = P.F32
+        self._reply(peer, hdr, rep)
+
+    def _lookup(self, peer: bytes, sid: int) -> _Stream:
+        st = self._streams.get((peer, sid))
+        if st is None or st.closing:
+            why = "is closing" if st is not None else self._gone.get((peer, sid), "is not open")
+            raise P.ProtocolError(P.UNKNOWN_STREAM, f"stream {sid} {why}")
+        return st
+
+    def _op_frame(self, peer: bytes, hdr: dict, payload, t0: int) -> None:
+        sid = P.get_int(hdr, "id", 0, P.MAX_STREAM_ID)
+        seq = P.get_int(hdr, "seq", 0, P.MAX_SEQ)
+        rid = hdr.get("rid")
+        st = self._lookup(peer, sid)
+        st.last = time.monotonic()
+        if seq != st.next_seq:
+            if seq < st.next_seq:
+                raise P.ProtocolError(P.DUPLICATE, f"stream {sid}: seq {seq} was already "
+                                                   f"received; next is {st.next_seq}")
+            raise P.ProtocolError(P.OUT_OF_ORDER, f"stream {sid}: seq {seq} but {st.next_seq} "
+                                                  f"is next (a gap)")
+        st.next_seq = seq + 1        # from here on the message has used its sequence number
+        if self._draining:
+            raise P.ProtocolError(P.SHUTTING_DOWN, "the server is shutting down: frame not "
+                                                   "queued")
+        if payload is None:
+            raise P.ProtocolError(P.BAD_MESSAGE, "a frame message needs a payload frame")
+        if st.kind == P.FEATURES:
+            x = P.payload_array(hdr, payload, P.FEATURES, self.features,
+                                self.cfg.max_frames_per_message)
+            n = x.shape[0]
+            if self._queued + n > self.cfg.max_queued_frames:
+                self.counters["busy_frames"] += n
+                raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued "
+                                              f"(limit {self.cfg.max_queued_frames}); frame "
+                                              f"not queued, send it again later")
+        else:
+            pcm = P.payload_array(hdr, payload, P.AUDIO, 1, self.cfg.max_audio_samples)
+            fe = st.fe
+            n = fe.params.n_frames(fe.samples_seen + pcm.shape[0]) - fe.frames_emitted
+            if n and self._queued + n > self.cfg.max_queued_frames:
+                self.counters["busy_frames"] += n
+                raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued "
+                                              f"(limit {self.cfg.max_queued_frames}); samples "
+                                              f"not used, send them again later")
+            x = fe.push(pcm)
+        w = _Work(seq, rid if type(rid) is int else None, x, n, st.frames, t0)
+        st.frames += n
+        q = st.queue
+        if not q:
+            if n == 0:
+                self._complete(st, w)
+                return
+            st.slot.ready[st] = None
+            self._n_ready += 1
+        q.append(w)
+        self._queued += n
+        if self._queued > self._queue_peak:
+            self._queue_peak = self._queued
+
+    def _op_close(self, peer: bytes, hdr: dict, t0: int) -> None:
+        sid = P.get_int(hdr, "id", 0, P.MAX_STREAM_ID)
+        st = self._lookup(peer, sid)
+        st.closing = True
+        rid = hdr.get("rid")
+        w = _Work(None, rid if type(rid) is int else None, None, 0, st.frames, t0, close=True)
+        if st.queue:
+            st.queue.append(w)
+        else:
+            self._finish_close(st, w)
+
+    def _op_ping(self, peer: bytes, hdr: dict) -> None:
+        now = time.monotonic()
+        sid = P.get_int(hdr, "id", 0, P.MAX_STREAM_ID, default=None)
+        if sid is None:
+            self._peer_ping[peer] = now
+        else:
+            self._lookup(peer, sid).last = now
+        self._reply(peer, hdr, {"op": "ping", "t": time.time(), "draining": self._draining})
+
+    # --------------------------------------------------------------------------- stepping
+    def _step_all(self) -> None:
+        for slot in list(self._slots.values()):
+            if slot.ready:
+                self._step(slot)
+
+    def _step(self, slot: _Slot) -> None:
+        ready = slot.ready
+        mb = self.cfg.max_batch
+        if len(ready) <= mb:
+            batch = list(ready)
+        else:
+            batch = []
+            for st in ready:
+                batch.append(st)
+                if len(batch) == mb:
+                    break
+        n = len(batch)
+        x = np.empty((n, self.features), np.float32)
+        for i, st in enumerate(batch):
+            w = st.queue[0]
+            x[i] = w.x[w.done]
+        try:
+            outs = slot.engine.step_many_all([st.es for st in batch], x)
+        except Exception as e:
+            log.exception("engine step failed for a batch of %d streams", n)
+            for st in batch:
+                self._fail_head(st, P.INTERNAL, f"engine step failed: {type(e).__name__}: {e}"
+                                [:500])
+            return
+        if len(slot.names) == 1:
+            y = outs[slot.names[0]]
+        else:
+            y = np.concatenate([outs[k].reshape(n, -1) for k in slot.names], axis=1)
+        if y.dtype != np.float32 or not y.flags.c_contiguous:
+            y = np.ascontiguousarray(y, np.float32)
+        self.counters["frames"] += n
+        self.counters["batches"] += 1
+        if n > self._batch_max:
+            self._batch_max = n
+        self._queued -= n
+        keep = []
+        for i, st in enumerate(batch):
+            es = st.es
+            w = st.queue[0]
+            e = getattr(es, "last_energy_pJ", None)
+            lat = getattr(es, "last_latency_ns", None)
+            if w.n == 1:
+                w.y = y[i]
+                w.cls = [es.last_class]
+                w.e, w.lat = e, lat
+            else:
+                if w.done == 0:
+                    w.y = np.empty((w.n, slot.width), np.float32)
+                    w.cls = []
+                    w.e, w.lat = e, lat
+                else:
+                    w.e = None if e is None or w.e is None else w.e + e
+                    w.lat = None if lat is None or w.lat is None else w.lat + lat
+                w.y[w.done] = y[i]
+                w.cls.append(es.last_class)
+            st.e_pJ = None if e is None or st.e_pJ is None else st.e_pJ + e
+            st.lat_ns = None if lat is None or st.lat_ns is None else st.lat_ns + lat
+            w.done += 1
+            if w.done == w.n:
+                st.queue.popleft()
+                self._complete(st, w)
+                self._settle(st)
+            if st.queue:
+                keep.append(st)
+            elif st in ready:
+                del ready[st]
+                self._n_ready -= 1
+        if keep and len(ready) > len(keep):   # round robin: stepped streams go to the back
+            for st in keep:
+                del ready[st]
+                ready[st] = None
+
+    def _settle(self, st: _Stream) -> None:
+        """Answer zero-frame items (audio chunks that completed no frame, close) at the head."""
+        q = st.queue
+        while q and q[0].n == 0:
+            w = q.popleft()
+            if w.close:
+                self._finish_close(st, w)
+                return
+            self._complete(st, w)
+
+    def _complete(self, st: _Stream, w: _Work) -> None:
+        width = st.slot.width
+        now = time.perf_counter_ns()
+        srv_us = (now - w.t0) // 1000
+        hdr = {"v": P.VERSION, "op": "frame", "id": st.sid, "seq": w.seq, "f0": w.f0,
+               "n": w.n, "dtype": P.F32, "shape": [w.n, width], "cls": w.cls or [],
+               "lat_ns": w.lat, "e_pJ": w.e, "srv_us": srv_us}
+        if w.rid is not None:
+            hdr["rid"] = w.rid
+        self._lat[self._lat_n % _LAT_RING] = srv_us
+        self._lat_n += 1
+        if w.n == 0:
+            self._send(st.peer, hdr, b"")
+        else:
+            self._send(st.peer, hdr, w.y.data if w.n > 1 else w.y.tobytes())
+
+    def _fail_head(self, st: _Stream, code: str, msg: str) -> None:
+        w = st.queue.popleft()
+        self._queued -= w.n - w.done
+        hdr = {"id": st.sid, "seq": w.seq, "op": "frame"}
+        if w.rid is not None:
+            hdr["rid"] = w.rid
+        self._error(st.peer, hdr, code, msg)
+        self._settle(st)
+        if not st.queue or st.queue[0].n == 0:
+            if st in st.slot.ready:
+                del st.slot.ready[st]
+                self._n_ready -= 1
+
+    def _finish_close(self, st: _Stream, w: _Work) -> None:
+        self._remove(st, "was closed")
+        self.counters["closed"] += 1
+        hdr = {"v": P.VERSION, "op": "close", "id": st.sid, "frames": st.frames,
+               "messages": st.next_seq, "e_pJ": st.e_pJ, "lat_ns": st.lat_ns,
+               "cls": st.es.last_class, "seed": st.es.seed}
+        if w.rid is not None:
+            hdr["rid"] = w.rid
+        self._send(st.peer, hdr)
+
+    def _remove(self, st: _Stream, why: str) -> None:
+        key = (st.peer, st.sid)
+        if self._streams.pop(key, None) is None:
+            return
+        st.slot.streams -= 1
+        st.es.close()
+        if st in st.slot.ready:
+            del st.slot.ready[st]
+            self._n_ready -= 1
+        for w in st.queue:
+            self._queued -= w.n - w.done
+        st.queue.clear()
+        self._gone[key] = why
+        if len(self._gone) > 4 * self.cfg.max_streams:
+            self._gone.popitem(last=False)
+
+    # ------------------------------------------------------------------------ housekeeping
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now < self._next_housekeeping:
+            return
+        self._next_housekeeping = now + min(1.0, self.cfg.idle_timeout_s / 4)
+        limit = self.cfg.idle_timeout_s
+        pings = self._peer_ping
+        idle = [st for st in self._streams.values()
+                if not st.queue and now - max(st.last, pings.get(st.peer, 0.0)) > limit]
+        for st in idle:
+            idle_s = now - max(st.last, pings.get(st.peer, 0.0))
+            self._remove(st, "was evicted (idle)")
+            self.counters["evicted"] += 1
+            log.info("evicted stream %d of client %s after %.1f s idle", st.sid, st.peer.hex(),
+                     idle_s)
+            self._send(st.peer, {"v": P.VERSION, "op": "evicted", "id": st.sid,
+                                 "reason": "idle", "idle_s": round(idle_s, 3),
+                                 "frames": st.frames, "messages": st.next_seq})
+        if len(pings) > 4 * self.cfg.max_streams or idle:
+            live = {st.peer for st in self._streams.values()}
+            for p in [p for p, t in pings.items() if p not in live and now - t > limit]:
+                del pings[p]
+
+    def _begin_drain(self) -> None:
+        self._draining = True
+        self._drain_t0 = time.monotonic()
+        log.info("shutting down: answering %d queued frames of %d streams, refusing new work",
+                 self._queued, len(self._streams))
+
+    def _drained(self) -> bool:
+        if self._queued or self._n_ready:
+            return False
+        now = time.monotonic()
+        return (now - self._last_rx >= self.cfg.drain_quiet_s
+                or now - self._drain_t0 >= self.cfg.drain_max_s)
+
+    def _say_goodbye(self) -> None:
+        peers: dict[bytes, list[int]] = {}
+        for (peer, sid) in list(self._streams):
+            peers.setdefault(peer, []).append(sid)
+        for st in list(self._streams.values()):
+            self._remove(st, "was closed by the server shutdown")
+        for peer, sids in peers.items():
+            self._send(peer, {"v": P.VERSION, "op": "shutdown", "ids": sids[:4096]})
+
+    # ---------------------------------------------------------------------------- reports
+    def info(self) -> dict[str, Any]:
+        m = self.model
+        slot = self._slots[self._default_key]
+        fe = self.frontend.to_dict() if self.frontend else None
+        return {
+            "version": P.VERSION,
+            "model": {"input": m.input.name, "features": self.features,
+                      "outputs": [[n, w] for n, w in zip(slot.names, slot.widths)],
+                      "labels": list(self.prog.labels), "streamable": self._why_not is None,
+                      "why_not_streamable": self._why_not,
+                      "kinds": [P.FEATURES] + ([P.AUDIO] if self.frontend else []),
+                      "frontend": fe, "weight_bits": self.prog.weight_bits},
+            "profiles": sorted(self._profiles),
+            "default": {"profile": self.default_profile, "overrides": list(self.cfg.overrides),
+                        "votes": self.cfg.votes, "device_seed": self.cfg.device_seed},
+            "limits": {"max_streams": self.cfg.max_streams,
+                       "max_queued_frames": self.cfg.max_queued_frames,
+                       "max_batch": self.cfg.max_batch,
+                       "max_frames_per_message": self.cfg.max_frames_per_message,
+                       "max_audio_samples": self.cfg.max_audio_samples,
+                       "max_message_bytes": self.cfg.max_message_bytes,
+                       "max_header_bytes": P.MAX_HEADER_BYTES,
+                       "idle_timeout_s": self.cfg.idle_timeout_s,
+                       "max_votes": self.cfg.max_votes},
+        }
+
+    def stats(self) -> dict[str, Any]:
+        n = min(self._lat_n, _LAT_RING)
+        lat = self._lat[:n]
+        pct = ({f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)}
+               if n else {"p50": None, "p90": None, "p99": None})
+        c = self.counters
+        return {
+            "uptime_s": time.monotonic() - self._t_start,
+            "streams": len(self._streams),
+            "clients": len({st.peer for st in self._streams.values()}),
+            "engines": [{"profile": s.profile_name, "overrides": list(s.key[1]),
+                         "votes": s.key[2], "streams": s.streams} for s in self._slots.values()],
+            "messages": c["messages"], "frames": c["frames"], "batches": c["batches"],
+            "batch_mean": c["frames"] / c["batches"] if c["batches"] else None,
+            "batch_max": self._batch_max,
+            "queued": self._queued, "queue_peak": self._queue_peak,
+            "opened": c["opened"], "closed": c["closed"], "evicted": c["evicted"],
+            "errors": dict(self.errors), "busy_frames": c["busy_frames"],
+            "dropped_replies": c["dropped_replies"],
+            "unreachable_replies": c["unreachable_replies"],
+            "srv_us": pct, "srv_us_window": n, "draining": self._draining,
+        }
+
+
+def install_signal_handlers(server: Server) -> None:
+    """SIGINT/SIGTERM -> :meth:`Server.request_stop` (graceful; a second signal exits at once).
+    Call from the main thread."""
+    def handler(signum, frame):
+        log.info("signal %d: %s", signum, "stopping now" if server._stop_requests else
+                 "draining")
+        server.request_stop()
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
