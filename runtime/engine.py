@@ -32,6 +32,7 @@ from nvmstream.converters.errors import NvmInputError
 from nvmstream.devices import Device
 
 from . import kernels as K
+from .ledger import InferenceReport, Ledger, make_report, step_costs
 from .plan import Plan, build_plan
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,18 @@ class Engine:
         self._next_stream = 0
         self._out_names = [o.name for o in self.model.outputs]
         self._scratch = K.scratch(self.plan.meta)
+        unit, geom = step_costs(self.model, self.plan)
+        self.ledger = Ledger(unit, geom)
+        self._rec_names = {l.name for l in self.model.recurrent_layers}
+        # what one stream-step (all K replicas) costs: carried by every streamed output
+        from nvmstream.devices import energy as E
+        k = self.votes
+        one = {n: c.scaled(k) for n, c in unit.items()}
+        for n, c in one.items():
+            c.steps, c.vote_replicas = k, k - 1
+        rep = E.price(one, geom, device.profile, inferences=1, steps_per_inference=1)
+        self.step_energy_pJ: float = rep.energy_pJ_per_inference
+        self.step_latency_ns: float = rep.latency_ns_per_inference
         t0 = self.model.outputs[0].tensor
         self._first_off = (self.plan.offsets[t0], self.plan.offsets[t0] + self.plan.widths[t0])
 
@@ -169,6 +182,8 @@ class Engine:
         state = self._init_state(b * k, aux, rows)
         rng = self._rng([seed + i for i in range(b)])
         env = self._exec(xr, klens, state, rng)
+        self._account(rec_steps=int(klens.sum()), all_steps=b * k * t, inferences=b,
+                      stream_steps=int(klens.sum()) // k)
         out = {}
         for o in self.model.outputs:
             a = self._tensor(env, o.tensor)
@@ -195,9 +210,28 @@ class Engine:
         state = self._init_state(b * k, None, np.repeat(np.arange(b), k))
         env = self._exec(xr, np.full(b * k, t, np.int64), state,
                          self._rng([seed + i for i in range(b)]))
+        self._account(rec_steps=b * k * t, all_steps=b * k * t, inferences=b,
+                      stream_steps=b * t)
         a = self._tensor(env, self.model.outputs[0].tensor).reshape(b, k, t, -1)
         cls = majority(a)
         return cls[0] if squeeze else cls
+
+    # ------------------------------------------------------------------------------- energy
+    def _account(self, rec_steps: int, all_steps: int, inferences: int,
+                 stream_steps: int) -> None:
+        k = self.votes
+        steps = {n: (rec_steps if n in self._rec_names else all_steps) for n in self.ledger.unit}
+        reps = {n: v * (k - 1) // k for n, v in steps.items()}
+        self.ledger.add(steps, reps, inferences, stream_steps)
+
+    def report(self) -> InferenceReport:
+        """Energy and latency of everything run since the last ``reset_ledger()``: per
+        inference (a sequence or a stream) and per step, by component and layer, with the
+        int8/fp32 digital baselines (weights from SRAM/DRAM) on the same counts."""
+        return make_report(self.ledger, self.device.profile, self.plan, self.device.profile.weights.bits)
+
+    def reset_ledger(self) -> None:
+        self.ledger.reset()
 
     # ------------------------------------------------------------------------------ streams
     def stream(self, seed: int | None = None, **aux: np.ndarray) -> "Stream":
@@ -241,6 +275,10 @@ class Engine:
             rng = np.concatenate([s.rng for s in streams])
         xr = np.repeat(x, k, axis=0) if k > 1 else x
         env = self._exec(xr, np.ones(n * k, np.int64), state, rng)
+        self._account(rec_steps=n * k, all_steps=n * k,
+                      inferences=sum(1 for s in streams if s.steps == 0), stream_steps=n)
+        for s in streams:
+            s._charge()
         if n > 1:
             for i, s in enumerate(streams):
                 s.state[:] = state[i * k:(i + 1) * k]
@@ -289,6 +327,9 @@ class Stream:
         self.steps = 0
         self.closed = False
         self.last_class: int | None = None
+        self.last_energy_pJ: float = 0.0      # emulated device energy of the last step
+        self.last_latency_ns: float = 0.0     # emulated device latency of the last step
+        self.energy_pJ: float = 0.0           # total over this stream's steps
         self._env = np.zeros((k, 1, engine.plan.env_width), np.float32)
         self._ones = np.ones(k, np.int64)
         self._s32, self._s64 = K.scratch(engine.plan.meta)
@@ -309,12 +350,21 @@ class Stream:
                              self.rng, self._s32, self._s64, x_t, o0, o1, out)
         if best < 0:
             raise NvmInputError(f"frame {self.steps}: contains NaN or infinity")
+        k = eng.votes
+        eng._account(rec_steps=k, all_steps=k, inferences=1 if self.steps == 0 else 0,
+                     stream_steps=1)
+        self._charge()
         self.steps += 1
         if eng.votes > 1:
             self.last_class = int(majority(self._env[None, :, :, o0:o1])[0, 0])
         else:
             self.last_class = best
         return out
+
+    def _charge(self) -> None:
+        self.last_energy_pJ = self.engine.step_energy_pJ
+        self.last_latency_ns = self.engine.step_latency_ns
+        self.energy_pJ += self.last_energy_pJ
 
     def step_all(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v[0] for k, v in self.engine.step_many_all([self], np.asarray(x_t)[None]).items()}

@@ -56,6 +56,7 @@ class SegmentInfo:
     adc_steps: np.ndarray | None = None  # [row_tiles, n_out], code-product units
     codes: np.ndarray = None             # codes as read from storage [n_out, n_in]
     w_eff: np.ndarray = None             # effective weights (code units) [n_out, n_in]
+    mean_cell_uS: float | None = None    # mean programmed conductance of its cells (uS)
     stats: dict = field(default_factory=dict)
 
     @property
@@ -242,7 +243,9 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             tile_rows=tr, tile_cols=tc, row_tiles=nblk, col_tiles=math.ceil(n_out / tc),
             dac_bits=dbits, adc_bits=abits, exact=pm.exact, has_read_noise=pm.has_read_noise,
             dac_step=dstep, vmm_sigma=sigma, scales=np.asarray(scale, np.float64),
-            adc_steps=steps, codes=pm.codes_read, w_eff=pm.w_eff, stats=dict(pm.stats)))
+            adc_steps=steps, codes=pm.codes_read, w_eff=pm.w_eff,
+            mean_cell_uS=float((pm.g_pos.mean() + pm.g_neg.mean()) / 2) if pm.g_pos.size else None,
+            stats=dict(pm.stats)))
         if wbits and qd and tr * qmax_for_bits(wbits) * qd >= 2 ** 24:
             log.warning("matrix %s: tile partial sums may exceed float32's exact integer range",
                         m.key)

@@ -1,0 +1,222 @@
+"""Issue 4: the engine's operation ledger against hand-derived counts, linearity, the worked
+example of docs/energy.md recomputed from a real engine run, and the surfaces."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import nvmstream as nvm
+from nvmstream.devices import energy as E
+from onnx_util import FIXTURES, REPO
+
+
+def rec_model(path, kind="LSTM", I=3, H=5, direction="forward", head=None, lbr=1, seed=0):
+    rng = np.random.default_rng(seed)
+    g = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
+    d = 2 if direction == "bidirectional" else 1
+    inits = [numpy_helper.from_array(rng.normal(0, .5, (d, g * H, I)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.normal(0, .5, (d, g * H, H)).astype(np.float32), "R")]
+    attrs = {"linear_before_reset": lbr} if kind == "GRU" else {}
+    nodes = [helper.make_node(kind, ["X", "W", "R"], ["Y"], name="rec", hidden_size=H,
+                              direction=direction, **attrs)]
+    out = "Y"
+    oshape = ["T", d, "N", H]
+    if head:
+        inits += [numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shp"),
+                  numpy_helper.from_array(rng.normal(0, .5, (d * H, head)).astype(np.float32),
+                                          "Wd")]
+        nodes += [helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]),
+                  helper.make_node("Reshape", ["Yt", "shp"], ["Yf"]),
+                  helper.make_node("MatMul", ["Yf", "Wd"], ["Z"], name="head")]
+        out, oshape = "Z", ["T", "N", head]
+    gr = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT,
+                                                                      ["T", "N", I])],
+                           [helper.make_tensor_value_info(out, TensorProto.FLOAT, oshape)],
+                           initializer=inits)
+    m = helper.make_model(gr, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return path
+
+
+def engine(path, profile="int4", overrides=("tile.rows=4", "tile.cols=4"), votes=1, I=3):
+    cal = np.random.default_rng(1).normal(size=(4, 10, I)).astype(np.float32)
+    return nvm.Engine(nvm.convert(path, calibration=cal),
+                      nvm.Device(profile, overrides=list(overrides)), votes=votes)
+
+
+def doc_example() -> dict:
+    text = (REPO / "docs" / "energy.md").read_text()
+    block = text.split("<!-- worked-example-inputs -->", 1)[1]
+    return json.loads(re.search(r"```json\n(.*?)```", block, re.S).group(1))
+
+
+def test_worked_example_of_docs_energy_md_from_a_real_engine_run(tmp_path):
+    ex = doc_example()
+    eng = engine(rec_model(tmp_path / "l.onnx"), ex["profile"], ex["overrides"])
+    eng.stream().step(np.array([0.3, -0.2, 0.5], np.float32))
+    counts = eng.ledger.counts()
+    (name, got), = counts.items()
+    assert got.to_dict() == ex["counts"]["lstm"]
+    geo = eng.ledger.geometry[name]
+    want_geo = ex["geometry"]["lstm"]
+    assert sorted(geo.tiles) == sorted(tuple(t) for t in want_geo["tiles"])
+    assert (geo.dac_bits, geo.adc_bits, geo.sequential_vmms, geo.digital_ops_critical) == (
+        want_geo["dac_bits"], want_geo["adc_bits"], want_geo["sequential_vmms"],
+        want_geo["digital_ops_critical"])
+    # and the engine's report prices it as the doc does (the doc's geometry has no measured
+    # mean conductance; price the engine's counts on the doc's geometry for the same figure)
+    doc = E.price({"lstm": E.OpCounts.from_dict(ex["counts"]["lstm"])},
+                  {"lstm": E.LayerGeometry(**{**want_geo, "tiles": tuple(map(tuple,
+                                                                            want_geo["tiles"]))})},
+                  eng.device.profile, inferences=1, steps_per_inference=1)
+    rep = eng.report().analog
+    for comp in ("adc", "dac", "digital", "activation", "state_sram"):
+        assert rep.by_component[comp] == pytest.approx(doc.by_component[comp], rel=1e-12)
+    assert rep.latency_ns_per_step == pytest.approx(doc.latency_ns_per_step, rel=1e-12)
+
+
+def _one_step_counts(eng, n_streams=1):
+    streams = [eng.stream() for _ in range(n_streams)]
+    eng.step_many(streams, np.zeros((n_streams, eng.model.input.features), np.float32) + 0.1)
+    return eng.ledger.counts()
+
+
+def test_gru_counts_by_hand(tmp_path):
+    # GRU 3 -> 5 (lbr=1) on 4x4 tiles. W [15 x 3]: 1 row block x 4 column blocks (cols 4,4,4,3)
+    # R [15 x 5]: 2 row blocks (4, 1 rows) x 4 column blocks.
+    eng = engine(rec_model(tmp_path / "g.onnx", "GRU"))
+    c, = _one_step_counts(eng).values()
+    assert c.tile_activations == 4 + 8
+    assert c.dac_conversions == 3 * 4 + (4 + 1) * 4
+    assert c.adc_conversions == 15 + 2 * 15
+    assert c.cell_reads == 2 * (15 * 3 + 15 * 5)
+    assert c.macs == 15 * 8
+    assert c.activation_evals == 3 * 5
+    assert c.digital_muls == 45 + 3 * 5
+    assert c.digital_adds == 15 * (3 - 1) + 15 + 6 * 5
+    geo, = eng.ledger.geometry.values()
+    assert geo.sequential_vmms == 1
+    eng0 = engine(rec_model(tmp_path / "g0.onnx", "GRU", lbr=0))
+    c0, = _one_step_counts(eng0).values()
+    assert list(eng0.ledger.geometry.values())[0].sequential_vmms == 2
+    # lbr=0 splits R into R_zr [10 x 5] and R_h [5 x 5]: 2 x 3 + 2 x 2 tiles
+    assert c0.tile_activations == 4 + 6 + 4 and c0.macs == 15 * 8
+
+
+def test_bidirectional_two_layer_and_head_counts(tmp_path):
+    eng = engine(rec_model(tmp_path / "b.onnx", "LSTM", direction="bidirectional", head=3))
+    eng.run(np.zeros((1, 1, 3), np.float32))       # one sequence of one step
+    counts = eng.ledger.counts()
+    rec, head = counts["rec"], counts["head"]
+    uni = engine(rec_model(tmp_path / "u.onnx", "LSTM"))
+    one, = _one_step_counts(uni).values()
+    for f in ("tile_activations", "dac_conversions", "adc_conversions", "cell_reads", "macs",
+              "activation_evals", "digital_muls", "digital_adds"):
+        assert getattr(rec, f) == 2 * getattr(one, f), f
+    # head: Dense 10 -> 3 on 4x4 tiles: 3 row blocks (4, 4, 2) x 1 column block
+    assert head.tile_activations == 3 and head.dac_conversions == 10
+    assert head.adc_conversions == 3 * 3 and head.macs == 30
+    assert head.digital_adds == 3 * (3 - 1)      # no bias
+
+
+@pytest.mark.parametrize("votes", [1, 3])
+def test_counts_scale_linearly_with_steps_streams_and_votes(votes, tmp_path):
+    path = rec_model(tmp_path / "l.onnx", head=2)
+    unit = engine(path)
+    u = _one_step_counts(unit)
+    eng = engine(path, votes=votes, overrides=("tile.rows=4", "tile.cols=4", "vmm_noise.snr_db=10"))
+    x = np.random.default_rng(0).normal(size=(6, 9, 3)).astype(np.float32)
+    eng.run(x)                                     # 6 sequences of 9 steps
+    streams = [eng.stream() for _ in range(4)]     # + 4 streams x 5 steps, batched
+    for t in range(5):
+        eng.step_many(streams, x[:4, t])
+    s = eng.stream()                               # + 1 stream x 2 steps, single
+    s.step(x[0, 0])
+    s.step(x[0, 1])
+    n = (6 * 9 + 4 * 5 + 2) * votes
+    for name, c in eng.ledger.counts().items():
+        assert c.steps == n
+        assert c.vote_replicas == n * (votes - 1) // votes
+        for f in ("dac_conversions", "adc_conversions", "cell_reads", "macs", "digital_adds"):
+            assert getattr(c, f) == getattr(u[name], f) * n, (name, f)
+    rep = eng.report()
+    assert rep.inferences == 6 + 4 + 1
+    assert rep.stream_steps == 6 * 9 + 4 * 5 + 2
+    # the useful work per inference excludes the replicas
+    macs = sum(c.macs for c in u.values())
+    assert rep.analog.macs_per_inference == pytest.approx(macs * (6 * 9 + 22) / 11)
+
+
+def test_sequence_lengths_are_respected(tmp_path):
+    path = rec_model(tmp_path / "l.onnx")
+    import nvmstream.converters.onnx_import  # noqa: F401
+    eng = engine(path)
+    x = np.zeros((3, 8, 3), np.float32)
+    eng.run_all(x, lens=np.array([8, 3, 1]))
+    c, = eng.ledger.counts().values()
+    assert c.steps == 8 + 3 + 1
+
+
+def test_changing_a_price_changes_energy_by_exactly_its_share(tmp_path):
+    path = rec_model(tmp_path / "l.onnx", head=2)
+    x = np.random.default_rng(0).normal(size=(2, 7, 3)).astype(np.float32)
+    base = engine(path, "pcm")
+    base.run(x)
+    r0 = base.report().analog
+    for f in ("adc_floor_pJ", "digital_mult_pJ", "sram_pJ_per_byte"):
+        v = getattr(base.device.profile.energy, f)
+        e2 = engine(path, "pcm", ("tile.rows=4", "tile.cols=4", f"energy.{f}={2 * v}"))
+        e2.run(x)
+        r1 = e2.report().analog
+        assert r1.energy_pJ_per_inference == pytest.approx(
+            r0.energy_pJ_per_inference + r0.by_field[f], rel=1e-9), f
+
+
+def test_every_streamed_output_carries_energy_and_latency(tmp_path):
+    eng = engine(rec_model(tmp_path / "l.onnx", head=2), "pcm", votes=3)
+    s = eng.stream()
+    s.step(np.ones(3, np.float32))
+    assert s.last_energy_pJ > 0 and s.last_latency_ns > 0
+    s.step(np.ones(3, np.float32))
+    assert s.energy_pJ == pytest.approx(2 * s.last_energy_pJ)
+    single = engine(rec_model(tmp_path / "l.onnx", head=2), "pcm", votes=1)
+    # three replicas cost three times one (energy) and run one after another (latency)
+    assert eng.step_energy_pJ == pytest.approx(3 * single.step_energy_pJ)
+    assert eng.step_latency_ns == pytest.approx(3 * single.step_latency_ns)
+
+
+@pytest.mark.parametrize("profile", nvm.list_profiles())
+def test_every_shipped_profile_prices_an_inference(profile):
+    cal = np.random.default_rng(1).normal(size=(4, 10, 12)).astype(np.float32)
+    eng = nvm.Engine(nvm.convert(FIXTURES / "gru_bf.ts.onnx", calibration=cal),
+                     nvm.Device(profile))
+    eng.run(cal[:2])
+    r = eng.report()
+    assert r.analog.energy_pJ_per_inference > 0 and r.analog.tops_per_w > 0
+    assert set(r.comparison.ratios) == {"int8/sram", "int8/dram", "fp32/sram", "fp32/dram"}
+    d = r.to_dict()
+    json.dumps(d, default=float)
+    assert "by_component" in d["analog"] and "by_layer" in d["analog"]
+
+
+def test_run_report_and_json_cli(tmp_path):
+    x = np.random.default_rng(0).normal(size=(2, 6, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "run",
+                        str(FIXTURES / "lstm1_bf.ts.onnx"), "-i", str(tmp_path / "x.npy"),
+                        "-o", str(tmp_path / "y.npy"), "--profile", "pcm", "--report",
+                        "--json", str(tmp_path / "r.json")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "pJ/inference" in r.stdout and "int8/sram" in r.stdout and "TOPS/W" in r.stdout
+    d = json.loads((tmp_path / "r.json").read_text())
+    assert d["inferences"] == 2 and d["analog"]["energy_pJ_per_inference"] > 0
