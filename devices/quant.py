@@ -37,7 +37,8 @@ def quantize_weights(W: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-row symmetric quantization of a weight matrix ``W[out, in]``.
 
     ``s_j = max_i |W[j, i]| / qmax`` (an all-zero row gets ``s_j = 1``), codes
-    ``q = clip(rint(W / s), -qmax, qmax)`` as int8, so ``|W - q s| <= s/2`` elementwise.
+    ``q = clip(rint(W / s), -qmax, qmax)`` as int8, so ``|W - q s| <= s/2`` elementwise. A row
+whose largest |W| is subnormal (< 1.2e-38) counts as all-zero (scale 1, codes 0).
     ``bits = 0``: no quantization; the "codes" are float32 ``W / s`` in [-1, 1] with
     ``s_j = max_i |W[j, i]|`` (qmax = 1).
 
@@ -53,8 +54,11 @@ def quantize_weights(W: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"weight bits must be 0 or in [2, 8], got {bits}")
     qmax = qmax_for_bits(bits)
     amax = np.max(np.abs(W), axis=1) if W.shape[1] else np.zeros(W.shape[0], np.float32)
-    scale = np.where(amax > 0, amax / np.float32(qmax), np.float32(1.0)).astype(np.float32)
-    ratio = W / scale[:, None]
+    # rows whose largest weight is subnormal (< 1.2e-38) are treated as zero rows: a subnormal
+    # scale would lose precision and such weights are zero for any practical purpose
+    live = amax >= np.finfo(np.float32).tiny
+    scale = np.where(live, amax / np.float32(qmax), np.float32(1.0)).astype(np.float32)
+    ratio = np.where(live[:, None], W / scale[:, None], np.float32(0.0))
     if bits == 0:
         return np.clip(ratio, -1.0, 1.0).astype(np.float32), scale
     codes = np.clip(np.rint(ratio), -qmax, qmax).astype(np.int8)
