@@ -149,6 +149,55 @@ def gauss_fill(state, out):
         out[i] = _gauss(state)
 
 
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _xo(s0, s1, s2, s3):
+    """One xoshiro256** step on a state held in locals: (result, s0, s1, s2, s3)."""
+    result = _rotl(s1 * np.uint64(5), 7) * np.uint64(9)
+    t = s1 << np.uint64(17)
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    s3 = _rotl(s3, 45)
+    return result, s0, s1, s2, s3
+
+
+@njit(cache=True, error_model="numpy")
+def fill_normals(st, out, n):
+    """``out[:n]`` = standard normals (ziggurat) from state ``st``; the state lives in
+    registers for the loop and is written back at the end (the fast path of the engine)."""
+    s0, s1, s2, s3 = st[0], st[1], st[2], st[3]
+    for k in range(n):
+        while True:
+            r, s0, s1, s2, s3 = _xo(s0, s1, s2, s3)
+            iz = np.int64(r & np.uint64(127))
+            hz = np.int64(np.int32(np.uint32(r >> np.uint64(32))))
+            if abs(hz) < _KN[iz]:
+                out[k] = hz * _WN[iz]
+                break
+            x = hz * _WN[iz]
+            if iz == 0:
+                while True:
+                    r1, s0, s1, s2, s3 = _xo(s0, s1, s2, s3)
+                    r2, s0, s1, s2, s3 = _xo(s0, s1, s2, s3)
+                    u1 = 1.0 - float(r1 >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+                    u2 = 1.0 - float(r2 >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+                    xx = -math.log(u1) / _ZIG_R
+                    yy = -math.log(u2)
+                    if yy + yy >= xx * xx:
+                        break
+                out[k] = _ZIG_R + xx if hz > 0 else -_ZIG_R - xx
+                break
+            r1, s0, s1, s2, s3 = _xo(s0, s1, s2, s3)
+            u = float(r1 >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+            if _FN[iz] + u * (_FN[iz - 1] - _FN[iz]) < math.exp(-0.5 * x * x):
+                out[k] = x
+                break
+    st[0], st[1], st[2], st[3] = s0, s1, s2, s3
+
+
 # ------------------------------------------------------------------------------ activations
 @njit(cache=True, error_model="numpy")
 def _act(code, v, a, b):
@@ -240,12 +289,16 @@ def _clip(v, c):
 
 
 # ------------------------------------------------------------------------------ crossbar VMM
-@njit(cache=True, error_model="numpy")
-def _segment(meta, s0, wf, pf, v, st, out, u, p, q):
-    """One matrix-vector product on the crossbar tiles of a segment, added into ``out``.
+BB = 16   # streams processed together: each weight row is read once per block of streams
 
-    v: input vector (float64, model units); st: this stream's random state; out: float64
-    accumulator (pre-activations, model units); u, p, q: scratch (float32, float32, float64).
+
+@njit(cache=True, error_model="numpy")
+def _segment_batch(meta, s0, wf, pf, V, nb, rng, bidx, slot, out, U, P, VS, Q, G):
+    """The segment's matrix-vector products for ``nb`` streams, added into ``out[:nb]``.
+
+    V[nb, n_in]: inputs (float64, model units); bidx[nb]: stream rows (their random states are
+    ``rng[bidx[k], slot]``); U, P, VS, Q: scratch [BB, w] (float32, float32, float32, float64);
+    G: scratch [w] (float64) for normals.
     """
     n_in = meta[s0 + S_IN]
     n_out = meta[s0 + S_OUT]
@@ -261,79 +314,103 @@ def _segment(meta, s0, wf, pf, v, st, out, u, p, q):
     vmm_sigma = pf[meta[s0 + S_VMM]]
     o0 = meta[s0 + S_DSTOFF]
     # DAC
+    scale_in = 1.0
     if dq > 0:
         inv = 1.0 / dstep
         lim = float(dq)
-        for i in range(n_in):
-            c = np.rint(v[i] * inv)
-            if c > lim:
-                c = lim
-            elif c < -lim:
-                c = -lim
-            u[i] = np.float32(c)
         scale_in = dstep
+        for k in range(nb):
+            for i in range(n_in):
+                c = np.rint(V[k, i] * inv)
+                if c > lim:
+                    c = lim
+                elif c < -lim:
+                    c = -lim
+                U[k, i] = np.float32(c)
     else:
-        for i in range(n_in):
-            u[i] = np.float32(v[i])
-        scale_in = 1.0
+        for k in range(nb):
+            for i in range(n_in):
+                U[k, i] = np.float32(V[k, i])
     nblk = (n_in + tr - 1) // tr
-    qs = q[:n_out]          # the segment's digital sum
-    ps = p[:n_out]          # one tile's analog partial sums
-    vs = p[n_out:2 * n_out]  # one tile's read-noise variances (p has room: see plan max_w)
-    for j in range(n_out):
-        qs[j] = 0.0
+    for k in range(nb):
+        for j in range(n_out):
+            Q[k, j] = 0.0
+    g = G[:n_out]
     for blk in range(nblk):
         r0 = blk * tr
         r1 = min(n_in, r0 + tr)
-        for j in range(n_out):
-            ps[j] = np.float32(0.0)
+        for k in range(nb):
+            pk = P[k, :n_out]
+            for j in range(n_out):
+                pk[j] = np.float32(0.0)
         for i in range(r0, r1):
-            ui = u[i]
-            if ui != 0.0:
-                row = wf[w_off + i * n_out:w_off + (i + 1) * n_out]
-                for j in range(n_out):
-                    ps[j] += row[j] * ui
-        if var_off >= 0:
-            for j in range(n_out):
-                vs[j] = np.float32(0.0)
-            for i in range(r0, r1):
-                ui = u[i]
+            row = wf[w_off + i * n_out:w_off + (i + 1) * n_out]
+            for k in range(nb):
+                ui = U[k, i]
                 if ui != 0.0:
-                    u2 = ui * ui
-                    vrow = wf[var_off + i * n_out:var_off + (i + 1) * n_out]
+                    pk = P[k, :n_out]
                     for j in range(n_out):
-                        vs[j] += vrow[j] * u2
-            for j in range(n_out):
-                if vs[j] > 0.0:
-                    ps[j] = np.float32(float(ps[j]) + math.sqrt(float(vs[j])) * _gauss(st))
+                        pk[j] += row[j] * ui
+        if var_off >= 0:
+            for k in range(nb):
+                vk = VS[k, :n_out]
+                for j in range(n_out):
+                    vk[j] = np.float32(0.0)
+            for i in range(r0, r1):
+                vrow = wf[var_off + i * n_out:var_off + (i + 1) * n_out]
+                for k in range(nb):
+                    ui = U[k, i]
+                    if ui != 0.0:
+                        u2 = ui * ui
+                        vk = VS[k, :n_out]
+                        for j in range(n_out):
+                            vk[j] += vrow[j] * u2
+            for k in range(nb):
+                fill_normals(rng[bidx[k], slot], g, n_out)
+                pk = P[k, :n_out]
+                vk = VS[k, :n_out]
+                for j in range(n_out):
+                    pk[j] = np.float32(float(pk[j]) + math.sqrt(float(vk[j])) * g[j])
         if adc_off >= 0:
             steps = pf[adc_off + blk * n_out:adc_off + (blk + 1) * n_out]
-            for j in range(n_out):
-                step = steps[j]
-                x = float(ps[j]) / step
+            for k in range(nb):
+                pk = P[k, :n_out]
+                qk = Q[k, :n_out]
                 if anz > 0.0:
-                    x += anz * _gauss(st)
-                c = np.rint(x)
-                if c > aq:
-                    c = aq
-                elif c < -aq:
-                    c = -aq
-                qs[j] += c * step
+                    fill_normals(rng[bidx[k], slot], g, n_out)
+                    for j in range(n_out):
+                        x = float(pk[j]) / steps[j] + anz * g[j]
+                        c = min(max(np.rint(x), -aq), aq)
+                        qk[j] += c * steps[j]
+                else:
+                    for j in range(n_out):
+                        x = float(pk[j]) / steps[j]
+                        c = min(max(np.rint(x), -aq), aq)
+                        qk[j] += c * steps[j]
+        else:
+            for k in range(nb):
+                pk = P[k, :n_out]
+                qk = Q[k, :n_out]
+                for j in range(n_out):
+                    qk[j] += float(pk[j])
+    sw = pf[sw_off:sw_off + n_out]
+    for k in range(nb):
+        qk = Q[k, :n_out]
+        ok = out[k, o0:o0 + n_out]
+        if vmm_sigma > 0.0:
+            fill_normals(rng[bidx[k], slot], g, n_out)
+            for j in range(n_out):
+                ok[j] += qk[j] * sw[j] * scale_in + vmm_sigma * g[j]
         else:
             for j in range(n_out):
-                qs[j] += float(ps[j])
-    for j in range(n_out):
-        val = q[j] * pf[sw_off + j] * scale_in
-        if vmm_sigma > 0.0:
-            val += vmm_sigma * _gauss(st)
-        out[o0 + j] += val
+                ok[j] += qk[j] * sw[j] * scale_in
 
 
 # ------------------------------------------------------------------------------ interpreter
 def scratch(meta):
-    """Scratch buffers for :func:`run_program` (float32 [3 w], float64 [5 w])."""
+    """Scratch buffers for :func:`run_program`: float32 [3, BB, w], float64 [5, BB, w]."""
     w = int(meta[2])
-    return np.empty(3 * w, np.float32), np.empty(5 * w, np.float64)
+    return np.empty((3, BB, w), np.float32), np.empty((5, BB, w + 1), np.float64)
 
 
 @njit(cache=True, error_model="numpy")
@@ -346,13 +423,17 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
     max_w = meta[2]
     B = env.shape[0]
     T = env.shape[1]
-    u = s32[:max_w]
-    p = s32[max_w:3 * max_w]
-    q = s64[:max_w]
-    zx = s64[max_w:2 * max_w]
-    zh = s64[2 * max_w:3 * max_w]
-    zr = s64[3 * max_w:4 * max_w]
-    v = s64[4 * max_w:5 * max_w]
+    U = s32[0]
+    P = s32[1]
+    VS = s32[2]
+    Q = s64[0]
+    ZX = s64[1]
+    ZH = s64[2]
+    ZR = s64[3]
+    V = s64[4]
+    G = np.empty(max_w, np.float64)
+    bidx = np.empty(BB, np.int64)
+    tidx = np.empty(BB, np.int64)
     for li in range(n_layers):
         r = 8 + li * LREC
         op = meta[r + L_OP]
@@ -373,7 +454,10 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
             for b in range(B):
                 for t in range(T):
                     for j in range(xw):
-                        env[b, t, yo + j] = np.float32(_act(code, float(env[b, t, xo + j]), a, bb))
+                        V[0, j] = float(env[b, t, xo + j])
+                    _act_vec(code, V[0], ZX[0], xw, a, bb)
+                    for j in range(xw):
+                        env[b, t, yo + j] = np.float32(ZX[0, j])
             continue
         if op == OP_SOFTMAX or op == OP_LOGSOFTMAX:
             for b in range(B):
@@ -395,21 +479,26 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
         bias_off = meta[r + L_BIAS]
         slot = meta[r + L_RNG]
         if op == OP_DENSE:
-            for b in range(B):
-                st = rng[b, slot]
-                for t in range(T):
-                    for j in range(yw):
-                        zx[j] = 0.0
-                    for i in range(xw):
-                        v[i] = float(env[b, t, xo + i])
-                    if nseg == 0:  # a bias-only layer (ONNX Add without MatMul)
+            for t in range(T):
+                for b0 in range(0, B, BB):
+                    nb = min(BB, B - b0)
+                    for k in range(nb):
+                        bidx[k] = b0 + k
                         for j in range(yw):
-                            zx[j] = v[j]
-                    for k in range(nseg):
-                        _segment(meta, seg_base + (seg0 + k) * SREC, wf, pf, v, st, zx, u, p, q)
-                    for j in range(yw):
-                        bj = pf[bias_off + j] if bias_off >= 0 else 0.0
-                        env[b, t, yo + j] = np.float32(zx[j] + bj)
+                            ZX[k, j] = 0.0
+                        for i in range(xw):
+                            V[k, i] = float(env[b0 + k, t, xo + i])
+                    if nseg == 0:  # a bias-only layer (ONNX Add without MatMul)
+                        for k in range(nb):
+                            for j in range(yw):
+                                ZX[k, j] = V[k, j]
+                    for kk in range(nseg):
+                        _segment_batch(meta, seg_base + (seg0 + kk) * SREC, wf, pf, V, nb, rng,
+                                       bidx, slot, ZX, U, P, VS, Q, G)
+                    for k in range(nb):
+                        for j in range(yw):
+                            bj = pf[bias_off + j] if bias_off >= 0 else 0.0
+                            env[b0 + k, t, yo + j] = np.float32(ZX[k, j] + bj)
             continue
         # ---- recurrent layer (one direction)
         H = meta[r + L_H]
@@ -422,112 +511,140 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
         lbr = meta[r + L_LBR]
         peep = meta[r + L_PEEP]
         cout = meta[r + L_COUT]
-        G = 4 if op == OP_LSTM else (3 if op == OP_GRU else 1)
-        for b in range(B):
-            st = rng[b, slot]
-            L = lens[b]
-            for k in range(T):
-                if k >= L:
-                    for j in range(H):
-                        env[b, k, yo + j] = np.float32(0.0)
-                        if cout >= 0:
-                            env[b, k, cout + j] = np.float32(0.0)
+        G4 = 4 if op == OP_LSTM else (3 if op == OP_GRU else 1)
+        for kstep in range(T):
+            for b0 in range(0, B, BB):
+                nb = 0
+                for b in range(b0, min(B, b0 + BB)):
+                    L = lens[b]
+                    if kstep >= L:
+                        for j in range(H):
+                            env[b, kstep, yo + j] = np.float32(0.0)
+                            if cout >= 0:
+                                env[b, kstep, cout + j] = np.float32(0.0)
+                        continue
+                    bidx[nb] = b
+                    tidx[nb] = (L - 1 - kstep) if rev == 1 else kstep
+                    nb += 1
+                if nb == 0:
                     continue
-                t = (L - 1 - k) if rev == 1 else k
-                for j in range(G * H):
-                    zx[j] = 0.0
-                    zh[j] = 0.0
-                for j in range(H):
-                    zr[j] = 0.0
+                for k in range(nb):
+                    for j in range(G4 * H):
+                        ZX[k, j] = 0.0
+                        ZH[k, j] = 0.0
+                    for j in range(H):
+                        ZR[k, j] = 0.0
                 for kk in range(nseg):
                     s0 = seg_base + (seg0 + kk) * SREC
                     src = meta[s0 + S_SRC]
-                    dst = meta[s0 + S_DST]
                     n_in = meta[s0 + S_IN]
                     if src == SRC_X:
-                        for i in range(n_in):
-                            v[i] = float(env[b, t, xo + i])
+                        for k in range(nb):
+                            for i in range(n_in):
+                                V[k, i] = float(env[bidx[k], tidx[k], xo + i])
+                        _segment_batch(meta, s0, wf, pf, V, nb, rng, bidx, slot, ZX, U, P, VS,
+                                       Q, G)
                     elif src == SRC_H:
-                        for i in range(n_in):
-                            v[i] = state[b, so + i]
-                    else:
-                        continue  # r*h: needs r first (GRU, below)
-                    if dst == DST_ZX:
-                        _segment(meta, s0, wf, pf, v, st, zx, u, p, q)
-                    else:
-                        _segment(meta, s0, wf, pf, v, st, zh, u, p, q)
+                        for k in range(nb):
+                            for i in range(n_in):
+                                V[k, i] = state[bidx[k], so + i]
+                        _segment_batch(meta, s0, wf, pf, V, nb, rng, bidx, slot, ZH, U, P, VS,
+                                       Q, G)
                 if op == OP_LSTM:
-                    # zx <- pre-activations of the 4 gates; zh, zr, q: gate values / scratch
-                    for j in range(4 * H):
-                        zx[j] = zx[j] + zh[j] + pf[bias_off + j]
-                    cp = state[b, so + H:so + 2 * H]
-                    if peep >= 0:
+                    for k in range(nb):
+                        b = bidx[k]
+                        t = tidx[k]
+                        zx = ZX[k]
+                        zh = ZH[k]
+                        zr = ZR[k]
+                        for j in range(4 * H):
+                            zx[j] = zx[j] + zh[j] + pf[bias_off + j]
+                        cp = state[b, so + H:so + 2 * H]
+                        if peep >= 0:
+                            for j in range(H):
+                                zx[j] += pf[peep + j] * cp[j]
+                                zx[2 * H + j] += pf[peep + 2 * H + j] * cp[j]
+                        _clip_vec(zx[0:H], H, clip)
+                        _clip_vec(zx[2 * H:4 * H], 2 * H, clip)
+                        ig = zh[0:H]
+                        fg = zh[H:2 * H]
+                        cg = zh[2 * H:3 * H]
+                        _act_vec(a0, zx[0:H], ig, H, pf[ap], pf[ap + 1])
+                        if inp_forget == 1:
+                            for j in range(H):
+                                fg[j] = 1.0 - ig[j]
+                        else:
+                            _act_vec(a0, zx[2 * H:3 * H], fg, H, pf[ap], pf[ap + 1])
+                        _act_vec(a1, zx[3 * H:4 * H], cg, H, pf[ap + 2], pf[ap + 3])
                         for j in range(H):
-                            zx[j] += pf[peep + j] * cp[j]
-                            zx[2 * H + j] += pf[peep + 2 * H + j] * cp[j]
-                    _clip_vec(zx[0:H], H, clip)            # i
-                    _clip_vec(zx[2 * H:4 * H], 2 * H, clip)  # f, c (o after its peephole)
-                    ig = zh[0:H]
-                    fg = zh[H:2 * H]
-                    cg = zh[2 * H:3 * H]
-                    _act_vec(a0, zx[0:H], ig, H, pf[ap], pf[ap + 1])
-                    if inp_forget == 1:
+                            cp[j] = fg[j] * cp[j] + ig[j] * cg[j]
+                        go = zx[H:2 * H]
+                        if peep >= 0:
+                            for j in range(H):
+                                go[j] += pf[peep + H + j] * cp[j]
+                        _clip_vec(go, H, clip)
+                        og = zh[3 * H:4 * H]
+                        _act_vec(a0, go, og, H, pf[ap], pf[ap + 1])
+                        _act_vec(a2, cp, zr, H, pf[ap + 4], pf[ap + 5])
+                        hs = state[b, so:so + H]
                         for j in range(H):
-                            fg[j] = 1.0 - ig[j]
-                    else:
-                        _act_vec(a0, zx[2 * H:3 * H], fg, H, pf[ap], pf[ap + 1])
-                    _act_vec(a1, zx[3 * H:4 * H], cg, H, pf[ap + 2], pf[ap + 3])
-                    for j in range(H):
-                        cp[j] = fg[j] * cp[j] + ig[j] * cg[j]
-                    go = zx[H:2 * H]
-                    if peep >= 0:
-                        for j in range(H):
-                            go[j] += pf[peep + H + j] * cp[j]
-                    _clip_vec(go, H, clip)
-                    og = zh[3 * H:4 * H]
-                    _act_vec(a0, go, og, H, pf[ap], pf[ap + 1])
-                    _act_vec(a2, cp, zr, H, pf[ap + 4], pf[ap + 5])
-                    hs = state[b, so:so + H]
-                    for j in range(H):
-                        hs[j] = og[j] * zr[j]
-                        env[b, t, yo + j] = np.float32(hs[j])
-                    if cout >= 0:
-                        for j in range(H):
-                            env[b, t, cout + j] = np.float32(cp[j])
+                            hs[j] = og[j] * zr[j]
+                            env[b, t, yo + j] = np.float32(hs[j])
+                        if cout >= 0:
+                            for j in range(H):
+                                env[b, t, cout + j] = np.float32(cp[j])
                 elif op == OP_GRU:
-                    # z, r gates; biases: Wb at bias_off[0:3H], Rb at bias_off[3H:6H]
-                    for j in range(H):
-                        gz = zx[j] + pf[bias_off + j] + zh[j] + pf[bias_off + 3 * H + j]
-                        gr = zx[H + j] + pf[bias_off + H + j] + zh[H + j] + pf[bias_off + 4 * H + j]
-                        zx[j] = _act(a0, _clip(gz, clip), pf[ap], pf[ap + 1])       # z
-                        zx[H + j] = _act(a0, _clip(gr, clip), pf[ap], pf[ap + 1])   # r
+                    for k in range(nb):
+                        zx = ZX[k]
+                        zh = ZH[k]
+                        for j in range(H):
+                            zx[j] = zx[j] + pf[bias_off + j] + zh[j] + pf[bias_off + 3 * H + j]
+                            zx[H + j] = (zx[H + j] + pf[bias_off + H + j] + zh[H + j]
+                                         + pf[bias_off + 4 * H + j])
+                        _clip_vec(zx[0:2 * H], 2 * H, clip)
+                        _act_vec(a0, zx[0:2 * H], zx[0:2 * H], 2 * H, pf[ap], pf[ap + 1])
                     if lbr == 0:
-                        for i in range(H):
-                            v[i] = zx[H + i] * state[b, so + i]
+                        for k in range(nb):
+                            for i in range(H):
+                                V[k, i] = ZX[k, H + i] * state[bidx[k], so + i]
                         for kk in range(nseg):
                             s0 = seg_base + (seg0 + kk) * SREC
                             if meta[s0 + S_SRC] == SRC_RH:
-                                _segment(meta, s0, wf, pf, v, st, zr, u, p, q)
-                    for j in range(H):
-                        hprev = state[b, so + j]
-                        if lbr == 1:
-                            gh = (zx[2 * H + j] + pf[bias_off + 2 * H + j]
-                                  + zx[H + j] * (zh[2 * H + j] + pf[bias_off + 5 * H + j]))
-                        else:
-                            gh = zx[2 * H + j] + pf[bias_off + 2 * H + j] + zr[j] + \
-                                pf[bias_off + 5 * H + j]
-                        hh = _act(a1, _clip(gh, clip), pf[ap + 2], pf[ap + 3])
-                        zh[j] = (1.0 - zx[j]) * hh + zx[j] * hprev
-                    for j in range(H):
-                        state[b, so + j] = zh[j]
-                        env[b, t, yo + j] = np.float32(zh[j])
+                                _segment_batch(meta, s0, wf, pf, V, nb, rng, bidx, slot, ZR, U,
+                                               P, VS, Q, G)
+                    for k in range(nb):
+                        b = bidx[k]
+                        t = tidx[k]
+                        zx = ZX[k]
+                        zh = ZH[k]
+                        zr = ZR[k]
+                        hg = V[k]
+                        for j in range(H):
+                            if lbr == 1:
+                                hg[j] = (zx[2 * H + j] + pf[bias_off + 2 * H + j]
+                                         + zx[H + j] * (zh[2 * H + j] + pf[bias_off + 5 * H + j]))
+                            else:
+                                hg[j] = (zx[2 * H + j] + pf[bias_off + 2 * H + j] + zr[j]
+                                         + pf[bias_off + 5 * H + j])
+                        _clip_vec(hg, H, clip)
+                        _act_vec(a1, hg, zr, H, pf[ap + 2], pf[ap + 3])
+                        hs = state[b, so:so + H]
+                        for j in range(H):
+                            hs[j] = (1.0 - zx[j]) * zr[j] + zx[j] * hs[j]
+                            env[b, t, yo + j] = np.float32(hs[j])
                 else:  # RNN
-                    for j in range(H):
-                        g = zx[j] + zh[j] + pf[bias_off + j]
-                        zr[j] = _act(a0, _clip(g, clip), pf[ap], pf[ap + 1])
-                    for j in range(H):
-                        state[b, so + j] = zr[j]
-                        env[b, t, yo + j] = np.float32(zr[j])
+                    for k in range(nb):
+                        b = bidx[k]
+                        t = tidx[k]
+                        zx = ZX[k]
+                        zh = ZH[k]
+                        for j in range(H):
+                            zx[j] = zx[j] + zh[j] + pf[bias_off + j]
+                        _clip_vec(zx, H, clip)
+                        hs = state[b, so:so + H]
+                        _act_vec(a0, zx, hs, H, pf[ap], pf[ap + 1])
+                        for j in range(H):
+                            env[b, t, yo + j] = np.float32(hs[j])
 
 
 @njit(cache=True, error_model="numpy")
