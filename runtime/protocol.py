@@ -27,7 +27,7 @@ __all__ = [
     "VERSION", "OPS", "REQUEST_OPS", "NOTICE_OPS", "KINDS", "DTYPES", "ERROR_CODES",
     "MAX_HEADER_BYTES", "MAX_STREAM_ID", "MAX_SEQ", "MAX_RID", "MAX_SEED",
     "ProtocolError", "pack", "unpack_header", "get_int", "get_str", "get_str_list",
-    "payload_array",
+    "payload_array", "frame_nbytes", "split_batch",
 ]
 
 VERSION = 1
@@ -80,6 +80,8 @@ MAX_RID = 2 ** 63 - 1
 MAX_SEED = 2 ** 63 - 1
 MAX_NAME_CHARS = 256          # profile names, override strings
 MAX_OVERRIDES = 64
+MAX_BATCH_ITEMS = 1024
+"""Most replies (or requests) in one ``batch`` message."""
 
 
 class ProtocolError(Exception):
@@ -184,6 +186,27 @@ def get_str_list(hdr: dict, key: str, max_items: int = MAX_OVERRIDES) -> list[st
     return v
 
 
+_ITEMSIZE = {F32: 4, I16: 2}
+
+
+def frame_nbytes(hdr: Any) -> int:
+    """Payload bytes a frame request's ``dtype`` and ``shape`` declare (no stream checks)."""
+    if type(hdr) is not dict:
+        raise ProtocolError(BAD_FIELD, "request is not a map")
+    size = _ITEMSIZE.get(hdr.get("dtype")) if type(hdr.get("dtype")) is str else None
+    if size is None:
+        raise ProtocolError(BAD_PAYLOAD, f"dtype {hdr.get('dtype')!r}: expected one of "
+                                         f"{', '.join(_ITEMSIZE)}"[:200])
+    shape = hdr.get("shape")
+    if (type(shape) is not list or not 1 <= len(shape) <= 2
+            or not all(type(d) is int and 0 <= d < 2 ** 31 for d in shape)):
+        raise ProtocolError(BAD_PAYLOAD, f"shape must be a list of 1 or 2 non-negative "
+                                         f"integers, got {shape!r}"[:200])
+    for d in shape:
+        size *= d
+    return size
+
+
 def payload_array(hdr: dict, payload: bytes, kind: str, features: int, max_rows: int
                   ) -> np.ndarray:
     """Check a ``frame`` message's ``dtype``/``shape`` against the stream and the payload size
@@ -226,3 +249,25 @@ def payload_array(hdr: dict, payload: bytes, kind: str, features: int, max_rows:
         if not np.isfinite(x).all():
             raise ProtocolError(BAD_PAYLOAD, "frames contain NaN or infinity")
     return x
+
+
+def split_batch(hdr: dict, payload: bytes | memoryview | None) -> list[tuple[dict, Any]]:
+    """A reply message -> ``[(header, payload bytes or None), ...]``: one item for a plain
+    reply, one per entry of a ``batch`` (whose payload is the items' payloads back to back;
+    an item has a payload exactly when it has ``shape``)."""
+    if hdr.get("op") != "batch":
+        return [(hdr, payload)]
+    buf = memoryview(payload if payload is not None else b"")
+    out = []
+    off = 0
+    for h in hdr.get("r") or ():
+        if type(h) is dict and "shape" in h:
+            n = frame_nbytes(dict(h, dtype=h.get("dtype", F32)))
+            out.append((h, buf[off:off + n]))
+            off += n
+        else:
+            out.append((h, None))
+    if off != len(buf):
+        raise ProtocolError(BAD_PAYLOAD, f"batch reply payload is {len(buf)} bytes; its items "
+                                         f"need {off}")
+    return out

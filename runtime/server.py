@@ -234,6 +234,7 @@ class Server:
         self._peer_ping: dict[bytes, float] = {}
         self._queued = 0
         self._n_ready = 0
+        self._out: dict[bytes, tuple[list, list]] = {}
         self._stop_requests = 0
         self._draining = False
         self._drain_t0 = 0.0
@@ -280,6 +281,7 @@ class Server:
                 raise
             raise P.ProtocolError(P.BAD_PROFILE, str(e)[:500]) from None
         slot = _Slot(key, eng, dev.profile.name)
+        self._warm_up(eng)
         log.info("programmed device %s (overrides %s, votes %d) in %.0f ms", dev.profile.name,
                  list(overrides), votes, 1e3 * (time.perf_counter() - t0))
         self._slots[key] = slot
@@ -287,6 +289,18 @@ class Server:
             self._default_key = key
         self._evict_engines()
         return slot
+
+    def _warm_up(self, eng: Engine) -> None:
+        """Step a throwaway stream once so numba compiles (or loads its cache) now, not on
+        the first client's frame."""
+        if self._why_not is not None:
+            return
+        try:
+            es = eng.stream(seed=0)
+            eng.step_many_all([es], np.zeros((1, self.features), np.float32))
+            es.close()
+        except Exception:  # the first real step will report it
+            log.exception("engine warm-up failed")
 
     def _evict_engines(self) -> None:
         while len(self._slots) > self.cfg.max_engines:
@@ -374,29 +388,35 @@ class Server:
         if self.sock is None:
             self.bind()
         sock = self.sock
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
+        sock.setsockopt(zmq.RCVTIMEO, 100)
         try:
             while True:
                 if self._stop_requests and not self._draining:
                     self._begin_drain()
+                    sock.setsockopt(zmq.RCVTIMEO, 20)
                 if self._stop_requests > 1:
                     log.warning("second stop request: exiting with %d frames unanswered",
                                 self._queued)
                     break
                 if not self._n_ready:
-                    timeout = 20 if self._draining else 100
-                    if not poller.poll(timeout):
+                    # nothing to step: block (with a timeout) for the next message
+                    try:
+                        parts = sock.recv_multipart()
+                    except zmq.Again:
                         self._housekeeping()
+                        self._flush()
                         if self._draining and self._drained():
                             break
                         continue
+                    self._last_rx = time.monotonic()
+                    self._handle(parts)
                 self._receive()
                 if self.cfg.batch_window_us and self._n_ready:
                     self._wait_window()
                 if self._n_ready:
                     self._step_all()
                 self._housekeeping()
+                self._flush()
                 if self._draining and self._drained():
                     break
             self._say_goodbye()
@@ -446,6 +466,8 @@ class Server:
             payload = parts[2] if len(parts) == 3 else None
             if op == "frame":
                 self._op_frame(peer, hdr, payload, t0)
+            elif op == "batch":
+                self._op_batch(peer, hdr, payload, t0)
             elif op == "open":
                 self._no_payload(payload, op)
                 self._op_open(peer, hdr)
@@ -475,24 +497,47 @@ class Server:
         if payload is not None:
             raise P.ProtocolError(P.BAD_MESSAGE, f"op {op!r} takes no payload frame")
 
-    def _send(self, peer: bytes, hdr: dict, payload=None) -> None:
+    def _send(self, peer: bytes, hdr: dict, payload=b"") -> None:
+        """Queue a reply; :meth:`_flush` sends each peer's replies of this loop iteration as
+        one message (a ``batch`` when there are several)."""
+        q = self._out.get(peer)
+        if q is None:
+            self._out[peer] = ([hdr], [payload])
+        else:
+            q[0].append(hdr)
+            q[1].append(payload)
+            if len(q[0]) >= P.MAX_BATCH_ITEMS:
+                self._flush_peer(peer, q)
+                del self._out[peer]
+
+    def _flush(self) -> None:
+        if self._out:
+            for peer, q in self._out.items():
+                self._flush_peer(peer, q)
+            self._out.clear()
+
+    def _flush_peer(self, peer: bytes, q) -> None:
+        hdrs, pays = q
+        if len(hdrs) == 1:
+            h = hdrs[0]
+            h["v"] = P.VERSION
+            frames = (peer, P.pack(h), pays[0]) if "shape" in h else (peer, P.pack(h))
+        else:
+            frames = (peer, P.pack({"v": P.VERSION, "op": "batch", "r": hdrs}), b"".join(pays))
         try:
-            if payload is None:
-                self.sock.send_multipart((peer, P.pack(hdr)), zmq.NOBLOCK)
-            else:
-                self.sock.send_multipart((peer, P.pack(hdr), payload), zmq.NOBLOCK, copy=False)
+            self.sock.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
-            self.counters["dropped_replies"] += 1
-            log.warning("client %s does not read its replies: reply dropped", peer.hex())
+            self.counters["dropped_replies"] += len(hdrs)
+            log.warning("client %s does not read its replies: %d replies dropped", peer.hex(),
+                        len(hdrs))
         except zmq.ZMQError as e:
             if e.errno == zmq.EHOSTUNREACH:
-                self.counters["unreachable_replies"] += 1
-                log.debug("client %s is gone: reply dropped", peer.hex())
+                self.counters["unreachable_replies"] += len(hdrs)
+                log.debug("client %s is gone: %d replies dropped", peer.hex(), len(hdrs))
             else:
                 raise
 
-    def _reply(self, peer: bytes, req: dict | None, hdr: dict, payload=None) -> None:
-        hdr["v"] = P.VERSION
+    def _reply(self, peer: bytes, req: dict | None, hdr: dict, payload=b"") -> None:
         if req is not None:
             for k in ("id", "seq", "rid"):
                 v = req.get(k)
@@ -557,7 +602,47 @@ class Server:
             raise P.ProtocolError(P.UNKNOWN_STREAM, f"stream {sid} {why}")
         return st
 
-    def _op_frame(self, peer: bytes, hdr: dict, payload, t0: int) -> None:
+    def _op_batch(self, peer: bytes, hdr: dict, payload, t0: int) -> None:
+        """Frame requests of several streams in one message: ``r`` lists their headers, the
+        payload is their payloads back to back. Each item is answered on its own."""
+        items = hdr.get("r")
+        if type(items) is not list or not items:
+            raise P.ProtocolError(P.BAD_FIELD, "header field 'r' must be a non-empty list of "
+                                               "frame request maps")
+        if len(items) > P.MAX_BATCH_ITEMS:
+            raise P.ProtocolError(P.TOO_LARGE, f"batch of {len(items)} requests; at most "
+                                               f"{P.MAX_BATCH_ITEMS}")
+        buf = memoryview(payload if payload is not None else b"")
+        sizes = []
+        fail = None
+        for it in items:
+            try:
+                sizes.append(P.frame_nbytes(it))
+            except P.ProtocolError as e:
+                fail = f"batch item {len(sizes)}: {e.msg}"
+                break
+        if fail is None and sum(sizes) != len(buf):
+            fail = (f"batch payload is {len(buf)} bytes but its items' dtypes and shapes "
+                    f"need {sum(sizes)}")
+        off = 0
+        for i, it in enumerate(items):
+            try:
+                if type(it) is not dict:
+                    raise P.ProtocolError(P.BAD_FIELD, f"batch item {i} is not a map")
+                if it.get("op") != "frame":
+                    raise P.ProtocolError(P.UNKNOWN_OP, f"batch item {i}: only 'frame' requests "
+                                                        f"can be batched")
+                if fail is None:
+                    piece = buf[off:off + sizes[i]]
+                    off += sizes[i]
+                    self._op_frame(peer, it, piece, t0)
+                else:
+                    self._op_frame(peer, it, None, t0, fail)
+            except P.ProtocolError as e:
+                self._error(peer, it if type(it) is dict else None, e.code, e.msg)
+
+    def _op_frame(self, peer: bytes, hdr: dict, payload, t0: int,
+                  fail: str | None = None) -> None:
         sid = P.get_int(hdr, "id", 0, P.MAX_STREAM_ID)
         seq = P.get_int(hdr, "seq", 0, P.MAX_SEQ)
         rid = hdr.get("rid")
@@ -573,6 +658,8 @@ class Server:
         if self._draining:
             raise P.ProtocolError(P.SHUTTING_DOWN, "the server is shutting down: frame not "
                                                    "queued")
+        if fail is not None:
+            raise P.ProtocolError(P.BAD_PAYLOAD, fail)
         if payload is None:
             raise P.ProtocolError(P.BAD_MESSAGE, "a frame message needs a payload frame")
         if st.kind == P.FEATURES:
@@ -720,7 +807,7 @@ class Server:
         width = st.slot.width
         now = time.perf_counter_ns()
         srv_us = (now - w.t0) // 1000
-        hdr = {"v": P.VERSION, "op": "frame", "id": st.sid, "seq": w.seq, "f0": w.f0,
+        hdr = {"op": "frame", "id": st.sid, "seq": w.seq, "f0": w.f0,
                "n": w.n, "dtype": P.F32, "shape": [w.n, width], "cls": w.cls or [],
                "lat_ns": w.lat, "e_pJ": w.e, "srv_us": srv_us}
         if w.rid is not None:
@@ -748,7 +835,7 @@ class Server:
     def _finish_close(self, st: _Stream, w: _Work) -> None:
         self._remove(st, "was closed")
         self.counters["closed"] += 1
-        hdr = {"v": P.VERSION, "op": "close", "id": st.sid, "frames": st.frames,
+        hdr = {"op": "close", "id": st.sid, "frames": st.frames,
                "messages": st.next_seq, "e_pJ": st.e_pJ, "lat_ns": st.lat_ns,
                "cls": st.es.last_class, "seed": st.es.seed}
         if w.rid is not None:
@@ -787,7 +874,7 @@ class Server:
             self.counters["evicted"] += 1
             log.info("evicted stream %d of client %s after %.1f s idle", st.sid, st.peer.hex(),
                      idle_s)
-            self._send(st.peer, {"v": P.VERSION, "op": "evicted", "id": st.sid,
+            self._send(st.peer, {"op": "evicted", "id": st.sid,
                                  "reason": "idle", "idle_s": round(idle_s, 3),
                                  "frames": st.frames, "messages": st.next_seq})
         if len(pings) > 4 * self.cfg.max_streams or idle:
@@ -815,7 +902,8 @@ class Server:
         for st in list(self._streams.values()):
             self._remove(st, "was closed by the server shutdown")
         for peer, sids in peers.items():
-            self._send(peer, {"v": P.VERSION, "op": "shutdown", "ids": sids[:4096]})
+            self._send(peer, {"op": "shutdown", "ids": sids[:4096]})
+        self._flush()
 
     # ---------------------------------------------------------------------------- reports
     def info(self) -> dict[str, Any]:
