@@ -152,6 +152,43 @@ def cmd_convert(args) -> int:
     return EXIT_OK
 
 
+def cmd_sweep(args) -> int:
+    from . import sweep as S
+    grid = S.Grid()
+    for a in args.grid or []:
+        try:
+            grid.add(*S.parse_axis(a))
+        except ValueError as e:
+            raise CliError(str(e), EXIT_USAGE) from None
+    seeds = [int(v) for v in args.seeds.split(",")]
+    votes = [int(v) for v in args.votes.split(",")]
+    for p in (args.model, args.data):
+        if not Path(p).exists():
+            raise CliError(f"{p}: no such file")
+    # validate every grid point's profile before starting workers
+    from nvmstream.devices import load_profile
+    for pt in grid.points():
+        load_profile(args.profile, dict(pt) or None)
+    jobs = S.make_jobs(args.model, args.data, args.profile, grid, seeds, votes, args.limit,
+                       args.calibration)
+    rows = S.run_sweep(jobs, workers=args.workers, dask_address=args.dask,
+                       progress=not args.quiet)
+    S.write_csv(rows, args.out)
+    keys = [f for fields, _ in grid.axes for f in fields[:1]] + ["votes"]
+    for r in S.summarize(rows, keys):
+        print("  ".join(f"{k}={r[k]}" for k in keys) +
+              f"  accuracy {100 * r['accuracy_mean']:6.2f}% +- {100 * r['accuracy_std']:.2f}"
+              f"  ({r['seeds']} seeds)  {r['energy_pJ_per_inference']:.4g} pJ/inference")
+    print(f"wrote {args.out} ({len(rows)} rows)")
+    if args.plot:
+        x = keys[0] if grid.axes else "votes"
+        series = [k for k in keys if k != x]
+        if S.plot(rows, x, series, args.plot, title=Path(args.model).name,
+                  logx=args.logx):
+            print(f"wrote {args.plot}")
+    return EXIT_OK
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
     run_bench(args.out, quick=args.quick, energy=args.energy, server=not args.no_server)
@@ -219,6 +256,25 @@ def build_parser() -> argparse.ArgumentParser:
                                          "N(0,1) inputs with a warning)")
     s.add_argument("--bits", type=int, default=4, help="weight code bits stored (2..8)")
     s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("sweep", help="accuracy over a grid of profile overrides x seeds x votes")
+    s.add_argument("model", help="MODEL.onnx or MODEL.nvm")
+    s.add_argument("--data", required=True, help="DATA.npz with x_test, y_test[, lengths_test]")
+    s.add_argument("--profile", "-p", default="int4", help="base device profile")
+    s.add_argument("--grid", action="append", metavar="FIELD[+FIELD]=V1,V2,...",
+                   help="a grid axis, e.g. adc.bits=2,4,8 or weights.bits+dac.bits=2,4 "
+                        "(repeatable; axes multiply)")
+    s.add_argument("--seeds", default="0", help="device seeds, comma separated")
+    s.add_argument("--votes", default="1", help="vote counts, comma separated")
+    s.add_argument("--limit", type=int, help="use the first N test sequences")
+    s.add_argument("--calibration", help="calibration .npy/.npz (default: the data's x_train)")
+    s.add_argument("--workers", type=int, default=None, help="local processes (default: cores)")
+    s.add_argument("--dask", metavar="ADDRESS", help="run on a Dask cluster (scheduler address)")
+    s.add_argument("--out", default="sweep.csv", help="CSV output")
+    s.add_argument("--plot", help="PNG plot of accuracy against the first axis")
+    s.add_argument("--logx", action="store_true", help="log scale for the plot's x axis")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("bench", help="benchmarks: engine vs onnxruntime, server round trips, "
                                      "energy; prints tables and writes JSON")
