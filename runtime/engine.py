@@ -75,6 +75,9 @@ class Engine:
         self._next_stream = 0
         self._out_names = [o.name for o in self.model.outputs]
         self._scratch = K.scratch(self.plan.meta)
+        self._pool_state = np.zeros((0, self.plan.state_width))
+        self._pool_rng = np.zeros((0, self.plan.rng_slots, 4), np.uint64)
+        self._free: list[int] = []
         unit, geom = step_costs(self.model, self.plan)
         self.ledger = Ledger(unit, geom)
         self._rec_names = {l.name for l in self.model.recurrent_layers}
@@ -122,14 +125,34 @@ class Engine:
         return st.reshape(len(stream_seeds) * k, slots, 4)
 
     def _exec(self, x_btf: np.ndarray, lens: np.ndarray, state: np.ndarray,
-              rng: np.ndarray) -> np.ndarray:
-        """x [N, T, F] (N = streams x votes rows) -> env [N, T, E]."""
+              rng: np.ndarray, srow: np.ndarray | None = None) -> np.ndarray:
+        """x [N, T, F] (N = streams x votes rows) -> env [N, T, E]; row b's state and random
+        states live in ``state[srow[b]]``/``rng[srow[b]]``."""
         n, t, f = x_btf.shape
         env = np.zeros((n, t, self.plan.env_width), np.float32)
         env[:, :, :f] = x_btf
-        K.run_program(self.plan.meta, self.plan.wf, self.plan.pf, env, lens, state, rng,
+        if srow is None:
+            srow = np.arange(n, dtype=np.int64)
+        K.run_program(self.plan.meta, self.plan.wf, self.plan.pf, env, lens, state, rng, srow,
                       *self._scratch)
         return env
+
+    # ----------------------------------------------------------------------- stream pool
+    def _alloc_rows(self) -> int:
+        """K consecutive rows of the stream pool (state + random states) for a new stream."""
+        k = self.votes
+        if not self._free:
+            cap = self._pool_state.shape[0]
+            new = max(16, cap) // k * k or k
+            self._pool_state = np.concatenate(
+                [self._pool_state, np.zeros((new, self.plan.state_width))])
+            self._pool_rng = np.concatenate(
+                [self._pool_rng, np.zeros((new, self.plan.rng_slots, 4), np.uint64)])
+            self._free.extend(range(cap, cap + new, k))
+        return self._free.pop()
+
+    def _release_rows(self, row0: int) -> None:
+        self._free.append(row0)
 
     def _tensor(self, env: np.ndarray, name: str) -> np.ndarray:
         o, w = self.plan.offsets[name], self.plan.widths[name]
@@ -268,21 +291,14 @@ class Engine:
                 raise NvmInputError(f"stream {s.seed} is closed")
         x, _ = self._check_x(frames[:, None, :])
         k = self.votes
-        if n == 1:
-            state, rng = streams[0].state, streams[0].rng
-        else:
-            state = np.concatenate([s.state for s in streams])
-            rng = np.concatenate([s.rng for s in streams])
+        row0 = np.fromiter((s._row0 for s in streams), np.int64, n)
+        srow = (row0[:, None] + np.arange(k)).reshape(-1) if k > 1 else row0
         xr = np.repeat(x, k, axis=0) if k > 1 else x
-        env = self._exec(xr, np.ones(n * k, np.int64), state, rng)
+        env = self._exec(xr, np.ones(n * k, np.int64), self._pool_state, self._pool_rng, srow)
         self._account(rec_steps=n * k, all_steps=n * k,
                       inferences=sum(1 for s in streams if s.steps == 0), stream_steps=n)
         for s in streams:
             s._charge()
-        if n > 1:
-            for i, s in enumerate(streams):
-                s.state[:] = state[i * k:(i + 1) * k]
-                s.rng[:] = rng[i * k:(i + 1) * k]
         out = {}
         for o in self.model.outputs:
             a = self._tensor(env, o.tensor)[:, 0]
@@ -322,8 +338,10 @@ class Stream:
         self.engine = engine
         self.seed = seed
         k = engine.votes
-        self.state = engine._init_state(k, aux, np.zeros(k, np.int64))
-        self.rng = engine._rng([seed])
+        self._row0 = engine._alloc_rows()
+        self._rows = np.arange(self._row0, self._row0 + k, dtype=np.int64)
+        engine._pool_state[self._rows] = engine._init_state(k, aux, np.zeros(k, np.int64))
+        engine._pool_rng[self._rows] = engine._rng([seed])
         self.steps = 0
         self.closed = False
         self.last_class: int | None = None
@@ -346,8 +364,9 @@ class Stream:
             raise NvmInputError(f"frame {self.steps}: expected shape ({f},), got {x_t.shape}")
         o0, o1 = eng._first_off
         out = np.empty(o1 - o0, np.float32)
-        best = K.stream_step(plan.meta, plan.wf, plan.pf, self._env, self._ones, self.state,
-                             self.rng, self._s32, self._s64, x_t, o0, o1, out)
+        best = K.stream_step(plan.meta, plan.wf, plan.pf, self._env, self._ones,
+                             eng._pool_state, eng._pool_rng, self._rows, self._s32, self._s64,
+                             x_t, o0, o1, out)
         if best < 0:
             raise NvmInputError(f"frame {self.steps}: contains NaN or infinity")
         k = eng.votes
@@ -369,5 +388,19 @@ class Stream:
     def step_all(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v[0] for k, v in self.engine.step_many_all([self], np.asarray(x_t)[None]).items()}
 
+    @property
+    def state(self) -> np.ndarray:
+        """This stream's recurrent state rows (a copy), [votes, state width]."""
+        return self.engine._pool_state[self._rows].copy()
+
     def close(self) -> None:
-        self.closed = True
+        """End the stream and give its rows back to the engine's pool."""
+        if not self.closed:
+            self.closed = True
+            self.engine._release_rows(self._row0)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass

@@ -293,11 +293,11 @@ BB = 16   # streams processed together: each weight row is read once per block o
 
 
 @njit(cache=True, error_model="numpy")
-def _segment_batch(meta, s0, wf, pf, V, nb, rng, bidx, slot, out, U, P, VS, Q, G):
+def _segment_batch(meta, s0, wf, pf, V, nb, rng, ridx, slot, out, U, P, VS, Q, G):
     """The segment's matrix-vector products for ``nb`` streams, added into ``out[:nb]``.
 
-    V[nb, n_in]: inputs (float64, model units); bidx[nb]: stream rows (their random states are
-    ``rng[bidx[k], slot]``); U, P, VS, Q: scratch [BB, w] (float32, float32, float32, float64);
+    V[nb, n_in]: inputs (float64, model units); ridx[nb]: pool rows (their random states are
+    ``rng[ridx[k], slot]``); U, P, VS, Q: scratch [BB, w] (float32, float32, float32, float64);
     G: scratch [w] (float64) for normals.
     """
     n_in = meta[s0 + S_IN]
@@ -366,7 +366,7 @@ def _segment_batch(meta, s0, wf, pf, V, nb, rng, bidx, slot, out, U, P, VS, Q, G
                         for j in range(n_out):
                             vk[j] += vrow[j] * u2
             for k in range(nb):
-                fill_normals(rng[bidx[k], slot], g, n_out)
+                fill_normals(rng[ridx[k], slot], g, n_out)
                 pk = P[k, :n_out]
                 vk = VS[k, :n_out]
                 for j in range(n_out):
@@ -377,7 +377,7 @@ def _segment_batch(meta, s0, wf, pf, V, nb, rng, bidx, slot, out, U, P, VS, Q, G
                 pk = P[k, :n_out]
                 qk = Q[k, :n_out]
                 if anz > 0.0:
-                    fill_normals(rng[bidx[k], slot], g, n_out)
+                    fill_normals(rng[ridx[k], slot], g, n_out)
                     for j in range(n_out):
                         x = float(pk[j]) / steps[j] + anz * g[j]
                         c = min(max(np.rint(x), -aq), aq)
@@ -398,7 +398,7 @@ def _segment_batch(meta, s0, wf, pf, V, nb, rng, bidx, slot, out, U, P, VS, Q, G
         qk = Q[k, :n_out]
         ok = out[k, o0:o0 + n_out]
         if vmm_sigma > 0.0:
-            fill_normals(rng[bidx[k], slot], g, n_out)
+            fill_normals(rng[ridx[k], slot], g, n_out)
             for j in range(n_out):
                 ok[j] += qk[j] * sw[j] * scale_in + vmm_sigma * g[j]
         else:
@@ -414,9 +414,11 @@ def scratch(meta):
 
 
 @njit(cache=True, error_model="numpy")
-def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
+def run_program(meta, wf, pf, env, lens, state, rng, srow, s32, s64):
     """Run every layer of the program on ``env[B, T, E]`` (see module docstring).
 
+    Batch row b keeps its recurrent state in ``state[srow[b]]`` and its random states in
+    ``rng[srow[b]]`` (a pool the caller owns, so streams need no gather/scatter);
     ``s32``/``s64``: scratch from :func:`scratch` (allocated once by the caller)."""
     n_layers = meta[0]
     seg_base = meta[1]
@@ -434,6 +436,7 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
     G = np.empty(max_w, np.float64)
     bidx = np.empty(BB, np.int64)
     tidx = np.empty(BB, np.int64)
+    ridx = np.empty(BB, np.int64)
     for li in range(n_layers):
         r = 8 + li * LREC
         op = meta[r + L_OP]
@@ -484,6 +487,7 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
                     nb = min(BB, B - b0)
                     for k in range(nb):
                         bidx[k] = b0 + k
+                        ridx[k] = srow[b0 + k]
                         for j in range(yw):
                             ZX[k, j] = 0.0
                         for i in range(xw):
@@ -494,7 +498,7 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
                                 ZX[k, j] = V[k, j]
                     for kk in range(nseg):
                         _segment_batch(meta, seg_base + (seg0 + kk) * SREC, wf, pf, V, nb, rng,
-                                       bidx, slot, ZX, U, P, VS, Q, G)
+                                       ridx, slot, ZX, U, P, VS, Q, G)
                     for k in range(nb):
                         for j in range(yw):
                             bj = pf[bias_off + j] if bias_off >= 0 else 0.0
@@ -524,6 +528,7 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
                                 env[b, kstep, cout + j] = np.float32(0.0)
                         continue
                     bidx[nb] = b
+                    ridx[nb] = srow[b]
                     tidx[nb] = (L - 1 - kstep) if rev == 1 else kstep
                     nb += 1
                 if nb == 0:
@@ -542,13 +547,13 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
                         for k in range(nb):
                             for i in range(n_in):
                                 V[k, i] = float(env[bidx[k], tidx[k], xo + i])
-                        _segment_batch(meta, s0, wf, pf, V, nb, rng, bidx, slot, ZX, U, P, VS,
+                        _segment_batch(meta, s0, wf, pf, V, nb, rng, ridx, slot, ZX, U, P, VS,
                                        Q, G)
                     elif src == SRC_H:
                         for k in range(nb):
                             for i in range(n_in):
-                                V[k, i] = state[bidx[k], so + i]
-                        _segment_batch(meta, s0, wf, pf, V, nb, rng, bidx, slot, ZH, U, P, VS,
+                                V[k, i] = state[ridx[k], so + i]
+                        _segment_batch(meta, s0, wf, pf, V, nb, rng, ridx, slot, ZH, U, P, VS,
                                        Q, G)
                 if op == OP_LSTM:
                     for k in range(nb):
@@ -559,7 +564,7 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
                         zr = ZR[k]
                         for j in range(4 * H):
                             zx[j] = zx[j] + zh[j] + pf[bias_off + j]
-                        cp = state[b, so + H:so + 2 * H]
+                        cp = state[ridx[k], so + H:so + 2 * H]
                         if peep >= 0:
                             for j in range(H):
                                 zx[j] += pf[peep + j] * cp[j]
@@ -586,7 +591,7 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
                         og = zh[3 * H:4 * H]
                         _act_vec(a0, go, og, H, pf[ap], pf[ap + 1])
                         _act_vec(a2, cp, zr, H, pf[ap + 4], pf[ap + 5])
-                        hs = state[b, so:so + H]
+                        hs = state[ridx[k], so:so + H]
                         for j in range(H):
                             hs[j] = og[j] * zr[j]
                             env[b, t, yo + j] = np.float32(hs[j])
@@ -606,11 +611,11 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
                     if lbr == 0:
                         for k in range(nb):
                             for i in range(H):
-                                V[k, i] = ZX[k, H + i] * state[bidx[k], so + i]
+                                V[k, i] = ZX[k, H + i] * state[ridx[k], so + i]
                         for kk in range(nseg):
                             s0 = seg_base + (seg0 + kk) * SREC
                             if meta[s0 + S_SRC] == SRC_RH:
-                                _segment_batch(meta, s0, wf, pf, V, nb, rng, bidx, slot, ZR, U,
+                                _segment_batch(meta, s0, wf, pf, V, nb, rng, ridx, slot, ZR, U,
                                                P, VS, Q, G)
                     for k in range(nb):
                         b = bidx[k]
@@ -628,7 +633,7 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
                                          + pf[bias_off + 5 * H + j])
                         _clip_vec(hg, H, clip)
                         _act_vec(a1, hg, zr, H, pf[ap + 2], pf[ap + 3])
-                        hs = state[b, so:so + H]
+                        hs = state[ridx[k], so:so + H]
                         for j in range(H):
                             hs[j] = (1.0 - zx[j]) * zr[j] + zx[j] * hs[j]
                             env[b, t, yo + j] = np.float32(hs[j])
@@ -641,14 +646,14 @@ def run_program(meta, wf, pf, env, lens, state, rng, s32, s64):
                         for j in range(H):
                             zx[j] = zx[j] + zh[j] + pf[bias_off + j]
                         _clip_vec(zx, H, clip)
-                        hs = state[b, so:so + H]
+                        hs = state[ridx[k], so:so + H]
                         _act_vec(a0, zx, hs, H, pf[ap], pf[ap + 1])
                         for j in range(H):
                             env[b, t, yo + j] = np.float32(hs[j])
 
 
 @njit(cache=True, error_model="numpy")
-def stream_step(meta, wf, pf, env, lens, state, rng, s32, s64, x, o0, o1, out):
+def stream_step(meta, wf, pf, env, lens, state, rng, srow, s32, s64, x, o0, o1, out):
     """One streamed frame for K replicas of a stream: copy ``x`` into ``env[K, 1, :]``, run,
     write the mean of the first output into ``out`` and return its argmax (-1 if ``x`` is not
     finite; nothing runs then). Saves the Python-side numpy calls of a step."""
@@ -660,7 +665,7 @@ def stream_step(meta, wf, pf, env, lens, state, rng, s32, s64, x, o0, o1, out):
     for k in range(K):
         for i in range(f):
             env[k, 0, i] = x[i]
-    run_program(meta, wf, pf, env, lens, state, rng, s32, s64)
+    run_program(meta, wf, pf, env, lens, state, rng, srow, s32, s64)
     n = o1 - o0
     best = 0
     for j in range(n):
