@@ -78,8 +78,10 @@ class Engine:
         self._pool_state = np.zeros((0, self.plan.state_width))
         self._pool_rng = np.zeros((0, self.plan.rng_slots, 4), np.uint64)
         self._free: list[int] = []
+        self._pending_steps = 0      # single-stream steps not yet folded into the ledger
+        self._pending_new = 0
         unit, geom = step_costs(self.model, self.plan)
-        self.ledger = Ledger(unit, geom)
+        self._ledger = Ledger(unit, geom)
         self._rec_names = {l.name for l in self.model.recurrent_layers}
         # what one stream-step (all K replicas) costs: carried by every streamed output
         from nvmstream.devices import energy as E
@@ -243,18 +245,35 @@ class Engine:
     def _account(self, rec_steps: int, all_steps: int, inferences: int,
                  stream_steps: int) -> None:
         k = self.votes
-        steps = {n: (rec_steps if n in self._rec_names else all_steps) for n in self.ledger.unit}
+        steps = {n: (rec_steps if n in self._rec_names else all_steps) for n in self._ledger.unit}
         reps = {n: v * (k - 1) // k for n, v in steps.items()}
-        self.ledger.add(steps, reps, inferences, stream_steps)
+        self._ledger.add(steps, reps, inferences, stream_steps)
+
+    @property
+    def ledger(self) -> Ledger:
+        """The operation ledger (stream-steps per layer since the last reset)."""
+        self._flush_stream_steps()
+        return self._ledger
+
+    def _flush_stream_steps(self) -> None:
+        """Fold the single-stream steps counted cheaply by ``Stream.step`` into the ledger."""
+        n, new = self._pending_steps, self._pending_new
+        if n or new:
+            self._pending_steps = self._pending_new = 0
+            k = self.votes
+            self._account(rec_steps=n * k, all_steps=n * k, inferences=new, stream_steps=n)
 
     def report(self) -> InferenceReport:
         """Energy and latency of everything run since the last ``reset_ledger()``: per
         inference (a sequence or a stream) and per step, by component and layer, with the
         int8/fp32 digital baselines (weights from SRAM/DRAM) on the same counts."""
-        return make_report(self.ledger, self.device.profile, self.plan, self.device.profile.weights.bits)
+        self._flush_stream_steps()
+        return make_report(self._ledger, self.device.profile, self.plan,
+                           self.device.profile.weights.bits)
 
     def reset_ledger(self) -> None:
-        self.ledger.reset()
+        self._pending_steps = self._pending_new = 0
+        self._ledger.reset()
 
     # ------------------------------------------------------------------------------ streams
     def stream(self, seed: int | None = None, **aux: np.ndarray) -> "Stream":
@@ -369,10 +388,12 @@ class Stream:
                              x_t, o0, o1, out)
         if best < 0:
             raise NvmInputError(f"frame {self.steps}: contains NaN or infinity")
-        k = eng.votes
-        eng._account(rec_steps=k, all_steps=k, inferences=1 if self.steps == 0 else 0,
-                     stream_steps=1)
-        self._charge()
+        eng._pending_steps += 1
+        if self.steps == 0:
+            eng._pending_new += 1
+        self.last_energy_pJ = eng.step_energy_pJ
+        self.last_latency_ns = eng.step_latency_ns
+        self.energy_pJ += eng.step_energy_pJ
         self.steps += 1
         if eng.votes > 1:
             self.last_class = int(majority(self._env[None, :, :, o0:o1])[0, 0])
