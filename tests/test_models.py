@@ -1,0 +1,146 @@
+"""The shipped demo models (demos/models/*.onnx, made by demos/train.py) on the project runtime.
+
+No torch needed. For every model in demos/models/manifest.json:
+
+* the file is the one recorded (sha256), converts, is streamable, takes the dataset's frames
+  ``x[B, T, F]`` and returns per-step logits ``[B, T, n_classes]``;
+* its ONNX metadata holds labels (== the dataset's), task, recipe, input spec, training record,
+  the QAT profile, and for keywords the audio front-end parameters the data were made with;
+* on the **full** test split, under the ``ideal`` profile, it reaches its recorded accuracy
+  minus 0.5 percentage points (the float path is deterministic: only float summation order
+  can move a prediction);
+* QAT models (and the float ones, which show what QAT buys) on ``int4`` are within 1.5
+  percentage points of their recorded int4 accuracy (deterministic integer dataflow; the
+  margin covers calibration ranges shifted by float rounding on another BLAS, which can move a
+  rint boundary). Noisy profiles (pcm-1d, snr0db) are recorded in the manifest, not tested.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nvmstream as nvm
+
+DEMOS = Path(__file__).resolve().parent.parent / "demos"
+MODELS = DEMOS / "models"
+MANIFEST = json.loads((MODELS / "manifest.json").read_text())["models"]
+IDEAL_MARGIN = 0.005
+INT4_MARGIN = 0.015
+TASKS = ("japanese_vowels", "basic_motions", "digits", "keywords")
+RECIPES = ("float", "qat4", "qat4_noise")
+
+
+def _import_datasets():
+    spec = importlib.util.spec_from_file_location("nvmstream_demo_datasets", DEMOS / "datasets.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+datasets = _import_datasets()
+
+
+@functools.cache
+def load(name: str):
+    return datasets.load(name)
+
+
+@functools.cache
+def compiled(name: str):
+    entry = MANIFEST[name]
+    ds = load(entry["task"])
+    return nvm.convert(MODELS / entry["file"], ds.x_train)
+
+
+def last_steps(ds) -> np.ndarray:
+    if ds.lengths_test is not None:
+        return ds.lengths_test - 1
+    return np.full(len(ds.y_test), ds.x_test.shape[1] - 1)
+
+
+def accuracy(name: str, profile: str) -> float:
+    ds = load(MANIFEST[name]["task"])
+    eng = nvm.Engine(compiled(name), nvm.Device(profile, seed=0))
+    y = eng.run(ds.x_test)
+    pred = y[np.arange(len(ds.y_test)), last_steps(ds)].argmax(axis=1)
+    return float(np.mean(pred == ds.y_test))
+
+
+def test_every_task_ships_three_recipes():
+    assert set(MANIFEST) == {f"{t}_{r}" for t in TASKS for r in RECIPES}
+    total = sum((MODELS / e["file"]).stat().st_size for e in MANIFEST.values())
+    assert total < 5_000_000
+    for name, e in MANIFEST.items():
+        assert name == f"{e['task']}_{e['recipe']}" and e["file"] == f"{name}.onnx"
+        assert e["hidden"] <= 128
+        assert e["command"].startswith("python demos/train.py")
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_model_file_metadata_and_shapes(name):
+    entry = MANIFEST[name]
+    path = MODELS / entry["file"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+    ds = load(entry["task"])
+    model = nvm.load_ir(path)
+    assert model.streamable, model.why_not_streamable()
+    assert model.input.features == ds.n_features
+    md = model.metadata
+    assert json.loads(md["labels"]) == list(ds.labels)
+    assert md["task"] == entry["task"] and md["recipe"] == entry["recipe"]
+    spec = json.loads(md["input"])
+    assert spec["layout"] == "BTF" and spec["features"] == ds.n_features and spec["frame"]
+    args = json.loads(md["recipe_args"])
+    assert args["hidden"] == entry["hidden"] and args["kind"] == entry["kind"]
+    assert int(md["seed"]) == entry["seed"]
+    assert abs(float(md["test_accuracy_float"]) - entry["torch_test_accuracy"]) < 1e-4
+    assert 0 <= float(md["train_accuracy"]) <= 1
+    if entry["recipe"] == "float":
+        assert "profile" not in md
+    else:
+        assert md["profile"] == entry["profile"] == "int4"
+        assert args["quant"]["weight_bits"] == 4
+    if entry["recipe"] == "qat4_noise":
+        assert float(md["train_snr_db"]) == entry["train_snr_db"]
+    if entry["task"] == "keywords":
+        assert json.loads(md["frontend"]) == ds.meta["frontend_params"]
+    else:
+        assert "frontend" not in md
+    # per-step logits, whole == streamed on a few real sequences
+    x = ds.x_test[:3]
+    y = model.run_steps(x)["y"]
+    assert y.shape == (3, x.shape[1], ds.n_classes)
+    s = model.stream(batch=3)
+    ys = np.stack([s.step(x[:, t])["y"] for t in range(x.shape[1])], axis=1)
+    np.testing.assert_array_equal(ys, y)
+    # the compiled program carries the labels (and front end) from the metadata
+    prog = compiled(name)
+    assert prog.labels == ds.labels
+    if entry["task"] == "keywords":
+        assert dict(prog.frontend) == ds.meta["frontend_params"]
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_ideal_accuracy(name):
+    recorded = MANIFEST[name]["nvmstream"]["ideal"]
+    acc = accuracy(name, "ideal")
+    assert acc >= recorded - IDEAL_MARGIN, f"{name}: ideal {acc:.4f} < recorded {recorded:.4f}"
+    # ideal is the float model: it matches torch's float evaluation of the exported model
+    assert abs(acc - MANIFEST[name]["torch_test_accuracy"]) <= IDEAL_MARGIN
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_int4_accuracy(name):
+    recorded = MANIFEST[name]["nvmstream"]["int4"]
+    acc = accuracy(name, "int4")
+    assert abs(acc - recorded) <= INT4_MARGIN, f"{name}: int4 {acc:.4f} vs recorded {recorded:.4f}"
