@@ -92,7 +92,7 @@ class Reply:
 
 def decode(parts: list[bytes], t: float = 0.0) -> list[Reply]:
     """One message from the server -> its replies (several for a ``batch``)."""
-    hdr = P.unpack_header(parts[0])
+    hdr = P.unpack_header(parts[0], P.MAX_REPLY_HEADER_BYTES)
     out = []
     for h, pay in P.split_batch(hdr, parts[1] if len(parts) > 1 else None):
         y = None

@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = [
     "VERSION", "OPS", "REQUEST_OPS", "NOTICE_OPS", "KINDS", "DTYPES", "ERROR_CODES",
-    "MAX_HEADER_BYTES", "MAX_STREAM_ID", "MAX_SEQ", "MAX_RID", "MAX_SEED",
+    "MAX_HEADER_BYTES", "MAX_REPLY_HEADER_BYTES", "MAX_STREAM_ID", "MAX_SEQ", "MAX_RID", "MAX_SEED",
     "ProtocolError", "pack", "unpack_header", "get_int", "get_str", "get_str_list",
     "payload_array", "frame_nbytes", "split_batch",
 ]
@@ -74,6 +74,8 @@ ERROR_CODES = (BAD_MESSAGE, BAD_VERSION, BAD_FIELD, UNKNOWN_OP, BAD_PAYLOAD, TOO
 # ----------------------------------------------------------------------------------- limits
 MAX_HEADER_BYTES = 8192
 """Largest header frame the server unpacks (an ``open`` with overrides is the biggest)."""
+MAX_REPLY_HEADER_BYTES = 64 * 1024 * 1024
+"""Largest reply header a client unpacks (a ``batch`` of up to MAX_BATCH_ITEMS replies)."""
 MAX_STREAM_ID = 2 ** 32 - 1
 MAX_SEQ = 2 ** 63 - 1
 MAX_RID = 2 ** 63 - 1
@@ -106,17 +108,18 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"msgpack extension type {code} is not allowed")
 
 
-def unpack_header(raw: bytes) -> dict[str, Any]:
+def unpack_header(raw: bytes, max_bytes: int = MAX_HEADER_BYTES) -> dict[str, Any]:
     """Header bytes -> dict; raises :class:`ProtocolError` (``bad_message``) for anything that
-    is not one msgpack map with string keys of at most :data:`MAX_HEADER_BYTES` bytes."""
-    if len(raw) > MAX_HEADER_BYTES:
+    is not one msgpack map with string keys of at most ``max_bytes`` bytes (requests: at most
+    :data:`MAX_HEADER_BYTES`; clients pass :data:`MAX_REPLY_HEADER_BYTES` for replies, whose
+    ``batch`` headers are bigger)."""
+    if len(raw) > max_bytes:
         raise ProtocolError(BAD_MESSAGE, f"header is {len(raw)} bytes; at most "
-                                         f"{MAX_HEADER_BYTES} allowed")
+                                         f"{max_bytes} allowed")
     try:
         hdr = msgpack.unpackb(raw, raw=False, strict_map_key=True, ext_hook=_no_ext,
-                              use_list=True, max_str_len=MAX_HEADER_BYTES,
-                              max_bin_len=MAX_HEADER_BYTES, max_array_len=1024,
-                              max_map_len=64, max_ext_len=0)
+                              use_list=True, max_str_len=max_bytes, max_bin_len=max_bytes,
+                              max_array_len=max_bytes, max_map_len=max_bytes, max_ext_len=0)
     except Exception as e:  # msgpack raises several types (ExtraData, ValueError, ...)
         raise ProtocolError(BAD_MESSAGE, f"header is not valid msgpack: "
                                          f"{type(e).__name__}: {e}"[:300]) from None

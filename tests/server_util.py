@@ -134,7 +134,7 @@ class RawClient:
             if not self.sock.poll(int(timeout_s * 1000)):
                 raise TimeoutError("no reply")
             parts = self.sock.recv_multipart()
-            hdr = P.unpack_header(parts[0])
+            hdr = P.unpack_header(parts[0], P.MAX_REPLY_HEADER_BYTES)
             self._pending.extend(P.split_batch(hdr, parts[1] if len(parts) > 1 else None))
         return self._pending.pop(0)
 

@@ -1,0 +1,108 @@
+"""Many concurrent streams over several sockets: every frame answered, in order, none lost,
+outputs equal the in-process engine; batched requests; `busy` instead of silent drops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nvmstream as nvm
+from nvmstream.runtime.client import Client
+from server_util import RawClient, ServerProcess, compile_fixture, frame_msg
+
+STREAMS, STEPS, SOCKETS = 200, 20, 5
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return compile_fixture("lstm1_bf.ts.onnx", tmp_path_factory.mktemp("m") / "lstm1.nvm")
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    with ServerProcess(model, "--profile", "pcm", "--max-batch", "64") as s:
+        yield s
+
+
+def _reference(model, seeds, x):
+    """x[streams, steps, F] stepped in-process, every stream on its own seed."""
+    eng = nvm.Engine(nvm.load(model), nvm.Device("pcm", seed=0))
+    ss = [eng.stream(seed=int(k)) for k in seeds]
+    return np.stack([eng.step_many(ss, x[:, t]) for t in range(x.shape[1])], axis=1)
+
+
+def test_200_streams_on_5_sockets_every_frame_in_order(server, model):
+    x = np.random.default_rng(0).standard_normal((STREAMS, STEPS, 12)).astype(np.float32)
+    clients = [Client(server.endpoint, timeout_s=60) for _ in range(SOCKETS)]
+    try:
+        streams = [clients[i % SOCKETS].open(seed=1000 + i, wait=False) for i in range(STREAMS)]
+        for s in streams:
+            s.wait_open()
+        # fully pipelined: every frame of every stream is sent before any reply is read
+        for t in range(STEPS):
+            for i, s in enumerate(streams):
+                s.send(x[i, t])
+        got = np.zeros((STREAMS, STEPS, 4), np.float32)
+        index = {id(s): i for i, s in enumerate(streams)}
+        next_seq = [0] * STREAMS
+        for c in clients:                     # read replies in arrival order, any stream
+            mine = sum(s.client is c for s in streams)
+            for _ in range(mine * STEPS):
+                r = c.recv_any()
+                assert r.op == "frame", r.hdr
+                i = index[id(c._streams[r.sid])]
+                assert r.seq == next_seq[i]       # in order within the stream
+                next_seq[i] += 1
+                got[i, r.seq] = r.y[0]
+        assert next_seq == [STEPS] * STREAMS and all(s.outstanding == 0 for s in streams)
+        stats = clients[0].stats()
+        assert stats["queued"] == 0 and stats["frames"] >= STREAMS * STEPS
+        assert stats["batch_max"] > 1          # frames of different streams were batched
+        for s in streams:
+            assert s.close()["frames"] == STEPS
+    finally:
+        for c in clients:
+            c.close()
+    np.testing.assert_array_equal(got, _reference(model, 1000 + np.arange(STREAMS), x))
+
+
+def test_batched_requests_for_many_streams(server, model):
+    n, steps = 64, 6
+    x = np.random.default_rng(1).standard_normal((n, steps, 12)).astype(np.float32)
+    with Client(server.endpoint, timeout_s=30) as c:
+        streams = [c.open(seed=50 + i) for i in range(n)]
+        for t in range(steps):
+            seqs = c.send_frames([(s, x[i, t]) for i, s in enumerate(streams)])
+            assert seqs == [t] * n
+        got = np.stack([np.concatenate([s.recv().y for _ in range(steps)]) for s in streams])
+        for s in streams:
+            s.close()
+    np.testing.assert_array_equal(got, _reference(model, 50 + np.arange(n), x))
+
+
+def test_full_queue_answers_busy_never_drops(model):
+    n = 400
+    x = np.random.default_rng(2).standard_normal((n, 12)).astype(np.float32)
+    with ServerProcess(model, "--profile", "ideal", "--max-queue", "8") as srv, \
+            RawClient(srv.endpoint) as rc:
+        assert rc.request({"v": 1, "op": "open", "id": 1, "seed": 3})[0]["op"] == "open"
+        for t in range(n):
+            rc.send(*frame_msg(1, t, x[t]))
+        reps = rc.recv_n(n, timeout_s=60)
+        by_seq = {h["seq"]: (h, p) for h, p in reps}
+        assert sorted(by_seq) == list(range(n))       # every message answered once
+        ok = [t for t in range(n) if by_seq[t][0]["op"] == "frame"]
+        busy = [t for t in range(n) if by_seq[t][0]["op"] == "error"]
+        assert all(by_seq[t][0]["code"] == "busy" for t in busy)
+        assert busy and ok and len(ok) + len(busy) == n
+        # accepted frames were stepped in order, as if the busy ones had never been sent
+        frames = [by_seq[t][0]["f0"] for t in ok]
+        assert frames == list(range(len(ok)))
+        eng = nvm.Engine(nvm.load(model), nvm.Device("ideal"))
+        s = eng.stream(seed=3)
+        ref = np.stack([s.step(x[t]) for t in ok])
+        got = np.stack([np.frombuffer(by_seq[t][1], "<f4") for t in ok])
+        np.testing.assert_array_equal(got, ref)
+        # after the flood, the stream goes on
+        h, p = rc.request(*frame_msg(1, n, x[0]))
+        assert h["op"] == "frame" and h["f0"] == len(ok)
