@@ -379,6 +379,8 @@ class RemoteStream:
         """Queue frames ``[F]``/``[n, F]`` (features) or int16 samples ``[n]`` (audio) without
         waiting; returns the message's sequence number."""
         x = self._prepare(x)
+        if self.closed or self.ended:       # keep routing replies (errors) to this stream
+            self.client._streams.setdefault(self.sid, self)
         seq = self.next_seq
         hdr = {"v": P.VERSION, "op": P.FRAME, "id": self.sid, "seq": seq, "dtype": self._dtype,
                "shape": list(x.shape)}

@@ -259,10 +259,16 @@ def cmd_stream(args) -> int:
     if args.curve_server_key or args.curve_cert:
         client_kw = {"curve_server_key": args.curve_server_key, "curve_cert": args.curve_cert}
     try:
+        from .client import Client
+        with Client(args.connect, timeout_s=args.timeout, **client_kw) as c:
+            minfo = c.info()["model"]
+        srv_labels = minfo.get("labels") or []
+        if kind == "features" and x.shape[2] != minfo["features"]:
+            raise _cli_error(f"{files[0]}: {x.shape[2]} features per frame; the server's model "
+                             f"takes {minfo['features']}")
+        if kind == "audio" and "audio" not in minfo.get("kinds", ()):
+            raise _cli_error("the server's model takes no audio (no front-end parameters)")
         if label_words is not None:
-            from .client import Client
-            with Client(args.connect, timeout_s=args.timeout, **client_kw) as c:
-                srv_labels = c.info()["model"].get("labels") or []
             if any(w is not None and w in srv_labels for w in label_words):
                 labels = [srv_labels.index(w) if w in srv_labels else -1 for w in label_words]
         res = stream_sequences(args.connect, chunks, kind=kind, labels=labels,
@@ -293,13 +299,18 @@ def cmd_stream(args) -> int:
     rtt, srv = res["rtt_ms"], res["server_us"]
     print(f"streams {res['streams']}, frames {res['frames']}, {res['elapsed_s']:.2f} s, "
           f"{res['frames_per_s'] or 0:.0f} frames/s, errors {res['errors']}")
+    first = next((e for r in res["results"] for e in r.errors), None)
+    if first:
+        print(f"first error: {first}")
     if labels is not None and res.get("accuracy") is not None:
         print(f"accuracy {res['accuracy']:.4f} ({res['labelled']} labelled streams)")
     if rtt["p50"] is not None:
         print(f"round trip ms: p50 {rtt['p50']:.3f}  p90 {rtt['p90']:.3f}  p99 {rtt['p99']:.3f};"
               f" server us: p50 {srv['p50']:.0f}  p99 {srv['p99']:.0f}")
     e = res["energy_pJ_per_inference"]
-    if e is None:
+    if not res["frames"]:
+        pass
+    elif e is None:
         print("energy: not reported by this server")
     else:
         print(f"energy per inference (sequence) {e / 1e3:.3f} nJ, per frame "
