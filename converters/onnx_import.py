@@ -504,6 +504,10 @@ def h_transpose(ctx: _Ctx, node) -> list[Value]:
 
 
 def h_reshape(ctx: _Ctx, node) -> list[Value]:
+    """Reshape of a run-time tensor: only layout changes (merging the direction and hidden
+    axes, adding/removing unit axes). A fixed size where the view has the batch or time axis is
+    what the dynamo exporter leaves when it freezes an example length; it is read as that axis
+    (with a warning), so the model runs at every length."""
     at = _check_attrs(ctx, node, {"allowzero"})
     v = ctx.get(node, 0)
     shp = _as_shape(ctx, node, ctx.get(node, 1)) if len(node.input) > 1 else None
@@ -513,40 +517,79 @@ def h_reshape(ctx: _Ctx, node) -> list[Value]:
         raise ctx.err(node, "Reshape of an unsupported value")
     target = list(shp.dims)
     if not at.get("allowzero", 0):
-        target = [v.axes[i] if d == 0 and v.sizes[i] is None else
-                  (v.sizes[i] if d == 0 else d) for i, d in enumerate(target)]
-    src = [(a, s) for a, s in zip(v.axes, v.sizes) if a != "1"]
-    out_ax, out_sz = [], []
-    i = 0
-    # resolve -1: it stands for whatever the source has left
-    for pos, d in enumerate(target):
-        if d == -1:
-            rest = [x for x in target[pos + 1:]]
-            if rest and any(x == -1 for x in rest):
-                raise ctx.err(node, "Reshape with two -1 dims")
-            remaining = src[i:len(src) - len(_non_unit(rest))]
-            if len(remaining) == 1:
-                a, s = remaining[0]
-            elif [a for a, _ in remaining] == ["D", "H"]:
-                a, s = "F", remaining[0][1] * remaining[1][1]
-            else:
-                raise ctx.err(node, f"Reshape -1 would merge axes {[a for a, _ in remaining]}")
-            out_ax.append(a); out_sz.append(s); i += len(remaining)
-            continue
-        if i < len(src) and (d == src[i][0] or (isinstance(d, int) and d == src[i][1]
-                                                 and src[i][0] not in ("B", "T"))):
-            out_ax.append(src[i][0]); out_sz.append(src[i][1]); i += 1
-        elif (i + 1 < len(src) and [src[i][0], src[i + 1][0]] == ["D", "H"]
-              and d == src[i][1] * src[i + 1][1]):
-            out_ax.append("F"); out_sz.append(d); i += 2
-        elif d == 1:
-            out_ax.append("1"); out_sz.append(1)
+        target = [(v.axes[i] if v.sizes[i] is None else v.sizes[i]) if d == 0 else d
+                  for i, d in enumerate(target)]
+    if sum(1 for d in target if d == -1) > 1:
+        raise ctx.err(node, "Reshape with two -1 dims")
+    src = [(a, s) for a, s in zip(v.axes, v.sizes)]
+    frozen: list[str] = []
+
+    def match(d, axes, rev=False):
+        """How target dim d maps onto the start of axes (reversed when walking from the
+        right): (n consumed, label, size) or None."""
+        if not axes:
+            return (0, "1", 1) if d == 1 else None
+        a, sz = axes[0]
+        if d == a:
+            return 1, a, sz
+        if isinstance(d, int):
+            if a in ("D", "H", "F") and sz == d:
+                return 1, a, sz
+            pair = ["H", "D"] if rev else ["D", "H"]
+            if len(axes) > 1 and [a, axes[1][0]] == pair and sz * axes[1][1] == d:
+                return 2, "F", d
+            if a in ("B", "T") and d > 1:
+                frozen.append(f"{a}={d}")
+                return 1, a, None
+            if d == 1:
+                return (1, "1", 1) if a == "1" else (0, "1", 1)
+        if a == "1":
+            return 1, None, None      # drop a unit axis the target does not keep
+        return None
+
+    def walk(dims, axes, rev=False):
+        out, i = [], 0
+        for d in dims:
+            while True:
+                m = match(d, axes[i:], rev)
+                if m is None:
+                    raise ctx.err(node, f"Reshape to {shp.dims} from axes {list(v.axes)} is "
+                                        f"not a supported layout change (only merging "
+                                        f"direction and hidden axes and adding/removing unit "
+                                        f"axes)")
+                n, lab, sz = m
+                i += n
+                if lab is not None:
+                    out.append((lab, sz))
+                    break
+        return out, i
+
+    if -1 in target:
+        k = target.index(-1)
+        left, i = walk(target[:k], src)
+        rrev, j = walk(target[k + 1:][::-1], src[i:][::-1], rev=True)
+        right = rrev[::-1]
+        mid = [x for x in src[i:len(src) - j] if x[0] != "1"]
+        if len(mid) == 1:
+            middle = [mid[0]]
+        elif [a for a, _ in mid] == ["D", "H"]:
+            middle = [("F", mid[0][1] * mid[1][1])]
+        elif not mid:
+            middle = [("1", 1)]
         else:
-            raise ctx.err(node, f"Reshape to {shp.dims} from axes {list(v.axes)} is not a "
-                                f"supported layout change (only merging direction and hidden "
-                                f"axes and adding/removing unit axes)")
-    if i != len(src):
-        raise ctx.err(node, f"Reshape to {shp.dims} drops axes {[a for a, _ in src[i:]]}")
+            raise ctx.err(node, f"Reshape -1 would merge axes {[a for a, _ in mid]}")
+        out = left + middle + right
+    else:
+        out, i = walk(target, src)
+        rest = [a for a, _ in src[i:] if a != "1"]
+        if rest:
+            raise ctx.err(node, f"Reshape to {shp.dims} drops axes {rest}")
+    if frozen:
+        log.warning("%s: node %r (Reshape) fixes %s; the exporter froze an example length - "
+                    "treated as a run-time size", ctx.path, node.name or node.output[0],
+                    ", ".join(frozen))
+    out_ax = [a for a, _ in out]
+    out_sz = [sz for _, sz in out]
     if "D" not in out_ax:
         out_ax = ["F" if a == "H" else a for a in out_ax]
     return [TRef(v.tensor, tuple(out_ax), tuple(out_sz), v.pick)]

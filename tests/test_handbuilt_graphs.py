@@ -228,3 +228,65 @@ def test_layout1_stack_graph(tmp_path):
     from onnx_util import ort_run
     want = ort_run(tm, {"X": x})["P"]
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [[7, -1, 16], [0, 0, -1], [-1, 0, 16], [7, 3, 16]])
+def test_reshape_layouts_including_frozen_example_length(shape, tmp_path):
+    """Reshape after a bidirectional LSTM, as exporters write it; the dynamo exporter can
+    freeze the example length (7) or batch (3) into the shape: nvmstream reads those as the
+    time/batch axes, so the model works at every length (onnxruntime only at 7)."""
+    rng = np.random.default_rng(5)
+    H, I = 8, 4
+    inits = [numpy_helper.from_array(rng.normal(0, .5, (2, 4 * H, I)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.normal(0, .5, (2, 4 * H, H)).astype(np.float32), "R"),
+             numpy_helper.from_array(np.array(shape, np.int64), "shape"),
+             numpy_helper.from_array(rng.normal(0, .5, (2 * H, 3)).astype(np.float32), "Wd")]
+    nodes = [helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=H,
+                              direction="bidirectional"),
+             helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["Yt", "shape"], ["Yf"]),
+             helper.make_node("MatMul", ["Yf", "Wd"], ["Z"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT,
+                                                                     ["T", "N", I])],
+                          [helper.make_tensor_value_info("Z", TensorProto.FLOAT, ["T", "N", 3])],
+                          initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    p = tmp_path / "m.onnx"
+    onnx.save(m, p)
+    model = nvm.load_ir(p)
+    x7 = rng.normal(size=(7, 3, I)).astype(np.float32)
+    from onnx_util import ort_run
+    np.testing.assert_allclose(model.run({"X": x7})["Z"], ort_run(m, {"X": x7})["Z"],
+                               atol=ATOL, rtol=0)
+    x11 = rng.normal(size=(11, 2, I)).astype(np.float32)
+    y11 = model.run({"X": x11})["Z"]
+    assert y11.shape == (11, 2, 3)
+    # equals the same model with a dynamic reshape
+    flex = nvm.load_ir(p) if shape == [0, 0, -1] else None
+    if flex is None:
+        inits[2] = numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape")
+        g2 = helper.make_graph(nodes, "g", g.input, g.output, initializer=inits)
+        m2 = helper.make_model(g2, opset_imports=[helper.make_opsetid("", 17)])
+        m2.ir_version = 8
+        onnx.save(m2, tmp_path / "m2.onnx")
+        flex = nvm.load_ir(tmp_path / "m2.onnx")
+    np.testing.assert_array_equal(y11, flex.run({"X": x11})["Z"])
+
+
+def test_reshape_that_mixes_batch_and_features_is_rejected(tmp_path):
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(size=(1, 16, 4)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.normal(size=(1, 16, 4)).astype(np.float32), "R"),
+             numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape")]
+    nodes = [helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=4),
+             helper.make_node("Reshape", ["Y", "shape"], ["Yf"], name="bad_reshape")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT,
+                                                                     ["T", "N", 4])],
+                          [helper.make_tensor_value_info("Yf", TensorProto.FLOAT, ["a", "b", "c"])],
+                          initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "m.onnx")
+    with pytest.raises(nvm.NvmConversionError, match="bad_reshape.*merge"):
+        nvm.load_ir(tmp_path / "m.onnx")
