@@ -30,6 +30,8 @@ from . import protocol as P
 
 log = logging.getLogger(__name__)
 
+_SNDMORE, _RCVMORE = int(zmq.SNDMORE), int(zmq.RCVMORE)
+
 __all__ = ["Client", "RemoteStream", "Reply", "ServerError", "decode", "stream_sequences"]
 
 
@@ -168,7 +170,8 @@ class Client:
         if payload is None:
             self.sock.send(P.pack(hdr))
         else:
-            self.sock.send_multipart((P.pack(hdr), payload), copy=len(payload) < 65536)
+            self.sock.send(P.pack(hdr), _SNDMORE)
+            self.sock.send(payload, copy=len(payload) < 65536)
 
     def _recv_one(self, timeout_s: float | None) -> list[Reply] | None:
         """Receive one message (waiting up to ``timeout_s``) and route its replies; None on
@@ -180,7 +183,9 @@ class Client:
             self.sock.setsockopt(zmq.RCVTIMEO, ms)
             self._rcvtimeo = ms
         try:
-            parts = self.sock.recv_multipart()
+            parts = [self.sock.recv()]
+            while self.sock.getsockopt(_RCVMORE):
+                parts.append(self.sock.recv())
         except zmq.Again:
             return None
         rs = decode(parts, time.perf_counter())
@@ -304,8 +309,8 @@ class Client:
                          "shape": list(x.shape)})
             pays.append(x.tobytes())
             seqs.append(seq)
-        self.sock.send_multipart((P.pack({"v": P.VERSION, "op": "batch", "r": hdrs}),
-                                  b"".join(pays)))
+        self.sock.send(P.pack({"v": P.VERSION, "op": "batch", "r": hdrs}), _SNDMORE)
+        self.sock.send(b"".join(pays))
         t = time.perf_counter()
         for st, _ in items:
             st._sent[st.next_seq] = t
@@ -384,7 +389,9 @@ class RemoteStream:
         seq = self.next_seq
         hdr = {"v": P.VERSION, "op": P.FRAME, "id": self.sid, "seq": seq, "dtype": self._dtype,
                "shape": list(x.shape)}
-        self.client.sock.send_multipart((P.pack(hdr), x), copy=x.nbytes < 65536)
+        sock = self.client.sock
+        sock.send(P.pack(hdr), _SNDMORE)           # (send_multipart costs ~3 us more)
+        sock.send(x, copy=x.nbytes < 65536)
         self._sent[seq] = time.perf_counter()
         self.next_seq = seq + 1
         self.outstanding += 1

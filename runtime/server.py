@@ -190,6 +190,8 @@ class _Slot:
 
 
 _LAT_RING = 16384
+_NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
+_SNDMORE_NB = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 
 
 class Server:
@@ -401,7 +403,9 @@ class Server:
                 if not self._n_ready:
                     # nothing to step: block (with a timeout) for the next message
                     try:
-                        parts = sock.recv_multipart()
+                        parts = [sock.recv()]
+                        while sock.getsockopt(_RCVMORE):
+                            parts.append(sock.recv(_NOBLOCK))
                     except zmq.Again:
                         self._housekeeping()
                         self._flush()
@@ -429,12 +433,14 @@ class Server:
         sock = self.sock
         handle = self._handle
         n = 0
-        recv = sock.recv_multipart
+        recv, more = sock.recv, sock.getsockopt      # (recv_multipart costs ~3 us more)
         while n < limit:
             try:
-                parts = recv(zmq.NOBLOCK)
+                parts = [recv(_NOBLOCK)]
             except zmq.Again:
                 break
+            while more(_RCVMORE):               # the rest of a message is already here
+                parts.append(recv(_NOBLOCK))
             n += 1
             handle(parts)
         if n:
@@ -521,11 +527,20 @@ class Server:
         if len(hdrs) == 1:
             h = hdrs[0]
             h["v"] = P.VERSION
-            frames = (peer, P.pack(h), pays[0]) if "shape" in h else (peer, P.pack(h))
+            head = P.pack(h)
+            payload = pays[0] if "shape" in h else None
         else:
-            frames = (peer, P.pack({"v": P.VERSION, "op": "batch", "r": hdrs}), b"".join(pays))
+            head = P.pack({"v": P.VERSION, "op": "batch", "r": hdrs})
+            payload = b"".join(pays)
+        send = self.sock.send
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK)
+            send(peer, _SNDMORE_NB)              # ROUTER_MANDATORY: raises if peer is gone
+            if payload is None:
+                send(head, _NOBLOCK)
+            else:
+                send(head, _SNDMORE_NB)
+                # zero-copy sends cost more than copying below ~64 kB (pyzmq docs)
+                send(payload, _NOBLOCK, copy=len(payload) < 65536)
         except zmq.Again:
             self.counters["dropped_replies"] += len(hdrs)
             log.warning("client %s does not read its replies: %d replies dropped", peer.hex(),
@@ -643,10 +658,15 @@ class Server:
 
     def _op_frame(self, peer: bytes, hdr: dict, payload, t0: int,
                   fail: str | None = None) -> None:
-        sid = P.get_int(hdr, "id", 0, P.MAX_STREAM_ID)
-        seq = P.get_int(hdr, "seq", 0, P.MAX_SEQ)
-        rid = hdr.get("rid")
-        st = self._lookup(peer, sid)
+        sid = hdr.get("id")
+        if type(sid) is not int or not 0 <= sid <= P.MAX_STREAM_ID:
+            P.get_int(hdr, "id", 0, P.MAX_STREAM_ID)            # raises the precise error
+        seq = hdr.get("seq")
+        if type(seq) is not int or not 0 <= seq <= P.MAX_SEQ:
+            P.get_int(hdr, "seq", 0, P.MAX_SEQ)
+        st = self._streams.get((peer, sid))
+        if st is None or st.closing:
+            self._lookup(peer, sid)                             # raises unknown_stream
         st.last = time.monotonic()
         if seq != st.next_seq:
             if seq < st.next_seq:
@@ -663,9 +683,22 @@ class Server:
         if payload is None:
             raise P.ProtocolError(P.BAD_MESSAGE, "a frame message needs a payload frame")
         if st.kind == P.FEATURES:
-            x = P.payload_array(hdr, payload, P.FEATURES, self.features,
-                                self.cfg.max_frames_per_message)
-            n = x.shape[0]
+            f = self.features
+            shape = hdr.get("shape")
+            if (hdr.get("dtype") == P.F32 and type(shape) is list and len(shape) == 2
+                    and type(shape[0]) is int and type(shape[1]) is int and shape[1] == f
+                    and 1 <= shape[0] <= self.cfg.max_frames_per_message
+                    and len(payload) == 4 * f * shape[0]):
+                n = shape[0]                    # fast path: a well-formed feature message
+            else:                               # the precise error (or an odd valid case)
+                n = P.payload_array(hdr, payload, P.FEATURES, f,
+                                    self.cfg.max_frames_per_message).shape[0]
+            if n > 1:                           # one-frame messages are checked per batch
+                if not np.isfinite(np.frombuffer(payload, P.F32)).all():
+                    raise P.ProtocolError(P.BAD_PAYLOAD, "frames contain NaN or infinity")
+                x = memoryview(payload)
+            else:
+                x = payload
             if self._queued + n > self.cfg.max_queued_frames:
                 self.counters["busy_frames"] += n
                 raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued "
@@ -680,7 +713,9 @@ class Server:
                 raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued "
                                               f"(limit {self.cfg.max_queued_frames}); samples "
                                               f"not used, send them again later")
-            x = fe.push(pcm)
+            feats = fe.push(pcm)
+            x = feats.tobytes() if n == 1 else memoryview(feats.tobytes())
+        rid = hdr.get("rid")
         w = _Work(seq, rid if type(rid) is int else None, x, n, st.frames, t0)
         st.frames += n
         q = st.queue
@@ -732,11 +767,27 @@ class Server:
                 batch.append(st)
                 if len(batch) == mb:
                     break
-        n = len(batch)
-        x = np.empty((n, self.features), np.float32)
-        for i, st in enumerate(batch):
+        rb = 4 * self.features
+        rows = []
+        for st in batch:
             w = st.queue[0]
-            x[i] = w.x[w.done]
+            if w.n == 1:
+                rows.append(w.x)
+            else:
+                d = w.done * rb
+                rows.append(w.x[d:d + rb])
+        x = np.frombuffer(b"".join(rows), np.float32).reshape(len(batch), self.features)
+        finite = np.isfinite(x)
+        if not finite.all():                  # only one-frame messages can get here
+            good = finite.all(axis=1)
+            for st, ok in zip(batch, good.tolist()):
+                if not ok:
+                    self._fail_head(st, P.BAD_PAYLOAD, "frames contain NaN or infinity")
+            batch = [st for st, ok in zip(batch, good.tolist()) if ok]
+            x = x[good]
+            if not batch:
+                return
+        n = len(batch)
         try:
             outs = slot.engine.step_many_all([st.es for st in batch], x)
         except Exception as e:
@@ -757,15 +808,20 @@ class Server:
             self._batch_max = n
         self._queued -= n
         keep = []
+        yb = y.tobytes()
+        wb = 4 * slot.width
+        complete = self._complete
         for i, st in enumerate(batch):
             es = st.es
-            w = st.queue[0]
+            q = st.queue
+            w = q[0]
             e = getattr(es, "last_energy_pJ", None)
             lat = getattr(es, "last_latency_ns", None)
             if w.n == 1:
-                w.y = y[i]
+                w.y = yb[i * wb:(i + 1) * wb]
                 w.cls = [es.last_class]
                 w.e, w.lat = e, lat
+                w.done = 1
             else:
                 if w.done == 0:
                     w.y = np.empty((w.n, slot.width), np.float32)
@@ -776,14 +832,21 @@ class Server:
                     w.lat = None if lat is None or w.lat is None else w.lat + lat
                 w.y[w.done] = y[i]
                 w.cls.append(es.last_class)
-            st.e_pJ = None if e is None or st.e_pJ is None else st.e_pJ + e
-            st.lat_ns = None if lat is None or st.lat_ns is None else st.lat_ns + lat
-            w.done += 1
+                w.done += 1
+            if e is None or st.e_pJ is None:
+                st.e_pJ = None
+            else:
+                st.e_pJ += e
+            if lat is None or st.lat_ns is None:
+                st.lat_ns = None
+            else:
+                st.lat_ns += lat
             if w.done == w.n:
-                st.queue.popleft()
-                self._complete(st, w)
-                self._settle(st)
-            if st.queue:
+                q.popleft()
+                complete(st, w)
+                if q and q[0].n == 0:
+                    self._settle(st)
+            if q:
                 keep.append(st)
             elif st in ready:
                 del ready[st]
@@ -817,20 +880,24 @@ class Server:
         if w.n == 0:
             self._send(st.peer, hdr, b"")
         else:
-            self._send(st.peer, hdr, w.y.data if w.n > 1 else w.y.tobytes())
+            self._send(st.peer, hdr, w.y if w.n == 1 else w.y.data)
 
     def _fail_head(self, st: _Stream, code: str, msg: str) -> None:
+        """Answer the stream's first queued message with an error instead of stepping it."""
         w = st.queue.popleft()
-        self._queued -= w.n - w.done
+        lost = w.n - w.done
+        self._queued -= lost
+        st.frames -= lost                     # frame numbers (f0) stay without holes
+        for later in st.queue:
+            later.f0 -= lost
         hdr = {"id": st.sid, "seq": w.seq, "op": "frame"}
         if w.rid is not None:
             hdr["rid"] = w.rid
         self._error(st.peer, hdr, code, msg)
         self._settle(st)
-        if not st.queue or st.queue[0].n == 0:
-            if st in st.slot.ready:
-                del st.slot.ready[st]
-                self._n_ready -= 1
+        if not st.queue and st in st.slot.ready:
+            del st.slot.ready[st]
+            self._n_ready -= 1
 
     def _finish_close(self, st: _Stream, w: _Work) -> None:
         self._remove(st, "was closed")
