@@ -95,6 +95,11 @@ class Reply:
 def decode(parts: list[bytes], t: float = 0.0) -> list[Reply]:
     """One message from the server -> its replies (several for a ``batch``)."""
     hdr = P.unpack_header(parts[0], P.MAX_REPLY_HEADER_BYTES)
+    if hdr.get("op") != "batch":              # the common case: one reply
+        y = None
+        if len(parts) > 1 and type(hdr.get("shape")) is list:
+            y = np.frombuffer(parts[1], P.F32).reshape(hdr["shape"])
+        return [Reply(str(hdr.get("op")), hdr, y, t)]
     out = []
     for h, pay in P.split_batch(hdr, parts[1] if len(parts) > 1 else None):
         y = None
@@ -403,16 +408,18 @@ class RemoteStream:
         if self.open_error is not None:
             raise self.open_error
         c = self.client
-        deadline = None
-        while not self._inbox:
-            if deadline is None:
-                deadline = time.monotonic() + (c.timeout_s if timeout_s is None else timeout_s)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"stream {self.sid}: no reply from {c.addr}")
-            c._recv_one(left)
-            if self.open_error is not None:
-                raise self.open_error
+        if not self._inbox:
+            wait = c.timeout_s if timeout_s is None else timeout_s
+            deadline = time.monotonic() + wait
+            while True:
+                c._recv_one(wait)
+                if self.open_error is not None:
+                    raise self.open_error
+                if self._inbox:
+                    break
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    raise TimeoutError(f"stream {self.sid}: no reply from {c.addr}")
         r = self._take()
         if raise_errors and r.op in (P.ERROR, P.EVICTED, P.SHUTDOWN):
             if r.op == P.ERROR:
