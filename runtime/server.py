@@ -998,6 +998,7 @@ class Server:
                        "max_audio_samples": self.cfg.max_audio_samples,
                        "max_message_bytes": self.cfg.max_message_bytes,
                        "max_header_bytes": P.MAX_HEADER_BYTES,
+                       "max_batch_items": P.MAX_BATCH_ITEMS,
                        "idle_timeout_s": self.cfg.idle_timeout_s,
                        "max_votes": self.cfg.max_votes},
         }
