@@ -156,19 +156,23 @@ def _echo_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: i
 
 
 # --------------------------------------------------------------------------- nvmstream client
-def _nvm_pingpong(ep: str, frame: np.ndarray, n: int) -> np.ndarray:
+def _nvm_pingpong(ep: str, frame: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Round trips (s) and the server's own time per frame (us) of one stream."""
     from .client import Client
     with Client(ep) as c:
         s = c.open(seed=0)
         for _ in range(200):
             s.step(frame)
         rtt = np.empty(n)
+        srv = np.empty(n)
         for i in range(n):
             t = time.perf_counter()
-            s.step(frame)
+            s.send(frame)
+            r = s.recv()
             rtt[i] = time.perf_counter() - t
+            srv[i] = r.srv_us
         s.close()
-    return rtt
+    return rtt, srv
 
 
 def _nvm_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: int,
@@ -194,6 +198,7 @@ def _nvm_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: in
     send_round()                   # warm up
     for s in sts:
         s.recv()
+    before = clients[0].stats()
     rtts = []
     for r in range(min(depth, rounds)):
         send_round()
@@ -204,11 +209,14 @@ def _nvm_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: in
         if r + depth < rounds:
             send_round()
     el = time.perf_counter() - t0
-    stats = clients[0].stats()
+    after = clients[0].stats()
     for s in sts:
         s.close()
     for c in clients:
         c.close()
+    batches = after["batches"] - before["batches"]
+    stats = {"batch_mean": (after["frames"] - before["frames"]) / batches if batches else None,
+             "srv_us": after["srv_us"]}
     return streams * rounds / el, np.asarray(rtts), stats
 
 
@@ -232,63 +240,106 @@ def _model(workdir: Path) -> tuple[Path, str]:
     return path, desc
 
 
+def _engine_step_us(model: Path, profile: str, n: int = 2000) -> float:
+    """Median in-process time of one single-stream engine step (the part of a round trip that
+    is the emulated chip, not the protocol)."""
+    import nvmstream as nvm
+    eng = nvm.Engine(nvm.load(model), nvm.Device(profile, seed=0))
+    s = eng.stream(seed=0)
+    x = np.ones((1, eng.model.input.features), np.float32)
+    ts = np.empty(n)
+    for i in range(n + 100):
+        t = time.perf_counter()
+        eng.step_many_all([s], x)
+        if i >= 100:
+            ts[i - 100] = time.perf_counter() - t
+    return float(np.median(ts) * 1e6)
+
+
 def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
-              profile: str = "pcm", streams: int = 256, sockets: int = 4, depth: int = 4
-              ) -> dict:
+              profiles: tuple[str, ...] = ("int4", "pcm"), streams: int = 256,
+              sockets: int = 4, depth: int = 4) -> dict:
     """Run the server benchmark; returns the figures and (if ``out_dir``) writes
-    ``server_bench.json`` there. Never asserts on the targets: it reports them."""
-    n1 = 1000 if quick else 5000
-    rounds = 40 if quick else 200
+    ``server_bench.json`` there. Never asserts on the targets: it reports them.
+
+    The raw echo and one nvmstream server per profile run side by side; every measurement is
+    repeated (interleaved) so that load from elsewhere on the machine hits all of them alike;
+    frames/s are the median over repeats, round-trip percentiles pool the repeats."""
+    n1 = 600 if quick else 2000
+    rounds = 40 if quick else 150
+    repeats = 2 if quick else 3
     frame = np.random.default_rng(1).standard_normal(12).astype(np.float32)
-    res: dict = {"profile": profile, "streams": streams, "sockets": sockets, "depth": depth,
-                 "cpu_count": os.cpu_count(), "pyzmq": zmq.__version__,
-                 "libzmq": zmq.zmq_version()}
+    res: dict = {"profiles": list(profiles), "streams": streams, "sockets": sockets,
+                 "depth": depth, "cpu_count": os.cpu_count(), "pyzmq": zmq.__version__,
+                 "libzmq": zmq.zmq_version(), "repeats": repeats}
+    procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as td:
         model, desc = _model(Path(td))
         res["model"] = desc
-        echo, eep = _spawn(["-m", "nvmstream.runtime.bench_server", "echo",
-                            "--bind", "tcp://127.0.0.1:*"])
-        srv = None
+        eep = None
         try:
-            srv, sep = _spawn(["-m", "nvmstream.runtime.server_cli", "serve", str(model),
-                               "--profile", profile, "--bind", "tcp://127.0.0.1:*"])
-            # interleave echo and nvmstream runs so machine load hits both alike
-            e1, s1 = [], []
-            for _ in range(2):
-                e1.append(_echo_pingpong(eep, frame, n1 // 2))
-                s1.append(_nvm_pingpong(sep, frame, n1 // 2))
-            e1, s1 = np.concatenate(e1), np.concatenate(s1)
-            efps, ertt = _echo_many(eep, frame, streams, sockets, rounds, depth)
-            sfps, srtt, sstats = _nvm_many(sep, frame, streams, sockets, rounds, depth)
-            bfps, brtt, bstats = _nvm_many(sep, frame, streams, sockets, rounds, depth,
-                                           batched=True)
+            echo, eep = _spawn(["-m", "nvmstream.runtime.bench_server", "echo",
+                                "--bind", "tcp://127.0.0.1:*"])
+            procs.append(echo)
+            eps = {}
+            for prof in profiles:
+                p, eps[prof] = _spawn(["-m", "nvmstream.runtime.server_cli", "serve", str(model),
+                                       "--profile", prof, "--bind", "tcp://127.0.0.1:*"])
+                procs.append(p)
+            one = {"echo": ([], [])} | {p: ([], []) for p in profiles}
+            many = {"echo": ([], [])} | {p: ([], []) for p in profiles} | \
+                {p + "/batch": ([], []) for p in profiles}
+            batch_mean = {}
+            srv1 = {p: [] for p in profiles}
+            for _ in range(repeats):
+                one["echo"][0].append(_echo_pingpong(eep, frame, n1))
+                for p in profiles:
+                    rtt, srv = _nvm_pingpong(eps[p], frame, n1)
+                    one[p][0].append(rtt)
+                    srv1[p].append(srv)
+                fps, rtt = _echo_many(eep, frame, streams, sockets, rounds, depth)
+                many["echo"][0].append(fps)
+                many["echo"][1].append(rtt)
+                for p in profiles:
+                    for key, batched in ((p, False), (p + "/batch", True)):
+                        fps, rtt, st = _nvm_many(eps[p], frame, streams, sockets, rounds, depth,
+                                                 batched=batched)
+                        many[key][0].append(fps)
+                        many[key][1].append(rtt)
+                        batch_mean.setdefault(key, []).append(st["batch_mean"] or 0.0)
+            engine_us = {p: _engine_step_us(model, p) for p in profiles}
         finally:
-            ctx = zmq.Context.instance()
-            q = ctx.socket(zmq.DEALER)
-            q.setsockopt(zmq.LINGER, 500)
-            q.connect(eep)
-            q.send(b"quit")
-            q.close()
-            for p in (echo, srv):
-                if p is not None:
-                    _stop(p)
-    res["one_stream"] = {
-        "echo_rtt_us": _pct_us(e1), "nvmstream_rtt_us": _pct_us(s1),
-        "echo_frames_per_s": float(1 / e1.mean()), "nvmstream_frames_per_s": float(1 / s1.mean()),
-    }
-    res["one_stream"]["p50_ratio"] = (res["one_stream"]["nvmstream_rtt_us"]["p50"]
-                                      / res["one_stream"]["echo_rtt_us"]["p50"])
-    res["many_streams"] = {
-        "echo_frames_per_s": efps, "nvmstream_frames_per_s": sfps,
-        "echo_rtt_us": _pct_us(ertt), "nvmstream_rtt_us": _pct_us(srtt),
-        "server_batch_mean": sstats.get("batch_mean"), "server_srv_us": sstats.get("srv_us"),
-        "nvmstream_batched_frames_per_s": bfps, "nvmstream_batched_rtt_us": _pct_us(brtt),
-    }
-    res["targets"] = {
-        "p50_ratio_max": TARGET_P50_RATIO, "p50_ratio_met":
-            res["one_stream"]["p50_ratio"] <= TARGET_P50_RATIO,
-        "fps_256_min": TARGET_FPS_256, "fps_256_met": sfps >= TARGET_FPS_256,
-        "fps_256_batched_met": bfps >= TARGET_FPS_256}
+            if eep is not None:
+                q = zmq.Context.instance().socket(zmq.DEALER)
+                q.setsockopt(zmq.LINGER, 500)
+                q.connect(eep)
+                q.send(b"quit")
+                q.close()
+            for p in procs:
+                _stop(p)
+    e1 = np.concatenate(one["echo"][0])
+    res["echo"] = {"rtt_1_us": _pct_us(e1), "frames_per_s_1": float(1 / e1.mean()),
+                   "frames_per_s_many": float(np.median(many["echo"][0])),
+                   "rtt_many_us": _pct_us(np.concatenate(many["echo"][1]))}
+    res["nvmstream"] = {}
+    for p in profiles:
+        r1 = np.concatenate(one[p][0])
+        b = p + "/batch"
+        d = {"rtt_1_us": _pct_us(r1), "frames_per_s_1": float(1 / r1.mean()),
+             "server_us_1": float(np.median(np.concatenate(srv1[p]))),
+             "engine_step_us": engine_us[p],
+             "p50_ratio": float(np.median(r1) / np.median(e1)),
+             "frames_per_s_many": float(np.median(many[p][0])),
+             "rtt_many_us": _pct_us(np.concatenate(many[p][1])),
+             "batch_mean_many": float(np.mean(batch_mean[p])),
+             "frames_per_s_many_batched": float(np.median(many[b][0])),
+             "rtt_many_batched_us": _pct_us(np.concatenate(many[b][1])),
+             "batch_mean_many_batched": float(np.mean(batch_mean[b]))}
+        d["targets_met"] = {"p50_ratio": d["p50_ratio"] <= TARGET_P50_RATIO,
+                            "fps_many": d["frames_per_s_many"] >= TARGET_FPS_256,
+                            "fps_many_batched": d["frames_per_s_many_batched"] >= TARGET_FPS_256}
+        res["nvmstream"][p] = d
+    res["targets"] = {"p50_ratio_max": TARGET_P50_RATIO, "fps_many_min": TARGET_FPS_256}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -298,29 +349,45 @@ def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
 
 def format_results(res: dict) -> str:
     """A plain-text table of :func:`run_bench` figures."""
-    o, m, t = res["one_stream"], res["many_streams"], res["targets"]
+    e, t = res["echo"], res["targets"]
+    n = res["streams"]
+    profs = res["profiles"]
+    w = 12
+
+    def row(label, echo_v, key, fmt="{:.0f}", target=""):
+        cells = [fmt.format(echo_v) if echo_v is not None else ""]
+        for p in profs:
+            v = res["nvmstream"][p]
+            for k in key.split("."):
+                v = v[k]
+            cells.append(fmt.format(v))
+        return f"{label:<40}" + "".join(f"{c:>{w}}" for c in cells) + (f"  {target}" if target
+                                                                          else "")
+
+    def ok(key):
+        return "/".join("ok" if res["nvmstream"][p]["targets_met"][key] else "MISSED"
+                        for p in profs)
+
     lines = [
-        f"server: {res['model']}, profile {res['profile']}, {res['cpu_count']} CPUs, "
-        f"libzmq {res['libzmq']}",
-        f"{'':34}{'raw echo':>12}{'nvmstream':>12}{'ratio':>8}  target",
-        f"{'1 stream  round trip p50 (us)':34}{o['echo_rtt_us']['p50']:>12.0f}"
-        f"{o['nvmstream_rtt_us']['p50']:>12.0f}{o['p50_ratio']:>8.2f}  <= "
-        f"{t['p50_ratio_max']} {'ok' if t['p50_ratio_met'] else 'MISSED'}",
-        f"{'1 stream  round trip p99 (us)':34}{o['echo_rtt_us']['p99']:>12.0f}"
-        f"{o['nvmstream_rtt_us']['p99']:>12.0f}",
-        f"{'1 stream  frames/s':34}{o['echo_frames_per_s']:>12.0f}"
-        f"{o['nvmstream_frames_per_s']:>12.0f}",
-        f"{str(res['streams']) + ' streams frames/s':34}{m['echo_frames_per_s']:>12.0f}"
-        f"{m['nvmstream_frames_per_s']:>12.0f}{'':8}  >= {t['fps_256_min']:.0f} "
-        f"{'ok' if t['fps_256_met'] else 'MISSED'}",
-        f"{'  same, batch messages frames/s':34}{'':>12}"
-        f"{m['nvmstream_batched_frames_per_s']:>12.0f}{'':8}  >= {t['fps_256_min']:.0f} "
-        f"{'ok' if t['fps_256_batched_met'] else 'MISSED'}",
-        f"{str(res['streams']) + ' streams round trip p50 (us)':34}"
-        f"{m['echo_rtt_us']['p50']:>12.0f}{m['nvmstream_rtt_us']['p50']:>12.0f}",
-        f"{str(res['streams']) + ' streams round trip p99 (us)':34}"
-        f"{m['echo_rtt_us']['p99']:>12.0f}{m['nvmstream_rtt_us']['p99']:>12.0f}",
-        f"server mean batch {m['server_batch_mean'] or 0:.1f} streams",
+        f"server benchmark: {res['model']}; {res['cpu_count']} CPUs; libzmq {res['libzmq']}; "
+        f"{n} streams on {res['sockets']} sockets, {res['depth']} frames in flight each; "
+        f"median of {res['repeats']} interleaved repeats",
+        f"{'':<40}{'raw echo':>{w}}" + "".join(f"{'nvm ' + p:>{w}}" for p in profs),
+        row("1 stream: round trip p50 (us)", e["rtt_1_us"]["p50"], "rtt_1_us.p50"),
+        row("1 stream: round trip p99 (us)", e["rtt_1_us"]["p99"], "rtt_1_us.p99"),
+        row("1 stream: p50 / echo p50", 1.0, "p50_ratio", "{:.2f}",
+            f"target <= {t['p50_ratio_max']}: {ok('p50_ratio')}"),
+        row("1 stream: server time p50 (us)", None, "server_us_1"),
+        row("1 stream: of which engine step (us)", None, "engine_step_us"),
+        row("1 stream: frames/s", e["frames_per_s_1"], "frames_per_s_1"),
+        row(f"{n} streams: frames/s", e["frames_per_s_many"], "frames_per_s_many", "{:.0f}",
+            f"target >= {t['fps_many_min']:.0f}: {ok('fps_many')}"),
+        row(f"{n} streams: round trip p50 (us)", e["rtt_many_us"]["p50"], "rtt_many_us.p50"),
+        row(f"{n} streams: mean engine batch", None, "batch_mean_many", "{:.1f}"),
+        row(f"{n} streams, batch msgs: frames/s", None, "frames_per_s_many_batched", "{:.0f}",
+            f"target >= {t['fps_many_min']:.0f}: {ok('fps_many_batched')}"),
+        row(f"{n} streams, batch msgs: rtt p50 (us)", None, "rtt_many_batched_us.p50"),
+        row(f"{n} streams, batch msgs: mean batch", None, "batch_mean_many_batched", "{:.1f}"),
     ]
     return "\n".join(lines)
 
@@ -335,12 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     for q in (p, b):
         q.add_argument("--quick", action="store_true")
         q.add_argument("--out", default=None)
-        q.add_argument("--profile", default="pcm")
+        q.add_argument("--profile", default="int4,pcm", help="comma-separated profiles")
     args = p.parse_args(argv)
     if args.cmd == "echo":
         echo_server(args.bind)
         return 0
-    res = run_bench(args.out, quick=args.quick, profile=args.profile)
+    res = run_bench(args.out, quick=args.quick, profiles=tuple(args.profile.split(",")))
     print(format_results(res))
     return 0
 

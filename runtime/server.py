@@ -28,7 +28,6 @@ duration (typically 10-100 ms).
 from __future__ import annotations
 
 import collections
-import dataclasses
 import ipaddress
 import logging
 import os
@@ -552,8 +551,10 @@ class Server:
             if e.errno == zmq.EHOSTUNREACH:
                 self.counters["unreachable_replies"] += len(hdrs)
                 log.debug("client %s is gone: %d replies dropped", peer.hex(), len(hdrs))
-            else:
-                raise
+            else:               # never let one client's connection take the server down
+                self.counters["dropped_replies"] += len(hdrs)
+                log.warning("cannot send to client %s (%s): %d replies dropped", peer.hex(), e,
+                            len(hdrs))
 
     def _reply(self, peer: bytes, req: dict | None, hdr: dict, payload=b"") -> None:
         if req is not None:

@@ -184,3 +184,27 @@ def test_keys_command(tmp_path):
     pub, sec = zmq.auth.load_certificate(tmp_path / "k" / "edge.key_secret")
     assert len(pub) == 40 and len(sec) == 40
     assert (tmp_path / "k" / "edge.key_secret").stat().st_mode & 0o077 == 0
+
+
+def test_serve_onnx_with_calibration_frontend_and_extra_profile(tmp_path):
+    from server_util import FIXTURES
+    cal = np.random.default_rng(4).standard_normal((4, 10, 12)).astype(np.float32)
+    np.save(tmp_path / "cal.npy", cal)
+    (tmp_path / "mychip.toml").write_text('base = "pcm"\nname = "mychip"\n\n[adc]\nbits = 6\n')
+    fe = FrontendParams(n_mels=12, kind="logmel", hop_length=200)
+    with ServerProcess(FIXTURES / "lstm1_bf.ts.onnx", "--calibration", tmp_path / "cal.npy",
+                       "--frontend", json.dumps(fe.to_dict()), "--allow-profile",
+                       f"mychip={tmp_path / 'mychip.toml'}", "--set", "adc.bits=5") as srv, \
+            Client(srv.endpoint, timeout_s=20) as c:
+        info = c.info()
+        assert FrontendParams.from_dict(info["model"]["frontend"]) == fe
+        assert "mychip" in info["profiles"] and info["default"]["overrides"] == ["adc.bits=5"]
+        x = np.random.default_rng(5).standard_normal((6, 12)).astype(np.float32)
+        prog = nvm.convert(FIXTURES / "lstm1_bf.ts.onnx", calibration=cal)
+        for kw, dev in [(dict(profile="mychip"), nvm.Device(tmp_path / "mychip.toml")),
+                        (dict(), nvm.Device("ideal", overrides=["adc.bits=5"]))]:
+            s = c.open(seed=2, **kw)
+            got = np.stack([s.step(f) for f in x])
+            ref = nvm.Engine(prog, dev).stream(seed=2)
+            np.testing.assert_array_equal(got, np.stack([ref.step(f) for f in x]))
+            s.close()

@@ -3,7 +3,6 @@ server keeps serving a well-behaved stream bit-exactly."""
 
 from __future__ import annotations
 
-import math
 
 import msgpack
 import numpy as np
