@@ -32,6 +32,7 @@ import ipaddress
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -41,6 +42,7 @@ import numpy as np
 import zmq
 
 from nvmstream.converters.compile import CompiledModel
+from nvmstream.converters.errors import NvmInputError
 from nvmstream.devices import Device, ProfileError, list_profiles
 
 from . import protocol as P
@@ -781,25 +783,30 @@ class Server:
                 d = w.done * rb
                 rows.append(w.x[d:d + rb])
         x = np.frombuffer(b"".join(rows), np.float32).reshape(len(batch), self.features)
-        finite = np.isfinite(x)
-        if not finite.all():                  # only one-frame messages can get here
-            good = finite.all(axis=1)
-            for st, ok in zip(batch, good.tolist()):
+        engine = slot.engine
+        try:
+            # the engine checks the frames (finite values) before touching any state
+            outs = engine.step_many_all([st.es for st in batch], x)
+        except NvmInputError:
+            finite = np.isfinite(x).all(axis=1)  # only one-frame messages get here unchecked
+            if finite.all():
+                self._fail_batch(batch)
+                return
+            for st, ok in zip(batch, finite.tolist()):
                 if not ok:
                     self._fail_head(st, P.BAD_PAYLOAD, "frames contain NaN or infinity")
-            batch = [st for st, ok in zip(batch, good.tolist()) if ok]
-            x = x[good]
+            batch = [st for st, ok in zip(batch, finite.tolist()) if ok]
             if not batch:
                 return
-        n = len(batch)
-        try:
-            outs = slot.engine.step_many_all([st.es for st in batch], x)
-        except Exception as e:
-            log.exception("engine step failed for a batch of %d streams", n)
-            for st in batch:
-                self._fail_head(st, P.INTERNAL, f"engine step failed: {type(e).__name__}: {e}"
-                                [:500])
+            try:
+                outs = engine.step_many_all([st.es for st in batch], x[finite])
+            except Exception:
+                self._fail_batch(batch)
+                return
+        except Exception:
+            self._fail_batch(batch)
             return
+        n = len(batch)
         if len(slot.names) == 1:
             y = outs[slot.names[0]]
         else:
@@ -859,6 +866,12 @@ class Server:
             for st in keep:
                 del ready[st]
                 ready[st] = None
+
+    def _fail_batch(self, batch: list[_Stream]) -> None:
+        log.exception("engine step failed for a batch of %d streams", len(batch))
+        e = sys.exc_info()[1]
+        for st in batch:
+            self._fail_head(st, P.INTERNAL, f"engine step failed: {type(e).__name__}: {e}"[:500])
 
     def _settle(self, st: _Stream) -> None:
         """Answer zero-frame items (audio chunks that completed no frame, close) at the head."""

@@ -106,3 +106,24 @@ def test_full_queue_answers_busy_never_drops(model):
         # after the flood, the stream goes on
         h, p = rc.request(*frame_msg(1, n, x[0]))
         assert h["op"] == "frame" and h["f0"] == len(ok)
+
+
+def test_bad_frame_in_a_batch_fails_only_its_stream(server, model):
+    n = 8
+    x = np.random.default_rng(3).standard_normal((n, 3, 12)).astype(np.float32)
+    bad = x.copy()
+    bad[5, 1, 4] = np.nan
+    with Client(server.endpoint, timeout_s=30) as c:
+        streams = [c.open(seed=70 + i) for i in range(n)]
+        for t in range(3):
+            c.send_frames([(s, bad[i, t]) for i, s in enumerate(streams)])
+        reps = [[s.recv(raise_errors=False) for _ in range(3)] for s in streams]
+    assert reps[5][1].op == "error" and reps[5][1].hdr["code"] == "bad_payload"
+    assert reps[5][2].op == "frame" and reps[5][2].hdr["f0"] == 1     # numbering without holes
+    eng = nvm.Engine(nvm.load(model), nvm.Device("pcm", seed=0))
+    for i in range(n):
+        s = eng.stream(seed=70 + i)
+        steps = [0, 2] if i == 5 else [0, 1, 2]             # stream 5 never saw frame 1
+        ref = np.stack([s.step(x[i, t]) for t in steps])
+        got = np.concatenate([reps[i][t].y for t in steps])
+        np.testing.assert_array_equal(got, ref)
