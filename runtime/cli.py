@@ -284,6 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-server", action="store_true", help="skip the ZeroMQ benchmark")
     s.set_defaults(func=cmd_bench)
 
+    from .server_cli import add_keys_parser, add_serve_parser, add_stream_parser
+    add_serve_parser(sub)
+    add_stream_parser(sub)
+    add_keys_parser(sub)
+
     s = sub.add_parser("profiles", help="list device profiles or show one with every field")
     s.add_argument("action", nargs="?", choices=["list", "show"], default="list")
     s.add_argument("name", nargs="?", help="profile name or .toml path (for show)")
