@@ -181,6 +181,7 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False, energy: bool =
             bench_server = None
         if bench_server is not None:
             results["server"] = bench_server.run_bench(out, quick=quick)
+            print(bench_server.format_results(results["server"]))
     if energy:
         from . import bench_energy
         results["energy"] = bench_energy.run(quick=quick)
