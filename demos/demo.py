@@ -31,7 +31,7 @@ from nvmstream.runtime.client import Client, stream_sequences
 from nvmstream.runtime.frontend import read_wav
 
 HERE = Path(__file__).resolve().parent
-MODELS = HERE / "models"
+MODELS = Path(os.environ.get("NVMSTREAM_DEMO_MODELS", HERE / "models"))
 DATA = HERE / "data"
 
 PROFILES = [("ideal", [], 1), ("int4", [], 1), ("pcm-1d", [], 1), ("snr0db", [], 1),
