@@ -351,7 +351,7 @@ def cmd_keys(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m nvmstream.runtime.server_cli``); cli.py offers the same
     subcommands."""
-    from .cli import CliError
+    from .cli import run_parsed
 
     p = argparse.ArgumentParser(prog="nvmstream")
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -360,21 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     add_serve_parser(sub)
     add_stream_parser(sub)
     add_keys_parser(sub)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-                        format="%(levelname)s %(name)s: %(message)s")
-    from nvmstream.converters.errors import NvmConversionError, NvmInputError
-    try:
-        return args.func(args)
-    except CliError as e:
-        print(f"nvmstream: error: {e}", file=sys.stderr)
-        return e.code
-    except (NvmConversionError, NvmInputError) as e:
-        print(f"nvmstream: error: {e}", file=sys.stderr)
-        return EXIT_INPUT
-    except KeyboardInterrupt:
-        print("nvmstream: interrupted", file=sys.stderr)
-        return 130
+    return run_parsed(p.parse_args(argv))
 
 
 if __name__ == "__main__":
