@@ -66,7 +66,9 @@ def table(rows, row_key, col_keys, col_label, fmt_row=str) -> list[str]:
     """Markdown table of mean accuracy (+- std over seeds): rows by row_key, columns by the
     combination of col_keys."""
     summ = S.summarize(rows, [row_key, *col_keys])
-    cols = sorted({tuple(s[k] for k in col_keys) for s in summ}, key=str)
+    cols = sorted({tuple(s[k] for k in col_keys) for s in summ},
+                  key=lambda c: tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
+                                      for v in c))
     rvals = sorted({s[row_key] for s in summ}, key=lambda v: S._num(v))
     head = f"| {row_key} | " + " | ".join(col_label(c) for c in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]

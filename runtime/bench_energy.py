@@ -33,9 +33,14 @@ def _models(workdir: Path) -> list[tuple[str, Path, int, int]]:
                 continue
             seen.add(m["task"])
             p = REPO / "demos" / "models" / m["file"]
+            data = REPO / "demos" / "data" / f"{m['task']}.npz"
+            steps = 50
+            if data.exists():     # the task's mean sequence length
+                d = np.load(data, allow_pickle=False)
+                steps = (int(round(float(d["lengths_test"].mean()))) if "lengths_test" in d.files
+                         else int(d["x_test"].shape[1]))
             if p.exists():
-                out.append((f"{m['task']} ({m['file']})", p, int(m.get("features", 0)),
-                            int(m.get("steps", 50))))
+                out.append((f"{m['task']} ({m['file']})", p, int(m.get("features", 0)), steps))
     for i, h in ((12, 64), (40, 128), (128, 256)):
         p = lstm_onnx(workdir / f"lstm{i}x{h}.onnx", i, h, 10, state_io=False)
         out.append((f"LSTM {i}->{h} + Linear", p, i, 100))
