@@ -291,7 +291,13 @@ class QRecurrent(nn.Module):
 
 
 class SeqClassifier(nn.Module):
-    """Recurrent layer + linear head at every step: logits ``[B, T, C]``."""
+    """Recurrent layer + linear head at every step: logits ``[B, T, C]``.
+
+    Optional input normalisation ``(x - in_mean) / in_std`` (per feature) helps float training
+    on raw features of large magnitude (log-mel energies); :meth:`fold_input_norm` folds it into
+    the input matrix and bias (``W / s``, ``b - (W / s) m``) so the exported model, and the DAC
+    of a quantized one, see the raw features.
+    """
 
     def __init__(self, kind: str, n_in: int, hidden: int, n_classes: int, cfg: QuantConfig):
         super().__init__()
@@ -302,8 +308,32 @@ class SeqClassifier(nn.Module):
         k = 1.0 / math.sqrt(hidden)
         nn.init.uniform_(self.head.weight, -k, k)
         nn.init.uniform_(self.head_bias, -k, k)
+        self.register_buffer("in_mean", torch.zeros(n_in))
+        self.register_buffer("in_std", torch.ones(n_in))
+
+    def set_input_norm(self, mean, std) -> None:
+        with torch.no_grad():
+            self.in_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.in_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    @property
+    def normalizes(self) -> bool:
+        return bool(torch.any(self.in_mean != 0) or torch.any(self.in_std != 1))
+
+    def fold_input_norm(self) -> None:
+        """W x' + b with x' = (x - m) / s  ==  (W / s) x + (b - (W / s) m); then no normalisation."""
+        if not self.normalizes:
+            return
+        with torch.no_grad():
+            w = self.rnn.W.weight / self.in_std[None, :]
+            self.rnn.bias_ih.sub_(w @ self.in_mean)
+            self.rnn.W.weight.copy_(w)
+            self.in_mean.zero_()
+            self.in_std.fill_(1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalizes:
+            x = (x - self.in_mean) / self.in_std
         return self.head(self.rnn(x)) + self.head_bias
 
     def matrices(self) -> list[CrossbarMatrix]:
@@ -315,10 +345,16 @@ class SeqClassifier(nn.Module):
         state = {k: v for k, v in self.state_dict().items()
                  if not k.endswith(("dac_range", "adc_range", "power", "stats_seen"))}
         new.load_state_dict(state, strict=False)
+        new.fold_input_norm()
         return new
 
     def export_module(self) -> "ExportModel":
-        """A standard nn.LSTM/nn.GRU + nn.Linear carrying the weights as quantized."""
+        """A standard nn.LSTM/nn.GRU + nn.Linear carrying the weights as quantized (input
+        normalisation folded in)."""
+        if self.normalizes:
+            if self.rnn.W.cfg.quantized:
+                raise RuntimeError("fold the input normalisation before quantizing")
+            return self.with_config(self.rnn.W.cfg).export_module()
         m = ExportModel(self.kind, self.n_in, self.hidden, self.n_classes)
         with torch.no_grad():
             m.rnn.weight_ih_l0.copy_(self.rnn.W.effective_weight())

@@ -91,20 +91,25 @@ class TaskConfig:
     all_steps_weight: float = 0.0  # weight of the (mean) loss on every valid step, besides the last
     freeze_frac: float = 0.3  # last fraction of QAT epochs with frozen, emulator-exact ranges
     input_noise: float = 0.0  # augmentation: N(0, (input_noise * feature std)^2) on train inputs
+    normalize: bool = False   # float training on standardised inputs (folded into W at export)
+    forget_bias: float = 0.0  # LSTM forget-gate bias at initialisation (1.0: remember longer)
 
 
 TASKS: dict[str, TaskConfig] = {
     "japanese_vowels": TaskConfig(
-        kind="LSTM", hidden=32, epochs=60, qat_epochs=40, batch=16, lr=1e-2, qat_lr=2e-3,
-        input_noise=0.1, frame="12 LPC cepstrum coefficients of one 10 ms analysis frame of the vowel /ae/"),
+        kind="LSTM", hidden=32, epochs=60, qat_epochs=20, batch=16, lr=1e-2, qat_lr=2e-3,
+        input_noise=0.1,
+        frame="12 LPC cepstrum coefficients of one analysis frame of the vowel /ae/"),
     "basic_motions": TaskConfig(
-        kind="LSTM", hidden=32, epochs=150, qat_epochs=100, batch=8, lr=1e-2, qat_lr=2e-3,
-        input_noise=0.1, frame="one 10 Hz smartwatch sample: accelerometer x, y, z and gyroscope x, y, z"),
+        kind="LSTM", hidden=32, epochs=100, qat_epochs=30, batch=8, lr=1e-2, qat_lr=2e-3,
+        input_noise=0.1,
+        frame="one 10 Hz smartwatch sample: accelerometer x, y, z and gyroscope x, y, z"),
     "digits": TaskConfig(
-        kind="GRU", hidden=32, epochs=40, qat_epochs=25, batch=32, lr=1e-2, qat_lr=2e-3,
+        kind="GRU", hidden=32, epochs=40, qat_epochs=15, batch=32, lr=1e-2, qat_lr=2e-3,
         frame="one row of an 8x8 handwritten digit image: 8 pixels scaled to [0, 1]"),
     "keywords": TaskConfig(
-        kind="LSTM", hidden=64, epochs=30, qat_epochs=20, batch=32, lr=3e-3, qat_lr=1e-3,
+        kind="LSTM", hidden=64, epochs=40, qat_epochs=10, batch=32, lr=3e-3, qat_lr=1e-3,
+        normalize=True, forget_bias=1.0, all_steps_weight=0.5,
         frame="one 10 ms frame of 40 log-mel energies (see the frontend metadata)"),
 }
 SHIPPED = [(task, recipe) for task in TASKS for recipe in RECIPES]
@@ -244,6 +249,14 @@ def train_float(task: str, recipe: Recipe, tr: Split, n_classes: int):
     tc = recipe.task_config(task)
     _seed_all(recipe.seed)
     model = qat.SeqClassifier(tc.kind, tr.x.shape[2], tc.hidden, n_classes, qat.QuantConfig())
+    if tc.forget_bias and tc.kind == "LSTM":
+        import torch
+        with torch.no_grad():
+            model.rnn.bias_ih[tc.hidden:2 * tc.hidden] += tc.forget_bias
+    if tc.normalize:
+        valid = np.arange(tr.x.shape[1])[None, :] <= tr.last[:, None]
+        frames = tr.x[valid]
+        model.set_input_norm(frames.mean(0), np.maximum(frames.std(0), 1e-3))
     _fit(model, tr, tc.epochs, tc.batch, tc.lr, tc.weight_decay, tc.all_steps_weight,
          recipe.seed, label=f"{task}/float", input_noise=tc.input_noise)
     return model
@@ -381,7 +394,8 @@ def build_metadata(task: str, recipe: Recipe, ds, tc: TaskConfig, cfg, acc: dict
             "qat_epochs": tc.qat_epochs if recipe.name != "float" else 0, "batch": tc.batch,
             "lr": tc.lr, "qat_lr": tc.qat_lr, "weight_decay": tc.weight_decay,
             "all_steps_weight": tc.all_steps_weight, "freeze_frac": tc.freeze_frac,
-            "input_noise": tc.input_noise,
+            "input_noise": tc.input_noise, "normalize_folded": tc.normalize,
+            "forget_bias_init": tc.forget_bias,
             "loss": "cross-entropy at each sequence's last valid step",
             "optimizer": "Adam, cosine learning rate, grad-norm clip 1.0",
             "quant": cfg.to_dict() if cfg is not None else None,
@@ -433,6 +447,12 @@ def train_one(task: str, recipe: Recipe, out: Path, float_cache: dict | None = N
         t_qat = time.perf_counter() - tq
         qacc = torch_accuracy(model, te)   # torch emulation of the profile (DAC/ADC, no noise)
     exp = model.export_module()
+    if recipe.name == "float":   # the hand-written cell equals torch's nn.LSTM / nn.GRU
+        with torch.no_grad():
+            xs = torch.as_tensor(te.x[:8])
+            diff = float((model.eval()(xs) - exp(xs)).abs().max())
+        if not diff <= 1e-4:
+            raise RuntimeError(f"training cell and exported {tc.kind} differ by {diff:.3g}")
     acc = {"train": torch_accuracy(exp, tr), "test": torch_accuracy(exp, te)}
     meta = build_metadata(task, recipe, ds, tc, cfg, acc)
     export_onnx(exp, out, ds.n_features, meta)
@@ -466,13 +486,13 @@ def train_one(task: str, recipe: Recipe, out: Path, float_cache: dict | None = N
 
 
 # ------------------------------------------------------------------------------ manifest
-def read_manifest(path: Path = MANIFEST) -> dict:
+def read_manifest(path: Path) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     return {"models": {}}
 
 
-def write_manifest(man: dict, path: Path = MANIFEST) -> None:
+def write_manifest(man: dict, path: Path) -> None:
     man["about"] = (
         "Shipped demo models, made by `python demos/train.py --all` (one model: the command in "
         "each entry). Accuracies are on each dataset's full test split, class at the last valid "
@@ -492,6 +512,10 @@ def command_for(task: str, recipe: Recipe, out: Path) -> str:
         parts.append(f"--profile {recipe.profile}")
     if math.isfinite(recipe.snr_db):
         parts.append(f"--snr-db {recipe.snr_db:g}")
+    for flag, val in (("--epochs", recipe.epochs), ("--qat-epochs", recipe.qat_epochs),
+                      ("--hidden", recipe.hidden), ("--kind", recipe.kind)):
+        if val is not None:
+            parts.append(f"{flag} {val}")
     parts.append(f"--seed {recipe.seed}")
     try:
         rel = out.resolve().relative_to(HERE.parent)
@@ -522,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="regenerate every shipped model and demos/models/manifest.json")
     ap.add_argument("--tasks", default=None,
                     help="with --all: comma-separated subset of tasks")
+    ap.add_argument("--models-dir", type=Path, default=MODELS_DIR,
+                    help="with --all: where the models and manifest.json go (default "
+                         "demos/models)")
     ap.add_argument("--no-eval", action="store_true", help="skip the nvmstream evaluation")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -537,14 +564,16 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown tasks {bad}")
         jobs = [(t, r) for t, r in SHIPPED if t in tasks]
         cache: dict = {}
-        man = read_manifest()
+        mdir = args.models_dir
+        mdir.mkdir(parents=True, exist_ok=True)
+        man = read_manifest(mdir / "manifest.json")
         for task, rname in jobs:
             recipe = make_recipe(rname, seed=args.seed)
-            out = MODELS_DIR / f"{model_name(task, rname)}.onnx"
+            out = mdir / f"{model_name(task, rname)}.onnx"
             entry = train_one(task, recipe, out, cache, do_eval=not args.no_eval)
-            entry["command"] = command_for(task, recipe, out)
+            entry["command"] = command_for(task, recipe, MODELS_DIR / out.name)
             man["models"][model_name(task, rname)] = entry
-            write_manifest(man)
+            write_manifest(man, mdir / "manifest.json")
         return 0
 
     if not args.task:
@@ -557,9 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     entry["command"] = command_for(args.task, recipe, out)
     if out.resolve().parent == MODELS_DIR.resolve() and out.stem == model_name(args.task,
                                                                                args.recipe):
-        man = read_manifest()
+        man = read_manifest(MANIFEST)
         man["models"][out.stem] = entry
-        write_manifest(man)
+        write_manifest(man, MANIFEST)
     print(json.dumps(entry, indent=1))
     return 0
 
