@@ -4,8 +4,9 @@ The layers here compute, in the forward pass, exactly what ``nvmstream.runtime``
 crossbar matrix (see runtime/plan.py and runtime/kernels.py), with straight-through gradients:
 
 * weight codes per output row: ``s_j = max_i |W_ji| / qmax_w``, ``q = clip(rint(W / s), +-qmax_w)``;
-* one input DAC per matrix: ``u = clip(rint(v / d), +-qmax_dac)``, ``d = range / qmax_dac`` (``v`` is
-  ``x`` for the input matrix ``W``, ``h_{t-1}`` for the recurrent matrix ``R``, ``h_t`` for the head);
+* one input DAC per matrix: ``u = clip(rint(v / d), +-qmax_dac)``, ``d = range / qmax_dac``
+  (``v`` is ``x`` for the input matrix ``W``, ``h_{t-1}`` for the recurrent matrix ``R``, ``h_t``
+  for the head);
 * per (256-row tile, column) ADC on the integer partial sum ``p = u . q``:
   ``clip(rint(p / a), +-qmax_adc) a`` with ``a = range / qmax_adc``, then a digital sum over tiles;
 * the result in model units is ``sum * s_j * d``; biases, gates and state update stay float.
@@ -321,7 +322,7 @@ class SeqClassifier(nn.Module):
         return bool(torch.any(self.in_mean != 0) or torch.any(self.in_std != 1))
 
     def fold_input_norm(self) -> None:
-        """W x' + b with x' = (x - m) / s  ==  (W / s) x + (b - (W / s) m); then no normalisation."""
+        """W x' + b, x' = (x - m) / s  ==  (W / s) x + (b - (W / s) m); then no normalisation."""
         if not self.normalizes:
             return
         with torch.no_grad():

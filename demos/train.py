@@ -3,7 +3,8 @@
 
 One model:
 
-    python demos/train.py --task japanese_vowels --recipe qat4 --out demos/models/japanese_vowels_qat4.onnx
+    python demos/train.py --task japanese_vowels --recipe qat4 \
+        --out demos/models/japanese_vowels_qat4.onnx
 
 Every shipped model (demos/models/*.onnx) and demos/models/manifest.json:
 
@@ -97,15 +98,15 @@ class TaskConfig:
 
 TASKS: dict[str, TaskConfig] = {
     "japanese_vowels": TaskConfig(
-        kind="LSTM", hidden=32, epochs=60, qat_epochs=20, batch=16, lr=1e-2, qat_lr=2e-3,
+        kind="LSTM", hidden=32, epochs=60, qat_epochs=40, batch=16, lr=1e-2, qat_lr=2e-3,
         input_noise=0.1,
         frame="12 LPC cepstrum coefficients of one analysis frame of the vowel /ae/"),
     "basic_motions": TaskConfig(
-        kind="LSTM", hidden=32, epochs=100, qat_epochs=30, batch=8, lr=1e-2, qat_lr=2e-3,
+        kind="LSTM", hidden=32, epochs=40, qat_epochs=15, batch=8, lr=1e-2, qat_lr=2e-3,
         input_noise=0.1,
         frame="one 10 Hz smartwatch sample: accelerometer x, y, z and gyroscope x, y, z"),
     "digits": TaskConfig(
-        kind="GRU", hidden=32, epochs=40, qat_epochs=15, batch=32, lr=1e-2, qat_lr=2e-3,
+        kind="GRU", hidden=32, epochs=20, qat_epochs=10, batch=32, lr=1e-2, qat_lr=2e-3,
         frame="one row of an 8x8 handwritten digit image: 8 pixels scaled to [0, 1]"),
     "keywords": TaskConfig(
         kind="LSTM", hidden=64, epochs=40, qat_epochs=10, batch=32, lr=3e-3, qat_lr=1e-3,
@@ -396,7 +397,9 @@ def build_metadata(task: str, recipe: Recipe, ds, tc: TaskConfig, cfg, acc: dict
             "all_steps_weight": tc.all_steps_weight, "freeze_frac": tc.freeze_frac,
             "input_noise": tc.input_noise, "normalize_folded": tc.normalize,
             "forget_bias_init": tc.forget_bias,
-            "loss": "cross-entropy at each sequence's last valid step",
+            "loss": "cross-entropy at each sequence's last valid step"
+                    + (f" + {tc.all_steps_weight} x mean cross-entropy over all valid steps"
+                       if tc.all_steps_weight else ""),
             "optimizer": "Adam, cosine learning rate, grad-norm clip 1.0",
             "quant": cfg.to_dict() if cfg is not None else None,
             "calibration": "nvmstream.convert rule on the training split (64 sequences, seed 0)",
@@ -423,7 +426,6 @@ def train_one(task: str, recipe: Recipe, out: Path, float_cache: dict | None = N
               do_eval: bool = True) -> dict:
     """Train, export, verify and evaluate one model; returns its manifest entry."""
     torch = _torch()
-    qat = _load_local("nvm_qat", "qat.py")
     ds, tr, te = load_task(task)
     tc = recipe.task_config(task)
     t0 = time.perf_counter()
@@ -481,7 +483,6 @@ def train_one(task: str, recipe: Recipe, out: Path, float_cache: dict | None = N
         entry["nvmstream"] = {k: round(v, 4) for k, v in evaluate(out, tr, te).items()}
         entry["eval_seconds"] = round(time.perf_counter() - te0, 1)
         log.info("%s: nvmstream %s", out.name, entry["nvmstream"])
-    del torch, qat
     return entry
 
 
@@ -512,8 +513,11 @@ def command_for(task: str, recipe: Recipe, out: Path) -> str:
         parts.append(f"--profile {recipe.profile}")
     if math.isfinite(recipe.snr_db):
         parts.append(f"--snr-db {recipe.snr_db:g}")
-    for flag, val in (("--epochs", recipe.epochs), ("--qat-epochs", recipe.qat_epochs),
-                      ("--hidden", recipe.hidden), ("--kind", recipe.kind)):
+    tc = recipe.task_config(task)
+    parts.append(f"--epochs {tc.epochs}")
+    if recipe.name != "float":
+        parts.append(f"--qat-epochs {tc.qat_epochs}")
+    for flag, val in (("--hidden", recipe.hidden), ("--kind", recipe.kind)):
         if val is not None:
             parts.append(f"{flag} {val}")
     parts.append(f"--seed {recipe.seed}")
