@@ -100,7 +100,7 @@ TASKS: dict[str, TaskConfig] = {
     "japanese_vowels": TaskConfig(
         kind="LSTM", hidden=32, epochs=60, qat_epochs=40, batch=16, lr=1e-2, qat_lr=2e-3,
         input_noise=0.1,
-        frame="12 LPC cepstrum coefficients of one analysis frame of the vowel /ae/"),
+        frame="12 LPC cepstrum coefficients of one analysis frame (25.6 ms, 6.4 ms shift) of /ae/"),
     "basic_motions": TaskConfig(
         kind="LSTM", hidden=32, epochs=40, qat_epochs=15, batch=8, lr=1e-2, qat_lr=2e-3,
         input_noise=0.1,
@@ -310,6 +310,7 @@ def export_onnx(export_model, path: Path, n_in: int, metadata: dict[str, str]) -
     os.close(fd)
     try:
         onnx.save(m, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -317,7 +318,8 @@ def export_onnx(export_model, path: Path, n_in: int, metadata: dict[str, str]) -
 
 
 def verify_export(path: Path, export_model, x: np.ndarray) -> float:
-    """nvmstream's float executor equals torch (<= 1e-5) and the model is streamable."""
+    """nvmstream's float executor equals torch (max abs error <= 1e-5 x max(1, max |y|)) and
+    the model streams (bit for bit equal to the whole-sequence run)."""
     import nvmstream as nvm
     torch = _torch()
     ir = nvm.load_ir(path)
@@ -327,9 +329,10 @@ def verify_export(path: Path, export_model, x: np.ndarray) -> float:
         ref = export_model(torch.as_tensor(x)).numpy()
     got = ir.run_steps(x)["y"]
     err = float(np.max(np.abs(got - ref)))
-    if got.shape != ref.shape or not err <= EXPORT_TOL:
+    tol = EXPORT_TOL * max(1.0, float(np.max(np.abs(ref))))   # float32 rounding scales with |y|
+    if got.shape != ref.shape or not err <= tol:
         raise RuntimeError(f"{path}: nvmstream float run differs from torch: shape {got.shape} vs "
-                           f"{ref.shape}, max abs error {err:.3g} > {EXPORT_TOL}")
+                           f"{ref.shape}, max abs error {err:.3g} > {tol:.3g}")
     # streaming (same batch) equals the whole-sequence run bit for bit
     s = ir.stream(batch=x.shape[0])
     ys = np.stack([s.step(x[:, t])["y"] for t in range(x.shape[1])], axis=1)
@@ -529,6 +532,20 @@ def command_for(task: str, recipe: Recipe, out: Path) -> str:
     return " ".join(parts)
 
 
+def markdown_table(man: dict) -> str:
+    """The manifest's accuracies as a markdown table (percent)."""
+    cols = [eval_key(p, v) for p, v in EVAL_DEVICES]
+    head = ["model", "params", "torch float"] + cols + ["train s"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, e in sorted(man["models"].items()):
+        nv = e.get("nvmstream", {})
+        cells = [name, str(e["params"]), f"{100 * e['torch_test_accuracy']:.1f}"]
+        cells += [f"{100 * nv[c]:.1f}" if c in nv else "" for c in cols]
+        cells.append(f"{e['train_seconds']:.0f}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 # ------------------------------------------------------------------------------ CLI
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -554,8 +571,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --all: where the models and manifest.json go (default "
                          "demos/models)")
     ap.add_argument("--no-eval", action="store_true", help="skip the nvmstream evaluation")
+    ap.add_argument("--table", action="store_true",
+                    help="print the manifest's accuracy table (markdown) and exit")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table(read_manifest(args.models_dir / "manifest.json")))
+        return 0
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("nvmstream").setLevel(logging.WARNING)
