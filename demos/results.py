@@ -259,6 +259,7 @@ def main(argv=None) -> int:
            "`nvmstream bench --energy` (prices and assumptions: docs/energy.md). Ratio = "
            "digital energy / analog energy per inference (> 1: the analog chip wins).", ""]
     res = bench_energy.run(quick=args.quick)
+    print(bench_energy.format_table(res["rows"]))
     md += ["| model | profile | analog pJ/inference | analog TOPS/W | int8/SRAM | int8/DRAM "
            "| fp32/SRAM | fp32/DRAM |", "|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:

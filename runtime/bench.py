@@ -173,7 +173,6 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False, energy: bool =
                                  "cpu_count": os.cpu_count(), "platform": platform.platform()}}
     with tempfile.TemporaryDirectory() as td:
         results["engine"] = bench_engine(Path(td), quick=quick)
-    print(format_engine(results["engine"]))
     if server:
         try:
             from . import bench_server
@@ -181,10 +180,8 @@ def run_bench(out_dir: str | os.PathLike, *, quick: bool = False, energy: bool =
             bench_server = None
         if bench_server is not None:
             results["server"] = bench_server.run_bench(out, quick=quick)
-            print(bench_server.format_results(results["server"]))
     if energy:
         from . import bench_energy
         results["energy"] = bench_energy.run(quick=quick)
     (out / "bench.json").write_text(json.dumps(results, indent=2, default=float))
-    print(f"\nwrote {out / 'bench.json'}")
     return results

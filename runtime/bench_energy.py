@@ -74,7 +74,7 @@ def run(quick: bool = False, profiles: tuple[str, ...] | None = None) -> dict:
                     row[f"{b.name}_TOPS_per_W"] = b.tops_per_w
                     row[f"ratio_{b.name}"] = r.comparison.ratios[b.name]
                 rows.append(row)
-    print(format_table(rows))
+    log.info("\n%s", format_table(rows))
     return {"rows": rows}
 
 

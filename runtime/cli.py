@@ -190,8 +190,15 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
-    run_bench(args.out, quick=args.quick, energy=args.energy, server=not args.no_server)
+    from . import bench_energy, bench_server
+    from .bench import format_engine, run_bench
+    res = run_bench(args.out, quick=args.quick, energy=args.energy, server=not args.no_server)
+    print(format_engine(res["engine"]))
+    if "server" in res:
+        print(bench_server.format_results(res["server"]))
+    if "energy" in res:
+        print(bench_energy.format_table(res["energy"]["rows"]))
+    print(f"\nwrote {Path(args.out) / 'bench.json'}")
     return EXIT_OK
 
 
