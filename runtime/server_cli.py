@@ -81,7 +81,7 @@ def _load_prog(args):
         cal = resolve_calibration(path, args.calibration)
         prog = nvm.convert(path, calibration=cal.x)
         prog = dataclasses.replace(prog, calibration_source=cal.source)
-        print(f"nvmstream: {cal.describe()}", flush=True)
+        print(f"nvmstream: {cal.describe()}", file=sys.stderr, flush=True)
     else:
         prog = nvm.load(path)
     if args.frontend:
