@@ -51,7 +51,35 @@ def _stream_seeds(device_seed: int, stream_seed: int, replicas: int, slots: int)
 
 
 class Engine:
-    """Executes a :class:`CompiledModel` on a :class:`Device` (see module docstring)."""
+    """Executes a :class:`CompiledModel` on a :class:`Device` (see module docstring).
+
+    Parameters
+    ----------
+    prog:
+        A :class:`CompiledModel`, a ``.nvm`` path, or an ``.onnx`` path (converted with
+        ``calibration``).
+    device:
+        A :class:`Device`, a profile name/``.toml`` path (device seed 0), or None for
+        ``"ideal"`` (the float reference).
+    votes:
+        K noisy replicas per stream; outputs are their mean, ``predict`` their majority
+        (default 1).
+    calibration:
+        ``[N, T, F]`` inputs, only used when ``prog`` is an ``.onnx`` path.
+
+    Whole sequences: :meth:`run`, :meth:`run_all`, :meth:`predict` (``lens`` = true lengths);
+    frame by frame: :meth:`stream`, :meth:`step_many`. Energy and latency of everything run
+    since the last :meth:`reset_ledger`: :meth:`report` (call ``reset_ledger()`` between a
+    batch run and a streaming session to report them apart; ``nvm.InferenceSession`` reports
+    each call on its own).
+    """
+
+    def __repr__(self) -> str:
+        m = self.model
+        return (f"Engine({m.source and m.source.split('/')[-1] or 'model'}: "
+                f"{len(m.layers)} layers, {m.input.features} features in, "
+                f"profile {self.device.profile.name!r}, device seed {self.device.seed}, "
+                f"votes {self.votes})")
 
     def __init__(self, prog: CompiledModel | str | Path, device: Device | str | None = None,
                  *, votes: int = 1, calibration: np.ndarray | None = None) -> None:
@@ -226,17 +254,29 @@ class Engine:
         """The first model output per step (see :meth:`run_all`)."""
         return self.run_all(x, **kw)[self._out_names[0]]
 
-    def predict(self, x: np.ndarray, *, seed: int = 0) -> np.ndarray:
-        """Majority class per step over the votes: int64 ``[B, T]`` (first output)."""
+    def predict(self, x: np.ndarray, *, seed: int = 0,
+                lens: np.ndarray | None = None) -> np.ndarray:
+        """Majority class per step over the votes: int64 ``[B, T]`` (first output).
+
+        ``seed``: row b uses stream seed ``seed + b``. ``lens``: int ``[B]`` true lengths
+        (default all T); a row's classes past its length are meaningless and those steps are
+        not charged to the energy ledger. Read a sequence's class at ``lens[b] - 1``."""
         x, squeeze = self._check_x(x)
         b, t, _ = x.shape
         k = self.votes
+        if lens is None:
+            seq = np.full(b, t, np.int64)
+        else:
+            seq = np.asarray(lens, np.int64).reshape(-1)
+            if seq.shape != (b,) or np.any(seq < 1) or np.any(seq > t):
+                raise NvmInputError(f"sequence lengths must be {b} values in 1..{t}, got "
+                                    f"{seq.tolist()}")
         xr = np.repeat(x, k, axis=0) if k > 1 else x
         state = self._init_state(b * k, None, np.repeat(np.arange(b), k))
-        env = self._exec(xr, np.full(b * k, t, np.int64), state,
+        env = self._exec(xr, np.repeat(seq, k), state,
                          self._rng([seed + i for i in range(b)]))
-        self._account(rec_steps=b * k * t, all_steps=b * k * t, inferences=b,
-                      stream_steps=b * t)
+        n = int(seq.sum())
+        self._account(rec_steps=n * k, all_steps=b * k * t, inferences=b, stream_steps=n)
         a = self._tensor(env, self.model.outputs[0].tensor).reshape(b, k, t, -1)
         cls = majority(a)
         return cls[0] if squeeze else cls
@@ -272,12 +312,17 @@ class Engine:
                            self.device.profile.weights.bits)
 
     def reset_ledger(self) -> None:
+        """Forget the counts so far: the next :meth:`report` covers only what runs after."""
         self._pending_steps = self._pending_new = 0
         self._ledger.reset()
 
     # ------------------------------------------------------------------------------ streams
     def stream(self, seed: int | None = None, **aux: np.ndarray) -> "Stream":
-        """A new stateful stream (one frame at a time). Needs a causal model."""
+        """A new stateful stream (one frame at a time). Needs a causal model.
+
+        ``seed``: its stream seed (default: 0, 1, 2, ... in order of creation); ``aux``:
+        initial states by ONNX input name. ``Stream.step(x_t [F])`` returns the first output
+        for that frame; ``Stream.close()`` frees its slot."""
         reason = self.model.why_not_streamable()
         if reason:
             raise NvmInputError(f"model cannot stream: {reason}")
@@ -352,6 +397,10 @@ def majority(reps: np.ndarray) -> np.ndarray:
 
 class Stream:
     """One stream's state on an engine: ``step(x_t[F]) -> y_t[F_out]``."""
+
+    def __repr__(self) -> str:
+        return (f"Stream(seed {getattr(self, 'seed', '?')}, profile "
+                f"{self.engine.device.profile.name!r})")
 
     def __init__(self, engine: Engine, seed: int, aux: Mapping[str, np.ndarray]):
         self.engine = engine
