@@ -383,20 +383,44 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench_energy, bench_server
-    from .bench import format_engine, run_bench
+    import platform
+    import tempfile
+
+    from . import bench_energy
+    from .bench import bench_engine, format_engine
+    out = Path(args.out)
     try:
-        plan_output(Path(args.out) / "bench.json", make_dirs=True, allow_stdout=False,
-                    what="--out")
+        plan_output(out / "bench.json", make_dirs=True, allow_stdout=False, what="--out")
     except OutputError as e:
         raise CliError(str(e)) from None
-    res = run_bench(args.out, quick=args.quick, energy=args.energy, server=not args.no_server)
-    print(format_engine(res["engine"]))
-    if "server" in res:
-        print(bench_server.format_results(res["server"]))
-    if "energy" in res:
-        print(bench_energy.format_table(res["energy"]["rows"]))
-    print(f"\nwrote {Path(args.out) / 'bench.json'}")
+    stages = 1 + (not args.no_server) + bool(args.energy)
+    k = 0
+
+    def stage(text: str) -> None:
+        print(f"bench [{k}/{stages}] {text}", file=sys.stderr, flush=True)
+
+    results: dict = {"machine": {"python": platform.python_version(),
+                                 "cpu_count": os.cpu_count(), "platform": platform.platform()}}
+    k += 1
+    stage("engine vs onnxruntime (streamed step, whole sequence, 256 streams) ...")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as td:
+        results["engine"] = bench_engine(Path(td), quick=args.quick)
+    print(format_engine(results["engine"]))
+    if not args.no_server:
+        from . import bench_server
+        k += 1
+        stage("ZeroMQ server round trips and throughput ...")
+        results["server"] = bench_server.run_bench(out, quick=args.quick)
+        print(bench_server.format_results(results["server"]))
+    if args.energy:
+        k += 1
+        stage("analog vs digital energy per model and profile ...")
+        results["energy"] = bench_energy.run(quick=args.quick, progress=stage)
+        print(bench_energy.format_table(results["energy"]["rows"]))
+    write_json(out / "bench.json", {"provenance": provenance(
+        elapsed_s=round(time.perf_counter() - t0, 1)), **results})
+    print(f"\nwrote {out / 'bench.json'}")
     return EXIT_OK
 
 
