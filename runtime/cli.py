@@ -18,11 +18,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .data import DataError, load_data, resolve_calibration
 from .outputs import OutputError, plan_output, provenance, write_json, write_text, write_with
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("nvmstream.cli")
 
@@ -60,6 +61,7 @@ def atomic_save(path: str | os.PathLike, writer) -> None:
 
 def load_array(path: str, what: str, split: str = "test") -> np.ndarray:
     """The ``x`` of a data file under the data contract (runtime/data.py)."""
+    from .data import load_data
     return load_data(path, split, what=what).x
 
 
@@ -100,6 +102,7 @@ def _announce_compile() -> float | None:
 
 def make_engine(prog, device, votes: int = 1):
     """``Engine(prog, device, votes)`` with the one-time numba compile announced."""
+    import numpy as np
     t0 = _announce_compile()
     from nvmstream.runtime.engine import Engine
     eng = Engine(prog, device, votes=votes)
@@ -137,6 +140,7 @@ def cmd_inspect(args) -> int:
 
 def _describe_program(prog, path: str) -> dict:
     """What a ``.nvm`` adds to the IR: bits, weight ranges, calibration, labels, front end."""
+    import numpy as np
     from .outputs import sha256_file
     cal = np.asarray(prog.calibration)
     mats = []
@@ -178,6 +182,8 @@ def _load_program(args, *, fallback=None):
     """A CompiledModel from .nvm, or converted from .onnx (calibration: runtime/data.py rule);
     returns (program, calibration description or None)."""
     import nvmstream as nvm
+
+    from .data import resolve_calibration
     path = args.model
     if _sniff_model(path) == "nvm":
         if getattr(args, "calibration", None):
@@ -203,6 +209,7 @@ _RUN_SUFFIXES = (".npy", ".npz", ".txt", ".csv")
 def _write_run_output(path: str, outs: dict, names: list[str], lengths) -> None:
     """``.npy`` first output, ``.npz`` every output, ``.txt``/``.csv``/``-`` a table of the
     first output: one row per (sequence, step) with the step's values."""
+    import numpy as np
     first = names[0]
     suffix = Path(path).suffix.lower() if path != "-" else ".txt"
     if suffix == ".npz":
@@ -227,6 +234,9 @@ def _write_run_output(path: str, outs: dict, names: list[str], lengths) -> None:
 
 
 def cmd_run(args) -> int:
+    import numpy as np
+
+    from .data import load_data
     inputs = [args.model, args.input, args.calibration, args.lengths]
     try:
         plan_output(args.output, suffixes=_RUN_SUFFIXES, inputs=inputs, what="output")
@@ -344,6 +354,7 @@ def cmd_sweep(args) -> int:
         raise CliError(f"{args.out}: exists; pass --resume to continue that sweep or "
                        f"--overwrite to start again")
     _sniff_model(args.model)
+    from .data import load_data
     data = load_data(args.data, "test", what="sweep data", need_labels=True)
     # validate every grid point's profile before starting workers
     from nvmstream.devices import load_profile
@@ -640,6 +651,8 @@ def run_parsed(args) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from nvmstream.converters.errors import NvmConversionError, NvmInputError
     from nvmstream.devices.profile import ProfileError
+
+    from .data import DataError
     try:
         return args.func(args)
     except CliError as e:

@@ -291,3 +291,29 @@ def test_wav_at_8khz_stereo_is_resampled_and_downmixed(files):
     back, info = load_audio(files / "m16.wav", 16000)
     assert np.array_equal(back, raw) and not info["resampled"]
     assert np.array_equal(read_wav(files / "m16.wav")[0], raw)
+
+
+def test_stream_8khz_stereo_wav_and_npz_json_provenance(files, tmp_path):
+    """A real server with an audio front end: an 8 kHz stereo WAV is mixed down and resampled
+    to the model's 16 kHz (said on stderr), never streamed as if it were 16 kHz; the shipped
+    .npz layout streams with true lengths and the JSON carries provenance."""
+    from nvmstream.runtime.frontend import FrontendParams
+    from server_util import ServerProcess, compile_fixture
+    fe = FrontendParams(n_mels=12).to_dict()
+    model = compile_fixture("lstm1_bf.ts.onnx", tmp_path / "a.nvm", frontend=fe)
+    with ServerProcess(model, "--profile", "int4") as srv:
+        assert "profile int4" in srv.stdout_lines[0]            # default profile stated
+        r = cli("stream", "-c", srv.endpoint, "-d", files / "stereo8k.wav", "--json",
+                tmp_path / "w.json")
+        assert r.returncode == 0, r.stderr
+        assert "2 channel(s) 16-bit at 8000 Hz -> mono at 16000 Hz" in r.stderr
+        res = json.loads((tmp_path / "w.json").read_text())
+        # 1 s of audio at 16 kHz: 1 + (16000 - 400) // 160 = 98 frames
+        assert res["frames"] == FrontendParams(n_mels=12).n_frames(16000) == 98
+        r = cli("stream", "-c", srv.endpoint, "-d", files / "data.npz", "--quiet", "--json",
+                tmp_path / "s.json")
+        assert r.returncode == 0, r.stderr
+        res = json.loads((tmp_path / "s.json").read_text())
+        assert res["frames"] == int(np.load(files / "data.npz")["lengths_test"].sum())
+        assert res["provenance"]["data_sha256"] == sha(files / "data.npz")
+        assert res["provenance"]["nvmstream_version"] == nvm.__version__
