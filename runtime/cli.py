@@ -100,6 +100,18 @@ def _announce_compile() -> float | None:
     return time.perf_counter()
 
 
+def compile_notice(warm, always: bool = True) -> None:
+    """Announce a cold numba cache around ``warm()`` (which builds and runs an engine); with
+    ``always=False`` ``warm`` only runs when the cache is cold."""
+    t0 = _announce_compile()
+    if t0 is None and not always:
+        return
+    warm()
+    if t0 is not None:
+        print(f"nvmstream: kernels compiled in {time.perf_counter() - t0:.0f} s",
+              file=sys.stderr, flush=True)
+
+
 def make_engine(prog, device, votes: int = 1):
     """``Engine(prog, device, votes)`` with the one-time numba compile announced."""
     import numpy as np
@@ -374,6 +386,8 @@ def cmd_sweep(args) -> int:
     if len(todo) < len(jobs):
         print(f"sweep: resuming, {len(jobs) - len(todo)} of {len(jobs)} runs already in "
               f"{args.out}", file=sys.stderr)
+    if todo:        # compile once here rather than silently in every worker
+        compile_notice(lambda: S.run_job(dataclasses.replace(todo[0], limit=1)), always=False)
     S.run_sweep(todo, workers=args.workers, dask_address=args.dask,
                 progress=not args.quiet, on_row=writer.append)
     rows = writer.rows()

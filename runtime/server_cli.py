@@ -114,8 +114,13 @@ def cmd_serve(args) -> int:
                        idle_timeout_s=args.idle_timeout,
                        max_message_bytes=args.max_message_bytes,
                        curve_secret_file=args.curve_secret, curve_allow_dir=args.curve_allow)
+    from .cli import compile_notice
+    srv = None
     try:
-        srv = Server(prog, cfg)
+        def build():
+            nonlocal srv
+            srv = Server(prog, cfg)
+        compile_notice(build)
         endpoint = srv.bind()
     except (ProfileError, ValueError, OSError) as e:
         raise _cli_error(str(e)) from None

@@ -215,15 +215,17 @@ def run_sweep(jobs: Sequence[Job], *, workers: int | None = None, dask_address: 
                 finish(i, run_job(j))
         else:
             workers = workers or max(1, os.cpu_count() or 1)
-            with ProcessPoolExecutor(max_workers=workers) as ex:
+            ex = ProcessPoolExecutor(max_workers=workers)
+            try:
                 futs = {ex.submit(run_job, j): i for i, j in enumerate(jobs)}
-                try:
-                    for f in as_completed(futs):
-                        finish(futs[f], f.result())
-                except BaseException:
-                    for f in futs:
-                        f.cancel()
-                    raise
+                for f in as_completed(futs):
+                    finish(futs[f], f.result())
+            except BaseException:
+                # interrupted or failed: what finished is already written; do not wait for
+                # the runs still going
+                ex.shutdown(wait=False, cancel_futures=True)
+                raise
+            ex.shutdown(wait=True)
     finally:
         bar.close()
     return [r for r in rows if r is not None]

@@ -317,3 +317,35 @@ def test_stream_8khz_stereo_wav_and_npz_json_provenance(files, tmp_path):
         assert res["frames"] == int(np.load(files / "data.npz")["lengths_test"].sum())
         assert res["provenance"]["data_sha256"] == sha(files / "data.npz")
         assert res["provenance"]["nvmstream_version"] == nvm.__version__
+
+
+def test_sweep_interrupted_by_sigint_keeps_finished_rows(files, tmp_path):
+    """A real Ctrl-C in the middle of a sweep: exit 130, every finished run is in the CSV
+    (whole lines), and --resume runs only the rest."""
+    import signal
+    import time
+    out = tmp_path / "s.csv"
+    args = ["sweep", files / "m.nvm", "--data", files / "data.npz", "--profile", "int4",
+            "--grid", "adc.bits=2,3,4,5,6,7,8", "--seeds", "0,1,2", "--workers", "1",
+            "--out", out]
+    p = subprocess.Popen([sys.executable, "-m", "nvmstream.runtime.cli", *map(str, args)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if out.exists() and len([l for l in out.read_text().splitlines()
+                                 if l and not l.startswith("#")]) >= 3:   # header + 2 runs
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err and "interrupted" in err and "Traceback" not in err
+    kept = list(csv.DictReader(l for l in out.read_text().splitlines()
+                               if not l.startswith("#")))
+    assert 2 <= len(kept) < 21 and all(r["accuracy"] for r in kept)
+    r = cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming, {len(kept)} of 21 runs already" in r.stderr
+    rows = list(csv.DictReader(l for l in out.read_text().splitlines() if not l.startswith("#")))
+    assert len(rows) == 21 and rows[:len(kept)] == kept
+    assert {(r["adc.bits"], r["seed"]) for r in rows} == {
+        (str(b), str(s)) for b in range(2, 9) for s in range(3)}
