@@ -142,7 +142,8 @@ def cmd_inspect(args) -> int:
     if prog is not None:
         info["compiled"] = _describe_program(prog, args.model)
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json.dumps({"provenance": provenance(model=args.model), **info}, indent=2,
+                         default=str))
     else:
         print(format_text(info))
         if prog is not None:
@@ -713,4 +714,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m nvmstream.runtime.cli`: run the imported module's main, so that CliError
+    # raised by modules that import it (server_cli) is the class run_parsed catches
+    from nvmstream.runtime.cli import main as _main
+    sys.exit(_main())

@@ -103,6 +103,9 @@ BAD = [
      "no such file"),
     ("unknown profile", ["run", "{d}/m.nvm", "-i", "{d}/x.npy", "-o", "{d}/y.npy", "-p", "pcmm"],
      "pcmm"),
+    ("no server at the endpoint",
+     ["stream", "--connect", "tcp://127.0.0.1:9", "--data", "{d}/data.npz", "--timeout", "0.5"],
+     "is the server running at tcp://127.0.0.1:9"),
     ("missing wav",
      ["stream", "--connect", "tcp://127.0.0.1:9", "--data", "{d}/x.npy.wav"], "no such file"),
 ]
@@ -248,6 +251,7 @@ def test_inspect_opens_nvm(files):
     r = cli("inspect", files / "m.nvm", "--json")
     info = json.loads(r.stdout)
     c = info["compiled"]
+    assert info["provenance"]["nvmstream_version"] == nvm.__version__
     assert c["weight_bits"] == 4 and c["calibration"]["shape"] == [20, 9, 12]
     assert all(-7 <= m["code_min"] <= m["code_max"] <= 7 for m in c["matrices"])
     assert c["sha256"] == sha(files / "m.nvm")
