@@ -16,9 +16,12 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
+_SUBMODULES = ("compile", "conventions", "errors", "inspect", "ir", "onnx_import")
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:                 # nvm.converters.ir works without an import
+        return importlib.import_module(f"{__name__}.{name}")
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'nvmstream.converters' has no attribute {name!r}")
@@ -28,4 +31,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_LAZY, *_SUBMODULES])
