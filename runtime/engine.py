@@ -341,6 +341,8 @@ class Engine:
 
     def step_many_all(self, streams: Sequence["Stream"], frames: np.ndarray
                       ) -> dict[str, np.ndarray]:
+        """One step of many streams: ``frames[N, F]`` -> every output, name -> ``[N, F_out]``
+        (averaged over votes). Equal to each stream's ``step_all`` in turn."""
         n = len(streams)
         frames = np.asarray(frames)
         f = self.model.input.features
@@ -456,6 +458,7 @@ class Stream:
         self.energy_pJ += self.last_energy_pJ
 
     def step_all(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
+        """Feed one frame ``[F]``; returns every output for this step, name -> ``[F_out]``."""
         return {k: v[0] for k, v in self.engine.step_many_all([self], np.asarray(x_t)[None]).items()}
 
     @property

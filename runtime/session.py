@@ -108,6 +108,7 @@ class InferenceSession:
         return dict(self._ir.metadata)
 
     def get_providers(self) -> list[str]:
+        """``["NvmstreamEmulatorProvider"]``: the one execution provider (onnxruntime API)."""
         return ["NvmstreamEmulatorProvider"]
 
     def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, np.ndarray],
