@@ -201,7 +201,8 @@ def main(argv=None) -> int:
   accuracy   class at each sequence's last valid frame equals its label
   95% CI     Wilson score interval of that accuracy for n sequences
   steps/inf  frames per inference: each sequence's true length, no padding
-  host p50/99  round trip of one message measured by the client on loopback
+  host p50/99  round trip of one message measured by the client on loopback, every stream
+             of the split in flight at once (so it includes queueing behind the others)
   device     the emulated chip's latency per inference (all steps, layers in sequence)
   energy     the emulated chip's energy per inference at the true length, votes included;
              `ideal` prices its unquantized DAC/ADC at 8 bits (energy.unquantized_converter_bits)
