@@ -115,16 +115,22 @@ def compile_notice(warm, always: bool = True) -> None:
 def make_engine(prog, device, votes: int = 1):
     """``Engine(prog, device, votes)`` with the one-time numba compile announced."""
     import numpy as np
-    t0 = _announce_compile()
+
+    from nvmstream.converters.errors import NvmInputError
     from nvmstream.runtime.engine import Engine
-    eng = Engine(prog, device, votes=votes)
-    if t0 is not None:
-        x = np.zeros((1, 1, prog.model.input.features), np.float32)
-        eng.run(x)
+    made = []
+
+    def build() -> None:
+        eng = Engine(prog, device, votes=votes)
+        try:                # one step compiles the kernels now, inside the announcement
+            eng.run(np.zeros((1, 1, prog.model.input.features), np.float32))
+        except NvmInputError:       # a model that needs other inputs: compiles on first use
+            pass
         eng.reset_ledger()
-        print(f"nvmstream: kernels compiled in {time.perf_counter() - t0:.0f} s",
-              file=sys.stderr, flush=True)
-    return eng
+        made.append(eng)
+
+    compile_notice(build)
+    return made[0]
 
 
 # ------------------------------------------------------------------------------------ commands

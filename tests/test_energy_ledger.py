@@ -214,9 +214,11 @@ def test_run_report_and_json_cli(tmp_path):
     r = subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "run",
                         str(FIXTURES / "lstm1_bf.ts.onnx"), "-i", str(tmp_path / "x.npy"),
                         "-o", str(tmp_path / "y.npy"), "--profile", "pcm", "--report",
+                        "--calibration", str(tmp_path / "x.npy"),
                         "--json", str(tmp_path / "r.json")], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert "pJ/inference" in r.stdout and "int8/sram" in r.stdout and "TOPS/W" in r.stdout
     d = json.loads((tmp_path / "r.json").read_text())
     assert d["inferences"] == 2 and d["analog"]["energy_pJ_per_inference"] > 0
+    assert d["provenance"]["profile"] == "pcm" and d["provenance"]["calibration"]["sequences_used"] == 2
