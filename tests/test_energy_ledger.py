@@ -221,4 +221,5 @@ def test_run_report_and_json_cli(tmp_path):
     assert "pJ/inference" in r.stdout and "int8/sram" in r.stdout and "TOPS/W" in r.stdout
     d = json.loads((tmp_path / "r.json").read_text())
     assert d["inferences"] == 2 and d["analog"]["energy_pJ_per_inference"] > 0
-    assert d["provenance"]["profile"] == "pcm" and d["provenance"]["calibration"]["sequences_used"] == 2
+    prov = d["provenance"]
+    assert prov["profile"] == "pcm" and prov["calibration"]["sequences_used"] == 2
