@@ -546,7 +546,30 @@ _EPILOG = """examples:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
+    """Keeps descriptions/epilogs as written and shows every option's default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        h = action.help or ""
+        d = action.default
+        if (action.option_strings and "(default" not in h and "default:" not in h
+                and d is not None
+                and d is not False and d != [] and d is not argparse.SUPPRESS):
+            h += " (default: %(default)s)"
+        return h
+
+
+class _Parser(argparse.ArgumentParser):
+    """Subcommand parsers: the same formatter (defaults shown) wherever they are defined."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*a, **kw)
+
+    def add_argument(self, *a, **kw):
+        if a and str(a[0]).startswith("-") and kw.get("help") is None \
+                and kw.get("default") not in (None, False):
+            kw["help"] = "(default: %(default)s)"      # undocumented options show a default
+        return super().add_argument(*a, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -557,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"nvmstream {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="more logging (-v info, -vv debug and tracebacks)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     s = sub.add_parser("inspect", help="show a model: layers, MACs, tiles, streamability; for "

@@ -140,13 +140,15 @@ def add_stream_parser(subparsers) -> argparse.ArgumentParser:
     s = subparsers.add_parser(
         "stream", help="stream a dataset (.npz) or recordings (.wav) to a server",
         description="Stream every sequence of a .npz (x[N, T, F], or x_test/y_test/"
-                    "lengths_test) or every .wav (int16 mono 16 kHz) as its own stream; "
+                    "lengths_test) or every .wav (resampled to the model's rate) as its own stream; "
                     "print predictions, accuracy when labels exist, round-trip percentiles "
                     "and energy per inference.")
     s.add_argument("--connect", "-c", required=True, help="server endpoint, e.g. "
                                                           "tcp://127.0.0.1:5555")
     s.add_argument("--data", "-d", required=True, nargs="+", metavar="FILE",
-                   help="FILE.npz or one or more FILE.wav")
+                   help="FILE.npz/.npy (the data contract: x_SPLIT, y_SPLIT, lengths_SPLIT) "
+                        "or one or more FILE.wav (any rate and channels: mixed to mono and "
+                        "resampled to the model's front-end rate)")
     s.add_argument("--split", default="test", help=".npz: use x_SPLIT/y_SPLIT (default test)")
     s.add_argument("--limit", type=int, help="stream only the first N sequences")
     s.add_argument("--profile", "-p", help="device profile for these streams (server default "
