@@ -21,6 +21,7 @@ __all__ = [
     "PROGRAMMING_MODELS",
     "DRIFT_MODELS",
     "READ_MODELS",
+    "READ_SPLITS",
     "NoProgrammingNoise",
     "ConstantProgrammingNoise",
     "FractionProgrammingNoise",
@@ -361,18 +362,58 @@ def pcm_q_s(g_prog: np.ndarray, gmax_uS: float) -> np.ndarray:
     return np.minimum(0.0088 / np.maximum(x ** 0.65, 1e-3), 0.2)
 
 
+#: How the read-noise variance is split between a static part (drawn once when the device is
+#: programmed or aged, folded into the effective weights) and a per-read part (fresh at every
+#: read). See :class:`_ReadNoise` and devices/README.md ("Read noise").
+READ_SPLITS = ("window", "frozen", "per_read")
+
+
 class _ReadNoise:
-    """Per-cell, per-read Gaussian noise: a read sees G + N(0, sigma_read^2) (uS)."""
+    """Read noise of a cell: a read sees G + N(0, sigma_read^2) (uS), split in two parts.
+
+    ``split`` decides which part of the variance is *static* over one inference (drawn once per
+    programming/aging and frozen into the weights) and which is *per-read* (fresh each read):
+
+    * ``"frozen"``: everything static (aihwkit's single draw per inference-time evaluation);
+    * ``"per_read"``: everything per read (nvmstream <= turn 2);
+    * ``"window"``: the model's own split; white-noise models (constant, fraction) are all
+      per read, the 1/f model splits its spectrum at 1/window (see :class:`Pcm1fReadNoise`).
+    """
 
     active = True
 
+    def __init__(self, split: str = "window", window_s: float = 1.0) -> None:
+        if split not in READ_SPLITS:
+            raise ValueError(f"unknown read-noise split {split!r}; allowed: {', '.join(READ_SPLITS)}")
+        if not window_s > 0:
+            raise ValueError(f"read window must be > 0 s, got {window_s}")
+        self.split = split
+        self.window_s = float(window_s)
+
     def sigma(self, g_now: np.ndarray, g_prog: np.ndarray | None = None,
               t_s: float = 0.0) -> np.ndarray:  # pragma: no cover - abstract
+        """Total read-noise standard deviation of each cell (static + per-read), uS."""
         raise NotImplementedError
+
+    def static_fraction(self, t_s: float) -> float:
+        """Fraction of the total variance that is static at age ``t_s`` (model ``window`` split)."""
+        return 0.0
+
+    def split_var(self, g_now: np.ndarray, g_prog: np.ndarray | None = None,
+                  t_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(static variance, per-read variance) of each cell in uS^2; they sum to sigma^2."""
+        total = self.sigma(g_now, g_prog, t_s) ** 2
+        if self.split == "frozen":
+            f = 1.0
+        elif self.split == "per_read":
+            f = 0.0
+        else:
+            f = self.static_fraction(t_s)
+        return total * f, total * (1.0 - f)
 
     def sample(self, g_now: np.ndarray, rng: np.random.Generator,
                g_prog: np.ndarray | None = None, t_s: float = 0.0) -> np.ndarray:
-        """One noisy read of every cell (reference Monte Carlo; the runtime samples per column)."""
+        """One noisy read of every cell with the total variance (reference Monte Carlo)."""
         g = np.asarray(g_now, dtype=np.float64)
         return g + self.sigma(g, g_prog, t_s) * rng.standard_normal(g.shape)
 
@@ -385,7 +426,7 @@ class NoReadNoise(_ReadNoise):
 
     @classmethod
     def from_profile(cls, p: DeviceProfile) -> "NoReadNoise":
-        return cls()
+        return cls(p.read.split, p.read.window_s)
 
     def sigma(self, g_now, g_prog=None, t_s=0.0):
         return np.zeros(np.shape(g_now))
@@ -393,15 +434,16 @@ class NoReadNoise(_ReadNoise):
 
 @READ_MODELS.register("constant")
 class ConstantReadNoise(_ReadNoise):
-    """sigma_read = sigma_uS for every cell."""
+    """sigma_read = sigma_uS for every cell (white: all per read under split 'window')."""
 
-    def __init__(self, sigma_uS: float) -> None:
+    def __init__(self, sigma_uS: float, split: str = "window", window_s: float = 1.0) -> None:
+        super().__init__(split, window_s)
         self.sigma_uS = float(sigma_uS)
         self.active = self.sigma_uS > 0
 
     @classmethod
     def from_profile(cls, p: DeviceProfile) -> "ConstantReadNoise":
-        return cls(p.read.sigma_uS)
+        return cls(p.read.sigma_uS, p.read.split, p.read.window_s)
 
     def sigma(self, g_now, g_prog=None, t_s=0.0):
         return np.full(np.shape(g_now), self.sigma_uS)
@@ -409,33 +451,52 @@ class ConstantReadNoise(_ReadNoise):
 
 @READ_MODELS.register("fraction")
 class FractionReadNoise(ConstantReadNoise):
-    """sigma_read = fraction * gmax for every cell."""
+    """sigma_read = fraction * gmax for every cell (white: all per read under split 'window')."""
 
     @classmethod
     def from_profile(cls, p: DeviceProfile) -> "FractionReadNoise":
-        return cls(p.read.fraction * p.mapping.gmax_uS)
+        return cls(p.read.fraction * p.mapping.gmax_uS, p.read.split, p.read.window_s)
 
 
 @READ_MODELS.register("pcm_1f")
 class Pcm1fReadNoise(_ReadNoise):
     """PCM 1/f read noise (aihwkit PCMLikeNoiseModel.apply_drift_noise_to_conductance):
 
-    sigma_read = |G(t)| * Q_s(G_prog) * sqrt(ln((t + t_read) / (2 t_read))), t = device age,
-    Q_s = min(0.0088 / max((|G_prog|/gmax)^0.65, 1e-3), 0.2). The log term is clipped at 0
-    (no noise for t <= t_read). ``g_prog`` defaults to ``g_now``.
+    sigma_read = |G(t)| * Q_s(G_prog) * sqrt(T(t)), T(t) = max(ln((t + t_read) / (2 t_read)), 0),
+    t = device age, Q_s = min(0.0088 / max((|G_prog|/gmax)^0.65, 1e-3), 0.2). ``g_prog``
+    defaults to ``g_now``.
+
+    T(t) is the 1/f spectrum S(f) = (G Q_s)^2 / f integrated from f = 1/t to 1/(2 t_read).
+    Split ``window`` cuts it at 1/window: the per-read part is T(min(t, window)) (the band
+    [1/window, 1/(2 t_read)], fluctuations faster than one inference), the static part is
+    T(t) - T(min(t, window)) = ln((t + t_read)/(window + t_read)) (the band [1/t, 1/window],
+    quasi-constant during one inference). The two sum to aihwkit's variance exactly.
     """
 
-    def __init__(self, gmax_uS: float, t_read_s: float = 250e-9) -> None:
+    def __init__(self, gmax_uS: float, t_read_s: float = 250e-9, split: str = "window",
+                 window_s: float = 1.0) -> None:
+        super().__init__(split, window_s)
         self.gmax = float(gmax_uS)
         self.t_read = float(t_read_s)
 
     @classmethod
     def from_profile(cls, p: DeviceProfile) -> "Pcm1fReadNoise":
-        return cls(p.mapping.gmax_uS, p.read.t_read_s)
+        return cls(p.mapping.gmax_uS, p.read.t_read_s, p.read.split, p.read.window_s)
+
+    def time_integral(self, t_s: float) -> float:
+        """T(t) = max(ln((t + t_read) / (2 t_read)), 0): the 1/f integral up to age t."""
+        return max(math.log((t_s + self.t_read) / (2.0 * self.t_read)), 0.0)
 
     def time_term(self, t_s: float) -> float:
-        """sqrt(max(ln((t + t_read) / (2 t_read)), 0))."""
-        return math.sqrt(max(math.log((t_s + self.t_read) / (2.0 * self.t_read)), 0.0))
+        """sqrt(T(t)) = sqrt(max(ln((t + t_read) / (2 t_read)), 0))."""
+        return math.sqrt(self.time_integral(t_s))
+
+    def static_fraction(self, t_s: float) -> float:
+        total = self.time_integral(t_s)
+        if total <= 0.0:
+            return 0.0
+        per_read = self.time_integral(min(t_s, self.window_s))
+        return (total - per_read) / total
 
     def sigma(self, g_now, g_prog=None, t_s=0.0):
         g = np.asarray(g_now, dtype=np.float64)

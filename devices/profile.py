@@ -404,7 +404,7 @@ class DriftSection(_Section):
 
 @dataclass(frozen=True)
 class ReadSection(_Section):
-    """Read noise, fresh at every read: each cell reads G + N(0, sigma_read(G)^2)."""
+    """Read noise G + N(0, sigma_read(G)^2): a static part frozen into the weights + a per-read part."""
 
     section_name = "read"
     model: str = _f(
@@ -427,6 +427,27 @@ class ReadSection(_Section):
     t_read_s: float = _f(
         250e-9, float, "Read pulse duration in the 1/f noise integral of model 'pcm_1f'.",
         unit="s", lo=0.0, hi=1.0, lo_open=True, source=_AIHWKIT_PCM + " (t_read = 250 ns)",
+    )
+    split: str = _f(
+        "window", str,
+        "Which part of the read-noise variance is static (drawn once when the device is "
+        "programmed or aged, folded into w_eff, identical for every read, time step and voting "
+        "replica) and which is per read (fresh at every read): 'window' = pcm_1f splits its 1/f "
+        "spectrum at 1/window_s (static = ln((t + t_read)/(window_s + t_read)), per read = "
+        "ln((min(t, window_s) + t_read)/(2 t_read)), in units of (G Q_s)^2), white models "
+        "(constant, fraction) are all per read; 'frozen' = everything static (aihwkit's single "
+        "draw per inference-time evaluation); 'per_read' = everything per read (nvmstream <= "
+        "turn 2: makes voting over replicas average out noise that a real chip keeps).",
+        choices=("window", "frozen", "per_read"),
+        source="1/f integral as aihwkit PCMLikeNoiseModel; split: devices/README.md (Read noise)",
+    )
+    window_s: float = _f(
+        1.0, float,
+        "Inference window for split 'window': fluctuations slower than 1/window_s are frozen "
+        "over one inference (static part), faster ones are per read. The 1 s default is one "
+        "streamed utterance / sensor window.",
+        unit="s", lo=0.0, hi=1e12, lo_open=True,
+        source="modelling choice (DESIGN.md read noise; issue 13: 1 s inference window)",
     )
 
 
