@@ -61,7 +61,8 @@ class ProgrammedMatrix:
     name: str
     """Name the matrix was programmed under (it also seeds its random streams)."""
     codes_read: np.ndarray
-    """Codes after the storage read (int8 [out, in]; float32 for float weights, bits = 0)."""
+    """Codes as programmed: after the storage read, clipped to the reachable range
+    [-qmax, qmax] (int8 [out, in]; float32 for float weights, bits = 0)."""
     g_pos: np.ndarray
     """Conductance of the positive cell of each pair at the device age, static read noise
     included (float32 uS)."""
@@ -82,7 +83,7 @@ class ProgrammedMatrix:
     drift_compensation: float = 1.0
     """The global drift compensation factor already folded into w_eff and read_var."""
     stats: dict[str, Any] = field(default_factory=dict)
-    """Counts: bits_flipped, codes_nulled, codes_changed, codes_out_of_range,
+    """Counts: bits_flipped, codes_nulled, codes_changed, codes_out_of_range, codes_clipped,
     cells_stuck_low, cells_stuck_high, cells (= 2 * out * in), drift_applied,
     drift_compensation, static_read_noise."""
     static_var: np.ndarray | None = None
@@ -201,6 +202,15 @@ class Device:
                          codes_changed=res.codes_changed, codes_out_of_range=res.codes_out_of_range)
         else:
             codes_read = codes.copy()
+        # a cell cannot be programmed beyond gmax: a word that decoded to -2^(b-1) (kept when
+        # storage.detection = 'none') is programmed as -qmax, the nearest reachable weight
+        if self.storage is not None and stats["codes_out_of_range"]:
+            q = int(self.qmax)
+            over = (codes_read < -q) | (codes_read > q)
+            stats["codes_clipped"] = int(np.count_nonzero(over))
+            codes_read = np.clip(codes_read, -q, q).astype(np.int8)
+        else:
+            stats["codes_clipped"] = 0
 
         # 2. mapping: stack the pair as one [2, out, in] array of cells
         g_target = np.stack(self.mapping.to_conductance(codes_read))
