@@ -31,10 +31,12 @@ __all__ = [
     "NoDrift",
     "ConstantDrift",
     "PcmDrift",
+    "RramRelaxation",
     "GlobalDriftCompensation",
     "NoReadNoise",
     "ConstantReadNoise",
     "FractionReadNoise",
+    "WeightFractionReadNoise",
     "Pcm1fReadNoise",
     "pcm_drift_mu_sd",
     "pcm_q_s",
@@ -329,6 +331,85 @@ class PcmDrift(_Drift):
         return np.abs(mu + sd * rng.standard_normal(mu.shape))
 
 
+#: Wan et al., Nature 608, 504 (2022), NeuRRAM HfOx RRAM: standard deviation (uS) of the
+#: conductance around its write-verify target vs x = G_target/gmax at 1 s, 1 day and 2 days
+#: after programming, 4th-order polynomials fitted at gmax = 40 uS (aihwkit
+#: ReRamWan2022NoiseModel default ``coeff_dic``, lowest order first).
+RRAM_WAN2022_TIMES_S: tuple[float, ...] = (1.0, 86400.0, 172800.0)
+RRAM_WAN2022_COEFFS_US: tuple[tuple[float, ...], ...] = (
+    (0.348, 16.030, -43.853, 45.393, -16.815),
+    (0.701, 22.086, -50.773, 47.095, -16.458),
+    (0.782, 20.274, -43.507, 37.062, -11.934),
+)
+RRAM_WAN2022_GMAX_REF_US = 40.0
+
+
+def _poly(coeffs, x):
+    s = np.zeros_like(x)
+    for c in reversed(coeffs):
+        s = s * x + c
+    return s
+
+
+@DRIFT_MODELS.register("rram_wan2022")
+class RramRelaxation:
+    """RRAM conductance relaxation after write-verify (Wan et al., Nature 2022).
+
+    sigma_t(x) = the measured spread around the target at age t, interpolated linearly in ln t
+    between the fits at 1 s, 1 day and 2 days (held at the 1 s fit below 1 s and at the 2-day
+    fit beyond 2 days: no data there), times gmax/40 uS. The 1 s spread is the programming
+    noise (profile ``programming``: model 'poly' with the 1 s coefficients); relaxation adds
+    an independent Gaussian increment of variance max(sigma_t^2 - sigma_1s^2, 0), so the
+    spread around the target at age t is sigma_t (the measured one). One increment draw per cell
+    (scaled by the age), so one seed gives one trajectory over ages. Stuck cells do not relax.
+    """
+
+    active = True
+
+    def __init__(self, gmax_uS: float) -> None:
+        self.gmax = float(gmax_uS)
+        self.t0 = RRAM_WAN2022_TIMES_S[0]
+        self._ln_t = np.log(np.asarray(RRAM_WAN2022_TIMES_S))
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "RramRelaxation":
+        return cls(p.mapping.gmax_uS)
+
+    def sigma_at(self, g_target: np.ndarray, t_s: float) -> np.ndarray:
+        """sigma_t(G_target) in uS: the fits interpolated linearly in ln t, clipped at >= 0."""
+        x = np.asarray(g_target, dtype=np.float64) / self.gmax
+        sig = [np.maximum(_poly(c, x), 0.0) for c in RRAM_WAN2022_COEFFS_US]
+        lt = math.log(max(t_s, 1e-300))
+        if lt <= self._ln_t[0]:
+            out = sig[0]
+        elif lt >= self._ln_t[-1]:
+            out = sig[-1]
+        else:
+            k = int(np.searchsorted(self._ln_t, lt)) - 1
+            w = (lt - self._ln_t[k]) / (self._ln_t[k + 1] - self._ln_t[k])
+            out = (1.0 - w) * sig[k] + w * sig[k + 1]
+        return out * (self.gmax / RRAM_WAN2022_GMAX_REF_US)
+
+    def increment_sigma(self, g_target: np.ndarray, t_s: float) -> np.ndarray:
+        """sqrt(max(sigma_t^2 - sigma_1s^2, 0)): the spread relaxation adds by age t (uS)."""
+        a = self.sigma_at(g_target, t_s)
+        b = self.sigma_at(g_target, self.t0)
+        return np.sqrt(np.maximum(a * a - b * b, 0.0))
+
+    def applies_at(self, t_s: float) -> bool:
+        return t_s > self.t0
+
+    def apply(self, g_prog: np.ndarray, g_target: np.ndarray, t_s: float,
+              rng: np.random.Generator, frozen: np.ndarray | None = None) -> np.ndarray:
+        """G(t) = max(G_prog + increment_sigma(G_target, t) N(0, 1), 0); stuck cells unchanged."""
+        g = np.asarray(g_prog, dtype=np.float64)
+        z = rng.standard_normal(g.shape)
+        out = np.maximum(g + self.increment_sigma(g_target, t_s) * z, 0.0)
+        if frozen is not None:
+            out = np.where(frozen, g, out)
+        return out
+
+
 class GlobalDriftCompensation:
     """One digital rescale per matrix from a noise-free reference readout (aihwkit style).
 
@@ -456,6 +537,21 @@ class FractionReadNoise(ConstantReadNoise):
     @classmethod
     def from_profile(cls, p: DeviceProfile) -> "FractionReadNoise":
         return cls(p.read.fraction * p.mapping.gmax_uS, p.read.split, p.read.window_s)
+
+
+@READ_MODELS.register("weight_fraction")
+class WeightFractionReadNoise(ConstantReadNoise):
+    """Read noise per *weight*: sigma_w = fraction * (gmax - gmin) on G+ - G-, i.e. fraction *
+    qmax in code units (aihwkit forward.w_noise with WeightNoiseType.ADDITIVE_CONSTANT, the
+    short-term read noise suggested with ReRamWan2022NoiseModel). Realised as
+    sigma_w / sqrt(2) on each cell of the pair: the pair difference then has variance
+    sigma_w^2 exactly (model 'fraction' puts sigma on each cell: sqrt(2) more per weight).
+    White: all per read under split 'window'."""
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "WeightFractionReadNoise":
+        span = p.mapping.gmax_uS - p.mapping.gmin_uS
+        return cls(p.read.fraction * span / math.sqrt(2.0), p.read.split, p.read.window_s)
 
 
 @READ_MODELS.register("pcm_1f")

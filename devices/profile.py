@@ -370,8 +370,12 @@ class DriftSection(_Section):
         "none", str,
         "nu model: 'none'; 'constant' (nu ~ N(nu_mean, nu_sd) per cell); 'pcm' "
         "(nu = |N(mu(x), sd(x))|, mu = clip(-0.0155 ln x + 0.0244, 0.049, 0.1), "
-        "sd = clip(-0.0125 ln x - 0.0059, 0.008, 0.045), x = max(G_target/gmax, 1e-7)).",
-        choices=("none", "constant", "pcm"), source=_AIHWKIT_PCM,
+        "sd = clip(-0.0125 ln x - 0.0059, 0.008, 0.045), x = max(G_target/gmax, 1e-7)); "
+        "'rram_wan2022' (RRAM relaxation: the spread around the target grows from the 1 s to "
+        "the 1 day / 2 day fits of Wan et al. 2022, interpolated in ln(age); ignores t0_s, nu_*).",
+        choices=("none", "constant", "pcm", "rram_wan2022"),
+        source=_AIHWKIT_PCM + "; rram_wan2022: Wan et al., Nature 608, 504 (2022) via aihwkit "
+        "ReRamWan2022NoiseModel",
     )
     age_s: float = _f(
         0.0, float,
@@ -409,10 +413,13 @@ class ReadSection(_Section):
     section_name = "read"
     model: str = _f(
         "none", str,
-        "sigma_read model: 'none'; 'constant' (sigma_uS); 'fraction' (fraction * gmax_uS); "
+        "sigma_read model: 'none'; 'constant' (sigma_uS per cell); 'fraction' (fraction * "
+        "gmax_uS per cell); 'weight_fraction' (fraction * (gmax_uS - gmin_uS) per weight, i.e. "
+        "per differential pair, as aihwkit forward.w_noise); "
         "'pcm_1f' (sigma = G(t) Q_s sqrt(ln((t + t_read)/(2 t_read))), "
         "Q_s = min(0.0088 / max((G_prog/gmax)^0.65, 1e-3), 0.2), t = drift.age_s).",
-        choices=("none", "constant", "fraction", "pcm_1f"), source=_AIHWKIT_PCM,
+        choices=("none", "constant", "fraction", "weight_fraction", "pcm_1f"),
+        source=_AIHWKIT_PCM + "; weight_fraction: aihwkit IOParameters.w_noise (ADDITIVE_CONSTANT)",
     )
     sigma_uS: float = _f(
         0.0, float, "Per-cell read-noise standard deviation for model 'constant'.",
@@ -420,9 +427,10 @@ class ReadSection(_Section):
     )
     fraction: float = _f(
         0.0, float,
-        "Per-cell read-noise standard deviation as a fraction of mapping.gmax_uS, model "
-        "'fraction' (independent of G).",
-        unit="fraction of gmax_uS", lo=0.0, hi=1.0,
+        "Read-noise standard deviation: per cell as a fraction of mapping.gmax_uS (model "
+        "'fraction'), or per weight as a fraction of the weight range gmax_uS - gmin_uS (model "
+        "'weight_fraction'); independent of G.",
+        unit="fraction of gmax_uS (fraction) / of gmax_uS - gmin_uS (weight_fraction)", lo=0.0, hi=1.0,
     )
     t_read_s: float = _f(
         250e-9, float, "Read pulse duration in the 1/f noise integral of model 'pcm_1f'.",
