@@ -53,33 +53,71 @@ READ_MODELS: Registry[type] = Registry("read noise model")
 # --- mapping -------------------------------------------------------------------------------
 
 class DifferentialMapping:
-    """Differential pair: G+ = gmin + (gmax-gmin) max(q,0)/qmax, G- = gmin + (gmax-gmin) max(-q,0)/qmax.
+    """Differential pair: G+ = gmin + (gmax-gmin) max(r q, 0)/qmax, G- = gmin + (gmax-gmin) max(-r q, 0)/qmax.
 
-    The weight seen by a read, in code units, is w = (G+ - G-) / (gmax - gmin) * qmax.
+    r is the row's conductance gain: 1 for every row with ``scope = "per_row"`` (each row's
+    largest code reaches gmax), s_j / max_k s_k with ``scope = "per_matrix"`` (only the rows
+    with the largest weight scale reach gmax: aihwkit's default mapping of the matrix max).
+    The weight seen by a read, in code units, is w = (G+ - G-) / (gmax - gmin) * qmax / r.
     """
 
-    def __init__(self, gmin_uS: float, gmax_uS: float, qmax: float) -> None:
+    SCOPES = ("per_row", "per_matrix")
+
+    def __init__(self, gmin_uS: float, gmax_uS: float, qmax: float, scope: str = "per_row") -> None:
         if not gmax_uS > gmin_uS >= 0:
             raise ValueError(f"need gmax > gmin >= 0, got gmin={gmin_uS}, gmax={gmax_uS}")
+        if scope not in self.SCOPES:
+            raise ValueError(f"unknown mapping scope {scope!r}; allowed: {', '.join(self.SCOPES)}")
         self.gmin = float(gmin_uS)
         self.gmax = float(gmax_uS)
         self.qmax = float(qmax)
-        #: code units per uS of conductance difference
+        self.scope = scope
+        #: code units per uS of conductance difference (for a row with gain 1)
         self.codes_per_uS = self.qmax / (self.gmax - self.gmin)
 
     @classmethod
     def from_profile(cls, p: DeviceProfile) -> "DifferentialMapping":
-        return cls(p.mapping.gmin_uS, p.mapping.gmax_uS, p.qmax)
+        return cls(p.mapping.gmin_uS, p.mapping.gmax_uS, p.qmax, p.mapping.scope)
 
-    def to_conductance(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Target (G+, G-) in uS, float64, for codes in [-qmax, qmax]."""
+    def row_gain(self, codes: np.ndarray, scales: np.ndarray | None) -> np.ndarray:
+        """Conductance gain r_j in (0, 1] of each row (float64 [out]).
+
+        per_row: all ones. per_matrix: s_j / max s over the rows that hold a non-zero code (an
+        all-zero row's scale is a placeholder and must not set the matrix range); 1 for
+        all-zero rows (nothing is programmed there). ``scales`` are the per-row weight scales
+        the codes were quantized with.
+        """
+        c = np.asarray(codes)
+        n_out = c.shape[0]
+        if self.scope == "per_row":
+            return np.ones(n_out)
+        if scales is None:
+            raise ValueError("mapping.scope = 'per_matrix' needs the per-row weight scales "
+                             "(Device.program(codes, name, scales=...))")
+        s = np.asarray(scales, dtype=np.float64).reshape(-1)
+        if s.shape != (n_out,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
+            raise ValueError(f"scales must be {n_out} finite positive numbers, got shape {s.shape}")
+        live = np.any(c != 0, axis=1) if c.size else np.zeros(n_out, bool)
+        if not live.any():
+            return np.ones(n_out)
+        return np.where(live, s / s[live].max(), 1.0)
+
+    def to_conductance(self, codes: np.ndarray,
+                       gain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Target (G+, G-) in uS, float64, for codes in [-qmax, qmax] and row gains r."""
         q = np.asarray(codes, dtype=np.float64)
+        if gain is not None:
+            q = q * np.asarray(gain, dtype=np.float64)[:, None]
         span = (self.gmax - self.gmin) / self.qmax
         return self.gmin + span * np.maximum(q, 0.0), self.gmin + span * np.maximum(-q, 0.0)
 
-    def to_weight(self, g_pos: np.ndarray, g_neg: np.ndarray) -> np.ndarray:
+    def to_weight(self, g_pos: np.ndarray, g_neg: np.ndarray,
+                  gain: np.ndarray | None = None) -> np.ndarray:
         """Weight in code units (float64) that a noise-free read of the pair sees."""
-        return (np.asarray(g_pos, np.float64) - np.asarray(g_neg, np.float64)) * self.codes_per_uS
+        w = (np.asarray(g_pos, np.float64) - np.asarray(g_neg, np.float64)) * self.codes_per_uS
+        if gain is not None:
+            w = w / np.asarray(gain, dtype=np.float64)[:, None]
+        return w
 
 
 # --- programming noise ---------------------------------------------------------------------

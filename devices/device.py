@@ -75,7 +75,7 @@ class ProgrammedMatrix:
     read_var: np.ndarray
     """Per-read noise variance of each pair in code units^2 (float32 [out, in]), the part of the
     read noise that is fresh at every read (read.split):
-    (sigma_pr(G+)^2 + sigma_pr(G-)^2) * (qmax / (gmax - gmin))^2 * drift_compensation^2.
+    (sigma_pr(G+)^2 + sigma_pr(G-)^2) * (qmax / (gmax - gmin) / r_j)^2 * drift_compensation^2.
     Zeros when read.model = 'none' or read.split = 'frozen'."""
     exact: bool
     """True when the chain cannot have changed the codes: no bit flipped, no programming
@@ -184,10 +184,17 @@ class Device:
             )
         return c
 
-    def program(self, codes: np.ndarray, name: str) -> ProgrammedMatrix:
-        """Program one matrix of codes (int8 [out, in]; float32 in [-1, 1] for bits = 0)."""
+    def program(self, codes: np.ndarray, name: str,
+                scales: np.ndarray | None = None) -> ProgrammedMatrix:
+        """Program one matrix of codes (int8 [out, in]; float32 in [-1, 1] for bits = 0).
+
+        ``scales``: the per-row weight scales [out] the codes were quantized with; needed only
+        by ``mapping.scope = "per_matrix"`` (rows with smaller scales get lower conductances).
+        """
         name = str(name)
         codes = self._check_codes(codes, name)
+        gain = self.mapping.row_gain(codes, scales)
+        per_row = self.mapping.scope == "per_row"
         p = self.profile
         stats: dict[str, Any] = {
             "bits_flipped": 0, "codes_nulled": 0, "codes_changed": 0, "codes_out_of_range": 0,
@@ -213,7 +220,7 @@ class Device:
             stats["codes_clipped"] = 0
 
         # 2. mapping: stack the pair as one [2, out, in] array of cells
-        g_target = np.stack(self.mapping.to_conductance(codes_read))
+        g_target = np.stack(self.mapping.to_conductance(codes_read, None if per_row else gain))
 
         # 3. programming noise (drawn from the target conductance)
         g_prog = self.programming.apply(g_target, self._rng("programming", name))
@@ -249,13 +256,16 @@ class Device:
         else:
             g_now = g_age
 
-        # 7. global drift compensation: readout at t0 vs readout now (static noise included)
+        # 7. global drift compensation: readout of the array (conductance differences) at t0
+        #    vs now (static noise included); then weights in code units (divided by the gain)
         w_t0 = self.mapping.to_weight(g_prog[0], g_prog[1])
         changed = drift_applied or static_applied
         w_now = self.mapping.to_weight(g_now[0], g_now[1]) if changed else w_t0
         comp = 1.0
         if p.drift.compensation and drift_applied:
             comp = GlobalDriftCompensation.factor(w_t0, w_now)
+        if not per_row:
+            w_now = w_now / gain[:, None]
         stats.update(drift_applied=drift_applied, drift_compensation=comp,
                      static_read_noise=static_applied)
 
@@ -272,6 +282,8 @@ class Device:
 
         # per-read and static variance of each pair, in code units^2
         k2 = (self.mapping.codes_per_uS * comp) ** 2
+        if not per_row:
+            k2 = k2 / (gain * gain)[:, None]
         if var_read is not None:
             read_var = ((var_read[0] + var_read[1]) * k2).astype(np.float32)
             static_var = ((var_static[0] + var_static[1]) * k2).astype(np.float32)

@@ -268,7 +268,9 @@ class MappingSection(_Section):
     gmin_uS: float = _f(
         0.0, float,
         "Conductance of a cell that encodes 0 (the idle cell of a pair): "
-        "G+ = gmin + (gmax-gmin) max(q,0)/qmax, G- = gmin + (gmax-gmin) max(-q,0)/qmax.",
+        "G+ = gmin + (gmax-gmin) max(q,0)/qmax, G- = gmin + (gmax-gmin) max(-q,0)/qmax. "
+        "gmin > 0 models a finite on/off ratio gmax/gmin: gmin cancels in G+ - G- but the "
+        "idle cell still carries programming/read noise and drift at gmin.",
         unit="uS", lo=0.0, hi=1e6,
         source="aihwkit SinglePairConductanceConverter default g_min = 0 uS",
     )
@@ -278,6 +280,17 @@ class MappingSection(_Section):
         "conductance x = G/gmax used by the PCM programming, drift and 1/f models.",
         unit="uS", lo=0.0, hi=1e6, lo_open=True,
         source="aihwkit SinglePairConductanceConverter / PCMLikeNoiseModel default g_max = 25 uS",
+    )
+    scope: str = _f(
+        "per_row", str,
+        "Which weights are mapped to gmax: 'per_row' = each output row's largest |code| "
+        "(G = gmin + (gmax-gmin)|q|/qmax; every row uses the full conductance range); "
+        "'per_matrix' = the matrix's largest |weight| (row j's conductances are scaled by "
+        "s_j / max_k s_k, so rows with small weights sit at low conductance where relative "
+        "noise is high; aihwkit's default). Needs the per-row scales in Device.program.",
+        choices=("per_row", "per_matrix"),
+        source="per_matrix: aihwkit SinglePairConductanceConverter (scale = max|W| of the "
+        "matrix); per_row: per-channel mapping as per-row weight scales (Ma et al. 2019)",
     )
 
     def _cross_check(self, origin: str) -> None:
