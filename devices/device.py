@@ -83,7 +83,8 @@ class ProgrammedMatrix:
     drift_compensation: float = 1.0
     """The global drift compensation factor already folded into w_eff and read_var."""
     stats: dict[str, Any] = field(default_factory=dict)
-    """Counts: bits_flipped, codes_nulled, codes_changed, codes_out_of_range, codes_clipped,
+    """Counts: bits_flipped, codes_nulled, codes_changed, codes_out_of_range, codes_detected,
+    codes_clipped,
     cells_stuck_low, cells_stuck_high, cells (= 2 * out * in), drift_applied,
     drift_compensation, static_read_noise."""
     static_var: np.ndarray | None = None
@@ -133,7 +134,8 @@ class Device:
         self.drift = DRIFT_MODELS.get(p.drift.model).from_profile(p)
         self.read_noise = READ_MODELS.get(p.read.model).from_profile(p)
         self.storage = (
-            BitErrorStorage(p.weights.bits, p.storage.ber, p.storage.encoding, p.storage.detection)
+            BitErrorStorage(p.weights.bits, p.storage.ber, p.storage.encoding, p.storage.detection,
+                            p.storage.guard_bits, p.storage.parity_group)
             if p.weights.bits else None
         )
         self._selftest()
@@ -198,6 +200,7 @@ class Device:
         p = self.profile
         stats: dict[str, Any] = {
             "bits_flipped": 0, "codes_nulled": 0, "codes_changed": 0, "codes_out_of_range": 0,
+            "codes_detected": 0,
             "cells_stuck_low": 0, "cells_stuck_high": 0, "cells": 2 * codes.size,
         }
 
@@ -206,7 +209,8 @@ class Device:
             res = self.storage.read(codes, self._rng("storage", name))
             codes_read = res.codes
             stats.update(bits_flipped=res.bits_flipped, codes_nulled=res.codes_nulled,
-                         codes_changed=res.codes_changed, codes_out_of_range=res.codes_out_of_range)
+                         codes_changed=res.codes_changed, codes_out_of_range=res.codes_out_of_range,
+                         codes_detected=res.codes_detected)
         else:
             codes_read = codes.copy()
         # a cell cannot be programmed beyond gmax: a word that decoded to -2^(b-1) (kept when

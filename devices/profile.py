@@ -244,20 +244,46 @@ class StorageSection(_Section):
     encoding: str = _f(
         "twos_complement", str,
         "Binary representation of a code in storage; it decides what a flipped bit does to the "
-        "value and which words decode out of range (see devices/README.md).",
-        choices=("twos_complement", "offset_binary", "sign_magnitude", "gray"),
-        source="representation choice matters: arXiv 1709.06173",
+        "value and which words decode out of range (see devices/README.md). offset_binary is "
+        "identical to twos_complement under bit flips (the MSB inverted). 'unary' stores c as "
+        "c + qmax set bits out of 2 qmax (2^b - 2 bits: 14 for int4; b <= 6): every flip moves "
+        "the value by one step.",
+        choices=("twos_complement", "offset_binary", "sign_magnitude", "gray", "unary"),
+        source="representation choice matters: arXiv 1709.06173 (unary: our adaptation of its "
+        "alternative representation to b-bit codes, devices/README.md)",
     )
     detection: str = _f(
         "none", str,
-        "What happens to a code that decodes outside [-qmax, qmax]: 'none' keeps it "
-        "(e.g. -2^(b-1)); 'nulling' sets it to 0 (weight nulling, arXiv 1709.06173).",
+        "What happens to a detected code (decoded outside [-qmax, qmax], guard bits that "
+        "disagree with the MSB, or a failed parity group): 'none' keeps the decoded value (a "
+        "decoded -2^(b-1) is then programmed as -qmax); 'nulling' sets it to 0 (weight "
+        "nulling, arXiv 1709.06173).",
         choices=("none", "nulling"),
         source="weight nulling: arXiv 1709.06173",
     )
+    guard_bits: int = _f(
+        0, int,
+        "Copies of each word's MSB stored above it (two's complement: sign extension, e.g. an "
+        "int4 kept in an int8 with guard_bits = 4). A read whose MSB and guard bits disagree "
+        "is detected: (guard_bits + 1)/(b + guard_bits) of single flips. Costs guard_bits "
+        "stored bits per code (DeviceProfile.storage_bits_per_code).",
+        unit="bits per code", lo=0, hi=16,
+        source="redundancy so that nulling detects most flips: idea of arXiv 1709.06173 "
+        "(out-of-range detection) applied to int4",
+    )
+    parity_group: int = _f(
+        0, int,
+        "One even-parity bit per group of this many consecutive codes (row-major), over all "
+        "their stored bits; a group with an odd number of flips (every single flip) is "
+        "detected as a whole. 0 = no parity. Costs 1/parity_group stored bits per code.",
+        unit="codes per parity bit", lo=0, hi=65536,
+        source="single-error-detecting parity: standard memory practice (no ECC correction)",
+    )
 
     def _cross_check(self, origin: str) -> None:
-        pass  # needs weights.bits: checked in DeviceProfile
+        if self.encoding == "unary" and self.guard_bits:
+            raise ProfileError(origin, "storage.guard_bits",
+                               "guard bits protect a binary word's MSB; encoding 'unary' has none")
 
 
 @dataclass(frozen=True)
@@ -794,6 +820,22 @@ class DeviceProfile:
                 origin, "storage.ber",
                 "bit errors need integer codes: set weights.bits to 2..8 or storage.ber to 0",
             )
+        if self.storage.encoding == "unary" and self.weights.bits > 6:
+            raise ProfileError(
+                origin, "storage.encoding",
+                f"'unary' needs weights.bits <= 6 (2^b - 2 stored bits), got {self.weights.bits}",
+            )
+
+    @property
+    def storage_bits_per_code(self) -> float:
+        """Stored bits per weight code, redundancy included: word bits (weights.bits, or
+        2^b - 2 for unary) + storage.guard_bits + 1/storage.parity_group; 32 for float weights.
+        What the energy/area model should charge per code read from storage."""
+        b, s = self.weights.bits, self.storage
+        if not b:
+            return 32.0
+        word = 2 * (2 ** (b - 1) - 1) if s.encoding == "unary" else b
+        return float(word + s.guard_bits) + (1.0 / s.parity_group if s.parity_group else 0.0)
 
     # -- derived ---------------------------------------------------------------------------
     @property
