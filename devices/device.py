@@ -318,6 +318,7 @@ class Device:
             self.programming.apply(g, rng),
             self.drift.apply(g, g, max(self.age_s, self.drift.t0 * 2), rng),
             self.read_noise.sigma(g, g, self.age_s),
+            *self.read_noise.split_var(g, g, self.age_s),
         ]
         for arr in checks:
             if np.shape(arr) != g.shape or not np.all(np.isfinite(arr)):
