@@ -205,11 +205,9 @@ def cmd_bench(args) -> int:
 def cmd_profiles(args) -> int:
     from nvmstream.devices import list_profiles, load_profile
     if args.action == "list" or args.action is None:
-        names = list_profiles()
-        width = max((len(n) for n in names), default=0)
-        for name in names:
+        for name in list_profiles():
             p = load_profile(name)
-            print(f"{name:<{width}} {p.description}")
+            print(f"{name:<10} {p.description}")
         return EXIT_OK
     if not args.name:
         raise CliError("profiles show needs a profile name or .toml path", EXIT_USAGE)
