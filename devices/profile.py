@@ -418,8 +418,9 @@ class DriftSection(_Section):
     )
     age_s: float = _f(
         0.0, float,
-        "Device age at inference: time since programming finished. Drift applies for age > t0; "
-        "the pcm_1f read noise is evaluated at t = age_s.",
+        "Device age at inference: time since programming finished. Drift applies for age > t0 "
+        "(rram_wan2022: relaxation for age > 1 s); the pcm_1f read noise, and its static/per-read "
+        "split, are evaluated at t = age_s.",
         unit="s", lo=0.0, hi=1e12,
     )
     t0_s: float = _f(
