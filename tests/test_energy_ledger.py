@@ -220,3 +220,59 @@ def test_run_report_and_json_cli(tmp_path):
     assert "pJ/inference" in r.stdout and "int8/sram" in r.stdout and "TOPS/W" in r.stdout
     d = json.loads((tmp_path / "r.json").read_text())
     assert d["inferences"] == 2 and d["analog"]["energy_pJ_per_inference"] > 0
+
+
+# --- one definition of "per inference" (issue 14, item 1) --------------------------------------
+
+def test_api_sweep_and_stream_charge_the_same_true_length_energy_per_inference():
+    """Same model, data and profile: the Python API (run with lens, predict with lens), the
+    sweep worker and streaming frame by frame give the same pJ per inference; padded steps
+    are never charged."""
+    from nvmstream.runtime import sweep as S
+    model = REPO / "demos" / "models" / "japanese_vowels_qat4.onnx"
+    data = REPO / "demos" / "data" / "japanese_vowels.npz"
+    d = np.load(data)
+    n = 6
+    x, lens = d["x_test"][:n].astype(np.float32), d["lengths_test"][:n].astype(np.int64)
+    assert lens.min() < x.shape[1]            # the data really is padded
+    prog = nvm.convert(str(model), calibration=d["x_train"][:64].astype(np.float32))
+
+    def fresh():
+        return nvm.Engine(prog, nvm.Device("int4", seed=0))
+
+    api = fresh()
+    api.run(x, lens=lens)
+    e_api = api.report().analog.energy_pJ_per_inference
+    pred = fresh()
+    pred.predict(x, lens=lens)
+    e_pred = pred.report().analog.energy_pJ_per_inference
+    st = fresh()
+    for i in range(n):
+        s = st.stream()
+        for t in range(int(lens[i])):
+            s.step(x[i, t])
+        s.close()
+    e_stream = st.report().analog.energy_pJ_per_inference
+    row = S.run_job(S.Job(str(model), str(data), "int4", (), 0, 1, limit=n))
+    e_sweep = row["energy_pJ_per_inference"]
+    assert e_api == pytest.approx(e_stream, rel=1e-12)
+    assert e_pred == pytest.approx(e_stream, rel=1e-12)
+    assert e_sweep == pytest.approx(e_stream, rel=1e-12)
+    # and padding is not charged: the padded run costs more by exactly the padded share
+    pad = fresh()
+    pad.run(x)
+    e_pad = pad.report().analog.energy_pJ_per_inference
+    assert e_pad == pytest.approx(e_stream * x.shape[1] * n / lens.sum(), rel=1e-9)
+    # a stream's own running total equals the report's per-inference figure
+    one = fresh()
+    s = one.stream()
+    for t in range(int(lens[0])):
+        s.step(x[0, t])
+    assert s.energy_pJ == pytest.approx(one.report().analog.energy_pJ_per_inference, rel=1e-12)
+
+
+def test_predict_rejects_bad_lengths(tmp_path):
+    eng = engine(rec_model(tmp_path / "l.onnx"))
+    x = np.zeros((2, 4, 3), np.float32)
+    with pytest.raises(nvm.NvmInputError, match="sequence lengths"):
+        eng.predict(x, lens=[1, 5])
