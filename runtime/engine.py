@@ -282,7 +282,7 @@ class Engine:
         int8/fp32 digital baselines (weights from SRAM/DRAM) on the same counts."""
         self._flush_stream_steps()
         return make_report(self._ledger, self.device.profile, self.plan,
-                           self.device.profile.weights.bits)
+                           self.device.profile.weights.bits, votes=self.votes)
 
     def reset_ledger(self) -> None:
         self._pending_steps = self._pending_new = 0
