@@ -753,9 +753,7 @@ def _layer_leak_uW(geom: LayerGeometry, profile: DeviceProfile,
     e = profile.energy
     n = len(geom.tiles)
     b = priced_bits(geom.adc_bits, e)
-    e8 = p["adc_fom_fJ_per_step"] * 256e-3 + p["adc_floor_pJ"]
-    eb = (p["adc_fom_fJ_per_step"] * 2.0 ** b * 1e-3 + p["adc_floor_pJ"]) if b else 0.0
-    adc_rel = _ratio(eb, e8)
+    adc_rel = 2.0 ** (b - 8) if b else 0.0      # leakage in proportion to area (2^b)
     return [
         ("adc", "adc_leak_uW", n * adcs_per_tile(profile) * p["adc_leak_uW"] * adc_rel),
         ("dac", "dac_leak_uW", n * profile.tile.rows * p["dac_leak_uW"]),

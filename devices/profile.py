@@ -614,7 +614,7 @@ class EnergySection(_Section):
         "update, state SRAM): its adds and multiplies are priced from the Horowitz table for "
         "this format (devices/energy.py DATATYPES) and state bytes at its width. fp32 is what "
         "the emulation computes; a designed chip would use int16 or fp16.",
-        choices=("fp32", "fp16", "int16", "int8"),
+        unit="number format", choices=("fp32", "fp16", "int16", "int8"),
         source=_HOROWITZ + " (int16 multiply interpolated quadratically in width)",
     )
     activation_pJ: float = _f(
@@ -674,7 +674,7 @@ class EnergySection(_Section):
     adc_leak_uW: float = _f(
         200.0, float,
         "Static power of one column ADC at 8 bits (32 nm); a b-bit ADC leaks in proportion to "
-        "its conversion energy E_adc(b) / E_adc(8). Every ADC of every allocated tile leaks for "
+        "its area, 2^(b-8) (area.adc_area_um2). Every ADC of every allocated tile leaks for "
         "the whole inference (no power gating).",
         unit="uW per ADC", lo=0.0, hi=1e9,
         source="PUMA simulator adc_pow_leak = 0.2 mW (ISAAC's 8-bit ADC), 32 nm",
@@ -731,7 +731,7 @@ class EnergySection(_Section):
         "Exponent on the digital energy/area scaling factor applied to ADCs and DACs: 1 = "
         "converters scale like logic (comparator/SAR-logic limited, as low-resolution fast "
         "ADCs in Murmann's survey), 0 = no scaling (kT/C- or matching-limited).",
-        unit="", lo=0.0, hi=1.0,
+        unit="exponent", lo=0.0, hi=1.0,
         source="B. Murmann, 'ADC Performance Survey 1997-2024' (Walden FOM trend with node); "
                "modelling choice",
     )

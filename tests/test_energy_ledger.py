@@ -172,7 +172,7 @@ def test_changing_a_price_changes_energy_by_exactly_its_share(tmp_path):
     base = engine(path, "pcm")
     base.run(x)
     r0 = base.report().analog
-    for f in ("adc_floor_pJ", "digital_mult_pJ", "sram_pJ_per_byte"):
+    for f in ("adc_floor_pJ", "interconnect_pJ_per_byte", "sram_pJ_per_byte", "adc_leak_uW"):
         v = getattr(base.device.profile.energy, f)
         e2 = engine(path, "pcm", ("tile.rows=4", "tile.cols=4", f"energy.{f}={2 * v}"))
         e2.run(x)
@@ -202,10 +202,15 @@ def test_every_shipped_profile_prices_an_inference(profile):
     eng.run(cal[:2])
     r = eng.report()
     assert r.analog.energy_pJ_per_inference > 0 and r.analog.tops_per_w > 0
-    assert set(r.comparison.ratios) == {"int8/sram", "int8/dram", "fp32/sram", "fp32/dram"}
+    names = {f"{d}/{s}" for d in ("int4", "int8", "fp16", "fp32") for s in ("sram", "dram")}
+    assert set(r.comparison.ratios) == names | {f"{n}/reuse16" for n in names}
     d = r.to_dict()
     json.dumps(d, default=float)
     assert "by_component" in d["analog"] and "by_layer" in d["analog"]
+    assert d["analog"]["by_component"]["leakage"] > 0 and d["area"]["analog"]["area_mm2"] > 0
+    assert d["verdict"]["strongest_baseline"] == r.comparison.strongest
+    assert set(d["analog"]["bottleneck_by_layer"].values()) <= {"dac", "settle", "adc",
+                                                                "digital", ""}
 
 
 def test_run_report_and_json_cli(tmp_path):
