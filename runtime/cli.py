@@ -330,4 +330,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the package's module, not this __main__ copy, so that CliError raised by the
+    # subcommand modules (which import nvmstream.runtime.cli) is the class caught here
+    from nvmstream.runtime.cli import main as _main
+    sys.exit(_main())

@@ -281,3 +281,61 @@ def test_predict_rejects_bad_lengths(tmp_path):
     x = np.zeros((2, 4, 3), np.float32)
     with pytest.raises(nvm.NvmInputError, match="sequence lengths"):
         eng.predict(x, lens=[1, 5])
+
+
+# --- votes, the energy command -----------------------------------------------------------------
+
+def test_k_votes_cost_k_inferences_in_the_engine_and_in_with_votes(tmp_path):
+    """An engine run with K votes charges exactly what re-pricing its 1-vote counts for K votes
+    charges (every counter, latency and leakage x K), while the baselines stay put."""
+    path = rec_model(tmp_path / "l.onnx", head=2)
+    x = np.random.default_rng(0).normal(size=(3, 6, 3)).astype(np.float32)
+    one = engine(path, "snr0db")
+    one.run(x, lens=np.array([6, 4, 2]))
+    three = engine(path, "snr0db", votes=3)
+    three.run(x, lens=np.array([6, 4, 2]))
+    r1, r3 = one.report(), three.report()
+    assert {k: c.to_dict() for k, c in three.ledger.counts().items()} == {
+        k: c.to_dict() for k, c in E.with_votes(one.ledger.counts(), 3).items()}
+    assert r3.analog.energy_pJ_per_inference == pytest.approx(
+        3 * r1.analog.energy_pJ_per_inference, rel=1e-12)
+    assert r3.analog.latency_ns_per_inference == pytest.approx(
+        3 * r1.analog.latency_ns_per_inference, rel=1e-12)
+    s1, s3 = r1.strongest, r3.strongest
+    assert s3.energy_pJ_per_inference == pytest.approx(s1.energy_pJ_per_inference, rel=1e-12)
+    assert r3.comparison.ratios[s3.name] == pytest.approx(r1.comparison.ratios[s1.name] / 3,
+                                                          rel=1e-12)
+    assert r3.to_dict()["verdict"]["votes"] == 3
+
+
+def test_energy_command_prints_verdicts_sensitivity_plot_and_json(tmp_path):
+    out = tmp_path / "e.json"
+    png = tmp_path / "t.png"
+    r = subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "energy",
+                        str(FIXTURES / "lstm1_bf.ts.onnx"), "--steps", "12", "--limit", "2",
+                        "--votes", "1,3", "--sensitivity", "--plot", str(png), "--json",
+                        str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "votes   1:" in r.stdout and "votes   3:" in r.stdout
+    assert "strongest digital" in r.stdout and "one price at a time" in r.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    d = json.loads(out.read_text())
+    e1 = d["votes"]["1"]["report"]["analog"]["energy_pJ_per_inference"]
+    e3 = d["votes"]["3"]["report"]["analog"]["energy_pJ_per_inference"]
+    assert e3 == pytest.approx(3 * e1, rel=1e-9)
+    s = d["votes"]["1"]["sensitivity"]
+    assert s["ratio_min"] <= s["nominal"] <= s["ratio_max"]
+    assert d["votes"]["1"]["report"]["area"]["analog"]["area_mm2"] > 0
+
+
+@pytest.mark.parametrize("argv,code,msg", [
+    (["--votes", "0"], 2, "--votes"),
+    (["--data", "/nonexistent.npz"], 3, "no such file"),
+    (["--plot", "x.png"], 2, "--plot needs --sensitivity"),
+])
+def test_energy_command_bad_input(argv, code, msg):
+    r = subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "energy",
+                        str(FIXTURES / "lstm1_bf.ts.onnx"), *argv], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert msg in r.stderr and r.stderr.count("\n") == 1

@@ -770,7 +770,7 @@ def test_worked_example_numbers_match_the_code():
     spec, p, counts, geom = _worked_example()
     run = dict(inferences=spec["inferences"], steps_per_inference=spec["steps_per_inference"])
     r = price(counts, geom, p, **run)
-    bs = {b.name: b for b in all_baselines(counts, p, **run)}
+    bs = {b.name: b for b in all_baselines(counts, p, **run, geometry=geom)}
     cmp = compare(r, list(bs.values()))
     code = {f"energy.{k}": v for k, v in r.by_component.items()}
     code.update({f"field.{k}": v for k, v in r.by_field.items()})
@@ -780,6 +780,7 @@ def test_worked_example_numbers_match_the_code():
         "throughput": r.throughput_inferences_per_s,
         "tops_per_w": r.tops_per_w,
         "power_mW": r.power_mW,
+        "leakage_mW": r.leakage_mW,
     })
     code.update({f"baseline.{k}": b.energy_pJ_per_inference for k, b in bs.items()})
     code.update({f"ratio.{k}": v for k, v in cmp.ratios.items()})
@@ -803,9 +804,61 @@ def test_scaling_table_matches_the_code():
         cells = [x.strip() for x in rest.split("|")]
         c, g = lstm_step(int(I), int(H), p.tile.rows, p.tile.cols, name="l")
         r = price({"l": c}, {"l": g}, p, inferences=1, steps_per_inference=1)
-        cmp = compare(r, all_baselines({"l": c}, p, inferences=1, steps_per_inference=1))
+        cmp = compare(r, all_baselines({"l": c}, p, inferences=1, steps_per_inference=1,
+                                       weight_reuse=(1, 16), geometry={"l": g}))
         got = [c.macs, len(g.tiles), r.energy_pJ_per_step, r.latency_ns_per_step, r.tops_per_w,
-               cmp.ratios["int8/sram"], cmp.ratios["fp32/dram"]]
+               cmp.ratios["int4/sram"], cmp.ratios["int4/sram/reuse16"], cmp.ratios["int8/sram"],
+               cmp.ratios["fp32/dram"]]
         assert len(cells) == len(got)
         for value, doc in zip(got, cells):
             assert _agrees(value, doc), f"I={I} H={H}: code {value!r}, docs/energy.md {doc}"
+
+
+# --- validation against published chips, sensitivity -----------------------------------------
+
+def test_validation_table_of_docs_matches_the_code():
+    from nvmstream.devices.validation import DESIGNS, validate
+    rows = {r["design"]: r for r in validate()}
+    assert len(rows) == len(DESIGNS) >= 3
+    block = _doc_block("validation-table")
+    block = block[:block.index("<!-- /validation-table -->")]
+    doc = re.findall(r"^\| ([^|]+) \| ([^|]+) \| ([-0-9.e+]+) \| ([-0-9.e+]+) \| ([-+0-9]+)% \|",
+                     block, re.M)
+    assert len(doc) == len(rows)
+    for name, metric, published, model, err in doc:
+        r = rows[name.strip()]
+        assert r["metric"] == metric.strip()
+        assert r["published"] == float(published)
+        assert r["model"] == pytest.approx(float(model), rel=5e-3), name
+        assert round(100 * r["error"]) == int(err), name
+        # the error is what it says: model / published - 1
+        assert r["error"] == pytest.approx(r["model"] / r["published"] - 1, rel=1e-12)
+
+
+def test_sensitivity_moves_each_knob_and_brackets_the_nominal():
+    from nvmstream.devices.sensitivity import KNOBS, Knob, sensitivity, verdict
+    p = load_profile("int4")
+    c, g = lstm_step(12, 64, 256, 256)
+    counts, geom = {"lstm": c.scaled(20)}, {"lstm": g}
+    run = dict(inferences=1, steps_per_inference=20)
+    s = sensitivity(counts, geom, p, reuse=(1, 16), **run)
+    nominal, strongest = verdict(counts, geom, p, reuse=(1, 16), **run)
+    assert (s.nominal, s.strongest) == (nominal, strongest)
+    assert len(s.knobs) == len(KNOBS)
+    assert s.ratio_min <= s.tornado_min <= s.nominal <= s.tornado_max <= s.ratio_max
+    by = {k.name: k for k in s.knobs}
+    # a price that only the analog side pays moves the ratio the expected way
+    assert by["ADC energy"].ratio_high < s.nominal < by["ADC energy"].ratio_low
+    assert by["read voltage"].ratio_low < s.nominal
+    # int16 periphery is cheaper than fp32: the analog side gains
+    assert by["periphery precision"].ratio_high > by["periphery precision"].ratio_low
+    # calibrating to a measured chip multiplies the analog prices by > 1
+    assert by["measured-chip calibration"].ratio_low < s.nominal
+    # each knob's value is the verdict under its overrides
+    k = KNOBS[0]
+    assert by[k.name].ratio_low == pytest.approx(
+        verdict(counts, geom, p.with_overrides(dict(k.low)), reuse=(1, 16), **run)[0], rel=1e-12)
+    # a knob that changes nothing leaves the ratio alone
+    same = sensitivity(counts, geom, p, knobs=[Knob("none", {}, {}, "")], **run)
+    assert same.knobs[0].ratio_low == same.knobs[0].ratio_high == same.nominal
+    json.dumps(s.to_dict())
