@@ -339,3 +339,27 @@ def test_energy_command_bad_input(argv, code, msg):
                        text=True, timeout=300)
     assert r.returncode == code, (r.stdout, r.stderr)
     assert msg in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_server_close_summary_is_the_reports_energy_per_inference(tmp_path):
+    """A stream served over ZeroMQ closes with the energy Engine.report() gives per inference
+    for the same frames (the same price function, true frames only)."""
+    from nvmstream.runtime.client import Client
+    from server_util import ServerProcess, compile_fixture
+    model = compile_fixture("lstm1_bf.ts.onnx", tmp_path / "m.nvm")
+    f = nvm.load(model).model.input.features
+    x = np.random.default_rng(0).standard_normal((7, f)).astype(np.float32)
+    with ServerProcess(model, "--profile", "int4") as srv, Client(srv.endpoint,
+                                                                  timeout_s=30) as c:
+        s = c.open(seed=1)
+        for t in range(len(x)):
+            s.step(x[t])
+        summary = s.close()
+    eng = nvm.Engine(nvm.load(model), nvm.Device("int4", seed=0))
+    st = eng.stream(seed=1)
+    for t in range(len(x)):
+        st.step(x[t])
+    want = eng.report().analog
+    assert summary["frames"] == len(x)
+    assert summary["e_pJ"] == pytest.approx(want.energy_pJ_per_inference, rel=1e-9)
+    assert summary["lat_ns"] == pytest.approx(want.latency_ns_per_inference, rel=1e-9)
