@@ -277,9 +277,11 @@ class Engine:
             self._account(rec_steps=n * k, all_steps=n * k, inferences=new, stream_steps=n)
 
     def report(self) -> InferenceReport:
-        """Energy and latency of everything run since the last ``reset_ledger()``: per
-        inference (a sequence or a stream) and per step, by component and layer, with the
-        int8/fp32 digital baselines (weights from SRAM/DRAM) on the same counts."""
+        """Energy, latency and area of everything run since the last ``reset_ledger()``: per
+        inference (a sequence at its true length, or a stream) and per step, by component
+        (leakage included) and layer (with its latency bottleneck), against the int4/int8/
+        fp16/fp32 digital baselines (weights from SRAM/DRAM, alone and batch-shared) on the
+        same counts, with the strongest as the verdict; this engine's votes are charged."""
         self._flush_stream_steps()
         return make_report(self._ledger, self.device.profile, self.plan,
                            self.device.profile.weights.bits, votes=self.votes)
