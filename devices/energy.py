@@ -921,7 +921,7 @@ def digital_baseline(
     e = prof.energy
     _check_run(inferences, steps_per_inference)
     _check_counts(counts)
-    if datapath not in DATATYPES or datapath == "int16":
+    if datapath not in DATAPATHS:
         raise ValueError(f"unknown datapath {datapath!r}; allowed: {', '.join(DATAPATHS)}")
     if weights_from not in WEIGHT_SOURCES:
         raise ValueError(
