@@ -69,7 +69,6 @@ def add_energy_parser(subparsers) -> argparse.ArgumentParser:
 def _inputs(args, feats: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """(x, lengths or None, calibration)."""
     if args.data:
-        from .cli import load_array   # noqa: F401  (same error style)
         p = Path(args.data)
         if not p.exists():
             raise _cli_error(f"{p}: no such file (data)")
