@@ -671,6 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_stream_parser(sub)
     add_keys_parser(sub)
+    from .energy_cli import add_energy_parser
+    add_energy_parser(sub)
 
     s = sub.add_parser("profiles", help="list device profiles, or show/export one",
                        epilog="examples: nvmstream profiles list; nvmstream profiles show pcm; "

@@ -235,7 +235,9 @@ class Engine:
         state = self._init_state(b * k, aux, rows)
         rng = self._rng([seed + i for i in range(b)])
         env = self._exec(xr, klens, state, rng)
-        self._account(rec_steps=int(klens.sum()), all_steps=b * k * t, inferences=b,
+        # one definition of "per inference": only a sequence's true steps are charged (the
+        # kernel may compute a head on padded steps; no chip would)
+        self._account(rec_steps=int(klens.sum()), all_steps=int(klens.sum()), inferences=b,
                       stream_steps=int(klens.sum()) // k)
         out = {}
         for o in self.model.outputs:
@@ -258,25 +260,25 @@ class Engine:
                 lens: np.ndarray | None = None) -> np.ndarray:
         """Majority class per step over the votes: int64 ``[B, T]`` (first output).
 
-        ``seed``: row b uses stream seed ``seed + b``. ``lens``: int ``[B]`` true lengths
-        (default all T); a row's classes past its length are meaningless and those steps are
-        not charged to the energy ledger. Read a sequence's class at ``lens[b] - 1``."""
+        ``seed``: row b uses stream seed ``seed + b`` (default 0).
+        ``lens``: true sequence lengths ``[B]`` (1..T); steps past a sequence's length are
+        neither run nor charged (their outputs are zero, as ONNX's ``sequence_lens``; read a
+        sequence's class at step ``lens - 1``)."""
         x, squeeze = self._check_x(x)
         b, t, _ = x.shape
         k = self.votes
-        if lens is None:
-            seq = np.full(b, t, np.int64)
-        else:
+        klens = np.full(b * k, t, np.int64)
+        if lens is not None:
             seq = np.asarray(lens, np.int64).reshape(-1)
             if seq.shape != (b,) or np.any(seq < 1) or np.any(seq > t):
                 raise NvmInputError(f"sequence lengths must be {b} values in 1..{t}, got "
                                     f"{seq.tolist()}")
+            klens = np.repeat(seq, k)
         xr = np.repeat(x, k, axis=0) if k > 1 else x
         state = self._init_state(b * k, None, np.repeat(np.arange(b), k))
-        env = self._exec(xr, np.repeat(seq, k), state,
-                         self._rng([seed + i for i in range(b)]))
-        n = int(seq.sum())
-        self._account(rec_steps=n * k, all_steps=b * k * t, inferences=b, stream_steps=n)
+        env = self._exec(xr, klens, state, self._rng([seed + i for i in range(b)]))
+        n = int(klens.sum())
+        self._account(rec_steps=n, all_steps=n, inferences=b, stream_steps=n // k)
         a = self._tensor(env, self.model.outputs[0].tensor).reshape(b, k, t, -1)
         cls = majority(a)
         return cls[0] if squeeze else cls
@@ -304,12 +306,14 @@ class Engine:
             self._account(rec_steps=n * k, all_steps=n * k, inferences=new, stream_steps=n)
 
     def report(self) -> InferenceReport:
-        """Energy and latency of everything run since the last ``reset_ledger()``: per
-        inference (a sequence or a stream) and per step, by component and layer, with the
-        int8/fp32 digital baselines (weights from SRAM/DRAM) on the same counts."""
+        """Energy, latency and area of everything run since the last ``reset_ledger()``: per
+        inference (a sequence at its true length, or a stream) and per step, by component
+        (leakage included) and layer (with its latency bottleneck), against the int4/int8/
+        fp16/fp32 digital baselines (weights from SRAM/DRAM, alone and batch-shared) on the
+        same counts, with the strongest as the verdict; this engine's votes are charged."""
         self._flush_stream_steps()
         return make_report(self._ledger, self.device.profile, self.plan,
-                           self.device.profile.weights.bits)
+                           self.device.profile.weights.bits, votes=self.votes)
 
     def reset_ledger(self) -> None:
         """Forget the counts so far: the next :meth:`report` covers only what runs after."""
