@@ -369,9 +369,6 @@ def cmd_sweep(args) -> int:
                         what="--plot", allow_stdout=False)
     except OutputError as e:
         raise CliError(str(e)) from None
-    if os.path.exists(args.out) and not (args.resume or args.overwrite):
-        raise CliError(f"{args.out}: exists; pass --resume to continue that sweep or "
-                       f"--overwrite to start again")
     _sniff_model(args.model)
     from .data import load_data
     data = load_data(args.data, "test", what="sweep data", need_labels=True)
@@ -379,6 +376,9 @@ def cmd_sweep(args) -> int:
     from nvmstream.devices import load_profile
     for pt in grid.points():
         load_profile(args.profile, dict(pt) or None)
+    if os.path.exists(args.out) and not (args.resume or args.overwrite):
+        raise CliError(f"{args.out}: exists; pass --resume to continue that sweep or "
+                       f"--overwrite to start again")
     jobs = S.make_jobs(args.model, args.data, args.profile, grid, seeds, votes, args.limit,
                        args.calibration)
     n_eval = data.n if args.limit is None else min(args.limit, data.n)
