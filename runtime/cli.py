@@ -66,21 +66,9 @@ def load_array(path: str, what: str, split: str = "test") -> np.ndarray:
 
 
 def _sniff_model(path: str) -> str:
-    """"nvm", "onnx" or an error naming what the file is."""
-    if not os.path.exists(path):
-        raise CliError(f"{path}: no such file (model)")
-    if os.path.isdir(path):
-        raise CliError(f"{path}: is a folder, not a model (.onnx or .nvm)")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(b"\x93NUMPY"):
-        raise CliError(f"{path}: is a NumPy .npy array, not a model (.onnx or .nvm)")
-    if head.startswith(b"PK"):
-        return "nvm"
-    if path.endswith(".nvm"):
-        raise CliError(f"{path}: not an nvmstream compiled model (not a zip file); make one "
-                       f"with `nvmstream convert MODEL.onnx -o {Path(path).name}`")
-    return "onnx"
+    """"nvm" or "onnx" by content, or a one-line error naming what the file is."""
+    from .data import model_kind
+    return model_kind(path)
 
 
 def _load_model(path: str):

@@ -158,6 +158,25 @@ def load_data(path: str | os.PathLike, split: str = "test", *, what: str = "data
     return Data(np.ascontiguousarray(x), y, lengths, labels, src)
 
 
+def model_kind(path: str | os.PathLike) -> str:
+    """``"nvm"`` (a compiled model: a zip) or ``"onnx"``, judged by content, not by suffix; a
+    missing file, a folder or a NumPy array renamed ``.nvm`` is a :class:`DataError`."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file (model)")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, not a model (.onnx or .nvm)")
+    kind = _sniff(path)
+    if kind == "npy":
+        raise DataError(f"{path}: is a NumPy .npy array, not a model (.onnx or .nvm)")
+    if kind == "zip":
+        return "nvm"
+    if path.endswith(".nvm"):
+        raise DataError(f"{path}: not an nvmstream compiled model (not a zip file); make one "
+                        f"with `nvmstream convert MODEL.onnx -o {Path(path).name}`")
+    return "onnx"
+
+
 # ---------------------------------------------------------------------------------- calibration
 def shipped_data_dir() -> Path:
     """demos/data of the source tree (present in a checkout or editable install)."""

@@ -106,6 +106,11 @@ BAD = [
     ("no server at the endpoint",
      ["stream", "--connect", "tcp://127.0.0.1:9", "--data", "{d}/data.npz", "--timeout", "0.5"],
      "is the server running at tcp://127.0.0.1:9"),
+    ("energy --json into a missing folder",
+     ["energy", "{d}/m.nvm", "--data", "{d}/data.npz", "--json", "{d}/nodir/e.json"],
+     "folder {d}/nodir does not exist"),
+    ("energy on an .npy renamed .nvm",
+     ["energy", "{d}/fake.nvm", "--data", "{d}/data.npz"], "NumPy .npy array"),
     ("missing wav",
      ["stream", "--connect", "tcp://127.0.0.1:9", "--data", "{d}/x.npy.wav"], "no such file"),
 ]

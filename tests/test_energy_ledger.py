@@ -329,6 +329,7 @@ def test_energy_command_prints_verdicts_sensitivity_plot_and_json(tmp_path):
     s = d["votes"]["1"]["sensitivity"]
     assert s["ratio_min"] <= s["nominal"] <= s["ratio_max"]
     assert d["votes"]["1"]["report"]["area"]["analog"]["area_mm2"] > 0
+    assert d["provenance"]["profile_resolved"]["name"] == "int4"
 
 
 @pytest.mark.parametrize("argv,code,msg", [
