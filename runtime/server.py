@@ -28,9 +28,11 @@ duration (typically 10-100 ms).
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import ipaddress
 import logging
 import os
+import queue
 import signal
 import sys
 import time
@@ -76,6 +78,9 @@ class ServerConfig:
     """Open streams over all clients; an ``open`` beyond it gets ``too_many_streams``."""
     max_queued_frames: int = 65536
     """Frames received but not yet stepped, over all streams; beyond it ``busy``."""
+    max_queue_ms: float = 250.0
+    """Admission bound in time: a message is answered ``busy`` when the queued frames would
+    take longer than this to step (estimated from measured step times per frame)."""
     max_batch: int = 512
     """Most streams stepped in one engine call."""
     batch_window_us: int = 0
@@ -93,7 +98,9 @@ class ServerConfig:
     max_votes: int = 16
     """Largest ``votes`` a client may ask for."""
     max_engines: int = 8
-    """Programmed devices kept (one per profile/overrides/votes in use)."""
+    """Device configurations (profile, overrides, votes) held at once: configurations without
+    streams are dropped (least recently used first) to make room; when all have streams an
+    ``open`` needing another one is answered ``too_many_devices``."""
     curve_secret_file: str | None = None
     """Server certificate with its secret key (``zmq.auth`` format): switches CURVE on."""
     curve_allow_dir: str | None = None
@@ -103,8 +110,10 @@ class ServerConfig:
     long ..."""
     drain_max_s: float = 5.0
     """... or this long since the signal, whichever is first."""
-    sndhwm: int = 100000
-    """Replies queued per client before ZeroMQ refuses more (counted as dropped replies)."""
+    sndhwm: int = 1000
+    """Reply messages queued per client (ZMQ_SNDHWM) before the server drops further replies
+    to it (counted in ``dropped_replies``): a client that does not read costs the server at
+    most this many messages of memory."""
     rcvhwm: int = 100000
     """Messages queued per client before ZeroMQ stops reading from it (back pressure)."""
     linger_ms: int = 2000
@@ -120,7 +129,7 @@ class ServerConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"ServerConfig.{name} must be an integer >= {lo}, got {v!r}")
-        for name in ("idle_timeout_s", "drain_quiet_s", "drain_max_s"):
+        for name in ("idle_timeout_s", "drain_quiet_s", "drain_max_s", "max_queue_ms"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"ServerConfig.{name} must be > 0, got {v!r}")
@@ -145,11 +154,13 @@ def is_loopback(endpoint: str) -> bool:
 
 # ------------------------------------------------------------------------------- internals
 class _Work:
-    """One ``frame`` (or ``close``) message of a stream waiting to be stepped."""
+    """One ``frame`` (or ``close``) message of a stream waiting to be stepped, or an error
+    reply (``err``) waiting behind the stream's earlier messages (replies keep seq order)."""
 
-    __slots__ = ("seq", "rid", "x", "n", "done", "f0", "t0", "y", "cls", "e", "lat", "close")
+    __slots__ = ("seq", "rid", "x", "n", "done", "f0", "t0", "y", "cls", "e", "lat", "close",
+                 "err")
 
-    def __init__(self, seq, rid, x, n, f0, t0, close=False):
+    def __init__(self, seq, rid, x, n, f0, t0, close=False, err=None):
         self.seq, self.rid, self.x, self.n, self.f0, self.t0 = seq, rid, x, n, f0, t0
         self.done = 0
         self.y = None
@@ -157,14 +168,20 @@ class _Work:
         self.e = None
         self.lat = None
         self.close = close
+        self.err = err            # (request header, code, msg) for a queued error reply
 
 
 class _Stream:
-    __slots__ = ("peer", "sid", "slot", "es", "kind", "fe", "next_seq", "queue", "frames",
-                 "last", "closing", "e_pJ", "lat_ns", "opened")
+    """A client's stream. ``es`` is None while its device is being programmed (``open`` not
+    answered yet): its messages queue and are handled when the device is ready."""
 
-    def __init__(self, peer, sid, slot, es, kind, fe, now):
+    __slots__ = ("peer", "sid", "slot", "es", "kind", "fe", "next_seq", "queue", "frames",
+                 "last", "closing", "e_pJ", "lat_ns", "opened", "open_req", "seed")
+
+    def __init__(self, peer, sid, slot, es, kind, fe, now, open_req=None, seed=None):
         self.peer, self.sid, self.slot, self.es, self.kind, self.fe = peer, sid, slot, es, kind, fe
+        self.open_req = open_req  # the open request, kept until it is answered
+        self.seed = seed
         self.next_seq = 0
         self.queue: collections.deque[_Work] = collections.deque()
         self.frames = 0           # frames stepped (== frames queued through the front end)
@@ -176,18 +193,24 @@ class _Stream:
 
 
 class _Slot:
-    """One programmed Engine and the streams on it that have a frame waiting."""
+    """One device configuration: its Engine (None while the programming thread builds it) and
+    the streams on it that have a frame waiting."""
 
-    def __init__(self, key, engine: Engine, profile_name: str):
+    def __init__(self, key, profile_name: str):
         self.key = key
+        self.engine: Engine | None = None
+        self.error: str | None = None          # programming failed: why
+        self.profile_name = profile_name       # the name clients asked for
+        self.ready: dict[_Stream, None] = {}
+        self.waiting: list[_Stream] = []       # streams opened while programming
+        self.streams = 0
+        self.program_ms = 0.0
+
+    def set_engine(self, engine: Engine) -> None:
         self.engine = engine
-        self.profile_name = profile_name
         self.names = [o.name for o in engine.model.outputs]
         self.widths = [int(engine.plan.widths[o.tensor]) for o in engine.model.outputs]
         self.width = sum(self.widths)
-        self.ready: dict[_Stream, None] = {}
-        self.streams = 0
-        self.last_used = time.monotonic()
 
 
 _LAT_RING = 16384
@@ -218,7 +241,13 @@ class Server:
         self._profiles.update({str(k): str(v) for k, v in cfg.extra_profiles.items()})
         self._slots: collections.OrderedDict[tuple, _Slot] = collections.OrderedDict()
         self._default_key: tuple | None = None
-        default = self._slot(cfg.profile, list(cfg.overrides), cfg.votes, default=True)
+        # device programming runs on one thread so that opens do not stall other streams
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "nvmstream-program")
+        self._programmed: queue.SimpleQueue = queue.SimpleQueue()
+        self._programming = 0
+        self._program_ms: collections.deque[float] = collections.deque(maxlen=64)
+        self._rcvtimeo = 100
+        default = self._default_slot()
         self._profiles.setdefault(default.profile_name, cfg.profile)
         self.default_profile = default.profile_name
         # speech front end
@@ -252,47 +281,109 @@ class Server:
         self._lat_n = 0
         self._batch_max = 0
         self._queue_peak = 0
+        self._frame_cost_s = 0.0          # EMA of step time per frame (admission control)
+        self._max_queue_s = cfg.max_queue_ms / 1e3
 
     # ------------------------------------------------------------------------------- engines
-    def _slot(self, profile: str | None, overrides: list[str], votes: int | None,
-              default: bool = False) -> _Slot:
-        if profile is None and not overrides and votes is None and self._default_key:
-            slot = self._slots[self._default_key]
-            self._slots.move_to_end(slot.key)
-            return slot
+    def _resolve(self, profile: str | None, overrides: list[str], votes: int | None
+                 ) -> tuple[tuple, str, str, list[str], int]:
+        """(cache key, name shown to clients, profile argument, overrides, votes)."""
         if profile is None:
-            profile_arg = self.cfg.profile
+            name, profile_arg = self.default_profile, self.cfg.profile
             overrides = list(self.cfg.overrides) + list(overrides)
-        elif default:
-            profile_arg = profile
         else:
             if profile not in self._profiles:
                 raise P.ProtocolError(P.BAD_PROFILE, f"unknown profile {profile!r}; this server "
-                                                     f"has: {', '.join(sorted(self._profiles))}")
-            profile_arg = self._profiles[profile]
+                                                     f"has: {', '.join(sorted(self._profiles))}"
+                                      [:500])
+            name, profile_arg = profile, self._profiles[profile]
         votes = self.cfg.votes if votes is None else votes
-        key = (profile_arg, tuple(overrides), votes)
+        return (profile_arg, tuple(overrides), votes), name, profile_arg, overrides, votes
+
+    def _build_engine(self, profile_arg: str, overrides: list[str], votes: int) -> Engine:
+        """Program a device and warm its engine up (runs on the programming thread, or at
+        start for the default device)."""
+        t0 = time.perf_counter()
+        dev = Device(profile_arg, seed=self.cfg.device_seed, overrides=overrides or None)
+        eng = Engine(self.prog, dev, votes=votes)
+        self._warm_up(eng)
+        log.info("programmed device %s (overrides %s, votes %d) in %.0f ms", dev.profile.name,
+                 list(overrides), votes, 1e3 * (time.perf_counter() - t0))
+        return eng
+
+    def _default_slot(self) -> _Slot:
+        cfg = self.cfg
+        eng = self._build_engine(cfg.profile, list(cfg.overrides), cfg.votes)
+        name = cfg.profile if cfg.profile in self._profiles else eng.device.profile.name
+        key = (cfg.profile, tuple(cfg.overrides), cfg.votes)
+        slot = _Slot(key, name)
+        slot.set_engine(eng)
+        self._slots[key] = slot
+        self._default_key = key
+        return slot
+
+    def _slot(self, profile: str | None, overrides: list[str], votes: int | None) -> _Slot:
+        """The slot of a configuration: cached, or new and being programmed on the programming
+        thread (``slot.engine`` None until :meth:`_collect_programmed` installs it)."""
+        if profile is None and not overrides and votes is None:
+            slot = self._slots[self._default_key]
+            return slot
+        key, name, profile_arg, overrides, votes = self._resolve(profile, overrides, votes)
         slot = self._slots.get(key)
         if slot is not None:
             self._slots.move_to_end(key)
             return slot
+        if len(self._slots) >= self.cfg.max_engines and not self._evict_engine():
+            raise P.ProtocolError(P.TOO_MANY_DEVICES, f"the server holds its maximum of "
+                                                      f"{self.cfg.max_engines} device "
+                                                      f"configurations, all with open streams; "
+                                                      f"use one of those or retry later")
+        slot = _Slot(key, name)
+        self._slots[key] = slot
+        self._programming += 1
+        self._set_rcvtimeo(self._rcvtimeo)
+        self._pool.submit(self._program_job, slot, profile_arg, list(overrides), votes)
+        return slot
+
+    def _program_job(self, slot: _Slot, profile_arg: str, overrides: list[str],
+                     votes: int) -> None:
         t0 = time.perf_counter()
         try:
-            dev = Device(profile_arg, seed=self.cfg.device_seed, overrides=overrides or None)
-            eng = Engine(self.prog, dev, votes=votes)
-        except (ProfileError, ValueError, TypeError) as e:
-            if default:
-                raise
-            raise P.ProtocolError(P.BAD_PROFILE, str(e)[:500]) from None
-        slot = _Slot(key, eng, dev.profile.name)
-        self._warm_up(eng)
-        log.info("programmed device %s (overrides %s, votes %d) in %.0f ms", dev.profile.name,
-                 list(overrides), votes, 1e3 * (time.perf_counter() - t0))
-        self._slots[key] = slot
-        if default:
-            self._default_key = key
-        self._evict_engines()
-        return slot
+            eng = self._build_engine(profile_arg, overrides, votes)
+            err = None
+        except (ProfileError, ValueError, TypeError, NvmInputError) as e:
+            eng, err = None, str(e)[:500]
+        except Exception as e:  # a bug: the open is answered `internal`
+            log.exception("programming a device failed")
+            eng, err = None, f"internal: {type(e).__name__}: {e}"[:500]
+        slot.program_ms = 1e3 * (time.perf_counter() - t0)
+        self._programmed.put((slot, eng, err))
+
+    def _collect_programmed(self) -> None:
+        """Install devices the programming thread finished; answer the opens waiting on them."""
+        while True:
+            try:
+                slot, eng, err = self._programmed.get_nowait()
+            except queue.Empty:
+                return
+            self._programming -= 1
+            if self._programming == 0:
+                self._set_rcvtimeo(self._rcvtimeo)
+            waiting, slot.waiting = slot.waiting, []
+            if eng is None:
+                slot.error = err
+                if self._slots.get(slot.key) is slot:
+                    del self._slots[slot.key]
+                self.counters["program_failures"] += 1
+                for st in waiting:
+                    self._fail_open(st, err)
+                continue
+            slot.set_engine(eng)
+            self.counters["programmed"] += 1
+            self._program_ms.append(slot.program_ms)
+            for st in waiting:
+                if self._streams.get((st.peer, st.sid)) is st:
+                    self._activate(st)
 
     def _warm_up(self, eng: Engine) -> None:
         """Step a throwaway stream once so numba compiles (or loads its cache) now, not on
@@ -306,15 +397,16 @@ class Server:
         except Exception:  # the first real step will report it
             log.exception("engine warm-up failed")
 
-    def _evict_engines(self) -> None:
-        while len(self._slots) > self.cfg.max_engines:
-            for key, s in self._slots.items():
-                if s.streams == 0 and key != self._default_key:
-                    del self._slots[key]
-                    log.info("dropped programmed device %s %s", s.profile_name, list(key[1]))
-                    break
-            else:
-                return          # every engine has streams: keep them (bounded by max_streams)
+    def _evict_engine(self) -> bool:
+        """Drop the least recently used configuration without streams (never the default);
+        False when every configuration has streams (or is being programmed for one)."""
+        for key, s in self._slots.items():
+            if s.streams == 0 and key != self._default_key and s.engine is not None:
+                del self._slots[key]
+                self.counters["devices_dropped"] += 1
+                log.info("dropped programmed device %s %s", s.profile_name, list(key[1]))
+                return True
+        return False
 
     # ---------------------------------------------------------------------------- socket
     def bind(self) -> str:
@@ -379,6 +471,7 @@ class Server:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self._own_ctx:
             self.ctx.term()
 
@@ -387,21 +480,29 @@ class Server:
         """Begin a graceful shutdown (safe in a signal handler); a second call stops at once."""
         self._stop_requests += 1
 
+    def _set_rcvtimeo(self, ms: int) -> None:
+        self._rcvtimeo = ms
+        if self.sock is not None:
+            self.sock.setsockopt(zmq.RCVTIMEO, 5 if self._programming else ms)
+
     def run(self) -> None:
         """Serve until :meth:`request_stop` (then drain and return). Binds if needed."""
         if self.sock is None:
             self.bind()
         sock = self.sock
-        sock.setsockopt(zmq.RCVTIMEO, 100)
+        self._set_rcvtimeo(100)
+        self._on_start()
         try:
             while True:
                 if self._stop_requests and not self._draining:
                     self._begin_drain()
-                    sock.setsockopt(zmq.RCVTIMEO, 20)
+                    self._set_rcvtimeo(20)
                 if self._stop_requests > 1:
                     log.warning("second stop request: exiting with %d frames unanswered",
                                 self._queued)
                     break
+                if self._programming:
+                    self._collect_programmed()
                 if not self._n_ready:
                     # nothing to step: block (with a timeout) for the next message
                     try:
@@ -431,7 +532,12 @@ class Server:
         log.info("server stopped: %d streams served, %d frames", self.counters["opened"],
                  self.counters["frames"])
 
-    def _receive(self, limit: int = 4096) -> int:
+    def _on_start(self) -> None:
+        """Hook for subclasses (a broker's worker says hello)."""
+
+    def _receive(self, limit: int = 512) -> int:
+        """Handle the messages waiting now, at most ``limit`` (ZeroMQ takes them from the
+        clients in turn, so a flooding client delays another's reply by at most one turn)."""
         sock = self.sock
         handle = self._handle
         n = 0
@@ -458,15 +564,21 @@ class Server:
                 time.sleep(0)
 
     # ------------------------------------------------------------------------ dispatching
+    def _control(self, parts: list[bytes]) -> None:
+        """A control message (empty peer identity): only a broker's worker gets them."""
+        log.warning("ignoring a message with an empty identity")
+
     def _handle(self, parts: list[bytes]) -> None:
         t0 = time.perf_counter_ns()
         peer = parts[0]
+        if not peer:
+            self._control(parts)
+            return
         hdr = None
         self.counters["messages"] += 1
         try:
-            if len(parts) not in (2, 3):
-                raise P.ProtocolError(P.BAD_MESSAGE, f"a message is a header frame and at most "
-                                                     f"one payload frame; got {len(parts) - 1}")
+            if len(parts) < 2:
+                raise P.ProtocolError(P.BAD_MESSAGE, "a message needs a header frame")
             hdr = P.unpack_header(parts[1])
             v = hdr.get("v")
             if v != P.VERSION or type(v) is not int:
@@ -474,25 +586,33 @@ class Server:
                                                      f"speaks {P.VERSION}"[:200])
             op = hdr.get("op")
             payload = parts[2] if len(parts) == 3 else None
-            if op == "frame":
-                self._op_frame(peer, hdr, payload, t0)
-            elif op == "batch":
+            if op == P.FRAME:
+                if len(parts) > 3:
+                    self._op_frame(peer, hdr, None, t0, (P.BAD_MESSAGE, f"a message is a header "
+                                   f"frame and at most one payload frame; got {len(parts) - 1}"))
+                else:
+                    self._op_frame(peer, hdr, payload, t0)
+                return
+            if len(parts) > 3:
+                raise P.ProtocolError(P.BAD_MESSAGE, f"a message is a header frame and at most "
+                                                     f"one payload frame; got {len(parts) - 1}")
+            if op == P.BATCH:
                 self._op_batch(peer, hdr, payload, t0)
-            elif op == "open":
+            elif op == P.OPEN:
                 self._no_payload(payload, op)
                 self._op_open(peer, hdr)
-            elif op == "close":
+            elif op == P.CLOSE:
                 self._no_payload(payload, op)
                 self._op_close(peer, hdr, t0)
-            elif op == "ping":
+            elif op == P.PING:
                 self._no_payload(payload, op)
                 self._op_ping(peer, hdr)
-            elif op == "info":
+            elif op == P.INFO:
                 self._no_payload(payload, op)
-                self._reply(peer, hdr, {"op": "info", **self.info()})
-            elif op == "stats":
+                self._reply(peer, hdr, {"op": P.INFO, **self.info()})
+            elif op == P.STATS:
                 self._no_payload(payload, op)
-                self._reply(peer, hdr, {"op": "stats", **self.stats()})
+                self._reply(peer, hdr, {"op": P.STATS, **self.stats()})
             else:
                 raise P.ProtocolError(P.UNKNOWN_OP, f"unknown op {op!r}; ops: "
                                                     f"{', '.join(P.REQUEST_OPS)}"[:200])
@@ -528,14 +648,7 @@ class Server:
 
     def _flush_peer(self, peer: bytes, q) -> None:
         hdrs, pays = q
-        if len(hdrs) == 1:
-            h = hdrs[0]
-            h["v"] = P.VERSION
-            head = P.pack(h)
-            payload = pays[0] if "shape" in h else None
-        else:
-            head = P.pack({"v": P.VERSION, "op": "batch", "r": hdrs})
-            payload = b"".join(pays)
+        head, payload = P.encode_replies(hdrs, pays)
         send = self.sock.send
         try:
             send(peer, _SNDMORE_NB)              # ROUTER_MANDATORY: raises if peer is gone
@@ -547,8 +660,9 @@ class Server:
                 send(payload, _NOBLOCK, copy=len(payload) < 65536)
         except zmq.Again:
             self.counters["dropped_replies"] += len(hdrs)
-            log.warning("client %s does not read its replies: %d replies dropped", peer.hex(),
-                        len(hdrs))
+            if self.counters["dropped_replies"] == len(hdrs) or log.isEnabledFor(logging.DEBUG):
+                log.warning("client %s does not read its replies: %d replies dropped "
+                            "(counted in stats.dropped_replies)", peer.hex(), len(hdrs))
         except zmq.ZMQError as e:
             if e.errno == zmq.EHOSTUNREACH:
                 self.counters["unreachable_replies"] += len(hdrs)
@@ -560,19 +674,21 @@ class Server:
 
     def _reply(self, peer: bytes, req: dict | None, hdr: dict, payload=b"") -> None:
         if req is not None:
-            for k in ("id", "seq", "rid"):
-                v = req.get(k)
-                if type(v) is int and k not in hdr:
-                    hdr[k] = v
+            P.echo(req, hdr)
         self._send(peer, hdr, payload)
 
     def _error(self, peer: bytes, req: dict | None, code: str, msg: str) -> None:
         self.errors[code] += 1
-        hdr = {"op": "error", "code": code, "msg": msg}
-        if req is not None and type(req.get("op")) is str:
-            hdr["req"] = req["op"][:32]
         log.debug("error to %s: %s: %s", peer.hex(), code, msg)
-        self._reply(peer, req, hdr)
+        self._send(peer, P.error_reply(code, msg, req))
+
+    def _stream_error(self, st: _Stream, req: dict, code: str, msg: str) -> None:
+        """An error about a stream's message: sent now when nothing of the stream is queued,
+        else queued behind its earlier messages (a stream's replies keep their order)."""
+        if st.queue or st.es is None:
+            st.queue.append(_Work(None, None, None, 0, 0, 0, err=(req, code, msg)))
+        else:
+            self._error(st.peer, req, code, msg)
 
     # ---------------------------------------------------------------------------- ops
     def _op_open(self, peer: bytes, hdr: dict) -> None:
@@ -596,25 +712,70 @@ class Server:
             raise P.ProtocolError(P.NO_FRONTEND, f"audio streams are not available: "
                                                  f"{self._no_frontend}")
         slot = self._slot(profile, overrides, votes)
-        es = slot.engine.stream(seed=seed)
         fe = StreamingFrontend(self.frontend) if kind == P.AUDIO else None
-        now = time.monotonic()
-        st = _Stream(peer, sid, slot, es, kind, fe, now)
+        st = _Stream(peer, sid, slot, None, kind, fe, time.monotonic(), hdr, seed)
         self._streams[key] = st
         self._gone.pop(key, None)
         slot.streams += 1
+        if slot.engine is None:
+            slot.waiting.append(st)           # answered when the device is programmed
+        else:
+            self._activate(st)
+
+    def _activate(self, st: _Stream) -> None:
+        """The stream's device is ready: make its engine stream, answer the open, then handle
+        what queued meanwhile."""
+        slot = st.slot
+        req, st.open_req = st.open_req, None
+        try:
+            st.es = slot.engine.stream(seed=st.seed)
+        except Exception as e:
+            log.exception("opening an engine stream failed")
+            self._fail_open(st, f"internal: {type(e).__name__}: {e}"[:500], P.INTERNAL, req)
+            return
         self.counters["opened"] += 1
-        rep = {"op": "open", "kind": kind, "seed": es.seed, "profile": slot.profile_name,
+        rep = {"op": P.OPEN, "kind": st.kind, "seed": st.es.seed, "profile": slot.profile_name,
                "overrides": list(slot.key[1]), "votes": slot.engine.votes,
                "features": self.features, "outputs": [[n, w] for n, w in
                                                       zip(slot.names, slot.widths)],
                "labels": list(self.prog.labels)}
-        if kind == P.AUDIO:
+        if st.kind == P.AUDIO:
             rep["sample_rate_hz"] = self.frontend.sample_rate_hz
             rep["dtype"] = P.I16
         else:
             rep["dtype"] = P.F32
-        self._reply(peer, hdr, rep)
+        self._reply(st.peer, req, rep)
+        q = st.queue
+        if q:
+            if q[0].n == 0:
+                self._settle(st)
+            if q and q[0].n:
+                slot.ready[st] = None
+                self._n_ready += 1
+
+    def _fail_open(self, st: _Stream, why: str, code: str = P.BAD_PROFILE,
+                   req: dict | None = None) -> None:
+        """Programming the stream's device failed: answer its open, then every message that
+        queued behind it, and forget the stream."""
+        if why.startswith("internal: "):
+            code, why = P.INTERNAL, why[len("internal: "):]
+        req = req or st.open_req
+        st.open_req = None
+        items = list(st.queue)
+        st.queue.clear()
+        self._remove(st, f"was not opened ({code})")
+        self._error(st.peer, req, code, why)
+        for w in items:
+            if w.err is not None:
+                self._error(st.peer, *w.err)
+            else:
+                hdr = {"op": P.CLOSE if w.close else P.FRAME, "id": st.sid}
+                if w.seq is not None:
+                    hdr["seq"] = w.seq
+                if w.rid is not None:
+                    hdr["rid"] = w.rid
+                self._error(st.peer, hdr, P.UNKNOWN_STREAM,
+                            f"stream {st.sid} was not opened: {why}"[:500])
 
     def _lookup(self, peer: bytes, sid: int) -> _Stream:
         st = self._streams.get((peer, sid))
@@ -635,22 +796,24 @@ class Server:
                                                f"{P.MAX_BATCH_ITEMS}")
         buf = memoryview(payload if payload is not None else b"")
         sizes = []
-        fail = None
+        fail = own = None
         for it in items:
             try:
                 sizes.append(P.frame_nbytes(it))
             except P.ProtocolError as e:
-                fail = f"batch item {len(sizes)}: {e.msg}"
+                # that item gets its own error; the others cannot be located in the payload
+                fail = (P.BAD_PAYLOAD, f"batch item {len(sizes)}: {e.msg}")
+                own = (len(sizes), (e.code, e.msg))
                 break
         if fail is None and sum(sizes) != len(buf):
-            fail = (f"batch payload is {len(buf)} bytes but its items' dtypes and shapes "
-                    f"need {sum(sizes)}")
+            fail = (P.BAD_PAYLOAD, f"batch payload is {len(buf)} bytes but its items' dtypes "
+                                   f"and shapes need {sum(sizes)}")
         off = 0
         for i, it in enumerate(items):
             try:
                 if type(it) is not dict:
                     raise P.ProtocolError(P.BAD_FIELD, f"batch item {i} is not a map")
-                if it.get("op") != "frame":
+                if it.get("op") != P.FRAME:
                     raise P.ProtocolError(P.UNKNOWN_OP, f"batch item {i}: only 'frame' requests "
                                                         f"can be batched")
                 if fail is None:
@@ -658,12 +821,12 @@ class Server:
                     off += sizes[i]
                     self._op_frame(peer, it, piece, t0)
                 else:
-                    self._op_frame(peer, it, None, t0, fail)
+                    self._op_frame(peer, it, None, t0, own[1] if own and own[0] == i else fail)
             except P.ProtocolError as e:
                 self._error(peer, it if type(it) is dict else None, e.code, e.msg)
 
     def _op_frame(self, peer: bytes, hdr: dict, payload, t0: int,
-                  fail: str | None = None) -> None:
+                  fail: tuple[str, str] | None = None) -> None:
         sid = hdr.get("id")
         if type(sid) is not int or not 0 <= sid <= P.MAX_STREAM_ID:
             P.get_int(hdr, "id", 0, P.MAX_STREAM_ID)            # raises the precise error
@@ -671,21 +834,46 @@ class Server:
         if type(seq) is not int or not 0 <= seq <= P.MAX_SEQ:
             P.get_int(hdr, "seq", 0, P.MAX_SEQ)
         st = self._streams.get((peer, sid))
-        if st is None or st.closing:
+        if st is None:
             self._lookup(peer, sid)                             # raises unknown_stream
-        st.last = time.monotonic()
-        if seq != st.next_seq:
-            if seq < st.next_seq:
-                raise P.ProtocolError(P.DUPLICATE, f"stream {sid}: seq {seq} was already "
-                                                   f"received; next is {st.next_seq}")
-            raise P.ProtocolError(P.OUT_OF_ORDER, f"stream {sid}: seq {seq} but {st.next_seq} "
-                                                  f"is next (a gap)")
-        st.next_seq = seq + 1        # from here on the message has used its sequence number
+        try:
+            if st.closing:
+                self._lookup(peer, sid)
+            st.last = time.monotonic()
+            if seq != st.next_seq:
+                if seq < st.next_seq:
+                    raise P.ProtocolError(P.DUPLICATE, f"stream {sid}: seq {seq} was already "
+                                                       f"received; next is {st.next_seq}")
+                raise P.ProtocolError(P.OUT_OF_ORDER, f"stream {sid}: seq {seq} but "
+                                                      f"{st.next_seq} is next (a gap)")
+            st.next_seq = seq + 1    # from here on the message has used its sequence number
+            self._queue_frame(st, hdr, payload, t0, fail)
+        except P.ProtocolError as e:
+            self._stream_error(st, hdr, e.code, e.msg)
+
+    def _admit(self, n: int) -> None:
+        """Raise ``busy`` when ``n`` more frames would overfill the queue (in frames, or in
+        estimated work time)."""
+        q = self._queued + n
+        if q > self.cfg.max_queued_frames:
+            self.counters["busy_frames"] += n
+            raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued (limit "
+                                          f"{self.cfg.max_queued_frames}); not queued, send "
+                                          f"again later")
+        if q * self._frame_cost_s > self._max_queue_s and self._queued:
+            self.counters["busy_frames"] += n
+            raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued, about "
+                                          f"{1e3 * self._queued * self._frame_cost_s:.0f} ms of "
+                                          f"work (limit {self.cfg.max_queue_ms:g} ms); not "
+                                          f"queued, send again later")
+
+    def _queue_frame(self, st: _Stream, hdr: dict, payload, t0: int,
+                     fail: tuple[str, str] | None) -> None:
         if self._draining:
             raise P.ProtocolError(P.SHUTTING_DOWN, "the server is shutting down: frame not "
                                                    "queued")
         if fail is not None:
-            raise P.ProtocolError(P.BAD_PAYLOAD, fail)
+            raise P.ProtocolError(*fail)
         if payload is None:
             raise P.ProtocolError(P.BAD_MESSAGE, "a frame message needs a payload frame")
         if st.kind == P.FEATURES:
@@ -705,27 +893,20 @@ class Server:
                 x = memoryview(payload)
             else:
                 x = payload
-            if self._queued + n > self.cfg.max_queued_frames:
-                self.counters["busy_frames"] += n
-                raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued "
-                                              f"(limit {self.cfg.max_queued_frames}); frame "
-                                              f"not queued, send it again later")
+            self._admit(n)
         else:
             pcm = P.payload_array(hdr, payload, P.AUDIO, 1, self.cfg.max_audio_samples)
             fe = st.fe
             n = fe.params.n_frames(fe.samples_seen + pcm.shape[0]) - fe.frames_emitted
-            if n and self._queued + n > self.cfg.max_queued_frames:
-                self.counters["busy_frames"] += n
-                raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued "
-                                              f"(limit {self.cfg.max_queued_frames}); samples "
-                                              f"not used, send them again later")
+            if n:
+                self._admit(n)
             feats = fe.push(pcm)
             x = feats.tobytes() if n == 1 else memoryview(feats.tobytes())
         rid = hdr.get("rid")
-        w = _Work(seq, rid if type(rid) is int else None, x, n, st.frames, t0)
+        w = _Work(hdr["seq"], rid if type(rid) is int else None, x, n, st.frames, t0)
         st.frames += n
         q = st.queue
-        if not q:
+        if not q and st.es is not None:
             if n == 0:
                 self._complete(st, w)
                 return
@@ -738,11 +919,16 @@ class Server:
 
     def _op_close(self, peer: bytes, hdr: dict, t0: int) -> None:
         sid = P.get_int(hdr, "id", 0, P.MAX_STREAM_ID)
-        st = self._lookup(peer, sid)
+        st = self._streams.get((peer, sid))
+        if st is None:
+            self._lookup(peer, sid)
+        if st.closing:
+            self._stream_error(st, hdr, P.UNKNOWN_STREAM, f"stream {sid} is closing")
+            return
         st.closing = True
         rid = hdr.get("rid")
         w = _Work(None, rid if type(rid) is int else None, None, 0, st.frames, t0, close=True)
-        if st.queue:
+        if st.queue or st.es is None:
             st.queue.append(w)
         else:
             self._finish_close(st, w)
@@ -754,7 +940,7 @@ class Server:
             self._peer_ping[peer] = now
         else:
             self._lookup(peer, sid).last = now
-        self._reply(peer, hdr, {"op": "ping", "t": time.time(), "draining": self._draining})
+        self._reply(peer, hdr, {"op": P.PING, "t": time.time(), "draining": self._draining})
 
     # --------------------------------------------------------------------------- stepping
     def _step_all(self) -> None:
@@ -784,6 +970,7 @@ class Server:
                 rows.append(w.x[d:d + rb])
         x = np.frombuffer(b"".join(rows), np.float32).reshape(len(batch), self.features)
         engine = slot.engine
+        t_step = time.perf_counter()
         try:
             # the engine checks the frames (finite values) before touching any state
             outs = engine.step_many_all([st.es for st in batch], x)
@@ -807,6 +994,8 @@ class Server:
             self._fail_batch(batch)
             return
         n = len(batch)
+        # measured cost per frame at this batch size (admission control in time)
+        self._frame_cost_s += 0.1 * ((time.perf_counter() - t_step) / n - self._frame_cost_s)
         if len(slot.names) == 1:
             y = outs[slot.names[0]]
         else:
@@ -874,24 +1063,23 @@ class Server:
             self._fail_head(st, P.INTERNAL, f"engine step failed: {type(e).__name__}: {e}"[:500])
 
     def _settle(self, st: _Stream) -> None:
-        """Answer zero-frame items (audio chunks that completed no frame, close) at the head."""
+        """Answer the zero-frame items at the head of the queue: audio chunks that completed
+        no frame, queued errors, close."""
         q = st.queue
         while q and q[0].n == 0:
             w = q.popleft()
             if w.close:
                 self._finish_close(st, w)
                 return
-            self._complete(st, w)
+            if w.err is not None:
+                self._error(st.peer, *w.err)
+            else:
+                self._complete(st, w)
 
     def _complete(self, st: _Stream, w: _Work) -> None:
-        width = st.slot.width
-        now = time.perf_counter_ns()
-        srv_us = (now - w.t0) // 1000
-        hdr = {"op": "frame", "id": st.sid, "seq": w.seq, "f0": w.f0,
-               "n": w.n, "dtype": P.F32, "shape": [w.n, width], "cls": w.cls or [],
-               "lat_ns": w.lat, "e_pJ": w.e, "srv_us": srv_us}
-        if w.rid is not None:
-            hdr["rid"] = w.rid
+        srv_us = (time.perf_counter_ns() - w.t0) // 1000
+        hdr = P.frame_reply(st.sid, w.seq, w.f0, w.n, st.slot.width, w.cls or [], w.lat, w.e,
+                            srv_us, w.rid)
         self._lat[self._lat_n % _LAT_RING] = srv_us
         self._lat_n += 1
         if w.n == 0:
@@ -907,7 +1095,7 @@ class Server:
         st.frames -= lost                     # frame numbers (f0) stay without holes
         for later in st.queue:
             later.f0 -= lost
-        hdr = {"id": st.sid, "seq": w.seq, "op": "frame"}
+        hdr = {"id": st.sid, "seq": w.seq, "op": P.FRAME}
         if w.rid is not None:
             hdr["rid"] = w.rid
         self._error(st.peer, hdr, code, msg)
@@ -917,21 +1105,27 @@ class Server:
             self._n_ready -= 1
 
     def _finish_close(self, st: _Stream, w: _Work) -> None:
+        rest = [r for r in st.queue if r.err is not None]   # errors queued behind the close
         self._remove(st, "was closed")
         self.counters["closed"] += 1
-        hdr = {"op": "close", "id": st.sid, "frames": st.frames,
+        hdr = {"op": P.CLOSE, "id": st.sid, "frames": st.frames,
                "messages": st.next_seq, "e_pJ": st.e_pJ, "lat_ns": st.lat_ns,
                "cls": st.es.last_class, "seed": st.es.seed}
         if w.rid is not None:
             hdr["rid"] = w.rid
         self._send(st.peer, hdr)
+        for r in rest:
+            self._error(st.peer, *r.err)
 
     def _remove(self, st: _Stream, why: str) -> None:
         key = (st.peer, st.sid)
         if self._streams.pop(key, None) is None:
             return
         st.slot.streams -= 1
-        st.es.close()
+        if st.es is not None:
+            st.es.close()
+        elif st in st.slot.waiting:
+            st.slot.waiting.remove(st)
         if st in st.slot.ready:
             del st.slot.ready[st]
             self._n_ready -= 1
@@ -939,8 +1133,12 @@ class Server:
             self._queued -= w.n - w.done
         st.queue.clear()
         self._gone[key] = why
-        if len(self._gone) > 4 * self.cfg.max_streams:
+        if len(self._gone) > self.cfg.max_streams:
             self._gone.popitem(last=False)
+        self._on_removed(key)
+
+    def _on_removed(self, key: tuple[bytes, int]) -> None:
+        """Hook: a stream ended (a broker's worker tells the broker)."""
 
     # ------------------------------------------------------------------------ housekeeping
     def _housekeeping(self) -> None:
@@ -951,14 +1149,15 @@ class Server:
         limit = self.cfg.idle_timeout_s
         pings = self._peer_ping
         idle = [st for st in self._streams.values()
-                if not st.queue and now - max(st.last, pings.get(st.peer, 0.0)) > limit]
+                if not st.queue and st.es is not None
+                and now - max(st.last, pings.get(st.peer, 0.0)) > limit]
         for st in idle:
             idle_s = now - max(st.last, pings.get(st.peer, 0.0))
             self._remove(st, "was evicted (idle)")
             self.counters["evicted"] += 1
             log.info("evicted stream %d of client %s after %.1f s idle", st.sid, st.peer.hex(),
                      idle_s)
-            self._send(st.peer, {"op": "evicted", "id": st.sid,
+            self._send(st.peer, {"op": P.EVICTED, "id": st.sid,
                                  "reason": "idle", "idle_s": round(idle_s, 3),
                                  "frames": st.frames, "messages": st.next_seq})
         if len(pings) > 4 * self.cfg.max_streams or idle:
@@ -973,11 +1172,33 @@ class Server:
                  self._queued, len(self._streams))
 
     def _drained(self) -> bool:
-        if self._queued or self._n_ready:
-            return False
         now = time.monotonic()
-        return (now - self._last_rx >= self.cfg.drain_quiet_s
-                or now - self._drain_t0 >= self.cfg.drain_max_s)
+        if now - self._drain_t0 >= self.cfg.drain_max_s:
+            if self._queued or self._n_ready or self._programming:
+                self._abort_queued()
+            return True
+        if self._queued or self._n_ready or self._programming:
+            return False
+        return now - self._last_rx >= self.cfg.drain_quiet_s
+
+    def _abort_queued(self) -> None:
+        """The drain cap is reached: answer every message still queued with
+        ``shutting_down`` (so nothing admitted goes unanswered)."""
+        log.warning("drain cap of %.1f s reached: %d queued frames answered shutting_down",
+                    self.cfg.drain_max_s, self._queued)
+        for st in list(self._streams.values()):
+            if st.es is None:
+                self._fail_open(st, "the server is shutting down", P.SHUTTING_DOWN)
+                continue
+            while st.queue:
+                w = st.queue[0]
+                if w.n == 0:
+                    self._settle(st)
+                    if self._streams.get((st.peer, st.sid)) is not st:
+                        break
+                    continue
+                self._fail_head(st, P.SHUTTING_DOWN, "the server shut down before this frame "
+                                                     "was stepped")
 
     def _say_goodbye(self) -> None:
         peers: dict[bytes, list[int]] = {}
@@ -986,7 +1207,7 @@ class Server:
         for st in list(self._streams.values()):
             self._remove(st, "was closed by the server shutdown")
         for peer, sids in peers.items():
-            self._send(peer, {"op": "shutdown", "ids": sids[:4096]})
+            self._send(peer, {"op": P.SHUTDOWN, "ids": sids[:4096]})
         self._flush()
 
     # ---------------------------------------------------------------------------- reports
@@ -1014,7 +1235,13 @@ class Server:
                        "max_header_bytes": P.MAX_HEADER_BYTES,
                        "max_batch_items": P.MAX_BATCH_ITEMS,
                        "idle_timeout_s": self.cfg.idle_timeout_s,
-                       "max_votes": self.cfg.max_votes},
+                       "max_votes": self.cfg.max_votes,
+                       "max_queue_ms": self.cfg.max_queue_ms,
+                       "max_devices": self.cfg.max_engines,
+                       "unread_reply_messages": self.cfg.sndhwm,
+                       "closed_ids_kept": self.cfg.max_streams},
+            "devices": {"max": self.cfg.max_engines, "held": len(self._slots),
+                        "programming": self._programming},
         }
 
     def stats(self) -> dict[str, Any]:
@@ -1028,7 +1255,14 @@ class Server:
             "streams": len(self._streams),
             "clients": len({st.peer for st in self._streams.values()}),
             "engines": [{"profile": s.profile_name, "overrides": list(s.key[1]),
-                         "votes": s.key[2], "streams": s.streams} for s in self._slots.values()],
+                         "votes": s.key[2], "streams": s.streams,
+                         "ready": s.engine is not None,
+                         "program_ms": round(s.program_ms, 1)} for s in self._slots.values()],
+            "max_devices": self.cfg.max_engines,
+            "programmed": c["programmed"], "devices_dropped": c["devices_dropped"],
+            "closed_ids_kept": len(self._gone),
+            "frame_cost_us": 1e6 * self._frame_cost_s,
+            "queued_ms": 1e3 * self._queued * self._frame_cost_s,
             "messages": c["messages"], "frames": c["frames"], "batches": c["batches"],
             "batch_mean": c["frames"] / c["batches"] if c["batches"] else None,
             "batch_max": self._batch_max,
