@@ -53,6 +53,15 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--max-streams", type=int, default=4096)
     s.add_argument("--max-queue", type=int, default=65536,
                    help="frames queued over all streams before `busy` replies")
+    s.add_argument("--max-queue-ms", type=float, default=250.0, metavar="MS",
+                   help="answer `busy` when the queued frames would take longer than this to "
+                        "step (estimated from measured step times; default 250)")
+    s.add_argument("--max-devices", type=int, default=8,
+                   help="device configurations (profile, overrides, votes) held at once; "
+                        "an open needing another gets `too_many_devices` (default 8)")
+    s.add_argument("--unread-replies", type=int, default=1000, metavar="N",
+                   help="reply messages queued for a client that does not read before "
+                        "further replies to it are dropped (ZMQ_SNDHWM; default 1000)")
     s.add_argument("--max-batch", type=int, default=512, help="streams per engine step")
     s.add_argument("--batch-window-us", type=int, default=0,
                    help="wait this long for a fuller batch (default 0: adaptive)")
@@ -111,6 +120,8 @@ def cmd_serve(args) -> int:
                        device_seed=args.device_seed, votes=args.votes, extra_profiles=extra,
                        max_streams=args.max_streams, max_queued_frames=args.max_queue,
                        max_batch=args.max_batch, batch_window_us=args.batch_window_us,
+                       max_queue_ms=args.max_queue_ms, max_engines=args.max_devices,
+                       sndhwm=args.unread_replies,
                        idle_timeout_s=args.idle_timeout,
                        max_message_bytes=args.max_message_bytes,
                        curve_secret_file=args.curve_secret, curve_allow_dir=args.curve_allow)
