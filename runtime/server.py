@@ -53,7 +53,7 @@ from .frontend import FrontendParams, StreamingFrontend
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServerConfig", "Server", "install_signal_handlers", "is_loopback"]
+__all__ = ["ServerConfig", "Server", "install_signal_handlers", "is_loopback", "router_socket"]
 
 
 @dataclass
@@ -152,6 +152,69 @@ def is_loopback(endpoint: str) -> bool:
         return False          # "*", an interface name or a hostname
 
 
+def router_socket(ctx: zmq.Context, cfg: ServerConfig, bind: str | None = None
+                  ) -> tuple[zmq.Socket, str, Any]:
+    """The clients' ROUTER socket of a server or broker: limits (ZMQ_MAXMSGSIZE, send and
+    receive high-water marks), CURVE when configured, bound to ``bind`` (default
+    ``cfg.bind``). Returns ``(socket, real endpoint, authenticator or None)``."""
+    bind = bind or cfg.bind
+    s = ctx.socket(zmq.ROUTER)
+    s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    s.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes)
+    s.setsockopt(zmq.SNDHWM, cfg.sndhwm)
+    s.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
+    s.setsockopt(zmq.LINGER, cfg.linger_ms)
+    auth = None
+    try:
+        if cfg.curve_secret_file:
+            auth = _setup_curve(ctx, cfg, s)
+        elif not is_loopback(bind):
+            log.warning("binding %s without CURVE: anyone who can reach it can use the "
+                        "server and read its traffic", bind)
+        s.bind(bind)
+    except zmq.ZMQError as e:
+        s.close(0)
+        if auth is not None:
+            auth.stop()
+        raise OSError(f"cannot bind {bind}: {e}") from None
+    except OSError:
+        s.close(0)
+        raise
+    endpoint = s.getsockopt_string(zmq.LAST_ENDPOINT)
+    log.info("listening on %s", endpoint)
+    return s, endpoint, auth
+
+
+def _setup_curve(ctx: zmq.Context, cfg: ServerConfig, s: zmq.Socket):
+    import zmq.auth
+    from zmq.auth.thread import ThreadAuthenticator
+
+    if not zmq.has("curve"):
+        raise OSError("this libzmq has no CURVE support")
+    try:
+        pub, sec = zmq.auth.load_certificate(cfg.curve_secret_file)
+    except (OSError, ValueError) as e:
+        raise OSError(f"{cfg.curve_secret_file}: cannot read the server certificate: {e}") \
+            from None
+    if not sec:
+        raise OSError(f"{cfg.curve_secret_file}: holds no secret key (give the "
+                      f"'.key_secret' file)")
+    if cfg.curve_allow_dir and not os.path.isdir(cfg.curve_allow_dir):
+        raise OSError(f"{cfg.curve_allow_dir}: no such folder of client certificates")
+    auth = ThreadAuthenticator(ctx, log=logging.getLogger(__name__ + ".auth"))
+    auth.start()
+    if cfg.curve_allow_dir:
+        auth.configure_curve(domain="*", location=cfg.curve_allow_dir)
+    else:
+        log.warning("CURVE without an allowlist: traffic is encrypted but any client that "
+                    "knows the server key gets in")
+        auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+    s.curve_secretkey = sec
+    s.curve_publickey = pub
+    s.curve_server = True
+    return auth
+
+
 # ------------------------------------------------------------------------------- internals
 class _Work:
     """One ``frame`` (or ``close``) message of a stream waiting to be stepped, or an error
@@ -205,6 +268,7 @@ class _Slot:
         self.waiting: list[_Stream] = []       # streams opened while programming
         self.streams = 0
         self.program_ms = 0.0
+        self.e_done_pJ: float | None = 0.0     # energy of the streams that ended (pJ)
 
     def set_engine(self, engine: Engine) -> None:
         self.engine = engine
@@ -411,58 +475,8 @@ class Server:
     # ---------------------------------------------------------------------------- socket
     def bind(self) -> str:
         """Create the ROUTER socket, bind it and return the real endpoint."""
-        cfg = self.cfg
-        s = self.ctx.socket(zmq.ROUTER)
-        s.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        s.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes)
-        s.setsockopt(zmq.SNDHWM, cfg.sndhwm)
-        s.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
-        s.setsockopt(zmq.LINGER, cfg.linger_ms)
-        if cfg.curve_secret_file:
-            self._setup_curve(s)
-        elif not is_loopback(cfg.bind):
-            log.warning("binding %s without CURVE: anyone who can reach it can use the "
-                        "server and read its traffic", cfg.bind)
-        try:
-            s.bind(cfg.bind)
-        except zmq.ZMQError as e:
-            s.close(0)
-            raise OSError(f"cannot bind {cfg.bind}: {e}") from None
-        self.sock = s
-        self.endpoint = s.getsockopt_string(zmq.LAST_ENDPOINT)
-        log.info("listening on %s", self.endpoint)
+        self.sock, self.endpoint, self._auth = router_socket(self.ctx, self.cfg)
         return self.endpoint
-
-    def _setup_curve(self, s: zmq.Socket) -> None:
-        import zmq.auth
-        from zmq.auth.thread import ThreadAuthenticator
-
-        cfg = self.cfg
-        if not zmq.has("curve"):
-            raise OSError("this libzmq has no CURVE support")
-        try:
-            pub, sec = zmq.auth.load_certificate(cfg.curve_secret_file)
-        except (OSError, ValueError) as e:
-            raise OSError(f"{cfg.curve_secret_file}: cannot read the server certificate: {e}") \
-                from None
-        if not sec:
-            raise OSError(f"{cfg.curve_secret_file}: holds no secret key (give the "
-                          f"'.key_secret' file)")
-        auth = ThreadAuthenticator(self.ctx, log=logging.getLogger(__name__ + ".auth"))
-        auth.start()
-        if cfg.curve_allow_dir:
-            if not os.path.isdir(cfg.curve_allow_dir):
-                auth.stop()
-                raise OSError(f"{cfg.curve_allow_dir}: no such folder of client certificates")
-            auth.configure_curve(domain="*", location=cfg.curve_allow_dir)
-        else:
-            log.warning("CURVE without an allowlist: traffic is encrypted but any client that "
-                        "knows the server key gets in")
-            auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
-        self._auth = auth
-        s.curve_secretkey = sec
-        s.curve_publickey = pub
-        s.curve_server = True
 
     def close(self) -> None:
         if self.sock is not None:
@@ -1122,6 +1136,9 @@ class Server:
         if self._streams.pop(key, None) is None:
             return
         st.slot.streams -= 1
+        sl = st.slot
+        sl.e_done_pJ = None if sl.e_done_pJ is None or st.e_pJ is None else \
+            sl.e_done_pJ + st.e_pJ
         if st.es is not None:
             st.es.close()
         elif st in st.slot.waiting:
@@ -1250,13 +1267,23 @@ class Server:
         pct = ({f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)}
                if n else {"p50": None, "p90": None, "p99": None})
         c = self.counters
+        energy = {id(s): s.e_done_pJ for s in self._slots.values()}
+        for st in self._streams.values():
+            k = id(st.slot)
+            if k in energy:
+                energy[k] = None if energy[k] is None or st.e_pJ is None else \
+                    energy[k] + st.e_pJ
+        top = sorted((st for st in self._streams.values() if st.e_pJ),
+                     key=lambda st: st.e_pJ, reverse=True)[:5]
         return {
             "uptime_s": time.monotonic() - self._t_start,
+            "top_streams": [{"id": st.sid, "client": st.peer.hex(), "frames": st.frames,
+                             "e_pJ": st.e_pJ} for st in top],
             "streams": len(self._streams),
             "clients": len({st.peer for st in self._streams.values()}),
             "engines": [{"profile": s.profile_name, "overrides": list(s.key[1]),
                          "votes": s.key[2], "streams": s.streams,
-                         "ready": s.engine is not None,
+                         "ready": s.engine is not None, "e_pJ": energy.get(id(s)),
                          "program_ms": round(s.program_ms, 1)} for s in self._slots.values()],
             "max_devices": self.cfg.max_engines,
             "programmed": c["programmed"], "devices_dropped": c["devices_dropped"],
