@@ -345,6 +345,8 @@ class Server:
         self._lat_n = 0
         self._batch_max = 0
         self._queue_peak = 0
+        self.publish_stats = False        # keep stats_snapshot fresh (metrics endpoint)
+        self.stats_snapshot: dict | None = None
         self._frame_cost_s = 0.0          # EMA of step time per frame (admission control)
         self._max_queue_s = cfg.max_queue_ms / 1e3
 
@@ -1163,6 +1165,8 @@ class Server:
         if now < self._next_housekeeping:
             return
         self._next_housekeeping = now + min(1.0, self.cfg.idle_timeout_s / 4)
+        if self.publish_stats:
+            self.stats_snapshot = self.stats()        # read by the metrics thread
         limit = self.cfg.idle_timeout_s
         pings = self._peer_ping
         idle = [st for st in self._streams.values()

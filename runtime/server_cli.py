@@ -113,6 +113,9 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
                    help="reply messages queued for a client that does not read before "
                         "further replies to it are dropped (ZMQ_SNDHWM; default 1000)")
     s.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
+    s.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
+                   help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (needs "
+                        "prometheus_client; default off)")
     s.add_argument("--curve-secret", metavar="FILE",
                    help="server certificate with secret key (switches CURVE on)")
     s.add_argument("--curve-allow", metavar="DIR",
@@ -186,6 +189,7 @@ def cmd_serve(args) -> int:
         endpoint = srv.bind()
     except (ProfileError, ValueError, OSError) as e:
         raise _cli_error(str(e)) from None
+    _start_metrics(args, srv)
     install_signal_handlers(srv)
     curve = " (CURVE)" if args.curve_secret else ""
     print(f"nvmstream: serving {args.model} on {endpoint}{curve} profile "
@@ -194,6 +198,18 @@ def cmd_serve(args) -> int:
     s = srv.stats()
     print(f"nvmstream: stopped after {s['frames']} frames of {s['opened']} streams", flush=True)
     return EXIT_OK
+
+
+def _start_metrics(args, srv) -> None:
+    if not args.metrics_port:
+        return
+    from .serving.metrics import start_metrics_server
+    srv.publish_stats = True
+    srv.stats_snapshot = srv.stats()
+    try:
+        start_metrics_server(args.metrics_port, lambda: srv.stats_snapshot)
+    except (ImportError, OSError) as e:
+        raise _cli_error(f"--metrics-port: {e}") from None
 
 
 def _serve_broker(args) -> int:
@@ -212,6 +228,7 @@ def _serve_broker(args) -> int:
     argv = [sys.executable, "-m", "nvmstream.runtime.server_cli", "worker", *_engine_argv(args)]
     if args.verbose if hasattr(args, "verbose") else 0:
         argv.insert(3, "-v")
+    _start_metrics(args, broker)
     install_signal_handlers(broker)
     try:
         broker.spawn_workers(args.workers, argv)

@@ -213,3 +213,38 @@ def test_bytes_keys_and_missing_dtype_codes(model):
         assert [h.get("seq") for h, _ in reps] == list(range(2, 1026))
         assert {h["op"] for h, _ in reps} <= {"frame", "error"}
         assert {h.get("code") for h, _ in reps} <= {None, "busy"}
+
+
+def test_stats_command_and_metrics_endpoint(model):
+    """`nvmstream stats --connect` prints the live view; `--metrics-port` serves Prometheus
+    text with the frame counter and per-device energy."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as so:                       # a free loopback port for the endpoint
+        so.bind(("127.0.0.1", 0))
+        port = so.getsockname()[1]
+    with ServerProcess(model, "--profile", "int4", "--metrics-port", str(port)) as srv, \
+            Client(srv.endpoint) as c:
+        s = c.open(seed=1)
+        for _ in range(3):
+            s.step(np.ones(12, np.float32))
+        out = subprocess.run([sys.executable, "-m", "nvmstream.runtime.server_cli", "stats",
+                              "--connect", srv.endpoint, "--count", "2", "--interval", "0.1"],
+                             capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        assert "streams 1" in out.stdout and "device int4" in out.stdout
+        assert "server us p50" in out.stdout
+        js = subprocess.run([sys.executable, "-m", "nvmstream.runtime.server_cli", "stats",
+                             "--connect", srv.endpoint, "--count", "1", "--json"],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert json.loads(js.stdout)["frames"] == 3
+        time.sleep(1.2)                                # the loop publishes stats each second
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read() \
+            .decode()
+        assert "nvmstream_frames_total 3.0" in text
+        assert 'nvmstream_device_energy_joules_total{overrides="",profile="int4",votes="1"}' \
+            in text

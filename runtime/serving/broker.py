@@ -86,6 +86,8 @@ class Broker:
         self._drain_t0 = 0.0
         self._t_start = time.monotonic()
         self.counters: collections.Counter = collections.Counter()
+        self.publish_stats = False
+        self.stats_snapshot: dict | None = None
 
     # --------------------------------------------------------------------------- sockets
     def bind(self) -> str:
@@ -232,6 +234,8 @@ class Broker:
                     next_hb = now + C.HEARTBEAT_S
                     self._heartbeat()
                     self._check_workers(now)
+                    if self.publish_stats:
+                        self.stats_snapshot = self.stats()
                 if self._draining and (not self._live() or now - self._drain_t0 >
                                        self.cfg.drain_max_s + 2.0):
                     self._from_workers()            # the last replies and notices
