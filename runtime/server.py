@@ -20,263 +20,43 @@ the next messages queue up in ZeroMQ; with no load a frame is stepped as soon as
 message's last frame has been stepped.
 
 Per-stream profiles: each (profile, overrides, votes) gets its own Engine (a Device programmed
-for it), created on first use and cached (``max_engines``, least recently used engines without
-streams are dropped), so profiles swap without a restart. Programming blocks the loop for its
-duration (typically 10-100 ms).
+for it on a background thread, so opens do not stall other streams), cached
+(``max_engines``; :mod:`.serving.devices`), so profiles swap without a restart.
+
+The parts: :mod:`.serving.config` (configuration, the clients' socket), :mod:`.serving.streams`
+(per-stream state), :mod:`.serving.devices` (device cache and programming thread), this module
+(the loop: receive, validate, queue, step, reply), :mod:`.serving.worker` and
+:mod:`.serving.broker` (scale-out), :mod:`.protocol` (the wire codec).
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import ipaddress
 import logging
-import os
-import queue
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Mapping
-from urllib.parse import urlsplit
+from typing import Any
 
 import numpy as np
 import zmq
 
 from nvmstream.converters.compile import CompiledModel
 from nvmstream.converters.errors import NvmInputError
-from nvmstream.devices import Device, ProfileError, list_profiles
 
 from . import protocol as P
 from .engine import Engine
 from .frontend import FrontendParams, StreamingFrontend
+from .serving.config import ServerConfig, is_loopback, router_socket
+from .serving.devices import DeviceCache, Slot as _Slot
+from .serving.streams import Stream as _Stream, Work as _Work
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ServerConfig", "Server", "install_signal_handlers", "is_loopback", "router_socket"]
 
 
-@dataclass
-class ServerConfig:
-    """Everything a :class:`Server` needs besides the model. Units in the names."""
-
-    bind: str = "tcp://127.0.0.1:5555"
-    """ZeroMQ endpoint to bind; loopback unless told otherwise (``tcp://127.0.0.1:*`` picks a
-    free port; :meth:`Server.bind` returns the real endpoint)."""
-    profile: str = "ideal"
-    """Default device profile (shipped name or .toml path) for streams that do not name one."""
-    overrides: tuple[str, ...] = ()
-    """Default profile overrides, ``"section.field=value"``."""
-    device_seed: int = 0
-    """Seed of every Device the server programs (programming noise, faults, drift)."""
-    votes: int = 1
-    """Default votes (noisy replicas) per stream."""
-    extra_profiles: Mapping[str, str] = field(default_factory=dict)
-    """Profile files clients may name besides the shipped profiles: name -> .toml path. Clients
-    can only name profiles; they never give the server a path."""
-    max_streams: int = 4096
-    """Open streams over all clients; an ``open`` beyond it gets ``too_many_streams``."""
-    max_queued_frames: int = 65536
-    """Frames received but not yet stepped, over all streams; beyond it ``busy``."""
-    max_queue_ms: float = 250.0
-    """Admission bound in time: a message is answered ``busy`` when the queued frames would
-    take longer than this to step (estimated from measured step times per frame)."""
-    max_batch: int = 512
-    """Most streams stepped in one engine call."""
-    batch_window_us: int = 0
-    """Extra time to wait for a fuller batch once a frame is ready (0: step at once; batches
-    still fill by themselves under load)."""
-    max_frames_per_message: int = 1024
-    """Most feature frames in one ``frame`` message."""
-    max_audio_samples: int = 160000
-    """Most int16 samples in one audio ``frame`` message (10 s at 16 kHz)."""
-    max_message_bytes: int = 4 * 1024 * 1024
-    """ZMQ_MAXMSGSIZE: a peer sending a bigger message part is disconnected by ZeroMQ."""
-    idle_timeout_s: float = 60.0
-    """A stream with nothing queued and no message (or peer ping) for this long is evicted and
-    its client sent an ``evicted`` notice."""
-    max_votes: int = 16
-    """Largest ``votes`` a client may ask for."""
-    max_engines: int = 8
-    """Device configurations (profile, overrides, votes) held at once: configurations without
-    streams are dropped (least recently used first) to make room; when all have streams an
-    ``open`` needing another one is answered ``too_many_devices``."""
-    curve_secret_file: str | None = None
-    """Server certificate with its secret key (``zmq.auth`` format): switches CURVE on."""
-    curve_allow_dir: str | None = None
-    """Folder of client public-key certificates allowed in (needs ``curve_secret_file``)."""
-    drain_quiet_s: float = 0.2
-    """Shutdown: after the queue is empty, keep answering until no message came for this
-    long ..."""
-    drain_max_s: float = 5.0
-    """... or this long since the signal, whichever is first."""
-    sndhwm: int = 1000
-    """Reply messages queued per client (ZMQ_SNDHWM) before the server drops further replies
-    to it (counted in ``dropped_replies``): a client that does not read costs the server at
-    most this many messages of memory."""
-    rcvhwm: int = 100000
-    """Messages queued per client before ZeroMQ stops reading from it (back pressure)."""
-    linger_ms: int = 2000
-    """How long unsent replies are kept when the socket closes."""
-
-    def check(self) -> None:
-        """Raise ValueError naming the first field out of range."""
-        for name, lo in (("max_streams", 1), ("max_queued_frames", 1), ("max_batch", 1),
-                         ("max_frames_per_message", 1), ("max_audio_samples", 1),
-                         ("max_message_bytes", 1024), ("max_votes", 1), ("max_engines", 1),
-                         ("votes", 1), ("batch_window_us", 0), ("device_seed", 0),
-                         ("sndhwm", 0), ("rcvhwm", 0), ("linger_ms", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"ServerConfig.{name} must be an integer >= {lo}, got {v!r}")
-        for name in ("idle_timeout_s", "drain_quiet_s", "drain_max_s", "max_queue_ms"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"ServerConfig.{name} must be > 0, got {v!r}")
-        if self.votes > self.max_votes:
-            raise ValueError(f"ServerConfig.votes ({self.votes}) > max_votes ({self.max_votes})")
-        if self.curve_allow_dir and not self.curve_secret_file:
-            raise ValueError("ServerConfig.curve_allow_dir needs curve_secret_file")
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// endpoints on a loopback address."""
-    if not endpoint.startswith("tcp://"):
-        return endpoint.startswith(("ipc://", "inproc://"))
-    host = urlsplit(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False          # "*", an interface name or a hostname
-
-
-def router_socket(ctx: zmq.Context, cfg: ServerConfig, bind: str | None = None
-                  ) -> tuple[zmq.Socket, str, Any]:
-    """The clients' ROUTER socket of a server or broker: limits (ZMQ_MAXMSGSIZE, send and
-    receive high-water marks), CURVE when configured, bound to ``bind`` (default
-    ``cfg.bind``). Returns ``(socket, real endpoint, authenticator or None)``."""
-    bind = bind or cfg.bind
-    s = ctx.socket(zmq.ROUTER)
-    s.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    s.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes)
-    s.setsockopt(zmq.SNDHWM, cfg.sndhwm)
-    s.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
-    s.setsockopt(zmq.LINGER, cfg.linger_ms)
-    auth = None
-    try:
-        if cfg.curve_secret_file:
-            auth = _setup_curve(ctx, cfg, s)
-        elif not is_loopback(bind):
-            log.warning("binding %s without CURVE: anyone who can reach it can use the "
-                        "server and read its traffic", bind)
-        s.bind(bind)
-    except zmq.ZMQError as e:
-        s.close(0)
-        if auth is not None:
-            auth.stop()
-        raise OSError(f"cannot bind {bind}: {e}") from None
-    except OSError:
-        s.close(0)
-        raise
-    endpoint = s.getsockopt_string(zmq.LAST_ENDPOINT)
-    log.info("listening on %s", endpoint)
-    return s, endpoint, auth
-
-
-def _setup_curve(ctx: zmq.Context, cfg: ServerConfig, s: zmq.Socket):
-    import zmq.auth
-    from zmq.auth.thread import ThreadAuthenticator
-
-    if not zmq.has("curve"):
-        raise OSError("this libzmq has no CURVE support")
-    try:
-        pub, sec = zmq.auth.load_certificate(cfg.curve_secret_file)
-    except (OSError, ValueError) as e:
-        raise OSError(f"{cfg.curve_secret_file}: cannot read the server certificate: {e}") \
-            from None
-    if not sec:
-        raise OSError(f"{cfg.curve_secret_file}: holds no secret key (give the "
-                      f"'.key_secret' file)")
-    if cfg.curve_allow_dir and not os.path.isdir(cfg.curve_allow_dir):
-        raise OSError(f"{cfg.curve_allow_dir}: no such folder of client certificates")
-    auth = ThreadAuthenticator(ctx, log=logging.getLogger(__name__ + ".auth"))
-    auth.start()
-    if cfg.curve_allow_dir:
-        auth.configure_curve(domain="*", location=cfg.curve_allow_dir)
-    else:
-        log.warning("CURVE without an allowlist: traffic is encrypted but any client that "
-                    "knows the server key gets in")
-        auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
-    s.curve_secretkey = sec
-    s.curve_publickey = pub
-    s.curve_server = True
-    return auth
-
-
 # ------------------------------------------------------------------------------- internals
-class _Work:
-    """One ``frame`` (or ``close``) message of a stream waiting to be stepped, or an error
-    reply (``err``) waiting behind the stream's earlier messages (replies keep seq order)."""
-
-    __slots__ = ("seq", "rid", "x", "n", "done", "f0", "t0", "y", "cls", "e", "lat", "close",
-                 "err")
-
-    def __init__(self, seq, rid, x, n, f0, t0, close=False, err=None):
-        self.seq, self.rid, self.x, self.n, self.f0, self.t0 = seq, rid, x, n, f0, t0
-        self.done = 0
-        self.y = None
-        self.cls = None
-        self.e = None
-        self.lat = None
-        self.close = close
-        self.err = err            # (request header, code, msg) for a queued error reply
-
-
-class _Stream:
-    """A client's stream. ``es`` is None while its device is being programmed (``open`` not
-    answered yet): its messages queue and are handled when the device is ready."""
-
-    __slots__ = ("peer", "sid", "slot", "es", "kind", "fe", "next_seq", "queue", "frames",
-                 "last", "closing", "e_pJ", "lat_ns", "opened", "open_req", "seed")
-
-    def __init__(self, peer, sid, slot, es, kind, fe, now, open_req=None, seed=None):
-        self.peer, self.sid, self.slot, self.es, self.kind, self.fe = peer, sid, slot, es, kind, fe
-        self.open_req = open_req  # the open request, kept until it is answered
-        self.seed = seed
-        self.next_seq = 0
-        self.queue: collections.deque[_Work] = collections.deque()
-        self.frames = 0           # frames stepped (== frames queued through the front end)
-        self.last = now
-        self.closing = False
-        self.e_pJ: float | None = 0.0
-        self.lat_ns: float | None = 0.0
-        self.opened = now
-
-
-class _Slot:
-    """One device configuration: its Engine (None while the programming thread builds it) and
-    the streams on it that have a frame waiting."""
-
-    def __init__(self, key, profile_name: str):
-        self.key = key
-        self.engine: Engine | None = None
-        self.error: str | None = None          # programming failed: why
-        self.profile_name = profile_name       # the name clients asked for
-        self.ready: dict[_Stream, None] = {}
-        self.waiting: list[_Stream] = []       # streams opened while programming
-        self.streams = 0
-        self.program_ms = 0.0
-        self.e_done_pJ: float | None = 0.0     # energy of the streams that ended (pJ)
-
-    def set_engine(self, engine: Engine) -> None:
-        self.engine = engine
-        self.names = [o.name for o in engine.model.outputs]
-        self.widths = [int(engine.plan.widths[o.tensor]) for o in engine.model.outputs]
-        self.width = sum(self.widths)
-
-
 _LAT_RING = 16384
 _NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
@@ -300,20 +80,15 @@ class Server:
         self.sock: zmq.Socket | None = None
         self.endpoint: str | None = None
         self._auth = None
-        # profiles clients may name: shipped names + extras + the default profile
-        self._profiles: dict[str, str] = {n: n for n in list_profiles()}
-        self._profiles.update({str(k): str(v) for k, v in cfg.extra_profiles.items()})
-        self._slots: collections.OrderedDict[tuple, _Slot] = collections.OrderedDict()
-        self._default_key: tuple | None = None
-        # device programming runs on one thread so that opens do not stall other streams
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, "nvmstream-program")
-        self._programmed: queue.SimpleQueue = queue.SimpleQueue()
-        self._programming = 0
-        self._program_ms: collections.deque[float] = collections.deque(maxlen=64)
+        # device configurations (programmed on a background thread so that opens do not
+        # stall other streams); profiles clients may name: shipped, --allow-profile, default
+        self.devices = DeviceCache(prog, device_seed=cfg.device_seed,
+                                   max_engines=cfg.max_engines,
+                                   extra_profiles=dict(cfg.extra_profiles),
+                                   warm_up=self._warm_up)
         self._rcvtimeo = 100
-        default = self._default_slot()
-        self._profiles.setdefault(default.profile_name, cfg.profile)
-        self.default_profile = default.profile_name
+        self.devices.program_default(cfg.profile, tuple(cfg.overrides), cfg.votes)
+        self.default_profile = self.devices.default_name
         # speech front end
         self.frontend: FrontendParams | None = None
         self._no_frontend = "the model carries no audio front-end parameters"
@@ -351,102 +126,18 @@ class Server:
         self._max_queue_s = cfg.max_queue_ms / 1e3
 
     # ------------------------------------------------------------------------------- engines
-    def _resolve(self, profile: str | None, overrides: list[str], votes: int | None
-                 ) -> tuple[tuple, str, str, list[str], int]:
-        """(cache key, name shown to clients, profile argument, overrides, votes)."""
-        if profile is None:
-            name, profile_arg = self.default_profile, self.cfg.profile
-            overrides = list(self.cfg.overrides) + list(overrides)
-        else:
-            if profile not in self._profiles:
-                raise P.ProtocolError(P.BAD_PROFILE, f"unknown profile {profile!r}; this server "
-                                                     f"has: {', '.join(sorted(self._profiles))}"
-                                      [:500])
-            name, profile_arg = profile, self._profiles[profile]
-        votes = self.cfg.votes if votes is None else votes
-        return (profile_arg, tuple(overrides), votes), name, profile_arg, overrides, votes
-
-    def _build_engine(self, profile_arg: str, overrides: list[str], votes: int) -> Engine:
-        """Program a device and warm its engine up (runs on the programming thread, or at
-        start for the default device)."""
-        t0 = time.perf_counter()
-        dev = Device(profile_arg, seed=self.cfg.device_seed, overrides=overrides or None)
-        eng = Engine(self.prog, dev, votes=votes)
-        self._warm_up(eng)
-        log.info("programmed device %s (overrides %s, votes %d) in %.0f ms", dev.profile.name,
-                 list(overrides), votes, 1e3 * (time.perf_counter() - t0))
-        return eng
-
-    def _default_slot(self) -> _Slot:
-        cfg = self.cfg
-        eng = self._build_engine(cfg.profile, list(cfg.overrides), cfg.votes)
-        name = cfg.profile if cfg.profile in self._profiles else eng.device.profile.name
-        key = (cfg.profile, tuple(cfg.overrides), cfg.votes)
-        slot = _Slot(key, name)
-        slot.set_engine(eng)
-        self._slots[key] = slot
-        self._default_key = key
-        return slot
-
-    def _slot(self, profile: str | None, overrides: list[str], votes: int | None) -> _Slot:
-        """The slot of a configuration: cached, or new and being programmed on the programming
-        thread (``slot.engine`` None until :meth:`_collect_programmed` installs it)."""
-        if profile is None and not overrides and votes is None:
-            slot = self._slots[self._default_key]
-            return slot
-        key, name, profile_arg, overrides, votes = self._resolve(profile, overrides, votes)
-        slot = self._slots.get(key)
-        if slot is not None:
-            self._slots.move_to_end(key)
-            return slot
-        if len(self._slots) >= self.cfg.max_engines and not self._evict_engine():
-            raise P.ProtocolError(P.TOO_MANY_DEVICES, f"the server holds its maximum of "
-                                                      f"{self.cfg.max_engines} device "
-                                                      f"configurations, all with open streams; "
-                                                      f"use one of those or retry later")
-        slot = _Slot(key, name)
-        self._slots[key] = slot
-        self._programming += 1
-        self._set_rcvtimeo(self._rcvtimeo)
-        self._pool.submit(self._program_job, slot, profile_arg, list(overrides), votes)
-        return slot
-
-    def _program_job(self, slot: _Slot, profile_arg: str, overrides: list[str],
-                     votes: int) -> None:
-        t0 = time.perf_counter()
-        try:
-            eng = self._build_engine(profile_arg, overrides, votes)
-            err = None
-        except (ProfileError, ValueError, TypeError, NvmInputError) as e:
-            eng, err = None, str(e)[:500]
-        except Exception as e:  # a bug: the open is answered `internal`
-            log.exception("programming a device failed")
-            eng, err = None, f"internal: {type(e).__name__}: {e}"[:500]
-        slot.program_ms = 1e3 * (time.perf_counter() - t0)
-        self._programmed.put((slot, eng, err))
-
     def _collect_programmed(self) -> None:
         """Install devices the programming thread finished; answer the opens waiting on them."""
-        while True:
-            try:
-                slot, eng, err = self._programmed.get_nowait()
-            except queue.Empty:
-                return
-            self._programming -= 1
-            if self._programming == 0:
+        for slot, eng, err in self.devices.finished():
+            if self.devices.programming == 0:
                 self._set_rcvtimeo(self._rcvtimeo)
             waiting, slot.waiting = slot.waiting, []
             if eng is None:
-                slot.error = err
-                if self._slots.get(slot.key) is slot:
-                    del self._slots[slot.key]
                 self.counters["program_failures"] += 1
                 for st in waiting:
                     self._fail_open(st, err)
                 continue
-            slot.set_engine(eng)
             self.counters["programmed"] += 1
-            self._program_ms.append(slot.program_ms)
             for st in waiting:
                 if self._streams.get((st.peer, st.sid)) is st:
                     self._activate(st)
@@ -463,17 +154,6 @@ class Server:
         except Exception:  # the first real step will report it
             log.exception("engine warm-up failed")
 
-    def _evict_engine(self) -> bool:
-        """Drop the least recently used configuration without streams (never the default);
-        False when every configuration has streams (or is being programmed for one)."""
-        for key, s in self._slots.items():
-            if s.streams == 0 and key != self._default_key and s.engine is not None:
-                del self._slots[key]
-                self.counters["devices_dropped"] += 1
-                log.info("dropped programmed device %s %s", s.profile_name, list(key[1]))
-                return True
-        return False
-
     # ---------------------------------------------------------------------------- socket
     def bind(self) -> str:
         """Create the ROUTER socket, bind it and return the real endpoint."""
@@ -487,7 +167,7 @@ class Server:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.devices.close()
         if self._own_ctx:
             self.ctx.term()
 
@@ -499,7 +179,7 @@ class Server:
     def _set_rcvtimeo(self, ms: int) -> None:
         self._rcvtimeo = ms
         if self.sock is not None:
-            self.sock.setsockopt(zmq.RCVTIMEO, 5 if self._programming else ms)
+            self.sock.setsockopt(zmq.RCVTIMEO, 5 if self.devices.programming else ms)
 
     def run(self) -> None:
         """Serve until :meth:`request_stop` (then drain and return). Binds if needed."""
@@ -517,7 +197,7 @@ class Server:
                     log.warning("second stop request: exiting with %d frames unanswered",
                                 self._queued)
                     break
-                if self._programming:
+                if self.devices.programming:
                     self._collect_programmed()
                 if not self._n_ready:
                     # nothing to step: block (with a timeout) for the next message
@@ -727,7 +407,7 @@ class Server:
         if kind == P.AUDIO and self.frontend is None:
             raise P.ProtocolError(P.NO_FRONTEND, f"audio streams are not available: "
                                                  f"{self._no_frontend}")
-        slot = self._slot(profile, overrides, votes)
+        slot = self.devices.get(profile, overrides, votes)
         fe = StreamingFrontend(self.frontend) if kind == P.AUDIO else None
         st = _Stream(peer, sid, slot, None, kind, fe, time.monotonic(), hdr, seed)
         self._streams[key] = st
@@ -735,6 +415,7 @@ class Server:
         slot.streams += 1
         if slot.engine is None:
             slot.waiting.append(st)           # answered when the device is programmed
+            self._set_rcvtimeo(self._rcvtimeo)
         else:
             self._activate(st)
 
@@ -960,7 +641,7 @@ class Server:
 
     # --------------------------------------------------------------------------- stepping
     def _step_all(self) -> None:
-        for slot in list(self._slots.values()):
+        for slot in list(self.devices.slots.values()):
             if slot.ready:
                 self._step(slot)
 
@@ -1195,10 +876,10 @@ class Server:
     def _drained(self) -> bool:
         now = time.monotonic()
         if now - self._drain_t0 >= self.cfg.drain_max_s:
-            if self._queued or self._n_ready or self._programming:
+            if self._queued or self._n_ready or self.devices.programming:
                 self._abort_queued()
             return True
-        if self._queued or self._n_ready or self._programming:
+        if self._queued or self._n_ready or self.devices.programming:
             return False
         return now - self._last_rx >= self.cfg.drain_quiet_s
 
@@ -1234,7 +915,7 @@ class Server:
     # ---------------------------------------------------------------------------- reports
     def info(self) -> dict[str, Any]:
         m = self.model
-        slot = self._slots[self._default_key]
+        slot = self.devices.default
         fe = self.frontend.to_dict() if self.frontend else None
         return {
             "version": P.VERSION,
@@ -1244,7 +925,7 @@ class Server:
                       "why_not_streamable": self._why_not,
                       "kinds": [P.FEATURES] + ([P.AUDIO] if self.frontend else []),
                       "frontend": fe, "weight_bits": self.prog.weight_bits},
-            "profiles": sorted(self._profiles),
+            "profiles": sorted(self.devices.profiles),
             "default": {"profile": self.default_profile, "overrides": list(self.cfg.overrides),
                         "votes": self.cfg.votes, "device_seed": self.cfg.device_seed},
             "limits": {"max_streams": self.cfg.max_streams,
@@ -1261,8 +942,8 @@ class Server:
                        "max_devices": self.cfg.max_engines,
                        "unread_reply_messages": self.cfg.sndhwm,
                        "closed_ids_kept": self.cfg.max_streams},
-            "devices": {"max": self.cfg.max_engines, "held": len(self._slots),
-                        "programming": self._programming},
+            "devices": {"max": self.cfg.max_engines, "held": len(self.devices.slots),
+                        "programming": self.devices.programming},
         }
 
     def stats(self) -> dict[str, Any]:
@@ -1271,7 +952,7 @@ class Server:
         pct = ({f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)}
                if n else {"p50": None, "p90": None, "p99": None})
         c = self.counters
-        energy = {id(s): s.e_done_pJ for s in self._slots.values()}
+        energy = {id(s): s.e_done_pJ for s in self.devices.slots.values()}
         for st in self._streams.values():
             k = id(st.slot)
             if k in energy:
@@ -1288,9 +969,9 @@ class Server:
             "engines": [{"profile": s.profile_name, "overrides": list(s.key[1]),
                          "votes": s.key[2], "streams": s.streams,
                          "ready": s.engine is not None, "e_pJ": energy.get(id(s)),
-                         "program_ms": round(s.program_ms, 1)} for s in self._slots.values()],
+                         "program_ms": round(s.program_ms, 1)} for s in self.devices.slots.values()],
             "max_devices": self.cfg.max_engines,
-            "programmed": c["programmed"], "devices_dropped": c["devices_dropped"],
+            "programmed": c["programmed"], "devices_dropped": self.devices.dropped,
             "closed_ids_kept": len(self._gone),
             "frame_cost_us": 1e6 * self._frame_cost_s,
             "queued_ms": 1e3 * self._queued * self._frame_cost_s,
