@@ -103,7 +103,7 @@ def _echo_pingpong(ep: str, frame: np.ndarray, n: int) -> np.ndarray:
     rtt = np.empty(n)
     payload = frame.tobytes()
     for i in range(n + 200):
-        hdr = P.pack({"v": 1, "op": "frame", "id": 0, "seq": i, "dtype": "<f4",
+        hdr = P.pack({"v": P.VERSION, "op": P.FRAME, "id": 0, "seq": i, "dtype": P.F32,
                       "shape": [1, frame.size]})
         t = time.perf_counter()
         d.send_multipart((hdr, payload))
@@ -134,7 +134,7 @@ def _echo_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: i
     def send_round(r):
         for k, d in enumerate(socks):
             for sid in per[k]:
-                d.send_multipart((P.pack({"v": 1, "op": "frame", "id": sid, "seq": r,
+                d.send_multipart((P.pack({"v": P.VERSION, "op": P.FRAME, "id": sid, "seq": r,
                                           "dtype": "<f4", "shape": [1, frame.size]}), payload))
                 sent[(sid, r)] = time.perf_counter()
 

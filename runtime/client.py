@@ -323,7 +323,7 @@ class Client:
                          "shape": list(x.shape)})
             pays.append(x.tobytes())
             seqs.append(seq)
-        self.sock.send(P.pack({"v": P.VERSION, "op": "batch", "r": hdrs}), _SNDMORE)
+        self.sock.send(P.pack({"v": P.VERSION, "op": P.BATCH, "r": hdrs}), _SNDMORE)
         self.sock.send(b"".join(pays))
         t = time.perf_counter()
         for st, _ in items:

@@ -143,6 +143,7 @@ class Broker:
     def _spawn(self, argv: list[str]) -> subprocess.Popen:
         cmd = list(argv) + ["--connect", self.worker_endpoint, "--exit-with-broker"]
         proc = subprocess.Popen(cmd)
+        proc.started_at = time.monotonic()          # (a crash loop is not restarted)
         self._procs.append((proc, argv))
         log.info("started worker process %d", proc.pid)
         return proc
@@ -203,9 +204,14 @@ class Broker:
                     else:
                         self._workers.pop(w.wid, None)
             self._procs.remove((proc, argv))
-            if not self._draining:
-                self._spawn(argv)
-                self.counters["workers_restarted"] += 1
+            if self._draining:
+                continue
+            if now - proc.started_at < 10.0 and proc.returncode != -9:
+                log.error("worker process %d exited %.1f s after its start (status %s): not "
+                          "restarting it", proc.pid, now - proc.started_at, proc.returncode)
+                continue
+            self._spawn(argv)
+            self.counters["workers_restarted"] += 1
 
     # --------------------------------------------------------------------------- loop
     def request_stop(self) -> None:
