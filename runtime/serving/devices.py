@@ -4,9 +4,9 @@ programmed on a background thread and cached (at most ``max_engines``)."""
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import logging
 import queue
+import threading
 import time
 from typing import Callable
 
@@ -68,11 +68,22 @@ class DeviceCache:
         self.default_votes = 1
         self.programming = 0
         self.dropped = 0
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, "nvmstream-program")
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._done: queue.SimpleQueue = queue.SimpleQueue()
+        # a daemon thread: a device still being programmed never holds up the exit
+        self._thread = threading.Thread(target=self._run_jobs, name="nvmstream-program",
+                                        daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._jobs.put(None)
+
+    def _run_jobs(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            self._job(*job)
 
     def _build(self, profile_arg: str, overrides: list[str], votes: int) -> Engine:
         """Program a device and warm its engine up (programming thread, or at start)."""
@@ -131,7 +142,7 @@ class DeviceCache:
         slot = Slot(key, name)
         self.slots[key] = slot
         self.programming += 1
-        self._pool.submit(self._job, slot, profile_arg, list(overrides), votes)
+        self._jobs.put((slot, profile_arg, list(overrides), votes))
         return slot
 
     def _job(self, slot: Slot, profile_arg: str, overrides: list[str], votes: int) -> None:
