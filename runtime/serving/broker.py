@@ -271,7 +271,7 @@ class Broker:
 
     def _to_client(self, parts: list) -> None:
         try:
-            self.front.send_multipart(parts, _NOBLOCK, copy=False)
+            self.front.send_multipart(parts, _NOBLOCK)
         except zmq.Again:
             self.counters["dropped_replies"] += 1
         except zmq.ZMQError as e:
@@ -286,10 +286,10 @@ class Broker:
         now = time.monotonic()
         for _ in range(limit):
             try:
-                parts = back.recv_multipart(_NOBLOCK, copy=False)
+                parts = back.recv_multipart(_NOBLOCK)   # (copies are cheaper when small)
             except zmq.Again:
                 return
-            wid = parts[0].bytes
+            wid = parts[0]
             w = self._workers.get(wid)
             if w is None:
                 w = self._workers[wid] = _Worker(wid, now)
@@ -305,7 +305,7 @@ class Broker:
     def _worker_control(self, w: _Worker, parts) -> None:
         if len(parts) < 3:
             return
-        hdr = C.unpack(parts[2].bytes)
+        hdr = C.unpack(parts[2])
         op = hdr.get("op")
         if op == C.HB:
             if type(hdr.get("stats")) is dict:
