@@ -248,3 +248,22 @@ def test_stats_command_and_metrics_endpoint(model):
         assert "nvmstream_frames_total 3.0" in text
         assert 'nvmstream_device_energy_joules_total{overrides="",profile="int4",votes="1"}' \
             in text
+
+
+def test_busy_bound_in_time(model):
+    """`--max-queue-ms`: once a step time is measured, frames beyond that much queued work get
+    `busy` (naming the bound) although the frame limit is far away; order is kept."""
+    n = 200
+    x = np.random.default_rng(5).standard_normal((n, 12)).astype(np.float32)
+    with ServerProcess(model, "--profile", "ideal", "--max-queue-ms", "0.001") as srv, \
+            RawClient(srv.endpoint) as rc:
+        assert rc.request({"v": 1, "op": "open", "id": 1})[0]["op"] == "open"
+        assert rc.request(*frame_msg(1, 0, x[0]))[0]["op"] == "frame"   # a measured step
+        for t in range(1, n):
+            rc.send(*frame_msg(1, t, x[t]))
+        reps = [h for h, _ in rc.recv_n(n - 1, timeout_s=60)]
+        assert [h["seq"] for h in reps] == list(range(1, n))
+        busy = [h for h in reps if h["op"] == "error"]
+        assert busy and all(h["code"] == "busy" and "ms of work" in h["msg"] for h in busy)
+        st = rc.request({"v": 1, "op": "stats"})[0]
+        assert st["busy_frames"] == len(busy) and st["frame_cost_us"] > 0
