@@ -85,20 +85,25 @@ class DeviceCache:
                 return
             self._job(*job)
 
-    def _build(self, profile_arg: str, overrides: list[str], votes: int) -> Engine:
-        """Program a device and warm its engine up (programming thread, or at start)."""
+    def _build(self, profile_arg: str, overrides: list[str], votes: int,
+               names: list | None = None) -> Engine:
+        """Program a device and warm its engine up (programming thread, or at start);
+        appends the profile's own name to ``names`` when given."""
         t0 = time.perf_counter()
         dev = Device(profile_arg, seed=self.device_seed, overrides=overrides or None)
         eng = Engine(self.prog, dev, votes=votes)
         self.warm_up(eng)
+        if names is not None:
+            names.append(dev.profile.name)
         log.info("programmed device %s (overrides %s, votes %d) in %.0f ms", dev.profile.name,
                  list(overrides), votes, 1e3 * (time.perf_counter() - t0))
         return eng
 
     def program_default(self, profile: str, overrides: tuple[str, ...], votes: int) -> Slot:
         """Program the server's default configuration now (errors propagate)."""
-        eng = self._build(profile, list(overrides), votes)
-        name = profile if profile in self.profiles else eng.device.profile.name
+        own: list[str] = []
+        eng = self._build(profile, list(overrides), votes, own)
+        name = profile if profile in self.profiles else own[0]
         self.profiles.setdefault(name, profile)
         key = (profile, tuple(overrides), votes)
         slot = Slot(key, name)
