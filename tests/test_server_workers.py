@@ -142,3 +142,14 @@ def test_broker_answers_garbage_and_unknown_streams(model):
         h, _ = rc.request({"v": 1, "op": "ping", "rid": 4})
         assert h["op"] == "ping" and h["rid"] == 4
         assert rc.request({"v": 1, "op": "info"})[0]["model"]["features"] == 12
+        # frames the broker passes on together, then close, then a late frame: in order
+        assert rc.request({"v": 1, "op": "open", "id": 3})[0]["op"] == "open"
+        for t in range(40):
+            rc.send(*frame_msg(3, t, np.ones(12)))
+        rc.send({"v": 1, "op": "close", "id": 3})
+        rc.send(*frame_msg(3, 40, np.ones(12)))
+        reps = [h for h, _ in rc.recv_n(42, timeout_s=60)]
+        assert [h.get("seq") for h in reps[:40]] == list(range(40))
+        assert all(h["op"] == "frame" for h in reps[:40])
+        assert reps[40]["op"] == "close" and reps[40]["frames"] == 40
+        assert reps[41]["code"] == "unknown_stream"

@@ -88,6 +88,7 @@ class Broker:
         self.counters: collections.Counter = collections.Counter()
         self.publish_stats = False
         self.stats_snapshot: dict | None = None
+        self._held: dict[tuple[bytes, bytes], tuple[list, list]] = {}
 
     # --------------------------------------------------------------------------- sockets
     def bind(self) -> str:
@@ -332,18 +333,69 @@ class Broker:
     # ------------------------------------------------------------------ client -> worker
     def _from_clients(self, limit: int = 1024) -> None:
         front = self.front
-        for _ in range(limit):
-            try:
-                parts = front.recv_multipart(_NOBLOCK)
-            except zmq.Again:
-                return
-            self.counters["messages"] += 1
-            try:
-                self._route(parts)
-            except Exception:  # never die of a client's message
-                log.exception("broker: routing a message failed")
-                self._reply(parts[0], None, P.error_reply(P.INTERNAL, "the broker could not "
-                                                          "route this message"))
+        try:
+            for _ in range(limit):
+                try:
+                    parts = front.recv_multipart(_NOBLOCK)
+                except zmq.Again:
+                    return
+                self.counters["messages"] += 1
+                try:
+                    self._route(parts)
+                except Exception:  # never die of a client's message
+                    log.exception("broker: routing a message failed")
+                    self._reply(parts[0], None, P.error_reply(
+                        P.INTERNAL, "the broker could not route this message"))
+        finally:
+            self._flush_frames()
+
+    def _coalesce(self, w: _Worker, parts: list, hdr: dict) -> bool:
+        """Hold a well-formed one-message frame for its worker: the frames a client sent to
+        one worker in one turn go on as one ``batch`` message (fewer messages for the worker,
+        fuller engine batches). False: forward the message as it is."""
+        if len(parts) != 3:
+            return False
+        try:
+            if P.frame_nbytes(hdr) != len(parts[2]):
+                return False
+        except P.ProtocolError:
+            return False
+        key = (w.wid, parts[0])
+        g = self._held.get(key)
+        if g is None:
+            g = self._held[key] = ([], [])
+        g[0].append((hdr, parts[1]))
+        g[1].append(parts[2])
+        if len(g[0]) >= 256:
+            self._flush_frames(key)
+        return True
+
+    def _flush_frames(self, only: tuple | None = None) -> None:
+        """Send the held frames (of one (worker, client), or all) as batch messages."""
+        if not self._held:
+            return
+        keys = [only] if only is not None else list(self._held)
+        for key in keys:
+            g = self._held.pop(key, None)
+            if g is None:
+                continue
+            wid, peer = key
+            heads, pays = g
+            if len(heads) == 1:
+                parts = [peer, heads[0][1], pays[0]]
+            else:
+                # the items' own headers as one list; each is answered on its own
+                parts = [peer, P.pack({"v": P.VERSION, "op": P.BATCH,
+                                       "r": [h for h, _ in heads]}), b"".join(pays)]
+                self.counters["coalesced"] += len(heads)
+            w = self._workers.get(wid)
+            self._forward(w, parts, None)
+
+    def _held_for(self, peer: bytes) -> None:
+        """Flush a client's held frames before forwarding another message of it (order)."""
+        if self._held:
+            for key in [k for k in self._held if k[1] == peer]:
+                self._flush_frames(key)
 
     def _reply(self, peer: bytes, req: dict | None, hdr: dict) -> None:
         if req is not None:
@@ -373,6 +425,12 @@ class Broker:
             return
         op = hdr.get("op")
         sid = hdr.get("id")
+        if op == P.FRAME and type(sid) is int:
+            wid = self._routes.get((peer, sid))
+            w = self._workers.get(wid) if wid else None
+            if w is not None and self._coalesce(w, parts, hdr):
+                return
+        self._held_for(peer)
         if op in (P.FRAME, P.CLOSE) or (op == P.PING and sid is not None):
             wid = self._routes.get((peer, sid)) if type(sid) is int else None
             self._forward(self._workers.get(wid) if wid else None, parts, hdr)
