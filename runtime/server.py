@@ -122,7 +122,9 @@ class Server:
         self._queue_peak = 0
         self.publish_stats = False        # keep stats_snapshot fresh (metrics endpoint)
         self.stats_snapshot: dict | None = None
-        self._frame_cost_s = 0.0          # EMA of step time per frame (admission control)
+        # admission control in time: moving averages of the engine step time (s) by batch
+        # size, one per power of two (1, 2-3, 4-7, ..., 1024)
+        self._step_s = [0.0] * 11
         self._max_queue_s = cfg.max_queue_ms / 1e3
 
     # ------------------------------------------------------------------------------- engines
@@ -557,12 +559,32 @@ class Server:
             raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued (limit "
                                           f"{self.cfg.max_queued_frames}); not queued, send "
                                           f"again later")
-        if q * self._frame_cost_s > self._max_queue_s and self._queued:
+        if self._queued and self._work_s(q) > self._max_queue_s:
             self.counters["busy_frames"] += n
             raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued, about "
-                                          f"{1e3 * self._queued * self._frame_cost_s:.0f} ms of "
+                                          f"{1e3 * self._work_s(self._queued):.0f} ms of "
                                           f"work (limit {self.cfg.max_queue_ms:g} ms); not "
                                           f"queued, send again later")
+
+    def _work_s(self, frames: int) -> float:
+        """Estimated time to step ``frames`` queued frames: the streams waiting are stepped
+        together (up to ``max_batch`` per step), so ``frames / batch`` steps, each taking the
+        measured step time at that batch size (from the nearest measured size, scaled up
+        linearly from a smaller one: an overestimate). 0 before any measurement."""
+        if not frames:
+            return 0.0
+        b = max(1, min(self._n_ready, self.cfg.max_batch, frames))
+        k = b.bit_length() - 1
+        st = self._step_s
+        t = st[k]
+        if not t:
+            for j in range(k - 1, -1, -1):              # a smaller batch: per frame, scaled
+                if st[j]:
+                    t = st[j] * b / (1 << j)
+                    break
+            else:
+                t = next((v for v in st[k + 1:] if v), 0.0)   # a larger one
+        return -(-frames // b) * t
 
     def _queue_frame(self, st: _Stream, hdr: dict, payload, t0: int,
                      fail: tuple[str, str] | None) -> None:
@@ -692,7 +714,10 @@ class Server:
             return
         n = len(batch)
         # measured cost per frame at this batch size (admission control in time)
-        self._frame_cost_s += 0.1 * ((time.perf_counter() - t_step) / n - self._frame_cost_s)
+        dt = time.perf_counter() - t_step
+        k = min(n.bit_length() - 1, 10)
+        old = self._step_s[k]
+        self._step_s[k] = dt if not old else old + 0.1 * (dt - old)
         if len(slot.names) == 1:
             y = outs[slot.names[0]]
         else:
@@ -973,8 +998,8 @@ class Server:
             "max_devices": self.cfg.max_engines,
             "programmed": c["programmed"], "devices_dropped": self.devices.dropped,
             "closed_ids_kept": len(self._gone),
-            "frame_cost_us": 1e6 * self._frame_cost_s,
-            "queued_ms": 1e3 * self._queued * self._frame_cost_s,
+            "step_us": {str(1 << k): round(1e6 * v, 1) for k, v in enumerate(self._step_s) if v},
+            "queued_ms": 1e3 * self._work_s(self._queued),
             "messages": c["messages"], "frames": c["frames"], "batches": c["batches"],
             "batch_mean": c["frames"] / c["batches"] if c["batches"] else None,
             "batch_max": self._batch_max,
