@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np          # imported where used: `nvmstream --help` needs no numpy
 
 EXIT_OK = 0
 
@@ -68,6 +69,7 @@ def add_energy_parser(subparsers) -> argparse.ArgumentParser:
 
 def _inputs(args, feats: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """(x, lengths or None, calibration)."""
+    import numpy as np
     if args.data:
         # the data contract of every subcommand (runtime/data.py); calibration: the file's
         # train split, a seeded random subsample of 64 as nvm.convert takes it
