@@ -115,6 +115,11 @@ def convert(onnx_path: str | os.PathLike | ir.Model, calibration: np.ndarray | N
     is logged: ranges then suit standardised features only.
     """
     model = onnx_path if isinstance(onnx_path, ir.Model) else load_ir(onnx_path)
+    for l in model.layers:
+        if not isinstance(l, ir.ENGINE_LAYERS):
+            raise NvmConversionError(f"layer {l.name!r} ({type(l).__name__}) runs in the float "
+                                     f"IR only; the engine has no kernel for it yet",
+                                     file=model.source or None)
     if not 2 <= weight_bits <= 8:
         raise NvmConversionError(f"weight_bits must be in 2..8, got {weight_bits}")
     if calibration is None:
@@ -199,7 +204,7 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
 
 
 _TYPES = {c.__name__: c for c in (ir.Recurrent, ir.Dense, ir.Elementwise, ir.Softmax,
-                                  ir.FeatureSlice, ir.FeatureConcat, ir.StateInit, ir.SeqInput,
+                                  ir.FeatureSlice, ir.FeatureConcat, ir.LayerNorm, ir.StateInit, ir.SeqInput,
                                   ir.AuxInput, ir.Output, ir.Model)}
 
 

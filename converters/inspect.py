@@ -20,7 +20,8 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
     rows, cols = tile
     layers = []
     for l in model.layers:
-        d: dict[str, Any] = {"name": l.name, "type": type(l).__name__}
+        d: dict[str, Any] = {"name": l.name, "type": type(l).__name__, "runs_on": ir.runs_on(l),
+                             "engine": isinstance(l, ir.ENGINE_LAYERS)}
         if isinstance(l, ir.Recurrent):
             mats = l.matrices()
             d.update(kind=l.kind, direction=l.direction, input_size=l.input_size,
@@ -46,6 +47,8 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
             d.update(log=l.log)
         elif isinstance(l, ir.FeatureSlice):
             d.update(start=l.start, stop=l.stop)
+        elif isinstance(l, ir.LayerNorm):
+            d.update(features=int(l.scale.size), epsilon=l.epsilon)
         layers.append(d)
     return {
         "source": model.source,
@@ -78,7 +81,7 @@ def format_text(info: dict[str, Any]) -> str:
         lines.append(f"output     {o['name']} [{o['axes']}] features={o['features']} ({kind})")
     lines.append("")
     lines.append(f"{'#':>2}  {'layer':<28} {'type':<12} {'shape':<26} {'dir':<14} "
-                 f"{'MACs/step':>10} {'tiles':>6}")
+                 f"{'MACs/step':>10} {'tiles':>6}  runs on")
     for k, l in enumerate(info["layers"]):
         if l["type"] == "Recurrent":
             t = l["kind"]
@@ -90,8 +93,9 @@ def format_text(info: dict[str, Any]) -> str:
             t = l["type"]
             shape = l.get("function", "log" if l.get("log") else "")
             extra = ""
+        where = l["runs_on"] + ("" if l["engine"] else " (float IR only)")
         lines.append(f"{k:>2}  {l['name'][:28]:<28} {t:<12} {shape:<26} {extra:<14} "
-                     f"{l.get('macs_per_step', ''):>10} {l.get('tiles', ''):>6}")
+                     f"{l.get('macs_per_step', ''):>10} {l.get('tiles', ''):>6}  {where}")
     lines.append("")
     lines.append(f"MACs per time step: {info['macs_per_step']}")
     r, c = info["tile_size"]

@@ -28,10 +28,20 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------- layers
 @dataclass(frozen=True, eq=False)
 class StateInit:
-    """Initial recurrent state: a constant ``value[D, B, H]`` or a model input named ``input``."""
+    """Initial recurrent state: a constant ``value[D, B, H]`` or a model input named ``input``
+    (rows ``[start, stop)`` of its first axis when the input holds several layers' states or
+    packs h and c, as the dynamo exporter's ``Slice(h0)`` and silero's ``state`` do)."""
 
     value: np.ndarray | None = None
     input: str | None = None
+    rows: tuple[int, int] | None = None
+
+    def read(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        """This state's ``[D, B, H]`` float32 array (from ``feeds`` for an input)."""
+        if self.input is None:
+            return self.value
+        v = np.asarray(feeds[self.input], np.float32)
+        return v if self.rows is None else v[self.rows[0]:self.rows[1]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,7 +176,30 @@ class FeatureConcat:
     y: str
 
 
-Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat]
+@dataclass(frozen=True, eq=False)
+class LayerNorm:
+    """ONNX LayerNormalization over the feature axis (digital periphery: no crossbar form):
+    ``y = (x - mean) / sqrt(var + epsilon) * scale + bias`` per step, in float32 as onnxruntime
+    computes it (``stash_type`` 1)."""
+
+    name: str
+    scale: np.ndarray               # [F] float32
+    bias: np.ndarray | None         # [F] float32
+    epsilon: float
+    x: str
+    y: str
+
+
+Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, LayerNorm]
+
+# Layers the engine (runtime/plan.py) executes; the others run only in the float IR for now.
+ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat)
+
+
+def runs_on(layer: Layer) -> str:
+    """``"crossbar"`` for layers whose matrices sit on crossbar tiles, else ``"digital"`` (the
+    periphery: activations, softmax, normalisation, slicing)."""
+    return "crossbar" if isinstance(layer, (Recurrent, Dense)) else "digital"
 
 
 # ------------------------------------------------------------------------------ inputs / outputs
@@ -417,10 +450,7 @@ def _init(init: StateInit | None, feeds, layer: Recurrent, batch: int, role: str
     d, h = layer.num_directions, layer.hidden_size
     if init is None:
         return np.zeros((d, batch, h), np.float32)
-    if init.input is not None:
-        v = np.asarray(feeds[init.input], np.float32)
-    else:
-        v = init.value
+    v = init.read(feeds)
     if v.shape != (d, batch, h):
         raise NvmInputError(f"{role} of layer {layer.name!r}: shape {v.shape} does not match "
                             f"(directions {d}, batch {batch}, hidden {h})")
@@ -560,6 +590,15 @@ def run_pointwise(layer: Layer, env: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.ascontiguousarray(env[layer.x][..., layer.start:layer.stop])
     if isinstance(layer, FeatureConcat):
         return np.concatenate([env[n] for n in layer.xs], axis=-1)
+    if isinstance(layer, LayerNorm):
+        x = env[layer.x]
+        mean = x.mean(axis=-1, keepdims=True, dtype=np.float32)
+        d = x - mean
+        var = (d * d).mean(axis=-1, keepdims=True, dtype=np.float32)
+        y = d / np.sqrt(var + np.float32(layer.epsilon)) * layer.scale
+        if layer.bias is not None:
+            y = y + layer.bias
+        return y.astype(np.float32, copy=False)
     raise TypeError(f"not a pointwise layer: {layer!r}")
 
 
@@ -589,10 +628,15 @@ def _format_output(o: Output, a: np.ndarray, lens: np.ndarray | None) -> np.ndar
     feat_sizes = [sizes[ax] for ax in feat_axes]
     a = a.reshape(a.shape[:len(cur)] + tuple(feat_sizes))
     cur = cur + feat_axes
-    order = [cur.index(ax) for ax in o.axes if ax != "1"]
+    # a merged axis ("T*B": time and batch flattened, as a per-step head's Reshape leaves them)
+    # is transposed as its parts, then flattened
+    order = [cur.index(f) for ax in o.axes if ax != "1" for f in ax.split("*")]
     a = np.transpose(a, order)
     shape = []
     it = iter(a.shape)
     for ax in o.axes:
-        shape.append(1 if ax == "1" else next(it))
+        n = 1
+        for _ in ([] if ax == "1" else ax.split("*")):
+            n *= next(it)
+        shape.append(n)
     return np.ascontiguousarray(a.reshape(shape))

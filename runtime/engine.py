@@ -105,8 +105,7 @@ class Engine:
             for init, base in ((layer.initial_h, off), (layer.initial_c, off + h)):
                 if init is None:
                     continue
-                v = init.value if init.input is None else np.asarray(feeds[init.input],
-                                                                      np.float32)
+                v = init.read(feeds)
                 v = np.asarray(v)[d]                          # [B0, H]
                 idx = rows if rows is not None else np.arange(n)
                 if v.shape[0] == 1:
