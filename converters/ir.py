@@ -339,6 +339,28 @@ class Model:
         self._check_aux(feeds, batch)
         return FloatStream(self, batch, self._initial_state(feeds, batch))
 
+    def split_feeds(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray,
+                                                                     dict[str, np.ndarray]]:
+        """Split named arrays (an ``.npz``) into the sequence input and the other model inputs
+        (initial states, sequence lengths). The sequence is the array named like the model's
+        sequence input, or ``x``, or the only array; every other array must be a model input."""
+        arrays = dict(arrays)
+        for key in (self.input.name, "x"):
+            if key in arrays:
+                x = arrays.pop(key)
+                break
+        else:
+            if len(arrays) != 1:
+                raise NvmInputError(f"no array named {self.input.name!r} (the sequence input) "
+                                    f"among {sorted(arrays)}")
+            x = arrays.pop(next(iter(arrays)))
+        known = {a.name for a in self.aux_inputs}
+        unknown = sorted(set(arrays) - known)
+        if unknown:
+            raise NvmInputError(f"arrays {unknown} are not model inputs; the model takes "
+                                f"{[self.input.name] + sorted(known)}")
+        return x, arrays
+
     # ------------------------------------------------------------------ internals
     def _feeds(self, feeds) -> dict[str, np.ndarray]:
         if isinstance(feeds, np.ndarray):

@@ -77,6 +77,12 @@ class TRef:
         return last == "F" or (last == "H" and "D" not in self.axes)
 
 
+@dataclass(frozen=True)
+class Opaque:
+    """A value nvmstream cannot represent (e.g. a Loop's counter); an error if anything uses it."""
+    reason: str
+
+
 Value = Any
 
 
@@ -108,7 +114,10 @@ class _Ctx:
         name = node.input[i]
         if name not in self.values:
             raise self.err(node, f"input {name!r} is not produced by any earlier node")
-        return self.values[name]
+        v = self.values[name]
+        if isinstance(v, Opaque):
+            raise self.err(node, f"input {name!r}: {v.reason}")
+        return v
 
     def const(self, node: onnx.NodeProto, i: int, what: str) -> np.ndarray | None:
         v = self.get(node, i)
@@ -153,6 +162,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise NvmConversionError("no such file", file=path)
+    _check_external_data(path)
     try:
         model = onnx.load(path)
     except Exception as e:  # onnx raises DecodeError, OSError, ... for a bad file
@@ -169,6 +179,30 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     except Exception as e:
         raise NvmConversionError(f"ONNX checker rejected the model: {e}", file=path) from None
     return model
+
+
+def _check_external_data(path: str) -> None:
+    """Weights stored as external data (torch writes ``model.onnx.data`` for larger models)
+    are loaded from beside the model; a missing or escaping data file is named."""
+    try:
+        bare = onnx.load(path, load_external_data=False)
+    except Exception:
+        return   # load_model reports an unreadable file
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, \
+        uses_external_data
+    base = os.path.dirname(os.path.abspath(path))
+    for t in _get_all_tensors(bare):
+        if not uses_external_data(t):
+            continue
+        loc = ExternalDataInfo(t).location
+        full = os.path.normpath(os.path.join(base, loc))
+        if os.path.isabs(loc) or not full.startswith(base + os.sep):
+            raise NvmConversionError(f"tensor {t.name!r}: external data location {loc!r} is "
+                                     f"outside the model's folder", file=path)
+        if not os.path.isfile(full):
+            raise NvmConversionError(f"tensor {t.name!r} is stored in external data file "
+                                     f"{loc!r}, which is missing (it must sit beside the model)",
+                                     file=path)
 
 
 def to_ir(model: onnx.ModelProto, path: str = "<model>") -> ir.Model:
@@ -246,6 +280,7 @@ def _live_nodes(g: onnx.GraphProto) -> set[int]:
         if k not in live:
             live.add(k)
             stack.extend(i for i in g.node[k].input if i)
+            stack.extend(_outer_names(g.node[k]))
     return live
 
 
@@ -307,11 +342,18 @@ def _bind_inputs(ctx: _Ctx, g: onnx.GraphProto) -> None:
     if ctx.seq_input is None and stops:
         name, node = stops[0]
         ops = {n.op_type for n in g.node}
+        nested = [n for n in g.node if n.op_type == "If" and _subgraph_ops(n) & set(RECURRENT_OPS)]
+        if nested and not ops & set(RECURRENT_OPS):
+            n = nested[0]
+            raise NvmConversionError(
+                f"the recurrent layers sit inside the branches of an If (on "
+                f"{list(n.input)[0]!r}); nvmstream converts an If only when its condition is a "
+                f"constant", file=ctx.path, node=n.name or n.output[0], op=n.op_type)
         if not ops & set(RECURRENT_OPS) and not ops & {"Loop", "Scan"}:
             raise NvmConversionError(
                 f"no LSTM/GRU/RNN node: the recurrence is unrolled into cell ops ({len(g.node)} "
-                f"nodes: Gemm/MatMul, Split, Sigmoid, Tanh, Mul, Add), which nvmstream does not "
-                f"convert yet; input {name!r} first reaches node {node.name!r} ({node.op_type})",
+                f"nodes of {', '.join(sorted(ops))}), which nvmstream does not convert yet; "
+                f"input {name!r} first reaches node {node.name!r} ({node.op_type})",
                 file=ctx.path)
         what = {"Loop": "a Loop (a recurrence written as a loop body)",
                 "Scan": "a Scan (a recurrence written as a scan body)"}.get(
@@ -320,6 +362,16 @@ def _bind_inputs(ctx: _Ctx, g: onnx.GraphProto) -> None:
             f"input {name!r} never reaches an LSTM/GRU/RNN node: its path stops at {what}, "
             f"which nvmstream does not convert", file=ctx.path, node=node.name or node.output[0],
             op=node.op_type)
+
+
+def _subgraph_ops(node: onnx.NodeProto) -> set[str]:
+    ops: set[str] = set()
+    for a in node.attribute:
+        for sg in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+            for n in sg.node:
+                ops.add(n.op_type)
+                ops |= _subgraph_ops(n)
+    return ops
 
 
 def _outer_names(node: onnx.NodeProto) -> set[str]:
@@ -377,6 +429,8 @@ def _input_role(name: str, consumers):
         for n, i in cons:
             if n.op_type in RECURRENT_OPS:
                 return ("X" if i == 0 else "aux", n, perm, changed)
+            if n.op_type == "Loop" and i == -1:   # a Loop body reading steps of this tensor
+                return ("X", n, perm, True)
         for n, i in cons:
             if n.op_type == "Transpose":
                 p = tuple(_attrs(n).get("perm", (2, 1, 0)))
@@ -1314,6 +1368,100 @@ def h_reduce_prod(ctx: _Ctx, node) -> list[Value]:
     return [Shape((r,), scalar=not at.get("keepdims", 1))]
 
 
+def h_compare(op: str) -> Callable:
+    """Less/Greater on shape values: ``0 < T`` is true (a sequence has at least one step)."""
+    def handler(ctx: _Ctx, node) -> list[Value]:
+        _check_attrs(ctx, node, set())
+        def dims(v):
+            if isinstance(v, Const) and v.value.size == 1 and v.value.dtype.kind in "fiu":
+                return Shape((int(v.value.reshape(-1)[0]) if float(v.value.reshape(-1)[0])
+                              .is_integer() else float(v.value.reshape(-1)[0]),),
+                             scalar=v.value.ndim == 0)
+            return _as_shape(ctx, node, v)
+        a, b = dims(ctx.get(node, 0)), dims(ctx.get(node, 1))
+        if a is None or b is None or len(a.dims) != 1 or len(b.dims) != 1:
+            raise ctx.err(node, f"{op} is supported only on scalar shape values")
+        x, y = a.dims[0], b.dims[0]
+        if op in ("Greater", "GreaterOrEqual"):
+            x, y = y, x                  # y > x  <=>  x < y
+        strict = op in ("Less", "Greater")
+        if isinstance(x, (int, float)) and _factors(y) and (x < 1 if strict else x <= 1):
+            return [Const(np.array(True) if a.scalar and b.scalar else np.array([True]))]
+        raise ctx.err(node, f"{op}({a.dims[0]}, {b.dims[0]}) is not known at conversion time")
+    return handler
+
+
+def h_loop(ctx: _Ctx, node) -> list[Value]:
+    """A Loop over the time axis whose body is an LSTM/GRU/RNN cell (see converters/loops.py)."""
+    from .loops import recognise_loop
+    _check_attrs(ctx, node, {"body"})
+    m = _as_shape(ctx, node, ctx.get(node, 0)) if node.input[0] else Shape(("T",))
+    if m is None or len(m.dims) != 1 or m.dims[0] != "T":
+        raise ctx.err(node, f"Loop trip count is {None if m is None else m.dims}, not the "
+                            f"sequence length T: not a recurrence over time")
+    body = next(a.g for a in node.attribute if a.name == "body")
+    state_slots, const_slots, sym_slots = [], {}, {}
+    hidden = None
+    for k, name in enumerate(node.input[2:]):
+        v = ctx.get(node, 2 + k)
+        et = body.input[2 + k].type.tensor_type.elem_type
+        if isinstance(v, Zeros) and len(v.dims) == 2 and v.dims[0] == "B" \
+                and isinstance(v.dims[1], int):
+            if hidden not in (None, v.dims[1]):
+                raise ctx.err(node, "Loop carries states of different sizes")
+            hidden = v.dims[1]
+            state_slots.append(k)
+        elif isinstance(v, Const):
+            const_slots[k] = v.value
+        elif isinstance(v, Shape) and v.dims == ("T",):
+            sym_slots[k] = et or onnx.TensorProto.INT64
+        else:
+            raise ctx.err(node, f"Loop-carried value {name!r} is neither a zero state [B, H], "
+                                f"a constant nor the length T")
+    if hidden is None:
+        raise ctx.err(node, "Loop carries no zero state [batch, hidden]: not a recurrence")
+    x_ref, x_name, outer_consts, outer_syms = None, None, {}, {}
+    for name in sorted(_outer_names(node)):
+        v = ctx.values.get(name)
+        if isinstance(v, TRef) and v.aux is None:
+            if x_ref is not None:
+                raise ctx.err(node, "Loop body reads two run-time tensors")
+            if v.axes != ("T", "B", "F") or v.pick is not None:
+                raise ctx.err(node, f"Loop body reads {name!r} with axes {list(v.axes)}; a "
+                                    f"recurrence reads a time-major [T, B, F] sequence")
+            x_ref, x_name = v, name
+        elif isinstance(v, Const):
+            outer_consts[name] = v.value
+        elif isinstance(v, Shape) and v.dims == ("T",):
+            prod = ctx.producers.get(name)
+            to = next((a.i for a in prod.attribute if a.name == "to"), None) \
+                if prod is not None and prod.op_type == "Cast" else None
+            outer_syms[name] = to or onnx.TensorProto.INT64
+        elif v is None:
+            raise ctx.err(node, f"Loop body reads {name!r}, which no earlier node produces")
+        else:
+            raise ctx.err(node, f"Loop body reads {name!r} ({type(v).__name__}), which is not "
+                                f"supported")
+    if x_ref is None:
+        raise ctx.err(node, "Loop body reads no run-time sequence")
+    layer, mapping = recognise_loop(ctx, node, x_ref, x_name, state_slots, const_slots,
+                                    outer_consts, hidden, x_ref.features, sym_slots, outer_syms)
+    ctx.layers.append(layer)
+    outs: list[Value] = []
+    for k, role in enumerate(mapping):
+        if role == "Y":
+            outs.append(TRef(layer.y, ("T", "B", "F"), (None, None, hidden)))
+        elif role == "Yc":
+            outs.append(TRef(layer.c, ("T", "B", "F"), (None, None, hidden)))
+        elif role in ("hT", "cT"):
+            outs.append(TRef(layer.y if role == "hT" else layer.c, ("B", "F"), (None, hidden),
+                             ("end",)))
+        else:
+            outs.append(Opaque(f"output {k} of Loop {node.name!r} is not a recurrent state or "
+                               f"the hidden sequence"))
+    return outs
+
+
 def h_reshape_any(ctx: _Ctx, node) -> list[Value]:
     v = ctx.get(node, 0)
     if isinstance(v, Shape):
@@ -1359,6 +1507,9 @@ HANDLERS: dict[str, Callable[[_Ctx, onnx.NodeProto], list[Value]]] = {
     "Cast": h_cast,
     "LayerNormalization": h_layernorm,
     "ReduceProd": h_reduce_prod,
+    "Less": h_compare("Less"),
+    "Greater": h_compare("Greater"),
+    "Loop": h_loop,
 }
 
 

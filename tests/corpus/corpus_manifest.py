@@ -86,6 +86,9 @@ def feeds(entry: dict, batch: int, time: int, seed: int) -> dict[str, np.ndarray
     rng = np.random.default_rng(seed)
     out = {}
     for inp in entry["inputs"]:
+        if "value" in inp:          # a fixed scalar such as a sample rate
+            out[inp["name"]] = np.array(inp["value"], dtype=inp.get("dtype", "float32"))
+            continue
         shape = [batch if d == "B" else time if d == "T" else int(d) for d in inp["dims"]]
         scale = 1.0 if inp is entry["inputs"][0] else 0.5
         out[inp["name"]] = (scale * rng.standard_normal(shape)).astype(np.float32)
