@@ -320,7 +320,8 @@ def _bind_inputs(ctx: _Ctx, g: onnx.GraphProto) -> None:
                 raise NvmConversionError(f"two sequence inputs ({ctx.seq_input.name!r}, "
                                          f"{inp.name!r}) are not supported", file=ctx.path)
             w = ctx.values.get(node.input[1])
-            feats = int(w.value.shape[2]) if isinstance(w, Const) else None
+            feats = int(w.value.shape[2]) if isinstance(w, Const) and w.value.ndim == 3 \
+                and node.op_type in RECURRENT_OPS else None
             if changed:
                 feats = dims[axes.index("F")] if len(dims) == 3 else None
                 if feats is None:
