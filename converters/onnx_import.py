@@ -62,6 +62,7 @@ class TRef:
     pick: tuple[str, ...] | None = None
     aux: str | None = None           # graph input that is not the sequence (lens, states)
     rows: tuple[int, int] | None = None   # aux only: rows [start, stop) of the input's axis 0
+    step: int | None = None          # one time step k of a per-step tensor (unrolled graphs)
 
     @property
     def features(self) -> int:
@@ -97,6 +98,8 @@ class _Ctx:
         self.seq_input: ir.SeqInput | None = None
         self._n = 0
         self.producers: dict[str, onnx.NodeProto] = {}
+        self.prebound: set[str] = set()      # tensors bound before the walk (unrolled cells)
+        self.unrolled_steps: int | None = None
 
     def fresh(self, base: str) -> str:
         self._n += 1
@@ -216,7 +219,7 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>") -> ir.Model:
     for sp in g.sparse_initializer:
         raise ctx.err(None, f"sparse initializer {sp.values.name!r} is not supported")
     _bind_inputs(ctx, g)
-    needed = _live_nodes(g)
+    needed = _live_nodes(g, stop=ctx.prebound)
     for k, node in enumerate(g.node):
         if k not in needed:
             continue
@@ -236,7 +239,9 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>") -> ir.Model:
             if handler is None:
                 raise ctx.err(node, f"unsupported op {node.op_type!r} on a run-time tensor "
                                     f"(supported: {', '.join(sorted(HANDLERS))})")
+            n_layers = len(ctx.layers)
             outs = handler(ctx, node)
+            outs = _dedupe_layers(ctx, n_layers, outs)
         for name, v in zip(node.output, outs):
             if name:
                 ctx.values[name] = v
@@ -246,6 +251,11 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>") -> ir.Model:
         if not isinstance(v, TRef) or v.aux is not None:
             raise ctx.err(None, f"graph output {o.name!r} does not depend on the sequence input "
                                 f"(constant or pass-through outputs are not supported)")
+        if v.step is not None:
+            if v.step != ctx.unrolled_steps - 1:
+                raise ctx.err(None, f"graph output {o.name!r} is step {v.step} of a sequence "
+                                    f"(only the last step, or every step, can be an output)")
+            v = replace(v, pick=("T-1",), step=None)
         outputs.append(ir.Output(o.name, v.tensor, v.axes, v.sizes, v.pick, v.features))
     if ctx.seq_input is None:
         raise ctx.err(None, "no sequence input feeds a recurrent layer")
@@ -259,21 +269,87 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>") -> ir.Model:
         raise ctx.err(None, "recurrent layers take different sequence_lens; not supported")
     layers = _fuse_bias(ctx.layers)
     meta = {p.key: p.value for p in model.metadata_props}
-    return ir.Model(input=ctx.seq_input, aux_inputs=tuple(ctx.aux_inputs), layers=tuple(layers),
+    result = ir.Model(input=ctx.seq_input, aux_inputs=tuple(ctx.aux_inputs), layers=tuple(layers),
                     outputs=tuple(outputs), opset=ctx.opset, source=path,
                     producer=f"{model.producer_name} {model.producer_version}".strip(),
                     metadata=meta)
+    if ctx.unrolled_steps is not None:
+        _check_unrolled(ctx, result)
+    return result
 
 
-def _live_nodes(g: onnx.GraphProto) -> set[int]:
-    """Indices of the nodes the graph outputs depend on (dead nodes are ignored)."""
+def _check_unrolled(ctx: _Ctx, result: ir.Model) -> None:
+    """The recognised unrolled recurrence plus the converted head must reproduce the original
+    graph (onnxruntime, at the exported length, on a fresh random probe)."""
+    import onnxruntime as ort
+    dims = _graph_input_dims(ctx, result.input.name)
+    rng = np.random.default_rng(99)
+    x = rng.standard_normal(tuple(3 if d is None else d for d in dims)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(ctx.model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    names = [o.name for o in result.outputs]
+    want = dict(zip(names, sess.run(names, {result.input.name: x})))
+    got = result.run({result.input.name: x})
+    for n in names:
+        scale = max(float(np.abs(want[n]).max()), 1e-6)
+        if got[n].shape != want[n].shape or \
+                float(np.abs(got[n] - want[n]).max()) > 1e-5 * scale:
+            raise ctx.err(None, f"the unrolled recurrence was recognised but the converted model "
+                                f"does not reproduce output {n!r} of the original graph")
+
+
+def _same_layer(a: ir.Layer, b: ir.Layer) -> bool:
+    import dataclasses
+    if type(a) is not type(b):
+        return False
+    for f in dataclasses.fields(a):
+        if f.name in ("name", "y"):
+            continue
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(va, np.ndarray) or isinstance(vb, np.ndarray):
+            if not (isinstance(va, np.ndarray) and isinstance(vb, np.ndarray)
+                    and va.shape == vb.shape and np.array_equal(va, vb)):
+                return False
+        elif va != vb:
+            return False
+    return True
+
+
+def _dedupe_layers(ctx: _Ctx, start: int, outs: list) -> list:
+    """A layer identical to an earlier one (same type, input and parameters) is the earlier
+    one: an unrolled graph's T copies of a per-step head fold into one layer."""
+    rename: dict[str, str] = {}
+    kept = ctx.layers[:start]
+    for l in ctx.layers[start:]:
+        x = getattr(l, "x", None)
+        if x is not None and x in rename:
+            import dataclasses
+            l = dataclasses.replace(l, x=rename[x])
+        twin = next((e for e in kept if _same_layer(e, l)), None) \
+            if not isinstance(l, ir.Recurrent) else None
+        if twin is not None:
+            rename[l.y] = twin.y
+        else:
+            kept.append(l)
+    ctx.layers[:] = kept
+    if not rename:
+        return outs
+    return [replace(v, tensor=rename.get(v.tensor, v.tensor)) if isinstance(v, TRef) else v
+            for v in outs]
+
+
+def _live_nodes(g: onnx.GraphProto, stop: set[str] = frozenset()) -> set[int]:
+    """Indices of the nodes the graph outputs depend on (dead nodes are ignored; tensors in
+    ``stop`` are already bound, so what computes them is not needed)."""
     prod = {o: k for k, n in enumerate(g.node) for o in n.output if o}
     live: set[int] = set()
     stack = [o.name for o in g.output]
     seen = set()
     while stack:
         t = stack.pop()
-        if t in seen or t not in prod:
+        if t in seen or t not in prod or t in stop:
             continue
         seen.add(t)
         k = prod[t]
@@ -351,6 +427,8 @@ def _bind_inputs(ctx: _Ctx, g: onnx.GraphProto) -> None:
                 f"{list(n.input)[0]!r}); nvmstream converts an If only when its condition is a "
                 f"constant", file=ctx.path, node=n.name or n.output[0], op=n.op_type)
         if not ops & set(RECURRENT_OPS) and not ops & {"Loop", "Scan"}:
+            if _setup_unrolled(ctx, g, name):
+                return
             raise NvmConversionError(
                 f"no LSTM/GRU/RNN node: the recurrence is unrolled into cell ops ({len(g.node)} "
                 f"nodes of {', '.join(sorted(ops))}), which nvmstream does not convert yet; "
@@ -363,6 +441,33 @@ def _bind_inputs(ctx: _Ctx, g: onnx.GraphProto) -> None:
             f"input {name!r} never reaches an LSTM/GRU/RNN node: its path stops at {what}, "
             f"which nvmstream does not convert", file=ctx.path, node=node.name or node.output[0],
             op=node.op_type)
+
+
+def _setup_unrolled(ctx: _Ctx, g: onnx.GraphProto, name: str) -> bool:
+    """A graph whose exporter unrolled the recurrence over a fixed length: find the cell
+    (converters/unrolled.py) and bind its per-step states; False when the input is not a
+    [T, B, F] / [B, T, F] sequence with a fixed T and a free batch."""
+    from .unrolled import recognise
+    dims = _graph_input_dims(ctx, name)
+    if len(dims) != 3 or dims[2] is None or [d is None for d in dims[:2]].count(True) != 1:
+        return False
+    t_ax = 0 if dims[0] is not None else 1
+    n_steps, feats = dims[t_ax], dims[2]
+    axes = ("T", "B", "F") if t_ax == 0 else ("B", "T", "F")
+    ctx.seq_input = ir.SeqInput(name, axes, feats)
+    ctx.values[name] = TRef(name, axes, tuple(feats if a == "F" else None for a in axes))
+    ctx.unrolled_steps = n_steps
+    layer, bind = recognise(ctx, name, t_ax, n_steps, feats)
+    ctx.layers.append(layer)
+    for tensor, (role, k, nd) in bind.items():
+        ctx.values[tensor] = TRef(layer.y if role == "h" else layer.c,
+                                  ("B", "F") if nd == 2 else ("1", "B", "F"),
+                                  (None, layer.hidden_size) if nd == 2 else
+                                  (1, None, layer.hidden_size), step=k)
+        ctx.prebound.add(tensor)
+    log.warning("%s: the exporter unrolled the recurrence over %d steps; recognised as one %s "
+                "layer that runs at any length", ctx.path, n_steps, layer.kind)
+    return True
 
 
 def _subgraph_ops(node: onnx.NodeProto) -> set[str]:
@@ -841,6 +946,19 @@ def h_concat(ctx: _Ctx, node) -> list[Value]:
                 raise ctx.err(node, f"Concat of zeros along a run-time-sized axis {z.dims[ax]}")
             n += z.dims[ax]
         return [Zeros(zs[0].dims[:ax] + (n,) + zs[0].dims[ax + 1:])]
+    if all(isinstance(v, TRef) and v.aux is None for v in vals) and vals[0].step is not None:
+        # torch.stack of the steps of an unrolled recurrence: Unsqueeze + Concat
+        t0 = vals[0]
+        rank = len(t0.axes)
+        ax = axis + rank if axis < 0 else axis
+        if (all(v.tensor == t0.tensor and v.axes == t0.axes for v in vals)
+                and [v.step for v in vals] == list(range(ctx.unrolled_steps))
+                and t0.axes[ax] == "1"):
+            axes = t0.axes[:ax] + ("T",) + t0.axes[ax + 1:]
+            sizes = t0.sizes[:ax] + (None,) + t0.sizes[ax + 1:]
+            return [TRef(t0.tensor, axes, sizes, t0.pick)]
+        raise ctx.err(node, f"Concat of steps {[v.step for v in vals]} of unrolled tensors is "
+                            f"not the whole sequence in order")
     if all(isinstance(v, TRef) and v.aux is None for v in vals):
         t0 = vals[0]
         rank = len(t0.axes)
@@ -999,7 +1117,7 @@ def h_matmul(ctx: _Ctx, node) -> list[Value]:
 def _with_features(x: TRef, tensor: str, n: int) -> TRef:
     axes = tuple("F" if a == "H" else a for a in x.axes)
     sizes = x.sizes[:-1] + (n,)
-    return TRef(tensor, axes, sizes, x.pick)
+    return TRef(tensor, axes, sizes, x.pick, step=x.step)
 
 
 def h_gemm(ctx: _Ctx, node) -> list[Value]:

@@ -256,3 +256,30 @@ def test_cli_run_feeds_states_from_npz(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 3 and "extra" in r.stderr
     assert not (tmp_path / "o2.npz").exists()
+
+
+def test_unrolled_cells_with_a_perturbed_step_are_refused():
+    """torch's LSTMCell loop, unrolled over 7 steps, with one step's input weights changed: no
+    cell reproduces every step, so conversion refuses (it never guesses)."""
+    m = onnx.load(str(CORPUS / "torch" / "lstmcell_loop.ts.onnx"))
+    w = next(i for i in m.graph.initializer if i.name == "cell.weight_ih")
+    bad = numpy_helper.to_array(w) * np.float32(1.01)
+    m.graph.initializer.append(numpy_helper.from_array(bad, "w_ih_step3"))
+    gemms = [n for n in m.graph.node if n.op_type == "Gemm" and n.input[1] == "cell.weight_ih"]
+    gemms[3].input[1] = "w_ih_step3"
+    with pytest.raises(NvmConversionError, match="none of .* candidate cells"):
+        to_ir(m)
+
+
+def test_unrolled_cells_run_at_any_length():
+    """The recognised cell is a real recurrence: at the exported length it equals onnxruntime;
+    at other lengths it equals the same cell run step by step."""
+    m = onnx.load(str(CORPUS / "torch" / "grucell_loop.dynamo.onnx"))
+    model = to_ir(m)
+    x = np.random.default_rng(8).normal(size=(7, 2, 8)).astype(np.float32)
+    want = ort_run(m, {"x": x})["y"]
+    assert np.max(np.abs(model.run({"x": x})["y"] - want)) <= 1e-5 * np.abs(want).max()
+    longer = np.concatenate([x, x], 0)
+    y = model.run({"x": longer})["y"]
+    assert y.shape == (14, 2, 3)
+    np.testing.assert_array_equal(y[:7], model.run({"x": x})["y"])
