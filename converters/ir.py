@@ -190,7 +190,34 @@ class LayerNorm:
     y: str
 
 
-Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, LayerNorm]
+@dataclass(frozen=True, eq=False)
+class Conv1d:
+    """ONNX Conv over the time axis (a Conv1d front end), stride 1, causal: the output at step
+    ``t`` is aligned to the last input frame it uses, ``y[t] = b + sum_j W[:, :, j] x[t - (K-1-j)
+    * dilation]``, with ``pad_begin`` zero frames before the sequence (ONNX's begin padding) and
+    earlier frames not existing: the first ``delay = (K-1)*dilation - pad_begin`` outputs are
+    not defined (the ONNX output is shorter by that much) and layers after it start there.
+    Streaming keeps the last ``(K-1)*dilation`` frames. Float IR only for now."""
+
+    name: str
+    W: np.ndarray                   # [O, C, K] float32
+    b: np.ndarray | None            # [O] float32
+    dilation: int
+    pad_begin: int
+    x: str
+    y: str
+
+    @property
+    def history(self) -> int:
+        return (self.W.shape[2] - 1) * self.dilation
+
+    @property
+    def delay(self) -> int:
+        return self.history - self.pad_begin
+
+
+Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, LayerNorm,
+              Conv1d]
 
 # Layers the engine (runtime/plan.py) executes; the others run only in the float IR for now.
 ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat)
@@ -199,7 +226,7 @@ ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureCo
 def runs_on(layer: Layer) -> str:
     """``"crossbar"`` for layers whose matrices sit on crossbar tiles, else ``"digital"`` (the
     periphery: activations, softmax, normalisation, slicing)."""
-    return "crossbar" if isinstance(layer, (Recurrent, Dense)) else "digital"
+    return "crossbar" if isinstance(layer, (Recurrent, Dense, Conv1d)) else "digital"
 
 
 # ------------------------------------------------------------------------------ inputs / outputs
@@ -239,6 +266,7 @@ class Output:
     sizes: tuple[int | None, ...]   # per axis; None for B and T
     pick: tuple[str, ...] | None
     features: int
+    delay: int = 0                  # leading steps with no ONNX counterpart (a Conv1d's warm-up)
 
     @property
     def per_step(self) -> bool:
@@ -283,6 +311,18 @@ class Model:
                 return f"output {o.name!r} is a reverse-direction final state"
         return None
 
+    @cached_property
+    def delays(self) -> dict[str, int]:
+        """Per IR tensor: how many leading steps are undefined (after causal Conv1d layers)."""
+        d = {self.input.name: 0}
+        for l in self.layers:
+            ins = l.xs if isinstance(l, FeatureConcat) else (l.x,)
+            din = max(d.get(n, 0) for n in ins)
+            d[l.y] = din + (l.delay if isinstance(l, Conv1d) else 0)
+            if isinstance(l, Recurrent) and l.c:
+                d[l.c] = din
+        return d
+
     @property
     def recurrent_layers(self) -> list[Recurrent]:
         return [l for l in self.layers if isinstance(l, Recurrent)]
@@ -301,7 +341,8 @@ class Model:
                                 f"{''.join(self.input.axes)}, got shape {x.shape}")
         x_btf = x if self.input.axes == ("B", "T", "F") else np.swapaxes(x, 0, 1)
         env, lens = self._execute(np.ascontiguousarray(x_btf), feeds, whole=True)
-        return {o.name: _format_output(o, env[o.tensor], lens) for o in self.outputs}
+        return {o.name: _format_output(o, env[o.tensor][:, o.delay:] if o.pick is None
+                                       else env[o.tensor], lens) for o in self.outputs}
 
     def run_steps(self, x: np.ndarray, **aux: np.ndarray) -> dict[str, np.ndarray]:
         """Run ``x[B, T, F]`` (or ``[T, F]``) and return every output per step ``[B, T, F_out]``.
@@ -324,7 +365,8 @@ class Model:
             if self.causal:
                 out[o.name] = env[o.tensor]
             else:
-                r = _format_output(o, env[o.tensor], lens)
+                r = _format_output(o, env[o.tensor][:, o.delay:] if o.pick is None
+                                   else env[o.tensor], lens)
                 if "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
                     r = np.swapaxes(r, 0, 1)
                 out[o.name] = r
@@ -401,7 +443,7 @@ class Model:
                              if l.kind == "LSTM" else None)
         return state
 
-    def _execute(self, x_btf: np.ndarray, feeds, whole: bool, state=None):
+    def _execute(self, x_btf: np.ndarray, feeds, whole: bool, state=None, t0: int = 0):
         if x_btf.shape[2] != self.input.features:
             raise NvmInputError(f"input {self.input.name!r}: {x_btf.shape[2]} features, model "
                                 f"expects {self.input.features}")
@@ -418,7 +460,18 @@ class Model:
                 if whole:
                     lens = _seq_lens(layer, feeds, b, t)
                 h0, c0 = state[layer.name]
-                y, c, hT, cT = run_recurrent(layer, env[layer.x], h0, c0, lens)
+                skip = max(0, self.delays.get(layer.x, 0) - t0)   # undefined leading steps
+                if skip >= t:
+                    y = np.zeros((b, t, layer.out_features), np.float32)
+                    c = y.copy() if layer.c else None
+                    hT, cT = h0, c0
+                elif skip:
+                    y, c, hT, cT = run_recurrent(layer, env[layer.x][:, skip:], h0, c0, lens)
+                    pad = np.zeros((b, skip, y.shape[2]), np.float32)
+                    y = np.concatenate([pad, y], 1)
+                    c = np.concatenate([pad, c], 1) if c is not None else None
+                else:
+                    y, c, hT, cT = run_recurrent(layer, env[layer.x], h0, c0, lens)
                 state[layer.name] = (hT, cT)
                 env[layer.y] = y
                 if layer.c:
@@ -426,6 +479,11 @@ class Model:
                 lens_by_layer[layer.y] = lens
                 if layer.c:
                     lens_by_layer[layer.c] = lens
+            elif isinstance(layer, Conv1d):
+                hist = state.get(layer.name)
+                if hist is None:
+                    hist = np.zeros((b, layer.history, env[layer.x].shape[2]), np.float32)
+                env[layer.y], state[layer.name] = run_conv1d(layer, env[layer.x], hist)
             else:
                 env[layer.y] = run_pointwise(layer, env)
         # A pick like "end" uses the lengths of the recurrent layer whose state it picks; the
@@ -451,7 +509,7 @@ class FloatStream:
             raise NvmInputError(f"frame {self.steps}: expected shape "
                                 f"({self.batch}, {self.model.input.features}), got {x_t.shape}")
         env, _ = self.model._execute(np.ascontiguousarray(x_t[:, None, :]), {}, whole=False,
-                                     state=self.state)
+                                     state=self.state, t0=self.steps)
         self.steps += 1
         return {o.name: env[o.tensor][:, 0] for o in self.model.outputs}
 
@@ -585,6 +643,23 @@ def _cell(layer: Recurrent, d: int, x_t: np.ndarray, h: np.ndarray, c: np.ndarra
     # RNN
     h_new = act(acts[0], xw + h @ layer._rt[d] + layer._bias[d])
     return h_new.astype(np.float32, copy=False), None
+
+
+def run_conv1d(layer: Conv1d, x: np.ndarray, hist: np.ndarray):
+    """Causal Conv1d over ``x[B, T, C]`` after ``hist[B, L, C]`` (the previous frames); returns
+    ``(y[B, T, O], new hist)``, one step at a time (identical whole or streamed)."""
+    k, d = layer.W.shape[2], layer.dilation
+    xh = np.concatenate([hist, x], 1)
+    out = np.empty(x.shape[:2] + (layer.W.shape[0],), np.float32)
+    taps = [np.ascontiguousarray(layer.W[:, :, j].T) for j in range(k)]
+    for t in range(x.shape[1]):
+        v = xh[:, t] @ taps[0]
+        for j in range(1, k):
+            v = v + xh[:, t + j * d] @ taps[j]
+        if layer.b is not None:
+            v = v + layer.b
+        out[:, t] = v
+    return out, np.ascontiguousarray(xh[:, xh.shape[1] - layer.history:])
 
 
 def run_pointwise(layer: Layer, env: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -256,7 +256,8 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>") -> ir.Model:
                 raise ctx.err(None, f"graph output {o.name!r} is step {v.step} of a sequence "
                                     f"(only the last step, or every step, can be an output)")
             v = replace(v, pick=("T-1",), step=None)
-        outputs.append(ir.Output(o.name, v.tensor, v.axes, v.sizes, v.pick, v.features))
+        outputs.append(ir.Output(o.name, v.tensor, v.axes, v.sizes, v.pick, v.features,
+                                 delay=_delay_of(ctx.layers, v.tensor, ctx.seq_input)))
     if ctx.seq_input is None:
         raise ctx.err(None, "no sequence input feeds a recurrent layer")
     if not any(isinstance(l, ir.Recurrent) for l in ctx.layers):
@@ -338,6 +339,20 @@ def _dedupe_layers(ctx: _Ctx, start: int, outs: list) -> list:
         return outs
     return [replace(v, tensor=rename.get(v.tensor, v.tensor)) if isinstance(v, TRef) else v
             for v in outs]
+
+
+def _delay_of(layers, tensor: str, seq) -> int:
+    d = {seq.name: 0} if seq is not None else {}
+    for l in layers:
+        ins = l.xs if isinstance(l, ir.FeatureConcat) else (l.x,)
+        ds = {d.get(n, 0) for n in ins}
+        if len(ds) > 1:
+            raise NvmConversionError(f"layer {l.name!r} joins tensors with different Conv "
+                                     f"delays {sorted(ds)}")
+        d[l.y] = max(ds) + (l.delay if isinstance(l, ir.Conv1d) else 0)
+        if isinstance(l, ir.Recurrent) and l.c:
+            d[l.c] = max(ds)
+    return d.get(tensor, 0)
 
 
 def _live_nodes(g: onnx.GraphProto, stop: set[str] = frozenset()) -> set[int]:
@@ -1099,6 +1114,42 @@ def h_layernorm(ctx: _Ctx, node) -> list[Value]:
     return _pointwise(ctx, node, lambda n, xi, y: ir.LayerNorm(n, scale, bias, eps, xi, y))
 
 
+def h_conv(ctx: _Ctx, node) -> list[Value]:
+    """Conv over the time axis of a [B, C, T] view (a Conv1d front end): causal only (padding
+    at the start, none at the end), stride 1, one group."""
+    at = _check_attrs(ctx, node, {"auto_pad", "dilations", "group", "kernel_shape", "pads",
+                                  "strides"})
+    x = _seq(ctx, node)
+    if len(x.axes) != 3 or x.axes[0] != "B" or x.axes[2] != "T" or x.axes[1] not in ("F", "H") \
+            or x.pick is not None:
+        raise ctx.err(node, f"Conv input has axes {list(x.axes)}; supported is a Conv1d over "
+                            f"time on [batch, features, time]")
+    W = np.asarray(ctx.const(node, 1, "W (the kernel)"), np.float32)
+    if W.ndim != 3 or W.shape[1] != x.features:
+        raise ctx.err(node, f"kernel {W.shape} does not act on {x.features} channels")
+    if at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise ctx.err(node, f"unsupported attribute value auto_pad={at['auto_pad']}")
+    if int(at.get("group", 1)) != 1:
+        raise ctx.err(node, f"unsupported attribute value group={at['group']}")
+    if list(at.get("strides", [1])) != [1]:
+        raise ctx.err(node, f"unsupported attribute value strides={at['strides']}: a strided "
+                            f"Conv over time changes the frame rate")
+    pads = list(at.get("pads", [0, 0]))
+    if pads[1] != 0:
+        raise ctx.err(node, f"unsupported attribute value pads={pads}: padding at the end of "
+                            f"the time axis makes the Conv non-causal")
+    dil = int(list(at.get("dilations", [1]))[0])
+    if pads[0] > (W.shape[2] - 1) * dil:
+        raise ctx.err(node, f"unsupported attribute value pads={pads}: more padding than the "
+                            f"kernel's reach")
+    b = ctx.const(node, 2, "B (the bias)")
+    out = ctx.fresh(node.output[0])
+    ctx.layers.append(ir.Conv1d(node.name or out, W, None if b is None else
+                                np.asarray(b, np.float32).reshape(-1), dil, int(pads[0]),
+                                x.tensor, out))
+    return [TRef(out, ("B", "F", "T"), (None, int(W.shape[0]), None))]
+
+
 def h_matmul(ctx: _Ctx, node) -> list[Value]:
     _check_attrs(ctx, node, set())
     x = _seq(ctx, node, 0)
@@ -1629,6 +1680,7 @@ HANDLERS: dict[str, Callable[[_Ctx, onnx.NodeProto], list[Value]]] = {
     "Less": h_compare("Less"),
     "Greater": h_compare("Greater"),
     "Loop": h_loop,
+    "Conv": h_conv,
 }
 
 

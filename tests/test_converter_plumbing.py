@@ -283,3 +283,28 @@ def test_unrolled_cells_run_at_any_length():
     y = model.run({"x": longer})["y"]
     assert y.shape == (14, 2, 3)
     np.testing.assert_array_equal(y[:7], model.run({"x": x})["y"])
+
+
+def test_conv1d_front_end_is_causal_with_its_warm_up_and_float_only():
+    """Conv1d(k=3, no padding) -> ReLU -> LSTM: the output is 2 steps shorter, like
+    onnxruntime's; streaming reaches the same values once the kernel has 3 frames; the engine
+    refuses the layer by name (it has no im2col kernel yet) and inspect says where it runs."""
+    from nvmstream.converters.inspect import describe, format_text
+    path = CORPUS / "torch" / "conv_lstm.ts.onnx"
+    model = nvm.load_ir(path)
+    (out,) = model.outputs
+    assert out.delay == 2
+    x = np.random.default_rng(9).normal(size=(2, 6, 8)).astype(np.float32)
+    import onnxruntime as ort
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    got = model.run({"x": x})["y"]
+    assert got.shape == want.shape == (2, 4, 4)
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.abs(want).max()
+    s = model.stream(2)
+    streamed = np.stack([s.step(x[:, t])["y"] for t in range(6)], 1)
+    np.testing.assert_array_equal(streamed[:, 2:], got)
+    with pytest.raises(NvmConversionError, match=r"\(Conv1d\) runs in the float IR only"):
+        nvm.convert(model)
+    text = format_text(describe(model))
+    assert "crossbar (float IR only)" in text and "digital" in text
