@@ -11,8 +11,11 @@ at conversion time are symbolic:
 
 Nodes whose inputs are all constant are evaluated with onnx's reference evaluator (so any weight
 plumbing an exporter emits -- Slice/Concat gate reorders, Unsqueeze, Transpose -- folds away).
-Layout ops on run-time tensors (Transpose/Squeeze/Unsqueeze/Reshape) only change the view.
-Everything else is an error that names the node, its op and why.
+Shape values carry symbolic dims (``B``, ``T``, ``T*B`` merged axes, ``T-1``), so the shape
+plumbing exporters build is understood by what it computes. Layout ops on run-time tensors
+(Transpose/Squeeze/Unsqueeze/Reshape) only change the view. Loop bodies and unrolled cells are
+recognised as recurrent layers by converters/loops.py and converters/unrolled.py (tested against
+the original graph). Everything else is an error that names the node, its op and why.
 """
 
 from __future__ import annotations

@@ -80,10 +80,29 @@ def check(entry: dict) -> dict:
     return res
 
 
+def markdown(entries: list[dict]) -> str:
+    rows = ["| file | opset | max rel err vs onnxruntime | streams = whole run | status |",
+            "|---|---|---|---|---|"]
+    for e in entries:
+        st = e.get("status", "")
+        if "export_error" in e:
+            st = "not exported: " + e["export_error"][:90]
+        err = f"{e['max_rel_err']:.1e}" if "max_rel_err" in e else "-"
+        stream = "yes" if e.get("streams") else ("no (non-causal)" if st == "converts" else "-")
+        rows.append(f"| `{e['file']}` | {e.get('opset', '-')} | {err} | {stream} | "
+                    f"{st[:160]} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="do not write the manifest")
+    ap.add_argument("--markdown", action="store_true",
+                    help="only print the manifest as a Markdown table (for README.md)")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(cm.load()))
+        return 0
     entries = cm.load()
     changed = False
     for e in entries:
