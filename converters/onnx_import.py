@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
@@ -102,6 +102,7 @@ class _Ctx:
         self._n = 0
         self.producers: dict[str, onnx.NodeProto] = {}
         self.prebound: set[str] = set()      # tensors bound before the walk (unrolled cells)
+        self.fixed: dict[str, np.ndarray] = {}   # graph inputs fixed at conversion
         self.unrolled_steps: int | None = None
 
     def fresh(self, base: str) -> str:
@@ -211,9 +212,20 @@ def _check_external_data(path: str) -> None:
                                      file=path)
 
 
-def to_ir(model: onnx.ModelProto, path: str = "<model>") -> ir.Model:
-    """Convert a checked ONNX ``ModelProto`` into the IR."""
+def to_ir(model: onnx.ModelProto, path: str = "<model>",
+          constants: Mapping[str, Any] | None = None) -> ir.Model:
+    """Convert a checked ONNX ``ModelProto`` into the IR.
+
+    ``constants`` fixes graph inputs at conversion (e.g. ``{"sr": 16000}``, a sample rate):
+    they become constants, so an ``If`` on them folds to the branch taken."""
     ctx = _Ctx(model, path)
+    graph_inputs = {i.name: i for i in model.graph.input}
+    for name, value in (constants or {}).items():
+        if name not in graph_inputs:
+            raise ctx.err(None, f"constant for {name!r}: the model has no input of that name "
+                                f"(inputs: {sorted(graph_inputs)})")
+        et = graph_inputs[name].type.tensor_type.elem_type
+        ctx.fixed[name] = np.asarray(value, onnx.helper.tensor_dtype_to_np_dtype(et))
     if not MIN_OPSET <= ctx.opset <= MAX_OPSET:
         raise ctx.err(None, f"opset {ctx.opset} not supported (supported {MIN_OPSET}..{MAX_OPSET})")
     g = model.graph
@@ -221,33 +233,11 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>") -> ir.Model:
         ctx.values[init.name] = Const(numpy_helper.to_array(init))
     for sp in g.sparse_initializer:
         raise ctx.err(None, f"sparse initializer {sp.values.name!r} is not supported")
+    for name, value in ctx.fixed.items():
+        ctx.values[name] = Const(value)
     _bind_inputs(ctx, g)
     needed = _live_nodes(g, stop=ctx.prebound)
-    for k, node in enumerate(g.node):
-        if k not in needed:
-            continue
-        if node.domain not in ("", "ai.onnx"):
-            raise ctx.err(node, f"unsupported op: domain {node.domain!r} is not ai.onnx")
-        for o in node.output:
-            ctx.producers[o] = node
-        inputs = [ctx.get(node, i) for i in range(len(node.input))]
-        present = [v for v in inputs if v is not None]
-        if (present and all(isinstance(v, Const) for v in present)
-                and node.op_type not in RECURRENT_OPS):
-            outs = _fold(ctx, node)
-        elif not present and node.op_type in ("Constant",):
-            outs = _fold(ctx, node)
-        else:
-            handler = HANDLERS.get(node.op_type)
-            if handler is None:
-                raise ctx.err(node, f"unsupported op {node.op_type!r} on a run-time tensor "
-                                    f"(supported: {', '.join(sorted(HANDLERS))})")
-            n_layers = len(ctx.layers)
-            outs = handler(ctx, node)
-            outs = _dedupe_layers(ctx, n_layers, outs)
-        for name, v in zip(node.output, outs):
-            if name:
-                ctx.values[name] = v
+    _run_nodes(ctx, [n for k, n in enumerate(g.node) if k in needed])
     outputs = []
     for o in g.output:
         v = ctx.values.get(o.name)
@@ -273,6 +263,8 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>") -> ir.Model:
         raise ctx.err(None, "recurrent layers take different sequence_lens; not supported")
     layers = _fuse_bias(ctx.layers)
     meta = {p.key: p.value for p in model.metadata_props}
+    for name, value in ctx.fixed.items():
+        meta[f"nvmstream.fixed_input.{name}"] = str(value.tolist())
     result = ir.Model(input=ctx.seq_input, aux_inputs=tuple(ctx.aux_inputs), layers=tuple(layers),
                     outputs=tuple(outputs), opset=ctx.opset, source=path,
                     producer=f"{model.producer_name} {model.producer_version}".strip(),
@@ -280,6 +272,33 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>") -> ir.Model:
     if ctx.unrolled_steps is not None:
         _check_unrolled(ctx, result)
     return result
+
+
+def _run_nodes(ctx: _Ctx, nodes) -> None:
+    """Give every node's outputs a value, in order (constant folding or the op's handler)."""
+    for node in nodes:
+        if node.domain not in ("", "ai.onnx"):
+            raise ctx.err(node, f"unsupported op: domain {node.domain!r} is not ai.onnx")
+        for o in node.output:
+            ctx.producers[o] = node
+        inputs = [ctx.get(node, i) for i in range(len(node.input))]
+        present = [v for v in inputs if v is not None]
+        if (present and all(isinstance(v, Const) for v in present)
+                and node.op_type not in RECURRENT_OPS + ("If", "Loop", "Scan")):
+            outs = _fold(ctx, node)
+        elif not present and node.op_type in ("Constant",):
+            outs = _fold(ctx, node)
+        else:
+            handler = HANDLERS.get(node.op_type)
+            if handler is None:
+                raise ctx.err(node, f"unsupported op {node.op_type!r} on a run-time tensor "
+                                    f"(supported: {', '.join(sorted(HANDLERS))})")
+            n_layers = len(ctx.layers)
+            outs = handler(ctx, node)
+            outs = _dedupe_layers(ctx, n_layers, outs)
+        for name, v in zip(node.output, outs):
+            if name:
+                ctx.values[name] = v
 
 
 def _check_unrolled(ctx: _Ctx, result: ir.Model) -> None:
@@ -382,15 +401,22 @@ def _bind_inputs(ctx: _Ctx, g: onnx.GraphProto) -> None:
     """Give each graph input a value: the sequence input gets its axis labels from the recurrent
     node it reaches; sequence_lens/initial states become auxiliary inputs."""
     consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-    for n in g.node:
-        for i, name in enumerate(n.input):
-            consumers.setdefault(name, []).append((n, i))
-        for name in _outer_names(n):     # a Loop/Scan/If body reading an outer tensor
-            consumers.setdefault(name, []).append((n, -1))
+
+    def add(nodes):
+        for n in nodes:
+            for i, name in enumerate(n.input):
+                consumers.setdefault(name, []).append((n, i))
+            for name in _outer_names(n):     # a Loop/Scan/If body reading an outer tensor
+                consumers.setdefault(name, []).append((n, -1))
+            if n.op_type == "If":            # the branches' nodes, for a foldable If
+                for a in n.attribute:
+                    if a.type == onnx.AttributeProto.GRAPH:
+                        add(a.g.node)
+    add(g.node)
     init_names = {i.name for i in g.initializer}
     stops: list[tuple[str, onnx.NodeProto]] = []
     for inp in g.input:
-        if inp.name in init_names:
+        if inp.name in init_names or inp.name in ctx.fixed:
             continue
         tt = inp.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
@@ -1564,6 +1590,50 @@ def h_compare(op: str) -> Callable:
     return handler
 
 
+def h_if(ctx: _Ctx, node) -> list[Value]:
+    """If on a condition known at conversion (a constant, a fixed input, a static dim): the
+    branch taken is converted in place; a run-time condition is an error."""
+    _check_attrs(ctx, node, {"then_branch", "else_branch"})
+    c = ctx.get(node, 0)
+    if isinstance(c, Const) and c.value.size == 1:
+        cond = bool(c.value.reshape(-1)[0])
+    elif isinstance(c, Shape) and len(c.dims) == 1 and isinstance(c.dims[0], int):
+        cond = bool(c.dims[0])
+    else:
+        raise ctx.err(node, "If on a condition that is only known at run time (give the input "
+                            "it depends on a fixed value at conversion, e.g. a sample rate)")
+    branch = next(a.g for a in node.attribute
+                  if a.name == ("then_branch" if cond else "else_branch"))
+    for init in branch.initializer:
+        ctx.values[init.name] = Const(numpy_helper.to_array(init))
+    _run_nodes(ctx, list(branch.node))
+    outs = []
+    for o in branch.output:
+        if o.name not in ctx.values:
+            raise ctx.err(node, f"branch output {o.name!r} is not computed")
+        outs.append(ctx.values[o.name])
+    return outs
+
+
+def h_equal(ctx: _Ctx, node) -> list[Value]:
+    """Equal on shape values with known ints (e.g. a static dim compared with 1)."""
+    _check_attrs(ctx, node, set())
+    va, vb = ctx.get(node, 0), ctx.get(node, 1)
+    a, b = _as_shape(ctx, node, va), _as_shape(ctx, node, vb)
+    if a is None or b is None or len(a.dims) != len(b.dims) or not all(
+            isinstance(d, int) for d in a.dims + b.dims):
+        if any(isinstance(v, TRef) and v.aux is None for v in (va, vb)):
+            raise ctx.err(node, "a mask computed from the sequence (Keras Masking compares "
+                                "every frame with the mask value): masked recurrences are not "
+                                "supported; export the model without the Masking layer")
+        aux = [v.aux for v in (va, vb) if isinstance(v, TRef) and v.aux]
+        hint = (f"; input {aux[0]!r} is known only at run time: give it a fixed value at "
+                f"conversion (constants={{{aux[0]!r}: ...}})") if aux else ""
+        raise ctx.err(node, "Equal is supported only on values known at conversion" + hint)
+    r = np.array([x == y for x, y in zip(a.dims, b.dims)])
+    return [Const(r.reshape(()) if a.scalar and b.scalar else r)]
+
+
 def h_loop(ctx: _Ctx, node) -> list[Value]:
     """A Loop over the time axis whose body is an LSTM/GRU/RNN cell (see converters/loops.py)."""
     from .loops import recognise_loop
@@ -1684,14 +1754,17 @@ HANDLERS: dict[str, Callable[[_Ctx, onnx.NodeProto], list[Value]]] = {
     "Greater": h_compare("Greater"),
     "Loop": h_loop,
     "Conv": h_conv,
+    "If": h_if,
+    "Equal": h_equal,
 }
 
 
-def load_ir(path: str | os.PathLike) -> ir.Model:
-    """Load an ONNX file and convert it to the IR (errors name the file, node, op and why)."""
+def load_ir(path: str | os.PathLike, constants: Mapping[str, Any] | None = None) -> ir.Model:
+    """Load an ONNX file and convert it to the IR (errors name the file, node, op and why).
+    ``constants`` fixes graph inputs at conversion (see :func:`to_ir`)."""
     path = os.fspath(path)
     model = load_model(path)
     try:
-        return to_ir(model, path)
+        return to_ir(model, path, constants)
     except NvmConversionError as e:
         raise e.with_file(path) from None

@@ -308,3 +308,45 @@ def test_conv1d_front_end_is_causal_with_its_warm_up_and_float_only():
         nvm.convert(model)
     text = format_text(describe(model))
     assert "crossbar (float IR only)" in text and "digital" in text
+
+
+def _if_model():
+    """An If on a sample-rate input choosing between two LSTMs (silero-vad's 8/16 kHz shape)."""
+    w16, w8 = _lstm_weights(10), _lstm_weights(11)
+    for t in w8:
+        t.name += "8"
+    def branch(suffix, weights):
+        return helper.make_graph(
+            [helper.make_node("LSTM", ["x", "W" + suffix, "R" + suffix, "B" + suffix],
+                              ["Y" + suffix], hidden_size=H, name="lstm" + suffix)],
+            "b" + suffix, [], [helper.make_tensor_value_info("Y" + suffix, TensorProto.FLOAT,
+                                                             ["T", 1, "N", H])])
+    nodes = [helper.make_node("Equal", ["sr", "k16"], ["is16"]),
+             helper.make_node("If", ["is16"], ["Y"], then_branch=branch("", None),
+                              else_branch=branch("8", None), name="sr_if"),
+             helper.make_node("Squeeze", ["Y", "ax1"], ["y"])]
+    inits = w16 + w8 + [_i64("k16", 16000), _i64("ax1", [1])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", I]),
+                          helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", "N", H])], inits)
+
+
+@pytest.mark.parametrize("sr", [16000, 8000])
+def test_if_on_a_fixed_input_folds_to_its_branch(sr):
+    m = _if_model()
+    model = to_ir(m, constants={"sr": sr})
+    assert [l.name for l in model.recurrent_layers] == ["lstm" if sr == 16000 else "lstm8"]
+    assert model.metadata["nvmstream.fixed_input.sr"] == str(sr)
+    x = np.random.default_rng(12).normal(size=(5, 2, I)).astype(np.float32)
+    want = ort_run(m, {"x": x, "sr": np.array(sr, np.int64)})["y"]
+    got = model.run({"x": x})["y"]
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.abs(want).max()
+
+
+def test_if_on_a_run_time_input_is_refused_with_the_way_out():
+    with pytest.raises(NvmConversionError, match=r"node 'is16' \(op Equal\): .* input 'sr' is "
+                                                 r"known only at run time: give it a fixed "
+                                                 r"value at conversion"):
+        to_ir(_if_model())
+    with pytest.raises(NvmConversionError, match="no input of that name"):
+        to_ir(_if_model(), constants={"rate": 16000})
