@@ -350,3 +350,13 @@ def test_if_on_a_run_time_input_is_refused_with_the_way_out():
         to_ir(_if_model())
     with pytest.raises(NvmConversionError, match="no input of that name"):
         to_ir(_if_model(), constants={"rate": 16000})
+
+
+@pytest.mark.parametrize("op,x,y,want", [
+    ("Mul", "T", "B", "T*B"), ("Mul", 1, "B", "B"), ("Mul", 3, 4, 12),
+    ("Div", "T*B", "B", "T"), ("Div", "B*T", "B", "T"), ("Sub", "T", 1, "T-1"),
+    ("Add", "T-1", 1, "T"), ("Mul", 2, "T", None), ("Sub", "T", "B", None),
+])
+def test_symbolic_dim_arithmetic(op, x, y, want):
+    from nvmstream.converters.onnx_import import _dim_op
+    assert _dim_op(op, x, y) == want

@@ -108,3 +108,31 @@ def test_merged_batch_time_output_formats_like_onnxruntime():
     sess = ort.InferenceSession(str(CORPUS / entry["file"]), providers=["CPUExecutionProvider"])
     want = sess.run(["y"], feeds)[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+ENGINE_READY = [e for e in CONVERTS if e["file"].endswith(("opset18.onnx", ".dynamo.onnx",
+                                                          ".ts.onnx"))]
+
+
+@pytest.mark.parametrize("entry", ENGINE_READY, ids=_id)
+def test_ideal_engine_equals_float_ir(entry):
+    """Every corpus model the engine can run (no float-only layer) runs on the ideal profile
+    with the float IR's results; a float-only layer is refused by name."""
+    import nvmstream as nvm
+    from nvmstream.converters import ir
+    model = load_ir(CORPUS / entry["file"])
+    if not all(isinstance(l, ir.ENGINE_LAYERS) for l in model.layers):
+        with pytest.raises(NvmConversionError, match="runs in the float IR only"):
+            nvm.convert(model)
+        return
+    prog = nvm.convert(model)
+    eng = nvm.Engine(prog, nvm.Device("ideal"))
+    feeds = cm.feeds(entry, 2, cm.fixed_time(entry) or 6, seed=11)
+    x = feeds.pop(entry["inputs"][0]["name"])
+    if model.input.axes[:2] == ("T", "B"):
+        x = np.swapaxes(x, 0, 1)
+    want = model.run_steps(x, **feeds)
+    got = eng.run_all(x, **feeds)
+    for k in want:
+        assert got[k].shape == want[k].shape
+        assert np.max(np.abs(got[k] - want[k])) <= 1e-5 * max(np.abs(want[k]).max(), 1.0)
