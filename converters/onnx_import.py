@@ -66,6 +66,7 @@ class TRef:
     aux: str | None = None           # graph input that is not the sequence (lens, states)
     rows: tuple[int, int] | None = None   # aux only: rows [start, stop) of the input's axis 0
     step: int | None = None          # one time step k of a per-step tensor (unrolled graphs)
+    tpad: int = 0                    # zero frames padded before the time axis (for a Conv)
 
     @property
     def features(self) -> int:
@@ -283,6 +284,10 @@ def _run_nodes(ctx: _Ctx, nodes) -> None:
             ctx.producers[o] = node
         inputs = [ctx.get(node, i) for i in range(len(node.input))]
         present = [v for v in inputs if v is not None]
+        if node.op_type not in ("Conv", "Pad") and any(
+                isinstance(v, TRef) and v.tpad for v in present):
+            raise ctx.err(node, "reads a tensor zero-padded in time; only a Conv may read one "
+                                "(the padding is folded into it)")
         if (present and all(isinstance(v, Const) for v in present)
                 and node.op_type not in RECURRENT_OPS + ("If", "Loop", "Scan")):
             outs = _fold(ctx, node)
@@ -1143,6 +1148,29 @@ def h_layernorm(ctx: _Ctx, node) -> list[Value]:
     return _pointwise(ctx, node, lambda n, xi, y: ir.LayerNorm(n, scale, bias, eps, xi, y))
 
 
+def h_pad(ctx: _Ctx, node) -> list[Value]:
+    """Zero padding at the start of the time axis (``F.pad(x, (k-1, 0))`` before a causal
+    Conv1d): kept on the view and folded into the Conv that reads it."""
+    at = _check_attrs(ctx, node, {"mode", "pads", "value"})
+    x = _seq(ctx, node)
+    if at.get("mode", "constant") != "constant":
+        raise ctx.err(node, f"unsupported attribute value mode={at['mode']!r} on a run-time "
+                            f"tensor (only zero padding at the start of time)")
+    pads = at["pads"] if ctx.opset < 11 else ctx.const(node, 1, "pads").reshape(-1).tolist()
+    value = at.get("value", 0.0) if ctx.opset < 11 else (
+        ctx.const(node, 2, "constant_value") if len(node.input) > 2 and node.input[2] else 0.0)
+    if len(node.input) > 3 and node.input[3]:
+        raise ctx.err(node, "Pad with an axes input is not supported")
+    r = len(x.axes)
+    begin, end = list(pads[:r]), list(pads[r:])
+    if np.any(np.asarray(value) != 0) or any(end) or any(
+            b for a, b in zip(x.axes, begin) if a != "T"):
+        raise ctx.err(node, f"Pad {pads} (value {np.asarray(value).tolist()}) on axes "
+                            f"{list(x.axes)}: only zero padding at the start of the time axis "
+                            f"is supported (it is causal)")
+    return [replace(x, tpad=x.tpad + int(begin[x.axes.index("T")]))]
+
+
 def h_conv(ctx: _Ctx, node) -> list[Value]:
     """Conv over the time axis of a [B, C, T] view (a Conv1d front end): causal only (padding
     at the start, none at the end), stride 1, one group."""
@@ -1164,6 +1192,7 @@ def h_conv(ctx: _Ctx, node) -> list[Value]:
         raise ctx.err(node, f"unsupported attribute value strides={at['strides']}: a strided "
                             f"Conv over time changes the frame rate")
     pads = list(at.get("pads", [0, 0]))
+    pads[0] += x.tpad                     # a Pad node before the Conv
     if pads[1] != 0:
         raise ctx.err(node, f"unsupported attribute value pads={pads}: padding at the end of "
                             f"the time axis makes the Conv non-causal")
@@ -1755,6 +1784,7 @@ HANDLERS: dict[str, Callable[[_Ctx, onnx.NodeProto], list[Value]]] = {
     "Loop": h_loop,
     "Conv": h_conv,
     "If": h_if,
+    "Pad": h_pad,
     "Equal": h_equal,
 }
 

@@ -360,3 +360,17 @@ def test_if_on_a_run_time_input_is_refused_with_the_way_out():
 def test_symbolic_dim_arithmetic(op, x, y, want):
     from nvmstream.converters.onnx_import import _dim_op
     assert _dim_op(op, x, y) == want
+
+
+def test_pad_at_the_end_of_time_is_refused():
+    """F.pad(x, (k-1, 0)) before a Conv1d folds into the Conv (causal); padding at the end of
+    the time axis would need future frames."""
+    m = onnx.load(str(CORPUS / "torch" / "causal_conv_gru.ts.onnx"))
+    assert to_ir(m).layers[0].pad_begin == 4
+    pad = next(n for n in m.graph.node if n.op_type == "Pad")
+    # feed the Pad a constant pads vector [0, 0, 0, 0, 0, 4] (end of time)
+    m.graph.initializer.append(_i64("end_pads", [0, 0, 0, 0, 0, 4]))
+    pad.input[1] = "end_pads"
+    with pytest.raises(NvmConversionError, match="only zero padding at the start of the time "
+                                                 "axis"):
+        to_ir(m)

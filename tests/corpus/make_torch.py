@@ -133,6 +133,23 @@ class ConvLSTM(nn.Module):
         return self.head(y)
 
 
+class CausalConvGRU(nn.Module):
+    """A causal Conv1d front end (``F.pad(x, (k-1, 0))``, a streaming keyword spotter's) and
+    a GRU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(F, 10, kernel_size=3, dilation=2)
+        self.rnn = nn.GRU(10, 12, batch_first=True)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):                    # x [B, T, F]
+        z = nn.functional.pad(x.transpose(1, 2), (4, 0))
+        z = torch.relu(self.conv(z)).transpose(1, 2)
+        y, _ = self.rnn(z)
+        return self.head(y)
+
+
 class LSTMLayerNorm(nn.Module):
     def __init__(self):
         super().__init__()
@@ -177,7 +194,8 @@ SPECS = {
                      True, {}),
     "lstmcell_loop": (LSTMCellLoop, [("x", [EXPORT_T, "B", F])], ["y"], True, {"fixed_t": True}),
     "grucell_loop": (GRUCellLoop, [("x", [EXPORT_T, "B", F])], ["y"], True, {"fixed_t": True}),
-    "conv_lstm": (ConvLSTM, [("x", ["B", "T", F])], ["y"], True, {}),
+    "conv_lstm": (ConvLSTM, [("x", ["B", "T", F])], ["y"], True, {"min_time": 3}),
+    "causal_conv_gru": (CausalConvGRU, [("x", ["B", "T", F])], ["y"], True, {}),
     "lstm_layernorm": (LSTMLayerNorm, [("x", ["B", "T", F])], ["y"], True, {}),
     "crnn_head": (CRNNHead, [("x", ["T", "B", F])], ["y"], False, {}),
     "lstm_external": (lambda: PerStep(nn.LSTM(F, 32, batch_first=True), nn.Linear(32, 4)),
@@ -292,6 +310,8 @@ def main() -> int:
                      "outputs": outputs, "causal": causal}
             if opts.get("fixed_t"):
                 entry["fixed_time"] = EXPORT_T
+            if "min_time" in opts:        # a valid Conv over time needs K steps
+                entry["min_time"] = opts["min_time"]
             try:
                 model = export(name, exporter, path)
                 cm.describe(entry, path)
