@@ -295,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_stream_parser(sub)
     add_keys_parser(sub)
+    from .train_cli import add_train_parser
+    add_train_parser(sub)
 
     s = sub.add_parser("profiles", help="list device profiles or show one with every field")
     s.add_argument("action", nargs="?", choices=["list", "show"], default="list")
