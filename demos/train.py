@@ -29,6 +29,9 @@ DATA_DIR = HERE / "data"
 SHIPPED_RECIPES = [("float", None), ("qat4", "int4"), ("qat4_noise", "snr0db"),
                    ("hwa", "pcm-1d")]
 
+#: extra training sets (not committed; `python demos/data/make_data.py keywords_extra`)
+EXTRA_TRAIN = {"keywords": ["demos/data/keywords_extra.npz"]}
+
 log = logging.getLogger("nvmstream.train")
 
 
@@ -104,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     man = read_manifest(mdir / "manifest.json")
     cache: dict = {}
     for task in tasks:
-        data = load_data(DATA_DIR / f"{task}.npz", task)
+        extra = EXTRA_TRAIN.get(task, [])
+        for e in extra:
+            if not (HERE.parent / e).is_file():
+                sys.exit(f"{e} missing: python demos/data/make_data.py keywords_extra "
+                         "(needs espeak-ng and sox)")
+        data = load_data(DATA_DIR / f"{task}.npz", task, [HERE.parent / e for e in extra])
         tc = task_config(task)
         for rname, profile in SHIPPED_RECIPES:
             if rname not in recipes:
@@ -112,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             recipe = make_recipe(rname, profile, seed=args.seed)
             out = mdir / f"{task}_{rname}.onnx"
             entry = loop.train_model(data, tc, recipe, out, cache, do_eval=not args.no_eval)
-            entry["command"] = command_line(task, recipe, tc, f"demos/models/{out.name}")
+            entry["command"] = command_line(task, recipe, tc, f"demos/models/{out.name}",
+                                            extra_train=extra)
+            entry["extra_train"] = extra
             man["models"][f"{task}_{rname}"] = entry
             write_manifest(man, mdir / "manifest.json")
     return 0

@@ -23,6 +23,8 @@ def add_train_parser(sub) -> None:
     s.add_argument("--data", default=None,
                    help="DATA.npz with x_train, y_train, x_test, y_test [, lengths_*, labels] "
                         "(default: demos/data/TASK.npz of a source checkout)")
+    s.add_argument("--extra-train", action="append", default=[], metavar="EXTRA.npz",
+                   help="more training sequences (x_train, y_train), appended (repeatable)")
     s.add_argument("--recipe", choices=RECIPES, default="float",
                    help="float | qat4 (quantizers of --profile) | qat4_noise (+ VMM noise at "
                         "--snr-db) | hwa (+ programming noise, drift at --age, read/ADC/VMM "
@@ -50,13 +52,16 @@ def add_train_parser(sub) -> None:
     s.set_defaults(func=cmd_train)
 
 
-def command_line(task: str, recipe, tc, out: str, data: str | None = None) -> str:
+def command_line(task: str, recipe, tc, out: str, data: str | None = None,
+                 extra_train: list[str] | tuple = ()) -> str:
     """The ``nvmstream train`` command that reproduces a model (for manifests)."""
     import math
     spec = recipe.spec
     parts = ["nvmstream train", f"--task {task}"]
     if data:
         parts.append(f"--data {data}")
+    for e in extra_train:
+        parts.append(f"--extra-train {e}")
     parts.append(f"--recipe {recipe.name}")
     if spec.profile:
         parts.append(f"--profile {spec.profile}")
@@ -95,12 +100,12 @@ def cmd_train(args) -> int:
     recipe = make_recipe(args.recipe, args.profile, args.snr_db, age, tuple(args.set),
                          args.seed)
     name = args.task or data_path.stem
-    data = load_data(data_path, name)
+    data = load_data(data_path, name, args.extra_train)
     tc = task_config(name, epochs=args.epochs, qat_epochs=args.fine_tune_epochs,
                      hidden=args.hidden, kind=args.kind)
     entry = loop.train_model(data, tc, recipe, out, do_eval=not args.no_eval)
     entry["command"] = command_line(name, recipe, tc, str(args.out),
-                                    str(args.data) if args.data else None)
+                                    str(args.data) if args.data else None, args.extra_train)
     if args.json:
         atomic_save(args.json, lambda p: Path(p).write_text(json.dumps(entry, indent=1) + "\n"))
     acc = entry["torch_test_accuracy"]

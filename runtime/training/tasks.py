@@ -151,9 +151,12 @@ def default_data_path(task: str) -> Path:
     return Path(nvmstream.__file__).resolve().parent / "demos" / "data" / f"{task}.npz"
 
 
-def load_data(path: str | Path, name: str | None = None) -> TrainData:
+def load_data(path: str | Path, name: str | None = None,
+              extra_train: list[str | Path] | tuple = ()) -> TrainData:
     """A training set from an ``.npz`` with x_train, y_train, x_test, y_test [, lengths_train,
-    lengths_test, labels, frontend_params] (the format of demos/data and ``nvmstream sweep``)."""
+    lengths_test, labels, frontend_params] (the format of demos/data and ``nvmstream sweep``).
+    ``extra_train``: more ``.npz`` files whose x_train/y_train [/lengths_train] are appended to
+    the training split (same steps and features)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such data file (an .npz with x_train, y_train, x_test, "
@@ -177,6 +180,22 @@ def load_data(path: str | Path, name: str | None = None) -> TrainData:
         return Split(x, y, last)
 
     tr, te = split("train"), split("test")
+    for ep in extra_train:
+        ep = Path(ep)
+        if not ep.is_file():
+            raise ValueError(f"{ep}: no such extra training file")
+        with np.load(ep, allow_pickle=False) as d:
+            if "x_train" not in d.files or "y_train" not in d.files:
+                raise ValueError(f"{ep}: needs x_train and y_train")
+            x = np.asarray(d["x_train"], np.float32)
+            y = d["y_train"].astype(np.int64)
+            lens = d["lengths_train"] if "lengths_train" in d.files else None
+        if x.shape[1:] != tr.x.shape[1:]:
+            raise ValueError(f"{ep}: x_train {x.shape} does not match {tr.x.shape[1:]}")
+        last = (lens.astype(np.int64) - 1) if lens is not None else np.full(len(y),
+                                                                             x.shape[1] - 1)
+        tr = Split(np.concatenate([tr.x, x]), np.concatenate([tr.y, y]),
+                   np.concatenate([tr.last, last]))
     n_cls = int(max(tr.y.max(initial=0), te.y.max(initial=0))) + 1
     labels = tuple(str(v) for v in arrays["labels"].tolist()) if "labels" in arrays \
         else tuple(str(i) for i in range(n_cls))
