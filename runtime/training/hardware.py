@@ -86,7 +86,8 @@ class HardwareSpec:
         return cls(weight_bits=p.weights.bits, dac_bits=p.dac.bits, adc_bits=p.adc.bits,
                    tile_rows=p.tile.rows, snr_db=float(snr), device_noise=bool(device_noise),
                    adc_noise_lsb=float(p.adc.noise_lsb) if adc_noise else 0.0,
-                   age_s=None if age_s is None else float(age_s), profile=p.name,
+                   age_s=None if age_s is None else float(age_s),
+                   profile=str(name),       # as given: a shipped name or a .toml path
                    overrides=tuple(overrides))
 
     @property
