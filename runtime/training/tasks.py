@@ -71,7 +71,7 @@ TASKS: dict[str, TaskConfig] = {
         frame="one row of an 8x8 handwritten digit image: 8 pixels scaled to [0, 1]"),
     "keywords": TaskConfig(
         kind="LSTM", hidden=64, epochs=40, qat_epochs=10, batch=32, lr=3e-3, qat_lr=1e-3,
-        normalize=True, forget_bias=1.0, all_steps_weight=0.5,
+        normalize=True, forget_bias=1.0, all_steps_weight=0.5, time_shift=10, input_noise=0.1,
         frame="one 10 ms frame of 40 log-mel energies (see the frontend metadata)"),
 }
 GENERIC = TaskConfig(kind="LSTM", hidden=32, epochs=30, qat_epochs=10, batch=32, lr=1e-2,
