@@ -319,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_stats_parser(sub)
     add_stream_parser(sub)
     add_keys_parser(sub)
+    from .train_cli import add_train_parser
+    add_train_parser(sub)
     from .energy_cli import add_energy_parser
     add_energy_parser(sub)
 
