@@ -1,4 +1,4 @@
-"""The Engine: a CompiledModel programmed onto a Device, run by the numba interpreter.
+"""The Engine: a CompiledModel programmed onto a Device, run by the numba kernels.
 
     prog = nvm.convert("model.onnx", calibration=x_cal)
     eng = nvm.Engine(prog, nvm.Device("pcm", seed=0, age_s=3600), votes=1)
@@ -14,6 +14,16 @@ the stream seed ``s + b``.
 Voting (``votes=K``): every stream runs as K replicas on the same programmed weights with
 independent per-read noise; ``run``/``step`` return the mean of the K outputs and
 ``predict``/``Stream.last_class`` the majority class (ties -> the class with the higher mean).
+
+Execution routes (all give the same bits; see runtime/kernels/vmm.py for why):
+
+* ``Stream.step`` -- one fused numba call per frame, products in-kernel;
+* ``run``/``predict``/``step_many`` -- layer by layer: the tile products of every layer input
+  are computed for all rows (streams x time steps) at once by BLAS (numpy matmul) when the
+  segment has a DAC; recurrent products go through BLAS per step when the batch has at least
+  :data:`BLAS_MIN_ROWS` rows, else in-kernel; the periphery (noise, ADC) and the cells run in
+  numba per stream and step. Large batches run in chunks of rows so the precomputed products
+  stay within :data:`PRE_BYTES`.
 """
 
 from __future__ import annotations
@@ -32,10 +42,14 @@ from nvmstream.converters.errors import NvmInputError
 from nvmstream.devices import Device
 
 from . import kernels as K
+from .kernels import layout as LY
 from .ledger import InferenceReport, Ledger, make_report, step_costs
 from .plan import Plan, build_plan
 
 log = logging.getLogger(__name__)
+
+BLAS_MIN_ROWS = 16          # recurrent products through BLAS per step from this many rows
+PRE_BYTES = 64 << 20        # bound on the precomputed products of one chunk of rows
 
 
 def _stream_seeds(device_seed: int, stream_seed: int, replicas: int, slots: int) -> np.ndarray:
@@ -74,7 +88,7 @@ class Engine:
                         "identical", self.votes, device.profile.name)
         self._next_stream = 0
         self._out_names = [o.name for o in self.model.outputs]
-        self._scratch = K.scratch(self.plan.meta)
+        self._scratch = K.scratch(self.plan.layers, self.plan.segs, self.plan.max_w)
         self._pool_state = np.zeros((0, self.plan.state_width))
         self._pool_rng = np.zeros((0, self.plan.rng_slots, 4), np.uint64)
         self._free: list[int] = []
@@ -135,9 +149,55 @@ class Engine:
         env[:, :, :f] = x_btf
         if srow is None:
             srow = np.arange(n, dtype=np.int64)
-        K.run_program(self.plan.meta, self.plan.wf, self.plan.pf, env, lens, state, rng, srow,
-                      *self._scratch)
+        per_row = t * (max(self.plan.pre_x, default=0) + 1) * 8
+        chunk = max(1, min(n, PRE_BYTES // per_row))
+        for r0 in range(0, n, chunk):
+            r1 = min(n, r0 + chunk)
+            self._exec_rows(env[r0:r1], lens[r0:r1], state, rng, srow[r0:r1])
         return env
+
+    def _exec_rows(self, env: np.ndarray, lens: np.ndarray, state: np.ndarray,
+                   rng: np.ndarray, srow: np.ndarray) -> None:
+        plan = self.plan
+        segs, w32, w64, pf, scr = plan.segs, plan.w32, plan.w64, plan.pf, self._scratch
+        n, t, _ = env.shape
+        none = np.empty((1, 1))
+        for li in range(plan.layers.shape[0]):
+            lay = plan.layers[li]
+            op = int(lay["op"])
+            if op not in (LY.OP_DENSE, LY.OP_LSTM, LY.OP_GRU, LY.OP_RNN):
+                K.run_digital(lay, env, pf, scr)
+                continue
+            mine = segs[int(lay["seg0"]):int(lay["seg0"]) + int(lay["nseg"])]
+            blas = bool(len(mine)) and all(int(s["dac_q"]) > 0 for s in mine)
+            pre_x, xpre = none, False
+            if blas and plan.pre_x[li]:
+                x0, xw = int(lay["x"]), int(lay["xw"])
+                V = env[:, :, x0:x0 + xw].reshape(n * t, xw).astype(np.float64)
+                pre_x = np.empty((n * t, plan.pre_x[li]))
+                for s in mine:
+                    if int(s["src"]) == LY.SRC_X:
+                        K.blas_products(s, w32, w64, V, pre_x)
+                xpre = True
+            if op == LY.OP_DENSE:
+                K.run_dense(lay, segs, w32, w64, pf, env, rng, srow, pre_x, xpre, scr)
+                continue
+            if blas and n >= BLAS_MIN_ROWS and plan.pre_h[li]:
+                so, h = int(lay["state"]), int(lay["h"])
+                pre_h = np.empty((n, plan.pre_h[li]))
+                hsegs = [s for s in mine if int(s["src"]) == LY.SRC_H]
+                for k in range(int(lens.max(initial=0))):
+                    Vh = state[srow, so:so + h]
+                    for s in hsegs:
+                        K.blas_products(s, w32, w64, Vh, pre_h)
+                    K.run_recurrent(lay, segs, w32, w64, pf, env, lens, state, rng, srow, k,
+                                    k + 1, pre_x, xpre, pre_h, True, scr)
+                for k in range(int(lens.max(initial=0)), t):   # rows past their length: zeros
+                    K.run_recurrent(lay, segs, w32, w64, pf, env, lens, state, rng, srow, k,
+                                    k + 1, pre_x, xpre, none, False, scr)
+            else:
+                K.run_recurrent(lay, segs, w32, w64, pf, env, lens, state, rng, srow, 0, t,
+                                pre_x, xpre, none, False, scr)
 
     # ----------------------------------------------------------------------- stream pool
     def _alloc_rows(self) -> int:
@@ -369,7 +429,7 @@ class Stream:
         self.energy_pJ: float = 0.0           # total over this stream's steps
         self._env = np.zeros((k, 1, engine.plan.env_width), np.float32)
         self._ones = np.ones(k, np.int64)
-        self._s32, self._s64 = K.scratch(engine.plan.meta)
+        self._scratch = K.scratch(engine.plan.layers, engine.plan.segs, engine.plan.max_w)
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
         """Feed one frame ``[F]``; returns the first output for this step ``[F_out]``."""
@@ -383,9 +443,9 @@ class Stream:
             raise NvmInputError(f"frame {self.steps}: expected shape ({f},), got {x_t.shape}")
         o0, o1 = eng._first_off
         out = np.empty(o1 - o0, np.float32)
-        best = K.stream_step(plan.meta, plan.wf, plan.pf, self._env, self._ones,
-                             eng._pool_state, eng._pool_rng, self._rows, self._s32, self._s64,
-                             x_t, o0, o1, out)
+        best = K.stream_step(plan.layers, plan.segs, plan.w32, plan.w64, plan.pf, self._env,
+                             self._ones, eng._pool_state, eng._pool_rng, self._rows,
+                             self._scratch, x_t, o0, o1, out)
         if best < 0:
             raise NvmInputError(f"frame {self.steps}: contains NaN or infinity")
         eng._pending_steps += 1

@@ -1,0 +1,13 @@
+"""numba kernels of the engine, split by concern:
+
+* :mod:`.layout` -- the program's record types (named fields) and codes;
+* :mod:`.rng` -- random states and the normal sampler (one definition, documented order);
+* :mod:`.vmm` -- DAC, tile products (in-kernel and BLAS routes), periphery after the products;
+* :mod:`.cells` -- activations and LSTM/GRU/RNN cells;
+* :mod:`.program` -- layer loops, the fused streamed step.
+"""
+
+from .layout import ACT_CODES, LAYER, SEG, OPS, SOURCES  # noqa: F401
+from .program import BB, segment, run_dense, run_digital, run_program, run_recurrent, scratch, stream_step  # noqa: F401
+from .rng import fill_normals, normals, seed_states  # noqa: F401
+from .vmm import blas_products, dac_codes  # noqa: F401

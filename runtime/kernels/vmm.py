@@ -1,0 +1,198 @@
+"""Crossbar products and the periphery stages around them, for one segment (one crossbar
+matrix split into row tiles).
+
+    DAC  ->  tile products (weights, and read-noise variances on squared DAC codes)
+         ->  per tile: read noise -> ADC (+ ADC noise)  ->  digital sum over tiles
+         ->  x per-output weight scale x DAC step  ->  VMM noise
+
+Products are exact: a plan stores every segment's effective weights as integers on a grid of
+``2^-f`` code units and proves (from the DAC's qmax and the weights of every tile column) that
+each tile partial sum is an integer below the accumulator's exact range (2^24 for float32,
+2^53 for float64), so any summation order -- a BLAS sgemm over many streams and time steps, or
+the in-kernel loop of a streamed step -- gives the same bits. The numpy twins of each stage
+are the ``apply`` methods of :mod:`nvmstream.devices.periphery`; this module composes them.
+
+Two product routes share :func:`periphery`:
+
+* :func:`products` -- the in-kernel loop (numba), used by the fused streamed step and by
+  small batches; it reads each weight row once per block of streams;
+* :func:`blas_products` -- numpy ``matmul`` (OpenBLAS/MKL sgemm or dgemm) over every row of a
+  ``[rows, n_in]`` input at once: all time steps of a layer's input, or all streams of a
+  batched step. Used from the engine's orchestration, never inside numba.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .rng import fill_normals
+
+
+@njit(cache=True, error_model="numpy")
+def dac(seg, V, nb, U32, U64):
+    """DAC codes of ``V[:nb, :n_in]`` (model units) into ``U64`` (and ``U32`` as float32):
+    ``clip(rint(v / step), -qmax, qmax)`` with ``1/step`` computed once; no DAC: a copy."""
+    n_in = seg.n_in
+    if seg.dac_q > 0:
+        inv = 1.0 / seg.dac_step
+        lim = float(seg.dac_q)
+        for k in range(nb):
+            for i in range(n_in):
+                c = np.rint(V[k, i] * inv)
+                if c > lim:
+                    c = lim
+                elif c < -lim:
+                    c = -lim
+                U64[k, i] = c
+                U32[k, i] = np.float32(c)
+    else:
+        for k in range(nb):
+            for i in range(n_in):
+                U64[k, i] = V[k, i]
+
+
+@njit(cache=True, error_model="numpy")
+def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
+    """``P[k, col0 + blk*n_out + j] = sum_{i in tile blk} W[i, j] * u_ki`` (``u_ki^2`` if
+    ``square``), accumulated in W's dtype (exact: see module docstring)."""
+    for blk in range(nblk):
+        r0 = blk * tr
+        r1 = min(n_in, r0 + tr)
+        for k in range(nb):
+            for j in range(n_out):
+                acc[k, j] = 0.0
+        for i in range(r0, r1):
+            row = W[off + i * n_out:off + (i + 1) * n_out]
+            for k in range(nb):
+                u = U[k, i]
+                if square:
+                    u = u * u
+                if u != 0.0:
+                    a = acc[k, :n_out]
+                    for j in range(n_out):
+                        a[j] += row[j] * u
+        c = col0 + blk * n_out
+        for k in range(nb):
+            for j in range(n_out):
+                P[k, c + j] = float(acc[k, j])
+
+
+@njit(cache=True, error_model="numpy")
+def products(seg, w32, w64, U32, U64, nb, A32, A64, P):
+    """Tile products of one segment for ``nb`` streams (DAC codes already in U32/U64):
+    ``P[k, :nblk*n_out]`` partial sums, then (read noise) ``P[k, nblk*n_out:]`` variances."""
+    n_in, n_out, tr, nblk = seg.n_in, seg.n_out, seg.tile_rows, seg.nblk
+    if seg.w64 == 1:
+        _tile_products(w64, seg.w, n_in, n_out, tr, nblk, U64, nb, False, A64, P, 0)
+    else:
+        _tile_products(w32, seg.w, n_in, n_out, tr, nblk, U32, nb, False, A32, P, 0)
+    if seg.var >= 0:
+        if seg.var64 == 1:
+            _tile_products(w64, seg.var, n_in, n_out, tr, nblk, U64, nb, True, A64, P,
+                           nblk * n_out)
+        else:
+            _tile_products(w32, seg.var, n_in, n_out, tr, nblk, U32, nb, True, A32, P,
+                           nblk * n_out)
+
+
+@njit(cache=True, error_model="numpy")
+def periphery(seg, pf, P, st, G, Q, out):
+    """Everything after the tile products, for one stream: ``P`` its row of products (see
+    :func:`products`), ``st`` its random state (consumed in the order documented in
+    :mod:`.rng`), ``G``/``Q`` scratch [n_out]; adds the segment's output (model units) into
+    ``out[:n_out]``."""
+    n_out = seg.n_out
+    nblk = seg.nblk
+    wg = seg.wgrid
+    vg = seg.vgrid
+    aq = float(seg.adc_q)
+    anz = seg.adc_noise
+    has_var = seg.var >= 0
+    vo = nblk * n_out
+    for j in range(n_out):
+        Q[j] = 0.0
+    for blk in range(nblk):
+        c0 = blk * n_out
+        if has_var:
+            fill_normals(st, G, n_out)
+        if seg.adc >= 0:
+            steps = pf[seg.adc + c0:seg.adc + c0 + n_out]
+            if anz > 0.0:
+                if has_var:
+                    for j in range(n_out):
+                        G[j] = (P[c0 + j] * wg + math.sqrt(P[vo + c0 + j] * vg) * G[j])
+                else:
+                    for j in range(n_out):
+                        G[j] = P[c0 + j] * wg
+                # the read-noise normals are used up: draw the ADC noise into Q's partner
+                _adc_noisy(G, steps, aq, anz, st, Q, n_out)
+            else:
+                for j in range(n_out):
+                    p = P[c0 + j] * wg
+                    if has_var:
+                        p += math.sqrt(P[vo + c0 + j] * vg) * G[j]
+                    c = min(max(np.rint(p / steps[j]), -aq), aq)
+                    Q[j] += c * steps[j]
+        else:
+            for j in range(n_out):
+                p = P[c0 + j] * wg
+                if has_var:
+                    p += math.sqrt(P[vo + c0 + j] * vg) * G[j]
+                Q[j] += p
+    sw = pf[seg.sw:seg.sw + n_out]
+    scale = seg.dac_step if seg.dac_q > 0 else 1.0
+    if seg.vmm_sigma > 0.0:
+        fill_normals(st, G, n_out)
+        for j in range(n_out):
+            out[j] += Q[j] * sw[j] * scale + seg.vmm_sigma * G[j]
+    else:
+        for j in range(n_out):
+            out[j] += Q[j] * sw[j] * scale
+
+
+@njit(cache=True, error_model="numpy")
+def _adc_noisy(p, steps, aq, anz, st, Q, n):
+    """ADC with input-referred noise: ``Q += clip(rint(p/step + anz*N(0,1))) * step``; the
+    normals are drawn one vector at a time into a small stack buffer."""
+    g = np.empty(n)
+    fill_normals(st, g, n)
+    for j in range(n):
+        x = p[j] / steps[j] + anz * g[j]
+        c = min(max(np.rint(x), -aq), aq)
+        Q[j] += c * steps[j]
+
+
+# ------------------------------------------------------------------------------ BLAS route
+def dac_codes(seg, V: np.ndarray) -> np.ndarray:
+    """numpy DAC, the same float64 operations as :func:`dac` (``V[rows, n_in]`` float64)."""
+    q = float(seg["dac_q"])
+    return np.clip(np.rint(V * (1.0 / float(seg["dac_step"]))), -q, q)
+
+
+def blas_products(seg, w32: np.ndarray, w64: np.ndarray, V: np.ndarray,
+                  out: np.ndarray) -> None:
+    """Tile products of segment ``seg`` for every row of ``V[rows, n_in]`` (float64, model
+    units) into ``out[rows, pre : pre + pre_width]`` (float64), through numpy's matmul (BLAS
+    gemm). Only for segments with a DAC: their products are exact integers (module
+    docstring), so these equal :func:`products` bit for bit."""
+    n_in, n_out = int(seg["n_in"]), int(seg["n_out"])
+    tr, nblk, c0 = int(seg["tile_rows"]), int(seg["nblk"]), int(seg["pre"])
+    U = dac_codes(seg, V)
+    wbuf = w64 if seg["w64"] else w32
+    W = wbuf[int(seg["w"]):int(seg["w"]) + n_in * n_out].reshape(n_in, n_out)
+    Uw = U.astype(wbuf.dtype)
+    for blk in range(nblk):
+        r0, r1 = blk * tr, min(n_in, (blk + 1) * tr)
+        out[:, c0 + blk * n_out:c0 + (blk + 1) * n_out] = Uw[:, r0:r1] @ W[r0:r1]
+    if seg["var"] >= 0:
+        vbuf = w64 if seg["var64"] else w32
+        Var = vbuf[int(seg["var"]):int(seg["var"]) + n_in * n_out].reshape(n_in, n_out)
+        U2 = U.astype(vbuf.dtype)
+        U2 *= U2
+        v0 = c0 + nblk * n_out
+        for blk in range(nblk):
+            r0, r1 = blk * tr, min(n_in, (blk + 1) * tr)
+            out[:, v0 + blk * n_out:v0 + (blk + 1) * n_out] = U2[:, r0:r1] @ Var[r0:r1]
