@@ -166,7 +166,7 @@ class Engine:
             lay = plan.layers[li]
             op = int(lay["op"])
             if op not in (LY.OP_DENSE, LY.OP_LSTM, LY.OP_GRU, LY.OP_RNN):
-                K.run_digital(lay, env, pf, scr)
+                K.run_digital(plan.layers, li, env, pf, scr)
                 continue
             mine = segs[int(lay["seg0"]):int(lay["seg0"]) + int(lay["nseg"])]
             blas = bool(len(mine)) and all(int(s["dac_q"]) > 0 for s in mine)
@@ -180,7 +180,7 @@ class Engine:
                         K.blas_products(s, w32, w64, V, pre_x)
                 xpre = True
             if op == LY.OP_DENSE:
-                K.run_dense(lay, segs, w32, w64, pf, env, rng, srow, pre_x, xpre, scr)
+                K.run_dense(plan.layers, li, segs, w32, w64, pf, env, rng, srow, pre_x, xpre, scr)
                 continue
             if blas and n >= BLAS_MIN_ROWS and plan.pre_h[li]:
                 so, h = int(lay["state"]), int(lay["h"])
@@ -190,13 +190,13 @@ class Engine:
                     Vh = state[srow, so:so + h]
                     for s in hsegs:
                         K.blas_products(s, w32, w64, Vh, pre_h)
-                    K.run_recurrent(lay, segs, w32, w64, pf, env, lens, state, rng, srow, k,
+                    K.run_recurrent(plan.layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k,
                                     k + 1, pre_x, xpre, pre_h, True, scr)
                 for k in range(int(lens.max(initial=0)), t):   # rows past their length: zeros
-                    K.run_recurrent(lay, segs, w32, w64, pf, env, lens, state, rng, srow, k,
+                    K.run_recurrent(plan.layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k,
                                     k + 1, pre_x, xpre, none, False, scr)
             else:
-                K.run_recurrent(lay, segs, w32, w64, pf, env, lens, state, rng, srow, 0, t,
+                K.run_recurrent(plan.layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, 0, t,
                                 pre_x, xpre, none, False, scr)
 
     # ----------------------------------------------------------------------- stream pool

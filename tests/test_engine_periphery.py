@@ -31,7 +31,7 @@ def _kernel(eng, seg, v, state, pre=None):
     V[0, :seg.n_in] = v
     row = np.zeros(1, np.int64)
     use = pre is not None
-    K.segment(plan.segs[seg.index], plan.w32, plan.w64, plan.pf, V, 1, rng, row, 0, out,
+    K.segment_at(plan.segs, seg.index, plan.w32, plan.w64, plan.pf, V, 1, rng, row, 0, out,
               pre if use else np.empty((1, 1)), row, use, scr)
     return out[0]
 

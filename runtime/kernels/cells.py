@@ -108,14 +108,18 @@ def lstm_cell(lay, pf, zx, zh, hs, cs, tmp):
     overwritten), ``hs``/``cs`` [H] the state (updated in place), ``tmp`` [H] scratch."""
     H = lay.h
     ap = lay.actp
-    bias = lay.bias
+    bias = pf[lay.bias:lay.bias + 4 * H]
     for j in range(4 * H):
-        zx[j] = zx[j] + zh[j] + pf[bias + j]
+        zx[j] = zx[j] + zh[j] + bias[j]
     i0, o0, f0, c0 = LSTM_I * H, LSTM_O * H, LSTM_F * H, LSTM_C * H
     if lay.peep >= 0:
+        pi = pf[lay.peep + PEEP_I * H:lay.peep + (PEEP_I + 1) * H]
+        pff = pf[lay.peep + PEEP_F * H:lay.peep + (PEEP_F + 1) * H]
+        zi = zx[i0:i0 + H]
+        zf = zx[f0:f0 + H]
         for j in range(H):
-            zx[i0 + j] += pf[lay.peep + PEEP_I * H + j] * cs[j]
-            zx[f0 + j] += pf[lay.peep + PEEP_F * H + j] * cs[j]
+            zi[j] += pi[j] * cs[j]
+            zf[j] += pff[j] * cs[j]
     clip_vec(zx[i0:i0 + H], H, lay.clip)
     clip_vec(zx[f0:f0 + H], H, lay.clip)
     clip_vec(zx[c0:c0 + H], H, lay.clip)
@@ -133,8 +137,9 @@ def lstm_cell(lay, pf, zx, zh, hs, cs, tmp):
         cs[j] = fg[j] * cs[j] + ig[j] * cg[j]
     go = zx[o0:o0 + H]
     if lay.peep >= 0:
+        po = pf[lay.peep + PEEP_O * H:lay.peep + (PEEP_O + 1) * H]
         for j in range(H):
-            go[j] += pf[lay.peep + PEEP_O * H + j] * cs[j]
+            go[j] += po[j] * cs[j]
     clip_vec(go, H, lay.clip)
     og = zh[o0:o0 + H]
     act_vec(lay.act0, go, og, H, pf[ap], pf[ap + 1])
@@ -147,12 +152,14 @@ def lstm_cell(lay, pf, zx, zh, hs, cs, tmp):
 def gru_gates(lay, pf, zx, zh):
     """GRU update and reset gates into ``zx[z]``, ``zx[r]`` (bias = [Wb | Rb])."""
     H = lay.h
-    b = lay.bias
     z0, r0 = GRU_Z * H, GRU_R * H
     G = 3 * H
+    wz, wr = pf[lay.bias + z0:lay.bias + z0 + H], pf[lay.bias + r0:lay.bias + r0 + H]
+    rz, rr = pf[lay.bias + G + z0:lay.bias + G + z0 + H], pf[lay.bias + G + r0:lay.bias + G + r0 + H]
+    xz, xr, hz, hr = zx[z0:z0 + H], zx[r0:r0 + H], zh[z0:z0 + H], zh[r0:r0 + H]
     for j in range(H):
-        zx[z0 + j] = zx[z0 + j] + pf[b + z0 + j] + zh[z0 + j] + pf[b + G + z0 + j]
-        zx[r0 + j] = zx[r0 + j] + pf[b + r0 + j] + zh[r0 + j] + pf[b + G + r0 + j]
+        xz[j] = xz[j] + wz[j] + hz[j] + rz[j]
+        xr[j] = xr[j] + wr[j] + hr[j] + rr[j]
     clip_vec(zx[z0:z0 + H], H, lay.clip)
     clip_vec(zx[r0:r0 + H], H, lay.clip)
     act_vec(lay.act0, zx[z0:z0 + H], zx[z0:z0 + H], H, pf[lay.actp], pf[lay.actp + 1])
@@ -164,25 +171,28 @@ def gru_update(lay, pf, zx, zh, zr, hs, hg, tmp):
     """GRU candidate and state update after :func:`gru_gates`: ``zr`` [H] the product of
     r*h (linear_before_reset=0); ``hg``, ``tmp`` [H] scratch; ``hs`` updated in place."""
     H = lay.h
-    b = lay.bias
     z0, r0, h0 = GRU_Z * H, GRU_R * H, GRU_H * H
     G = 3 * H
-    for j in range(H):
-        if lay.lbr == 1:
-            hg[j] = (zx[h0 + j] + pf[b + h0 + j]
-                     + zx[r0 + j] * (zh[h0 + j] + pf[b + G + h0 + j]))
-        else:
-            hg[j] = zx[h0 + j] + pf[b + h0 + j] + zr[j] + pf[b + G + h0 + j]
+    wh, rh = pf[lay.bias + h0:lay.bias + h0 + H], pf[lay.bias + G + h0:lay.bias + G + h0 + H]
+    xr, xh, hh = zx[r0:r0 + H], zx[h0:h0 + H], zh[h0:h0 + H]
+    if lay.lbr == 1:
+        for j in range(H):
+            hg[j] = xh[j] + wh[j] + xr[j] * (hh[j] + rh[j])
+    else:
+        for j in range(H):
+            hg[j] = xh[j] + wh[j] + zr[j] + rh[j]
     clip_vec(hg, H, lay.clip)
     act_vec(lay.act1, hg, tmp, H, pf[lay.actp + 2], pf[lay.actp + 3])
+    xz = zx[z0:z0 + H]
     for j in range(H):
-        hs[j] = (1.0 - zx[z0 + j]) * tmp[j] + zx[z0 + j] * hs[j]
+        hs[j] = (1.0 - xz[j]) * tmp[j] + xz[j] * hs[j]
 
 
 @njit(cache=True, error_model="numpy")
 def rnn_cell(lay, pf, zx, zh, hs):
     H = lay.h
+    bias = pf[lay.bias:lay.bias + H]
     for j in range(H):
-        zx[j] = zx[j] + zh[j] + pf[lay.bias + j]
+        zx[j] = zx[j] + zh[j] + bias[j]
     clip_vec(zx, H, lay.clip)
     act_vec(lay.act0, zx, hs, H, pf[lay.actp], pf[lay.actp + 1])

@@ -60,7 +60,15 @@ def segment(seg, w32, w64, pf, V, nb, rng, ridx, slot, out, pre, prow, use_pre, 
 
 
 @njit(cache=True, error_model="numpy")
-def run_dense(lay, segs, w32, w64, pf, env, rng, srow, pre, use_pre, scr):
+def segment_at(segs, si, w32, w64, pf, V, nb, rng, ridx, slot, out, pre, prow, use_pre, scr):
+    """:func:`segment` for ``segs[si]`` (an entry point for tests: records stay in numba)."""
+    segment(segs[si], w32, w64, pf, V, nb, rng, ridx, slot, out, pre, prow, use_pre, scr)
+
+
+@njit(cache=True, error_model="numpy")
+def run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, pre, use_pre, scr):
+    """Layer ``li`` (a Dense layer) on every row and step of ``env``."""
+    lay = layers[li]
     f32, f64, pp, vec, idx = scr
     B, T = env.shape[0], env.shape[1]
     ZX, V = f64[0], f64[3]
@@ -90,10 +98,11 @@ def run_dense(lay, segs, w32, w64, pf, env, rng, srow, pre, use_pre, scr):
 
 
 @njit(cache=True, error_model="numpy")
-def run_recurrent(lay, segs, w32, w64, pf, env, lens, state, rng, srow, k0, k1, preX, xpre,
-                  preH, hpre, scr):
-    """Steps ``k0 <= k < k1`` of one direction of a recurrent layer (step k is time
-    ``L-1-k`` for a reverse direction of a sequence of length L)."""
+def run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k0, k1, preX,
+                  xpre, preH, hpre, scr):
+    """Steps ``k0 <= k < k1`` of layer ``li``, one direction of a recurrent layer (step k is
+    time ``L-1-k`` for a reverse direction of a sequence of length L)."""
+    lay = layers[li]
     f32, f64, pp, vec, idx = scr
     B, T = env.shape[0], env.shape[1]
     ZX, ZH, ZR, V = f64[0], f64[1], f64[2], f64[3]
@@ -178,8 +187,9 @@ def run_recurrent(lay, segs, w32, w64, pf, env, lens, state, rng, srow, k0, k1, 
 
 
 @njit(cache=True, error_model="numpy")
-def run_digital(lay, env, pf, scr):
+def run_digital(layers, li, env, pf, scr):
     """Layers without crossbars: copies, elementwise activations, (log-)softmax."""
+    lay = layers[li]
     f32, f64, pp, vec, idx = scr
     B, T = env.shape[0], env.shape[1]
     xo, xw, yo = lay.x, lay.xw, lay.y
@@ -223,12 +233,12 @@ def run_program(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr):
     for li in range(layers.shape[0]):
         lay = layers[li]
         if lay.op == OP_DENSE:
-            run_dense(lay, segs, w32, w64, pf, env, rng, srow, dummy, False, scr)
+            run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, dummy, False, scr)
         elif lay.op == OP_LSTM or lay.op == OP_GRU or lay.op == OP_RNN:
-            run_recurrent(lay, segs, w32, w64, pf, env, lens, state, rng, srow, 0, T, dummy,
-                          False, dummy, False, scr)
+            run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, 0, T,
+                          dummy, False, dummy, False, scr)
         else:
-            run_digital(lay, env, pf, scr)
+            run_digital(layers, li, env, pf, scr)
 
 
 @njit(cache=True, error_model="numpy")

@@ -57,27 +57,28 @@ def dac(seg, V, nb, U32, U64):
 @njit(cache=True, error_model="numpy")
 def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
     """``P[k, col0 + blk*n_out + j] = sum_{i in tile blk} W[i, j] * u_ki`` (``u_ki^2`` if
-    ``square``), accumulated in W's dtype (exact: see module docstring)."""
+    ``square``), accumulated in W's dtype (exact: see module docstring). Stream by stream,
+    row by row, a contiguous axpy over the outputs. Inner loops index views with the loop
+    counter only (an index numba cannot prove non-negative, like ``off + j``, costs a
+    wraparound select per element and stops vectorization)."""
     for blk in range(nblk):
         r0 = blk * tr
         r1 = min(n_in, r0 + tr)
+        c = col0 + blk * n_out
         for k in range(nb):
+            a = acc[k]
             for j in range(n_out):
-                acc[k, j] = 0.0
-        for i in range(r0, r1):
-            row = W[off + i * n_out:off + (i + 1) * n_out]
-            for k in range(nb):
+                a[j] = 0.0
+            for i in range(r0, r1):
                 u = U[k, i]
                 if square:
                     u = u * u
                 if u != 0.0:
-                    a = acc[k, :n_out]
+                    row = W[off + i * n_out:off + (i + 1) * n_out]
                     for j in range(n_out):
                         a[j] += row[j] * u
-        c = col0 + blk * n_out
-        for k in range(nb):
             for j in range(n_out):
-                P[k, c + j] = float(acc[k, j])
+                P[k, c + j] = float(a[j])
 
 
 @njit(cache=True, error_model="numpy")
@@ -103,51 +104,47 @@ def periphery(seg, pf, P, st, G, Q, out):
     """Everything after the tile products, for one stream: ``P`` its row of products (see
     :func:`products`), ``st`` its random state (consumed in the order documented in
     :mod:`.rng`), ``G``/``Q`` scratch [n_out]; adds the segment's output (model units) into
-    ``out[:n_out]``."""
+    ``out[:n_out]``. Stage by stage over the outputs (each loop vectorizes)."""
     n_out = seg.n_out
     nblk = seg.nblk
     wg = seg.wgrid
     vg = seg.vgrid
     aq = float(seg.adc_q)
-    anz = seg.adc_noise
-    has_var = seg.var >= 0
     vo = nblk * n_out
+    adc = seg.adc
     for j in range(n_out):
         Q[j] = 0.0
     for blk in range(nblk):
         c0 = blk * n_out
-        if has_var:
+        p = P[c0:c0 + n_out]
+        # read noise (G holds the noisy partial sums afterwards)
+        if seg.var >= 0:
+            v = P[vo + c0:vo + c0 + n_out]
             fill_normals(st, G, n_out)
-        if seg.adc >= 0:
-            steps = pf[seg.adc + c0:seg.adc + c0 + n_out]
-            if anz > 0.0:
-                if has_var:
-                    for j in range(n_out):
-                        G[j] = (P[c0 + j] * wg + math.sqrt(P[vo + c0 + j] * vg) * G[j])
-                else:
-                    for j in range(n_out):
-                        G[j] = P[c0 + j] * wg
-                # the read-noise normals are used up: draw the ADC noise into Q's partner
-                _adc_noisy(G, steps, aq, anz, st, Q, n_out)
+            for j in range(n_out):
+                G[j] = p[j] * wg + math.sqrt(v[j] * vg) * G[j]
+        else:
+            for j in range(n_out):
+                G[j] = p[j] * wg
+        # ADC (+ noise) and the digital sum over tiles
+        if adc >= 0:
+            steps = pf[adc + c0:adc + c0 + n_out]
+            if seg.adc_noise > 0.0:
+                _adc_noisy(G, steps, aq, seg.adc_noise, st, Q, n_out)
             else:
                 for j in range(n_out):
-                    p = P[c0 + j] * wg
-                    if has_var:
-                        p += math.sqrt(P[vo + c0 + j] * vg) * G[j]
-                    c = min(max(np.rint(p / steps[j]), -aq), aq)
+                    c = min(max(np.rint(G[j] / steps[j]), -aq), aq)
                     Q[j] += c * steps[j]
         else:
             for j in range(n_out):
-                p = P[c0 + j] * wg
-                if has_var:
-                    p += math.sqrt(P[vo + c0 + j] * vg) * G[j]
-                Q[j] += p
+                Q[j] += G[j]
     sw = pf[seg.sw:seg.sw + n_out]
     scale = seg.dac_step if seg.dac_q > 0 else 1.0
     if seg.vmm_sigma > 0.0:
         fill_normals(st, G, n_out)
+        sg = seg.vmm_sigma
         for j in range(n_out):
-            out[j] += Q[j] * sw[j] * scale + seg.vmm_sigma * G[j]
+            out[j] += Q[j] * sw[j] * scale + sg * G[j]
     else:
         for j in range(n_out):
             out[j] += Q[j] * sw[j] * scale
@@ -156,12 +153,11 @@ def periphery(seg, pf, P, st, G, Q, out):
 @njit(cache=True, error_model="numpy")
 def _adc_noisy(p, steps, aq, anz, st, Q, n):
     """ADC with input-referred noise: ``Q += clip(rint(p/step + anz*N(0,1))) * step``; the
-    normals are drawn one vector at a time into a small stack buffer."""
+    normals are drawn into a small buffer."""
     g = np.empty(n)
     fill_normals(st, g, n)
     for j in range(n):
-        x = p[j] / steps[j] + anz * g[j]
-        c = min(max(np.rint(x), -aq), aq)
+        c = min(max(np.rint(p[j] / steps[j] + anz * g[j]), -aq), aq)
         Q[j] += c * steps[j]
 
 
