@@ -49,7 +49,7 @@ from .plan import Plan, build_plan
 log = logging.getLogger(__name__)
 
 BLAS_MIN_ROWS = 16          # recurrent products through BLAS per step from this many rows
-PRE_BYTES = 64 << 20        # bound on the precomputed products of one chunk of rows
+PRE_BYTES = 4 << 20         # bound on the precomputed products of one chunk of rows (cache-sized)
 
 
 def _stream_seeds(device_seed: int, stream_seed: int, replicas: int, slots: int) -> np.ndarray:

@@ -61,6 +61,7 @@ def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
     row by row, a contiguous axpy over the outputs. Inner loops index views with the loop
     counter only (an index numba cannot prove non-negative, like ``off + j``, costs a
     wraparound select per element and stops vectorization)."""
+    Wm = W[off:off + n_in * n_out].reshape((n_in, n_out))
     for blk in range(nblk):
         r0 = blk * tr
         r1 = min(n_in, r0 + tr)
@@ -74,11 +75,11 @@ def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
                 if square:
                     u = u * u
                 if u != 0.0:
-                    row = W[off + i * n_out:off + (i + 1) * n_out]
                     for j in range(n_out):
-                        a[j] += row[j] * u
+                        a[j] += Wm[i, j] * u
+            p = P[k, c:c + n_out]
             for j in range(n_out):
-                P[k, c + j] = float(a[j])
+                p[j] = float(a[j])
 
 
 @njit(cache=True, error_model="numpy")
