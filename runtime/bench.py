@@ -87,8 +87,8 @@ def blas_threads(n: int):
     import glob
     libs = []
     base = Path(np.__file__).parent
-    for pat in (str(base.parent / "numpy.libs" / "*openblas*"), str(base / ".dylibs" / "*openblas*")):
-        libs.extend(glob.glob(pat))
+    for pat in (base.parent / "numpy.libs" / "*openblas*", base / ".dylibs" / "*openblas*"):
+        libs.extend(glob.glob(str(pat)))
     setter = getter = None
     for path in libs:
         try:
@@ -318,11 +318,13 @@ def format_engine(res: dict) -> str:
                      f"{q['onnxruntime']:>12.1f}" + (" " * 9 if have_torch else "")
                      + f"{res['ratios']['sweep_throughput']:>8.2f}")
     c = res["cpu_ratios"]
+    swr = ""
+    if sw:
+        q = sw["cpu_sequences_per_s"]
+        swr = f", sweep throughput {q['nvmstream'] / q['onnxruntime']:.2f}"
     lines.append(f"ratios on process CPU time (robust to machine load): streamed step "
                  f"{c['stream_step']:.2f}, T=100 per step {c['sequence_step']:.2f}, "
-                 f"256-stream throughput {c['batch256_throughput']:.2f}"
-                 + (f", sweep throughput {sw['cpu_sequences_per_s']['nvmstream'] / sw['cpu_sequences_per_s']['onnxruntime']:.2f}"
-                    if sw else ""))
+                 f"256-stream throughput {c['batch256_throughput']:.2f}{swr}")
     return "\n".join(lines)
 
 

@@ -190,14 +190,14 @@ class Engine:
                     Vh = state[srow, so:so + h]
                     for s in hsegs:
                         K.blas_products(s, w32, w64, Vh, pre_h)
-                    K.run_recurrent(plan.layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k,
-                                    k + 1, pre_x, xpre, pre_h, True, scr)
+                    K.run_recurrent(plan.layers, li, segs, w32, w64, pf, env, lens, state, rng,
+                                    srow, k, k + 1, pre_x, xpre, pre_h, True, scr)
                 for k in range(int(lens.max(initial=0)), t):   # rows past their length: zeros
-                    K.run_recurrent(plan.layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k,
-                                    k + 1, pre_x, xpre, none, False, scr)
+                    K.run_recurrent(plan.layers, li, segs, w32, w64, pf, env, lens, state, rng,
+                                    srow, k, k + 1, pre_x, xpre, none, False, scr)
             else:
-                K.run_recurrent(plan.layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, 0, t,
-                                pre_x, xpre, none, False, scr)
+                K.run_recurrent(plan.layers, li, segs, w32, w64, pf, env, lens, state, rng, srow,
+                                0, t, pre_x, xpre, none, False, scr)
 
     # ----------------------------------------------------------------------- stream pool
     def _alloc_rows(self) -> int:

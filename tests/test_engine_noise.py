@@ -35,8 +35,8 @@ def _segment_runner(eng, key):
         out = np.zeros((1, seg.n_out))
         V = np.zeros((K.BB, plan.max_w + 1))
         V[0, :seg.n_in] = v
-        K.segment_at(plan.segs, seg.index, plan.w32, plan.w64, plan.pf, V, 1, rng, ridx, 0, out, none, ridx, False,
-                  scr)
+        K.segment_at(plan.segs, seg.index, plan.w32, plan.w64, plan.pf, V, 1, rng, ridx, 0, out,
+                     none, ridx, False, scr)
         return out[0], scr[1][5][0, :seg.n_in].copy()
     return run, seg
 

@@ -155,7 +155,8 @@ def gru_gates(lay, pf, zx, zh):
     z0, r0 = GRU_Z * H, GRU_R * H
     G = 3 * H
     wz, wr = pf[lay.bias + z0:lay.bias + z0 + H], pf[lay.bias + r0:lay.bias + r0 + H]
-    rz, rr = pf[lay.bias + G + z0:lay.bias + G + z0 + H], pf[lay.bias + G + r0:lay.bias + G + r0 + H]
+    rz = pf[lay.bias + G + z0:lay.bias + G + z0 + H]
+    rr = pf[lay.bias + G + r0:lay.bias + G + r0 + H]
     xz, xr, hz, hr = zx[z0:z0 + H], zx[r0:r0 + H], zh[z0:z0 + H], zh[r0:r0 + H]
     for j in range(H):
         xz[j] = xz[j] + wz[j] + hz[j] + rz[j]
