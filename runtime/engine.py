@@ -89,6 +89,8 @@ class Engine:
         self._next_stream = 0
         self._out_names = [o.name for o in self.model.outputs]
         self._scratch = K.scratch(self.plan.layers, self.plan.segs, self.plan.max_w)
+        self._route = self._routes()
+        self._none = np.empty((1, 1))
         self._pool_state = np.zeros((0, self.plan.state_width))
         self._pool_rng = np.zeros((0, self.plan.rng_slots, 4), np.uint64)
         self._free: list[int] = []
@@ -156,47 +158,63 @@ class Engine:
             self._exec_rows(env[r0:r1], lens[r0:r1], state, rng, srow[r0:r1])
         return env
 
-    def _exec_rows(self, env: np.ndarray, lens: np.ndarray, state: np.ndarray,
-                   rng: np.ndarray, srow: np.ndarray) -> None:
+    def _routes(self) -> list[tuple]:
+        """Per layer, what ``_exec_rows`` needs, decoded from the plan once: (index, opcode,
+        input columns, BLAS segments fed by x, BLAS segments fed by h (or None: in-kernel),
+        state columns, precomputed-product widths)."""
         plan = self.plan
-        segs, w32, w64, pf, scr = plan.segs, plan.w32, plan.w64, plan.pf, self._scratch
-        n, t, _ = env.shape
-        none = np.empty((1, 1))
+        out = []
         for li in range(plan.layers.shape[0]):
             lay = plan.layers[li]
             op = int(lay["op"])
+            s0, ns = int(lay["seg0"]), int(lay["nseg"])
+            mine = [plan.segs[i] for i in range(s0, s0 + ns)]
+            blas = bool(mine) and all(int(s["dac_q"]) > 0 for s in mine)
+            xs = [K.BlasSegment(s, plan.w32, plan.w64) for s in mine
+                  if blas and int(s["src"]) == LY.SRC_X]
+            hs = [K.BlasSegment(s, plan.w32, plan.w64) for s in mine
+                  if blas and int(s["src"]) == LY.SRC_H]
+            out.append((li, op, slice(int(lay["x"]), int(lay["x"]) + int(lay["xw"])), xs,
+                        hs if blas and plan.pre_h[li] else None,
+                        slice(int(lay["state"]), int(lay["state"]) + int(lay["h"])),
+                        plan.pre_x[li], plan.pre_h[li]))
+        return out
+
+    def _exec_rows(self, env: np.ndarray, lens: np.ndarray, state: np.ndarray,
+                   rng: np.ndarray, srow: np.ndarray) -> None:
+        plan = self.plan
+        layers, segs, w32, w64, pf = plan.layers, plan.segs, plan.w32, plan.w64, plan.pf
+        scr = self._scratch
+        n, t, _ = env.shape
+        none = self._none
+        for li, op, xcols, xsegs, hsegs, hcols, wx, wh in self._route:
             if op not in (LY.OP_DENSE, LY.OP_LSTM, LY.OP_GRU, LY.OP_RNN):
-                K.run_digital(plan.layers, li, env, pf, scr)
+                K.run_digital(layers, li, env, pf, scr)
                 continue
-            mine = segs[int(lay["seg0"]):int(lay["seg0"]) + int(lay["nseg"])]
-            blas = bool(len(mine)) and all(int(s["dac_q"]) > 0 for s in mine)
             pre_x, xpre = none, False
-            if blas and plan.pre_x[li]:
-                x0, xw = int(lay["x"]), int(lay["xw"])
-                V = env[:, :, x0:x0 + xw].reshape(n * t, xw).astype(np.float64)
-                pre_x = np.empty((n * t, plan.pre_x[li]))
-                for s in mine:
-                    if int(s["src"]) == LY.SRC_X:
-                        K.blas_products(s, w32, w64, V, pre_x)
+            if xsegs:
+                V = env[:, :, xcols].reshape(n * t, -1).astype(np.float64)
+                pre_x = np.empty((n * t, wx))
+                for b in xsegs:
+                    b.run(V, pre_x)
                 xpre = True
             if op == LY.OP_DENSE:
-                K.run_dense(plan.layers, li, segs, w32, w64, pf, env, rng, srow, pre_x, xpre, scr)
+                K.run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, pre_x, xpre, scr)
                 continue
-            if blas and n >= BLAS_MIN_ROWS and plan.pre_h[li]:
-                so, h = int(lay["state"]), int(lay["h"])
-                pre_h = np.empty((n, plan.pre_h[li]))
-                hsegs = [s for s in mine if int(s["src"]) == LY.SRC_H]
-                for k in range(int(lens.max(initial=0))):
-                    Vh = state[srow, so:so + h]
-                    for s in hsegs:
-                        K.blas_products(s, w32, w64, Vh, pre_h)
-                    K.run_recurrent(plan.layers, li, segs, w32, w64, pf, env, lens, state, rng,
+            if hsegs is not None and n >= BLAS_MIN_ROWS:
+                pre_h = np.empty((n, wh))
+                last = int(lens.max(initial=0))
+                for k in range(last):
+                    Vh = state[srow, hcols]
+                    for b in hsegs:
+                        b.run(Vh, pre_h)
+                    K.run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng,
                                     srow, k, k + 1, pre_x, xpre, pre_h, True, scr)
-                for k in range(int(lens.max(initial=0)), t):   # rows past their length: zeros
-                    K.run_recurrent(plan.layers, li, segs, w32, w64, pf, env, lens, state, rng,
-                                    srow, k, k + 1, pre_x, xpre, none, False, scr)
+                if last < t:                          # rows past their length: zeros
+                    K.run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng,
+                                    srow, last, t, pre_x, xpre, none, False, scr)
             else:
-                K.run_recurrent(plan.layers, li, segs, w32, w64, pf, env, lens, state, rng, srow,
+                K.run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow,
                                 0, t, pre_x, xpre, none, False, scr)
 
     # ----------------------------------------------------------------------- stream pool

@@ -163,6 +163,54 @@ def _adc_noisy(p, steps, aq, anz, st, Q, n):
 
 
 # ------------------------------------------------------------------------------ BLAS route
+class BlasSegment:
+    """The BLAS route of one segment, prepared once (views and scalars, so a call costs only
+    its numpy work): ``run(V, out)`` writes the tile products of every row of ``V[rows, n_in]``
+    (float64, model units) into ``out[rows, pre : pre + pre_width]`` (float64). Only for
+    segments with a DAC: their products are exact integers (module docstring), so these equal
+    :func:`products` bit for bit."""
+
+    def __init__(self, seg, w32: np.ndarray, w64: np.ndarray) -> None:
+        n_in, n_out = int(seg["n_in"]), int(seg["n_out"])
+        tr, nblk = int(seg["tile_rows"]), int(seg["nblk"])
+        self.q = float(seg["dac_q"])
+        self.inv = 1.0 / float(seg["dac_step"])
+        wbuf = w64 if seg["w64"] else w32
+        w0 = int(seg["w"])
+        W = wbuf[w0:w0 + n_in * n_out].reshape(n_in, n_out)
+        c0 = int(seg["pre"])
+        self.dtype = wbuf.dtype
+        self.blocks = [(slice(b * tr, min(n_in, (b + 1) * tr)),
+                        slice(c0 + b * n_out, c0 + (b + 1) * n_out)) for b in range(nblk)]
+        self.W = [W[r] for r, _ in self.blocks]
+        self.var = None
+        if seg["var"] >= 0:
+            vbuf = w64 if seg["var64"] else w32
+            v0 = int(seg["var"])
+            Var = vbuf[v0:v0 + n_in * n_out].reshape(n_in, n_out)
+            self.vdtype = vbuf.dtype
+            self.var = [Var[r] for r, _ in self.blocks]
+            self.vcols = [slice(c.start + nblk * n_out, c.stop + nblk * n_out)
+                          for _, c in self.blocks]
+
+    def codes(self, V: np.ndarray) -> np.ndarray:
+        """numpy DAC, the same float64 operations as :func:`dac`."""
+        U = np.rint(V * self.inv)
+        np.clip(U, -self.q, self.q, out=U)
+        return U
+
+    def run(self, V: np.ndarray, out: np.ndarray) -> None:
+        U = self.codes(V)
+        Uw = U.astype(self.dtype)
+        for (rows, cols), W in zip(self.blocks, self.W):
+            out[:, cols] = Uw[:, rows] @ W
+        if self.var is not None:
+            U2 = U.astype(self.vdtype)
+            U2 *= U2
+            for (rows, _), cols, Var in zip(self.blocks, self.vcols, self.var):
+                out[:, cols] = U2[:, rows] @ Var
+
+
 def dac_codes(seg, V: np.ndarray) -> np.ndarray:
     """numpy DAC, the same float64 operations as :func:`dac` (``V[rows, n_in]`` float64)."""
     q = float(seg["dac_q"])
@@ -171,25 +219,5 @@ def dac_codes(seg, V: np.ndarray) -> np.ndarray:
 
 def blas_products(seg, w32: np.ndarray, w64: np.ndarray, V: np.ndarray,
                   out: np.ndarray) -> None:
-    """Tile products of segment ``seg`` for every row of ``V[rows, n_in]`` (float64, model
-    units) into ``out[rows, pre : pre + pre_width]`` (float64), through numpy's matmul (BLAS
-    gemm). Only for segments with a DAC: their products are exact integers (module
-    docstring), so these equal :func:`products` bit for bit."""
-    n_in, n_out = int(seg["n_in"]), int(seg["n_out"])
-    tr, nblk, c0 = int(seg["tile_rows"]), int(seg["nblk"]), int(seg["pre"])
-    U = dac_codes(seg, V)
-    wbuf = w64 if seg["w64"] else w32
-    W = wbuf[int(seg["w"]):int(seg["w"]) + n_in * n_out].reshape(n_in, n_out)
-    Uw = U.astype(wbuf.dtype)
-    for blk in range(nblk):
-        r0, r1 = blk * tr, min(n_in, (blk + 1) * tr)
-        out[:, c0 + blk * n_out:c0 + (blk + 1) * n_out] = Uw[:, r0:r1] @ W[r0:r1]
-    if seg["var"] >= 0:
-        vbuf = w64 if seg["var64"] else w32
-        Var = vbuf[int(seg["var"]):int(seg["var"]) + n_in * n_out].reshape(n_in, n_out)
-        U2 = U.astype(vbuf.dtype)
-        U2 *= U2
-        v0 = c0 + nblk * n_out
-        for blk in range(nblk):
-            r0, r1 = blk * tr, min(n_in, (blk + 1) * tr)
-            out[:, v0 + blk * n_out:v0 + (blk + 1) * n_out] = U2[:, r0:r1] @ Var[r0:r1]
+    """:class:`BlasSegment` in one call (for tests and one-off use)."""
+    BlasSegment(seg, w32, w64).run(V, out)
