@@ -245,20 +245,46 @@ class StorageSection(_Section):
     encoding: str = _f(
         "twos_complement", str,
         "Binary representation of a code in storage; it decides what a flipped bit does to the "
-        "value and which words decode out of range (see devices/README.md).",
-        choices=("twos_complement", "offset_binary", "sign_magnitude", "gray"),
-        source="representation choice matters: arXiv 1709.06173",
+        "value and which words decode out of range (see devices/README.md). offset_binary is "
+        "identical to twos_complement under bit flips (the MSB inverted). 'unary' stores c as "
+        "c + qmax set bits out of 2 qmax (2^b - 2 bits: 14 for int4; b <= 6): every flip moves "
+        "the value by one step.",
+        choices=("twos_complement", "offset_binary", "sign_magnitude", "gray", "unary"),
+        source="representation choice matters: arXiv 1709.06173 (unary: our adaptation of its "
+        "alternative representation to b-bit codes, devices/README.md)",
     )
     detection: str = _f(
         "none", str,
-        "What happens to a code that decodes outside [-qmax, qmax]: 'none' keeps it "
-        "(e.g. -2^(b-1)); 'nulling' sets it to 0 (weight nulling, arXiv 1709.06173).",
+        "What happens to a detected code (decoded outside [-qmax, qmax], guard bits that "
+        "disagree with the MSB, or a failed parity group): 'none' keeps the decoded value (a "
+        "decoded -2^(b-1) is then programmed as -qmax); 'nulling' sets it to 0 (weight "
+        "nulling, arXiv 1709.06173).",
         choices=("none", "nulling"),
         source="weight nulling: arXiv 1709.06173",
     )
+    guard_bits: int = _f(
+        0, int,
+        "Copies of each word's MSB stored above it (two's complement: sign extension, e.g. an "
+        "int4 kept in an int8 with guard_bits = 4). A read whose MSB and guard bits disagree "
+        "is detected: (guard_bits + 1)/(b + guard_bits) of single flips. Costs guard_bits "
+        "stored bits per code (DeviceProfile.storage_bits_per_code).",
+        unit="bits per code", lo=0, hi=16,
+        source="redundancy so that nulling detects most flips: idea of arXiv 1709.06173 "
+        "(out-of-range detection) applied to int4",
+    )
+    parity_group: int = _f(
+        0, int,
+        "One even-parity bit per group of this many consecutive codes (row-major), over all "
+        "their stored bits; a group with an odd number of flips (every single flip) is "
+        "detected as a whole. 0 = no parity. Costs 1/parity_group stored bits per code.",
+        unit="codes per parity bit", lo=0, hi=65536,
+        source="single-error-detecting parity: standard memory practice (no ECC correction)",
+    )
 
     def _cross_check(self, origin: str) -> None:
-        pass  # needs weights.bits: checked in DeviceProfile
+        if self.encoding == "unary" and self.guard_bits:
+            raise ProfileError(origin, "storage.guard_bits",
+                               "guard bits protect a binary word's MSB; encoding 'unary' has none")
 
 
 @dataclass(frozen=True)
@@ -269,7 +295,9 @@ class MappingSection(_Section):
     gmin_uS: float = _f(
         0.0, float,
         "Conductance of a cell that encodes 0 (the idle cell of a pair): "
-        "G+ = gmin + (gmax-gmin) max(q,0)/qmax, G- = gmin + (gmax-gmin) max(-q,0)/qmax.",
+        "G+ = gmin + (gmax-gmin) max(q,0)/qmax, G- = gmin + (gmax-gmin) max(-q,0)/qmax. "
+        "gmin > 0 models a finite on/off ratio gmax/gmin: gmin cancels in G+ - G- but the "
+        "idle cell still carries programming/read noise and drift at gmin.",
         unit="uS", lo=0.0, hi=1e6,
         source="aihwkit SinglePairConductanceConverter default g_min = 0 uS",
     )
@@ -279,6 +307,17 @@ class MappingSection(_Section):
         "conductance x = G/gmax used by the PCM programming, drift and 1/f models.",
         unit="uS", lo=0.0, hi=1e6, lo_open=True,
         source="aihwkit SinglePairConductanceConverter / PCMLikeNoiseModel default g_max = 25 uS",
+    )
+    scope: str = _f(
+        "per_row", str,
+        "Which weights are mapped to gmax: 'per_row' = each output row's largest |code| "
+        "(G = gmin + (gmax-gmin)|q|/qmax; every row uses the full conductance range); "
+        "'per_matrix' = the matrix's largest |weight| (row j's conductances are scaled by "
+        "s_j / max_k s_k, so rows with small weights sit at low conductance where relative "
+        "noise is high; aihwkit's default). Needs the per-row scales in Device.program.",
+        choices=("per_row", "per_matrix"),
+        source="per_matrix: aihwkit SinglePairConductanceConverter (scale = max|W| of the "
+        "matrix); per_row: per-channel mapping as per-row weight scales (Ma et al. 2019)",
     )
 
     def _cross_check(self, origin: str) -> None:
@@ -371,13 +410,18 @@ class DriftSection(_Section):
         "none", str,
         "nu model: 'none'; 'constant' (nu ~ N(nu_mean, nu_sd) per cell); 'pcm' "
         "(nu = |N(mu(x), sd(x))|, mu = clip(-0.0155 ln x + 0.0244, 0.049, 0.1), "
-        "sd = clip(-0.0125 ln x - 0.0059, 0.008, 0.045), x = max(G_target/gmax, 1e-7)).",
-        choices=("none", "constant", "pcm"), source=_AIHWKIT_PCM,
+        "sd = clip(-0.0125 ln x - 0.0059, 0.008, 0.045), x = max(G_target/gmax, 1e-7)); "
+        "'rram_wan2022' (RRAM relaxation: the spread around the target grows from the 1 s to "
+        "the 1 day / 2 day fits of Wan et al. 2022, interpolated in ln(age); ignores t0_s, nu_*).",
+        choices=("none", "constant", "pcm", "rram_wan2022"),
+        source=_AIHWKIT_PCM + "; rram_wan2022: Wan et al., Nature 608, 504 (2022) via aihwkit "
+        "ReRamWan2022NoiseModel",
     )
     age_s: float = _f(
         0.0, float,
-        "Device age at inference: time since programming finished. Drift applies for age > t0; "
-        "the pcm_1f read noise is evaluated at t = age_s.",
+        "Device age at inference: time since programming finished. Drift applies for age > t0 "
+        "(rram_wan2022: relaxation for age > 1 s); the pcm_1f read noise, and its static/per-read "
+        "split, are evaluated at t = age_s.",
         unit="s", lo=0.0, hi=1e12,
     )
     t0_s: float = _f(
@@ -405,15 +449,18 @@ class DriftSection(_Section):
 
 @dataclass(frozen=True)
 class ReadSection(_Section):
-    """Read noise, fresh at every read: each cell reads G + N(0, sigma_read(G)^2)."""
+    """Read noise G + N(0, sigma_read(G)^2): a static part frozen into the weights + a per-read part."""
 
     section_name = "read"
     model: str = _f(
         "none", str,
-        "sigma_read model: 'none'; 'constant' (sigma_uS); 'fraction' (fraction * gmax_uS); "
+        "sigma_read model: 'none'; 'constant' (sigma_uS per cell); 'fraction' (fraction * "
+        "gmax_uS per cell); 'weight_fraction' (fraction * (gmax_uS - gmin_uS) per weight, i.e. "
+        "per differential pair, as aihwkit forward.w_noise); "
         "'pcm_1f' (sigma = G(t) Q_s sqrt(ln((t + t_read)/(2 t_read))), "
         "Q_s = min(0.0088 / max((G_prog/gmax)^0.65, 1e-3), 0.2), t = drift.age_s).",
-        choices=("none", "constant", "fraction", "pcm_1f"), source=_AIHWKIT_PCM,
+        choices=("none", "constant", "fraction", "weight_fraction", "pcm_1f"),
+        source=_AIHWKIT_PCM + "; weight_fraction: aihwkit IOParameters.w_noise (ADDITIVE_CONSTANT)",
     )
     sigma_uS: float = _f(
         0.0, float, "Per-cell read-noise standard deviation for model 'constant'.",
@@ -421,13 +468,35 @@ class ReadSection(_Section):
     )
     fraction: float = _f(
         0.0, float,
-        "Per-cell read-noise standard deviation as a fraction of mapping.gmax_uS, model "
-        "'fraction' (independent of G).",
-        unit="fraction of gmax_uS", lo=0.0, hi=1.0,
+        "Read-noise standard deviation: per cell as a fraction of mapping.gmax_uS (model "
+        "'fraction'), or per weight as a fraction of the weight range gmax_uS - gmin_uS (model "
+        "'weight_fraction'); independent of G.",
+        unit="fraction of gmax_uS (fraction) / of gmax_uS - gmin_uS (weight_fraction)", lo=0.0, hi=1.0,
     )
     t_read_s: float = _f(
         250e-9, float, "Read pulse duration in the 1/f noise integral of model 'pcm_1f'.",
         unit="s", lo=0.0, hi=1.0, lo_open=True, source=_AIHWKIT_PCM + " (t_read = 250 ns)",
+    )
+    split: str = _f(
+        "window", str,
+        "Which part of the read-noise variance is static (drawn once when the device is "
+        "programmed or aged, folded into w_eff, identical for every read, time step and voting "
+        "replica) and which is per read (fresh at every read): 'window' = pcm_1f splits its 1/f "
+        "spectrum at 1/window_s (static = ln((t + t_read)/(window_s + t_read)), per read = "
+        "ln((min(t, window_s) + t_read)/(2 t_read)), in units of (G Q_s)^2), white models "
+        "(constant, fraction) are all per read; 'frozen' = everything static (aihwkit's single "
+        "draw per inference-time evaluation); 'per_read' = everything per read (nvmstream <= "
+        "turn 2: makes voting over replicas average out noise that a real chip keeps).",
+        choices=("window", "frozen", "per_read"),
+        source="1/f integral as aihwkit PCMLikeNoiseModel; split: devices/README.md (Read noise)",
+    )
+    window_s: float = _f(
+        1.0, float,
+        "Inference window for split 'window': fluctuations slower than 1/window_s are frozen "
+        "over one inference (static part), faster ones are per read. The 1 s default is one "
+        "streamed utterance / sensor window.",
+        unit="s", lo=0.0, hi=1e12, lo_open=True,
+        source="modelling choice (DESIGN.md read noise; issue 13: 1 s inference window)",
     )
 
 
@@ -865,6 +934,22 @@ class DeviceProfile:
                 origin, "storage.ber",
                 "bit errors need integer codes: set weights.bits to 2..8 or storage.ber to 0",
             )
+        if self.storage.encoding == "unary" and self.weights.bits > 6:
+            raise ProfileError(
+                origin, "storage.encoding",
+                f"'unary' needs weights.bits <= 6 (2^b - 2 stored bits), got {self.weights.bits}",
+            )
+
+    @property
+    def storage_bits_per_code(self) -> float:
+        """Stored bits per weight code, redundancy included: word bits (weights.bits, or
+        2^b - 2 for unary) + storage.guard_bits + 1/storage.parity_group; 32 for float weights.
+        What the energy/area model should charge per code read from storage."""
+        b, s = self.weights.bits, self.storage
+        if not b:
+            return 32.0
+        word = 2 * (2 ** (b - 1) - 1) if s.encoding == "unary" else b
+        return float(word + s.guard_bits) + (1.0 / s.parity_group if s.parity_group else 0.0)
 
     # -- derived ---------------------------------------------------------------------------
     @property

@@ -6,7 +6,9 @@ message sizes (a msgpack header and a float32 frame). Measured:
 
 * 1 stream: one frame at a time (send, wait for the reply): round trip p50/p99, frames/s;
 * 256 streams on 4 client sockets, each stream keeping ``depth`` frames in flight: frames/s
-  and per-frame round trip p50/p99.
+  and per-frame round trip p50/p99;
+* the same for ``serve --workers 1`` and ``--workers 2`` (a broker in front of engine
+  processes: one more hop, and on 2 cores the broker, the workers and the client share them).
 
 The echo server uses the same loop shape as the nvmstream server (block for one message,
 then drain without blocking) and answers each message as it is, so the difference is what the
@@ -70,6 +72,8 @@ def echo_server(bind: str) -> None:
 
 
 def _spawn(args: list[str], timeout_s: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """Start a server subprocess and read its endpoint from its first stdout line (blocks
+    until that line; ``timeout_s`` only marks a start that took too long)."""
     p = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True)
     t0 = time.monotonic()
     line = p.stdout.readline()
@@ -99,7 +103,7 @@ def _echo_pingpong(ep: str, frame: np.ndarray, n: int) -> np.ndarray:
     rtt = np.empty(n)
     payload = frame.tobytes()
     for i in range(n + 200):
-        hdr = P.pack({"v": 1, "op": "frame", "id": 0, "seq": i, "dtype": "<f4",
+        hdr = P.pack({"v": P.VERSION, "op": P.FRAME, "id": 0, "seq": i, "dtype": P.F32,
                       "shape": [1, frame.size]})
         t = time.perf_counter()
         d.send_multipart((hdr, payload))
@@ -130,7 +134,7 @@ def _echo_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: i
     def send_round(r):
         for k, d in enumerate(socks):
             for sid in per[k]:
-                d.send_multipart((P.pack({"v": 1, "op": "frame", "id": sid, "seq": r,
+                d.send_multipart((P.pack({"v": P.VERSION, "op": P.FRAME, "id": sid, "seq": r,
                                           "dtype": "<f4", "shape": [1, frame.size]}), payload))
                 sent[(sid, r)] = time.perf_counter()
 
@@ -176,7 +180,8 @@ def _nvm_pingpong(ep: str, frame: np.ndarray, n: int) -> tuple[np.ndarray, np.nd
 
 
 def _nvm_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: int,
-              depth: int, batched: bool = False) -> tuple[float, np.ndarray, dict]:
+              depth: int, batched: bool = False, settle_s: float = 0.0
+              ) -> tuple[float, np.ndarray, dict]:
     """``streams`` streams over ``sockets`` clients, ``depth`` frames in flight per stream.
     ``batched``: each client sends one ``batch`` message per round for all its streams (a
     gateway multiplexing sensors) instead of one message per stream and frame."""
@@ -198,6 +203,7 @@ def _nvm_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: in
     send_round()                   # warm up
     for s in sts:
         s.recv()
+    time.sleep(settle_s)           # a broker's stats come with the workers' heartbeats
     before = clients[0].stats()
     rtts = []
     for r in range(min(depth, rounds)):
@@ -209,6 +215,7 @@ def _nvm_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: in
         if r + depth < rounds:
             send_round()
     el = time.perf_counter() - t0
+    time.sleep(settle_s)
     after = clients[0].stats()
     for s in sts:
         s.close()
@@ -258,18 +265,22 @@ def _engine_step_us(model: Path, profile: str, n: int = 2000) -> float:
 
 def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
               profiles: tuple[str, ...] = ("int4", "pcm"), streams: int = 256,
-              sockets: int = 4, depth: int = 4) -> dict:
+              sockets: int = 4, depth: int = 4, workers: tuple[int, ...] = (1, 2)) -> dict:
     """Run the server benchmark; returns the figures and (if ``out_dir``) writes
     ``server_bench.json`` there. Never asserts on the targets: it reports them.
 
-    The raw echo and one nvmstream server per profile run side by side; every measurement is
-    repeated (interleaved) so that load from elsewhere on the machine hits all of them alike;
-    frames/s are the median over repeats, round-trip percentiles pool the repeats."""
+    The raw echo, one nvmstream server per profile and (``workers``) a broker with N worker
+    processes on the first profile run side by side; every measurement is repeated
+    (interleaved) so that load from elsewhere on the machine hits all of them alike; frames/s
+    are the median over repeats, round-trip percentiles pool the repeats."""
     n1 = 600 if quick else 2000
     rounds = 40 if quick else 150
     repeats = 2 if quick else 3
     frame = np.random.default_rng(1).standard_normal(12).astype(np.float32)
-    res: dict = {"profiles": list(profiles), "streams": streams, "sockets": sockets,
+    variants = [(p, p, []) for p in profiles] + \
+        [(f"{profiles[0]} {n}w", profiles[0], ["--workers", str(n)]) for n in workers]
+    labels = [v[0] for v in variants]
+    res: dict = {"profiles": labels, "streams": streams, "sockets": sockets,
                  "depth": depth, "cpu_count": os.cpu_count(), "pyzmq": zmq.__version__,
                  "libzmq": zmq.zmq_version(), "repeats": repeats}
     procs: list[subprocess.Popen] = []
@@ -282,32 +293,34 @@ def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
                                 "--bind", "tcp://127.0.0.1:*"])
             procs.append(echo)
             eps = {}
-            for prof in profiles:
-                p, eps[prof] = _spawn(["-m", "nvmstream.runtime.server_cli", "serve", str(model),
-                                       "--profile", prof, "--bind", "tcp://127.0.0.1:*"])
+            for label, prof, extra in variants:
+                p, eps[label] = _spawn(["-m", "nvmstream.runtime.server_cli", "serve",
+                                        str(model), "--profile", prof,
+                                        "--bind", "tcp://127.0.0.1:*", *extra], 600.0)
                 procs.append(p)
-            one = {"echo": ([], [])} | {p: ([], []) for p in profiles}
-            many = {"echo": ([], [])} | {p: ([], []) for p in profiles} | \
-                {p + "/batch": ([], []) for p in profiles}
+            settle = {label: (1.3 if extra else 0.0) for label, _, extra in variants}
+            one = {"echo": ([], [])} | {p: ([], []) for p in labels}
+            many = {"echo": ([], [])} | {p: ([], []) for p in labels} | \
+                {p + "/batch": ([], []) for p in labels}
             batch_mean = {}
-            srv1 = {p: [] for p in profiles}
+            srv1 = {p: [] for p in labels}
             for _ in range(repeats):
                 one["echo"][0].append(_echo_pingpong(eep, frame, n1))
-                for p in profiles:
+                for p in labels:
                     rtt, srv = _nvm_pingpong(eps[p], frame, n1)
                     one[p][0].append(rtt)
                     srv1[p].append(srv)
                 fps, rtt = _echo_many(eep, frame, streams, sockets, rounds, depth)
                 many["echo"][0].append(fps)
                 many["echo"][1].append(rtt)
-                for p in profiles:
+                for p in labels:
                     for key, batched in ((p, False), (p + "/batch", True)):
                         fps, rtt, st = _nvm_many(eps[p], frame, streams, sockets, rounds, depth,
-                                                 batched=batched)
+                                                 batched=batched, settle_s=settle[p])
                         many[key][0].append(fps)
                         many[key][1].append(rtt)
                         batch_mean.setdefault(key, []).append(st["batch_mean"] or 0.0)
-            engine_us = {p: _engine_step_us(model, p) for p in profiles}
+            engine_us = {label: _engine_step_us(model, prof) for label, prof, _ in variants}
         finally:
             if eep is not None:
                 q = zmq.Context.instance().socket(zmq.DEALER)
@@ -322,7 +335,7 @@ def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
                    "frames_per_s_many": float(np.median(many["echo"][0])),
                    "rtt_many_us": _pct_us(np.concatenate(many["echo"][1]))}
     res["nvmstream"] = {}
-    for p in profiles:
+    for p in labels:
         r1 = np.concatenate(one[p][0])
         b = p + "/batch"
         d = {"rtt_1_us": _pct_us(r1), "frames_per_s_1": float(1 / r1.mean()),
@@ -403,11 +416,15 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--quick", action="store_true")
         q.add_argument("--out", default=None)
         q.add_argument("--profile", default="int4,pcm", help="comma-separated profiles")
+        q.add_argument("--workers", default="1,2",
+                       help="comma-separated worker counts of broker runs on the first "
+                            "profile (empty: none)")
     args = p.parse_args(argv)
     if args.cmd == "echo":
         echo_server(args.bind)
         return 0
-    res = run_bench(args.out, quick=args.quick, profiles=tuple(args.profile.split(",")))
+    res = run_bench(args.out, quick=args.quick, profiles=tuple(args.profile.split(",")),
+                    workers=tuple(int(n) for n in args.workers.split(",") if n))
     print(format_results(res))
     return 0
 

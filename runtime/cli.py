@@ -291,8 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-server", action="store_true", help="skip the ZeroMQ benchmark")
     s.set_defaults(func=cmd_bench)
 
-    from .server_cli import add_keys_parser, add_serve_parser, add_stream_parser
+    from .server_cli import (add_keys_parser, add_serve_parser, add_stats_parser,
+                             add_stream_parser, add_worker_parser)
     add_serve_parser(sub)
+    add_worker_parser(sub)
+    add_stats_parser(sub)
     add_stream_parser(sub)
     add_keys_parser(sub)
     from .energy_cli import add_energy_parser

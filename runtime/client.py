@@ -213,6 +213,15 @@ class Client:
                 st._inbox.append(r)
                 self._arrivals.append(st)
             return
+        if r.op == P.WORKER_LOST:               # the named streams are gone (worker died)
+            self.notices.append(r)
+            for sid in h.get("ids") or ():
+                st = self._streams.get(sid)
+                if st is not None:
+                    st.ended = P.WORKER_LOST
+                    st._inbox.append(r)
+                    self._arrivals.append(st)
+            return
         if r.op == P.EVICTED:
             self.notices.append(r)
         if st is not None and (r.op in (P.FRAME, P.EVICTED) or
@@ -314,7 +323,7 @@ class Client:
                          "shape": list(x.shape)})
             pays.append(x.tobytes())
             seqs.append(seq)
-        self.sock.send(P.pack({"v": P.VERSION, "op": "batch", "r": hdrs}), _SNDMORE)
+        self.sock.send(P.pack({"v": P.VERSION, "op": P.BATCH, "r": hdrs}), _SNDMORE)
         self.sock.send(b"".join(pays))
         t = time.perf_counter()
         for st, _ in items:
@@ -421,7 +430,7 @@ class RemoteStream:
                 if wait <= 0:
                     raise TimeoutError(f"stream {self.sid}: no reply from {c.addr}")
         r = self._take()
-        if raise_errors and r.op in (P.ERROR, P.EVICTED, P.SHUTDOWN):
+        if raise_errors and r.op in (P.ERROR, P.EVICTED, P.SHUTDOWN, P.WORKER_LOST):
             if r.op == P.ERROR:
                 raise r.error()
             raise ServerError(r.op, f"stream {self.sid} was ended by the server ({r.op})", r.hdr)

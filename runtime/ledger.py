@@ -272,10 +272,16 @@ class InferenceReport:
         return "\n".join(lines)
 
 
-def one_off_counts(plan: Plan, weight_bits: int) -> E.OneOffCounts:
-    bits = weight_bits if weight_bits else 32
+def one_off_counts(plan: Plan, weight_bits: int, profile=None) -> E.OneOffCounts:
+    """Programming counts: every stored code is read once from weight storage (its stored bits
+    include the profile's redundancy: guard bits, parity, unary; ``storage_bits_per_code``) and
+    both cells of its differential pair are written."""
+    if profile is not None and weight_bits:
+        bits = E._profile(profile).storage_bits_per_code
+    else:
+        bits = weight_bits if weight_bits else 32
     n = sum(s.n_in * s.n_out for s in plan.segments)
-    return E.OneOffCounts(storage_bits_read=n * bits, cells_programmed=2 * n)
+    return E.OneOffCounts(storage_bits_read=round(n * bits), cells_programmed=2 * n)
 
 
 def make_report(ledger: Ledger, profile, plan: Plan, weight_bits: int, *,
@@ -303,7 +309,7 @@ def price_counts(counts, geometry, profile, plan: Plan | None, weight_bits: int,
     bases = tuple(E.all_baselines(counts, profile, inferences=inferences,
                                   steps_per_inference=spi, weight_reuse=reuse,
                                   geometry=geometry))
-    one = (E.price_one_off(one_off_counts(plan, weight_bits), profile) if plan is not None
+    one = (E.price_one_off(one_off_counts(plan, weight_bits, profile), profile) if plan is not None
            else E.OneOffReport(0.0, 0.0, 0.0))
     return InferenceReport(analog=analog, baselines=bases, comparison=E.compare(analog, bases),
                            one_off=one, inferences=inferences, stream_steps=stream_steps,

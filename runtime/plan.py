@@ -248,7 +248,7 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             codes, scale = prog.codes[m.key], prog.scales[m.key]
         else:
             codes, scale = quantize_weights(W, wbits)
-        pm = device.program(codes, m.key)
+        pm = device.program(codes, m.key, scales=scale)
         n_out, n_in = W.shape
         V = cal[m.key]
         dac = DAC.from_profile(prof).calibrate(V)

@@ -27,7 +27,8 @@ __all__ = [
     "VERSION", "OPS", "REQUEST_OPS", "NOTICE_OPS", "KINDS", "DTYPES", "ERROR_CODES",
     "MAX_HEADER_BYTES", "MAX_REPLY_HEADER_BYTES", "MAX_STREAM_ID", "MAX_SEQ", "MAX_RID", "MAX_SEED",
     "ProtocolError", "pack", "unpack_header", "get_int", "get_str", "get_str_list",
-    "payload_array", "frame_nbytes", "split_batch",
+    "payload_array", "frame_nbytes", "split_batch", "error_reply", "echo", "frame_reply",
+    "encode_replies", "BATCH", "WORKER_LOST", "TOO_MANY_DEVICES", "NO_WORKER",
 ]
 
 VERSION = 1
@@ -35,11 +36,14 @@ VERSION = 1
 
 # ---------------------------------------------------------------------------------------- ops
 OPEN, FRAME, CLOSE, INFO, STATS, PING = "open", "frame", "close", "info", "stats", "ping"
-REQUEST_OPS = (OPEN, FRAME, CLOSE, INFO, STATS, PING)
+BATCH = "batch"
+"""A message holding several requests (frames of several streams) or several replies."""
+REQUEST_OPS = (OPEN, FRAME, BATCH, CLOSE, INFO, STATS, PING)
 ERROR = "error"
 EVICTED = "evicted"        # notice: a stream was evicted (idle timeout); no request answered
 SHUTDOWN = "shutdown"      # notice: the server is closing; every stream of this peer is closed
-NOTICE_OPS = (EVICTED, SHUTDOWN)
+WORKER_LOST = "worker_lost"  # notice: the worker process holding these streams died
+NOTICE_OPS = (EVICTED, SHUTDOWN, WORKER_LOST)
 OPS = REQUEST_OPS + (ERROR,) + NOTICE_OPS
 
 # ------------------------------------------------------------------------------ input kinds
@@ -62,6 +66,8 @@ OUT_OF_ORDER = "out_of_order"        # seq greater than the next expected one (a
 DUPLICATE = "duplicate"              # seq already used on this stream
 BUSY = "busy"                        # the server's frame queue is full: not queued, resend later
 TOO_MANY_STREAMS = "too_many_streams"
+TOO_MANY_DEVICES = "too_many_devices"  # every device configuration slot has open streams
+NO_WORKER = "no_worker"              # a broker with no live worker to place the stream on
 BAD_PROFILE = "bad_profile"          # unknown profile name, bad overrides, votes out of range
 NOT_STREAMABLE = "not_streamable"    # the model needs whole sequences (e.g. bidirectional)
 NO_FRONTEND = "no_frontend"          # audio stream opened on a model without front end params
@@ -69,11 +75,11 @@ SHUTTING_DOWN = "shutting_down"      # the server is draining after SIGINT/SIGTE
 INTERNAL = "internal"                # a server bug; the message says what; the server carries on
 ERROR_CODES = (BAD_MESSAGE, BAD_VERSION, BAD_FIELD, UNKNOWN_OP, BAD_PAYLOAD, TOO_LARGE,
                UNKNOWN_STREAM, STREAM_EXISTS, OUT_OF_ORDER, DUPLICATE, BUSY, TOO_MANY_STREAMS,
-               BAD_PROFILE, NOT_STREAMABLE, NO_FRONTEND, SHUTTING_DOWN, INTERNAL)
+               TOO_MANY_DEVICES, NO_WORKER, BAD_PROFILE, NOT_STREAMABLE, NO_FRONTEND, SHUTTING_DOWN, INTERNAL)
 
 # ----------------------------------------------------------------------------------- limits
-MAX_HEADER_BYTES = 8192
-"""Largest header frame the server unpacks (an ``open`` with overrides is the biggest)."""
+MAX_HEADER_BYTES = 131072
+"""Largest header frame the server unpacks (a ``batch`` of 1024 frame requests is ~45 kB)."""
 MAX_REPLY_HEADER_BYTES = 64 * 1024 * 1024
 """Largest reply header a client unpacks (a ``batch`` of up to MAX_BATCH_ITEMS replies)."""
 MAX_STREAM_ID = 2 ** 32 - 1
@@ -126,6 +132,10 @@ def unpack_header(raw: bytes, max_bytes: int = MAX_HEADER_BYTES) -> dict[str, An
     if type(hdr) is not dict:
         raise ProtocolError(BAD_MESSAGE, f"header must be a msgpack map, got "
                                          f"{type(hdr).__name__}")
+    for k in hdr:
+        if type(k) is not str:
+            raise ProtocolError(BAD_MESSAGE, f"header keys must be strings, got "
+                                             f"{type(k).__name__} {k!r}"[:200])
     return hdr
 
 
@@ -192,17 +202,32 @@ def get_str_list(hdr: dict, key: str, max_items: int = MAX_OVERRIDES) -> list[st
 _ITEMSIZE = {F32: 4, I16: 2}
 
 
+def _check_dtype_shape(hdr: dict) -> str:
+    """``bad_field`` when ``dtype`` is missing or not a string or ``shape`` is missing or not a
+    list of integers (a well-typed value that does not fit the stream is ``bad_payload``)."""
+    dt = hdr.get("dtype")
+    if type(dt) is not str:
+        raise ProtocolError(BAD_FIELD, "header field 'dtype' is missing" if dt is None else
+                            f"header field 'dtype' must be a string, got {type(dt).__name__}")
+    shape = hdr.get("shape")
+    if type(shape) is not list or not all(type(d) is int for d in shape):
+        raise ProtocolError(BAD_FIELD, "header field 'shape' is missing" if shape is None else
+                            f"header field 'shape' must be a list of integers, got "
+                            f"{shape!r}"[:200])
+    return dt
+
+
 def frame_nbytes(hdr: Any) -> int:
     """Payload bytes a frame request's ``dtype`` and ``shape`` declare (no stream checks)."""
     if type(hdr) is not dict:
         raise ProtocolError(BAD_FIELD, "request is not a map")
-    size = _ITEMSIZE.get(hdr.get("dtype")) if type(hdr.get("dtype")) is str else None
+    dt = _check_dtype_shape(hdr)
+    size = _ITEMSIZE.get(dt)
     if size is None:
-        raise ProtocolError(BAD_PAYLOAD, f"dtype {hdr.get('dtype')!r}: expected one of "
+        raise ProtocolError(BAD_PAYLOAD, f"dtype {dt!r}: expected one of "
                                          f"{', '.join(_ITEMSIZE)}"[:200])
-    shape = hdr.get("shape")
-    if (type(shape) is not list or not 1 <= len(shape) <= 2
-            or not all(type(d) is int and 0 <= d < 2 ** 31 for d in shape)):
+    shape = hdr["shape"]
+    if not 1 <= len(shape) <= 2 or not all(0 <= d < 2 ** 31 for d in shape):
         raise ProtocolError(BAD_PAYLOAD, f"shape must be a list of 1 or 2 non-negative "
                                          f"integers, got {shape!r}"[:200])
     for d in shape:
@@ -219,12 +244,10 @@ def payload_array(hdr: dict, payload: bytes, kind: str, features: int, max_rows:
     finite. audio streams: dtype ``<i2``, shape ``[n]`` with ``0 <= n <= max_rows`` samples.
     """
     want = DTYPES[kind]
-    dt = hdr.get("dtype")
+    dt = _check_dtype_shape(hdr)
     if dt != want:
-        raise ProtocolError(BAD_PAYLOAD, f"dtype {dt!r}: a {kind} stream takes {want!r}")
-    shape = hdr.get("shape")
-    if type(shape) is not list or not all(type(d) is int for d in shape):
-        raise ProtocolError(BAD_PAYLOAD, f"shape must be a list of integers, got {shape!r}"[:200])
+        raise ProtocolError(BAD_PAYLOAD, f"dtype {dt!r}: a {kind} stream takes {want!r}"[:200])
+    shape = hdr["shape"]
     if kind == FEATURES:
         if len(shape) != 2 or shape[1] != features:
             raise ProtocolError(BAD_PAYLOAD, f"shape {shape}: a features stream takes "
@@ -258,7 +281,7 @@ def split_batch(hdr: dict, payload: bytes | memoryview | None) -> list[tuple[dic
     """A reply message -> ``[(header, payload bytes or None), ...]``: one item for a plain
     reply, one per entry of a ``batch`` (whose payload is the items' payloads back to back;
     an item has a payload exactly when it has ``shape``)."""
-    if hdr.get("op") != "batch":
+    if hdr.get("op") != BATCH:
         return [(hdr, payload)]
     buf = memoryview(payload if payload is not None else b"")
     out = []
@@ -274,3 +297,46 @@ def split_batch(hdr: dict, payload: bytes | memoryview | None) -> list[tuple[dic
         raise ProtocolError(BAD_PAYLOAD, f"batch reply payload is {len(buf)} bytes; its items "
                                          f"need {off}")
     return out
+
+
+# ---------------------------------------------------------------------------- reply builders
+def error_reply(code: str, msg: str, req: dict | None = None) -> dict[str, Any]:
+    """An ``error`` reply header: ``code``, ``msg``, the request's ``op`` as ``req`` and its
+    integer ``id``, ``seq``, ``rid`` echoed."""
+    hdr: dict[str, Any] = {"op": ERROR, "code": code, "msg": msg}
+    if req is not None:
+        if type(req.get("op")) is str:
+            hdr["req"] = req["op"][:32]
+        echo(req, hdr)
+    return hdr
+
+
+def echo(req: dict, hdr: dict) -> dict:
+    """Copy the request's integer ``id``, ``seq`` and ``rid`` into a reply header."""
+    for k in ("id", "seq", "rid"):
+        v = req.get(k)
+        if type(v) is int and k not in hdr:
+            hdr[k] = v
+    return hdr
+
+
+def frame_reply(sid: int, seq: int, f0: int, n: int, width: int, cls: list[int],
+                lat_ns: float | None, e_pJ: float | None, srv_us: int,
+                rid: int | None = None) -> dict[str, Any]:
+    """A ``frame`` reply header (its payload: float32 ``[n, width]``)."""
+    hdr = {"op": FRAME, "id": sid, "seq": seq, "f0": f0, "n": n, "dtype": F32,
+           "shape": [n, width], "cls": cls, "lat_ns": lat_ns, "e_pJ": e_pJ, "srv_us": srv_us}
+    if rid is not None:
+        hdr["rid"] = rid
+    return hdr
+
+
+def encode_replies(hdrs: list[dict], payloads: list) -> tuple[bytes, Any]:
+    """Replies for one peer -> ``(header bytes, payload or None)``: the reply itself when
+    there is one, else one ``batch`` message (payloads of the items with ``shape`` back to
+    back). Sets ``v`` on the top-level header."""
+    if len(hdrs) == 1:
+        h = hdrs[0]
+        h["v"] = VERSION
+        return pack(h), (payloads[0] if "shape" in h else None)
+    return pack({"v": VERSION, "op": BATCH, "r": hdrs}), b"".join(payloads)

@@ -20,176 +20,43 @@ the next messages queue up in ZeroMQ; with no load a frame is stepped as soon as
 message's last frame has been stepped.
 
 Per-stream profiles: each (profile, overrides, votes) gets its own Engine (a Device programmed
-for it), created on first use and cached (``max_engines``, least recently used engines without
-streams are dropped), so profiles swap without a restart. Programming blocks the loop for its
-duration (typically 10-100 ms).
+for it on a background thread, so opens do not stall other streams), cached
+(``max_engines``; :mod:`.serving.devices`), so profiles swap without a restart.
+
+The parts: :mod:`.serving.config` (configuration, the clients' socket), :mod:`.serving.streams`
+(per-stream state), :mod:`.serving.devices` (device cache and programming thread), this module
+(the loop: receive, validate, queue, step, reply), :mod:`.serving.worker` and
+:mod:`.serving.broker` (scale-out), :mod:`.protocol` (the wire codec).
 """
 
 from __future__ import annotations
 
 import collections
-import ipaddress
 import logging
-import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Mapping
-from urllib.parse import urlsplit
+from typing import Any
 
 import numpy as np
 import zmq
 
 from nvmstream.converters.compile import CompiledModel
 from nvmstream.converters.errors import NvmInputError
-from nvmstream.devices import Device, ProfileError, list_profiles
 
 from . import protocol as P
 from .engine import Engine
 from .frontend import FrontendParams, StreamingFrontend
+from .serving.config import ServerConfig, is_loopback, router_socket
+from .serving.devices import DeviceCache, Slot as _Slot
+from .serving.streams import Stream as _Stream, Work as _Work
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ServerConfig", "Server", "install_signal_handlers", "is_loopback"]
-
-
-@dataclass
-class ServerConfig:
-    """Everything a :class:`Server` needs besides the model. Units in the names."""
-
-    bind: str = "tcp://127.0.0.1:5555"
-    """ZeroMQ endpoint to bind; loopback unless told otherwise (``tcp://127.0.0.1:*`` picks a
-    free port; :meth:`Server.bind` returns the real endpoint)."""
-    profile: str = "ideal"
-    """Default device profile (shipped name or .toml path) for streams that do not name one."""
-    overrides: tuple[str, ...] = ()
-    """Default profile overrides, ``"section.field=value"``."""
-    device_seed: int = 0
-    """Seed of every Device the server programs (programming noise, faults, drift)."""
-    votes: int = 1
-    """Default votes (noisy replicas) per stream."""
-    extra_profiles: Mapping[str, str] = field(default_factory=dict)
-    """Profile files clients may name besides the shipped profiles: name -> .toml path. Clients
-    can only name profiles; they never give the server a path."""
-    max_streams: int = 4096
-    """Open streams over all clients; an ``open`` beyond it gets ``too_many_streams``."""
-    max_queued_frames: int = 65536
-    """Frames received but not yet stepped, over all streams; beyond it ``busy``."""
-    max_batch: int = 512
-    """Most streams stepped in one engine call."""
-    batch_window_us: int = 0
-    """Extra time to wait for a fuller batch once a frame is ready (0: step at once; batches
-    still fill by themselves under load)."""
-    max_frames_per_message: int = 1024
-    """Most feature frames in one ``frame`` message."""
-    max_audio_samples: int = 160000
-    """Most int16 samples in one audio ``frame`` message (10 s at 16 kHz)."""
-    max_message_bytes: int = 4 * 1024 * 1024
-    """ZMQ_MAXMSGSIZE: a peer sending a bigger message part is disconnected by ZeroMQ."""
-    idle_timeout_s: float = 60.0
-    """A stream with nothing queued and no message (or peer ping) for this long is evicted and
-    its client sent an ``evicted`` notice."""
-    max_votes: int = 16
-    """Largest ``votes`` a client may ask for."""
-    max_engines: int = 8
-    """Programmed devices kept (one per profile/overrides/votes in use)."""
-    curve_secret_file: str | None = None
-    """Server certificate with its secret key (``zmq.auth`` format): switches CURVE on."""
-    curve_allow_dir: str | None = None
-    """Folder of client public-key certificates allowed in (needs ``curve_secret_file``)."""
-    drain_quiet_s: float = 0.2
-    """Shutdown: after the queue is empty, keep answering until no message came for this
-    long ..."""
-    drain_max_s: float = 5.0
-    """... or this long since the signal, whichever is first."""
-    sndhwm: int = 100000
-    """Replies queued per client before ZeroMQ refuses more (counted as dropped replies)."""
-    rcvhwm: int = 100000
-    """Messages queued per client before ZeroMQ stops reading from it (back pressure)."""
-    linger_ms: int = 2000
-    """How long unsent replies are kept when the socket closes."""
-
-    def check(self) -> None:
-        """Raise ValueError naming the first field out of range."""
-        for name, lo in (("max_streams", 1), ("max_queued_frames", 1), ("max_batch", 1),
-                         ("max_frames_per_message", 1), ("max_audio_samples", 1),
-                         ("max_message_bytes", 1024), ("max_votes", 1), ("max_engines", 1),
-                         ("votes", 1), ("batch_window_us", 0), ("device_seed", 0),
-                         ("sndhwm", 0), ("rcvhwm", 0), ("linger_ms", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"ServerConfig.{name} must be an integer >= {lo}, got {v!r}")
-        for name in ("idle_timeout_s", "drain_quiet_s", "drain_max_s"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"ServerConfig.{name} must be > 0, got {v!r}")
-        if self.votes > self.max_votes:
-            raise ValueError(f"ServerConfig.votes ({self.votes}) > max_votes ({self.max_votes})")
-        if self.curve_allow_dir and not self.curve_secret_file:
-            raise ValueError("ServerConfig.curve_allow_dir needs curve_secret_file")
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// endpoints on a loopback address."""
-    if not endpoint.startswith("tcp://"):
-        return endpoint.startswith(("ipc://", "inproc://"))
-    host = urlsplit(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False          # "*", an interface name or a hostname
+__all__ = ["ServerConfig", "Server", "install_signal_handlers", "is_loopback", "router_socket"]
 
 
 # ------------------------------------------------------------------------------- internals
-class _Work:
-    """One ``frame`` (or ``close``) message of a stream waiting to be stepped."""
-
-    __slots__ = ("seq", "rid", "x", "n", "done", "f0", "t0", "y", "cls", "e", "lat", "close")
-
-    def __init__(self, seq, rid, x, n, f0, t0, close=False):
-        self.seq, self.rid, self.x, self.n, self.f0, self.t0 = seq, rid, x, n, f0, t0
-        self.done = 0
-        self.y = None
-        self.cls = None
-        self.e = None
-        self.lat = None
-        self.close = close
-
-
-class _Stream:
-    __slots__ = ("peer", "sid", "slot", "es", "kind", "fe", "next_seq", "queue", "frames",
-                 "last", "closing", "e_pJ", "lat_ns", "opened")
-
-    def __init__(self, peer, sid, slot, es, kind, fe, now):
-        self.peer, self.sid, self.slot, self.es, self.kind, self.fe = peer, sid, slot, es, kind, fe
-        self.next_seq = 0
-        self.queue: collections.deque[_Work] = collections.deque()
-        self.frames = 0           # frames stepped (== frames queued through the front end)
-        self.last = now
-        self.closing = False
-        self.e_pJ: float | None = 0.0
-        self.lat_ns: float | None = 0.0
-        self.opened = now
-
-
-class _Slot:
-    """One programmed Engine and the streams on it that have a frame waiting."""
-
-    def __init__(self, key, engine: Engine, profile_name: str):
-        self.key = key
-        self.engine = engine
-        self.profile_name = profile_name
-        self.names = [o.name for o in engine.model.outputs]
-        self.widths = [int(engine.plan.widths[o.tensor]) for o in engine.model.outputs]
-        self.width = sum(self.widths)
-        self.ready: dict[_Stream, None] = {}
-        self.streams = 0
-        self.last_used = time.monotonic()
-
-
 _LAT_RING = 16384
 _NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
@@ -213,14 +80,15 @@ class Server:
         self.sock: zmq.Socket | None = None
         self.endpoint: str | None = None
         self._auth = None
-        # profiles clients may name: shipped names + extras + the default profile
-        self._profiles: dict[str, str] = {n: n for n in list_profiles()}
-        self._profiles.update({str(k): str(v) for k, v in cfg.extra_profiles.items()})
-        self._slots: collections.OrderedDict[tuple, _Slot] = collections.OrderedDict()
-        self._default_key: tuple | None = None
-        default = self._slot(cfg.profile, list(cfg.overrides), cfg.votes, default=True)
-        self._profiles.setdefault(default.profile_name, cfg.profile)
-        self.default_profile = default.profile_name
+        # device configurations (programmed on a background thread so that opens do not
+        # stall other streams); profiles clients may name: shipped, --allow-profile, default
+        self.devices = DeviceCache(prog, device_seed=cfg.device_seed,
+                                   max_engines=cfg.max_engines,
+                                   extra_profiles=dict(cfg.extra_profiles),
+                                   warm_up=self._warm_up)
+        self._rcvtimeo = 100
+        self.devices.program_default(cfg.profile, tuple(cfg.overrides), cfg.votes)
+        self.default_profile = self.devices.default_name
         # speech front end
         self.frontend: FrontendParams | None = None
         self._no_frontend = "the model carries no audio front-end parameters"
@@ -252,47 +120,29 @@ class Server:
         self._lat_n = 0
         self._batch_max = 0
         self._queue_peak = 0
+        self.publish_stats = False        # keep stats_snapshot fresh (metrics endpoint)
+        self.stats_snapshot: dict | None = None
+        # admission control in time: moving averages of the engine step time (s) by batch
+        # size, one per power of two (1, 2-3, 4-7, ..., 1024)
+        self._step_s = [0.0] * 11
+        self._max_queue_s = cfg.max_queue_ms / 1e3
 
     # ------------------------------------------------------------------------------- engines
-    def _slot(self, profile: str | None, overrides: list[str], votes: int | None,
-              default: bool = False) -> _Slot:
-        if profile is None and not overrides and votes is None and self._default_key:
-            slot = self._slots[self._default_key]
-            self._slots.move_to_end(slot.key)
-            return slot
-        if profile is None:
-            profile_arg = self.cfg.profile
-            overrides = list(self.cfg.overrides) + list(overrides)
-        elif default:
-            profile_arg = profile
-        else:
-            if profile not in self._profiles:
-                raise P.ProtocolError(P.BAD_PROFILE, f"unknown profile {profile!r}; this server "
-                                                     f"has: {', '.join(sorted(self._profiles))}")
-            profile_arg = self._profiles[profile]
-        votes = self.cfg.votes if votes is None else votes
-        key = (profile_arg, tuple(overrides), votes)
-        slot = self._slots.get(key)
-        if slot is not None:
-            self._slots.move_to_end(key)
-            return slot
-        t0 = time.perf_counter()
-        try:
-            dev = Device(profile_arg, seed=self.cfg.device_seed, overrides=overrides or None)
-            eng = Engine(self.prog, dev, votes=votes)
-        except (ProfileError, ValueError, TypeError) as e:
-            if default:
-                raise
-            raise P.ProtocolError(P.BAD_PROFILE, str(e)[:500]) from None
-        slot = _Slot(key, eng, dev.profile.name)
-        self._warm_up(eng)
-        log.info("programmed device %s (overrides %s, votes %d) in %.0f ms", dev.profile.name,
-                 list(overrides), votes, 1e3 * (time.perf_counter() - t0))
-        self._slots[key] = slot
-        if default:
-            self._default_key = key
-        self._evict_engines()
-        return slot
+    def _collect_programmed(self) -> None:
+        """Install devices the programming thread finished; answer the opens waiting on them."""
+        for slot, eng, err in self.devices.finished():
+            if self.devices.programming == 0:
+                self._set_rcvtimeo(self._rcvtimeo)
+            waiting, slot.waiting = slot.waiting, []
+            if eng is None:
+                self.counters["program_failures"] += 1
+                for st in waiting:
+                    self._fail_open(st, err)
+                continue
+            self.counters["programmed"] += 1
+            for st in waiting:
+                if self._streams.get((st.peer, st.sid)) is st:
+                    self._activate(st)
 
     def _warm_up(self, eng: Engine) -> None:
         """Step a throwaway stream once so numba compiles (or loads its cache) now, not on
@@ -306,71 +156,11 @@ class Server:
         except Exception:  # the first real step will report it
             log.exception("engine warm-up failed")
 
-    def _evict_engines(self) -> None:
-        while len(self._slots) > self.cfg.max_engines:
-            for key, s in self._slots.items():
-                if s.streams == 0 and key != self._default_key:
-                    del self._slots[key]
-                    log.info("dropped programmed device %s %s", s.profile_name, list(key[1]))
-                    break
-            else:
-                return          # every engine has streams: keep them (bounded by max_streams)
-
     # ---------------------------------------------------------------------------- socket
     def bind(self) -> str:
         """Create the ROUTER socket, bind it and return the real endpoint."""
-        cfg = self.cfg
-        s = self.ctx.socket(zmq.ROUTER)
-        s.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        s.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes)
-        s.setsockopt(zmq.SNDHWM, cfg.sndhwm)
-        s.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
-        s.setsockopt(zmq.LINGER, cfg.linger_ms)
-        if cfg.curve_secret_file:
-            self._setup_curve(s)
-        elif not is_loopback(cfg.bind):
-            log.warning("binding %s without CURVE: anyone who can reach it can use the "
-                        "server and read its traffic", cfg.bind)
-        try:
-            s.bind(cfg.bind)
-        except zmq.ZMQError as e:
-            s.close(0)
-            raise OSError(f"cannot bind {cfg.bind}: {e}") from None
-        self.sock = s
-        self.endpoint = s.getsockopt_string(zmq.LAST_ENDPOINT)
-        log.info("listening on %s", self.endpoint)
+        self.sock, self.endpoint, self._auth = router_socket(self.ctx, self.cfg)
         return self.endpoint
-
-    def _setup_curve(self, s: zmq.Socket) -> None:
-        import zmq.auth
-        from zmq.auth.thread import ThreadAuthenticator
-
-        cfg = self.cfg
-        if not zmq.has("curve"):
-            raise OSError("this libzmq has no CURVE support")
-        try:
-            pub, sec = zmq.auth.load_certificate(cfg.curve_secret_file)
-        except (OSError, ValueError) as e:
-            raise OSError(f"{cfg.curve_secret_file}: cannot read the server certificate: {e}") \
-                from None
-        if not sec:
-            raise OSError(f"{cfg.curve_secret_file}: holds no secret key (give the "
-                          f"'.key_secret' file)")
-        auth = ThreadAuthenticator(self.ctx, log=logging.getLogger(__name__ + ".auth"))
-        auth.start()
-        if cfg.curve_allow_dir:
-            if not os.path.isdir(cfg.curve_allow_dir):
-                auth.stop()
-                raise OSError(f"{cfg.curve_allow_dir}: no such folder of client certificates")
-            auth.configure_curve(domain="*", location=cfg.curve_allow_dir)
-        else:
-            log.warning("CURVE without an allowlist: traffic is encrypted but any client that "
-                        "knows the server key gets in")
-            auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
-        self._auth = auth
-        s.curve_secretkey = sec
-        s.curve_publickey = pub
-        s.curve_server = True
 
     def close(self) -> None:
         if self.sock is not None:
@@ -379,6 +169,7 @@ class Server:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
+        self.devices.close()
         if self._own_ctx:
             self.ctx.term()
 
@@ -387,21 +178,29 @@ class Server:
         """Begin a graceful shutdown (safe in a signal handler); a second call stops at once."""
         self._stop_requests += 1
 
+    def _set_rcvtimeo(self, ms: int) -> None:
+        self._rcvtimeo = ms
+        if self.sock is not None:
+            self.sock.setsockopt(zmq.RCVTIMEO, 5 if self.devices.programming else ms)
+
     def run(self) -> None:
         """Serve until :meth:`request_stop` (then drain and return). Binds if needed."""
         if self.sock is None:
             self.bind()
         sock = self.sock
-        sock.setsockopt(zmq.RCVTIMEO, 100)
+        self._set_rcvtimeo(100)
+        self._on_start()
         try:
             while True:
                 if self._stop_requests and not self._draining:
                     self._begin_drain()
-                    sock.setsockopt(zmq.RCVTIMEO, 20)
+                    self._set_rcvtimeo(20)
                 if self._stop_requests > 1:
                     log.warning("second stop request: exiting with %d frames unanswered",
                                 self._queued)
                     break
+                if self.devices.programming:
+                    self._collect_programmed()
                 if not self._n_ready:
                     # nothing to step: block (with a timeout) for the next message
                     try:
@@ -431,7 +230,12 @@ class Server:
         log.info("server stopped: %d streams served, %d frames", self.counters["opened"],
                  self.counters["frames"])
 
-    def _receive(self, limit: int = 4096) -> int:
+    def _on_start(self) -> None:
+        """Hook for subclasses (a broker's worker says hello)."""
+
+    def _receive(self, limit: int = 512) -> int:
+        """Handle the messages waiting now, at most ``limit`` (ZeroMQ takes them from the
+        clients in turn, so a flooding client delays another's reply by at most one turn)."""
         sock = self.sock
         handle = self._handle
         n = 0
@@ -458,15 +262,21 @@ class Server:
                 time.sleep(0)
 
     # ------------------------------------------------------------------------ dispatching
+    def _control(self, parts: list[bytes]) -> None:
+        """A control message (empty peer identity): only a broker's worker gets them."""
+        log.warning("ignoring a message with an empty identity")
+
     def _handle(self, parts: list[bytes]) -> None:
         t0 = time.perf_counter_ns()
         peer = parts[0]
+        if not peer:
+            self._control(parts)
+            return
         hdr = None
         self.counters["messages"] += 1
         try:
-            if len(parts) not in (2, 3):
-                raise P.ProtocolError(P.BAD_MESSAGE, f"a message is a header frame and at most "
-                                                     f"one payload frame; got {len(parts) - 1}")
+            if len(parts) < 2:
+                raise P.ProtocolError(P.BAD_MESSAGE, "a message needs a header frame")
             hdr = P.unpack_header(parts[1])
             v = hdr.get("v")
             if v != P.VERSION or type(v) is not int:
@@ -474,25 +284,33 @@ class Server:
                                                      f"speaks {P.VERSION}"[:200])
             op = hdr.get("op")
             payload = parts[2] if len(parts) == 3 else None
-            if op == "frame":
-                self._op_frame(peer, hdr, payload, t0)
-            elif op == "batch":
+            if op == P.FRAME:
+                if len(parts) > 3:
+                    self._op_frame(peer, hdr, None, t0, (P.BAD_MESSAGE, f"a message is a header "
+                                   f"frame and at most one payload frame; got {len(parts) - 1}"))
+                else:
+                    self._op_frame(peer, hdr, payload, t0)
+                return
+            if len(parts) > 3:
+                raise P.ProtocolError(P.BAD_MESSAGE, f"a message is a header frame and at most "
+                                                     f"one payload frame; got {len(parts) - 1}")
+            if op == P.BATCH:
                 self._op_batch(peer, hdr, payload, t0)
-            elif op == "open":
+            elif op == P.OPEN:
                 self._no_payload(payload, op)
                 self._op_open(peer, hdr)
-            elif op == "close":
+            elif op == P.CLOSE:
                 self._no_payload(payload, op)
                 self._op_close(peer, hdr, t0)
-            elif op == "ping":
+            elif op == P.PING:
                 self._no_payload(payload, op)
                 self._op_ping(peer, hdr)
-            elif op == "info":
+            elif op == P.INFO:
                 self._no_payload(payload, op)
-                self._reply(peer, hdr, {"op": "info", **self.info()})
-            elif op == "stats":
+                self._reply(peer, hdr, {"op": P.INFO, **self.info()})
+            elif op == P.STATS:
                 self._no_payload(payload, op)
-                self._reply(peer, hdr, {"op": "stats", **self.stats()})
+                self._reply(peer, hdr, {"op": P.STATS, **self.stats()})
             else:
                 raise P.ProtocolError(P.UNKNOWN_OP, f"unknown op {op!r}; ops: "
                                                     f"{', '.join(P.REQUEST_OPS)}"[:200])
@@ -528,14 +346,7 @@ class Server:
 
     def _flush_peer(self, peer: bytes, q) -> None:
         hdrs, pays = q
-        if len(hdrs) == 1:
-            h = hdrs[0]
-            h["v"] = P.VERSION
-            head = P.pack(h)
-            payload = pays[0] if "shape" in h else None
-        else:
-            head = P.pack({"v": P.VERSION, "op": "batch", "r": hdrs})
-            payload = b"".join(pays)
+        head, payload = P.encode_replies(hdrs, pays)
         send = self.sock.send
         try:
             send(peer, _SNDMORE_NB)              # ROUTER_MANDATORY: raises if peer is gone
@@ -547,8 +358,9 @@ class Server:
                 send(payload, _NOBLOCK, copy=len(payload) < 65536)
         except zmq.Again:
             self.counters["dropped_replies"] += len(hdrs)
-            log.warning("client %s does not read its replies: %d replies dropped", peer.hex(),
-                        len(hdrs))
+            if self.counters["dropped_replies"] == len(hdrs) or log.isEnabledFor(logging.DEBUG):
+                log.warning("client %s does not read its replies: %d replies dropped "
+                            "(counted in stats.dropped_replies)", peer.hex(), len(hdrs))
         except zmq.ZMQError as e:
             if e.errno == zmq.EHOSTUNREACH:
                 self.counters["unreachable_replies"] += len(hdrs)
@@ -560,19 +372,21 @@ class Server:
 
     def _reply(self, peer: bytes, req: dict | None, hdr: dict, payload=b"") -> None:
         if req is not None:
-            for k in ("id", "seq", "rid"):
-                v = req.get(k)
-                if type(v) is int and k not in hdr:
-                    hdr[k] = v
+            P.echo(req, hdr)
         self._send(peer, hdr, payload)
 
     def _error(self, peer: bytes, req: dict | None, code: str, msg: str) -> None:
         self.errors[code] += 1
-        hdr = {"op": "error", "code": code, "msg": msg}
-        if req is not None and type(req.get("op")) is str:
-            hdr["req"] = req["op"][:32]
         log.debug("error to %s: %s: %s", peer.hex(), code, msg)
-        self._reply(peer, req, hdr)
+        self._send(peer, P.error_reply(code, msg, req))
+
+    def _stream_error(self, st: _Stream, req: dict, code: str, msg: str) -> None:
+        """An error about a stream's message: sent now when nothing of the stream is queued,
+        else queued behind its earlier messages (a stream's replies keep their order)."""
+        if st.queue or st.es is None:
+            st.queue.append(_Work(None, None, None, 0, 0, 0, err=(req, code, msg)))
+        else:
+            self._error(st.peer, req, code, msg)
 
     # ---------------------------------------------------------------------------- ops
     def _op_open(self, peer: bytes, hdr: dict) -> None:
@@ -595,26 +409,72 @@ class Server:
         if kind == P.AUDIO and self.frontend is None:
             raise P.ProtocolError(P.NO_FRONTEND, f"audio streams are not available: "
                                                  f"{self._no_frontend}")
-        slot = self._slot(profile, overrides, votes)
-        es = slot.engine.stream(seed=seed)
+        slot = self.devices.get(profile, overrides, votes)
         fe = StreamingFrontend(self.frontend) if kind == P.AUDIO else None
-        now = time.monotonic()
-        st = _Stream(peer, sid, slot, es, kind, fe, now)
+        st = _Stream(peer, sid, slot, None, kind, fe, time.monotonic(), hdr, seed)
         self._streams[key] = st
         self._gone.pop(key, None)
         slot.streams += 1
+        if slot.engine is None:
+            slot.waiting.append(st)           # answered when the device is programmed
+            self._set_rcvtimeo(self._rcvtimeo)
+        else:
+            self._activate(st)
+
+    def _activate(self, st: _Stream) -> None:
+        """The stream's device is ready: make its engine stream, answer the open, then handle
+        what queued meanwhile."""
+        slot = st.slot
+        req, st.open_req = st.open_req, None
+        try:
+            st.es = slot.engine.stream(seed=st.seed)
+        except Exception as e:
+            log.exception("opening an engine stream failed")
+            self._fail_open(st, f"internal: {type(e).__name__}: {e}"[:500], P.INTERNAL, req)
+            return
         self.counters["opened"] += 1
-        rep = {"op": "open", "kind": kind, "seed": es.seed, "profile": slot.profile_name,
+        rep = {"op": P.OPEN, "kind": st.kind, "seed": st.es.seed, "profile": slot.profile_name,
                "overrides": list(slot.key[1]), "votes": slot.engine.votes,
                "features": self.features, "outputs": [[n, w] for n, w in
                                                       zip(slot.names, slot.widths)],
                "labels": list(self.prog.labels)}
-        if kind == P.AUDIO:
+        if st.kind == P.AUDIO:
             rep["sample_rate_hz"] = self.frontend.sample_rate_hz
             rep["dtype"] = P.I16
         else:
             rep["dtype"] = P.F32
-        self._reply(peer, hdr, rep)
+        self._reply(st.peer, req, rep)
+        q = st.queue
+        if q:
+            if q[0].n == 0:
+                self._settle(st)
+            if q and q[0].n:
+                slot.ready[st] = None
+                self._n_ready += 1
+
+    def _fail_open(self, st: _Stream, why: str, code: str = P.BAD_PROFILE,
+                   req: dict | None = None) -> None:
+        """Programming the stream's device failed: answer its open, then every message that
+        queued behind it, and forget the stream."""
+        if why.startswith("internal: "):
+            code, why = P.INTERNAL, why[len("internal: "):]
+        req = req or st.open_req
+        st.open_req = None
+        items = list(st.queue)
+        st.queue.clear()
+        self._remove(st, f"was not opened ({code})")
+        self._error(st.peer, req, code, why)
+        for w in items:
+            if w.err is not None:
+                self._error(st.peer, *w.err)
+            else:
+                hdr = {"op": P.CLOSE if w.close else P.FRAME, "id": st.sid}
+                if w.seq is not None:
+                    hdr["seq"] = w.seq
+                if w.rid is not None:
+                    hdr["rid"] = w.rid
+                self._error(st.peer, hdr, P.UNKNOWN_STREAM,
+                            f"stream {st.sid} was not opened: {why}"[:500])
 
     def _lookup(self, peer: bytes, sid: int) -> _Stream:
         st = self._streams.get((peer, sid))
@@ -635,22 +495,24 @@ class Server:
                                                f"{P.MAX_BATCH_ITEMS}")
         buf = memoryview(payload if payload is not None else b"")
         sizes = []
-        fail = None
+        fail = own = None
         for it in items:
             try:
                 sizes.append(P.frame_nbytes(it))
             except P.ProtocolError as e:
-                fail = f"batch item {len(sizes)}: {e.msg}"
+                # that item gets its own error; the others cannot be located in the payload
+                fail = (P.BAD_PAYLOAD, f"batch item {len(sizes)}: {e.msg}")
+                own = (len(sizes), (e.code, e.msg))
                 break
         if fail is None and sum(sizes) != len(buf):
-            fail = (f"batch payload is {len(buf)} bytes but its items' dtypes and shapes "
-                    f"need {sum(sizes)}")
+            fail = (P.BAD_PAYLOAD, f"batch payload is {len(buf)} bytes but its items' dtypes "
+                                   f"and shapes need {sum(sizes)}")
         off = 0
         for i, it in enumerate(items):
             try:
                 if type(it) is not dict:
                     raise P.ProtocolError(P.BAD_FIELD, f"batch item {i} is not a map")
-                if it.get("op") != "frame":
+                if it.get("op") != P.FRAME:
                     raise P.ProtocolError(P.UNKNOWN_OP, f"batch item {i}: only 'frame' requests "
                                                         f"can be batched")
                 if fail is None:
@@ -658,12 +520,12 @@ class Server:
                     off += sizes[i]
                     self._op_frame(peer, it, piece, t0)
                 else:
-                    self._op_frame(peer, it, None, t0, fail)
+                    self._op_frame(peer, it, None, t0, own[1] if own and own[0] == i else fail)
             except P.ProtocolError as e:
                 self._error(peer, it if type(it) is dict else None, e.code, e.msg)
 
     def _op_frame(self, peer: bytes, hdr: dict, payload, t0: int,
-                  fail: str | None = None) -> None:
+                  fail: tuple[str, str] | None = None) -> None:
         sid = hdr.get("id")
         if type(sid) is not int or not 0 <= sid <= P.MAX_STREAM_ID:
             P.get_int(hdr, "id", 0, P.MAX_STREAM_ID)            # raises the precise error
@@ -671,21 +533,66 @@ class Server:
         if type(seq) is not int or not 0 <= seq <= P.MAX_SEQ:
             P.get_int(hdr, "seq", 0, P.MAX_SEQ)
         st = self._streams.get((peer, sid))
-        if st is None or st.closing:
+        if st is None:
             self._lookup(peer, sid)                             # raises unknown_stream
-        st.last = time.monotonic()
-        if seq != st.next_seq:
-            if seq < st.next_seq:
-                raise P.ProtocolError(P.DUPLICATE, f"stream {sid}: seq {seq} was already "
-                                                   f"received; next is {st.next_seq}")
-            raise P.ProtocolError(P.OUT_OF_ORDER, f"stream {sid}: seq {seq} but {st.next_seq} "
-                                                  f"is next (a gap)")
-        st.next_seq = seq + 1        # from here on the message has used its sequence number
+        try:
+            if st.closing:
+                self._lookup(peer, sid)
+            st.last = time.monotonic()
+            if seq != st.next_seq:
+                if seq < st.next_seq:
+                    raise P.ProtocolError(P.DUPLICATE, f"stream {sid}: seq {seq} was already "
+                                                       f"received; next is {st.next_seq}")
+                raise P.ProtocolError(P.OUT_OF_ORDER, f"stream {sid}: seq {seq} but "
+                                                      f"{st.next_seq} is next (a gap)")
+            st.next_seq = seq + 1    # from here on the message has used its sequence number
+            self._queue_frame(st, hdr, payload, t0, fail)
+        except P.ProtocolError as e:
+            self._stream_error(st, hdr, e.code, e.msg)
+
+    def _admit(self, n: int) -> None:
+        """Raise ``busy`` when ``n`` more frames would overfill the queue (in frames, or in
+        estimated work time)."""
+        q = self._queued + n
+        if q > self.cfg.max_queued_frames:
+            self.counters["busy_frames"] += n
+            raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued (limit "
+                                          f"{self.cfg.max_queued_frames}); not queued, send "
+                                          f"again later")
+        if self._queued and self._work_s(q) > self._max_queue_s:
+            self.counters["busy_frames"] += n
+            raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued, about "
+                                          f"{1e3 * self._work_s(self._queued):.0f} ms of "
+                                          f"work (limit {self.cfg.max_queue_ms:g} ms); not "
+                                          f"queued, send again later")
+
+    def _work_s(self, frames: int) -> float:
+        """Estimated time to step ``frames`` queued frames: the streams waiting are stepped
+        together (up to ``max_batch`` per step), so ``frames / batch`` steps, each taking the
+        measured step time at that batch size (from the nearest measured size, scaled up
+        linearly from a smaller one: an overestimate). 0 before any measurement."""
+        if not frames:
+            return 0.0
+        b = max(1, min(self._n_ready, self.cfg.max_batch, frames))
+        k = b.bit_length() - 1
+        st = self._step_s
+        t = st[k]
+        if not t:
+            for j in range(k - 1, -1, -1):              # a smaller batch: per frame, scaled
+                if st[j]:
+                    t = st[j] * b / (1 << j)
+                    break
+            else:
+                t = next((v for v in st[k + 1:] if v), 0.0)   # a larger one
+        return -(-frames // b) * t
+
+    def _queue_frame(self, st: _Stream, hdr: dict, payload, t0: int,
+                     fail: tuple[str, str] | None) -> None:
         if self._draining:
             raise P.ProtocolError(P.SHUTTING_DOWN, "the server is shutting down: frame not "
                                                    "queued")
         if fail is not None:
-            raise P.ProtocolError(P.BAD_PAYLOAD, fail)
+            raise P.ProtocolError(*fail)
         if payload is None:
             raise P.ProtocolError(P.BAD_MESSAGE, "a frame message needs a payload frame")
         if st.kind == P.FEATURES:
@@ -705,27 +612,20 @@ class Server:
                 x = memoryview(payload)
             else:
                 x = payload
-            if self._queued + n > self.cfg.max_queued_frames:
-                self.counters["busy_frames"] += n
-                raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued "
-                                              f"(limit {self.cfg.max_queued_frames}); frame "
-                                              f"not queued, send it again later")
+            self._admit(n)
         else:
             pcm = P.payload_array(hdr, payload, P.AUDIO, 1, self.cfg.max_audio_samples)
             fe = st.fe
             n = fe.params.n_frames(fe.samples_seen + pcm.shape[0]) - fe.frames_emitted
-            if n and self._queued + n > self.cfg.max_queued_frames:
-                self.counters["busy_frames"] += n
-                raise P.ProtocolError(P.BUSY, f"server busy: {self._queued} frames queued "
-                                              f"(limit {self.cfg.max_queued_frames}); samples "
-                                              f"not used, send them again later")
+            if n:
+                self._admit(n)
             feats = fe.push(pcm)
             x = feats.tobytes() if n == 1 else memoryview(feats.tobytes())
         rid = hdr.get("rid")
-        w = _Work(seq, rid if type(rid) is int else None, x, n, st.frames, t0)
+        w = _Work(hdr["seq"], rid if type(rid) is int else None, x, n, st.frames, t0)
         st.frames += n
         q = st.queue
-        if not q:
+        if not q and st.es is not None:
             if n == 0:
                 self._complete(st, w)
                 return
@@ -738,11 +638,16 @@ class Server:
 
     def _op_close(self, peer: bytes, hdr: dict, t0: int) -> None:
         sid = P.get_int(hdr, "id", 0, P.MAX_STREAM_ID)
-        st = self._lookup(peer, sid)
+        st = self._streams.get((peer, sid))
+        if st is None:
+            self._lookup(peer, sid)
+        if st.closing:
+            self._stream_error(st, hdr, P.UNKNOWN_STREAM, f"stream {sid} is closing")
+            return
         st.closing = True
         rid = hdr.get("rid")
         w = _Work(None, rid if type(rid) is int else None, None, 0, st.frames, t0, close=True)
-        if st.queue:
+        if st.queue or st.es is None:
             st.queue.append(w)
         else:
             self._finish_close(st, w)
@@ -754,11 +659,11 @@ class Server:
             self._peer_ping[peer] = now
         else:
             self._lookup(peer, sid).last = now
-        self._reply(peer, hdr, {"op": "ping", "t": time.time(), "draining": self._draining})
+        self._reply(peer, hdr, {"op": P.PING, "t": time.time(), "draining": self._draining})
 
     # --------------------------------------------------------------------------- stepping
     def _step_all(self) -> None:
-        for slot in list(self._slots.values()):
+        for slot in list(self.devices.slots.values()):
             if slot.ready:
                 self._step(slot)
 
@@ -784,6 +689,7 @@ class Server:
                 rows.append(w.x[d:d + rb])
         x = np.frombuffer(b"".join(rows), np.float32).reshape(len(batch), self.features)
         engine = slot.engine
+        t_step = time.perf_counter()
         try:
             # the engine checks the frames (finite values) before touching any state
             outs = engine.step_many_all([st.es for st in batch], x)
@@ -807,6 +713,11 @@ class Server:
             self._fail_batch(batch)
             return
         n = len(batch)
+        # measured cost per frame at this batch size (admission control in time)
+        dt = time.perf_counter() - t_step
+        k = min(n.bit_length() - 1, 10)
+        old = self._step_s[k]
+        self._step_s[k] = dt if not old else old + 0.1 * (dt - old)
         if len(slot.names) == 1:
             y = outs[slot.names[0]]
         else:
@@ -874,24 +785,23 @@ class Server:
             self._fail_head(st, P.INTERNAL, f"engine step failed: {type(e).__name__}: {e}"[:500])
 
     def _settle(self, st: _Stream) -> None:
-        """Answer zero-frame items (audio chunks that completed no frame, close) at the head."""
+        """Answer the zero-frame items at the head of the queue: audio chunks that completed
+        no frame, queued errors, close."""
         q = st.queue
         while q and q[0].n == 0:
             w = q.popleft()
             if w.close:
                 self._finish_close(st, w)
                 return
-            self._complete(st, w)
+            if w.err is not None:
+                self._error(st.peer, *w.err)
+            else:
+                self._complete(st, w)
 
     def _complete(self, st: _Stream, w: _Work) -> None:
-        width = st.slot.width
-        now = time.perf_counter_ns()
-        srv_us = (now - w.t0) // 1000
-        hdr = {"op": "frame", "id": st.sid, "seq": w.seq, "f0": w.f0,
-               "n": w.n, "dtype": P.F32, "shape": [w.n, width], "cls": w.cls or [],
-               "lat_ns": w.lat, "e_pJ": w.e, "srv_us": srv_us}
-        if w.rid is not None:
-            hdr["rid"] = w.rid
+        srv_us = (time.perf_counter_ns() - w.t0) // 1000
+        hdr = P.frame_reply(st.sid, w.seq, w.f0, w.n, st.slot.width, w.cls or [], w.lat, w.e,
+                            srv_us, w.rid)
         self._lat[self._lat_n % _LAT_RING] = srv_us
         self._lat_n += 1
         if w.n == 0:
@@ -907,7 +817,7 @@ class Server:
         st.frames -= lost                     # frame numbers (f0) stay without holes
         for later in st.queue:
             later.f0 -= lost
-        hdr = {"id": st.sid, "seq": w.seq, "op": "frame"}
+        hdr = {"id": st.sid, "seq": w.seq, "op": P.FRAME}
         if w.rid is not None:
             hdr["rid"] = w.rid
         self._error(st.peer, hdr, code, msg)
@@ -917,21 +827,30 @@ class Server:
             self._n_ready -= 1
 
     def _finish_close(self, st: _Stream, w: _Work) -> None:
+        rest = [r for r in st.queue if r.err is not None]   # errors queued behind the close
         self._remove(st, "was closed")
         self.counters["closed"] += 1
-        hdr = {"op": "close", "id": st.sid, "frames": st.frames,
+        hdr = {"op": P.CLOSE, "id": st.sid, "frames": st.frames,
                "messages": st.next_seq, "e_pJ": st.e_pJ, "lat_ns": st.lat_ns,
                "cls": st.es.last_class, "seed": st.es.seed}
         if w.rid is not None:
             hdr["rid"] = w.rid
         self._send(st.peer, hdr)
+        for r in rest:
+            self._error(st.peer, *r.err)
 
     def _remove(self, st: _Stream, why: str) -> None:
         key = (st.peer, st.sid)
         if self._streams.pop(key, None) is None:
             return
         st.slot.streams -= 1
-        st.es.close()
+        sl = st.slot
+        sl.e_done_pJ = None if sl.e_done_pJ is None or st.e_pJ is None else \
+            sl.e_done_pJ + st.e_pJ
+        if st.es is not None:
+            st.es.close()
+        elif st in st.slot.waiting:
+            st.slot.waiting.remove(st)
         if st in st.slot.ready:
             del st.slot.ready[st]
             self._n_ready -= 1
@@ -939,8 +858,12 @@ class Server:
             self._queued -= w.n - w.done
         st.queue.clear()
         self._gone[key] = why
-        if len(self._gone) > 4 * self.cfg.max_streams:
+        if len(self._gone) > self.cfg.max_streams:
             self._gone.popitem(last=False)
+        self._on_removed(key)
+
+    def _on_removed(self, key: tuple[bytes, int]) -> None:
+        """Hook: a stream ended (a broker's worker tells the broker)."""
 
     # ------------------------------------------------------------------------ housekeeping
     def _housekeeping(self) -> None:
@@ -948,17 +871,20 @@ class Server:
         if now < self._next_housekeeping:
             return
         self._next_housekeeping = now + min(1.0, self.cfg.idle_timeout_s / 4)
+        if self.publish_stats:
+            self.stats_snapshot = self.stats()        # read by the metrics thread
         limit = self.cfg.idle_timeout_s
         pings = self._peer_ping
         idle = [st for st in self._streams.values()
-                if not st.queue and now - max(st.last, pings.get(st.peer, 0.0)) > limit]
+                if not st.queue and st.es is not None
+                and now - max(st.last, pings.get(st.peer, 0.0)) > limit]
         for st in idle:
             idle_s = now - max(st.last, pings.get(st.peer, 0.0))
             self._remove(st, "was evicted (idle)")
             self.counters["evicted"] += 1
             log.info("evicted stream %d of client %s after %.1f s idle", st.sid, st.peer.hex(),
                      idle_s)
-            self._send(st.peer, {"op": "evicted", "id": st.sid,
+            self._send(st.peer, {"op": P.EVICTED, "id": st.sid,
                                  "reason": "idle", "idle_s": round(idle_s, 3),
                                  "frames": st.frames, "messages": st.next_seq})
         if len(pings) > 4 * self.cfg.max_streams or idle:
@@ -973,11 +899,33 @@ class Server:
                  self._queued, len(self._streams))
 
     def _drained(self) -> bool:
-        if self._queued or self._n_ready:
-            return False
         now = time.monotonic()
-        return (now - self._last_rx >= self.cfg.drain_quiet_s
-                or now - self._drain_t0 >= self.cfg.drain_max_s)
+        if now - self._drain_t0 >= self.cfg.drain_max_s:
+            if self._queued or self._n_ready or self.devices.programming:
+                self._abort_queued()
+            return True
+        if self._queued or self._n_ready or self.devices.programming:
+            return False
+        return now - self._last_rx >= self.cfg.drain_quiet_s
+
+    def _abort_queued(self) -> None:
+        """The drain cap is reached: answer every message still queued with
+        ``shutting_down`` (so nothing admitted goes unanswered)."""
+        log.warning("drain cap of %.1f s reached: %d queued frames answered shutting_down",
+                    self.cfg.drain_max_s, self._queued)
+        for st in list(self._streams.values()):
+            if st.es is None:
+                self._fail_open(st, "the server is shutting down", P.SHUTTING_DOWN)
+                continue
+            while st.queue:
+                w = st.queue[0]
+                if w.n == 0:
+                    self._settle(st)
+                    if self._streams.get((st.peer, st.sid)) is not st:
+                        break
+                    continue
+                self._fail_head(st, P.SHUTTING_DOWN, "the server shut down before this frame "
+                                                     "was stepped")
 
     def _say_goodbye(self) -> None:
         peers: dict[bytes, list[int]] = {}
@@ -986,13 +934,13 @@ class Server:
         for st in list(self._streams.values()):
             self._remove(st, "was closed by the server shutdown")
         for peer, sids in peers.items():
-            self._send(peer, {"op": "shutdown", "ids": sids[:4096]})
+            self._send(peer, {"op": P.SHUTDOWN, "ids": sids[:4096]})
         self._flush()
 
     # ---------------------------------------------------------------------------- reports
     def info(self) -> dict[str, Any]:
         m = self.model
-        slot = self._slots[self._default_key]
+        slot = self.devices.default
         fe = self.frontend.to_dict() if self.frontend else None
         return {
             "version": P.VERSION,
@@ -1002,7 +950,7 @@ class Server:
                       "why_not_streamable": self._why_not,
                       "kinds": [P.FEATURES] + ([P.AUDIO] if self.frontend else []),
                       "frontend": fe, "weight_bits": self.prog.weight_bits},
-            "profiles": sorted(self._profiles),
+            "profiles": sorted(self.devices.profiles),
             "default": {"profile": self.default_profile, "overrides": list(self.cfg.overrides),
                         "votes": self.cfg.votes, "device_seed": self.cfg.device_seed},
             "limits": {"max_streams": self.cfg.max_streams,
@@ -1014,7 +962,13 @@ class Server:
                        "max_header_bytes": P.MAX_HEADER_BYTES,
                        "max_batch_items": P.MAX_BATCH_ITEMS,
                        "idle_timeout_s": self.cfg.idle_timeout_s,
-                       "max_votes": self.cfg.max_votes},
+                       "max_votes": self.cfg.max_votes,
+                       "max_queue_ms": self.cfg.max_queue_ms,
+                       "max_devices": self.cfg.max_engines,
+                       "unread_reply_messages": self.cfg.sndhwm,
+                       "closed_ids_kept": self.cfg.max_streams},
+            "devices": {"max": self.cfg.max_engines, "held": len(self.devices.slots),
+                        "programming": self.devices.programming},
         }
 
     def stats(self) -> dict[str, Any]:
@@ -1023,12 +977,29 @@ class Server:
         pct = ({f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)}
                if n else {"p50": None, "p90": None, "p99": None})
         c = self.counters
+        energy = {id(s): s.e_done_pJ for s in self.devices.slots.values()}
+        for st in self._streams.values():
+            k = id(st.slot)
+            if k in energy:
+                energy[k] = None if energy[k] is None or st.e_pJ is None else \
+                    energy[k] + st.e_pJ
+        top = sorted((st for st in self._streams.values() if st.e_pJ),
+                     key=lambda st: st.e_pJ, reverse=True)[:5]
         return {
             "uptime_s": time.monotonic() - self._t_start,
+            "top_streams": [{"id": st.sid, "client": st.peer.hex(), "frames": st.frames,
+                             "e_pJ": st.e_pJ} for st in top],
             "streams": len(self._streams),
             "clients": len({st.peer for st in self._streams.values()}),
             "engines": [{"profile": s.profile_name, "overrides": list(s.key[1]),
-                         "votes": s.key[2], "streams": s.streams} for s in self._slots.values()],
+                         "votes": s.key[2], "streams": s.streams,
+                         "ready": s.engine is not None, "e_pJ": energy.get(id(s)),
+                         "program_ms": round(s.program_ms, 1)} for s in self.devices.slots.values()],
+            "max_devices": self.cfg.max_engines,
+            "programmed": c["programmed"], "devices_dropped": self.devices.dropped,
+            "closed_ids_kept": len(self._gone),
+            "step_us": {str(1 << k): round(1e6 * v, 1) for k, v in enumerate(self._step_s) if v},
+            "queued_ms": 1e3 * self._work_s(self._queued),
             "messages": c["messages"], "frames": c["frames"], "batches": c["batches"],
             "batch_mean": c["frames"] / c["batches"] if c["batches"] else None,
             "batch_max": self._batch_max,

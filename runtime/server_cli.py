@@ -1,5 +1,5 @@
 """Command-line front ends of the server and the client: ``nvmstream serve``, ``nvmstream
-stream`` and ``nvmstream keys``.
+worker``, ``nvmstream stats``, ``nvmstream stream`` and ``nvmstream keys``.
 
 ``runtime/cli.py`` wires them in with :func:`add_serve_parser`, :func:`add_stream_parser` and
 :func:`add_keys_parser`; ``python -m nvmstream.runtime.server_cli serve|stream|keys ...`` runs
@@ -28,37 +28,94 @@ def _cli_error(msg: str, code: int = EXIT_INPUT) -> Exception:
 
 
 # ------------------------------------------------------------------------------------ serve
+# options a worker needs to serve like `serve` does (passed on to spawned workers)
+_ENGINE_OPTS = [
+    # (flags, kwargs, attribute, repeatable)
+    (("--profile", "-p"), dict(default="ideal", help="default device profile, a shipped name or "
+                                                      "a .toml path (default ideal)"),
+     "profile", False),
+    (("--set",), dict(dest="overrides", action="append", default=[],
+                      metavar="SECTION.FIELD=VALUE", help="override a profile field "
+                                                          "(repeatable)"), "overrides", True),
+    (("--device-seed",), dict(type=int, default=0, help="seed of programmed devices"),
+     "device_seed", False),
+    (("--votes",), dict(type=int, default=1, help="default votes per stream"), "votes", False),
+    (("--calibration",), dict(help="X.npy/.npz calibration inputs (for an .onnx MODEL)"),
+     "calibration", False),
+    (("--frontend",), dict(metavar="JSON", help="audio front-end parameters (a .json file or "
+                                                "inline JSON of FrontendParams fields); "
+                                                "replaces the model's own"), "frontend", False),
+    (("--allow-profile",), dict(action="append", default=[], metavar="NAME=PATH",
+                                help="a profile file clients may ask for by NAME "
+                                     "(repeatable)"), "allow_profile", True),
+    (("--max-streams",), dict(type=int, default=4096), "max_streams", False),
+    (("--max-queue",), dict(type=int, default=65536,
+                            help="frames queued over all streams before `busy` replies"),
+     "max_queue", False),
+    (("--max-queue-ms",), dict(type=float, default=250.0, metavar="MS",
+                               help="answer `busy` when the queued frames would take longer "
+                                    "than this to step (estimated from measured step times; "
+                                    "default 250)"), "max_queue_ms", False),
+    (("--max-devices",), dict(type=int, default=8,
+                              help="device configurations (profile, overrides, votes) held at "
+                                   "once; an open needing another gets `too_many_devices` "
+                                   "(default 8)"), "max_devices", False),
+    (("--max-batch",), dict(type=int, default=512, help="streams per engine step"),
+     "max_batch", False),
+    (("--batch-window-us",), dict(type=int, default=0, help="wait this long for a fuller batch "
+                                                            "(default 0: adaptive)"),
+     "batch_window_us", False),
+    (("--idle-timeout",), dict(type=float, default=60.0, metavar="S",
+                               help="evict streams idle this long (seconds)"),
+     "idle_timeout", False),
+]
+
+
+def _add_engine_options(s) -> None:
+    s.add_argument("model", help="MODEL.nvm (or MODEL.onnx)")
+    for flags, kw, _, _ in _ENGINE_OPTS:
+        s.add_argument(*flags, **kw)
+
+
+def _engine_argv(args) -> list[str]:
+    """The engine options of parsed ``serve`` arguments, as ``worker`` arguments."""
+    out = [os.path.abspath(args.model)]
+    for flags, _, attr, rep in _ENGINE_OPTS:
+        v = getattr(args, attr)
+        if v is None:
+            continue
+        for item in (v if rep else [v]):
+            out += [flags[0], str(item)]
+    return out
+
+
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``serve`` to an argparse subparsers object (sets ``func=cmd_serve``)."""
     s = subparsers.add_parser(
         "serve", help="serve a model to many streams over ZeroMQ (docs/protocol.md)",
         description="Serve MODEL (.nvm, or .onnx converted at start) on a ZeroMQ ROUTER. "
-                    "SIGINT/SIGTERM: stop accepting work, answer every queued frame, exit.")
-    s.add_argument("model", help="MODEL.nvm (or MODEL.onnx)")
-    s.add_argument("--profile", "-p", default="ideal",
-                   help="default device profile, a shipped name or a .toml path (default ideal)")
-    s.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.FIELD=VALUE", help="override a profile field (repeatable)")
+                    "SIGINT/SIGTERM: stop accepting work, answer every queued frame, exit. "
+                    "--workers N: a broker in front of N engine worker processes.")
+    _add_engine_options(s)
     s.add_argument("--bind", default="tcp://127.0.0.1:5555",
                    help="endpoint to bind (default tcp://127.0.0.1:5555; loopback unless told "
                         "otherwise; port * picks a free one)")
-    s.add_argument("--device-seed", type=int, default=0, help="seed of programmed devices")
-    s.add_argument("--votes", type=int, default=1, help="default votes per stream")
-    s.add_argument("--calibration", help="X.npy/.npz calibration inputs (for an .onnx MODEL)")
-    s.add_argument("--frontend", metavar="JSON",
-                   help="audio front-end parameters (a .json file or inline JSON of "
-                        "FrontendParams fields); replaces the model's own")
-    s.add_argument("--allow-profile", action="append", default=[], metavar="NAME=PATH",
-                   help="a profile file clients may ask for by NAME (repeatable)")
-    s.add_argument("--max-streams", type=int, default=4096)
-    s.add_argument("--max-queue", type=int, default=65536,
-                   help="frames queued over all streams before `busy` replies")
-    s.add_argument("--max-batch", type=int, default=512, help="streams per engine step")
-    s.add_argument("--batch-window-us", type=int, default=0,
-                   help="wait this long for a fuller batch (default 0: adaptive)")
-    s.add_argument("--idle-timeout", type=float, default=60.0, metavar="S",
-                   help="evict streams idle this long (seconds)")
+    s.add_argument("--workers", type=int, default=0,
+                   help="run N engine worker processes behind a broker (default 0: one "
+                        "process serves); streams are pinned to a worker")
+    s.add_argument("--broker", action="store_true",
+                   help="run the broker even with --workers 0 (workers then come from "
+                        "`nvmstream worker --connect`)")
+    s.add_argument("--worker-bind", action="append", default=[], metavar="EP",
+                   help="broker: endpoint workers connect to (repeatable; `nvmstream worker "
+                        "--connect EP` from other hosts; default a free loopback port)")
+    s.add_argument("--unread-replies", type=int, default=1000, metavar="N",
+                   help="reply messages queued for a client that does not read before "
+                        "further replies to it are dropped (ZMQ_SNDHWM; default 1000)")
     s.add_argument("--max-message-bytes", type=int, default=4 * 1024 * 1024)
+    s.add_argument("--metrics-port", type=int, default=0, metavar="PORT",
+                   help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (needs "
+                        "prometheus_client; default off)")
     s.add_argument("--curve-secret", metavar="FILE",
                    help="server certificate with secret key (switches CURVE on)")
     s.add_argument("--curve-allow", metavar="DIR",
@@ -96,29 +153,43 @@ def _load_prog(args):
     return prog
 
 
-def cmd_serve(args) -> int:
-    from nvmstream.devices import ProfileError
-    from .server import Server, ServerConfig, install_signal_handlers
+def _server_config(args, bind: str):
+    from .server import ServerConfig
 
-    prog = _load_prog(args)
     extra = {}
     for item in args.allow_profile:
         name, sep, p = item.partition("=")
         if not sep or not name or not p:
             raise _cli_error(f"--allow-profile {item!r}: expected NAME=PATH", EXIT_USAGE)
         extra[name] = p
-    cfg = ServerConfig(bind=args.bind, profile=args.profile, overrides=tuple(args.overrides),
-                       device_seed=args.device_seed, votes=args.votes, extra_profiles=extra,
-                       max_streams=args.max_streams, max_queued_frames=args.max_queue,
-                       max_batch=args.max_batch, batch_window_us=args.batch_window_us,
-                       idle_timeout_s=args.idle_timeout,
-                       max_message_bytes=args.max_message_bytes,
-                       curve_secret_file=args.curve_secret, curve_allow_dir=args.curve_allow)
+    return ServerConfig(bind=bind, profile=args.profile, overrides=tuple(args.overrides),
+                        device_seed=args.device_seed, votes=args.votes, extra_profiles=extra,
+                        max_streams=args.max_streams, max_queued_frames=args.max_queue,
+                        max_batch=args.max_batch, batch_window_us=args.batch_window_us,
+                        max_queue_ms=args.max_queue_ms, max_engines=args.max_devices,
+                        sndhwm=getattr(args, "unread_replies", 1000),
+                        idle_timeout_s=args.idle_timeout,
+                        max_message_bytes=getattr(args, "max_message_bytes", 4 * 1024 * 1024),
+                        curve_secret_file=getattr(args, "curve_secret", None),
+                        curve_allow_dir=getattr(args, "curve_allow", None))
+
+
+def cmd_serve(args) -> int:
+    from nvmstream.devices import ProfileError
+    from .server import Server, install_signal_handlers
+
+    if args.workers < 0:
+        raise _cli_error("--workers must be >= 0", EXIT_USAGE)
+    if args.workers or args.broker:
+        return _serve_broker(args)
+    prog = _load_prog(args)
+    cfg = _server_config(args, args.bind)
     try:
         srv = Server(prog, cfg)
         endpoint = srv.bind()
     except (ProfileError, ValueError, OSError) as e:
         raise _cli_error(str(e)) from None
+    _start_metrics(args, srv)
     install_signal_handlers(srv)
     curve = " (CURVE)" if args.curve_secret else ""
     print(f"nvmstream: serving {args.model} on {endpoint}{curve} profile "
@@ -126,6 +197,85 @@ def cmd_serve(args) -> int:
     srv.run()
     s = srv.stats()
     print(f"nvmstream: stopped after {s['frames']} frames of {s['opened']} streams", flush=True)
+    return EXIT_OK
+
+
+def _start_metrics(args, srv) -> None:
+    if not args.metrics_port:
+        return
+    from .serving.metrics import start_metrics_server
+    srv.publish_stats = True
+    srv.stats_snapshot = srv.stats()
+    try:
+        start_metrics_server(args.metrics_port, lambda: srv.stats_snapshot)
+    except (ImportError, OSError) as e:
+        raise _cli_error(f"--metrics-port: {e}") from None
+
+
+def _serve_broker(args) -> int:
+    from .server import install_signal_handlers
+    from .serving.broker import Broker
+
+    if not os.path.exists(args.model):
+        raise _cli_error(f"{args.model}: no such file (model)")
+    cfg = _server_config(args, args.bind)
+    try:
+        cfg.check()
+        broker = Broker(cfg, worker_bind=args.worker_bind or ["tcp://127.0.0.1:*"])
+        endpoint = broker.bind()
+    except (ValueError, OSError) as e:
+        raise _cli_error(str(e)) from None
+    argv = [sys.executable, "-m", "nvmstream.runtime.server_cli", "worker", *_engine_argv(args)]
+    if args.verbose if hasattr(args, "verbose") else 0:
+        argv.insert(3, "-v")
+    _start_metrics(args, broker)
+    install_signal_handlers(broker)
+    try:
+        broker.spawn_workers(args.workers, argv)
+        n = broker.wait_workers(args.workers, 600.0)
+    except OSError as e:
+        broker.close()
+        raise _cli_error(str(e)) from None
+    curve = " (CURVE)" if args.curve_secret else ""
+    print(f"nvmstream: serving {args.model} on {endpoint}{curve} with {n} workers "
+          f"(workers connect to {' '.join(broker.worker_endpoints)})", flush=True)
+    broker.run()
+    s = broker.counters
+    print(f"nvmstream: broker stopped after {s['messages']} messages", flush=True)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------- worker
+def add_worker_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``worker`` to an argparse subparsers object (sets ``func=cmd_worker``)."""
+    s = subparsers.add_parser(
+        "worker", help="an engine worker for `serve --workers` (possibly on another host)",
+        description="Serve MODEL behind a broker: connect to the endpoint `nvmstream serve "
+                    "--workers N` prints for workers. Streams the broker pins here are "
+                    "stepped here.")
+    _add_engine_options(s)
+    s.add_argument("--connect", "-c", required=True, help="the broker's worker endpoint")
+    s.add_argument("--exit-with-broker", action="store_true",
+                   help="exit when the broker is silent for 5 s (spawned workers)")
+    s.set_defaults(func=cmd_worker)
+    return s
+
+
+def cmd_worker(args) -> int:
+    from nvmstream.devices import ProfileError
+    from .server import install_signal_handlers
+    from .serving.worker import Worker
+
+    prog = _load_prog(args)
+    cfg = _server_config(args, "tcp://127.0.0.1:0")
+    try:
+        w = Worker(prog, cfg, connect=args.connect, exit_with_broker=args.exit_with_broker)
+        w.bind()
+    except (ProfileError, ValueError, OSError) as e:
+        raise _cli_error(str(e)) from None
+    install_signal_handlers(w)
+    log.info("worker of %s connected to %s", args.model, args.connect)
+    w.run()
     return EXIT_OK
 
 
@@ -328,6 +478,90 @@ def cmd_stream(args) -> int:
     return EXIT_OK if res["errors"] == 0 else EXIT_INPUT
 
 
+# ------------------------------------------------------------------------------------ stats
+def add_stats_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``stats`` (a live view of a server's statistics) to an argparse subparsers object."""
+    s = subparsers.add_parser("stats", help="live view of a server: streams, queue, batches, "
+                                            "latency, errors, energy, workers")
+    s.add_argument("--connect", "-c", required=True, help="server endpoint")
+    s.add_argument("--interval", type=float, default=1.0, metavar="S",
+                   help="seconds between updates (default 1)")
+    s.add_argument("--count", type=int, default=0,
+                   help="stop after N updates (default 0: until Ctrl-C)")
+    s.add_argument("--json", action="store_true", help="print each update as one JSON line")
+    s.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")
+    s.set_defaults(func=cmd_stats)
+    return s
+
+
+def format_stats(st: dict, prev: dict | None, dt_s: float) -> str:
+    """A few lines of text for one ``stats`` reply (rates from the previous one)."""
+    def rate(k):
+        if prev is None or dt_s <= 0:
+            return 0.0
+        return max(0.0, (st.get(k, 0) - prev.get(k, 0)) / dt_s)
+    lat = st.get("srv_us") or {}
+    f = lambda v: "-" if v is None else f"{v:.0f}"        # noqa: E731
+    lines = [f"up {st.get('uptime_s', 0):.0f} s  streams {st.get('streams')}  clients "
+             f"{st.get('clients', '-')}  queued {st.get('queued')} "
+             f"(~{st.get('queued_ms') or 0:.0f} ms)  frames/s {rate('frames'):.0f}  "
+             f"messages/s {rate('messages'):.0f}  batch mean "
+             f"{st.get('batch_mean') or 0:.1f} max {st.get('batch_max', '-')}",
+             f"server us p50 {f(lat.get('p50'))} p90 {f(lat.get('p90'))} "
+             f"p99 {f(lat.get('p99'))}  busy frames {st.get('busy_frames')}  dropped replies "
+             f"{st.get('dropped_replies')}  evicted {st.get('evicted')}"]
+    errs = st.get("errors") or {}
+    if errs:
+        lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(errs.items())))
+    for e in st.get("engines") or []:
+        ov = ",".join(e.get("overrides") or [])
+        en = e.get("e_pJ")
+        lines.append(f"  device {e.get('profile')}{' [' + ov + ']' if ov else ''} votes "
+                     f"{e.get('votes')}: {e.get('streams')} streams"
+                     f"{'' if e.get('ready', True) else ' (programming)'}"
+                     f"{'' if en is None else f', energy {en / 1e6:.3f} uJ'}")
+    for s in st.get("top_streams") or []:
+        lines.append(f"  stream {s['id']} of {s['client']}: {s['frames']} frames, "
+                     f"{(s.get('e_pJ') or 0) / 1e3:.1f} nJ")
+    for w in st.get("workers") or []:
+        wl = w.get("srv_us") or {}
+        lines.append(f"  worker {w['id']} pid {w.get('pid')} on {w.get('host')}: "
+                     f"{w.get('streams')} streams, queued {w.get('queued')}, frames "
+                     f"{w.get('frames')}, p50 {f(wl.get('p50'))} us")
+    b = st.get("broker")
+    if b:
+        lines.append(f"  broker: workers lost {b.get('workers_lost')}, restarted "
+                     f"{b.get('workers_restarted')}, streams lost {b.get('streams_lost')}, "
+                     f"no_worker {b.get('no_worker')}")
+    return "\n".join(lines)
+
+
+def cmd_stats(args) -> int:
+    import time
+
+    from .client import Client
+
+    prev, t_prev, n = None, 0.0, 0
+    try:
+        with Client(args.connect, timeout_s=args.timeout) as c:
+            while True:
+                st = c.stats()
+                t = time.monotonic()
+                if args.json:
+                    print(json.dumps(st), flush=True)
+                else:
+                    print(format_stats(st, prev, t - t_prev), flush=True)
+                    print("", flush=True)
+                prev, t_prev, n = st, t, n + 1
+                if args.count and n >= args.count:
+                    return EXIT_OK
+                time.sleep(max(0.05, args.interval))
+    except TimeoutError as e:
+        raise _cli_error(f"{e} (is the server running at {args.connect}?)") from None
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
 # ------------------------------------------------------------------------------------- keys
 def add_keys_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``keys`` (make a CURVE key pair) to an argparse subparsers object."""
@@ -358,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     add_serve_parser(sub)
+    add_worker_parser(sub)
+    add_stats_parser(sub)
     add_stream_parser(sub)
     add_keys_parser(sub)
     return run_parsed(p.parse_args(argv))

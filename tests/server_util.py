@@ -180,3 +180,11 @@ def reference_outputs(model: Path, profile: str, seed: int, frames: np.ndarray, 
         cls.append(s.last_class)
         es.append(getattr(s, "last_energy_pJ", None))
     return np.stack(ys), cls, es
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (Linux /proc), bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no VmRSS for process {pid}")

@@ -363,3 +363,20 @@ def test_server_close_summary_is_the_reports_energy_per_inference(tmp_path):
     assert summary["frames"] == len(x)
     assert summary["e_pJ"] == pytest.approx(want.energy_pJ_per_inference, rel=1e-9)
     assert summary["lat_ns"] == pytest.approx(want.latency_ns_per_inference, rel=1e-9)
+
+
+def test_storage_redundancy_is_charged_in_the_one_off_programming_cost(tmp_path):
+    """Guard and parity bits are read from weight storage at programming: the one-off storage
+    count is n_weights x profile.storage_bits_per_code (4 + 4 guard + 1/2 parity = 8.5 bits)."""
+    path = rec_model(tmp_path / "l.onnx", head=2)
+    x = np.random.default_rng(0).normal(size=(2, 7, 3)).astype(np.float32)
+    plain = engine(path, "int4")
+    plain.run(x)
+    red = engine(path, "int4", ("tile.rows=4", "tile.cols=4", "storage.guard_bits=4",
+                                "storage.parity_group=2"))
+    red.run(x)
+    from nvmstream.runtime.ledger import one_off_counts
+    n = sum(s.n_in * s.n_out for s in plain.plan.segments)
+    assert one_off_counts(plain.plan, 4, plain.device.profile).storage_bits_read == 4 * n
+    assert one_off_counts(red.plan, 4, red.device.profile).storage_bits_read == round(8.5 * n)
+    assert red.report().one_off.total_pJ > plain.report().one_off.total_pJ

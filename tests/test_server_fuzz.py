@@ -96,7 +96,7 @@ def test_each_bad_message_gets_its_error(server, good):
                       "shape": [1, 12]}), np.full((1, 12), np.nan, "<f4").tobytes()],
              "bad_payload"),                                          # NaN
             ([P.pack({"v": 1, "op": "frame", "id": 1, "seq": 6, "dtype": "<f4",
-                      "shape": "1,12"}), x], "bad_payload"),
+                      "shape": "1,12"}), x], "bad_field"),
             ([P.pack({"v": 1, "op": "frame", "id": 1, "seq": -1, "dtype": "<f4",
                       "shape": [1, 12]}), x], "bad_field"),
             ([P.pack({"v": 1, "op": "frame", "id": 1, "seq": 2 ** 64 - 1, "dtype": "<f4",

@@ -157,12 +157,14 @@ def test_sigterm_answers_every_frame_in_flight(model):
         assert srv.proc.wait(30) == 0
     assert late and shutdown is not None and sorted(shutdown["ids"]) == list(range(n_streams))
     assert len(answered) == n_streams * (n_frames + 1), codes
-    assert set(codes) == {"frame", "shutting_down"}, codes
+    # (busy: the admission bound in time may refuse some of the burst before the signal)
+    assert {"frame", "shutting_down"} <= set(codes) <= {"frame", "shutting_down", "busy"}, codes
     # per stream: results first, then refusals (at least the frame sent while draining)
     for sid in range(n_streams):
         ops = [answered[(sid, t)] for t in range(n_frames + 1)]
+        ops = [o for o in ops if o != "busy"]
         k = ops.count("frame")
-        assert 0 < k <= n_frames and ops == ["frame"] * k + ["shutting_down"] * (n_frames + 1 - k)
+        assert 0 < k <= n_frames and ops == ["frame"] * k + ["shutting_down"] * (len(ops) - k)
     assert any("stopped after" in line for line in srv.stdout_lines)
 
 

@@ -1,0 +1,155 @@
+"""`nvmstream serve --workers N`: a broker in front of engine worker processes, streams pinned
+to a worker, a killed worker's streams told by a `worker_lost` notice while the others carry
+on, workers joining from two loopback addresses, SIGTERM through the broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import nvmstream as nvm
+from nvmstream.runtime.client import Client, ServerError
+from server_util import REPO, RawClient, ServerProcess, compile_fixture, frame_msg
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return compile_fixture("lstm1_bf.ts.onnx", tmp_path_factory.mktemp("m") / "lstm1.nvm")
+
+
+def _reference(model, profile, seeds, x):
+    eng = nvm.Engine(nvm.load(model), nvm.Device(profile, seed=0))
+    out = []
+    for i, seed in enumerate(seeds):
+        s = eng.stream(seed=seed)
+        out.append(np.stack([s.step(x[i, t]) for t in range(x.shape[1])]))
+    return np.stack(out)
+
+
+def _wait(pred, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_two_workers_serve_pinned_streams_exactly(model):
+    n, steps = 12, 5
+    x = np.random.default_rng(0).standard_normal((n, steps, 12)).astype(np.float32)
+    with ServerProcess(model, "--profile", "pcm", "--workers", "2") as srv, \
+            Client(srv.endpoint, timeout_s=30) as c:
+        streams = [c.open(seed=100 + i) for i in range(n)]
+        for t in range(steps):
+            if t % 2:
+                c.send_frames([(s, x[i, t]) for i, s in enumerate(streams)])   # split by worker
+            else:
+                for i, s in enumerate(streams):
+                    s.send(x[i, t])
+        got = np.stack([np.concatenate([s.recv().y for _ in range(steps)]) for s in streams])
+        st = _wait(lambda: (lambda s: s if len(s["workers"]) == 2 and s["frames"] == n * steps
+                            else None)(c.stats()))
+        assert sorted(w["streams"] for w in st["workers"]) == [n // 2, n // 2]
+        assert st["streams"] == n
+        for s in streams:
+            assert s.close()["frames"] == steps
+    np.testing.assert_array_equal(got, _reference(model, "pcm", 100 + np.arange(n), x))
+
+
+def test_killed_worker_streams_get_a_notice_others_continue(model):
+    x = np.ones(12, np.float32)
+    with ServerProcess(model, "--profile", "ideal", "--workers", "2") as srv, \
+            Client(srv.endpoint, timeout_s=30) as c:
+        streams = [c.open(seed=i) for i in range(8)]
+        for s in streams:
+            s.step(x)
+        st = _wait(lambda: (lambda s: s if all(w["pid"] for w in s["workers"])
+                            and len(s["workers"]) == 2 else None)(c.stats()))
+        victim = st["workers"][0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        notice = _wait(lambda: (c._recv_one(0.2), next((r for r in c.notices
+                                                        if r.op == "worker_lost"), None))[1])
+        lost = set(notice.hdr["ids"])
+        assert len(lost) == victim["streams"] == 4 and notice.hdr["reason"]
+        for s in streams:
+            if s.sid in lost:
+                assert s.ended == "worker_lost"
+                with pytest.raises(ServerError) as e:
+                    s.recv(timeout_s=5)
+                assert e.value.code == "worker_lost"
+            else:                                          # the other worker's streams go on
+                assert s.step(x).shape == (4,)
+                assert s.close()["frames"] == 2
+        # recovery: open again; the broker has started a new worker meanwhile
+        st = _wait(lambda: (lambda s: s if len(s["workers"]) == 2 else None)(c.stats()), 60)
+        assert st["broker"]["workers_lost"] == 1 and st["broker"]["streams_lost"] == 4
+        again = [c.open(seed=i) for i in range(4)]
+        assert all(s.step(x).shape == (4,) for s in again)
+        # SIGTERM through the broker: drains every worker, exits 0
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(30) == 0
+
+
+def test_workers_on_two_loopback_addresses(model):
+    """A broker with worker endpoints on 127.0.0.1 and 127.0.0.2: one spawned worker, one
+    started by hand with `nvmstream worker --connect` on the other address; streams spread
+    over both and each equals the in-process engine."""
+    with ServerProcess(model, "--profile", "ideal", "--workers", "1",
+                       "--worker-bind", "tcp://127.0.0.1:*",
+                       "--worker-bind", "tcp://127.0.0.2:*") as srv:
+        eps = srv.stdout_lines[0].split("workers connect to ")[1].strip(")\n ").split()
+        assert [e.split(":")[1] for e in eps] == ["//127.0.0.1", "//127.0.0.2"]
+        w = subprocess.Popen([sys.executable, "-m", "nvmstream.runtime.server_cli", "worker",
+                              str(model), "--profile", "ideal", "--connect", eps[1]],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            with Client(srv.endpoint, timeout_s=30) as c:
+                _wait(lambda: len(c.stats()["workers"]) == 2, 120)
+                n = 6
+                x = np.random.default_rng(1).standard_normal((n, 3, 12)).astype(np.float32)
+                streams = [c.open(seed=i) for i in range(n)]
+                got = np.stack([np.stack([s.step(x[i, t]) for t in range(3)])
+                                for i, s in enumerate(streams)])
+                st = c.stats()
+                assert sorted(wk["streams"] for wk in st["workers"]) == [3, 3]
+                assert {wk["pid"] for wk in st["workers"]} >= {w.pid}
+            np.testing.assert_array_equal(got, _reference(model, "ideal", range(n), x))
+            srv.proc.send_signal(signal.SIGTERM)
+            assert srv.proc.wait(30) == 0
+            w.send_signal(signal.SIGTERM)                  # the hand-started worker stops too
+            assert w.wait(30) == 0
+        finally:
+            if w.poll() is None:
+                w.kill()
+                w.wait(5)
+
+
+def test_broker_answers_garbage_and_unknown_streams(model):
+    with ServerProcess(model, "--profile", "ideal", "--workers", "1") as srv, \
+            RawClient(srv.endpoint) as rc:
+        rc.send_parts([b"\xc1"])
+        assert rc.recv(30)[0]["code"] == "bad_message"
+        h, _ = rc.request(*frame_msg(9, 0, np.ones(12)))
+        assert h["code"] == "unknown_stream"
+        h, _ = rc.request({"v": 1, "op": "ping", "rid": 4})
+        assert h["op"] == "ping" and h["rid"] == 4
+        assert rc.request({"v": 1, "op": "info"})[0]["model"]["features"] == 12
+        # frames the broker passes on together, then close, then a late frame: in order
+        assert rc.request({"v": 1, "op": "open", "id": 3})[0]["op"] == "open"
+        for t in range(40):
+            rc.send(*frame_msg(3, t, np.ones(12)))
+        rc.send({"v": 1, "op": "close", "id": 3})
+        rc.send(*frame_msg(3, 40, np.ones(12)))
+        reps = [h for h, _ in rc.recv_n(42, timeout_s=60)]
+        assert [h.get("seq") for h in reps[:40]] == list(range(40))
+        assert all(h["op"] == "frame" for h in reps[:40])
+        assert reps[40]["op"] == "close" and reps[40]["frames"] == 40
+        assert reps[41]["code"] == "unknown_stream"
