@@ -1,7 +1,7 @@
 """Quantization- and noise-aware training for nvmstream's emulated crossbar (torch, CPU).
 
 The layers here compute, in the forward pass, exactly what ``nvmstream.runtime`` computes for one
-crossbar matrix (see runtime/plan.py and runtime/kernels.py), with straight-through gradients:
+crossbar matrix (see runtime/plan.py and runtime/kernels/vmm.py), with straight-through gradients:
 
 * weight codes per output row: ``s_j = max_i |W_ji| / qmax_w``, ``q = clip(rint(W / s), +-qmax_w)``;
 * one input DAC per matrix: ``u = clip(rint(v / d), +-qmax_dac)``, ``d = range / qmax_dac``
