@@ -59,14 +59,9 @@ def crossbar_matrices(model: ir.Model) -> list[MatrixSpec]:
     mats = []
     for k, l in enumerate(model.layers):
         if isinstance(l, ir.Recurrent):
-            h = l.hidden_size
             for d in range(l.num_directions):
-                mats.append(MatrixSpec(f"layer{k}/d{d}/x", k, d, "x", l.W[d]))
-                if l.kind == "GRU" and not l.linear_before_reset:
-                    mats.append(MatrixSpec(f"layer{k}/d{d}/h", k, d, "h", l.R[d][:2 * h]))
-                    mats.append(MatrixSpec(f"layer{k}/d{d}/rh", k, d, "rh", l.R[d][2 * h:]))
-                else:
-                    mats.append(MatrixSpec(f"layer{k}/d{d}/h", k, d, "h", l.R[d]))
+                for role, w in l.crossbar_blocks(d):
+                    mats.append(MatrixSpec(f"layer{k}/d{d}/{role}", k, d, role, w))
         elif isinstance(l, ir.Dense) and not _is_identity(l):
             mats.append(MatrixSpec(f"layer{k}/d0/x", k, 0, "x", l.W))
     return mats

@@ -19,7 +19,7 @@ from typing import Mapping, Union
 
 import numpy as np
 
-from .conventions import GATES, Activation
+from .conventions import GATES, Activation, gate_slice
 from .errors import NvmInputError
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,24 @@ class Recurrent:
         g, h, i = self.gates, self.hidden_size, self.input_size
         return self.num_directions * g * h * (i + h)
 
+    def gate_slice(self, gate: str) -> slice:
+        """Rows of ``gate`` in ``W[d]``, ``R[d]``, ``Wb[d]``, ``Rb[d]`` (conventions.GATE_ORDER)."""
+        return gate_slice(self.kind, gate, self.hidden_size)
+
+    def crossbar_blocks(self, d: int) -> list[tuple[str, np.ndarray]]:
+        """The crossbar mapping of direction ``d``, defined once (used by the compiler, the
+        plan, inspect and the ledger): ``(role, W[out, in])`` with role ``x`` (fed by the
+        layer input), ``h`` (fed by h_{t-1}) or ``rh`` (GRU with linear_before_reset=0: the
+        candidate's recurrent rows, fed by r_t * h_{t-1}, so they sit on their own tiles)."""
+        if self.kind == "GRU" and not self.linear_before_reset:
+            zr = slice(self.gate_slice("z").start, self.gate_slice("r").stop)
+            assert zr.stop - zr.start == 2 * self.hidden_size  # z, r adjacent
+            return [("x", self.W[d]), ("h", self.R[d][zr]), ("rh", self.R[d][self.gate_slice("h")])]
+        return [("x", self.W[d]), ("h", self.R[d])]
+
     def matrices(self) -> list[tuple[str, int, int]]:
-        """(name, rows_out, cols_in) of every weight matrix one direction puts on crossbars."""
-        g, h, i = self.gates, self.hidden_size, self.input_size
-        return [("W", g * h, i), ("R", g * h, h)]
+        """(role, rows_out, cols_in) of every matrix one direction puts on crossbars."""
+        return [(role, int(w.shape[0]), int(w.shape[1])) for role, w in self.crossbar_blocks(0)]
 
     @cached_property
     def _wt(self) -> list[np.ndarray]:
@@ -613,10 +627,10 @@ def _cell(layer: Recurrent, d: int, x_t: np.ndarray, h: np.ndarray, c: np.ndarra
     bias = layer._bias[d]
     if layer.kind == "LSTM":
         g = xw + h @ layer._rt[d] + bias
-        gi, go, gf, gc = (g[:, k * hsz:(k + 1) * hsz] for k in range(4))
+        gi, go, gf, gc = (g[:, layer.gate_slice(k)] for k in "iofc")
         if layer.P is not None:
             p = layer.P[d]
-            gi = gi + p[:hsz] * c
+            gi = gi + p[:hsz] * c                     # peepholes ordered i, o, f
             gf = gf + p[2 * hsz:] * c
         i = act(acts[0], gi)
         f = (np.float32(1) - i) if layer.input_forget else act(acts[0], gf)
@@ -629,15 +643,16 @@ def _cell(layer: Recurrent, d: int, x_t: np.ndarray, h: np.ndarray, c: np.ndarra
         return h_new.astype(np.float32, copy=False), c_new.astype(np.float32, copy=False)
     if layer.kind == "GRU":
         wb, rb = layer.Wb[d], layer.Rb[d]
+        zs, rs, hs = (layer.gate_slice(k) for k in "zrh")
         xw_b = xw + wb
         rt = layer._rt[d]
-        hz = h @ rt[:, :2 * hsz]
-        z = act(acts[0], xw_b[:, :hsz] + hz[:, :hsz] + rb[:hsz])
-        r = act(acts[0], xw_b[:, hsz:2 * hsz] + hz[:, hsz:] + rb[hsz:2 * hsz])
+        hz = h @ rt[:, :2 * hsz]                     # the "h" crossbar block: z, r
+        z = act(acts[0], xw_b[:, zs] + hz[:, zs] + rb[zs])
+        r = act(acts[0], xw_b[:, rs] + hz[:, rs] + rb[rs])
         if layer.linear_before_reset:
-            hh = act(acts[1], xw_b[:, 2 * hsz:] + r * (h @ rt[:, 2 * hsz:] + rb[2 * hsz:]))
+            hh = act(acts[1], xw_b[:, hs] + r * (h @ rt[:, hs] + rb[hs]))
         else:
-            hh = act(acts[1], xw_b[:, 2 * hsz:] + (r * h) @ rt[:, 2 * hsz:] + rb[2 * hsz:])
+            hh = act(acts[1], xw_b[:, hs] + (r * h) @ rt[:, hs] + rb[hs])
         h_new = (np.float32(1) - z) * hh + z * h
         return h_new.astype(np.float32, copy=False), None
     # RNN
