@@ -240,10 +240,56 @@ def _write_run_output(path: str, outs: dict, names: list[str], lengths) -> None:
     write_text(path, "\n".join(lines) + "\n")
 
 
-def cmd_run(args) -> int:
+def _aux_feeds(path: str, model) -> dict:
+    """The model's other inputs (initial states, sequence_lens) found by name in an .npz input
+    (the data contract's x/y/lengths arrays are not model inputs and are left out)."""
+    import numpy as np
+    names = {a.name for a in model.aux_inputs}
+    if not names or not str(path).endswith(".npz"):
+        return {}
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k in names}
+
+
+def _run_input(args, model):
+    """(x, lengths, aux, squeeze, source): the data contract, plus the model's other inputs by
+    name in an .npz (an .npz holding only model inputs, e.g. ``X`` and ``h0``, also works)."""
     import numpy as np
 
-    from .data import load_data
+    from .data import DataError, Data, load_data
+    try:
+        data = load_data(args.input, args.split, what="input")
+    except DataError:
+        if not str(args.input).endswith(".npz"):
+            raise
+        with np.load(args.input, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        x, aux = model.split_feeds(arrays)           # names the arrays it cannot place
+        x = np.asarray(x, np.float32)
+        if x.ndim == 3 and model.input.axes[0] == "T":
+            x = np.swapaxes(x, 0, 1)
+        data = Data(x if x.ndim == 3 else x[None], None, None, None, str(args.input))
+    aux = _aux_feeds(args.input, model)
+    lengths = data.lengths
+    if args.lengths:
+        try:
+            lengths = np.asarray(np.load(args.lengths, allow_pickle=False)).reshape(-1)
+        except (OSError, ValueError) as e:
+            raise CliError(f"{args.lengths}: not a readable .npy of lengths: {e}") from None
+        x = data.x
+        if lengths.dtype.kind not in "iu" or lengths.shape != (x.shape[0],) or \
+                lengths.min() < 1 or lengths.max() > x.shape[1]:
+            raise CliError(f"{args.lengths}: expected {x.shape[0]} integer lengths in "
+                           f"1..{x.shape[1]}, got {lengths.dtype} {list(lengths.shape)}")
+        lengths = lengths.astype(np.int64)
+    if any(a.role == "sequence_lens" and a.name in aux for a in model.aux_inputs):
+        lengths = None                      # the model's own sequence_lens input rules
+    squeeze = str(args.input).endswith(".npy") and \
+        np.load(args.input, mmap_mode="r").ndim == 2
+    return data.x, lengths, aux, squeeze, data.source
+
+
+def cmd_run(args) -> int:
     inputs = [args.model, args.input, args.calibration, args.lengths]
     try:
         plan_output(args.output, suffixes=_RUN_SUFFIXES, inputs=inputs, what="output")
@@ -252,29 +298,10 @@ def cmd_run(args) -> int:
     except OutputError as e:
         raise CliError(str(e)) from None
     kind = _sniff_model(args.model)
-    data = load_data(args.input, args.split, what="input")
-    x, lengths = data.x, data.lengths
-    if args.lengths:
-        try:
-            lengths = np.asarray(np.load(args.lengths, allow_pickle=False)).reshape(-1)
-        except (OSError, ValueError) as e:
-            raise CliError(f"{args.lengths}: not a readable .npy of lengths: {e}") from None
-        if lengths.dtype.kind not in "iu" or lengths.shape != (x.shape[0],) or \
-                lengths.min() < 1 or lengths.max() > x.shape[1]:
-            raise CliError(f"{args.lengths}: expected {x.shape[0]} integer lengths in "
-                           f"1..{x.shape[1]}, got {lengths.dtype} {list(lengths.shape)}")
-        lengths = lengths.astype(np.int64)
-    squeeze = data.source.endswith(".npy") and np.load(args.input, mmap_mode="r").ndim == 2
-    print(f"input: {x.shape[0]} sequence(s) x {x.shape[1]} steps x {x.shape[2]} features from "
-          f"{data.source}" + ("" if lengths is None else
-                              f", true lengths {int(lengths.min())}..{int(lengths.max())}"),
-          file=sys.stderr)
     prov_extra = {}
+    eng = None
     if args.profile is None and kind == "onnx" and args.votes == 1 and not args.set:
         model = _load_model(args.model)
-        outs = model.run_steps(x)
-        names = [o.name for o in model.outputs]
-        eng = None
     else:
         if args.profile is None:
             args.profile = "ideal"
@@ -282,9 +309,18 @@ def cmd_run(args) -> int:
         if cal is not None:
             print(cal.describe(), file=sys.stderr)
             prov_extra["calibration"] = cal.as_dict()
+        model = prog.model
+    x, lengths, aux, squeeze, source = _run_input(args, model)
+    print(f"input: {x.shape[0]} sequence(s) x {x.shape[1]} steps x {x.shape[2]} features from "
+          f"{source}" + ("" if lengths is None else
+                         f", true lengths {int(lengths.min())}..{int(lengths.max())}")
+          + (f", model inputs {sorted(aux)}" if aux else ""), file=sys.stderr)
+    if eng is None and args.profile is None:
+        outs = model.run_steps(x, **aux)
+    else:
         eng = make_engine(prog, _device(args), votes=args.votes)
-        outs = eng.run_all(x, seed=args.stream_seed, lens=lengths)
-        names = [o.name for o in prog.model.outputs]
+        outs = eng.run_all(x, seed=args.stream_seed, lens=lengths, **aux)
+    names = [o.name for o in model.outputs]
     if squeeze:
         outs = {k: v[0] for k, v in outs.items()}
     _write_run_output(args.output, outs, names, lengths)
@@ -662,6 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_stats_parser(sub)
     add_stream_parser(sub)
     add_keys_parser(sub)
+    from .train_cli import add_train_parser
+    add_train_parser(sub)
     from .energy_cli import add_energy_parser
     add_energy_parser(sub)
 

@@ -72,14 +72,16 @@ def _inputs(args, feats: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray
     import numpy as np
     if args.data:
         # the data contract of every subcommand (runtime/data.py); calibration: the file's
-        # train split, a seeded random subsample of 64 as nvm.convert takes it
+        # train split, a seeded class-balanced subsample of 64
         from .data import load_data
         d = load_data(args.data, "test", what="energy data").head(args.limit)
         x, lens = d.x, d.lengths
+        from .stats import calibration_set      # seeded, class-balanced (data are class-sorted)
         try:
-            cal = load_data(args.data, "train", what="calibration").x
+            tr = load_data(args.data, "train", what="calibration")
+            cal = calibration_set(tr.x, tr.y)
         except ValueError:
-            cal = d.x
+            cal = calibration_set(d.x, d.y)
     else:
         if args.steps < 1:
             raise _cli_error(f"--steps must be >= 1, got {args.steps}", 2)

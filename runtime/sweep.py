@@ -102,9 +102,11 @@ def calibration_text(job: Job) -> str:
         return f"calibration: the one stored in {job.model}"
     if job.calibration == "random":
         return "calibration: random N(0, 1) inputs (--calibration random)"
-    src = job.calibration or f"{job.data} (x_train, else x_test)"
-    return (f"calibration: at most 64 sequences of {src}, a seeded random subsample (seed 0) "
-            f"as nvmstream.convert takes it")
+    if job.calibration:
+        return (f"calibration: at most 64 sequences of {job.calibration}, a seeded random "
+                f"subsample (seed 0) as nvmstream.convert takes it")
+    return (f"calibration: 64 sequences of {job.data} (x_train, else x_test), a seeded "
+            f"class-balanced subsample (runtime/stats.calibration_set)")
 
 
 def _load(job: Job):
@@ -127,8 +129,12 @@ def _load(job: Job):
                     fallback = load_data(job.data, "train", what="calibration")
                 except ValueError:
                     fallback = d
-            cal = resolve_calibration(job.model, job.calibration, fallback=fallback)
-            prog = nvm.convert(job.model, calibration=cal.x)
+            if job.calibration or fallback is None:
+                cal_x = resolve_calibration(job.model, job.calibration).x
+            else:       # seeded and class-balanced (runtime/stats.calibration_set)
+                from nvmstream.runtime.stats import calibration_set
+                cal_x = calibration_set(fallback.x, fallback.y)
+            prog = nvm.convert(job.model, calibration=cal_x)
         _CACHE[key] = (prog, d.x, d.y, d.lengths)
     return _CACHE[key]
 
@@ -146,6 +152,8 @@ def run_job(job: Job) -> dict[str, Any]:
     rep = eng.report().analog
     row = {"profile": job.profile, **{k: v for k, v in job.overrides}, "seed": job.seed,
            "votes": job.votes, "n": int(len(x)), "accuracy": float(np.mean(pred == y)),
+           # per-item correctness (bit i = item i, numpy packbits order) for paired tests
+           "correct_hex": np.packbits(pred == y).tobytes().hex(),
            "energy_pJ_per_inference": rep.energy_pJ_per_inference,
            "tops_per_w": rep.tops_per_w, "seconds": time.perf_counter() - t0}
     return row
