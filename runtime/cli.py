@@ -248,7 +248,17 @@ def _aux_feeds(path: str, model) -> dict:
     if not names or not str(path).endswith(".npz"):
         return {}
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files if k in names}
+        aux = {k: z[k] for k in z.files if k in names}
+        if aux:         # feeding model inputs: an array that is neither one nor data is a slip
+            contract = ("x", "y", "lengths", "labels", model.input.name)
+            unknown = sorted(k for k in z.files if k not in names and
+                             k.split("_")[0] not in contract and k not in contract)
+            if unknown:
+                from .data import DataError
+                raise DataError(f"{path}: arrays {unknown} are neither model inputs "
+                                f"({[model.input.name, *sorted(names)]}) nor data "
+                                f"(x, y, lengths)")
+    return aux
 
 
 def _run_input(args, model):
@@ -259,12 +269,16 @@ def _run_input(args, model):
     from .data import DataError, Data, load_data
     try:
         data = load_data(args.input, args.split, what="input")
-    except DataError:
+    except DataError as e:
         if not str(args.input).endswith(".npz"):
             raise
+        from nvmstream.converters.errors import NvmInputError
         with np.load(args.input, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        x, aux = model.split_feeds(arrays)           # names the arrays it cannot place
+        try:
+            x, aux = model.split_feeds(arrays)       # arrays named as the model's inputs
+        except NvmInputError as e2:
+            raise DataError(f"{e}; nor model inputs: {e2}") from None
         x = np.asarray(x, np.float32)
         if x.ndim == 3 and model.input.axes[0] == "T":
             x = np.swapaxes(x, 0, 1)
