@@ -21,6 +21,7 @@ __all__ = [
     "PROGRAMMING_MODELS",
     "DRIFT_MODELS",
     "READ_MODELS",
+    "READ_SPLITS",
     "NoProgrammingNoise",
     "ConstantProgrammingNoise",
     "FractionProgrammingNoise",
@@ -30,10 +31,12 @@ __all__ = [
     "NoDrift",
     "ConstantDrift",
     "PcmDrift",
+    "RramRelaxation",
     "GlobalDriftCompensation",
     "NoReadNoise",
     "ConstantReadNoise",
     "FractionReadNoise",
+    "WeightFractionReadNoise",
     "Pcm1fReadNoise",
     "pcm_drift_mu_sd",
     "pcm_q_s",
@@ -50,33 +53,71 @@ READ_MODELS: Registry[type] = Registry("read noise model")
 # --- mapping -------------------------------------------------------------------------------
 
 class DifferentialMapping:
-    """Differential pair: G+ = gmin + (gmax-gmin) max(q,0)/qmax, G- = gmin + (gmax-gmin) max(-q,0)/qmax.
+    """Differential pair: G+ = gmin + (gmax-gmin) max(r q, 0)/qmax, G- = gmin + (gmax-gmin) max(-r q, 0)/qmax.
 
-    The weight seen by a read, in code units, is w = (G+ - G-) / (gmax - gmin) * qmax.
+    r is the row's conductance gain: 1 for every row with ``scope = "per_row"`` (each row's
+    largest code reaches gmax), s_j / max_k s_k with ``scope = "per_matrix"`` (only the rows
+    with the largest weight scale reach gmax: aihwkit's default mapping of the matrix max).
+    The weight seen by a read, in code units, is w = (G+ - G-) / (gmax - gmin) * qmax / r.
     """
 
-    def __init__(self, gmin_uS: float, gmax_uS: float, qmax: float) -> None:
+    SCOPES = ("per_row", "per_matrix")
+
+    def __init__(self, gmin_uS: float, gmax_uS: float, qmax: float, scope: str = "per_row") -> None:
         if not gmax_uS > gmin_uS >= 0:
             raise ValueError(f"need gmax > gmin >= 0, got gmin={gmin_uS}, gmax={gmax_uS}")
+        if scope not in self.SCOPES:
+            raise ValueError(f"unknown mapping scope {scope!r}; allowed: {', '.join(self.SCOPES)}")
         self.gmin = float(gmin_uS)
         self.gmax = float(gmax_uS)
         self.qmax = float(qmax)
-        #: code units per uS of conductance difference
+        self.scope = scope
+        #: code units per uS of conductance difference (for a row with gain 1)
         self.codes_per_uS = self.qmax / (self.gmax - self.gmin)
 
     @classmethod
     def from_profile(cls, p: DeviceProfile) -> "DifferentialMapping":
-        return cls(p.mapping.gmin_uS, p.mapping.gmax_uS, p.qmax)
+        return cls(p.mapping.gmin_uS, p.mapping.gmax_uS, p.qmax, p.mapping.scope)
 
-    def to_conductance(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Target (G+, G-) in uS, float64, for codes in [-qmax, qmax]."""
+    def row_gain(self, codes: np.ndarray, scales: np.ndarray | None) -> np.ndarray:
+        """Conductance gain r_j in (0, 1] of each row (float64 [out]).
+
+        per_row: all ones. per_matrix: s_j / max s over the rows that hold a non-zero code (an
+        all-zero row's scale is a placeholder and must not set the matrix range); 1 for
+        all-zero rows (nothing is programmed there). ``scales`` are the per-row weight scales
+        the codes were quantized with.
+        """
+        c = np.asarray(codes)
+        n_out = c.shape[0]
+        if self.scope == "per_row":
+            return np.ones(n_out)
+        if scales is None:
+            raise ValueError("mapping.scope = 'per_matrix' needs the per-row weight scales "
+                             "(Device.program(codes, name, scales=...))")
+        s = np.asarray(scales, dtype=np.float64).reshape(-1)
+        if s.shape != (n_out,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
+            raise ValueError(f"scales must be {n_out} finite positive numbers, got shape {s.shape}")
+        live = np.any(c != 0, axis=1) if c.size else np.zeros(n_out, bool)
+        if not live.any():
+            return np.ones(n_out)
+        return np.where(live, s / s[live].max(), 1.0)
+
+    def to_conductance(self, codes: np.ndarray,
+                       gain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Target (G+, G-) in uS, float64, for codes in [-qmax, qmax] and row gains r."""
         q = np.asarray(codes, dtype=np.float64)
+        if gain is not None:
+            q = q * np.asarray(gain, dtype=np.float64)[:, None]
         span = (self.gmax - self.gmin) / self.qmax
         return self.gmin + span * np.maximum(q, 0.0), self.gmin + span * np.maximum(-q, 0.0)
 
-    def to_weight(self, g_pos: np.ndarray, g_neg: np.ndarray) -> np.ndarray:
+    def to_weight(self, g_pos: np.ndarray, g_neg: np.ndarray,
+                  gain: np.ndarray | None = None) -> np.ndarray:
         """Weight in code units (float64) that a noise-free read of the pair sees."""
-        return (np.asarray(g_pos, np.float64) - np.asarray(g_neg, np.float64)) * self.codes_per_uS
+        w = (np.asarray(g_pos, np.float64) - np.asarray(g_neg, np.float64)) * self.codes_per_uS
+        if gain is not None:
+            w = w / np.asarray(gain, dtype=np.float64)[:, None]
+        return w
 
 
 # --- programming noise ---------------------------------------------------------------------
@@ -328,6 +369,85 @@ class PcmDrift(_Drift):
         return np.abs(mu + sd * rng.standard_normal(mu.shape))
 
 
+#: Wan et al., Nature 608, 504 (2022), NeuRRAM HfOx RRAM: standard deviation (uS) of the
+#: conductance around its write-verify target vs x = G_target/gmax at 1 s, 1 day and 2 days
+#: after programming, 4th-order polynomials fitted at gmax = 40 uS (aihwkit
+#: ReRamWan2022NoiseModel default ``coeff_dic``, lowest order first).
+RRAM_WAN2022_TIMES_S: tuple[float, ...] = (1.0, 86400.0, 172800.0)
+RRAM_WAN2022_COEFFS_US: tuple[tuple[float, ...], ...] = (
+    (0.348, 16.030, -43.853, 45.393, -16.815),
+    (0.701, 22.086, -50.773, 47.095, -16.458),
+    (0.782, 20.274, -43.507, 37.062, -11.934),
+)
+RRAM_WAN2022_GMAX_REF_US = 40.0
+
+
+def _poly(coeffs, x):
+    s = np.zeros_like(x)
+    for c in reversed(coeffs):
+        s = s * x + c
+    return s
+
+
+@DRIFT_MODELS.register("rram_wan2022")
+class RramRelaxation:
+    """RRAM conductance relaxation after write-verify (Wan et al., Nature 2022).
+
+    sigma_t(x) = the measured spread around the target at age t, interpolated linearly in ln t
+    between the fits at 1 s, 1 day and 2 days (held at the 1 s fit below 1 s and at the 2-day
+    fit beyond 2 days: no data there), times gmax/40 uS. The 1 s spread is the programming
+    noise (profile ``programming``: model 'poly' with the 1 s coefficients); relaxation adds
+    an independent Gaussian increment of variance max(sigma_t^2 - sigma_1s^2, 0), so the
+    spread around the target at age t is sigma_t (the measured one). One increment draw per cell
+    (scaled by the age), so one seed gives one trajectory over ages. Stuck cells do not relax.
+    """
+
+    active = True
+
+    def __init__(self, gmax_uS: float) -> None:
+        self.gmax = float(gmax_uS)
+        self.t0 = RRAM_WAN2022_TIMES_S[0]
+        self._ln_t = np.log(np.asarray(RRAM_WAN2022_TIMES_S))
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "RramRelaxation":
+        return cls(p.mapping.gmax_uS)
+
+    def sigma_at(self, g_target: np.ndarray, t_s: float) -> np.ndarray:
+        """sigma_t(G_target) in uS: the fits interpolated linearly in ln t, clipped at >= 0."""
+        x = np.asarray(g_target, dtype=np.float64) / self.gmax
+        sig = [np.maximum(_poly(c, x), 0.0) for c in RRAM_WAN2022_COEFFS_US]
+        lt = math.log(max(t_s, 1e-300))
+        if lt <= self._ln_t[0]:
+            out = sig[0]
+        elif lt >= self._ln_t[-1]:
+            out = sig[-1]
+        else:
+            k = int(np.searchsorted(self._ln_t, lt)) - 1
+            w = (lt - self._ln_t[k]) / (self._ln_t[k + 1] - self._ln_t[k])
+            out = (1.0 - w) * sig[k] + w * sig[k + 1]
+        return out * (self.gmax / RRAM_WAN2022_GMAX_REF_US)
+
+    def increment_sigma(self, g_target: np.ndarray, t_s: float) -> np.ndarray:
+        """sqrt(max(sigma_t^2 - sigma_1s^2, 0)): the spread relaxation adds by age t (uS)."""
+        a = self.sigma_at(g_target, t_s)
+        b = self.sigma_at(g_target, self.t0)
+        return np.sqrt(np.maximum(a * a - b * b, 0.0))
+
+    def applies_at(self, t_s: float) -> bool:
+        return t_s > self.t0
+
+    def apply(self, g_prog: np.ndarray, g_target: np.ndarray, t_s: float,
+              rng: np.random.Generator, frozen: np.ndarray | None = None) -> np.ndarray:
+        """G(t) = max(G_prog + increment_sigma(G_target, t) N(0, 1), 0); stuck cells unchanged."""
+        g = np.asarray(g_prog, dtype=np.float64)
+        z = rng.standard_normal(g.shape)
+        out = np.maximum(g + self.increment_sigma(g_target, t_s) * z, 0.0)
+        if frozen is not None:
+            out = np.where(frozen, g, out)
+        return out
+
+
 class GlobalDriftCompensation:
     """One digital rescale per matrix from a noise-free reference readout (aihwkit style).
 
@@ -361,18 +481,58 @@ def pcm_q_s(g_prog: np.ndarray, gmax_uS: float) -> np.ndarray:
     return np.minimum(0.0088 / np.maximum(x ** 0.65, 1e-3), 0.2)
 
 
+#: How the read-noise variance is split between a static part (drawn once when the device is
+#: programmed or aged, folded into the effective weights) and a per-read part (fresh at every
+#: read). See :class:`_ReadNoise` and devices/README.md ("Read noise").
+READ_SPLITS = ("window", "frozen", "per_read")
+
+
 class _ReadNoise:
-    """Per-cell, per-read Gaussian noise: a read sees G + N(0, sigma_read^2) (uS)."""
+    """Read noise of a cell: a read sees G + N(0, sigma_read^2) (uS), split in two parts.
+
+    ``split`` decides which part of the variance is *static* over one inference (drawn once per
+    programming/aging and frozen into the weights) and which is *per-read* (fresh each read):
+
+    * ``"frozen"``: everything static (aihwkit's single draw per inference-time evaluation);
+    * ``"per_read"``: everything per read (nvmstream <= turn 2);
+    * ``"window"``: the model's own split; white-noise models (constant, fraction) are all
+      per read, the 1/f model splits its spectrum at 1/window (see :class:`Pcm1fReadNoise`).
+    """
 
     active = True
 
+    def __init__(self, split: str = "window", window_s: float = 1.0) -> None:
+        if split not in READ_SPLITS:
+            raise ValueError(f"unknown read-noise split {split!r}; allowed: {', '.join(READ_SPLITS)}")
+        if not window_s > 0:
+            raise ValueError(f"read window must be > 0 s, got {window_s}")
+        self.split = split
+        self.window_s = float(window_s)
+
     def sigma(self, g_now: np.ndarray, g_prog: np.ndarray | None = None,
               t_s: float = 0.0) -> np.ndarray:  # pragma: no cover - abstract
+        """Total read-noise standard deviation of each cell (static + per-read), uS."""
         raise NotImplementedError
+
+    def static_fraction(self, t_s: float) -> float:
+        """Fraction of the total variance that is static at age ``t_s`` (model ``window`` split)."""
+        return 0.0
+
+    def split_var(self, g_now: np.ndarray, g_prog: np.ndarray | None = None,
+                  t_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(static variance, per-read variance) of each cell in uS^2; they sum to sigma^2."""
+        total = self.sigma(g_now, g_prog, t_s) ** 2
+        if self.split == "frozen":
+            f = 1.0
+        elif self.split == "per_read":
+            f = 0.0
+        else:
+            f = self.static_fraction(t_s)
+        return total * f, total * (1.0 - f)
 
     def sample(self, g_now: np.ndarray, rng: np.random.Generator,
                g_prog: np.ndarray | None = None, t_s: float = 0.0) -> np.ndarray:
-        """One noisy read of every cell (reference Monte Carlo; the runtime samples per column)."""
+        """One noisy read of every cell with the total variance (reference Monte Carlo)."""
         g = np.asarray(g_now, dtype=np.float64)
         return g + self.sigma(g, g_prog, t_s) * rng.standard_normal(g.shape)
 
@@ -385,7 +545,7 @@ class NoReadNoise(_ReadNoise):
 
     @classmethod
     def from_profile(cls, p: DeviceProfile) -> "NoReadNoise":
-        return cls()
+        return cls(p.read.split, p.read.window_s)
 
     def sigma(self, g_now, g_prog=None, t_s=0.0):
         return np.zeros(np.shape(g_now))
@@ -393,15 +553,16 @@ class NoReadNoise(_ReadNoise):
 
 @READ_MODELS.register("constant")
 class ConstantReadNoise(_ReadNoise):
-    """sigma_read = sigma_uS for every cell."""
+    """sigma_read = sigma_uS for every cell (white: all per read under split 'window')."""
 
-    def __init__(self, sigma_uS: float) -> None:
+    def __init__(self, sigma_uS: float, split: str = "window", window_s: float = 1.0) -> None:
+        super().__init__(split, window_s)
         self.sigma_uS = float(sigma_uS)
         self.active = self.sigma_uS > 0
 
     @classmethod
     def from_profile(cls, p: DeviceProfile) -> "ConstantReadNoise":
-        return cls(p.read.sigma_uS)
+        return cls(p.read.sigma_uS, p.read.split, p.read.window_s)
 
     def sigma(self, g_now, g_prog=None, t_s=0.0):
         return np.full(np.shape(g_now), self.sigma_uS)
@@ -409,33 +570,67 @@ class ConstantReadNoise(_ReadNoise):
 
 @READ_MODELS.register("fraction")
 class FractionReadNoise(ConstantReadNoise):
-    """sigma_read = fraction * gmax for every cell."""
+    """sigma_read = fraction * gmax for every cell (white: all per read under split 'window')."""
 
     @classmethod
     def from_profile(cls, p: DeviceProfile) -> "FractionReadNoise":
-        return cls(p.read.fraction * p.mapping.gmax_uS)
+        return cls(p.read.fraction * p.mapping.gmax_uS, p.read.split, p.read.window_s)
+
+
+@READ_MODELS.register("weight_fraction")
+class WeightFractionReadNoise(ConstantReadNoise):
+    """Read noise per *weight*: sigma_w = fraction * (gmax - gmin) on G+ - G-, i.e. fraction *
+    qmax in code units (aihwkit forward.w_noise with WeightNoiseType.ADDITIVE_CONSTANT, the
+    short-term read noise suggested with ReRamWan2022NoiseModel). Realised as
+    sigma_w / sqrt(2) on each cell of the pair: the pair difference then has variance
+    sigma_w^2 exactly (model 'fraction' puts sigma on each cell: sqrt(2) more per weight).
+    White: all per read under split 'window'."""
+
+    @classmethod
+    def from_profile(cls, p: DeviceProfile) -> "WeightFractionReadNoise":
+        span = p.mapping.gmax_uS - p.mapping.gmin_uS
+        return cls(p.read.fraction * span / math.sqrt(2.0), p.read.split, p.read.window_s)
 
 
 @READ_MODELS.register("pcm_1f")
 class Pcm1fReadNoise(_ReadNoise):
     """PCM 1/f read noise (aihwkit PCMLikeNoiseModel.apply_drift_noise_to_conductance):
 
-    sigma_read = |G(t)| * Q_s(G_prog) * sqrt(ln((t + t_read) / (2 t_read))), t = device age,
-    Q_s = min(0.0088 / max((|G_prog|/gmax)^0.65, 1e-3), 0.2). The log term is clipped at 0
-    (no noise for t <= t_read). ``g_prog`` defaults to ``g_now``.
+    sigma_read = |G(t)| * Q_s(G_prog) * sqrt(T(t)), T(t) = max(ln((t + t_read) / (2 t_read)), 0),
+    t = device age, Q_s = min(0.0088 / max((|G_prog|/gmax)^0.65, 1e-3), 0.2). ``g_prog``
+    defaults to ``g_now``.
+
+    T(t) is the 1/f spectrum S(f) = (G Q_s)^2 / f integrated from f = 1/t to 1/(2 t_read).
+    Split ``window`` cuts it at 1/window: the per-read part is T(min(t, window)) (the band
+    [1/window, 1/(2 t_read)], fluctuations faster than one inference), the static part is
+    T(t) - T(min(t, window)) = ln((t + t_read)/(window + t_read)) (the band [1/t, 1/window],
+    quasi-constant during one inference). The two sum to aihwkit's variance exactly.
     """
 
-    def __init__(self, gmax_uS: float, t_read_s: float = 250e-9) -> None:
+    def __init__(self, gmax_uS: float, t_read_s: float = 250e-9, split: str = "window",
+                 window_s: float = 1.0) -> None:
+        super().__init__(split, window_s)
         self.gmax = float(gmax_uS)
         self.t_read = float(t_read_s)
 
     @classmethod
     def from_profile(cls, p: DeviceProfile) -> "Pcm1fReadNoise":
-        return cls(p.mapping.gmax_uS, p.read.t_read_s)
+        return cls(p.mapping.gmax_uS, p.read.t_read_s, p.read.split, p.read.window_s)
+
+    def time_integral(self, t_s: float) -> float:
+        """T(t) = max(ln((t + t_read) / (2 t_read)), 0): the 1/f integral up to age t."""
+        return max(math.log((t_s + self.t_read) / (2.0 * self.t_read)), 0.0)
 
     def time_term(self, t_s: float) -> float:
-        """sqrt(max(ln((t + t_read) / (2 t_read)), 0))."""
-        return math.sqrt(max(math.log((t_s + self.t_read) / (2.0 * self.t_read)), 0.0))
+        """sqrt(T(t)) = sqrt(max(ln((t + t_read) / (2 t_read)), 0))."""
+        return math.sqrt(self.time_integral(t_s))
+
+    def static_fraction(self, t_s: float) -> float:
+        total = self.time_integral(t_s)
+        if total <= 0.0:
+            return 0.0
+        per_read = self.time_integral(min(t_s, self.window_s))
+        return (total - per_read) / total
 
     def sigma(self, g_now, g_prog=None, t_s=0.0):
         g = np.asarray(g_now, dtype=np.float64)

@@ -3,10 +3,12 @@
 ``Device(profile, seed).program(codes, name)`` runs the once-per-programming chain
 
     storage read (bit errors, nulling) -> differential mapping -> programming noise
-    -> stuck-at faults -> drift to the device age (+ global drift compensation)
+    -> stuck-at faults -> drift to the device age -> static read noise
+    -> global drift compensation
 
 and returns a :class:`ProgrammedMatrix` with the effective weights a noise-free read sees
-(``w_eff``, in code units) and the per-read noise variance (``read_var``, code units^2).
+(``w_eff``, in code units, the static part of the read noise drawn and included) and the
+per-read noise variance (``read_var``, code units^2).
 
 Every programmed matrix, and every stage of its chain, draws from its own Generator derived from
 (seed, stage, name) through ``numpy.random.SeedSequence`` with a BLAKE2 hash of the name, so
@@ -59,28 +61,36 @@ class ProgrammedMatrix:
     name: str
     """Name the matrix was programmed under (it also seeds its random streams)."""
     codes_read: np.ndarray
-    """Codes after the storage read (int8 [out, in]; float32 for float weights, bits = 0)."""
+    """Codes as programmed: after the storage read, clipped to the reachable range
+    [-qmax, qmax] (int8 [out, in]; float32 for float weights, bits = 0)."""
     g_pos: np.ndarray
-    """Conductance of the positive cell of each pair at the device age (float32 uS)."""
+    """Conductance of the positive cell of each pair at the device age, static read noise
+    included (float32 uS)."""
     g_neg: np.ndarray
     """Conductance of the negative cell of each pair at the device age (float32 uS)."""
     w_eff: np.ndarray
-    """Effective weight in code units seen by a noise-free read (float32 [out, in]):
-    (g_pos - g_neg) / (gmax - gmin) * qmax * drift_compensation. Multiply by the layer's
-    per-row weight scale to get weights in model units."""
+    """Effective weight in code units seen by a read without per-read noise (float32
+    [out, in]): (g_pos - g_neg) / (gmax - gmin) * qmax * drift_compensation, the static read
+    noise included. Multiply by the layer's per-row weight scale to get model units."""
     read_var: np.ndarray
-    """Per-read noise variance of each pair in code units^2 (float32 [out, in]):
-    (sigma_read(G+)^2 + sigma_read(G-)^2) * (qmax / (gmax - gmin))^2 * drift_compensation^2.
-    Zeros when read.model = 'none'."""
+    """Per-read noise variance of each pair in code units^2 (float32 [out, in]), the part of the
+    read noise that is fresh at every read (read.split):
+    (sigma_pr(G+)^2 + sigma_pr(G-)^2) * (qmax / (gmax - gmin) / r_j)^2 * drift_compensation^2.
+    Zeros when read.model = 'none' or read.split = 'frozen'."""
     exact: bool
     """True when the chain cannot have changed the codes: no bit flipped, no programming
     noise, no stuck cell, no drift; then w_eff == codes exactly."""
     drift_compensation: float = 1.0
     """The global drift compensation factor already folded into w_eff and read_var."""
     stats: dict[str, Any] = field(default_factory=dict)
-    """Counts: bits_flipped, codes_nulled, codes_changed, codes_out_of_range,
+    """Counts: bits_flipped, codes_nulled, codes_changed, codes_out_of_range, codes_detected,
+    codes_clipped,
     cells_stuck_low, cells_stuck_high, cells (= 2 * out * in), drift_applied,
-    drift_compensation."""
+    drift_compensation, static_read_noise."""
+    static_var: np.ndarray | None = None
+    """Variance of the static read-noise part of each pair in code units^2 (float32 [out, in]):
+    (sigma_static(G+)^2 + sigma_static(G-)^2) * (qmax / (gmax - gmin))^2 * c^2. This noise is
+    already drawn and folded into w_eff (informational; the runtime must not add it again)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -124,7 +134,8 @@ class Device:
         self.drift = DRIFT_MODELS.get(p.drift.model).from_profile(p)
         self.read_noise = READ_MODELS.get(p.read.model).from_profile(p)
         self.storage = (
-            BitErrorStorage(p.weights.bits, p.storage.ber, p.storage.encoding, p.storage.detection)
+            BitErrorStorage(p.weights.bits, p.storage.ber, p.storage.encoding, p.storage.detection,
+                            p.storage.guard_bits, p.storage.parity_group)
             if p.weights.bits else None
         )
         self._selftest()
@@ -175,13 +186,21 @@ class Device:
             )
         return c
 
-    def program(self, codes: np.ndarray, name: str) -> ProgrammedMatrix:
-        """Program one matrix of codes (int8 [out, in]; float32 in [-1, 1] for bits = 0)."""
+    def program(self, codes: np.ndarray, name: str,
+                scales: np.ndarray | None = None) -> ProgrammedMatrix:
+        """Program one matrix of codes (int8 [out, in]; float32 in [-1, 1] for bits = 0).
+
+        ``scales``: the per-row weight scales [out] the codes were quantized with; needed only
+        by ``mapping.scope = "per_matrix"`` (rows with smaller scales get lower conductances).
+        """
         name = str(name)
         codes = self._check_codes(codes, name)
+        gain = self.mapping.row_gain(codes, scales)
+        per_row = self.mapping.scope == "per_row"
         p = self.profile
         stats: dict[str, Any] = {
             "bits_flipped": 0, "codes_nulled": 0, "codes_changed": 0, "codes_out_of_range": 0,
+            "codes_detected": 0,
             "cells_stuck_low": 0, "cells_stuck_high": 0, "cells": 2 * codes.size,
         }
 
@@ -190,12 +209,22 @@ class Device:
             res = self.storage.read(codes, self._rng("storage", name))
             codes_read = res.codes
             stats.update(bits_flipped=res.bits_flipped, codes_nulled=res.codes_nulled,
-                         codes_changed=res.codes_changed, codes_out_of_range=res.codes_out_of_range)
+                         codes_changed=res.codes_changed, codes_out_of_range=res.codes_out_of_range,
+                         codes_detected=res.codes_detected)
         else:
             codes_read = codes.copy()
+        # a cell cannot be programmed beyond gmax: a word that decoded to -2^(b-1) (kept when
+        # storage.detection = 'none') is programmed as -qmax, the nearest reachable weight
+        if self.storage is not None and stats["codes_out_of_range"]:
+            q = int(self.qmax)
+            over = (codes_read < -q) | (codes_read > q)
+            stats["codes_clipped"] = int(np.count_nonzero(over))
+            codes_read = np.clip(codes_read, -q, q).astype(np.int8)
+        else:
+            stats["codes_clipped"] = 0
 
         # 2. mapping: stack the pair as one [2, out, in] array of cells
-        g_target = np.stack(self.mapping.to_conductance(codes_read))
+        g_target = np.stack(self.mapping.to_conductance(codes_read, None if per_row else gain))
 
         # 3. programming noise (drawn from the target conductance)
         g_prog = self.programming.apply(g_target, self._rng("programming", name))
@@ -209,49 +238,74 @@ class Device:
         else:
             stuck = None
 
-        # 5. drift to the device age (+ global compensation)
+        # 5. drift to the device age
         age = p.drift.age_s
         drift_applied = self.drift.applies_at(age)
         if drift_applied:
             g_age = self.drift.apply(g_prog, g_target, age, self._rng("drift", name), frozen=stuck)
         else:
             g_age = g_prog
+
+        # 6. read noise: static part drawn once (frozen into the conductances), per-read part
+        #    as a variance for the runtime; both evaluated at the drifted conductance
+        static_applied = False
+        if self.read_noise.active:
+            var_static, var_read = self.read_noise.split_var(g_age, g_prog, age)
+            static_applied = bool(np.any(var_static > 0))
+        else:
+            var_static = var_read = None
+        if static_applied:
+            z = self._rng("read_static", name).standard_normal(g_age.shape)
+            g_now = np.maximum(g_age + np.sqrt(var_static) * z, 0.0)
+        else:
+            g_now = g_age
+
+        # 7. global drift compensation: readout of the array (conductance differences) at t0
+        #    vs now (static noise included); then weights in code units (divided by the gain)
         w_t0 = self.mapping.to_weight(g_prog[0], g_prog[1])
-        w_age = self.mapping.to_weight(g_age[0], g_age[1]) if drift_applied else w_t0
+        changed = drift_applied or static_applied
+        w_now = self.mapping.to_weight(g_now[0], g_now[1]) if changed else w_t0
         comp = 1.0
         if p.drift.compensation and drift_applied:
-            comp = GlobalDriftCompensation.factor(w_t0, w_age)
-        stats.update(drift_applied=drift_applied, drift_compensation=comp)
+            comp = GlobalDriftCompensation.factor(w_t0, w_now)
+        if not per_row:
+            w_now = w_now / gain[:, None]
+        stats.update(drift_applied=drift_applied, drift_compensation=comp,
+                     static_read_noise=static_applied)
 
         exact = (
             stats["bits_flipped"] == 0
             and not self.programming.active
             and stats["cells_stuck_low"] + stats["cells_stuck_high"] == 0
-            and not drift_applied
+            and not changed
         )
         if exact:
             w_eff = codes_read.astype(np.float32)
         else:
-            w_eff = (w_age * comp).astype(np.float32)
+            w_eff = (w_now * comp).astype(np.float32)
 
-        # 6. per-read noise variance of each pair, in code units^2
-        if self.read_noise.active:
-            sig = self.read_noise.sigma(g_age, g_prog, age)
-            read_var = ((sig[0] ** 2 + sig[1] ** 2) * (self.mapping.codes_per_uS * comp) ** 2)
-            read_var = read_var.astype(np.float32)
+        # per-read and static variance of each pair, in code units^2
+        k2 = (self.mapping.codes_per_uS * comp) ** 2
+        if not per_row:
+            k2 = k2 / (gain * gain)[:, None]
+        if var_read is not None:
+            read_var = ((var_read[0] + var_read[1]) * k2).astype(np.float32)
+            static_var = ((var_static[0] + var_static[1]) * k2).astype(np.float32)
         else:
             read_var = np.zeros(codes.shape, dtype=np.float32)
+            static_var = np.zeros(codes.shape, dtype=np.float32)
 
         pm = ProgrammedMatrix(
             name=name,
             codes_read=codes_read,
-            g_pos=g_age[0].astype(np.float32),
-            g_neg=g_age[1].astype(np.float32),
+            g_pos=g_now[0].astype(np.float32),
+            g_neg=g_now[1].astype(np.float32),
             w_eff=w_eff,
             read_var=read_var,
             exact=bool(exact),
             drift_compensation=float(comp),
             stats=stats,
+            static_var=static_var,
         )
         log.debug("programmed %s %s on %r: %s", name, codes.shape, self, stats)
         return pm
@@ -264,6 +318,7 @@ class Device:
             self.programming.apply(g, rng),
             self.drift.apply(g, g, max(self.age_s, self.drift.t0 * 2), rng),
             self.read_noise.sigma(g, g, self.age_s),
+            *self.read_noise.split_var(g, g, self.age_s),
         ]
         for arr in checks:
             if np.shape(arr) != g.shape or not np.all(np.isfinite(arr)):

@@ -47,6 +47,7 @@ __all__ = [
     "AdcSection",
     "TileSection",
     "EnergySection",
+    "AreaSection",
     "SECTIONS",
     "load_profile",
     "list_profiles",
@@ -244,20 +245,46 @@ class StorageSection(_Section):
     encoding: str = _f(
         "twos_complement", str,
         "Binary representation of a code in storage; it decides what a flipped bit does to the "
-        "value and which words decode out of range (see devices/README.md).",
-        choices=("twos_complement", "offset_binary", "sign_magnitude", "gray"),
-        source="representation choice matters: arXiv 1709.06173",
+        "value and which words decode out of range (see devices/README.md). offset_binary is "
+        "identical to twos_complement under bit flips (the MSB inverted). 'unary' stores c as "
+        "c + qmax set bits out of 2 qmax (2^b - 2 bits: 14 for int4; b <= 6): every flip moves "
+        "the value by one step.",
+        choices=("twos_complement", "offset_binary", "sign_magnitude", "gray", "unary"),
+        source="representation choice matters: arXiv 1709.06173 (unary: our adaptation of its "
+        "alternative representation to b-bit codes, devices/README.md)",
     )
     detection: str = _f(
         "none", str,
-        "What happens to a code that decodes outside [-qmax, qmax]: 'none' keeps it "
-        "(e.g. -2^(b-1)); 'nulling' sets it to 0 (weight nulling, arXiv 1709.06173).",
+        "What happens to a detected code (decoded outside [-qmax, qmax], guard bits that "
+        "disagree with the MSB, or a failed parity group): 'none' keeps the decoded value (a "
+        "decoded -2^(b-1) is then programmed as -qmax); 'nulling' sets it to 0 (weight "
+        "nulling, arXiv 1709.06173).",
         choices=("none", "nulling"),
         source="weight nulling: arXiv 1709.06173",
     )
+    guard_bits: int = _f(
+        0, int,
+        "Copies of each word's MSB stored above it (two's complement: sign extension, e.g. an "
+        "int4 kept in an int8 with guard_bits = 4). A read whose MSB and guard bits disagree "
+        "is detected: (guard_bits + 1)/(b + guard_bits) of single flips. Costs guard_bits "
+        "stored bits per code (DeviceProfile.storage_bits_per_code).",
+        unit="bits per code", lo=0, hi=16,
+        source="redundancy so that nulling detects most flips: idea of arXiv 1709.06173 "
+        "(out-of-range detection) applied to int4",
+    )
+    parity_group: int = _f(
+        0, int,
+        "One even-parity bit per group of this many consecutive codes (row-major), over all "
+        "their stored bits; a group with an odd number of flips (every single flip) is "
+        "detected as a whole. 0 = no parity. Costs 1/parity_group stored bits per code.",
+        unit="codes per parity bit", lo=0, hi=65536,
+        source="single-error-detecting parity: standard memory practice (no ECC correction)",
+    )
 
     def _cross_check(self, origin: str) -> None:
-        pass  # needs weights.bits: checked in DeviceProfile
+        if self.encoding == "unary" and self.guard_bits:
+            raise ProfileError(origin, "storage.guard_bits",
+                               "guard bits protect a binary word's MSB; encoding 'unary' has none")
 
 
 @dataclass(frozen=True)
@@ -268,7 +295,9 @@ class MappingSection(_Section):
     gmin_uS: float = _f(
         0.0, float,
         "Conductance of a cell that encodes 0 (the idle cell of a pair): "
-        "G+ = gmin + (gmax-gmin) max(q,0)/qmax, G- = gmin + (gmax-gmin) max(-q,0)/qmax.",
+        "G+ = gmin + (gmax-gmin) max(q,0)/qmax, G- = gmin + (gmax-gmin) max(-q,0)/qmax. "
+        "gmin > 0 models a finite on/off ratio gmax/gmin: gmin cancels in G+ - G- but the "
+        "idle cell still carries programming/read noise and drift at gmin.",
         unit="uS", lo=0.0, hi=1e6,
         source="aihwkit SinglePairConductanceConverter default g_min = 0 uS",
     )
@@ -278,6 +307,17 @@ class MappingSection(_Section):
         "conductance x = G/gmax used by the PCM programming, drift and 1/f models.",
         unit="uS", lo=0.0, hi=1e6, lo_open=True,
         source="aihwkit SinglePairConductanceConverter / PCMLikeNoiseModel default g_max = 25 uS",
+    )
+    scope: str = _f(
+        "per_row", str,
+        "Which weights are mapped to gmax: 'per_row' = each output row's largest |code| "
+        "(G = gmin + (gmax-gmin)|q|/qmax; every row uses the full conductance range); "
+        "'per_matrix' = the matrix's largest |weight| (row j's conductances are scaled by "
+        "s_j / max_k s_k, so rows with small weights sit at low conductance where relative "
+        "noise is high; aihwkit's default). Needs the per-row scales in Device.program.",
+        choices=("per_row", "per_matrix"),
+        source="per_matrix: aihwkit SinglePairConductanceConverter (scale = max|W| of the "
+        "matrix); per_row: per-channel mapping as per-row weight scales (Ma et al. 2019)",
     )
 
     def _cross_check(self, origin: str) -> None:
@@ -370,13 +410,18 @@ class DriftSection(_Section):
         "none", str,
         "nu model: 'none'; 'constant' (nu ~ N(nu_mean, nu_sd) per cell); 'pcm' "
         "(nu = |N(mu(x), sd(x))|, mu = clip(-0.0155 ln x + 0.0244, 0.049, 0.1), "
-        "sd = clip(-0.0125 ln x - 0.0059, 0.008, 0.045), x = max(G_target/gmax, 1e-7)).",
-        choices=("none", "constant", "pcm"), source=_AIHWKIT_PCM,
+        "sd = clip(-0.0125 ln x - 0.0059, 0.008, 0.045), x = max(G_target/gmax, 1e-7)); "
+        "'rram_wan2022' (RRAM relaxation: the spread around the target grows from the 1 s to "
+        "the 1 day / 2 day fits of Wan et al. 2022, interpolated in ln(age); ignores t0_s, nu_*).",
+        choices=("none", "constant", "pcm", "rram_wan2022"),
+        source=_AIHWKIT_PCM + "; rram_wan2022: Wan et al., Nature 608, 504 (2022) via aihwkit "
+        "ReRamWan2022NoiseModel",
     )
     age_s: float = _f(
         0.0, float,
-        "Device age at inference: time since programming finished. Drift applies for age > t0; "
-        "the pcm_1f read noise is evaluated at t = age_s.",
+        "Device age at inference: time since programming finished. Drift applies for age > t0 "
+        "(rram_wan2022: relaxation for age > 1 s); the pcm_1f read noise, and its static/per-read "
+        "split, are evaluated at t = age_s.",
         unit="s", lo=0.0, hi=1e12,
     )
     t0_s: float = _f(
@@ -404,15 +449,18 @@ class DriftSection(_Section):
 
 @dataclass(frozen=True)
 class ReadSection(_Section):
-    """Read noise, fresh at every read: each cell reads G + N(0, sigma_read(G)^2)."""
+    """Read noise G + N(0, sigma_read(G)^2): a static part frozen into the weights + a per-read part."""
 
     section_name = "read"
     model: str = _f(
         "none", str,
-        "sigma_read model: 'none'; 'constant' (sigma_uS); 'fraction' (fraction * gmax_uS); "
+        "sigma_read model: 'none'; 'constant' (sigma_uS per cell); 'fraction' (fraction * "
+        "gmax_uS per cell); 'weight_fraction' (fraction * (gmax_uS - gmin_uS) per weight, i.e. "
+        "per differential pair, as aihwkit forward.w_noise); "
         "'pcm_1f' (sigma = G(t) Q_s sqrt(ln((t + t_read)/(2 t_read))), "
         "Q_s = min(0.0088 / max((G_prog/gmax)^0.65, 1e-3), 0.2), t = drift.age_s).",
-        choices=("none", "constant", "fraction", "pcm_1f"), source=_AIHWKIT_PCM,
+        choices=("none", "constant", "fraction", "weight_fraction", "pcm_1f"),
+        source=_AIHWKIT_PCM + "; weight_fraction: aihwkit IOParameters.w_noise (ADDITIVE_CONSTANT)",
     )
     sigma_uS: float = _f(
         0.0, float, "Per-cell read-noise standard deviation for model 'constant'.",
@@ -420,13 +468,35 @@ class ReadSection(_Section):
     )
     fraction: float = _f(
         0.0, float,
-        "Per-cell read-noise standard deviation as a fraction of mapping.gmax_uS, model "
-        "'fraction' (independent of G).",
-        unit="fraction of gmax_uS", lo=0.0, hi=1.0,
+        "Read-noise standard deviation: per cell as a fraction of mapping.gmax_uS (model "
+        "'fraction'), or per weight as a fraction of the weight range gmax_uS - gmin_uS (model "
+        "'weight_fraction'); independent of G.",
+        unit="fraction of gmax_uS (fraction) / of gmax_uS - gmin_uS (weight_fraction)", lo=0.0, hi=1.0,
     )
     t_read_s: float = _f(
         250e-9, float, "Read pulse duration in the 1/f noise integral of model 'pcm_1f'.",
         unit="s", lo=0.0, hi=1.0, lo_open=True, source=_AIHWKIT_PCM + " (t_read = 250 ns)",
+    )
+    split: str = _f(
+        "window", str,
+        "Which part of the read-noise variance is static (drawn once when the device is "
+        "programmed or aged, folded into w_eff, identical for every read, time step and voting "
+        "replica) and which is per read (fresh at every read): 'window' = pcm_1f splits its 1/f "
+        "spectrum at 1/window_s (static = ln((t + t_read)/(window_s + t_read)), per read = "
+        "ln((min(t, window_s) + t_read)/(2 t_read)), in units of (G Q_s)^2), white models "
+        "(constant, fraction) are all per read; 'frozen' = everything static (aihwkit's single "
+        "draw per inference-time evaluation); 'per_read' = everything per read (nvmstream <= "
+        "turn 2: makes voting over replicas average out noise that a real chip keeps).",
+        choices=("window", "frozen", "per_read"),
+        source="1/f integral as aihwkit PCMLikeNoiseModel; split: devices/README.md (Read noise)",
+    )
+    window_s: float = _f(
+        1.0, float,
+        "Inference window for split 'window': fluctuations slower than 1/window_s are frozen "
+        "over one inference (static part), faster ones are per read. The 1 s default is one "
+        "streamed utterance / sensor window.",
+        unit="s", lo=0.0, hi=1e12, lo_open=True,
+        source="modelling choice (DESIGN.md read noise; issue 13: 1 s inference window)",
     )
 
 
@@ -607,22 +677,18 @@ class EnergySection(_Section):
         source="not modelled (ISAAC's sample-and-hold is ~1e-3 pJ per column)",
     )
     # -- digital periphery --------------------------------------------------------------------
-    digital_add_pJ: float = _f(
-        0.9, float,
-        "One digital add of the accelerator's periphery (partial-sum accumulation, bias, "
-        "cell update); default fp32 as the emulated datapath (Horowitz: int8 0.03, int16 "
-        "0.05, int32 0.1, fp16 0.4 pJ).",
-        unit="pJ per add", lo=0.0, hi=1e6, source=_HOROWITZ + ": 32-bit float add 0.9 pJ",
-    )
-    digital_mult_pJ: float = _f(
-        3.7, float,
-        "One digital multiply of the periphery (ADC-output scaling, gate products); default "
-        "fp32 (Horowitz: int8 0.2, int32 3.1, fp16 1.1 pJ).",
-        unit="pJ per multiply", lo=0.0, hi=1e6, source=_HOROWITZ + ": 32-bit float mult 3.7 pJ",
+    periphery_precision: str = _f(
+        "fp32", str,
+        "Number format of the digital periphery (partial-sum merge, scaling, bias, gates, cell "
+        "update, state SRAM): its adds and multiplies are priced from the Horowitz table for "
+        "this format (devices/energy.py DATATYPES) and state bytes at its width. fp32 is what "
+        "the emulation computes; a designed chip would use int16 or fp16.",
+        unit="number format", choices=("fp32", "fp16", "int16", "int8"),
+        source=_HOROWITZ + " (int16 multiply interpolated quadratically in width)",
     )
     activation_pJ: float = _f(
         0.26, float,
-        "One sigmoid/tanh/exp evaluation by a dedicated activation unit.",
+        "One sigmoid/tanh/exp evaluation by a dedicated activation unit (32 nm).",
         unit="pJ per evaluation", lo=0.0, hi=1e6,
         source="ISAAC sigmoid unit, 0.26 mW at 1 GHz (PUMA simulator act_pow_dyn, 'taken "
                "from ISAAC'), 32 nm",
@@ -633,6 +699,16 @@ class EnergySection(_Section):
         "enough for a layer's elementwise work).",
         unit="ns per operation", lo=0.0, hi=1e9, source="PUMA simulator cycle_time = 1 ns",
     )
+    interconnect_pJ_per_byte: float = _f(
+        0.125, float,
+        "Moving one byte between a tile and its buffer/periphery over the shared bus: every "
+        "DAC input (1 byte) and every ADC output (1 byte) crosses it once (32 nm). A routed "
+        "network-on-chip hop costs up to 4 pJ/byte (PUMA 4-port router, 16.13 mW per 32-bit "
+        "flit at 1 GHz).",
+        unit="pJ per byte", lo=0.0, hi=1e6,
+        source="PUMA simulator (ISAAC's 384-bit eDRAM-to-IMA bus, 6 pJ per 48-byte transfer), "
+               "32 nm",
+    )
     # -- memories -----------------------------------------------------------------------------
     sram_pJ_per_byte: float = _f(
         1.25, float,
@@ -640,6 +716,14 @@ class EnergySection(_Section):
         "(reads and writes priced alike).",
         unit="pJ per byte", lo=0.0, hi=1e6,
         source=_HOROWITZ + ": 8 KB SRAM, 10 pJ per 64-bit read",
+    )
+    buffer_kB: float = _f(
+        64.0, float,
+        "On-chip SRAM/eDRAM buffer holding recurrent state and activations of the streams "
+        "being served (both the analog chip and the digital baselines have one): its leakage "
+        "and area are charged.",
+        unit="kB", lo=0.0, hi=1e9,
+        source="ISAAC / PUMA tile buffer: 64 KB eDRAM per tile",
     )
     weight_sram_pJ_per_byte: float = _f(
         1.25, float,
@@ -655,23 +739,70 @@ class EnergySection(_Section):
         unit="pJ per byte", lo=0.0, hi=1e9,
         source=_HOROWITZ + ": DRAM 1.3-2.6 nJ per 64-bit access (1.3 nJ / 8 bytes)",
     )
-    # -- digital baseline datapaths -----------------------------------------------------------
-    baseline_int8_mult_pJ: float = _f(
-        0.2, float, "Digital baseline int8 datapath: one 8-bit multiply.",
-        unit="pJ per multiply", lo=0.0, hi=1e6, source=_HOROWITZ + ": 8-bit mult 0.2 pJ",
+    # -- leakage (static power over the inference time) ---------------------------------------
+    adc_leak_uW: float = _f(
+        200.0, float,
+        "Static power of one column ADC at 8 bits (32 nm); a b-bit ADC leaks in proportion to "
+        "its area, 2^(b-8) (area.adc_area_um2). Every ADC of every allocated tile leaks for "
+        "the whole inference (no power gating).",
+        unit="uW per ADC", lo=0.0, hi=1e9,
+        source="PUMA simulator adc_pow_leak = 0.2 mW (ISAAC's 8-bit ADC), 32 nm",
     )
-    baseline_int32_add_pJ: float = _f(
-        0.1, float,
-        "Digital baseline int8 datapath: one accumulation into a 32-bit integer accumulator.",
-        unit="pJ per add", lo=0.0, hi=1e6, source=_HOROWITZ + ": 32-bit add 0.1 pJ",
+    dac_leak_uW: float = _f(
+        0.39, float, "Static power of one row DAC (32 nm).",
+        unit="uW per DAC", lo=0.0, hi=1e9,
+        source="PUMA simulator dac_pow_leak = 0.000390625 mW, 32 nm",
     )
-    baseline_fp32_mult_pJ: float = _f(
-        3.7, float, "Digital baseline fp32 datapath: one 32-bit float multiply.",
-        unit="pJ per multiply", lo=0.0, hi=1e6, source=_HOROWITZ + ": 32-bit float mult 3.7 pJ",
+    tile_leak_uW: float = _f(
+        5.0, float,
+        "Static power of one tile's own periphery (shift-and-add, sample-and-hold) beyond its "
+        "ADCs and DACs (32 nm).",
+        unit="uW per tile", lo=0.0, hi=1e9,
+        source="PUMA simulator sna_pow_leak = 0.005 mW (S&H: 1e-6 mW per column), 32 nm",
     )
-    baseline_fp32_add_pJ: float = _f(
-        0.9, float, "Digital baseline fp32 datapath: one 32-bit float add.",
-        unit="pJ per add", lo=0.0, hi=1e6, source=_HOROWITZ + ": 32-bit float add 0.9 pJ",
+    periphery_leak_uW: float = _f(
+        218.0, float,
+        "Static power of the digital vector unit and activation unit serving one layer "
+        "(32 nm).",
+        unit="uW per layer", lo=0.0, hi=1e9,
+        source="PUMA simulator alu_pow_leak 0.27 mW x 32/45 + act_pow_leak 0.026 mW, 32 nm",
+    )
+    sram_leak_uW_per_kB: float = _f(
+        7.2, float,
+        "Static power of on-chip buffer memory per kB (32 nm): the state buffer on both "
+        "sides and the digital baseline's weight SRAM. Small SRAM macros leak up to ~165 "
+        "uW/kB (PUMA's 2 KB data memory).",
+        unit="uW per kB", lo=0.0, hi=1e9,
+        source="PUMA simulator edram_pow_leak 0.46 mW for 64 KB, 32 nm",
+    )
+    # -- digital baselines --------------------------------------------------------------------
+    baseline_array_dim: int = _f(
+        16, int,
+        "The digital baselines are weight-stationary systolic MAC arrays of dim x dim "
+        "processing elements at 1 / digital_op_time_ns: every input is read from the "
+        "buffer once per dim outputs, every partial sum leaves the array once per dim inputs.",
+        unit="PEs per side", lo=1, hi=4096,
+        source="modelling choice: an edge MAC array the size of Eyeriss (12 x 14 PEs, Chen et "
+               "al., ISSCC 2016)",
+    )
+    # -- technology ---------------------------------------------------------------------------
+    node_nm: float = _f(
+        32.0, float,
+        "Technology node of the chip (and of the digital baselines): every price and area is "
+        "converted from the node of its source to this one (devices/technology.py: Stillmaker "
+        "& Baas 2017 for logic and SRAM; converters per converter_node_scaling; cell reads and "
+        "DRAM not scaled).",
+        unit="nm", lo=7.0, hi=130.0,
+        source="32 nm: the node of ISAAC and PUMA, whose converter figures the model uses",
+    )
+    converter_node_scaling: float = _f(
+        1.0, float,
+        "Exponent on the digital energy/area scaling factor applied to ADCs and DACs: 1 = "
+        "converters scale like logic (comparator/SAR-logic limited, as low-resolution fast "
+        "ADCs in Murmann's survey), 0 = no scaling (kT/C- or matching-limited).",
+        unit="exponent", lo=0.0, hi=1.0,
+        source="B. Murmann, 'ADC Performance Survey 1997-2024' (Walden FOM trend with node); "
+               "modelling choice",
     )
     # -- one-off (load time) ------------------------------------------------------------------
     storage_read_pJ_per_bit: float = _f(
@@ -692,6 +823,55 @@ class EnergySection(_Section):
     )
 
 
+@dataclass(frozen=True)
+class AreaSection(_Section):
+    """Silicon area of the analog chip's parts (docs/energy.md, section "Area"), at the node
+    of each source; the model converts them to energy.node_nm."""
+
+    section_name = "area"
+    cell_area_F2: float = _f(
+        4.0, float,
+        "Area of one NVM cell in units of F^2 (F = energy.node_nm); a signed weight is a "
+        "differential pair of cells. 4 F^2 is the ideal cross-point; 1T1R PCM/RRAM cells take "
+        "~25-40 F^2.",
+        unit="F^2", lo=1.0, hi=1e4,
+        source="4 F^2 cross-point (ISAAC, PUMA crossbars); 1T1R range from the RRAM/PCM "
+               "literature",
+    )
+    adc_area_um2: float = _f(
+        1200.0, float,
+        "Area of one 8-bit column ADC at 32 nm; a b-bit ADC takes adc_area_um2 * 2^(b-8) "
+        "(capacitive-DAC SAR scaling, as Accelergy's resolution rule).",
+        unit="um^2 per ADC", lo=0.0, hi=1e9,
+        source="ISAAC / PUMA simulator adc_area = 0.0012 mm^2 (8 bits, 1.28 GS/s), 32 nm",
+    )
+    dac_area_um2: float = _f(
+        0.167, float,
+        "Area of one 1-bit row DAC at 32 nm; a b-bit DAC takes dac_area_um2 * 2^(b-1).",
+        unit="um^2 per 1-bit DAC", lo=0.0, hi=1e9,
+        source="ISAAC / PUMA simulator dac_area = 1.67e-7 mm^2, 32 nm",
+    )
+    tile_periphery_area_um2: float = _f(
+        70.0, float,
+        "Per-tile periphery besides converters: shift-and-add and sample-and-holds (32 nm).",
+        unit="um^2 per tile", lo=0.0, hi=1e9,
+        source="PUMA simulator sna_area 0.00006 mm^2 + 256 S&H x 0.039 um^2, 32 nm",
+    )
+    core_periphery_area_um2: float = _f(
+        4332.0, float,
+        "Digital vector unit and activation unit serving one layer (32 nm).",
+        unit="um^2 per layer", lo=0.0, hi=1e9,
+        source="PUMA simulator alu_area 0.00567 mm^2 x 32/45 + act_area 0.0003 mm^2, 32 nm",
+    )
+    sram_area_um2_per_kB: float = _f(
+        1914.0, float,
+        "On-chip SRAM area per kB (32 nm): the state buffer on both sides and the digital "
+        "baseline's weight SRAM.",
+        unit="um^2 per kB", lo=0.0, hi=1e9,
+        source="PUMA simulator data memory 2 KB = 0.00392 mm^2, 32 nm",
+    )
+
+
 #: Section name -> section class, in profile order.
 SECTIONS: dict[str, type[_Section]] = {
     "weights": WeightsSection,
@@ -706,6 +886,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "adc": AdcSection,
     "tile": TileSection,
     "energy": EnergySection,
+    "area": AreaSection,
 }
 
 _TOP_FIELDS = {
@@ -736,6 +917,7 @@ class DeviceProfile:
     adc: AdcSection = field(default_factory=AdcSection)
     tile: TileSection = field(default_factory=TileSection)
     energy: EnergySection = field(default_factory=EnergySection)
+    area: AreaSection = field(default_factory=AreaSection)
 
     def __post_init__(self) -> None:
         for key in _TOP_FIELDS:
@@ -752,6 +934,22 @@ class DeviceProfile:
                 origin, "storage.ber",
                 "bit errors need integer codes: set weights.bits to 2..8 or storage.ber to 0",
             )
+        if self.storage.encoding == "unary" and self.weights.bits > 6:
+            raise ProfileError(
+                origin, "storage.encoding",
+                f"'unary' needs weights.bits <= 6 (2^b - 2 stored bits), got {self.weights.bits}",
+            )
+
+    @property
+    def storage_bits_per_code(self) -> float:
+        """Stored bits per weight code, redundancy included: word bits (weights.bits, or
+        2^b - 2 for unary) + storage.guard_bits + 1/storage.parity_group; 32 for float weights.
+        What the energy/area model should charge per code read from storage."""
+        b, s = self.weights.bits, self.storage
+        if not b:
+            return 32.0
+        word = 2 * (2 ** (b - 1) - 1) if s.encoding == "unary" else b
+        return float(word + s.guard_bits) + (1.0 / s.parity_group if s.parity_group else 0.0)
 
     # -- derived ---------------------------------------------------------------------------
     @property

@@ -1,6 +1,7 @@
-"""`nvmstream bench --energy`: energy per inference and TOPS/W on the analog chip vs the int8 and
-fp32 digital baselines (weights from SRAM / DRAM), for the shipped models and for LSTMs of
-growing size, under every shipped profile. Prices from each profile's [energy] section
+"""`nvmstream bench --energy`: energy per inference and TOPS/W on the analog chip vs the digital
+baselines (int4/int8/fp16/fp32 MAC arrays, weights from SRAM / DRAM, alone and shared by a
+batch of 16; the strongest of them), for the shipped models and for LSTMs of growing size,
+under every shipped profile. Prices from each profile's [energy] section
 (docs/energy.md)."""
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def run(quick: bool = False, profiles: tuple[str, ...] | None = None) -> dict:
                     row[f"{b.name}_pJ_per_inference"] = b.energy_pJ_per_inference
                     row[f"{b.name}_TOPS_per_W"] = b.tops_per_w
                     row[f"ratio_{b.name}"] = r.comparison.ratios[b.name]
+                row["strongest"] = r.comparison.strongest
+                row["ratio_strongest"] = r.comparison.ratios[r.comparison.strongest]
                 rows.append(row)
     log.info("\n%s", format_table(rows))
     return {"rows": rows}
@@ -80,13 +83,15 @@ def run(quick: bool = False, profiles: tuple[str, ...] | None = None) -> dict:
 
 def format_table(rows: list[dict]) -> str:
     head = (f"{'model':<34}{'profile':<10}{'pJ/inf':>11}{'TOPS/W':>8}{'us/inf':>9}"
-            f"{'int8/sram x':>12}{'int8/dram x':>12}{'fp32/sram x':>12}{'fp32/dram x':>12}")
+            f"{'int4/sram x':>12}{'int4 b16 x':>11}{'int8/sram x':>12}{'fp32/dram x':>12}"
+            f"{'strongest x':>12}")
     lines = ["analog NVM chip vs digital baselines (x = digital energy / analog energy per "
              "inference; > 1: analog wins)", head]
     for r in rows:
         lines.append(f"{r['model'][:33]:<34}{r['profile']:<10}"
                      f"{r['analog_pJ_per_inference']:>11.4g}{r['analog_TOPS_per_W']:>8.3g}"
                      f"{r['latency_us_per_inference']:>9.3g}"
-                     f"{r['ratio_int8/sram']:>12.3g}{r['ratio_int8/dram']:>12.3g}"
-                     f"{r['ratio_fp32/sram']:>12.3g}{r['ratio_fp32/dram']:>12.3g}")
+                     f"{r['ratio_int4/sram']:>12.3g}{r['ratio_int4/sram/reuse16']:>11.3g}"
+                     f"{r['ratio_int8/sram']:>12.3g}{r['ratio_fp32/dram']:>12.3g}"
+                     f"{r['ratio_strongest']:>12.3g}")
     return "\n".join(lines)

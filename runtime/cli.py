@@ -298,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_stats_parser(sub)
     add_stream_parser(sub)
     add_keys_parser(sub)
+    from .energy_cli import add_energy_parser
+    add_energy_parser(sub)
 
     s = sub.add_parser("profiles", help="list device profiles or show one with every field")
     s.add_argument("action", nargs="?", choices=["list", "show"], default="list")
@@ -331,4 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the package's module, not this __main__ copy, so that CliError raised by the
+    # subcommand modules (which import nvmstream.runtime.cli) is the class caught here
+    from nvmstream.runtime.cli import main as _main
+    sys.exit(_main())

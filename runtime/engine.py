@@ -207,7 +207,9 @@ class Engine:
         state = self._init_state(b * k, aux, rows)
         rng = self._rng([seed + i for i in range(b)])
         env = self._exec(xr, klens, state, rng)
-        self._account(rec_steps=int(klens.sum()), all_steps=b * k * t, inferences=b,
+        # one definition of "per inference": only a sequence's true steps are charged (the
+        # kernel may compute a head on padded steps; no chip would)
+        self._account(rec_steps=int(klens.sum()), all_steps=int(klens.sum()), inferences=b,
                       stream_steps=int(klens.sum()) // k)
         out = {}
         for o in self.model.outputs:
@@ -226,17 +228,28 @@ class Engine:
         """The first model output per step (see :meth:`run_all`)."""
         return self.run_all(x, **kw)[self._out_names[0]]
 
-    def predict(self, x: np.ndarray, *, seed: int = 0) -> np.ndarray:
-        """Majority class per step over the votes: int64 ``[B, T]`` (first output)."""
+    def predict(self, x: np.ndarray, *, seed: int = 0,
+                lens: np.ndarray | None = None) -> np.ndarray:
+        """Majority class per step over the votes: int64 ``[B, T]`` (first output).
+
+        ``lens``: true sequence lengths ``[B]`` (1..T); steps past a sequence's length are
+        neither run nor charged (their outputs are zero, as ONNX's ``sequence_lens``; read a
+        sequence's class at step ``lens - 1``)."""
         x, squeeze = self._check_x(x)
         b, t, _ = x.shape
         k = self.votes
+        klens = np.full(b * k, t, np.int64)
+        if lens is not None:
+            seq = np.asarray(lens, np.int64).reshape(-1)
+            if seq.shape != (b,) or np.any(seq < 1) or np.any(seq > t):
+                raise NvmInputError(f"sequence lengths must be {b} values in 1..{t}, got "
+                                    f"{seq.tolist()}")
+            klens = np.repeat(seq, k)
         xr = np.repeat(x, k, axis=0) if k > 1 else x
         state = self._init_state(b * k, None, np.repeat(np.arange(b), k))
-        env = self._exec(xr, np.full(b * k, t, np.int64), state,
-                         self._rng([seed + i for i in range(b)]))
-        self._account(rec_steps=b * k * t, all_steps=b * k * t, inferences=b,
-                      stream_steps=b * t)
+        env = self._exec(xr, klens, state, self._rng([seed + i for i in range(b)]))
+        n = int(klens.sum())
+        self._account(rec_steps=n, all_steps=n, inferences=b, stream_steps=n // k)
         a = self._tensor(env, self.model.outputs[0].tensor).reshape(b, k, t, -1)
         cls = majority(a)
         return cls[0] if squeeze else cls
@@ -264,12 +277,14 @@ class Engine:
             self._account(rec_steps=n * k, all_steps=n * k, inferences=new, stream_steps=n)
 
     def report(self) -> InferenceReport:
-        """Energy and latency of everything run since the last ``reset_ledger()``: per
-        inference (a sequence or a stream) and per step, by component and layer, with the
-        int8/fp32 digital baselines (weights from SRAM/DRAM) on the same counts."""
+        """Energy, latency and area of everything run since the last ``reset_ledger()``: per
+        inference (a sequence at its true length, or a stream) and per step, by component
+        (leakage included) and layer (with its latency bottleneck), against the int4/int8/
+        fp16/fp32 digital baselines (weights from SRAM/DRAM, alone and batch-shared) on the
+        same counts, with the strongest as the verdict; this engine's votes are charged."""
         self._flush_stream_steps()
         return make_report(self._ledger, self.device.profile, self.plan,
-                           self.device.profile.weights.bits)
+                           self.device.profile.weights.bits, votes=self.votes)
 
     def reset_ledger(self) -> None:
         self._pending_steps = self._pending_new = 0

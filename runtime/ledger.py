@@ -174,11 +174,20 @@ class Ledger:
         self.stream_steps = 0
 
 
+#: The batch of streams whose weight fetches a batched digital baseline shares. The server
+#: steps up to ``max_batch`` (512) streams together and forms batches of 178-255 at 256 busy
+#: streams (docs/protocol.md), but a single stream is stepped alone: the report prices both
+#: reuse 1 and this batch; ``nvmstream energy --batch`` chooses others.
+DEFAULT_BATCH = 16
+
+
 @dataclass(frozen=True)
 class InferenceReport:
-    """``Engine.report()``: the analog chip's energy/latency per inference and per step, by
-    component and layer, the digital baselines on the same counts, and the one-off
-    programming cost."""
+    """``Engine.report()``: the analog chip's energy/latency per inference (true sequence
+    lengths, voting replicas charged) and per step, by component and layer, with leakage and
+    the bottleneck of each layer's latency; the digital baselines (int4/int8/fp16/fp32 MAC
+    arrays, weights from SRAM/DRAM, alone and with weights shared by a batch) on the same
+    counts; the area of each; the one-off programming cost."""
 
     analog: E.EnergyReport
     baselines: tuple[E.BaselineReport, ...]
@@ -186,54 +195,132 @@ class InferenceReport:
     one_off: E.OneOffReport
     inferences: int
     stream_steps: int
+    area: E.AreaReport | None = None
+    baseline_areas: tuple[E.AreaReport, ...] = ()
+    iso_precision: str = ""
+    votes: int = 1
+
+    @property
+    def strongest(self) -> E.BaselineReport:
+        """The baseline with the least energy per inference."""
+        return min(self.baselines, key=lambda b: b.energy_pJ_per_inference)
+
+    def area_ratios(self) -> dict[str, float]:
+        """(TOPS/mm^2 analog) / (TOPS/mm^2 baseline) for each baseline."""
+        if self.area is None:
+            return {}
+        return {a.name: (self.area.tops_per_mm2 / a.tops_per_mm2 if a.tops_per_mm2 else 0.0)
+                for a in self.baseline_areas}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"inferences": self.inferences, "stream_steps": self.stream_steps,
-                "analog": self.analog.to_dict(),
-                "baselines": {b.name: b.to_dict() for b in self.baselines},
-                "comparison": self.comparison.to_dict(), "one_off": self.one_off.to_dict()}
+        out = {"inferences": self.inferences, "stream_steps": self.stream_steps,
+               "votes": self.votes, "analog": self.analog.to_dict(),
+               "baselines": {b.name: b.to_dict() for b in self.baselines},
+               "comparison": self.comparison.to_dict(), "one_off": self.one_off.to_dict(),
+               "iso_precision": self.iso_precision}
+        if self.area is not None:
+            out["area"] = {"analog": self.area.to_dict(),
+                           "baselines": {a.name: a.to_dict() for a in self.baseline_areas},
+                           "area_efficiency_ratio": self.area_ratios()}
+        s = self.strongest
+        out["verdict"] = {"strongest_baseline": s.name,
+                          "ratio": self.comparison.ratios[s.name],
+                          "iso_precision_ratio": self.comparison.ratios.get(
+                              f"{self.iso_precision}/sram"),
+                          "votes": self.votes}
+        return out
 
     def format_text(self) -> str:
         a = self.analog
-        lines = [f"energy and latency on profile {a.profile}: {self.inferences} inference(s), "
-                 f"{a.steps_per_inference:g} steps each",
+        lines = [f"energy and latency on profile {a.profile} at {a.node_nm:g} nm "
+                 f"({a.periphery_precision} periphery): {self.inferences} inference(s), "
+                 f"{a.steps_per_inference:g} true steps each, votes {self.votes}",
                  f"  energy      {a.energy_pJ_per_inference:12.6g} pJ/inference "
                  f"{a.energy_pJ_per_step:12.6g} pJ/step",
                  f"  latency     {a.latency_ns_per_inference:12.6g} ns/inference "
                  f"{a.latency_ns_per_step:12.6g} ns/step",
                  f"  efficiency  {a.tops_per_w:12.4g} TOPS/W  {a.tops:10.4g} TOPS  "
-                 f"{a.power_mW:10.4g} mW  {a.throughput_inferences_per_s:10.4g} inferences/s",
+                 f"{a.power_mW:10.4g} mW (leakage {a.leakage_mW:.4g} mW)  "
+                 f"{a.throughput_inferences_per_s:10.4g} inferences/s",
                  "", "  by component (pJ/inference):"]
         for k, v in a.by_component.items():
             share = 100 * v / a.energy_pJ_per_inference if a.energy_pJ_per_inference else 0
             lines.append(f"    {k:<16}{v:14.6g}  {share:5.1f}%")
-        lines.append("  by layer (pJ/inference, ns/step):")
+        lines.append("  by layer (pJ/inference, ns/step, bound by):")
         for k, v in a.by_layer.items():
-            lines.append(f"    {k[:28]:<28}{v:14.6g}  {a.latency_ns_by_layer.get(k, 0):10.4g}")
-        lines.append("  digital baselines (same MACs):          pJ/inference     TOPS/W   "
+            lines.append(f"    {k[:28]:<28}{v:14.6g}  {a.latency_ns_by_layer.get(k, 0):10.4g}"
+                         f"  {a.bottleneck_by_layer.get(k, '')}")
+        lines.append("  digital baselines (MAC array, same MACs):  pJ/inference     TOPS/W   "
                      "digital/analog")
         for b in self.baselines:
-            lines.append(f"    {b.name:<34}{b.energy_pJ_per_inference:14.6g}{b.tops_per_w:11.4g}"
-                         f"{self.comparison.ratios[b.name]:12.3g}x")
+            tag = " (iso-precision)" if b.datapath == self.iso_precision else ""
+            lines.append(f"    {b.name + tag:<40}{b.energy_pJ_per_inference:14.6g}"
+                         f"{b.tops_per_w:11.4g}{self.comparison.ratios[b.name]:12.3g}x")
+        s = self.strongest
+        lines.append(f"  verdict: vs the strongest baseline ({s.name}) the analog chip is "
+                     f"{self.comparison.ratios[s.name]:.3g}x (> 1: analog uses less energy"
+                     f"; {self.votes} vote(s) charged)")
+        if self.area is not None:
+            lines.append(f"  area: analog {self.area.area_mm2:.4g} mm^2, "
+                         f"{self.area.tops_per_mm2:.4g} TOPS/mm^2 ("
+                         + ", ".join(f"{k} {v:.3g}"
+                                     for k, v in self.area.by_part.items()) + " mm^2)")
+            for ab, r in zip(self.baseline_areas, self.area_ratios().values()):
+                lines.append(f"    {ab.name:<40}{ab.area_mm2:10.4g} mm^2 {ab.tops_per_mm2:10.4g}"
+                             f" TOPS/mm^2  analog/digital {r:8.3g}x")
         lines.append(f"  one-off programming: {self.one_off.total_pJ:.6g} pJ")
         return "\n".join(lines)
 
 
-def one_off_counts(plan: Plan, weight_bits: int) -> E.OneOffCounts:
-    bits = weight_bits if weight_bits else 32
+def one_off_counts(plan: Plan, weight_bits: int, profile=None) -> E.OneOffCounts:
+    """Programming counts: every stored code is read once from weight storage (its stored bits
+    include the profile's redundancy: guard bits, parity, unary; ``storage_bits_per_code``) and
+    both cells of its differential pair are written."""
+    if profile is not None and weight_bits:
+        bits = E._profile(profile).storage_bits_per_code
+    else:
+        bits = weight_bits if weight_bits else 32
     n = sum(s.n_in * s.n_out for s in plan.segments)
-    return E.OneOffCounts(storage_bits_read=n * bits, cells_programmed=2 * n)
+    return E.OneOffCounts(storage_bits_read=round(n * bits), cells_programmed=2 * n)
 
 
-def make_report(ledger: Ledger, profile, plan: Plan, weight_bits: int) -> InferenceReport:
+def make_report(ledger: Ledger, profile, plan: Plan, weight_bits: int, *,
+                batch: int | tuple[int, ...] = (1, DEFAULT_BATCH), votes: int = 1
+                ) -> InferenceReport:
+    """Price the ledger: analog report, every baseline at each weight reuse in ``batch``,
+    areas, one-off cost."""
     if ledger.inferences == 0:
         raise ValueError("nothing has run on this engine yet (run, predict or stream steps)")
     counts = ledger.counts()
-    spi = ledger.stream_steps / ledger.inferences
-    analog = E.price(counts, ledger.geometry, profile, inferences=ledger.inferences,
-                     steps_per_inference=spi)
-    bases = tuple(E.all_baselines(counts, profile, inferences=ledger.inferences,
-                                  steps_per_inference=spi))
+    return price_counts(counts, ledger.geometry, profile, plan, weight_bits,
+                        inferences=ledger.inferences, stream_steps=ledger.stream_steps,
+                        batch=batch, votes=votes)
+
+
+def price_counts(counts, geometry, profile, plan: Plan | None, weight_bits: int, *,
+                 inferences: int, stream_steps: int,
+                 batch: int | tuple[int, ...] = (1, DEFAULT_BATCH), votes: int = 1
+                 ) -> InferenceReport:
+    """The whole report from counts (``nvmstream energy`` re-prices the same counts under
+    other profiles, batches and vote counts)."""
+    spi = stream_steps / inferences
+    analog = E.price(counts, geometry, profile, inferences=inferences, steps_per_inference=spi)
+    reuse = (batch,) if isinstance(batch, int) else tuple(batch)
+    bases = tuple(E.all_baselines(counts, profile, inferences=inferences,
+                                  steps_per_inference=spi, weight_reuse=reuse,
+                                  geometry=geometry))
+    one = (E.price_one_off(one_off_counts(plan, weight_bits, profile), profile) if plan is not None
+           else E.OneOffReport(0.0, 0.0, 0.0))
     return InferenceReport(analog=analog, baselines=bases, comparison=E.compare(analog, bases),
-                           one_off=E.price_one_off(one_off_counts(plan, weight_bits), profile),
-                           inferences=ledger.inferences, stream_steps=ledger.stream_steps)
+                           one_off=one, inferences=inferences, stream_steps=stream_steps,
+                           area=E.analog_area(analog, geometry, profile),
+                           baseline_areas=tuple(E.baseline_area(b, profile) for b in bases
+                                                if b.weight_reuse == reuse[0]),
+                           iso_precision=E.iso_precision(_iso_bits(profile)), votes=votes)
+
+
+def _iso_bits(profile) -> int:
+    """Bits of the analog program: the larger of weight and DAC bits (0 if either is float)."""
+    p = E._profile(profile)
+    w, d = p.weights.bits, p.dac.bits
+    return max(w, d) if w and d else 0

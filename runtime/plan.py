@@ -193,7 +193,7 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             codes, scale = prog.codes[m.key], prog.scales[m.key]
         else:
             codes, scale = quantize_weights(W, wbits)
-        pm = device.program(codes, m.key)
+        pm = device.program(codes, m.key, scales=scale)
         n_out, n_in = W.shape
         V = cal[m.key]
         absmax = float(np.max(np.abs(V))) if V.size else 0.0

@@ -118,7 +118,7 @@ def run_job(job: Job) -> dict[str, Any]:
     prog, x, y, lens = _load(job)
     dev = nvm.Device(job.profile, seed=job.seed, overrides=dict(job.overrides) or None)
     eng = nvm.Engine(prog, dev, votes=job.votes)
-    cls = eng.predict(x, seed=1000 * job.seed)
+    cls = eng.predict(x, seed=1000 * job.seed, lens=lens)
     idx = (lens - 1) if lens is not None else np.full(len(x), x.shape[1] - 1)
     pred = cls[np.arange(len(x)), idx]
     rep = eng.report().analog

@@ -172,7 +172,7 @@ def test_changing_a_price_changes_energy_by_exactly_its_share(tmp_path):
     base = engine(path, "pcm")
     base.run(x)
     r0 = base.report().analog
-    for f in ("adc_floor_pJ", "digital_mult_pJ", "sram_pJ_per_byte"):
+    for f in ("adc_floor_pJ", "interconnect_pJ_per_byte", "sram_pJ_per_byte", "adc_leak_uW"):
         v = getattr(base.device.profile.energy, f)
         e2 = engine(path, "pcm", ("tile.rows=4", "tile.cols=4", f"energy.{f}={2 * v}"))
         e2.run(x)
@@ -202,10 +202,15 @@ def test_every_shipped_profile_prices_an_inference(profile):
     eng.run(cal[:2])
     r = eng.report()
     assert r.analog.energy_pJ_per_inference > 0 and r.analog.tops_per_w > 0
-    assert set(r.comparison.ratios) == {"int8/sram", "int8/dram", "fp32/sram", "fp32/dram"}
+    names = {f"{d}/{s}" for d in ("int4", "int8", "fp16", "fp32") for s in ("sram", "dram")}
+    assert set(r.comparison.ratios) == names | {f"{n}/reuse16" for n in names}
     d = r.to_dict()
     json.dumps(d, default=float)
     assert "by_component" in d["analog"] and "by_layer" in d["analog"]
+    assert d["analog"]["by_component"]["leakage"] > 0 and d["area"]["analog"]["area_mm2"] > 0
+    assert d["verdict"]["strongest_baseline"] == r.comparison.strongest
+    assert set(d["analog"]["bottleneck_by_layer"].values()) <= {"dac", "settle", "adc",
+                                                                "digital", ""}
 
 
 def test_run_report_and_json_cli(tmp_path):
@@ -220,3 +225,158 @@ def test_run_report_and_json_cli(tmp_path):
     assert "pJ/inference" in r.stdout and "int8/sram" in r.stdout and "TOPS/W" in r.stdout
     d = json.loads((tmp_path / "r.json").read_text())
     assert d["inferences"] == 2 and d["analog"]["energy_pJ_per_inference"] > 0
+
+
+# --- one definition of "per inference" (issue 14, item 1) --------------------------------------
+
+def test_api_sweep_and_stream_charge_the_same_true_length_energy_per_inference():
+    """Same model, data and profile: the Python API (run with lens, predict with lens), the
+    sweep worker and streaming frame by frame give the same pJ per inference; padded steps
+    are never charged."""
+    from nvmstream.runtime import sweep as S
+    model = REPO / "demos" / "models" / "japanese_vowels_qat4.onnx"
+    data = REPO / "demos" / "data" / "japanese_vowels.npz"
+    d = np.load(data)
+    n = 6
+    x, lens = d["x_test"][:n].astype(np.float32), d["lengths_test"][:n].astype(np.int64)
+    assert lens.min() < x.shape[1]            # the data really is padded
+    prog = nvm.convert(str(model), calibration=d["x_train"][:64].astype(np.float32))
+
+    def fresh():
+        return nvm.Engine(prog, nvm.Device("int4", seed=0))
+
+    api = fresh()
+    api.run(x, lens=lens)
+    e_api = api.report().analog.energy_pJ_per_inference
+    pred = fresh()
+    pred.predict(x, lens=lens)
+    e_pred = pred.report().analog.energy_pJ_per_inference
+    st = fresh()
+    for i in range(n):
+        s = st.stream()
+        for t in range(int(lens[i])):
+            s.step(x[i, t])
+        s.close()
+    e_stream = st.report().analog.energy_pJ_per_inference
+    row = S.run_job(S.Job(str(model), str(data), "int4", (), 0, 1, limit=n))
+    e_sweep = row["energy_pJ_per_inference"]
+    assert e_api == pytest.approx(e_stream, rel=1e-12)
+    assert e_pred == pytest.approx(e_stream, rel=1e-12)
+    assert e_sweep == pytest.approx(e_stream, rel=1e-12)
+    # and padding is not charged: the padded run costs more by exactly the padded share
+    pad = fresh()
+    pad.run(x)
+    e_pad = pad.report().analog.energy_pJ_per_inference
+    assert e_pad == pytest.approx(e_stream * x.shape[1] * n / lens.sum(), rel=1e-9)
+    # a stream's own running total equals the report's per-inference figure
+    one = fresh()
+    s = one.stream()
+    for t in range(int(lens[0])):
+        s.step(x[0, t])
+    assert s.energy_pJ == pytest.approx(one.report().analog.energy_pJ_per_inference, rel=1e-12)
+
+
+def test_predict_rejects_bad_lengths(tmp_path):
+    eng = engine(rec_model(tmp_path / "l.onnx"))
+    x = np.zeros((2, 4, 3), np.float32)
+    with pytest.raises(nvm.NvmInputError, match="sequence lengths"):
+        eng.predict(x, lens=[1, 5])
+
+
+# --- votes, the energy command -----------------------------------------------------------------
+
+def test_k_votes_cost_k_inferences_in_the_engine_and_in_with_votes(tmp_path):
+    """An engine run with K votes charges exactly what re-pricing its 1-vote counts for K votes
+    charges (every counter, latency and leakage x K), while the baselines stay put."""
+    path = rec_model(tmp_path / "l.onnx", head=2)
+    x = np.random.default_rng(0).normal(size=(3, 6, 3)).astype(np.float32)
+    one = engine(path, "snr0db")
+    one.run(x, lens=np.array([6, 4, 2]))
+    three = engine(path, "snr0db", votes=3)
+    three.run(x, lens=np.array([6, 4, 2]))
+    r1, r3 = one.report(), three.report()
+    assert {k: c.to_dict() for k, c in three.ledger.counts().items()} == {
+        k: c.to_dict() for k, c in E.with_votes(one.ledger.counts(), 3).items()}
+    assert r3.analog.energy_pJ_per_inference == pytest.approx(
+        3 * r1.analog.energy_pJ_per_inference, rel=1e-12)
+    assert r3.analog.latency_ns_per_inference == pytest.approx(
+        3 * r1.analog.latency_ns_per_inference, rel=1e-12)
+    s1, s3 = r1.strongest, r3.strongest
+    assert s3.energy_pJ_per_inference == pytest.approx(s1.energy_pJ_per_inference, rel=1e-12)
+    assert r3.comparison.ratios[s3.name] == pytest.approx(r1.comparison.ratios[s1.name] / 3,
+                                                          rel=1e-12)
+    assert r3.to_dict()["verdict"]["votes"] == 3
+
+
+def test_energy_command_prints_verdicts_sensitivity_plot_and_json(tmp_path):
+    out = tmp_path / "e.json"
+    png = tmp_path / "t.png"
+    r = subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "energy",
+                        str(FIXTURES / "lstm1_bf.ts.onnx"), "--steps", "12", "--limit", "2",
+                        "--votes", "1,3", "--sensitivity", "--plot", str(png), "--json",
+                        str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "votes   1:" in r.stdout and "votes   3:" in r.stdout
+    assert "strongest digital" in r.stdout and "one price at a time" in r.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    d = json.loads(out.read_text())
+    e1 = d["votes"]["1"]["report"]["analog"]["energy_pJ_per_inference"]
+    e3 = d["votes"]["3"]["report"]["analog"]["energy_pJ_per_inference"]
+    assert e3 == pytest.approx(3 * e1, rel=1e-9)
+    s = d["votes"]["1"]["sensitivity"]
+    assert s["ratio_min"] <= s["nominal"] <= s["ratio_max"]
+    assert d["votes"]["1"]["report"]["area"]["analog"]["area_mm2"] > 0
+
+
+@pytest.mark.parametrize("argv,code,msg", [
+    (["--votes", "0"], 2, "--votes"),
+    (["--data", "/nonexistent.npz"], 3, "no such file"),
+    (["--plot", "x.png"], 2, "--plot needs --sensitivity"),
+])
+def test_energy_command_bad_input(argv, code, msg):
+    r = subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "energy",
+                        str(FIXTURES / "lstm1_bf.ts.onnx"), *argv], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == code, (r.stdout, r.stderr)
+    assert msg in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_server_close_summary_is_the_reports_energy_per_inference(tmp_path):
+    """A stream served over ZeroMQ closes with the energy Engine.report() gives per inference
+    for the same frames (the same price function, true frames only)."""
+    from nvmstream.runtime.client import Client
+    from server_util import ServerProcess, compile_fixture
+    model = compile_fixture("lstm1_bf.ts.onnx", tmp_path / "m.nvm")
+    f = nvm.load(model).model.input.features
+    x = np.random.default_rng(0).standard_normal((7, f)).astype(np.float32)
+    with ServerProcess(model, "--profile", "int4") as srv, Client(srv.endpoint,
+                                                                  timeout_s=30) as c:
+        s = c.open(seed=1)
+        for t in range(len(x)):
+            s.step(x[t])
+        summary = s.close()
+    eng = nvm.Engine(nvm.load(model), nvm.Device("int4", seed=0))
+    st = eng.stream(seed=1)
+    for t in range(len(x)):
+        st.step(x[t])
+    want = eng.report().analog
+    assert summary["frames"] == len(x)
+    assert summary["e_pJ"] == pytest.approx(want.energy_pJ_per_inference, rel=1e-9)
+    assert summary["lat_ns"] == pytest.approx(want.latency_ns_per_inference, rel=1e-9)
+
+
+def test_storage_redundancy_is_charged_in_the_one_off_programming_cost(tmp_path):
+    """Guard and parity bits are read from weight storage at programming: the one-off storage
+    count is n_weights x profile.storage_bits_per_code (4 + 4 guard + 1/2 parity = 8.5 bits)."""
+    path = rec_model(tmp_path / "l.onnx", head=2)
+    x = np.random.default_rng(0).normal(size=(2, 7, 3)).astype(np.float32)
+    plain = engine(path, "int4")
+    plain.run(x)
+    red = engine(path, "int4", ("tile.rows=4", "tile.cols=4", "storage.guard_bits=4",
+                                "storage.parity_group=2"))
+    red.run(x)
+    from nvmstream.runtime.ledger import one_off_counts
+    n = sum(s.n_in * s.n_out for s in plain.plan.segments)
+    assert one_off_counts(plain.plan, 4, plain.device.profile).storage_bits_read == 4 * n
+    assert one_off_counts(red.plan, 4, red.device.profile).storage_bits_read == round(8.5 * n)
+    assert red.report().one_off.total_pJ > plain.report().one_off.total_pJ

@@ -294,7 +294,7 @@ def test_read_noise_sample_matches_sigma(rng):
 
 
 @pytest.mark.parametrize("profile, extra", [
-    ("pcm", ["drift.model=none"]),
+    ("pcm", ["drift.model=none", "read.split=per_read"]),
     ("rram", []),
     ("int4", ["read.model=constant", "read.sigma_uS=0.5", "programming.model=fraction",
               "programming.fraction=0.02"]),

@@ -31,7 +31,7 @@ def popcount(a: np.ndarray) -> int:
 
 
 def test_registries_list_names_on_error():
-    assert set(ENCODINGS.names()) == set(ENC)
+    assert set(ENCODINGS.names()) == set(ENC) | {"unary"}
     with pytest.raises(UnknownMechanismError, match="twos_complement, offset_binary"):
         ENCODINGS.get("ebcdic")
     with pytest.raises(UnknownMechanismError, match="nulling"):
@@ -149,3 +149,25 @@ def test_zero_ber_reads_back_exactly(rng):
     res = BitErrorStorage(4, 0.0, "gray", "nulling").read(codes, rng)
     np.testing.assert_array_equal(res.codes, codes)
     assert (res.bits_flipped, res.codes_nulled, res.codes_changed) == (0, 0, 0)
+
+
+def test_code_minus_2_pow_b_is_clipped_to_the_reachable_range():
+    # detection 'none' keeps a word that decodes to -8 (4-bit two's complement); a device cannot
+    # program a cell above gmax, so that code is programmed as -7 (counted in codes_clipped).
+    from nvmstream.devices import Device
+    dev = Device("int4", seed=1, overrides=["storage.ber=0.2", "storage.detection=none"])
+    codes = np.zeros((64, 64), np.int8)
+    pm = dev.program(codes, "W")
+    raw = BitErrorStorage(4, 0.2, "twos_complement", "none").read(codes, dev._rng("storage", "W"))
+    n8 = int(np.count_nonzero(raw.codes == -8))
+    assert n8 > 0                                     # P(word 1000 from 0000) = 0.2 * 0.8^3
+    assert pm.stats["codes_out_of_range"] == n8 == pm.stats["codes_clipped"]
+    np.testing.assert_array_equal(pm.codes_read, np.clip(raw.codes, -7, 7))
+    assert pm.codes_read.min() >= -7
+    np.testing.assert_allclose(pm.w_eff[raw.codes == -8], -7.0)    # ideal array: exactly -7
+    assert float(max(pm.g_pos.max(), pm.g_neg.max())) <= dev.profile.mapping.gmax_uS
+    # with nulling the same words become 0 and nothing needs clipping
+    nul = Device("int4", seed=1, overrides=["storage.ber=0.2", "storage.detection=nulling"])
+    pn = nul.program(codes, "W")
+    assert pn.stats["codes_clipped"] == 0 and pn.stats["codes_nulled"] == n8
+    assert np.all(pn.codes_read[raw.codes == -8] == 0)

@@ -33,10 +33,19 @@ from nvmstream.devices.energy import (
     layer_latency,
     matrix_tiles,
     mean_cell_conductance_uS,
+    DATATYPES,
+    SOURCE_NODES,
+    analog_area,
+    baseline_area,
+    iso_precision,
+    node_factor,
     price,
     price_one_off,
     priced_bits,
+    prices,
+    with_votes,
 )
+from nvmstream.devices import technology as TECH
 from nvmstream.devices.profile import SECTIONS, EnergySection
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "energy.md"
@@ -90,20 +99,42 @@ def two_layers(profile: DeviceProfile, rng: np.random.Generator):
     return counts, geom
 
 
-def hand_price(c: OpCounts, geom: LayerGeometry, p: DeviceProfile) -> dict[str, float]:
-    """Every component straight from the formulas of docs/energy.md section 2."""
+def hand_leak_uW(geom: LayerGeometry, p: DeviceProfile) -> float:
+    """Static power of a layer's allocated tiles (docs/energy.md section 2, leakage)."""
+    if not geom.tiles:
+        return 0.0
+    e, q = p.energy, prices(p)
+    b = geom.adc_bits or e.unquantized_converter_bits
+    n = len(geom.tiles)
+    n_adc = math.ceil(p.tile.cols / e.cols_per_adc)
+    return (n * n_adc * q["adc_leak_uW"] * 2.0 ** (b - 8) + n * p.tile.rows * q["dac_leak_uW"]
+            + n * q["tile_leak_uW"] + q["periphery_leak_uW"])
+
+
+def hand_price(c: OpCounts, geom: LayerGeometry, p: DeviceProfile,
+               latency_ns: float = 0.0) -> dict[str, float]:
+    """Every component straight from the formulas of docs/energy.md section 2, with the prices
+    converted to the node by hand (Stillmaker & Baas factor from each source node)."""
     e = p.energy
+    k45 = TECH.energy_factor(45, e.node_nm)
+    k32 = TECH.energy_factor(32, e.node_nm)
+    kc = k32 ** e.converter_node_scaling
     ba = geom.adc_bits or e.unquantized_converter_bits
     bd = geom.dac_bits or e.unquantized_converter_bits
     g = e.read_voltage_V ** 2 * default_mean_cell_uS(p) * 1e-6 * e.read_time_ns * 1e-9 * 1e12
+    add, mult, width = {"fp32": (0.9, 3.7, 4), "fp16": (0.4, 1.1, 2), "int16": (0.05, 0.8, 2),
+                        "int8": (0.03, 0.2, 1)}[e.periphery_precision]
     return {
-        "adc": c.adc_conversions * (e.adc_fom_fJ_per_step * 1e-3 * 2 ** ba + e.adc_floor_pJ),
-        "dac": c.dac_conversions * e.dac_1bit_fJ * 1e-3 * 2 ** (bd - 1),
+        "adc": c.adc_conversions * (e.adc_fom_fJ_per_step * 1e-3 * 2 ** ba + e.adc_floor_pJ) * kc,
+        "dac": c.dac_conversions * e.dac_1bit_fJ * 1e-3 * 2 ** (bd - 1) * kc,
         "cell_read": c.cell_reads * g,
-        "tile_overhead": c.tile_activations * e.tile_overhead_pJ,
-        "digital": c.digital_adds * e.digital_add_pJ + c.digital_muls * e.digital_mult_pJ,
-        "activation": c.activation_evals * e.activation_pJ,
-        "state_sram": (c.state_reads_bytes + c.state_writes_bytes) * e.sram_pJ_per_byte,
+        "tile_overhead": c.tile_activations * e.tile_overhead_pJ * k32,
+        "interconnect": (c.dac_conversions + c.adc_conversions) * e.interconnect_pJ_per_byte * k32,
+        "digital": (c.digital_adds * add + c.digital_muls * mult) * k45,
+        "activation": c.activation_evals * e.activation_pJ * k32,
+        "state_sram": (c.state_reads_bytes + c.state_writes_bytes) * width / 4
+        * e.sram_pJ_per_byte * k45,
+        "leakage": hand_leak_uW(geom, p) * latency_ns * 1e-3,
     }
 
 
@@ -123,6 +154,41 @@ def test_unit_price_formulas():
     free = EnergySection(unquantized_converter_bits=0)
     assert adc_energy_pJ(0, free) == 0.0 and dac_energy_pJ(0, free) == 0.0
     assert adc_energy_pJ(4, free) == adc_energy_pJ(4, e)
+
+
+def test_node_scaling_of_prices():
+    """Every price is converted from its source node: Horowitz's 45 nm digital figures by
+    Stillmaker & Baas's factor, ISAAC/PUMA's 32 nm figures likewise, converters by the factor
+    to the power converter_node_scaling, cell reads and DRAM not at all."""
+    p32 = load_profile("int4")
+    assert p32.energy.node_nm == 32.0
+    q32 = prices(p32)
+    for node in (45, 22, 14, 7):
+        p = p32.with_overrides({"energy.node_nm": node})
+        q = prices(p)
+        k45, k32 = TECH.energy_factor(45, node), TECH.energy_factor(32, node)
+        assert q["op.fp32.mult"] == pytest.approx(3.7 * k45, rel=REL)
+        assert q["sram_pJ_per_byte"] == pytest.approx(1.25 * k45, rel=REL)
+        assert q["activation_pJ"] == pytest.approx(0.26 * k32, rel=REL)
+        assert q["adc_floor_pJ"] == pytest.approx(0.73 * k32, rel=REL)
+        assert q["dram_pJ_per_byte"] == q32["dram_pJ_per_byte"] == 162.5
+        assert adc_energy_pJ(8, p) == pytest.approx(adc_energy_pJ(8, p32) * k32, rel=REL)
+        frozen = p.with_overrides({"energy.converter_node_scaling": 0.0})
+        assert adc_energy_pJ(8, frozen) == pytest.approx(adc_energy_pJ(8, p32), rel=REL)
+        half = p.with_overrides({"energy.converter_node_scaling": 0.5})
+        assert dac_energy_pJ(4, half) == pytest.approx(dac_energy_pJ(4, p32) * k32 ** 0.5,
+                                                       rel=REL)
+        assert cell_read_energy_pJ(5.0, p) == cell_read_energy_pJ(5.0, p32)
+    # smaller nodes are cheaper, monotonically, and the tables are the published ones
+    ks = [TECH.energy_factor(45, n) for n in TECH.TECH_NODES_NM]
+    assert ks == sorted(ks, reverse=True) and TECH.energy_factor(45, 45) == 1.0
+    assert TECH.area_factor(45, 32) == 0.46 and TECH.area_factor(32, 45) == 2.2
+    # every scaled field names its source node and rule
+    for name, (node, rule) in SOURCE_NODES.items():
+        assert rule in ("digital", "converter", "none")
+        assert (node > 0) == (rule != "none"), name
+    with pytest.raises(ValueError, match="technology node"):
+        TECH.energy_factor(45, 3)
 
 
 def test_adc_fit_passes_through_isaac_figures():
@@ -161,21 +227,30 @@ def test_price_matches_hand_formulas(name, rng):
     p = load_profile(name)
     counts, geom = two_layers(p, rng)
     r = price(counts, geom, p, inferences=3, steps_per_inference=2.5)
+    lat = sum(layer_latency(geom[k], p).total_ns * c.steps / 3 for k, c in counts.items())
+    assert r.latency_ns_per_inference == pytest.approx(lat, rel=REL)
     want = {k: 0.0 for k in COMPONENTS}
     for layer, c in counts.items():
-        hp = hand_price(c, geom[layer], p)
+        hp = hand_price(c, geom[layer], p, latency_ns=3 * lat)   # leakage: per inference
         assert set(hp) == set(COMPONENTS)
         for k, v in hp.items():
             assert r.by_layer_component[layer][k] == pytest.approx(v / 3, rel=1e-12, abs=1e-12)
             want[k] += v / 3
+    buffer = p.energy.buffer_kB * prices(p)["sram_leak_uW_per_kB"] * lat * 1e-3
+    assert r.leakage_by_part["buffer"] == pytest.approx(buffer, rel=1e-12)
+    want["leakage"] += buffer
+    assert r.leakage_mW == pytest.approx(
+        (sum(hand_leak_uW(g, p) for g in geom.values())
+         + p.energy.buffer_kB * prices(p)["sram_leak_uW_per_kB"]) * 1e-3, rel=1e-12)
     for k in COMPONENTS:
         assert r.by_component[k] == pytest.approx(want[k], rel=1e-12, abs=1e-12)
     total = sum(want.values())
     assert r.energy_pJ_per_inference == pytest.approx(total, rel=1e-12)
     assert r.energy_pJ_per_step == pytest.approx(total / 2.5, rel=1e-12)
-    # the three splits add up to the total
-    for split in (r.by_component, r.by_layer, r.by_field):
+    # the splits add up to the total (by layer: all but the shared buffer's leakage)
+    for split in (r.by_component, r.by_field):
         assert sum(split.values()) == pytest.approx(total, rel=1e-12)
+    assert sum(r.by_layer.values()) + buffer == pytest.approx(total, rel=1e-12)
     macs = sum(c.macs for c in counts.values()) / 3
     assert r.macs_per_inference == pytest.approx(macs, rel=REL)
     assert r.tops_per_w == pytest.approx(2 * macs / total, rel=1e-12)
@@ -186,7 +261,8 @@ def test_price_matches_hand_formulas(name, rng):
 
 LINEAR_FIELDS = [
     "adc_fom_fJ_per_step", "adc_floor_pJ", "dac_1bit_fJ", "read_time_ns", "tile_overhead_pJ",
-    "digital_add_pJ", "digital_mult_pJ", "activation_pJ", "sram_pJ_per_byte",
+    "interconnect_pJ_per_byte", "activation_pJ", "sram_pJ_per_byte", "adc_leak_uW",
+    "dac_leak_uW", "tile_leak_uW", "periphery_leak_uW", "sram_leak_uW_per_kB",
 ]
 
 
@@ -195,7 +271,7 @@ def test_changing_a_price_changes_energy_by_exactly_its_share(fname, rng):
     base = load_profile("pcm", ["energy.tile_overhead_pJ=0.5"])
     counts, geom = two_layers(base, rng)
     r0 = price(counts, geom, base, inferences=2, steps_per_inference=4)
-    assert set(r0.by_field) == set(LINEAR_FIELDS)
+    assert set(r0.by_field) == set(LINEAR_FIELDS) | {"op.fp32.add", "op.fp32.mult"}
     share = r0.by_field[fname]
     assert share > 0
     old = getattr(base.energy, fname)
@@ -204,7 +280,7 @@ def test_changing_a_price_changes_energy_by_exactly_its_share(fname, rng):
         r = price(counts, geom, p, inferences=2, steps_per_inference=4)
         delta = r.energy_pJ_per_inference - r0.energy_pJ_per_inference
         assert delta == pytest.approx((factor - 1) * share, rel=1e-9)
-        for other in LINEAR_FIELDS:
+        for other in r0.by_field:
             if other != fname:
                 assert r.by_field[other] == pytest.approx(r0.by_field[other], rel=1e-12)
 
@@ -215,7 +291,7 @@ def test_doubling_adc_fom_adds_exactly_the_fom_part():
     r0 = price({"lstm": c}, {"lstm": g}, p, inferences=1, steps_per_inference=1)
     r1 = price({"lstm": c}, {"lstm": g}, p.with_overrides(["energy.adc_fom_fJ_per_step=7.4"]),
                inferences=1, steps_per_inference=1)
-    fom_part = c.adc_conversions * 3.7e-3 * 2 ** 4
+    fom_part = c.adc_conversions * 3.7e-3 * 2 ** 4     # ISAAC's 32 nm = the default node
     assert r1.energy_pJ_per_inference - r0.energy_pJ_per_inference == pytest.approx(fom_part, rel=1e-9)
     assert r0.by_field["adc_fom_fJ_per_step"] == pytest.approx(fom_part, rel=REL)
 
@@ -312,6 +388,11 @@ def test_layers_in_sequence_steps_and_replicas():
     assert rv.throughput_inferences_per_s == pytest.approx(1e9 / rv.latency_ns_per_inference, rel=REL)
     # the replicas' energy is paid, their MACs are not credited
     assert rv.energy_pJ_per_inference == pytest.approx(T * K * r.energy_pJ_per_inference, rel=1e-12)
+    # and re-pricing the 1-vote counts for K votes gives the same (K votes cost K inferences)
+    one = {k: c.scaled(T) for k, c in {"l1": ca, "l2": cb}.items()}
+    kv = with_votes(one, K)
+    assert {k: c.to_dict() for k, c in kv.items()} == {k: c.to_dict() for k, c in rc.items()}
+    assert with_votes(kv, 1) == one and with_votes(kv, 5) == with_votes(one, 5)
     assert rv.macs_per_inference == pytest.approx(T * r.macs_per_inference, rel=REL)
     assert rv.tops_per_w == pytest.approx(r.tops_per_w / K, rel=1e-12)
     assert rv.tops == pytest.approx(rv.ops_per_inference * rv.throughput_inferences_per_s / 1e12,
@@ -320,26 +401,44 @@ def test_layers_in_sequence_steps_and_replicas():
 
 # --- digital baseline and comparison --------------------------------------------------------
 
-@pytest.mark.parametrize("datapath,nbytes", [("int8", 1), ("fp32", 4)])
+@pytest.mark.parametrize("datapath", ["int4", "int8", "fp16", "fp32"])
 @pytest.mark.parametrize("src", ["sram", "dram"])
-def test_digital_baseline_formulas(datapath, nbytes, src, rng):
-    p = load_profile("pcm")
+def test_digital_baseline_formulas(datapath, src, rng):
+    p = load_profile("pcm", ["energy.node_nm=22"])
     e = p.energy
-    counts, _ = two_layers(p, rng)
-    b = digital_baseline(counts, p, datapath, src, inferences=2, steps_per_inference=5)
+    counts, geom = two_layers(p, rng)
+    b = digital_baseline(counts, p, datapath, src, inferences=2, steps_per_inference=5,
+                         geometry=geom)
+    k45 = TECH.energy_factor(45, 22)
+    k32 = TECH.energy_factor(32, 22)
+    # Horowitz 45 nm: multiply, accumulator add, bytes per weight/state/partial sum
+    mult, acc, wb, sb, ab = {"int4": (0.05, 0.05, 0.5, 1, 2), "int8": (0.2, 0.1, 1, 1, 4),
+                             "fp16": (1.1, 0.4, 2, 2, 2), "fp32": (3.7, 0.9, 4, 4, 4)}[datapath]
     macs = sum(c.macs for c in counts.values()) / 2
-    mult, add = ((e.baseline_int8_mult_pJ, e.baseline_int32_add_pJ) if datapath == "int8"
-                 else (e.baseline_fp32_mult_pJ, e.baseline_fp32_add_pJ))
-    fetch = e.weight_sram_pJ_per_byte if src == "sram" else e.dram_pJ_per_byte
+    fetch = e.weight_sram_pJ_per_byte * k45 if src == "sram" else e.dram_pJ_per_byte
     evals = sum(c.activation_evals for c in counts.values()) / 2
     sbytes = sum(c.state_reads_bytes + c.state_writes_bytes for c in counts.values()) / 2
+    dim = e.baseline_array_dim
+    sram = e.sram_pJ_per_byte * k45
+    cycles = sum(c.steps * (math.ceil(c.macs // c.steps / dim ** 2)
+                            + geom[k].digital_ops_critical) for k, c in counts.items()) / 2
+    lat = cycles * e.digital_op_time_ns
+    wkB = sum(c.macs // c.steps for c in counts.values()) * wb / 1024
+    kB = e.buffer_kB + (wkB if src == "sram" else 0)
+    leak_uW = kB * e.sram_leak_uW_per_kB * k32 + e.periphery_leak_uW * k32
     want = {
-        "mac_mult": macs * mult, "mac_add": macs * add, "weight_fetch": macs * nbytes * fetch,
-        "activation": evals * e.activation_pJ, "state_sram": sbytes * e.sram_pJ_per_byte,
+        "mac": macs * (mult + acc) * k45,
+        "weight_fetch": macs * wb * fetch,
+        "array_buffer": (macs / dim * wb + 2 * macs / dim * ab) * sram,
+        "activation": evals * e.activation_pJ * k32,
+        "state_sram": sbytes * sb / 4 * sram,
+        "leakage": leak_uW * lat * 1e-3,
     }
     assert set(b.by_component) == set(BASELINE_COMPONENTS)
     for k, v in want.items():
-        assert b.by_component[k] == pytest.approx(v, rel=1e-12)
+        assert b.by_component[k] == pytest.approx(v, rel=1e-12), k
+    assert b.latency_ns_per_inference == pytest.approx(lat, rel=REL)
+    assert b.leakage_mW == pytest.approx(leak_uW * 1e-3, rel=REL)
     total = sum(want.values())
     assert b.energy_pJ_per_inference == pytest.approx(total, rel=1e-12)
     assert b.energy_pJ_per_step == pytest.approx(total / 5, rel=1e-12)
@@ -348,10 +447,20 @@ def test_digital_baseline_formulas(datapath, nbytes, src, rng):
     assert sum(b.by_field.values()) == pytest.approx(total, rel=1e-12)
     # weight reuse across a batch divides the fetch only
     b4 = digital_baseline(counts, p, datapath, src, inferences=2, steps_per_inference=5,
-                          weight_reuse=4)
+                          weight_reuse=4, geometry=geom)
     assert b4.by_component["weight_fetch"] == pytest.approx(want["weight_fetch"] / 4, rel=1e-12)
-    assert b4.by_component["mac_mult"] == b.by_component["mac_mult"]
+    assert b4.by_component["mac"] == b.by_component["mac"]
+    assert b4.name == f"{datapath}/{src}/reuse4"
     json.dumps(b.to_dict())
+    # its area: dim^2 PEs of Horowitz adder + multiplier, buffers, weight SRAM if on chip
+    a = baseline_area(b, p)
+    d = DATATYPES[datapath]
+    sram_um2 = p.area.sram_area_um2_per_kB * TECH.area_factor(32, 22)
+    want_mm2 = (dim ** 2 * (d.mult_um2 + d.acc_um2) * TECH.area_factor(45, 22)
+                + (kB * sram_um2) + p.area.core_periphery_area_um2 * TECH.area_factor(32, 22)
+                ) * 1e-6
+    assert a.area_mm2 == pytest.approx(want_mm2, rel=1e-12)
+    assert a.tops_per_mm2 == pytest.approx(2 * macs / lat * 1e-3 / want_mm2, rel=1e-12)
 
 
 def test_baseline_leaves_out_vote_replicas():
@@ -367,39 +476,75 @@ def test_baseline_leaves_out_vote_replicas():
     assert b3all.energy_pJ_per_inference == pytest.approx(3 * b1.energy_pJ_per_inference, rel=1e-12)
 
 
-def test_compare_ratios_and_mismatch_errors():
+def test_compare_ratios_strongest_and_mismatch_errors():
     p = load_profile("int4")
     c, g = lstm_step(12, 64, 256, 256)
     r = price({"lstm": c}, {"lstm": g}, p, inferences=1, steps_per_inference=1)
-    bs = all_baselines({"lstm": c}, p, inferences=1, steps_per_inference=1)
-    assert [b.name for b in bs] == ["int8/sram", "int8/dram", "fp32/sram", "fp32/dram"]
+    bs = all_baselines({"lstm": c}, p, inferences=1, steps_per_inference=1, weight_reuse=(1, 16))
+    assert [b.name for b in bs[:8]] == [f"{d}/{s}" for d in ("int4", "int8", "fp16", "fp32")
+                                         for s in ("sram", "dram")]
+    assert len(bs) == 16 and bs[8].name == "int4/sram/reuse16"
     cmp = compare(r, bs)
     for b in bs:
         ratio = b.energy_pJ_per_inference / r.energy_pJ_per_inference
         assert cmp.ratios[b.name] == pytest.approx(ratio, rel=1e-12)
         assert cmp.ratios[b.name] == pytest.approx(r.tops_per_w / b.tops_per_w, rel=1e-9)
-    # DRAM costs more than SRAM, fp32 more than int8
-    assert cmp.ratios["int8/sram"] < cmp.ratios["int8/dram"] < cmp.ratios["fp32/dram"]
-    assert cmp.ratios["int8/sram"] < cmp.ratios["fp32/sram"] < cmp.ratios["fp32/dram"]
+    assert cmp.strongest == min(bs, key=lambda b: b.energy_pJ_per_inference).name
+    # DRAM costs more than SRAM, wider formats more, reuse less
+    for d in ("int4", "int8", "fp16", "fp32"):
+        assert cmp.ratios[f"{d}/sram"] < cmp.ratios[f"{d}/dram"]
+        assert cmp.ratios[f"{d}/sram/reuse16"] < cmp.ratios[f"{d}/sram"]
+    assert (cmp.ratios["int4/sram"] < cmp.ratios["int8/sram"] < cmp.ratios["fp16/sram"]
+            < cmp.ratios["fp32/sram"])
     json.dumps(cmp.to_dict())
-    reuse = digital_baseline({"lstm": c}, p, inferences=1, steps_per_inference=1, weight_reuse=8)
-    assert "int8/sram/reuse8" in compare(r, [reuse]).ratios
     other = digital_baseline({"lstm": c.scaled(2)}, p, inferences=1, steps_per_inference=1)
     with pytest.raises(ValueError, match="MACs"):
         compare(r, other)
     with pytest.raises(ValueError, match="inferences"):
         compare(r, digital_baseline({"lstm": c.scaled(2)}, p, inferences=2, steps_per_inference=1))
+    assert [iso_precision(b) for b in (0, 2, 4, 5, 8, 12)] == [
+        "fp32", "int4", "int4", "int8", "int8", "fp16"]
 
 
-def test_baseline_argument_errors():
-    p = load_profile("int4")
-    c, _ = lstm_step(3, 5, 4, 4)
-    with pytest.raises(ValueError, match="datapath"):
-        digital_baseline({"l": c}, p, "int4", inferences=1, steps_per_inference=1)
-    with pytest.raises(ValueError, match="weights_from"):
-        digital_baseline({"l": c}, p, "int8", "hbm", inferences=1, steps_per_inference=1)
-    with pytest.raises(ValueError, match="weight_reuse"):
-        digital_baseline({"l": c}, p, inferences=1, steps_per_inference=1, weight_reuse=0)
+def test_periphery_precision_reprices_digital_and_state():
+    c, g = lstm_step(12, 64, 256, 256)
+    rs = {}
+    for prec in ("fp32", "fp16", "int16", "int8"):
+        p = load_profile("int4", {"energy.periphery_precision": prec})
+        rs[prec] = price({"lstm": c}, {"lstm": g}, p, inferences=1, steps_per_inference=1)
+        want = hand_price(c, g, p)
+        assert rs[prec].by_component["digital"] == pytest.approx(want["digital"], rel=1e-12)
+        assert rs[prec].by_component["state_sram"] == pytest.approx(want["state_sram"], rel=1e-12)
+        assert rs[prec].by_component["adc"] == rs["fp32"].by_component["adc"]
+    e = [rs[k].energy_pJ_per_inference for k in ("fp32", "fp16", "int16", "int8")]
+    assert e == sorted(e, reverse=True)
+
+
+def test_analog_area_by_hand():
+    p = load_profile("int4", ["energy.node_nm=14", "energy.cols_per_adc=64"])
+    c, g = lstm_step(12, 300, 256, 256)
+    r = price({"lstm": c}, {"lstm": g}, p, inferences=1, steps_per_inference=1)
+    a = analog_area(r, {"lstm": g}, p)
+    n = len(g.tiles)
+    f_um = 14e-3
+    kd = TECH.area_factor(32, 14)
+    want = {
+        "cells": n * 2 * 256 * 256 * 4.0 * f_um ** 2,
+        "adc": n * 4 * 1200 * kd * 2.0 ** (4 - 8),
+        "dac": n * 256 * 0.167 * kd * 2.0 ** 3,
+        "tile_periphery": n * 70 * kd,
+        "core_periphery": 4332 * kd,
+        "buffer": 64 * 1914 * kd,
+    }
+    for k, v in want.items():
+        assert a.by_part[k] == pytest.approx(v * 1e-6, rel=1e-12), k
+    assert a.area_mm2 == pytest.approx(sum(want.values()) * 1e-6, rel=1e-12)
+    assert a.tops_per_mm2 == pytest.approx(r.tops / a.area_mm2, rel=1e-12)
+    # converters frozen at their source node take 32 nm's area
+    frozen = p.with_overrides({"energy.converter_node_scaling": 0.0})
+    af = analog_area(r, {"lstm": g}, frozen)
+    assert af.by_part["adc"] == pytest.approx(want["adc"] / kd * 1e-6, rel=1e-12)
+    assert node_factor("adc_area_um2", frozen, area=True) == 1.0
 
 
 def test_price_one_off():
@@ -517,6 +662,7 @@ def test_every_shipped_profile_prices_an_inference(name, rng):
     r = price(counts, geom, p, inferences=2, steps_per_inference=5)
     assert math.isfinite(r.energy_pJ_per_inference) and r.energy_pJ_per_inference > 0
     assert all(v > 0 for k, v in r.by_component.items() if k != "tile_overhead")
+    assert r.leakage_mW > 0 and set(r.bottleneck_by_layer) == set(geom)
     assert math.isfinite(r.latency_ns_per_inference) and r.latency_ns_per_inference > 0
     assert 0 < r.tops_per_w < math.inf
     cmp = compare(r, all_baselines(counts, p, inferences=2, steps_per_inference=5))
@@ -535,10 +681,14 @@ def test_energy_section_is_documented_with_units_and_sources():
         assert f"energy.{f.name} = " in text
         # every default is stated in docs/energy.md's defaults table
     doc = DOC.read_text()
-    for f in dataclasses.fields(EnergySection):
-        row = re.search(rf"^\| `{f.name}` \| ([^|]+) \|", doc, re.M)
-        assert row, f"docs/energy.md has no defaults row for {f.name}"
-        assert float(row.group(1)) == pytest.approx(float(f.default), rel=1e-12), f.name
+    for sec in ("energy", "area"):
+        for f in dataclasses.fields(SECTIONS[sec]):
+            row = re.search(rf"^\| `{f.name}` \| ([^|]+) \|", doc, re.M)
+            assert row, f"docs/energy.md has no defaults row for {f.name}"
+            if isinstance(f.default, str):
+                assert row.group(1).strip() == f.default, f.name
+            else:
+                assert float(row.group(1)) == pytest.approx(float(f.default), rel=1e-12), f.name
 
 
 def test_energy_overrides_in_toml_inheritance_and_round_trip(write_toml):
@@ -620,7 +770,7 @@ def test_worked_example_numbers_match_the_code():
     spec, p, counts, geom = _worked_example()
     run = dict(inferences=spec["inferences"], steps_per_inference=spec["steps_per_inference"])
     r = price(counts, geom, p, **run)
-    bs = {b.name: b for b in all_baselines(counts, p, **run)}
+    bs = {b.name: b for b in all_baselines(counts, p, **run, geometry=geom)}
     cmp = compare(r, list(bs.values()))
     code = {f"energy.{k}": v for k, v in r.by_component.items()}
     code.update({f"field.{k}": v for k, v in r.by_field.items()})
@@ -630,6 +780,7 @@ def test_worked_example_numbers_match_the_code():
         "throughput": r.throughput_inferences_per_s,
         "tops_per_w": r.tops_per_w,
         "power_mW": r.power_mW,
+        "leakage_mW": r.leakage_mW,
     })
     code.update({f"baseline.{k}": b.energy_pJ_per_inference for k, b in bs.items()})
     code.update({f"ratio.{k}": v for k, v in cmp.ratios.items()})
@@ -653,9 +804,61 @@ def test_scaling_table_matches_the_code():
         cells = [x.strip() for x in rest.split("|")]
         c, g = lstm_step(int(I), int(H), p.tile.rows, p.tile.cols, name="l")
         r = price({"l": c}, {"l": g}, p, inferences=1, steps_per_inference=1)
-        cmp = compare(r, all_baselines({"l": c}, p, inferences=1, steps_per_inference=1))
+        cmp = compare(r, all_baselines({"l": c}, p, inferences=1, steps_per_inference=1,
+                                       weight_reuse=(1, 16), geometry={"l": g}))
         got = [c.macs, len(g.tiles), r.energy_pJ_per_step, r.latency_ns_per_step, r.tops_per_w,
-               cmp.ratios["int8/sram"], cmp.ratios["fp32/dram"]]
+               cmp.ratios["int4/sram"], cmp.ratios["int4/sram/reuse16"], cmp.ratios["int8/sram"],
+               cmp.ratios["fp32/dram"]]
         assert len(cells) == len(got)
         for value, doc in zip(got, cells):
             assert _agrees(value, doc), f"I={I} H={H}: code {value!r}, docs/energy.md {doc}"
+
+
+# --- validation against published chips, sensitivity -----------------------------------------
+
+def test_validation_table_of_docs_matches_the_code():
+    from nvmstream.devices.validation import DESIGNS, validate
+    rows = {r["design"]: r for r in validate()}
+    assert len(rows) == len(DESIGNS) >= 3
+    block = _doc_block("validation-table")
+    block = block[:block.index("<!-- /validation-table -->")]
+    doc = re.findall(r"^\| ([^|]+) \| ([^|]+) \| ([-0-9.e+]+) \| ([-0-9.e+]+) \| ([-+0-9]+)% \|",
+                     block, re.M)
+    assert len(doc) == len(rows)
+    for name, metric, published, model, err in doc:
+        r = rows[name.strip()]
+        assert r["metric"] == metric.strip()
+        assert r["published"] == float(published)
+        assert r["model"] == pytest.approx(float(model), rel=5e-3), name
+        assert round(100 * r["error"]) == int(err), name
+        # the error is what it says: model / published - 1
+        assert r["error"] == pytest.approx(r["model"] / r["published"] - 1, rel=1e-12)
+
+
+def test_sensitivity_moves_each_knob_and_brackets_the_nominal():
+    from nvmstream.devices.sensitivity import KNOBS, Knob, sensitivity, verdict
+    p = load_profile("int4")
+    c, g = lstm_step(12, 64, 256, 256)
+    counts, geom = {"lstm": c.scaled(20)}, {"lstm": g}
+    run = dict(inferences=1, steps_per_inference=20)
+    s = sensitivity(counts, geom, p, reuse=(1, 16), **run)
+    nominal, strongest = verdict(counts, geom, p, reuse=(1, 16), **run)
+    assert (s.nominal, s.strongest) == (nominal, strongest)
+    assert len(s.knobs) == len(KNOBS)
+    assert s.ratio_min <= s.tornado_min <= s.nominal <= s.tornado_max <= s.ratio_max
+    by = {k.name: k for k in s.knobs}
+    # a price that only the analog side pays moves the ratio the expected way
+    assert by["ADC energy"].ratio_high < s.nominal < by["ADC energy"].ratio_low
+    assert by["read voltage"].ratio_low < s.nominal
+    # int16 periphery is cheaper than fp32: the analog side gains
+    assert by["periphery precision"].ratio_high > by["periphery precision"].ratio_low
+    # calibrating to a measured chip multiplies the analog prices by > 1
+    assert by["measured-chip calibration"].ratio_low < s.nominal
+    # each knob's value is the verdict under its overrides
+    k = KNOBS[0]
+    assert by[k.name].ratio_low == pytest.approx(
+        verdict(counts, geom, p.with_overrides(dict(k.low)), reuse=(1, 16), **run)[0], rel=1e-12)
+    # a knob that changes nothing leaves the ratio alone
+    same = sensitivity(counts, geom, p, knobs=[Knob("none", {}, {}, "")], **run)
+    assert same.knobs[0].ratio_low == same.knobs[0].ratio_high == same.nominal
+    json.dumps(s.to_dict())
