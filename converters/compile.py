@@ -59,14 +59,9 @@ def crossbar_matrices(model: ir.Model) -> list[MatrixSpec]:
     mats = []
     for k, l in enumerate(model.layers):
         if isinstance(l, ir.Recurrent):
-            h = l.hidden_size
             for d in range(l.num_directions):
-                mats.append(MatrixSpec(f"layer{k}/d{d}/x", k, d, "x", l.W[d]))
-                if l.kind == "GRU" and not l.linear_before_reset:
-                    mats.append(MatrixSpec(f"layer{k}/d{d}/h", k, d, "h", l.R[d][:2 * h]))
-                    mats.append(MatrixSpec(f"layer{k}/d{d}/rh", k, d, "rh", l.R[d][2 * h:]))
-                else:
-                    mats.append(MatrixSpec(f"layer{k}/d{d}/h", k, d, "h", l.R[d]))
+                for role, w in l.crossbar_blocks(d):
+                    mats.append(MatrixSpec(f"layer{k}/d{d}/{role}", k, d, role, w))
         elif isinstance(l, ir.Dense) and not _is_identity(l):
             mats.append(MatrixSpec(f"layer{k}/d0/x", k, 0, "x", l.W))
     return mats
@@ -115,6 +110,11 @@ def convert(onnx_path: str | os.PathLike | ir.Model, calibration: np.ndarray | N
     is logged: ranges then suit standardised features only.
     """
     model = onnx_path if isinstance(onnx_path, ir.Model) else load_ir(onnx_path)
+    for l in model.layers:
+        if not isinstance(l, ir.ENGINE_LAYERS):
+            raise NvmConversionError(f"layer {l.name!r} ({type(l).__name__}) runs in the float "
+                                     f"IR only; the engine has no kernel for it yet",
+                                     file=model.source or None)
     if not 2 <= weight_bits <= 8:
         raise NvmConversionError(f"weight_bits must be in 2..8, got {weight_bits}")
     if calibration is None:
@@ -199,7 +199,7 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
 
 
 _TYPES = {c.__name__: c for c in (ir.Recurrent, ir.Dense, ir.Elementwise, ir.Softmax,
-                                  ir.FeatureSlice, ir.FeatureConcat, ir.StateInit, ir.SeqInput,
+                                  ir.FeatureSlice, ir.FeatureConcat, ir.LayerNorm, ir.Conv1d, ir.StateInit, ir.SeqInput,
                                   ir.AuxInput, ir.Output, ir.Model)}
 
 

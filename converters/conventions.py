@@ -21,6 +21,28 @@ from dataclasses import dataclass
 import numpy as np
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+# The gate layout, once: gate blocks of H rows each, in this order, along the G*H axis of
+# W, R, Wb, Rb (ONNX order). IR, kernels (runtime/kernels/cells.py), the numpy twin
+# (tests/naive.py) and the training library all slice through :func:`gate_slice`.
+GATE_ORDER = {"LSTM": ("i", "o", "f", "c"), "GRU": ("z", "r", "h"), "RNN": ("h",)}
+# LSTM peepholes P[3H] are ordered i, o, f
+PEEPHOLE_ORDER = ("i", "o", "f")
+
+
+def gate_index(kind: str, gate: str) -> int:
+    """Block index of ``gate`` in a ``kind`` layer's gate axis."""
+    try:
+        return GATE_ORDER[kind].index(gate)
+    except (KeyError, ValueError):
+        raise ValueError(f"{kind} has no gate {gate!r}; gates: "
+                         f"{', '.join(GATE_ORDER.get(kind, ()))}") from None
+
+
+def gate_slice(kind: str, gate: str, hidden: int) -> slice:
+    """Rows of ``gate`` in a ``kind`` layer's ``[G*H, ...]`` weights or ``[G*H]`` bias."""
+    k = gate_index(kind, gate)
+    return slice(k * hidden, (k + 1) * hidden)
 DEFAULT_ACTIVATIONS = {
     "LSTM": ("Sigmoid", "Tanh", "Tanh"),
     "GRU": ("Sigmoid", "Tanh"),

@@ -17,12 +17,17 @@ def tiles_needed(n_in: int, n_out: int, rows: int = 256, cols: int = 256) -> int
 
 
 def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str, Any]:
+    from .compile import crossbar_matrices    # the one crossbar mapping (plan and ledger too)
     rows, cols = tile
+    tiles_of: dict[int, int] = {}
+    for m in crossbar_matrices(model):
+        tiles_of[m.layer] = tiles_of.get(m.layer, 0) + tiles_needed(m.W.shape[1], m.W.shape[0],
+                                                                     rows, cols)
     layers = []
-    for l in model.layers:
-        d: dict[str, Any] = {"name": l.name, "type": type(l).__name__}
+    for k, l in enumerate(model.layers):
+        d: dict[str, Any] = {"name": l.name, "type": type(l).__name__, "runs_on": ir.runs_on(l),
+                             "engine": isinstance(l, ir.ENGINE_LAYERS)}
         if isinstance(l, ir.Recurrent):
-            mats = l.matrices()
             d.update(kind=l.kind, direction=l.direction, input_size=l.input_size,
                      hidden_size=l.hidden_size, out_features=l.out_features,
                      activations=[[str(a) for a in acts] for acts in l.activations],
@@ -34,18 +39,19 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
                      initial_state=("input" if l.initial_h and l.initial_h.input else
                                     "constant" if l.initial_h else "zeros"),
                      macs_per_step=l.macs_per_step,
-                     tiles=l.num_directions * sum(tiles_needed(i, o, rows, cols)
-                                                  for _, o, i in mats))
+                     tiles=tiles_of.get(k, 0))
         elif isinstance(l, ir.Dense):
             d.update(in_features=l.in_features, out_features=l.out_features,
                      bias=l.b is not None, macs_per_step=l.macs_per_step,
-                     tiles=tiles_needed(l.in_features, l.out_features, rows, cols))
+                     tiles=tiles_of.get(k, 0))
         elif isinstance(l, ir.Elementwise):
             d.update(function=str(l.fn))
         elif isinstance(l, ir.Softmax):
             d.update(log=l.log)
         elif isinstance(l, ir.FeatureSlice):
             d.update(start=l.start, stop=l.stop)
+        elif isinstance(l, ir.LayerNorm):
+            d.update(features=int(l.scale.size), epsilon=l.epsilon)
         layers.append(d)
     return {
         "source": model.source,
@@ -78,7 +84,7 @@ def format_text(info: dict[str, Any]) -> str:
         lines.append(f"output     {o['name']} [{o['axes']}] features={o['features']} ({kind})")
     lines.append("")
     lines.append(f"{'#':>2}  {'layer':<28} {'type':<12} {'shape':<26} {'dir':<14} "
-                 f"{'MACs/step':>10} {'tiles':>6}")
+                 f"{'MACs/step':>10} {'tiles':>6}  runs on")
     for k, l in enumerate(info["layers"]):
         if l["type"] == "Recurrent":
             t = l["kind"]
@@ -90,8 +96,9 @@ def format_text(info: dict[str, Any]) -> str:
             t = l["type"]
             shape = l.get("function", "log" if l.get("log") else "")
             extra = ""
+        where = l["runs_on"] + ("" if l["engine"] else " (float IR only)")
         lines.append(f"{k:>2}  {l['name'][:28]:<28} {t:<12} {shape:<26} {extra:<14} "
-                     f"{l.get('macs_per_step', ''):>10} {l.get('tiles', ''):>6}")
+                     f"{l.get('macs_per_step', ''):>10} {l.get('tiles', ''):>6}  {where}")
     lines.append("")
     lines.append(f"MACs per time step: {info['macs_per_step']}")
     r, c = info["tile_size"]

@@ -19,7 +19,7 @@ from typing import Mapping, Union
 
 import numpy as np
 
-from .conventions import GATES, Activation
+from .conventions import GATES, Activation, gate_slice
 from .errors import NvmInputError
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,20 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------- layers
 @dataclass(frozen=True, eq=False)
 class StateInit:
-    """Initial recurrent state: a constant ``value[D, B, H]`` or a model input named ``input``."""
+    """Initial recurrent state: a constant ``value[D, B, H]`` or a model input named ``input``
+    (rows ``[start, stop)`` of its first axis when the input holds several layers' states or
+    packs h and c, as the dynamo exporter's ``Slice(h0)`` and silero's ``state`` do)."""
 
     value: np.ndarray | None = None
     input: str | None = None
+    rows: tuple[int, int] | None = None
+
+    def read(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        """This state's ``[D, B, H]`` float32 array (from ``feeds`` for an input)."""
+        if self.input is None:
+            return self.value
+        v = np.asarray(feeds[self.input], np.float32)
+        return v if self.rows is None else v[self.rows[0]:self.rows[1]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,10 +91,24 @@ class Recurrent:
         g, h, i = self.gates, self.hidden_size, self.input_size
         return self.num_directions * g * h * (i + h)
 
+    def gate_slice(self, gate: str) -> slice:
+        """Rows of ``gate`` in ``W[d]``, ``R[d]``, ``Wb[d]``, ``Rb[d]`` (conventions.GATE_ORDER)."""
+        return gate_slice(self.kind, gate, self.hidden_size)
+
+    def crossbar_blocks(self, d: int) -> list[tuple[str, np.ndarray]]:
+        """The crossbar mapping of direction ``d``, defined once (used by the compiler, the
+        plan, inspect and the ledger): ``(role, W[out, in])`` with role ``x`` (fed by the
+        layer input), ``h`` (fed by h_{t-1}) or ``rh`` (GRU with linear_before_reset=0: the
+        candidate's recurrent rows, fed by r_t * h_{t-1}, so they sit on their own tiles)."""
+        if self.kind == "GRU" and not self.linear_before_reset:
+            zr = slice(self.gate_slice("z").start, self.gate_slice("r").stop)
+            assert zr.stop - zr.start == 2 * self.hidden_size  # z, r adjacent
+            return [("x", self.W[d]), ("h", self.R[d][zr]), ("rh", self.R[d][self.gate_slice("h")])]
+        return [("x", self.W[d]), ("h", self.R[d])]
+
     def matrices(self) -> list[tuple[str, int, int]]:
-        """(name, rows_out, cols_in) of every weight matrix one direction puts on crossbars."""
-        g, h, i = self.gates, self.hidden_size, self.input_size
-        return [("W", g * h, i), ("R", g * h, h)]
+        """(role, rows_out, cols_in) of every matrix one direction puts on crossbars."""
+        return [(role, int(w.shape[0]), int(w.shape[1])) for role, w in self.crossbar_blocks(0)]
 
     @cached_property
     def _wt(self) -> list[np.ndarray]:
@@ -166,7 +190,57 @@ class FeatureConcat:
     y: str
 
 
-Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat]
+@dataclass(frozen=True, eq=False)
+class LayerNorm:
+    """ONNX LayerNormalization over the feature axis (digital periphery: no crossbar form):
+    ``y = (x - mean) / sqrt(var + epsilon) * scale + bias`` per step, in float32 as onnxruntime
+    computes it (``stash_type`` 1)."""
+
+    name: str
+    scale: np.ndarray               # [F] float32
+    bias: np.ndarray | None         # [F] float32
+    epsilon: float
+    x: str
+    y: str
+
+
+@dataclass(frozen=True, eq=False)
+class Conv1d:
+    """ONNX Conv over the time axis (a Conv1d front end), stride 1, causal: the output at step
+    ``t`` is aligned to the last input frame it uses, ``y[t] = b + sum_j W[:, :, j] x[t - (K-1-j)
+    * dilation]``, with ``pad_begin`` zero frames before the sequence (ONNX's begin padding) and
+    earlier frames not existing: the first ``delay = (K-1)*dilation - pad_begin`` outputs are
+    not defined (the ONNX output is shorter by that much) and layers after it start there.
+    Streaming keeps the last ``(K-1)*dilation`` frames. Float IR only for now."""
+
+    name: str
+    W: np.ndarray                   # [O, C, K] float32
+    b: np.ndarray | None            # [O] float32
+    dilation: int
+    pad_begin: int
+    x: str
+    y: str
+
+    @property
+    def history(self) -> int:
+        return (self.W.shape[2] - 1) * self.dilation
+
+    @property
+    def delay(self) -> int:
+        return self.history - self.pad_begin
+
+
+Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, LayerNorm,
+              Conv1d]
+
+# Layers the engine (runtime/plan.py) executes; the others run only in the float IR for now.
+ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat)
+
+
+def runs_on(layer: Layer) -> str:
+    """``"crossbar"`` for layers whose matrices sit on crossbar tiles, else ``"digital"`` (the
+    periphery: activations, softmax, normalisation, slicing)."""
+    return "crossbar" if isinstance(layer, (Recurrent, Dense, Conv1d)) else "digital"
 
 
 # ------------------------------------------------------------------------------ inputs / outputs
@@ -206,6 +280,7 @@ class Output:
     sizes: tuple[int | None, ...]   # per axis; None for B and T
     pick: tuple[str, ...] | None
     features: int
+    delay: int = 0                  # leading steps with no ONNX counterpart (a Conv1d's warm-up)
 
     @property
     def per_step(self) -> bool:
@@ -250,6 +325,18 @@ class Model:
                 return f"output {o.name!r} is a reverse-direction final state"
         return None
 
+    @cached_property
+    def delays(self) -> dict[str, int]:
+        """Per IR tensor: how many leading steps are undefined (after causal Conv1d layers)."""
+        d = {self.input.name: 0}
+        for l in self.layers:
+            ins = l.xs if isinstance(l, FeatureConcat) else (l.x,)
+            din = max(d.get(n, 0) for n in ins)
+            d[l.y] = din + (l.delay if isinstance(l, Conv1d) else 0)
+            if isinstance(l, Recurrent) and l.c:
+                d[l.c] = din
+        return d
+
     @property
     def recurrent_layers(self) -> list[Recurrent]:
         return [l for l in self.layers if isinstance(l, Recurrent)]
@@ -268,7 +355,8 @@ class Model:
                                 f"{''.join(self.input.axes)}, got shape {x.shape}")
         x_btf = x if self.input.axes == ("B", "T", "F") else np.swapaxes(x, 0, 1)
         env, lens = self._execute(np.ascontiguousarray(x_btf), feeds, whole=True)
-        return {o.name: _format_output(o, env[o.tensor], lens) for o in self.outputs}
+        return {o.name: _format_output(o, env[o.tensor][:, o.delay:] if o.pick is None
+                                       else env[o.tensor], lens) for o in self.outputs}
 
     def run_steps(self, x: np.ndarray, **aux: np.ndarray) -> dict[str, np.ndarray]:
         """Run ``x[B, T, F]`` (or ``[T, F]``) and return every output per step ``[B, T, F_out]``.
@@ -291,7 +379,8 @@ class Model:
             if self.causal:
                 out[o.name] = env[o.tensor]
             else:
-                r = _format_output(o, env[o.tensor], lens)
+                r = _format_output(o, env[o.tensor][:, o.delay:] if o.pick is None
+                                   else env[o.tensor], lens)
                 if "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
                     r = np.swapaxes(r, 0, 1)
                 out[o.name] = r
@@ -305,6 +394,28 @@ class Model:
         feeds = dict(aux)
         self._check_aux(feeds, batch)
         return FloatStream(self, batch, self._initial_state(feeds, batch))
+
+    def split_feeds(self, arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray,
+                                                                     dict[str, np.ndarray]]:
+        """Split named arrays (an ``.npz``) into the sequence input and the other model inputs
+        (initial states, sequence lengths). The sequence is the array named like the model's
+        sequence input, or ``x``, or the only array; every other array must be a model input."""
+        arrays = dict(arrays)
+        for key in (self.input.name, "x"):
+            if key in arrays:
+                x = arrays.pop(key)
+                break
+        else:
+            if len(arrays) != 1:
+                raise NvmInputError(f"no array named {self.input.name!r} (the sequence input) "
+                                    f"among {sorted(arrays)}")
+            x = arrays.pop(next(iter(arrays)))
+        known = {a.name for a in self.aux_inputs}
+        unknown = sorted(set(arrays) - known)
+        if unknown:
+            raise NvmInputError(f"arrays {unknown} are not model inputs; the model takes "
+                                f"{[self.input.name] + sorted(known)}")
+        return x, arrays
 
     # ------------------------------------------------------------------ internals
     def _feeds(self, feeds) -> dict[str, np.ndarray]:
@@ -346,7 +457,7 @@ class Model:
                              if l.kind == "LSTM" else None)
         return state
 
-    def _execute(self, x_btf: np.ndarray, feeds, whole: bool, state=None):
+    def _execute(self, x_btf: np.ndarray, feeds, whole: bool, state=None, t0: int = 0):
         if x_btf.shape[2] != self.input.features:
             raise NvmInputError(f"input {self.input.name!r}: {x_btf.shape[2]} features, model "
                                 f"expects {self.input.features}")
@@ -363,7 +474,18 @@ class Model:
                 if whole:
                     lens = _seq_lens(layer, feeds, b, t)
                 h0, c0 = state[layer.name]
-                y, c, hT, cT = run_recurrent(layer, env[layer.x], h0, c0, lens)
+                skip = max(0, self.delays.get(layer.x, 0) - t0)   # undefined leading steps
+                if skip >= t:
+                    y = np.zeros((b, t, layer.out_features), np.float32)
+                    c = y.copy() if layer.c else None
+                    hT, cT = h0, c0
+                elif skip:
+                    y, c, hT, cT = run_recurrent(layer, env[layer.x][:, skip:], h0, c0, lens)
+                    pad = np.zeros((b, skip, y.shape[2]), np.float32)
+                    y = np.concatenate([pad, y], 1)
+                    c = np.concatenate([pad, c], 1) if c is not None else None
+                else:
+                    y, c, hT, cT = run_recurrent(layer, env[layer.x], h0, c0, lens)
                 state[layer.name] = (hT, cT)
                 env[layer.y] = y
                 if layer.c:
@@ -371,6 +493,11 @@ class Model:
                 lens_by_layer[layer.y] = lens
                 if layer.c:
                     lens_by_layer[layer.c] = lens
+            elif isinstance(layer, Conv1d):
+                hist = state.get(layer.name)
+                if hist is None:
+                    hist = np.zeros((b, layer.history, env[layer.x].shape[2]), np.float32)
+                env[layer.y], state[layer.name] = run_conv1d(layer, env[layer.x], hist)
             else:
                 env[layer.y] = run_pointwise(layer, env)
         # A pick like "end" uses the lengths of the recurrent layer whose state it picks; the
@@ -396,7 +523,7 @@ class FloatStream:
             raise NvmInputError(f"frame {self.steps}: expected shape "
                                 f"({self.batch}, {self.model.input.features}), got {x_t.shape}")
         env, _ = self.model._execute(np.ascontiguousarray(x_t[:, None, :]), {}, whole=False,
-                                     state=self.state)
+                                     state=self.state, t0=self.steps)
         self.steps += 1
         return {o.name: env[o.tensor][:, 0] for o in self.model.outputs}
 
@@ -417,10 +544,7 @@ def _init(init: StateInit | None, feeds, layer: Recurrent, batch: int, role: str
     d, h = layer.num_directions, layer.hidden_size
     if init is None:
         return np.zeros((d, batch, h), np.float32)
-    if init.input is not None:
-        v = np.asarray(feeds[init.input], np.float32)
-    else:
-        v = init.value
+    v = init.read(feeds)
     if v.shape != (d, batch, h):
         raise NvmInputError(f"{role} of layer {layer.name!r}: shape {v.shape} does not match "
                             f"(directions {d}, batch {batch}, hidden {h})")
@@ -503,10 +627,10 @@ def _cell(layer: Recurrent, d: int, x_t: np.ndarray, h: np.ndarray, c: np.ndarra
     bias = layer._bias[d]
     if layer.kind == "LSTM":
         g = xw + h @ layer._rt[d] + bias
-        gi, go, gf, gc = (g[:, k * hsz:(k + 1) * hsz] for k in range(4))
+        gi, go, gf, gc = (g[:, layer.gate_slice(k)] for k in "iofc")
         if layer.P is not None:
             p = layer.P[d]
-            gi = gi + p[:hsz] * c
+            gi = gi + p[:hsz] * c                     # peepholes ordered i, o, f
             gf = gf + p[2 * hsz:] * c
         i = act(acts[0], gi)
         f = (np.float32(1) - i) if layer.input_forget else act(acts[0], gf)
@@ -519,20 +643,38 @@ def _cell(layer: Recurrent, d: int, x_t: np.ndarray, h: np.ndarray, c: np.ndarra
         return h_new.astype(np.float32, copy=False), c_new.astype(np.float32, copy=False)
     if layer.kind == "GRU":
         wb, rb = layer.Wb[d], layer.Rb[d]
+        zs, rs, hs = (layer.gate_slice(k) for k in "zrh")
         xw_b = xw + wb
         rt = layer._rt[d]
-        hz = h @ rt[:, :2 * hsz]
-        z = act(acts[0], xw_b[:, :hsz] + hz[:, :hsz] + rb[:hsz])
-        r = act(acts[0], xw_b[:, hsz:2 * hsz] + hz[:, hsz:] + rb[hsz:2 * hsz])
+        hz = h @ rt[:, :2 * hsz]                     # the "h" crossbar block: z, r
+        z = act(acts[0], xw_b[:, zs] + hz[:, zs] + rb[zs])
+        r = act(acts[0], xw_b[:, rs] + hz[:, rs] + rb[rs])
         if layer.linear_before_reset:
-            hh = act(acts[1], xw_b[:, 2 * hsz:] + r * (h @ rt[:, 2 * hsz:] + rb[2 * hsz:]))
+            hh = act(acts[1], xw_b[:, hs] + r * (h @ rt[:, hs] + rb[hs]))
         else:
-            hh = act(acts[1], xw_b[:, 2 * hsz:] + (r * h) @ rt[:, 2 * hsz:] + rb[2 * hsz:])
+            hh = act(acts[1], xw_b[:, hs] + (r * h) @ rt[:, hs] + rb[hs])
         h_new = (np.float32(1) - z) * hh + z * h
         return h_new.astype(np.float32, copy=False), None
     # RNN
     h_new = act(acts[0], xw + h @ layer._rt[d] + layer._bias[d])
     return h_new.astype(np.float32, copy=False), None
+
+
+def run_conv1d(layer: Conv1d, x: np.ndarray, hist: np.ndarray):
+    """Causal Conv1d over ``x[B, T, C]`` after ``hist[B, L, C]`` (the previous frames); returns
+    ``(y[B, T, O], new hist)``, one step at a time (identical whole or streamed)."""
+    k, d = layer.W.shape[2], layer.dilation
+    xh = np.concatenate([hist, x], 1)
+    out = np.empty(x.shape[:2] + (layer.W.shape[0],), np.float32)
+    taps = [np.ascontiguousarray(layer.W[:, :, j].T) for j in range(k)]
+    for t in range(x.shape[1]):
+        v = xh[:, t] @ taps[0]
+        for j in range(1, k):
+            v = v + xh[:, t + j * d] @ taps[j]
+        if layer.b is not None:
+            v = v + layer.b
+        out[:, t] = v
+    return out, np.ascontiguousarray(xh[:, xh.shape[1] - layer.history:])
 
 
 def run_pointwise(layer: Layer, env: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -560,6 +702,15 @@ def run_pointwise(layer: Layer, env: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.ascontiguousarray(env[layer.x][..., layer.start:layer.stop])
     if isinstance(layer, FeatureConcat):
         return np.concatenate([env[n] for n in layer.xs], axis=-1)
+    if isinstance(layer, LayerNorm):
+        x = env[layer.x]
+        mean = x.mean(axis=-1, keepdims=True, dtype=np.float32)
+        d = x - mean
+        var = (d * d).mean(axis=-1, keepdims=True, dtype=np.float32)
+        y = d / np.sqrt(var + np.float32(layer.epsilon)) * layer.scale
+        if layer.bias is not None:
+            y = y + layer.bias
+        return y.astype(np.float32, copy=False)
     raise TypeError(f"not a pointwise layer: {layer!r}")
 
 
@@ -589,10 +740,15 @@ def _format_output(o: Output, a: np.ndarray, lens: np.ndarray | None) -> np.ndar
     feat_sizes = [sizes[ax] for ax in feat_axes]
     a = a.reshape(a.shape[:len(cur)] + tuple(feat_sizes))
     cur = cur + feat_axes
-    order = [cur.index(ax) for ax in o.axes if ax != "1"]
+    # a merged axis ("T*B": time and batch flattened, as a per-step head's Reshape leaves them)
+    # is transposed as its parts, then flattened
+    order = [cur.index(f) for ax in o.axes if ax != "1" for f in ax.split("*")]
     a = np.transpose(a, order)
     shape = []
     it = iter(a.shape)
     for ax in o.axes:
-        shape.append(1 if ax == "1" else next(it))
+        n = 1
+        for _ in ([] if ax == "1" else ax.split("*")):
+            n *= next(it)
+        shape.append(n)
     return np.ascontiguousarray(a.reshape(shape))

@@ -1,10 +1,18 @@
-"""`nvmstream bench` / `make bench`: engine speed side by side with onnxruntime (and, when the
-server module is present, ZeroMQ round trips). Prints tables and writes JSON; never asserts.
+"""`nvmstream bench` / `make bench`: engine speed side by side with onnxruntime float (and
+torch.nn.LSTM float when torch is importable; and, when the server module is present, ZeroMQ
+round trips). Prints tables and writes JSON; never asserts.
 
-Yardsticks (issue 3): LSTM 12->64 + Linear, batch 1, profile pcm: streamed step latency vs
-onnxruntime T=1 calls carrying state (target <= 0.25x); whole sequence T=100 per step vs
-onnxruntime (target <= 2x); 256 streams of LSTM 40->128 stepped together vs onnxruntime batch
-256 (target throughput >= onnxruntime's).
+Yardsticks (issue 9), profile pcm, one thread everywhere (onnxruntime intra-op 1, torch 1,
+BLAS 1 for the duration of the bench):
+
+* LSTM 12->64 + Linear, batch 1: streamed step latency (T=1 calls carrying state; goal <=
+  0.25x onnxruntime) and whole sequence T=100 per step (goal <= 2x);
+* LSTM 40->128, 256 streams stepped together (goal: throughput >= 1x onnxruntime batch 256);
+* a sweep point: japanese_vowels test split (370 sequences), its QAT model, pcm, 15 votes,
+  sequences per second (onnxruntime: the float model on the same sequences, 15 times).
+
+Measurements are interleaved: every round takes one sample of every (measure, runtime) in
+turn, so machine load drifts hit all of them alike; the table shows medians over rounds.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import os
 import platform
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -70,58 +79,138 @@ def _ort(path: Path, threads: int = 1):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def _median_us(fn: Callable[[], object], reps: int, inner: int = 1, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) / inner)
-    return 1e6 * float(np.median(ts))
+@contextmanager
+def blas_threads(n: int):
+    """Limit the OpenBLAS that numpy loaded to ``n`` threads while the block runs (ctypes on
+    numpy's bundled library; a no-op with a log line when it cannot be found)."""
+    import ctypes
+    import glob
+    libs = []
+    base = Path(np.__file__).parent
+    for pat in (base.parent / "numpy.libs" / "*openblas*", base / ".dylibs" / "*openblas*"):
+        libs.extend(glob.glob(str(pat)))
+    setter = getter = None
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pre in ("scipy_openblas", "openblas"):
+            for suf in ("64_", "_64_", ""):
+                if hasattr(lib, f"{pre}_set_num_threads{suf}"):
+                    setter = getattr(lib, f"{pre}_set_num_threads{suf}")
+                    getter = getattr(lib, f"{pre}_get_num_threads{suf}", None)
+                    break
+            if setter:
+                break
+        if setter:
+            break
+    if setter is None:
+        log.info("BLAS thread count not adjustable here; set OPENBLAS_NUM_THREADS=%d", n)
+        yield None
+        return
+    before = getter() if getter else None
+    setter(ctypes.c_int(n))
+    try:
+        yield n
+    finally:
+        if before:
+            setter(ctypes.c_int(before))
+
+
+def _interleaved(cases: dict[str, Callable[[], object]], rounds: int, inner: dict[str, int],
+                 warmup: int = 2, cpu: dict | None = None) -> dict[str, float]:
+    """Median wall-clock microseconds per inner unit of every case, sampled round-robin;
+    ``cpu`` (if given) receives the medians of this process's CPU time (robust to other
+    load on the machine, when every runtime runs one thread)."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    ts: dict[str, list[float]] = {k: [] for k in cases}
+    cs: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(rounds):
+        for k, fn in cases.items():
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            fn()
+            ts[k].append((time.perf_counter() - t0) / inner.get(k, 1))
+            cs[k].append((time.process_time() - c0) / inner.get(k, 1))
+    if cpu is not None:
+        cpu.update({k: 1e6 * float(np.median(v)) for k, v in cs.items()})
+    return {k: 1e6 * float(np.median(v)) for k, v in ts.items()}
+
+
+def _torch():
+    try:
+        import torch
+    except Exception:   # torch is optional: only the `train` extra installs it
+        return None
+    torch.set_num_threads(1)
+    return torch
+
+
+def _jv_paths() -> tuple[Path, Path] | None:
+    root = Path(__file__).resolve().parent.parent
+    m, d = root / "demos/models/japanese_vowels_qat4.onnx", root / "demos/data/japanese_vowels.npz"
+    f = root / "demos/models/japanese_vowels_float.onnx"
+    return (m, f, d) if m.exists() and d.exists() and f.exists() else None
 
 
 def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> dict:
     import nvmstream as nvm
 
-    reps = 20 if quick else 60
-    res: dict = {"profile": profile}
+    rounds = 15 if quick else 41
+    res: dict = {"profile": profile, "rounds": rounds}
+    rng = np.random.default_rng(0)
+    torch = _torch()
+    res["torch"] = torch.__version__ if torch else None
     # ---- LSTM 12 -> 64 + Linear, batch 1
     small = lstm_onnx(workdir / "lstm12x64.onnx", 12, 64, 8, state_io=False)
     small_s = lstm_onnx(workdir / "lstm12x64_state.onnx", 12, 64, 8, state_io=True)
-    rng = np.random.default_rng(0)
-    cal = rng.standard_normal((16, 50, 12)).astype(np.float32)
-    prog = nvm.convert(small, calibration=cal)
+    prog = nvm.convert(small, calibration=rng.standard_normal((16, 50, 12)).astype(np.float32))
     eng = nvm.Engine(prog, nvm.Device(profile, seed=0))
     sess, sess_s = _ort(small), _ort(small_s)
-    frames = rng.standard_normal((200, 12)).astype(np.float32)
-
+    frames = rng.standard_normal((100, 12)).astype(np.float32)
     st = eng.stream()
-    k = [0]
+    state = [np.zeros((1, 1, 64), np.float32), np.zeros((1, 1, 64), np.float32)]
 
     def our_step():
         for i in range(100):
             st.step(frames[i])
-    h = np.zeros((1, 1, 64), np.float32)
-    c = np.zeros((1, 1, 64), np.float32)
-    state = [h, c]
 
     def ort_step():
         for i in range(100):
             _, state[0], state[1] = sess_s.run(None, {"x": frames[i][None, None],
                                                       "h0": state[0], "c0": state[1]})
-    res["stream_step_us"] = {"nvmstream": _median_us(our_step, reps, 100),
-                             "onnxruntime": _median_us(ort_step, reps, 100)}
-    # ---- whole sequence T=100
-    xs = rng.standard_normal((1, 100, 12)).astype(np.float32)
+    xs = frames[None]
     xs_tm = np.ascontiguousarray(np.swapaxes(xs, 0, 1))
-    res["sequence_step_us"] = {
-        "nvmstream": _median_us(lambda: eng.run(xs), reps, 100),
-        "onnxruntime": _median_us(lambda: sess.run(None, {"x": xs_tm}), reps, 100)}
+    cases = {"stream/nvmstream": our_step, "stream/onnxruntime": ort_step,
+             "seq/nvmstream": lambda: eng.run(xs),
+             "seq/onnxruntime": lambda: sess.run(None, {"x": xs_tm})}
+    inner = {"stream/nvmstream": 100, "stream/onnxruntime": 100, "seq/nvmstream": 100,
+             "seq/onnxruntime": 100}
+    if torch is not None:
+        lstm = torch.nn.LSTM(12, 64)
+        head = torch.nn.Linear(64, 8)
+        tx = torch.from_numpy(frames)[:, None, :]
+        tstate = [None]
+
+        def torch_step():
+            with torch.no_grad():
+                for i in range(100):
+                    y, tstate[0] = lstm(tx[i:i + 1], tstate[0])
+                    head(y)
+
+        def torch_seq():
+            with torch.no_grad():
+                head(lstm(tx)[0])
+        cases.update({"stream/torch": torch_step, "seq/torch": torch_seq})
+        inner.update({"stream/torch": 100, "seq/torch": 100})
     # ---- 256 streams of LSTM 40 -> 128 stepped together
     big = lstm_onnx(workdir / "lstm40x128_state.onnx", 40, 128, 8, state_io=True)
     big_plain = lstm_onnx(workdir / "lstm40x128.onnx", 40, 128, 8, state_io=False)
-    prog_b = nvm.convert(big_plain, calibration=rng.standard_normal((16, 50, 40)).astype(np.float32))
+    prog_b = nvm.convert(big_plain,
+                         calibration=rng.standard_normal((16, 50, 40)).astype(np.float32))
     eng_b = nvm.Engine(prog_b, nvm.Device(profile, seed=0))
     sess_b = _ort(big)
     streams = [eng_b.stream() for _ in range(256)]
@@ -130,11 +219,31 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
 
     def ort_batch():
         _, hb[0], hb[1] = sess_b.run(None, {"x": fb[None], "h0": hb[0], "c0": hb[1]})
-    our = _median_us(lambda: eng_b.step_many(streams, fb), max(5, reps // 4))
-    theirs = _median_us(ort_batch, max(5, reps // 4))
-    res["batch256_step_us"] = {"nvmstream": our, "onnxruntime": theirs}
-    res["batch256_stream_steps_per_s"] = {"nvmstream": 256e6 / our, "onnxruntime": 256e6 / theirs}
-    # ratios and targets
+    cases.update({"batch/nvmstream": lambda: eng_b.step_many(streams, fb),
+                  "batch/onnxruntime": ort_batch})
+    if torch is not None:
+        lstm_b, head_b = torch.nn.LSTM(40, 128), torch.nn.Linear(128, 8)
+        tb = torch.from_numpy(fb)[None]
+        tbs = [None]
+
+        def torch_batch():
+            with torch.no_grad():
+                y, tbs[0] = lstm_b(tb, tbs[0])
+                head_b(y)
+        cases["batch/torch"] = torch_batch
+    cpu: dict[str, float] = {}
+    with blas_threads(1):
+        med = _interleaved(cases, rounds, inner, cpu=cpu)
+        res["sweep"] = _bench_sweep(profile, quick)
+    for key, name in (("stream", "stream_step_us"), ("seq", "sequence_step_us"),
+                      ("batch", "batch256_step_us")):
+        res[name] = {k.split("/")[1]: v for k, v in med.items() if k.startswith(key + "/")}
+    res["batch256_stream_steps_per_s"] = {k: 256e6 / v for k, v in res["batch256_step_us"].items()}
+    res["cpu_us"] = cpu
+    res["cpu_ratios"] = {
+        "stream_step": cpu["stream/nvmstream"] / cpu["stream/onnxruntime"],
+        "sequence_step": cpu["seq/nvmstream"] / cpu["seq/onnxruntime"],
+        "batch256_throughput": cpu["batch/onnxruntime"] / cpu["batch/nvmstream"]}
     r1 = res["stream_step_us"]["nvmstream"] / res["stream_step_us"]["onnxruntime"]
     r2 = res["sequence_step_us"]["nvmstream"] / res["sequence_step_us"]["onnxruntime"]
     r3 = (res["batch256_stream_steps_per_s"]["nvmstream"]
@@ -144,12 +253,50 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
                       "batch256_throughput": ">= 1.0"}
     res["met"] = {"stream_step": r1 <= 0.25, "sequence_step": r2 <= 2.0,
                   "batch256_throughput": r3 >= 1.0}
+    if res["sweep"]:
+        sw = res["sweep"]["sequences_per_s"]
+        res["ratios"]["sweep_throughput"] = sw["nvmstream"] / sw["onnxruntime"]
     return res
 
 
+def _bench_sweep(profile: str, quick: bool) -> dict | None:
+    """One sweep point: japanese_vowels test split, QAT model, ``profile``, 15 votes."""
+    import nvmstream as nvm
+    paths = _jv_paths()
+    if paths is None:
+        return None
+    model, float_model, data = paths
+    d = np.load(data)
+    x = d["x_test"].astype(np.float32)
+    prog = nvm.convert(model, calibration=d["x_train"][:64].astype(np.float32))
+    eng = nvm.Engine(prog, nvm.Device(profile, seed=0), votes=15)
+    sess = _ort(float_model)
+    name = sess.get_inputs()[0].name
+    shape = sess.get_inputs()[0].shape
+    xo = x if (len(shape) == 3 and shape[0] != "T" and not str(shape[0]).lower().startswith("t")
+               ) else np.ascontiguousarray(np.swapaxes(x, 0, 1))
+
+    def ort15():
+        for _ in range(15):
+            sess.run(None, {name: xo})
+    rounds = 2 if quick else 3
+    cpu: dict[str, float] = {}
+    med = _interleaved({"nvmstream": lambda: eng.predict(x), "onnxruntime": ort15}, rounds, {},
+                       warmup=1, cpu=cpu)
+    n = x.shape[0]
+    return {"model": model.name, "sequences": n, "steps": int(x.shape[1]), "votes": 15,
+            "seconds": {k: v * 1e-6 for k, v in med.items()},
+            "sequences_per_s": {k: n / (v * 1e-6) for k, v in med.items()},
+            "cpu_sequences_per_s": {k: n / (v * 1e-6) for k, v in cpu.items()}}
+
+
 def format_engine(res: dict) -> str:
-    lines = [f"engine vs onnxruntime (profile {res['profile']}, one thread each; medians)",
-             f"{'measure':<44}{'nvmstream':>12}{'onnxruntime':>13}{'ratio':>8}{'target':>9}"]
+    have_torch = "torch" in res["stream_step_us"]
+    lines = [f"engine vs onnxruntime float{' and torch' if have_torch else ''} "
+             f"(profile {res['profile']}, one thread each; medians of {res['rounds']} "
+             f"interleaved rounds)",
+             f"{'measure':<44}{'nvmstream':>11}{'onnxruntime':>12}"
+             + (f"{'torch':>9}" if have_torch else "") + f"{'ratio':>8}{'goal':>9}"]
     rows = [("LSTM 12->64+Linear, streamed step (us)", "stream_step_us", "stream_step"),
             ("LSTM 12->64+Linear, T=100 per step (us)", "sequence_step_us", "sequence_step"),
             ("LSTM 40->128, 256 streams, one step (us)", "batch256_step_us", None)]
@@ -157,11 +304,27 @@ def format_engine(res: dict) -> str:
         a, b = res[key]["nvmstream"], res[key]["onnxruntime"]
         ratio = res["ratios"][rk] if rk else a / b
         tgt = res["targets"].get(rk, "") if rk else ""
-        lines.append(f"{label:<44}{a:>12.2f}{b:>13.2f}{ratio:>8.2f}{tgt:>9}")
+        tt = f"{res[key]['torch']:>9.2f}" if have_torch else ""
+        lines.append(f"{label:<44}{a:>11.2f}{b:>12.2f}{tt}{ratio:>8.2f}{tgt:>9}")
     a = res["batch256_stream_steps_per_s"]
-    lines.append(f"{'  -> stream-steps per second':<44}{a['nvmstream']:>12.0f}"
-                 f"{a['onnxruntime']:>13.0f}{res['ratios']['batch256_throughput']:>8.2f}"
+    tt = f"{a['torch']:>9.0f}" if have_torch else ""
+    lines.append(f"{'  -> stream-steps per second':<44}{a['nvmstream']:>11.0f}"
+                 f"{a['onnxruntime']:>12.0f}{tt}{res['ratios']['batch256_throughput']:>8.2f}"
                  f"{res['targets']['batch256_throughput']:>9}")
+    sw = res.get("sweep")
+    if sw:
+        q = sw["sequences_per_s"]
+        lines.append(f"{'sweep point: JV test, 15 votes (seq/s)':<44}{q['nvmstream']:>11.1f}"
+                     f"{q['onnxruntime']:>12.1f}" + (" " * 9 if have_torch else "")
+                     + f"{res['ratios']['sweep_throughput']:>8.2f}")
+    c = res["cpu_ratios"]
+    swr = ""
+    if sw:
+        q = sw["cpu_sequences_per_s"]
+        swr = f", sweep throughput {q['nvmstream'] / q['onnxruntime']:.2f}"
+    lines.append(f"ratios on process CPU time (robust to machine load): streamed step "
+                 f"{c['stream_step']:.2f}, T=100 per step {c['sequence_step']:.2f}, "
+                 f"256-stream throughput {c['batch256_throughput']:.2f}{swr}")
     return "\n".join(lines)
 
 

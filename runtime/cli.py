@@ -89,16 +89,35 @@ def _device(args):
     return nvm.Device(args.profile, seed=args.seed, age_s=args.age_s, overrides=args.set or None)
 
 
+def _load_feeds(path: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz (the sequence plus states/lengths by model input name), or the
+    one array of an .npy."""
+    if not str(path).endswith(".npz"):
+        return {"x": load_array(path, "input")}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file (input)") from None
+    except Exception as e:
+        raise CliError(f"{path}: not a readable .npz ({e})") from None
+
+
 def cmd_run(args) -> int:
-    x = load_array(args.input, "input")
-    squeeze = x.ndim == 2
-    if x.ndim not in (2, 3):
-        raise CliError(f"{args.input}: input must be [batch, time, features] or "
-                       f"[time, features], got shape {x.shape}")
+    feeds = _load_feeds(args.input)
+
+    def sequence(model):
+        x, aux = model.split_feeds(feeds)
+        if x.ndim not in (2, 3):
+            raise CliError(f"{args.input}: input must be [batch, time, features] or "
+                           f"[time, features], got shape {x.shape}")
+        return x, aux
+
     if args.profile is None and not str(args.model).endswith(".nvm") and args.votes == 1 \
             and not args.set:
         model = _load_model(args.model)
-        outs = model.run_steps(x)
+        x, aux = sequence(model)
+        outs = model.run_steps(x, **aux)
         names = [o.name for o in model.outputs]
     else:
         import nvmstream as nvm
@@ -106,10 +125,12 @@ def cmd_run(args) -> int:
             args.profile = "ideal"
         prog = _load_program(args)
         eng = nvm.Engine(prog, _device(args), votes=args.votes)
-        outs = eng.run_all(x, seed=args.stream_seed)
+        x, aux = sequence(prog.model)
+        outs = eng.run_all(x, seed=args.stream_seed, **aux)
         names = [o.name for o in prog.model.outputs]
         if args.report or args.json:
             _report(eng, args)
+    squeeze = x.ndim == 2
     if squeeze:
         outs = {k: v[0] for k, v in outs.items()}
     out = Path(args.output)
@@ -298,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_stats_parser(sub)
     add_stream_parser(sub)
     add_keys_parser(sub)
+    from .train_cli import add_train_parser
+    add_train_parser(sub)
     from .energy_cli import add_energy_parser
     add_energy_parser(sub)
 

@@ -81,7 +81,9 @@ def _inputs(args, feats: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray
         x = d["x_test"][:args.limit].astype(np.float32)
         lens = d["lengths_test"][:args.limit].astype(np.int64) if "lengths_test" in d.files \
             else None
-        cal = (d["x_train"][:64] if "x_train" in d.files else x[:64]).astype(np.float32)
+        from .stats import calibration_set      # seeded, class-balanced (data are class-sorted)
+        cal = (calibration_set(d["x_train"], d["y_train"] if "y_train" in d.files else None)
+               if "x_train" in d.files else x[:64].astype(np.float32))
     else:
         if args.steps < 1:
             raise _cli_error(f"--steps must be >= 1, got {args.steps}", 2)

@@ -1,4 +1,4 @@
-"""The Engine: a CompiledModel programmed onto a Device, run by the numba interpreter.
+"""The Engine: a CompiledModel programmed onto a Device, run by the numba kernels.
 
     prog = nvm.convert("model.onnx", calibration=x_cal)
     eng = nvm.Engine(prog, nvm.Device("pcm", seed=0, age_s=3600), votes=1)
@@ -14,6 +14,16 @@ the stream seed ``s + b``.
 Voting (``votes=K``): every stream runs as K replicas on the same programmed weights with
 independent per-read noise; ``run``/``step`` return the mean of the K outputs and
 ``predict``/``Stream.last_class`` the majority class (ties -> the class with the higher mean).
+
+Execution routes (all give the same bits; see runtime/kernels/vmm.py for why):
+
+* ``Stream.step`` -- one fused numba call per frame, products in-kernel;
+* ``run``/``predict``/``step_many`` -- layer by layer: the tile products of every layer input
+  are computed for all rows (streams x time steps) at once by BLAS (numpy matmul) when the
+  segment has a DAC; recurrent products go through BLAS per step when the batch has at least
+  :data:`BLAS_MIN_ROWS` rows, else in-kernel; the periphery (noise, ADC) and the cells run in
+  numba per stream and step. Large batches run in chunks of rows so the precomputed products
+  stay within :data:`PRE_BYTES`.
 """
 
 from __future__ import annotations
@@ -32,10 +42,14 @@ from nvmstream.converters.errors import NvmInputError
 from nvmstream.devices import Device
 
 from . import kernels as K
+from .kernels import layout as LY
 from .ledger import InferenceReport, Ledger, make_report, step_costs
 from .plan import Plan, build_plan
 
 log = logging.getLogger(__name__)
+
+BLAS_MIN_ROWS = 16          # recurrent products through BLAS per step from this many rows
+PRE_BYTES = 4 << 20         # bound on the precomputed products of one chunk of rows (cache-sized)
 
 
 def _stream_seeds(device_seed: int, stream_seed: int, replicas: int, slots: int) -> np.ndarray:
@@ -74,7 +88,9 @@ class Engine:
                         "identical", self.votes, device.profile.name)
         self._next_stream = 0
         self._out_names = [o.name for o in self.model.outputs]
-        self._scratch = K.scratch(self.plan.meta)
+        self._scratch = K.scratch(self.plan.layers, self.plan.segs, self.plan.max_w)
+        self._route = self._routes()
+        self._none = np.empty((1, 1))
         self._pool_state = np.zeros((0, self.plan.state_width))
         self._pool_rng = np.zeros((0, self.plan.rng_slots, 4), np.uint64)
         self._free: list[int] = []
@@ -105,8 +121,7 @@ class Engine:
             for init, base in ((layer.initial_h, off), (layer.initial_c, off + h)):
                 if init is None:
                     continue
-                v = init.value if init.input is None else np.asarray(feeds[init.input],
-                                                                      np.float32)
+                v = init.read(feeds)
                 v = np.asarray(v)[d]                          # [B0, H]
                 idx = rows if rows is not None else np.arange(n)
                 if v.shape[0] == 1:
@@ -135,9 +150,71 @@ class Engine:
         env[:, :, :f] = x_btf
         if srow is None:
             srow = np.arange(n, dtype=np.int64)
-        K.run_program(self.plan.meta, self.plan.wf, self.plan.pf, env, lens, state, rng, srow,
-                      *self._scratch)
+        per_row = t * (max(self.plan.pre_x, default=0) + 1) * 8
+        chunk = max(1, min(n, PRE_BYTES // per_row))
+        for r0 in range(0, n, chunk):
+            r1 = min(n, r0 + chunk)
+            self._exec_rows(env[r0:r1], lens[r0:r1], state, rng, srow[r0:r1])
         return env
+
+    def _routes(self) -> list[tuple]:
+        """Per layer, what ``_exec_rows`` needs, decoded from the plan once: (index, opcode,
+        input columns, BLAS segments fed by x, BLAS segments fed by h (or None: in-kernel),
+        state columns, precomputed-product widths)."""
+        plan = self.plan
+        out = []
+        for li in range(plan.layers.shape[0]):
+            lay = plan.layers[li]
+            op = int(lay["op"])
+            s0, ns = int(lay["seg0"]), int(lay["nseg"])
+            mine = [plan.segs[i] for i in range(s0, s0 + ns)]
+            blas = bool(mine) and all(int(s["dac_q"]) > 0 for s in mine)
+            xs = [K.BlasSegment(s, plan.w32, plan.w64) for s in mine
+                  if blas and int(s["src"]) == LY.SRC_X]
+            hs = [K.BlasSegment(s, plan.w32, plan.w64) for s in mine
+                  if blas and int(s["src"]) == LY.SRC_H]
+            out.append((li, op, slice(int(lay["x"]), int(lay["x"]) + int(lay["xw"])), xs,
+                        hs if blas and plan.pre_h[li] else None,
+                        slice(int(lay["state"]), int(lay["state"]) + int(lay["h"])),
+                        plan.pre_x[li], plan.pre_h[li]))
+        return out
+
+    def _exec_rows(self, env: np.ndarray, lens: np.ndarray, state: np.ndarray,
+                   rng: np.ndarray, srow: np.ndarray) -> None:
+        plan = self.plan
+        layers, segs, w32, w64, pf = plan.layers, plan.segs, plan.w32, plan.w64, plan.pf
+        scr = self._scratch
+        n, t, _ = env.shape
+        none = self._none
+        for li, op, xcols, xsegs, hsegs, hcols, wx, wh in self._route:
+            if op not in (LY.OP_DENSE, LY.OP_LSTM, LY.OP_GRU, LY.OP_RNN):
+                K.run_digital(layers, li, env, pf, scr)
+                continue
+            pre_x, xpre = none, False
+            if xsegs:
+                V = env[:, :, xcols].reshape(n * t, -1).astype(np.float64)
+                pre_x = np.empty((n * t, wx))
+                for b in xsegs:
+                    b.run(V, pre_x)
+                xpre = True
+            if op == LY.OP_DENSE:
+                K.run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, pre_x, xpre, scr)
+                continue
+            if hsegs is not None and n >= BLAS_MIN_ROWS:
+                pre_h = np.empty((n, wh))
+                last = int(lens.max(initial=0))
+                for k in range(last):
+                    Vh = state[srow, hcols]
+                    for b in hsegs:
+                        b.run(Vh, pre_h)
+                    K.run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng,
+                                    srow, k, k + 1, pre_x, xpre, pre_h, True, scr)
+                if last < t:                          # rows past their length: zeros
+                    K.run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng,
+                                    srow, last, t, pre_x, xpre, none, False, scr)
+            else:
+                K.run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow,
+                                0, t, pre_x, xpre, none, False, scr)
 
     # ----------------------------------------------------------------------- stream pool
     def _alloc_rows(self) -> int:
@@ -319,10 +396,9 @@ class Engine:
         if frames.shape != (n, f):
             raise NvmInputError(f"frames: expected shape ({n}, {f}), got {frames.shape}")
         for s in streams:
-            if s.engine is not self:
-                raise NvmInputError(f"stream {s.seed} belongs to another engine")
-            if s.closed:
-                raise NvmInputError(f"stream {s.seed} is closed")
+            if s.engine is not self or s.closed:
+                raise NvmInputError(f"stream {s.seed} belongs to another engine"
+                                    if s.engine is not self else f"stream {s.seed} is closed")
         x, _ = self._check_x(frames[:, None, :])
         k = self.votes
         row0 = np.fromiter((s._row0 for s in streams), np.int64, n)
@@ -331,8 +407,12 @@ class Engine:
         env = self._exec(xr, np.ones(n * k, np.int64), self._pool_state, self._pool_rng, srow)
         self._account(rec_steps=n * k, all_steps=n * k,
                       inferences=sum(1 for s in streams if s.steps == 0), stream_steps=n)
-        for s in streams:
-            s._charge()
+        e, lat = self.step_energy_pJ, self.step_latency_ns
+        for s in streams:                      # Stream._charge, inlined (a hot loop)
+            s.last_energy_pJ = e
+            s.last_latency_ns = lat
+            s.energy_pJ += e
+            s.steps += 1
         out = {}
         for o in self.model.outputs:
             a = self._tensor(env, o.tensor)[:, 0]
@@ -344,11 +424,9 @@ class Engine:
                         s.last_class = int(cls[i])
                 a = reps.mean(axis=1, dtype=np.float64).astype(np.float32)
             elif o.name == self._out_names[0]:
-                for i, s in enumerate(streams):
-                    s.last_class = int(np.argmax(a[i]))
+                for s, c in zip(streams, np.argmax(a, axis=1).tolist()):
+                    s.last_class = c
             out[o.name] = a
-        for s in streams:
-            s.steps += 1
         return out
 
 
@@ -384,7 +462,7 @@ class Stream:
         self.energy_pJ: float = 0.0           # total over this stream's steps
         self._env = np.zeros((k, 1, engine.plan.env_width), np.float32)
         self._ones = np.ones(k, np.int64)
-        self._s32, self._s64 = K.scratch(engine.plan.meta)
+        self._scratch = K.scratch(engine.plan.layers, engine.plan.segs, engine.plan.max_w)
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
         """Feed one frame ``[F]``; returns the first output for this step ``[F_out]``."""
@@ -398,9 +476,9 @@ class Stream:
             raise NvmInputError(f"frame {self.steps}: expected shape ({f},), got {x_t.shape}")
         o0, o1 = eng._first_off
         out = np.empty(o1 - o0, np.float32)
-        best = K.stream_step(plan.meta, plan.wf, plan.pf, self._env, self._ones,
-                             eng._pool_state, eng._pool_rng, self._rows, self._s32, self._s64,
-                             x_t, o0, o1, out)
+        best = K.stream_step(plan.layers, plan.segs, plan.w32, plan.w64, plan.pf, self._env,
+                             self._ones, eng._pool_state, eng._pool_rng, self._rows,
+                             self._scratch, x_t, o0, o1, out)
         if best < 0:
             raise NvmInputError(f"frame {self.steps}: contains NaN or infinity")
         eng._pending_steps += 1

@@ -1,4 +1,4 @@
-"""CompiledModel + Device -> the flat program the kernels run (see runtime/kernels.py).
+"""CompiledModel + Device -> the program the kernels run (layout: runtime/kernels/layout.py).
 
 This is where the device profile meets the model: every crossbar matrix is quantized for the
 profile's weight bits, programmed on the device (storage errors, mapping, programming noise,
@@ -8,12 +8,25 @@ Calibration rule (documented in docs/architecture.md):
 * the float32 IR runs on the compiled model's calibration set; every matrix's input vectors are
   collected (layer inputs; previous hidden states for recurrent matrices, in the direction's time
   order; r*h for GRU with linear_before_reset=0);
+* the periphery stages are :mod:`nvmstream.devices.periphery` classes; this module calls
+  their ``calibrate``:
 * DAC step of a matrix = max |input| / qmax_dac (one range per matrix: all its rows);
 * ADC step of each (row-tile, column) = max |partial sum| / qmax_adc, the partial sums computed
   with the *ideal* codes and the DAC codes of the calibration inputs (the chip's designer
   calibrates before programming noise and drift exist);
 * VMM-noise power P of a matrix = mean over calibration of its float output squared; the noise
   sigma is sqrt(P / 10^(snr_db/10)) in model units.
+
+Exactness proof (what lets BLAS and the in-kernel loop agree bit for bit): effective weights
+(code units) are stored as integers ``k`` on a grid ``2^-f`` (``w = k 2^-f``; f = 0 for integer
+codes), read-noise variances likewise on ``2^-g``. For every tile column the plan computes the
+largest possible partial sum ``qmax_dac * sum_i |k_ij|`` (``qmax_dac^2 * sum_i k_ij`` for
+variances) and picks the finest grid whose bound stays below 2^24, so float32 products are exact
+integers; if that grid would be coarser than :data:`MIN_FRAC_BITS` (weights) or
+:data:`MIN_VAR_FRAC_BITS` (variances), the segment switches to float64 accumulation (exact
+below 2^53). A matrix that no grid makes exact is an error, never a warning. Matrices without a
+DAC (float inputs: the ideal profile) keep float64 weights and only ever use the in-kernel loop,
+whose order is fixed.
 """
 
 from __future__ import annotations
@@ -25,18 +38,27 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nvmstream.converters import ir
-from nvmstream.converters.compile import CompiledModel, MatrixSpec, crossbar_matrices
+from nvmstream.converters.compile import crossbar_matrices
+from nvmstream.converters.compile import CompiledModel
+from nvmstream.converters.errors import NvmConversionError
 from nvmstream.devices import Device, quantize_weights
-from nvmstream.devices.quant import qmax_for_bits
+from nvmstream.devices.periphery import ADC, DAC, ReadNoise, VMMNoise
 
-from . import kernels as K
+from .kernels import layout as LY
 
 log = logging.getLogger(__name__)
+
+F32_EXACT = 2 ** 24
+F64_EXACT = 2 ** 53
+MIN_FRAC_BITS = 10        # float32 weights on a grid no coarser than 2^-10 of a weight level
+MIN_VAR_FRAC_BITS = 16    # float32 variances on a grid no coarser than 2^-16 code units^2
+MAX_FRAC_BITS_32, MAX_FRAC_BITS_64 = 20, 40
 
 
 @dataclass
 class SegmentInfo:
-    """What the engine (and the energy ledger) needs to know about one programmed matrix."""
+    """What the engine, the energy ledger and the tests need to know about one programmed
+    matrix (its kernel record is ``plan.segs[index]``)."""
 
     key: str
     layer: str
@@ -55,9 +77,17 @@ class SegmentInfo:
     scales: np.ndarray = None            # per-output weight scale s_w [n_out]
     adc_steps: np.ndarray | None = None  # [row_tiles, n_out], code-product units
     codes: np.ndarray = None             # codes as read from storage [n_out, n_in]
-    w_eff: np.ndarray = None             # effective weights (code units) [n_out, n_in]
+    w_eff: np.ndarray = None             # effective weights on the grid (code units) [n_out, n_in]
+    read_var: np.ndarray | None = None   # read-noise variances on the grid [n_out, n_in]
     mean_cell_uS: float | None = None    # mean programmed conductance of its cells (uS)
     stats: dict = field(default_factory=dict)
+    index: int = 0                       # position in plan.segs
+    accumulator: str = "float32"         # dtype whose exact-integer range holds the products
+    frac_bits: int = 0                   # weight grid 2^-frac_bits
+    dac: DAC = None
+    adc: ADC = None
+    read: ReadNoise = None
+    vmm: VMMNoise = None
 
     @property
     def tiles(self) -> int:
@@ -66,9 +96,12 @@ class SegmentInfo:
 
 @dataclass
 class Plan:
-    meta: np.ndarray
-    wf: np.ndarray
+    layers: np.ndarray            # LAYER records (runtime/kernels/layout.py)
+    segs: np.ndarray              # SEG records
+    w32: np.ndarray
+    w64: np.ndarray
     pf: np.ndarray
+    max_w: int
     env_width: int
     offsets: dict[str, int]       # IR tensor -> env column offset
     widths: dict[str, int]
@@ -78,45 +111,68 @@ class Plan:
     state_slots: list[tuple[ir.Recurrent, int, int]]   # (layer, direction, state offset)
     exact: bool                   # no analog noise and integer codes: outputs are deterministic
     per_read_noise: bool          # read/VMM/ADC noise drawn at every step
+    pre_x: list[int] = field(default_factory=list)     # per layer: columns of x-products
+    pre_h: list[int] = field(default_factory=list)     # per layer: columns of h-products
 
 
-class _Builder:
+class _Buffers:
     def __init__(self):
-        self.meta_layers: list[list[int]] = []
-        self.meta_segs: list[list[int]] = []
-        self.wf: list[np.ndarray] = []
-        self.wf_len = 0
-        self.pf: list[float] = [0.0, 1.0, math.inf]   # shared constants: 0, 1, inf
-        self.max_w = 1
+        self.pf: list[float] = [0.0]
+        self.b32: list[np.ndarray] = []
+        self.n32 = 0
+        self.b64: list[np.ndarray] = []
+        self.n64 = 0
 
     def f64(self, values) -> int:
         off = len(self.pf)
         self.pf.extend(float(v) for v in np.asarray(values, np.float64).reshape(-1))
         return off
 
-    def f32(self, arr: np.ndarray) -> int:
-        off = self.wf_len
-        a = np.ascontiguousarray(arr, np.float32).reshape(-1)
-        self.wf.append(a)
-        self.wf_len += a.size
+    def weights(self, arr: np.ndarray, wide: bool) -> int:
+        a = np.ascontiguousarray(arr, np.float64 if wide else np.float32).reshape(-1)
+        if wide:
+            off, self.n64 = self.n64, self.n64 + a.size
+            self.b64.append(a)
+        else:
+            off, self.n32 = self.n32, self.n32 + a.size
+            self.b32.append(a)
         return off
 
-    def layer(self, **kw) -> list[int]:
-        rec = [-1] * K.LREC
-        rec[K.L_REV] = 0
-        for k, v in kw.items():
-            rec[getattr(K, "L_" + k)] = int(v)
-        self.meta_layers.append(rec)
-        return rec
+    def arrays(self):
+        w32 = np.concatenate(self.b32) if self.b32 else np.zeros(1, np.float32)
+        w64 = np.concatenate(self.b64) if self.b64 else np.zeros(1, np.float64)
+        return w32, w64, np.array(self.pf, np.float64)
 
-    def build(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n_layers = len(self.meta_layers)
-        seg_base = 8 + n_layers * K.LREC
-        head = [n_layers, seg_base, self.max_w, 0, 0, 0, 0, 0]
-        meta = np.array(head + [v for r in self.meta_layers for v in r]
-                        + [v for s in self.meta_segs for v in s], np.int64)
-        wf = np.concatenate(self.wf) if self.wf else np.zeros(1, np.float32)
-        return meta, wf, np.array(self.pf, np.float64)
+
+def _tile_bound(K: np.ndarray, tile_rows: int, umax: float) -> float:
+    """Largest |tile partial sum| of integer weights ``K[n_out, n_in]`` for inputs |u| <= umax."""
+    a = np.abs(K)
+    n_in = a.shape[1]
+    best = 0.0
+    for r0 in range(0, max(n_in, 1), tile_rows):
+        if n_in:
+            best = max(best, float(a[:, r0:r0 + tile_rows].sum(axis=1).max(initial=0.0)))
+    return best * umax
+
+
+def exact_grid(M: np.ndarray, tile_rows: int, umax: float, integer: bool, min_frac: int,
+               what: str) -> tuple[bool, int, np.ndarray]:
+    """Choose the accumulator and grid of matrix ``M[n_out, n_in]`` (code units) so every tile
+    partial sum is an exact integer: returns ``(float64?, frac_bits, K)`` with ``K`` the
+    integers ``rint(M 2^f)`` (see the module docstring)."""
+    M = np.asarray(M, np.float64)
+    fracs32 = [0] if integer else range(MAX_FRAC_BITS_32, min_frac - 1, -1)
+    for f in fracs32:
+        K = np.rint(M * 2.0 ** f)
+        if _tile_bound(K, tile_rows, umax) < F32_EXACT:
+            return False, f, K
+    fracs64 = [0] if integer else range(MAX_FRAC_BITS_64, -1, -1)
+    for f in fracs64:
+        K = np.rint(M * 2.0 ** f)
+        if _tile_bound(K, tile_rows, umax) < F64_EXACT:
+            return True, f, K
+    raise NvmConversionError(f"{what}: tile partial sums exceed float64's exact integer range "
+                             f"(tile rows {tile_rows}, largest input code {umax:g})")
 
 
 def _calibration_inputs(model: ir.Model, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -144,8 +200,9 @@ def _calibration_inputs(model: ir.Model, x: np.ndarray) -> dict[str, np.ndarray]
             if m.role == "rh":
                 d = m.direction
                 xin = env[layer.x]
-                pre = (xin @ layer.W[d][h:2 * h].T + layer.Wb[d][h:2 * h]
-                       + prev @ layer.R[d][h:2 * h].T + layer.Rb[d][h:2 * h])
+                rs = layer.gate_slice("r")
+                pre = (xin @ layer.W[d][rs].T + layer.Wb[d][rs]
+                       + prev @ layer.R[d][rs].T + layer.Rb[d][rs])
                 if layer.clip is not None:
                     pre = np.clip(pre, -layer.clip, layer.clip)
                 r = layer.activations[d][0](pre.astype(np.float32))
@@ -159,14 +216,10 @@ def _calibration_inputs(model: ir.Model, x: np.ndarray) -> dict[str, np.ndarray]
 def build_plan(prog: CompiledModel, device: Device) -> Plan:
     model = prog.model
     prof = device.profile
-    wbits, dbits, abits = prof.weights.bits, prof.dac.bits, prof.adc.bits
+    wbits = prof.weights.bits
     tr, tc = prof.tile.rows, prof.tile.cols
-    qd = qmax_for_bits(dbits) if dbits else 0
-    qa = qmax_for_bits(abits) if abits else 0
-    snr = prof.vmm_noise.snr_db
-    bld = _Builder()
-    PF_ZERO, PF_ONE, PF_INF = 0, 1, 2
-    anz_off = bld.f64([prof.adc.noise_lsb])
+    buf = _Buffers()
+    max_w = 1
 
     # ---- env layout
     offsets: dict[str, int] = {model.input.name: 0}
@@ -174,20 +227,22 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
     width = model.input.features
 
     def alloc(name: str, w: int) -> int:
-        nonlocal width
+        nonlocal width, max_w
         offsets[name] = width
         widths[name] = w
         width += w
-        bld.max_w = max(bld.max_w, w)
+        max_w = max(max_w, w)
         return offsets[name]
 
-    # ---- matrices: quantize, program, calibrate
+    # ---- matrices: quantize, program, calibrate the periphery, prove exactness
     cal = _calibration_inputs(model, prog.calibration)
+    mats = crossbar_matrices(model)
+    segs = LY.segments(len(mats))
     segs_by_key: dict[str, list[int]] = {}
     infos: list[SegmentInfo] = []
     exact = True
     read_noise = False
-    for m in crossbar_matrices(model):
+    for si, m in enumerate(mats):
         W = m.W
         if wbits == prog.weight_bits and m.key in prog.codes:
             codes, scale = prog.codes[m.key], prog.scales[m.key]
@@ -196,123 +251,142 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
         pm = device.program(codes, m.key, scales=scale)
         n_out, n_in = W.shape
         V = cal[m.key]
-        absmax = float(np.max(np.abs(V))) if V.size else 0.0
-        dstep = (absmax / qd if absmax > 0 else 1.0) if qd else 1.0
-        dac_off = bld.f64([dstep])
-        w_off = bld.f32(pm.w_eff.T)
-        var_off = bld.f32(pm.read_var.T) if pm.has_read_noise else -1
-        sw_off = bld.f64(scale)
-        adc_off = -1
-        nblk = math.ceil(n_in / tr)
-        if qa:
-            if qd:
-                U = np.clip(np.rint(V.astype(np.float64) / dstep), -qd, qd)
+        dac = DAC.from_profile(prof).calibrate(V)
+        adc = ADC.from_profile(prof).calibrate(dac.apply(V), codes, tr)
+        vmm = VMMNoise.from_profile(prof).calibrate(V, W)
+        read = ReadNoise.from_programmed(pm)
+        nblk = max(1, math.ceil(n_in / tr))
+        s = segs[si]
+        s["n_in"], s["n_out"], s["src"] = n_in, n_out, LY.SOURCES[m.role]
+        s["tile_rows"], s["nblk"] = tr, nblk
+        s["dac_q"], s["dac_step"] = dac.qmax, dac.step
+        if dac.qmax:
+            wide, f, K = exact_grid(pm.w_eff, tr, dac.qmax, pm.exact, MIN_FRAC_BITS,
+                                    f"matrix {m.key} weights")
+            w_grid = K * 2.0 ** -f
+        else:                               # float inputs: float64, fixed in-kernel order
+            wide, f, K = True, 0, np.asarray(pm.w_eff, np.float64)
+            w_grid = K
+        s["w64"], s["wgrid"] = int(wide), 2.0 ** -f
+        s["w"] = buf.weights(K.T, wide)
+        var_grid = None
+        if read.on:
+            if dac.qmax:
+                vwide, g, KV = exact_grid(read.var, tr, float(dac.qmax) ** 2, False,
+                                          MIN_VAR_FRAC_BITS, f"matrix {m.key} read noise")
+                var_grid = KV * 2.0 ** -g
             else:
-                U = V.astype(np.float64)
-            Q = np.asarray(codes, np.float64)
-            steps = np.ones((nblk, n_out))
-            for blk in range(nblk):
-                r0, r1 = blk * tr, min(n_in, (blk + 1) * tr)
-                part = U[:, r0:r1] @ Q[:, r0:r1].T if U.size else np.zeros((1, n_out))
-                amax = np.max(np.abs(part), axis=0) if part.size else np.zeros(n_out)
-                steps[blk] = np.where(amax > 0, amax / qa, 1.0)
-            adc_off = bld.f64(steps)
-        else:
-            steps = None
-        sigma = 0.0
-        if math.isfinite(snr):
-            power = float(np.mean((V.astype(np.float64) @ W.T.astype(np.float64)) ** 2)) \
-                if V.size else 0.0
-            sigma = math.sqrt(power / 10 ** (snr / 10))
-        vmm_off = bld.f64([sigma])
-        role_src = {"x": K.SRC_X, "h": K.SRC_H, "rh": K.SRC_RH}[m.role]
-        dst = {"x": K.DST_ZX, "h": K.DST_ZH, "rh": K.DST_ZR}[m.role]
-        rec = [0] * K.SREC
-        rec[K.S_IN], rec[K.S_OUT], rec[K.S_W], rec[K.S_VAR] = n_in, n_out, w_off, var_off
-        rec[K.S_DAC], rec[K.S_DQ], rec[K.S_SW], rec[K.S_ADC] = dac_off, qd, sw_off, adc_off
-        rec[K.S_AQ], rec[K.S_TR], rec[K.S_ANZ], rec[K.S_SRC] = qa, tr, anz_off, role_src
-        rec[K.S_DST], rec[K.S_VMM], rec[K.S_DSTOFF] = dst, vmm_off, 0
-        segs_by_key.setdefault(f"{m.layer}/{m.direction}", []).append(len(bld.meta_segs))
-        bld.meta_segs.append(rec)
-        bld.max_w = max(bld.max_w, n_in, n_out)
-        per_read = pm.has_read_noise or sigma > 0 or prof.adc.noise_lsb > 0
-        read_noise |= per_read
+                vwide, g, KV = True, 0, np.asarray(read.var, np.float64)
+                var_grid = KV
+            s["var64"], s["vgrid"] = int(vwide), 2.0 ** -g
+            s["var"] = buf.weights(KV.T, vwide)
+            read = ReadNoise(var_grid)
+        s["sw"] = buf.f64(scale)
+        if adc.bits:
+            s["adc"] = buf.f64(adc.steps)
+            s["adc_q"], s["adc_noise"] = adc.qmax, adc.noise_lsb
+        s["vmm_sigma"] = vmm.sigma
+        segs_by_key.setdefault(f"{m.layer}/{m.direction}", []).append(si)
+        max_w = max(max_w, n_in, n_out)
+        per_read = read.on or vmm.sigma > 0 or (adc.bits and adc.noise_lsb > 0)
+        read_noise |= bool(per_read)
         exact &= pm.exact and not per_read and (wbits > 0)
         infos.append(SegmentInfo(
             key=m.key, layer=model.layers[m.layer].name, n_in=n_in, n_out=n_out,
             tile_rows=tr, tile_cols=tc, row_tiles=nblk, col_tiles=math.ceil(n_out / tc),
-            dac_bits=dbits, adc_bits=abits, exact=pm.exact, has_read_noise=pm.has_read_noise,
-            dac_step=dstep, vmm_sigma=sigma, scales=np.asarray(scale, np.float64),
-            adc_steps=steps, codes=pm.codes_read, w_eff=pm.w_eff,
+            dac_bits=dac.bits, adc_bits=adc.bits, exact=pm.exact,
+            has_read_noise=read.on, dac_step=dac.step, vmm_sigma=vmm.sigma,
+            scales=np.asarray(scale, np.float64), adc_steps=adc.steps, codes=pm.codes_read,
+            w_eff=w_grid, read_var=var_grid,
             mean_cell_uS=float((pm.g_pos.mean() + pm.g_neg.mean()) / 2) if pm.g_pos.size else None,
-            stats=dict(pm.stats)))
-        if wbits and qd and tr * qmax_for_bits(wbits) * qd >= 2 ** 24:
-            log.warning("matrix %s: tile partial sums may exceed float32's exact integer range",
-                        m.key)
+            stats=dict(pm.stats), index=si, accumulator="float64" if wide else "float32",
+            frac_bits=f, dac=dac, adc=adc, read=read, vmm=vmm))
 
     # ---- layers
+    recs: list[dict] = []
     state_off = 0
     state_slots = []
+    pre_x: list[int] = []
+    pre_h: list[int] = []
+
+    def layer(**kw):
+        recs.append(kw)
+        # products precomputed by BLAS: columns of each source's array, per layer
+        px = ph = 0
+        for si in range(kw.get("seg0", 0), kw.get("seg0", 0) + kw.get("nseg", 0)):
+            src = int(segs[si]["src"])
+            if src == LY.SRC_X:
+                segs[si]["pre"] = px
+                px += LY.pre_width(segs[si])
+            elif src == LY.SRC_H:
+                segs[si]["pre"] = ph
+                ph += LY.pre_width(segs[si])
+        pre_x.append(px)
+        pre_h.append(ph)
+
     for li, l in enumerate(model.layers):
         if isinstance(l, ir.Recurrent):
             h, nd = l.hidden_size, l.num_directions
             yo = alloc(l.y, nd * h)
             co = alloc(l.c, nd * h) if l.c else -1
-            bld.max_w = max(bld.max_w, l.gates * h, l.input_size)
+            max_w = max(max_w, l.gates * h, l.input_size)
             for d in range(nd):
                 acts = l.activations[d]
-                codes = [K.ACT_CODES[a.name] for a in acts] + [0] * (3 - len(acts))
+                codes = [LY.ACT_CODES[a.name] for a in acts] + [0] * (3 - len(acts))
                 params = [v for a in acts for v in (a.alpha, a.beta)]
                 params += [0.0] * (6 - len(params))
                 if l.kind == "GRU":
                     bias = np.concatenate([l.Wb[d], l.Rb[d]])
                 else:
                     bias = l.Wb[d].astype(np.float64) + l.Rb[d].astype(np.float64)
-                segs = segs_by_key[f"{li}/{d}"]
-                op = {"LSTM": K.OP_LSTM, "GRU": K.OP_GRU, "RNN": K.OP_RNN}[l.kind]
-                bld.layer(OP=op, X=offsets[l.x], XW=l.input_size, Y=yo + d * h, YW=h, H=h,
-                          REV=1 if (l.direction == "reverse" or d == 1) else 0,
-                          STATE=state_off, RNG=len(bld.meta_layers), ACT0=codes[0],
-                          ACT1=codes[1], ACT2=codes[2], ACTP=bld.f64(params),
-                          CLIP=bld.f64([l.clip if l.clip is not None else math.inf]),
-                          IF=int(l.input_forget), LBR=int(l.linear_before_reset),
-                          NSEG=len(segs), SEG0=segs[0], BIAS=bld.f64(bias),
-                          PEEP=bld.f64(l.P[d]) if l.P is not None else -1,
-                          COUT=(co + d * h) if co >= 0 else -1)
+                segl = segs_by_key[f"{li}/{d}"]
+                layer(op=LY.OPS[l.kind], x=offsets[l.x], xw=l.input_size, y=yo + d * h, yw=h,
+                      h=h, rev=1 if (l.direction == "reverse" or d == 1) else 0,
+                      state=state_off, rng=len(recs), act0=codes[0], act1=codes[1],
+                      act2=codes[2], actp=buf.f64(params),
+                      clip=l.clip if l.clip is not None else math.inf,
+                      input_forget=int(l.input_forget), lbr=int(l.linear_before_reset),
+                      nseg=len(segl), seg0=segl[0], bias=buf.f64(bias),
+                      peep=buf.f64(l.P[d]) if l.P is not None else -1,
+                      cout=(co + d * h) if co >= 0 else -1)
                 state_slots.append((l, d, state_off))
                 state_off += 2 * h
         elif isinstance(l, ir.Dense):
             yo = alloc(l.y, l.out_features)
-            segs = segs_by_key.get(f"{li}/0", [])
-            bias = l.b if l.b is not None else None
-            bld.layer(OP=K.OP_DENSE, X=offsets[l.x], XW=l.in_features, Y=yo,
-                      YW=l.out_features, NSEG=len(segs), SEG0=segs[0] if segs else 0,
-                      RNG=len(bld.meta_layers), BIAS=bld.f64(bias) if bias is not None else -1)
+            segl = segs_by_key.get(f"{li}/0", [])
+            layer(op=LY.OP_DENSE, x=offsets[l.x], xw=l.in_features, y=yo, yw=l.out_features,
+                  nseg=len(segl), seg0=segl[0] if segl else 0, rng=len(recs),
+                  bias=buf.f64(l.b) if l.b is not None else -1)
         elif isinstance(l, ir.Elementwise):
             w = widths[l.x]
             yo = alloc(l.y, w)
-            bld.layer(OP=K.OP_ACT, X=offsets[l.x], XW=w, Y=yo, YW=w,
-                      ACT0=K.ACT_CODES[l.fn.name], ACTP=bld.f64([l.fn.alpha, l.fn.beta]))
+            layer(op=LY.OP_ACT, x=offsets[l.x], xw=w, y=yo, yw=w,
+                  act0=LY.ACT_CODES[l.fn.name], actp=buf.f64([l.fn.alpha, l.fn.beta]))
         elif isinstance(l, ir.Softmax):
             w = widths[l.x]
             yo = alloc(l.y, w)
-            bld.layer(OP=K.OP_LOGSOFTMAX if l.log else K.OP_SOFTMAX, X=offsets[l.x], XW=w,
-                      Y=yo, YW=w)
+            layer(op=LY.OP_LOGSOFTMAX if l.log else LY.OP_SOFTMAX, x=offsets[l.x], xw=w,
+                  y=yo, yw=w)
         elif isinstance(l, ir.FeatureSlice):
             w = l.stop - l.start
             yo = alloc(l.y, w)
-            bld.layer(OP=K.OP_COPY, X=offsets[l.x] + l.start, XW=w, Y=yo, YW=w)
+            layer(op=LY.OP_COPY, x=offsets[l.x] + l.start, xw=w, y=yo, yw=w)
         elif isinstance(l, ir.FeatureConcat):
             w = sum(widths[n] for n in l.xs)
             yo = alloc(l.y, w)
             o = yo
             for n in l.xs:
-                bld.layer(OP=K.OP_COPY, X=offsets[n], XW=widths[n], Y=o, YW=widths[n])
+                layer(op=LY.OP_COPY, x=offsets[n], xw=widths[n], y=o, yw=widths[n])
                 o += widths[n]
         else:  # pragma: no cover - the IR has no other layer types
             raise TypeError(f"unknown layer {l!r}")
-    meta, wf, pf = bld.build()
-    return Plan(meta=meta, wf=wf, pf=pf, env_width=width, offsets=offsets, widths=widths,
-                state_width=max(state_off, 1), rng_slots=len(bld.meta_layers) + 1,
+    layers = LY.layers(len(recs))
+    for i, r in enumerate(recs):
+        for k, v in r.items():
+            layers[i][k] = v
+    w32, w64, pf = buf.arrays()
+    return Plan(layers=layers, segs=segs, w32=w32, w64=w64, pf=pf, max_w=max_w,
+                env_width=width, offsets=offsets, widths=widths,
+                state_width=max(state_off, 1), rng_slots=len(recs) + 1,
                 segments=infos, state_slots=state_slots, exact=exact,
-                per_read_noise=read_noise)
+                per_read_noise=read_noise, pre_x=pre_x, pre_h=pre_h)

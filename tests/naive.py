@@ -3,7 +3,10 @@
 ``int_twin`` runs a CompiledModel's integer path -- DAC codes, integer tile partial sums
 (int64), ADC codes, digital accumulation, scaling, bias, gates -- with plain numpy and Python's
 math module, in the same float64 operation order the kernel documents, so a noise-free profile
-must match the engine bit for bit.
+must match the engine bit for bit. ``vmm`` composes the ``apply`` methods of the periphery
+stages (nvmstream.devices.periphery) in the documented order; given a random state it draws the
+same normals as the kernel (runtime/kernels/rng.py), so it matches noisy segments bit for bit
+as well.
 """
 
 from __future__ import annotations
@@ -48,21 +51,22 @@ def _act(fn, v: np.ndarray, clip=None) -> np.ndarray:
     return np.asarray(ACT[fn.name](v, fn.alpha, fn.beta), np.float64)
 
 
-def vmm(seg, v: np.ndarray) -> np.ndarray:
-    """One crossbar matrix on float64 input ``v`` -> float64 contribution (model units)."""
-    qd = 2 ** (seg.dac_bits - 1) - 1
-    inv = 1.0 / seg.dac_step
-    u = np.clip(np.rint(v * inv), -qd, qd).astype(np.int64)
-    codes = seg.codes.astype(np.int64)
-    qa = 2 ** (seg.adc_bits - 1) - 1
+def vmm(seg, v: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
+    """One crossbar matrix (a plan's SegmentInfo) on float64 input ``v`` -> float64
+    contribution (model units): DAC -> tile products -> read noise -> ADC -> sum over tiles ->
+    scales -> VMM noise. ``state``: the xoshiro state noisy stages draw from."""
+    from nvmstream.runtime.kernels import normals
+    u = seg.dac.apply(v)
     q = np.zeros(seg.n_out)
     for blk in range(seg.row_tiles):
-        r0, r1 = blk * seg.tile_rows, min(seg.n_in, (blk + 1) * seg.tile_rows)
-        p = codes[:, r0:r1] @ u[r0:r1]                      # exact integers
-        step = seg.adc_steps[blk]
-        c = np.clip(np.rint(p.astype(np.float64) / step), -qa, qa)
-        q = q + c * step
-    return q * seg.scales * seg.dac_step
+        rows = slice(blk * seg.tile_rows, min(seg.n_in, (blk + 1) * seg.tile_rows))
+        p = seg.w_eff[:, rows].astype(np.float64) @ u[rows]        # exact on the plan's grid
+        if seg.read.on:
+            p = seg.read.apply(p, seg.read.column_variance(u, rows), normals(state, seg.n_out))
+        g = normals(state, seg.n_out) if seg.adc.bits and seg.adc.noise_lsb > 0 else None
+        q = q + seg.adc.apply(p, blk, g)
+    z = q * seg.scales * seg.dac.scale
+    return seg.vmm.apply(z, normals(state, seg.n_out) if seg.vmm.sigma > 0 else None)
 
 
 def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -85,29 +89,25 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
                         bias = l.Wb[0].astype(np.float64) + l.Rb[0].astype(np.float64)
                         z = zx + zh + bias
                         a = l.activations[0]
-                        i = _act(a[0], z[:h_], l.clip)
-                        o = _act(a[0], z[h_:2 * h_], l.clip)
-                        f = _act(a[0], z[2 * h_:3 * h_], l.clip)
-                        g = _act(a[1], z[3 * h_:], l.clip)
+                        gi, go, gf, gc = (z[l.gate_slice(n)] for n in "iofc")
+                        i = _act(a[0], gi, l.clip)
+                        o = _act(a[0], go, l.clip)
+                        f = _act(a[0], gf, l.clip)
+                        g = _act(a[1], gc, l.clip)
                         c = f * c + i * g
                         h = o * _act(a[2], c)
                     elif l.kind == "GRU":
                         wb, rb = l.Wb[0].astype(np.float64), l.Rb[0].astype(np.float64)
                         a = l.activations[0]
+                        zs, rs, hs = (l.gate_slice(n) for n in "zrh")
+                        zh = vmm(segments[f"layer{k}/d0/h"], h)
+                        zz = _act(a[0], zx[zs] + wb[zs] + zh[zs] + rb[zs], l.clip)
+                        r = _act(a[0], zx[rs] + wb[rs] + zh[rs] + rb[rs], l.clip)
                         if l.linear_before_reset:
-                            zh = vmm(segments[f"layer{k}/d0/h"], h)
-                            zz = _act(a[0], zx[:h_] + wb[:h_] + zh[:h_] + rb[:h_], l.clip)
-                            r = _act(a[0], zx[h_:2 * h_] + wb[h_:2 * h_] + zh[h_:2 * h_]
-                                     + rb[h_:2 * h_], l.clip)
-                            hh = _act(a[1], zx[2 * h_:] + wb[2 * h_:]
-                                      + r * (zh[2 * h_:] + rb[2 * h_:]), l.clip)
+                            hh = _act(a[1], zx[hs] + wb[hs] + r * (zh[hs] + rb[hs]), l.clip)
                         else:
-                            zh = vmm(segments[f"layer{k}/d0/h"], h)
-                            zz = _act(a[0], zx[:h_] + wb[:h_] + zh[:h_] + rb[:h_], l.clip)
-                            r = _act(a[0], zx[h_:2 * h_] + wb[h_:2 * h_] + zh[h_:2 * h_]
-                                     + rb[h_:2 * h_], l.clip)
                             zr = vmm(segments[f"layer{k}/d0/rh"], r * h)
-                            hh = _act(a[1], zx[2 * h_:] + wb[2 * h_:] + zr + rb[2 * h_:], l.clip)
+                            hh = _act(a[1], zx[hs] + wb[hs] + zr + rb[hs], l.clip)
                         h = (1.0 - zz) * hh + zz * h
                     else:
                         zh = vmm(segments[f"layer{k}/d0/h"], h)

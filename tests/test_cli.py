@@ -75,6 +75,7 @@ def test_run_cli_per_step_outputs(tmp_path):
     np.testing.assert_array_equal(y2[-1], last[0])
 
 
+@pytest.mark.slow
 def test_demo_script_runs_end_to_end():
     """`make demo` on a reduced setting: real servers in subprocesses, streams over ZeroMQ,
     every shipped task (sensor, speech features, raw audio) under five profile settings."""

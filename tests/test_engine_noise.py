@@ -20,25 +20,24 @@ def _engine(profile, overrides, cal_seed=0):
 
 
 def _segment_runner(eng, key):
-    """Call the kernel's crossbar VMM of one matrix directly, for one stream."""
+    """Call the kernel's segment (DAC, products, periphery) of one matrix directly, for one
+    stream; returns (output, DAC codes)."""
     plan = eng.plan
-    idx = [s.key for s in plan.segments].index(key)
-    s0 = int(plan.meta[1]) + idx * K.SREC
-    w = int(plan.meta[2])
-    s32, s64 = K.scratch(plan.meta)
-    G = np.empty(w)
+    seg = next(s for s in plan.segments if s.key == key)
+    rec = plan.segs[seg.index]
+    scr = K.scratch(plan.layers, plan.segs, plan.max_w)
     rng = np.empty((1, 1, 4), np.uint64)
     K.seed_states(np.array([12345], np.uint64), rng[0])
-    bidx = np.zeros(1, np.int64)
-    seg = plan.segments[idx]
+    ridx = np.zeros(1, np.int64)
+    none = np.empty((1, 1))
 
     def run(v):
         out = np.zeros((1, seg.n_out))
-        V = np.zeros((K.BB, w + 1))
+        V = np.zeros((K.BB, plan.max_w + 1))
         V[0, :seg.n_in] = v
-        K._segment_batch(plan.meta, s0, plan.wf, plan.pf, V, 1, rng, bidx, 0, out, s32[0],
-                         s32[1], s32[2], s64[0], G)
-        return out[0], s32[0][0, :seg.n_in].copy()
+        K.segment_at(plan.segs, seg.index, plan.w32, plan.w64, plan.pf, V, 1, rng, ridx, 0, out,
+                     none, ridx, False, scr)
+        return out[0], scr[1][5][0, :seg.n_in].copy()
     return run, seg
 
 
@@ -79,11 +78,7 @@ def test_read_noise_variance_matches_column_formula():
     v = np.random.default_rng(2).normal(0, 1, 12)
     draws = np.stack([run(v)[0] for _ in range(6000)])
     u = run(v)[1].astype(np.float64)
-    plan = eng.plan
-    idx = [s.key for s in plan.segments].index("layer0/d0/x")
-    rec = plan.meta[int(plan.meta[1]) + idx * K.SREC:][:K.SREC]
-    n_in, n_out = rec[K.S_IN], rec[K.S_OUT]
-    var = plan.wf[rec[K.S_VAR]:rec[K.S_VAR] + n_in * n_out].reshape(n_in, n_out).astype(np.float64)
+    var = seg.read_var.T.astype(np.float64)                       # on the plan's grid
     col_var = (u ** 2) @ var                                      # code units^2
     want = col_var * (seg.scales * seg.dac_step) ** 2
     got = draws.var(axis=0)

@@ -1,11 +1,13 @@
-"""The shipped demo models (demos/models/*.onnx, made by demos/train.py) on the project runtime.
+"""The shipped demo models (demos/models/*.onnx, made by demos/train.py with
+``nvmstream.runtime.training``) on the project runtime.
 
 No torch needed. For every model in demos/models/manifest.json:
 
 * the file is the one recorded (sha256), converts, is streamable, takes the dataset's frames
   ``x[B, T, F]`` and returns per-step logits ``[B, T, n_classes]``;
 * its ONNX metadata holds labels (== the dataset's), task, recipe, input spec, training record,
-  the QAT profile, and for keywords the audio front-end parameters the data were made with;
+  the hardware target (profile, bits, training SNR, age), and for keywords the audio front-end
+  parameters the data were made with; every recipe of a task has the same epoch budget;
 * on the **full** test split, under the ``ideal`` profile, it reaches its recorded accuracy
   minus 0.5 percentage points (the float path is deterministic: only float summation order
   can move a prediction);
@@ -28,6 +30,7 @@ import numpy as np
 import pytest
 
 import nvmstream as nvm
+from nvmstream.runtime.stats import calibration_set
 
 DEMOS = Path(__file__).resolve().parent.parent / "demos"
 MODELS = DEMOS / "models"
@@ -35,7 +38,8 @@ MANIFEST = json.loads((MODELS / "manifest.json").read_text())["models"]
 IDEAL_MARGIN = 0.005
 INT4_MARGIN = 0.015
 TASKS = ("japanese_vowels", "basic_motions", "digits", "keywords")
-RECIPES = ("float", "qat4", "qat4_noise")
+RECIPES = ("float", "qat4", "qat4_noise", "hwa")
+PROFILES = {"float": None, "qat4": "int4", "qat4_noise": "snr0db", "hwa": "pcm-1d"}
 
 
 def _import_datasets():
@@ -59,7 +63,7 @@ def load(name: str):
 def compiled(name: str):
     entry = MANIFEST[name]
     ds = load(entry["task"])
-    return nvm.convert(MODELS / entry["file"], ds.x_train)
+    return nvm.convert(MODELS / entry["file"], calibration_set(ds.x_train, ds.y_train))
 
 
 def last_steps(ds) -> np.ndarray:
@@ -76,14 +80,20 @@ def accuracy(name: str, profile: str) -> float:
     return float(np.mean(pred == ds.y_test))
 
 
-def test_every_task_ships_three_recipes():
+def test_every_task_ships_four_recipes_with_one_budget():
     assert set(MANIFEST) == {f"{t}_{r}" for t in TASKS for r in RECIPES}
     total = sum((MODELS / e["file"]).stat().st_size for e in MANIFEST.values())
     assert total < 5_000_000
     for name, e in MANIFEST.items():
         assert name == f"{e['task']}_{e['recipe']}" and e["file"] == f"{name}.onnx"
         assert e["hidden"] <= 128
-        assert e["command"].startswith("python demos/train.py")
+        assert e["command"].startswith(f"nvmstream train --task {e['task']}")
+        assert f"--recipe {e['recipe']}" in e["command"]
+        assert e["profile"] == PROFILES[e["recipe"]]
+    for t in TASKS:   # same float phase and fine-tuning epochs for every recipe of a task
+        budgets = {(MANIFEST[f"{t}_{r}"]["epochs"], MANIFEST[f"{t}_{r}"]["fine_tune_epochs"])
+                   for r in RECIPES}
+        assert len(budgets) == 1, (t, budgets)
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
@@ -105,13 +115,16 @@ def test_model_file_metadata_and_shapes(name):
     assert int(md["seed"]) == entry["seed"]
     assert abs(float(md["test_accuracy_float"]) - entry["torch_test_accuracy"]) < 1e-4
     assert 0 <= float(md["train_accuracy"]) <= 1
+    hw = args["hardware"]
     if entry["recipe"] == "float":
-        assert "profile" not in md
+        assert "profile" not in md and hw["weight_bits"] == 0
     else:
-        assert md["profile"] == entry["profile"] == "int4"
-        assert args["quant"]["weight_bits"] == 4
+        assert md["profile"] == entry["profile"] == hw["profile"]
+        assert hw["weight_bits"] == 4
     if entry["recipe"] == "qat4_noise":
-        assert float(md["train_snr_db"]) == entry["train_snr_db"]
+        assert float(md["train_snr_db"]) == hw["snr_db"] == 0.0    # DNI at the inference SNR
+    if entry["recipe"] == "hwa":
+        assert hw["device_noise"] and float(md["train_age_s"]) == 86400.0
     if entry["task"] == "keywords":
         assert json.loads(md["frontend"]) == ds.meta["frontend_params"]
     else:

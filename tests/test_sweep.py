@@ -59,6 +59,7 @@ def test_sweep_rows_in_process_and_in_processes(data):
     assert ideal[0]["accuracy"] == 1.0
 
 
+@pytest.mark.slow
 def test_sweep_on_a_dask_local_cluster(data):
     from distributed import LocalCluster
     grid = S.Grid()

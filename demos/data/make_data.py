@@ -521,12 +521,72 @@ def make_keywords() -> None:
     print(f"  wrote {len(manifest)} WAV clips to {wav_dir.relative_to(REPO)}/ (+ manifest.json)")
 
 
+EXTRA_CLIPS_PER_VOICE_AND_WORD = 6
+
+
+def make_keywords_extra() -> None:
+    """More training clips for keywords, kept out of git (demos/data/keywords_extra.npz, about
+    30 MB): the training voices of keywords.npz only (the same held-out test voices, drawn with
+    the same seed), EXTRA_CLIPS_PER_VOICE_AND_WORD new clips per voice and word with their own
+    seed. `nvmstream train --task keywords --extra-train demos/data/keywords_extra.npz`."""
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            sys.exit(f"make_data.py keywords_extra: `{tool}` not found; "
+                     "apt-get install -y espeak-ng sox")
+    fe = _load_frontend()
+    params = fe.FrontendParams()
+    variants = espeak_variants()
+    rng = np.random.default_rng(SEED)      # the same draw as make_keywords: same test voices
+    test_voices = set(
+        rng.choice(variants, size=round(TEST_VOICE_FRACTION * len(variants)), replace=False)
+    )
+    rng = np.random.default_rng([SEED, 1])
+    recipes = []
+    for variant in variants:
+        if variant in test_voices:
+            continue
+        for w, word in enumerate(WORDS):
+            for _ in range(EXTRA_CLIPS_PER_VOICE_AND_WORD):
+                recipes.append({
+                    "word": word, "y": w, "variant": variant,
+                    "accent": str(rng.choice(ACCENTS)),
+                    "speed_wpm": int(rng.integers(100, 251)),
+                    "pitch": int(rng.integers(5, 96)),
+                    "snr_db": float(rng.choice(SNR_CHOICES_DB)),
+                    "noise": str(rng.choice(["white", "pink"])),
+                    "peak": float(rng.uniform(0.1, 0.95)),
+                })
+    print(f"keywords_extra: {len(recipes)} clips from {len(variants) - len(test_voices)} "
+          "training voices")
+    t0 = time.time()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        speech = list(pool.map(lambda r: trim_silence(synthesize(
+            r["word"], r["accent"], r["variant"], r["speed_wpm"], r["pitch"])), recipes))
+    print(f"  synthesised in {time.time() - t0:.0f} s")
+    feats = []
+    for i, (r, s_) in enumerate(zip(recipes, speech)):
+        clip, r["offset"] = render_clip(s_, np.random.default_rng([SEED, 1, i]), r["snr_db"],
+                                        r["noise"], r["peak"])
+        feats.append(fe.offline_features(clip, params).astype(np.float16))
+    feats = np.stack(feats)
+    save("keywords_extra",
+         x_train=feats, y_train=np.array([r["y"] for r in recipes], np.int64),
+         voice_train=np.array([r["variant"] for r in recipes]),
+         labels=np.array(WORDS),
+         frontend_params=json.dumps(params.to_dict(), sort_keys=True),
+         source=f"demos/data/make_data.py keywords_extra (espeak-ng, seed [{SEED}, 1])",
+         license="Generated data, Apache-2.0 like nvmstream",
+         description="extra keyword training clips (training voices of keywords.npz only), "
+                     "float16 log-mels [N, 98, 40]; not committed: regenerate")
+
+
 MAKERS = {
     "basic_motions": make_basic_motions,
     "japanese_vowels": make_japanese_vowels,
     "italy_power_demand": make_italy_power_demand,
     "digits": make_digits,
     "keywords": make_keywords,
+    "keywords_extra": make_keywords_extra,
 }
 
 
@@ -539,7 +599,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(args.names) - set(MAKERS))
     if unknown:
         parser.error(f"unknown set(s) {unknown}; valid: {', '.join(MAKERS)}")
-    for name in args.names or list(MAKERS):
+    # keywords_extra (not committed) only when named
+    for name in args.names or [m for m in MAKERS if m != "keywords_extra"]:
         print(f"== {name}")
         MAKERS[name]()
     total = sum(p.stat().st_size for p in HERE.rglob("*") if p.is_file())

@@ -1,0 +1,184 @@
+"""The crossbar periphery as mechanisms: DAC, read noise, ADC and VMM noise, one effect each.
+
+Every class is built from a profile (``from_profile``), fixed by calibration on the float
+model's own inputs (``calibrate`` returns a calibrated copy; the runtime's plan calls it once
+per crossbar matrix) and applied by a slow, obvious numpy ``apply``. The runtime's numba
+kernels (``runtime/kernels/vmm.py``) implement the same composition, in the same float64
+operations, for one segment (a crossbar matrix split into row tiles ``blk``)::
+
+    u     = DAC.apply(v)                                   # integer codes
+    p_blk = sum_{i in blk} w_ij u_i                        # exact tile products
+    s_blk = sum_{i in blk} var_ij u_i^2                    # read-noise variance (code units^2)
+    p_blk = ReadNoise.apply(p_blk, s_blk, normals)
+    q     = sum_blk ADC.apply(p_blk, blk, normals)
+    z     = q * scale_w * DAC.scale
+    z     = VMMNoise.apply(z, normals)
+
+and tests compose these ``apply``s to check the kernel bit for bit (noise-free) and in
+distribution (noisy). Normals come from the kernel's generator in the order documented in
+``runtime/kernels/rng.py``.
+
+Later physics slots in as more stages of this chain (post-ADC drift compensation, per-tile
+ADC ranges with INL/DNL, IR drop, static + per-read read noise, dynamic DAC ranges): each is
+one class with the same three methods and one call in ``vmm.periphery``.
+
+``devices.quant`` keeps the weight quantizer and its general-purpose DAC/ADC helpers (they
+divide by the step; the stages here multiply by ``1/step`` as the kernels do, so the twins are
+bit-exact).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .quant import qmax_for_bits
+
+__all__ = ["DAC", "ADC", "ReadNoise", "VMMNoise"]
+
+
+@dataclass(frozen=True)
+class DAC:
+    """Input DAC: ``bits`` signed levels over one calibrated range per matrix.
+
+    ``step`` (model units per code) = max |calibration input| / qmax; ``bits = 0``: no DAC
+    (float inputs, step 1)."""
+
+    bits: int
+    step: float = 1.0
+
+    @classmethod
+    def from_profile(cls, profile) -> "DAC":
+        return cls(int(profile.dac.bits))
+
+    @property
+    def qmax(self) -> int:
+        """Largest code (0: no DAC)."""
+        return qmax_for_bits(self.bits) if self.bits else 0
+
+    @property
+    def scale(self) -> float:
+        """Model units per code (1 without a DAC)."""
+        return self.step if self.bits else 1.0
+
+    def calibrate(self, inputs: np.ndarray) -> "DAC":
+        if not self.bits:
+            return replace(self, step=1.0)
+        absmax = float(np.max(np.abs(inputs))) if np.size(inputs) else 0.0
+        return replace(self, step=absmax / self.qmax if absmax > 0 else 1.0)
+
+    def apply(self, v: np.ndarray) -> np.ndarray:
+        """Codes (float64 integers) of ``v`` (model units); without a DAC, ``v`` as float64."""
+        v = np.asarray(v, np.float64)
+        if not self.bits:
+            return v.copy()
+        q = float(self.qmax)
+        return np.clip(np.rint(v * (1.0 / self.step)), -q, q)
+
+
+@dataclass(frozen=True)
+class ReadNoise:
+    """Per-read conductance noise, sampled per tile output where that is exact in
+    distribution: ``p + sqrt(sum_i u_i^2 var_ij) * N(0, 1)`` (code units). ``var[n_out,
+    n_in]`` comes from the device (``ProgrammedMatrix.read_var``, code units^2)."""
+
+    var: np.ndarray | None = None
+
+    @classmethod
+    def from_programmed(cls, pm) -> "ReadNoise":
+        return cls(np.asarray(pm.read_var) if pm.has_read_noise else None)
+
+    @property
+    def on(self) -> bool:
+        return self.var is not None
+
+    def calibrate(self, inputs: np.ndarray) -> "ReadNoise":
+        return self                       # nothing to calibrate: the device fixed var
+
+    def column_variance(self, u: np.ndarray, rows: slice) -> np.ndarray:
+        """``sum_{i in rows} u_i^2 var_ij`` for codes ``u[..., n_in]``."""
+        return (np.asarray(u, np.float64)[..., rows] ** 2) @ np.asarray(
+            self.var, np.float64)[:, rows].T
+
+    def apply(self, p: np.ndarray, col_var: np.ndarray, normals: np.ndarray) -> np.ndarray:
+        if not self.on:
+            return p
+        return p + np.sqrt(col_var) * normals
+
+
+@dataclass(frozen=True)
+class ADC:
+    """Column ADC of each tile: ``clip(rint(p / step + noise_lsb N(0,1)), -qmax, qmax) * step``.
+
+    ``steps[row_tiles, n_out]``: per (row tile, column) ``max |partial sum| / qmax`` over the
+    calibration inputs, computed with the *ideal* codes (the chip's designer calibrates before
+    programming noise and drift exist). ``bits = 0``: no ADC (the partial sum passes)."""
+
+    bits: int
+    noise_lsb: float = 0.0
+    steps: np.ndarray | None = None
+
+    @classmethod
+    def from_profile(cls, profile) -> "ADC":
+        return cls(int(profile.adc.bits), float(profile.adc.noise_lsb))
+
+    @property
+    def qmax(self) -> int:
+        return qmax_for_bits(self.bits) if self.bits else 0
+
+    def calibrate(self, codes_in: np.ndarray, weight_codes: np.ndarray,
+                  tile_rows: int) -> "ADC":
+        """``codes_in[N, n_in]``: DAC codes (or float inputs) of the calibration set;
+        ``weight_codes[n_out, n_in]``: ideal integer weight codes."""
+        if not self.bits:
+            return self
+        U = np.asarray(codes_in, np.float64)
+        Q = np.asarray(weight_codes, np.float64)
+        n_out, n_in = Q.shape
+        nblk = max(1, math.ceil(n_in / tile_rows))
+        steps = np.ones((nblk, n_out))
+        for blk in range(nblk):
+            r0, r1 = blk * tile_rows, min(n_in, (blk + 1) * tile_rows)
+            part = U[:, r0:r1] @ Q[:, r0:r1].T if U.size else np.zeros((1, n_out))
+            amax = np.max(np.abs(part), axis=0) if part.size else np.zeros(n_out)
+            steps[blk] = np.where(amax > 0, amax / self.qmax, 1.0)
+        return replace(self, steps=steps)
+
+    def apply(self, p: np.ndarray, blk: int, normals: np.ndarray | None = None) -> np.ndarray:
+        """Tile ``blk``'s partial sums ``p[..., n_out]`` (code units) after the ADC."""
+        if not self.bits:
+            return p
+        st = self.steps[blk]
+        x = p / st
+        if self.noise_lsb > 0:
+            x = x + self.noise_lsb * normals
+        q = float(self.qmax)
+        return np.minimum(np.maximum(np.rint(x), -q), q) * st
+
+
+@dataclass(frozen=True)
+class VMMNoise:
+    """VMM noise at a signal-to-noise power ratio (Qin & Vucinic, arXiv 1811.10649):
+    ``z + N(0, P / 10^(snr_db/10))`` on each output, P the matrix's mean float output power
+    on the calibration set."""
+
+    snr_db: float = math.inf
+    sigma: float = 0.0
+
+    @classmethod
+    def from_profile(cls, profile) -> "VMMNoise":
+        return cls(float(profile.vmm_noise.snr_db))
+
+    def calibrate(self, inputs: np.ndarray, W: np.ndarray) -> "VMMNoise":
+        if not math.isfinite(self.snr_db):
+            return replace(self, sigma=0.0)
+        V = np.asarray(inputs, np.float64)
+        power = float(np.mean((V @ np.asarray(W, np.float64).T) ** 2)) if V.size else 0.0
+        return replace(self, sigma=math.sqrt(power / 10 ** (self.snr_db / 10)))
+
+    def apply(self, z: np.ndarray, normals: np.ndarray | None = None) -> np.ndarray:
+        if self.sigma <= 0:
+            return z
+        return z + self.sigma * normals

@@ -1,0 +1,105 @@
+"""The program layout, described once by name.
+
+A plan (:mod:`nvmstream.runtime.plan`) is a few flat buffers plus two numpy *record arrays*
+whose fields are named here; the plan writes them, the kernels read them by field name
+(numba compiles ``lay.op`` / ``seg.n_in`` to a fixed offset) and the tests decode them the same
+way. Nothing else depends on a field's position.
+
+* ``LAYER`` -- one record per executed layer (one per direction of a recurrent layer).
+* ``SEG`` -- one record per crossbar matrix (a *segment*): where its grid-integer weights and
+  read-noise variances live, which accumulator proves its products exact, its DAC, ADC and
+  VMM-noise calibration, and which input feeds it.
+
+Buffers: ``w32`` (float32) and ``w64`` (float64) hold segment weights/variances, each stored
+``[n_in, n_out]`` (one row per crossbar row) as integers on the segment's grid; ``pf``
+(float64) holds per-output scales, ADC steps, biases, peepholes and activation parameters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# layer opcodes
+OP_LSTM, OP_GRU, OP_RNN, OP_DENSE, OP_ACT, OP_SOFTMAX, OP_LOGSOFTMAX, OP_COPY = range(1, 9)
+OPS = {"LSTM": OP_LSTM, "GRU": OP_GRU, "RNN": OP_RNN}
+
+# which vector feeds a segment: the layer input x_t, the previous hidden state h_{t-1}, or
+# (GRU with linear_before_reset=0) r_t * h_{t-1}
+SRC_X, SRC_H, SRC_RH = 0, 1, 2
+SOURCES = {"x": SRC_X, "h": SRC_H, "rh": SRC_RH}
+
+# activation codes (ONNX names, lower case)
+ACT_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "affine": 3, "leakyrelu": 4,
+             "thresholdedrelu": 5, "scaledtanh": 6, "hardsigmoid": 7, "elu": 8, "softsign": 9,
+             "softplus": 10}
+
+_i, _f = np.int64, np.float64
+
+LAYER = np.dtype([
+    ("op", _i),        # OP_* code
+    ("x", _i),         # env column of the layer input
+    ("xw", _i),        # input width
+    ("y", _i),         # env column of the output (this direction's block)
+    ("yw", _i),        # output width
+    ("h", _i),         # hidden size (recurrent)
+    ("rev", _i),       # 1: this direction runs backwards in time
+    ("state", _i),     # state column: h at [state, state+H), c at [state+H, state+2H)
+    ("rng", _i),       # random-state slot of this layer-direction
+    ("act0", _i), ("act1", _i), ("act2", _i),   # ACT_CODES of f, g, h (ONNX names)
+    ("actp", _i),      # pf offset of (alpha, beta) x 3
+    ("clip", _f),      # cell clip (inf: none)
+    ("input_forget", _i),
+    ("lbr", _i),       # GRU linear_before_reset
+    ("nseg", _i),      # segments of this layer-direction ...
+    ("seg0", _i),      # ... starting at this index of the SEG array
+    ("bias", _i),      # pf offset of the bias (-1: none); GRU: [Wb | Rb]; LSTM/RNN: Wb + Rb
+    ("peep", _i),      # pf offset of the LSTM peepholes (-1: none)
+    ("cout", _i),      # env column of the LSTM cell output (-1: none)
+])
+
+SEG = np.dtype([
+    ("n_in", _i), ("n_out", _i),
+    ("src", _i),       # SRC_* code
+    ("w", _i),         # offset of the weights [n_in, n_out] in w32 (w64 if w64 == 1)
+    ("w64", _i),       # 1: weights and their products in float64 (see plan: exactness proof)
+    ("wgrid", _f),     # weights are stored as integers k; the weight is k * wgrid (2^-f)
+    ("var", _i),       # offset of the read-noise variances (-1: no read noise)
+    ("var64", _i),
+    ("vgrid", _f),     # variance grid (2^-g code units^2)
+    ("dac_q", _i),     # DAC qmax (0: no DAC, float inputs)
+    ("dac_step", _f),  # DAC step (model units per code)
+    ("sw", _i),        # pf offset of the per-output weight scales
+    ("adc", _i),       # pf offset of the ADC steps [row_tiles, n_out] (-1: no ADC)
+    ("adc_q", _i),     # ADC qmax
+    ("adc_noise", _f), # ADC noise (LSB rms)
+    ("tile_rows", _i),
+    ("nblk", _i),      # row tiles
+    ("vmm_sigma", _f), # VMM noise sigma (model units)
+    ("pre", _i),       # column of this segment's products in a precomputed-products array
+])
+
+
+def layers(n: int) -> np.ndarray:
+    """An empty LAYER record array (every offset -1, every flag 0)."""
+    a = np.zeros(n, LAYER)
+    for name in ("x", "y", "state", "rng", "actp", "bias", "peep", "cout"):
+        a[name] = -1
+    a["clip"] = np.inf
+    return a
+
+
+def segments(n: int) -> np.ndarray:
+    a = np.zeros(n, SEG)
+    a["var"] = -1
+    a["adc"] = -1
+    a["pre"] = -1
+    a["wgrid"] = a["vgrid"] = 1.0
+    a["dac_step"] = 1.0
+    return a
+
+
+def pre_width(seg) -> int:
+    """Columns a segment's precomputed products take: partial sums then (with read noise)
+    variances, each ``[row_tiles, n_out]``."""
+    w = int(seg["nblk"]) * int(seg["n_out"])
+    return 2 * w if int(seg["var"]) >= 0 else w

@@ -1,0 +1,267 @@
+"""Layer loops: one numba function per layer kind runs a range of time steps for a batch of
+streams, reading and writing per-step tensors in ``env[B, T, E]``.
+
+Row ``b`` of the batch keeps its recurrent state in ``state[srow[b]]`` and its random states
+in ``rng[srow[b]]`` (a pool the caller owns). A segment's tile products either come from a
+precomputed array (the BLAS route: ``pre[row, seg.pre:]``, rows ``b*T + t`` for inputs,
+``b`` for a batched step's recurrent state) or are computed here (:func:`.vmm.products`);
+the periphery after them always runs here, per stream and step, so both routes draw the same
+normals in the same order and give the same bits.
+
+:func:`run_program` runs every layer in-kernel (no precomputed products) and
+:func:`stream_step` wraps it for the fused single-stream step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from . import cells as C
+from .layout import (OP_ACT, OP_COPY, OP_DENSE, OP_GRU, OP_LOGSOFTMAX, OP_LSTM, OP_RNN,
+                     SRC_H, SRC_RH, SRC_X)
+from .vmm import dac, periphery, products
+
+BB = 16   # streams processed together in-kernel: each weight row is read once per block
+
+
+def scratch(layers, segs, max_w: int):
+    """Scratch buffers for the layer loops (allocated once per engine / stream)."""
+    mp = 1
+    for s in segs:
+        mp = max(mp, int(s["nblk"]) * int(s["n_out"]) * 2)
+    w = max_w + 1
+    f32 = np.empty((2, BB, w), np.float32)
+    f64 = np.empty((7, BB, w), np.float64)
+    pp = np.empty((BB, mp), np.float64)
+    vec = np.empty((4, w), np.float64)
+    idx = np.empty((3, BB), np.int64)
+    return (f32, f64, pp, vec, idx)
+
+
+@njit(cache=True, error_model="numpy")
+def segment(seg, w32, w64, pf, V, nb, rng, ridx, slot, out, pre, prow, use_pre, scr):
+    """Add segment ``seg``'s output for ``nb`` streams into ``out[:nb]``: products from
+    ``pre[prow[k]]`` if ``use_pre`` else from the inputs ``V[:nb]``."""
+    f32, f64, pp, vec, idx = scr
+    if not use_pre:
+        dac(seg, V, nb, f32[0], f64[5])
+        products(seg, w32, w64, f32[0], f64[5], nb, f32[1], f64[6], pp)
+    G = vec[0]
+    Q = vec[1]
+    for k in range(nb):
+        if use_pre:
+            row = pre[prow[k], seg.pre:]
+        else:
+            row = pp[k]
+        periphery(seg, pf, row, rng[ridx[k], slot], G, Q, out[k])
+
+
+@njit(cache=True, error_model="numpy")
+def segment_at(segs, si, w32, w64, pf, V, nb, rng, ridx, slot, out, pre, prow, use_pre, scr):
+    """:func:`segment` for ``segs[si]`` (an entry point for tests: records stay in numba)."""
+    segment(segs[si], w32, w64, pf, V, nb, rng, ridx, slot, out, pre, prow, use_pre, scr)
+
+
+@njit(cache=True, error_model="numpy")
+def run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, pre, use_pre, scr):
+    """Layer ``li`` (a Dense layer) on every row and step of ``env``."""
+    lay = layers[li]
+    f32, f64, pp, vec, idx = scr
+    B, T = env.shape[0], env.shape[1]
+    ZX, V = f64[0], f64[3]
+    ridx, prow = idx[0], idx[1]
+    xo, xw, yo, yw = lay.x, lay.xw, lay.y, lay.yw
+    for t in range(T):
+        for b0 in range(0, B, BB):
+            nb = min(BB, B - b0)
+            for k in range(nb):
+                ridx[k] = srow[b0 + k]
+                prow[k] = (b0 + k) * T + t
+                for j in range(yw):
+                    ZX[k, j] = 0.0
+                for i in range(xw):
+                    V[k, i] = float(env[b0 + k, t, xo + i])
+            if lay.nseg == 0:  # a bias-only layer (ONNX Add without MatMul)
+                for k in range(nb):
+                    for j in range(yw):
+                        ZX[k, j] = V[k, j]
+            for s in range(lay.nseg):
+                segment(segs[lay.seg0 + s], w32, w64, pf, V, nb, rng, ridx, lay.rng, ZX, pre,
+                         prow, use_pre, scr)
+            for k in range(nb):
+                for j in range(yw):
+                    bj = pf[lay.bias + j] if lay.bias >= 0 else 0.0
+                    env[b0 + k, t, yo + j] = np.float32(ZX[k, j] + bj)
+
+
+@njit(cache=True, error_model="numpy")
+def run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k0, k1, preX,
+                  xpre, preH, hpre, scr):
+    """Steps ``k0 <= k < k1`` of layer ``li``, one direction of a recurrent layer (step k is
+    time ``L-1-k`` for a reverse direction of a sequence of length L)."""
+    lay = layers[li]
+    f32, f64, pp, vec, idx = scr
+    B, T = env.shape[0], env.shape[1]
+    ZX, ZH, ZR, V = f64[0], f64[1], f64[2], f64[3]
+    ridx, prow, bidx = idx[0], idx[1], idx[2]
+    H = lay.h
+    so = lay.state
+    yo = lay.y
+    cout = lay.cout
+    G4 = 4 if lay.op == OP_LSTM else (3 if lay.op == OP_GRU else 1)
+    tmp, tmp2 = vec[2], vec[3]
+    for kstep in range(k0, k1):
+        for b0 in range(0, B, BB):
+            nb = 0
+            for b in range(b0, min(B, b0 + BB)):
+                L = lens[b]
+                if kstep >= L:
+                    for j in range(H):
+                        env[b, kstep, yo + j] = np.float32(0.0)
+                        if cout >= 0:
+                            env[b, kstep, cout + j] = np.float32(0.0)
+                    continue
+                bidx[nb] = b
+                ridx[nb] = srow[b]
+                nb += 1
+            if nb == 0:
+                continue
+            for k in range(nb):
+                for j in range(G4 * H):
+                    ZX[k, j] = 0.0
+                    ZH[k, j] = 0.0
+                for j in range(H):
+                    ZR[k, j] = 0.0
+            for s in range(lay.nseg):
+                seg = segs[lay.seg0 + s]
+                if seg.src == SRC_X:
+                    for k in range(nb):
+                        b = bidx[k]
+                        t = (lens[b] - 1 - kstep) if lay.rev == 1 else kstep
+                        prow[k] = b * T + t
+                        if not xpre:
+                            for i in range(seg.n_in):
+                                V[k, i] = float(env[b, t, lay.x + i])
+                    segment(seg, w32, w64, pf, V, nb, rng, ridx, lay.rng, ZX, preX, prow,
+                             xpre, scr)
+                elif seg.src == SRC_H:
+                    for k in range(nb):
+                        prow[k] = bidx[k]
+                        if not hpre:
+                            for i in range(H):
+                                V[k, i] = state[ridx[k], so + i]
+                    segment(seg, w32, w64, pf, V, nb, rng, ridx, lay.rng, ZH, preH, prow,
+                             hpre, scr)
+            if lay.op == OP_GRU:
+                for k in range(nb):
+                    C.gru_gates(lay, pf, ZX[k], ZH[k])
+                if lay.lbr == 0:
+                    r0 = C.GRU_R * H
+                    for k in range(nb):
+                        for i in range(H):
+                            V[k, i] = ZX[k, r0 + i] * state[ridx[k], so + i]
+                    for s in range(lay.nseg):
+                        seg = segs[lay.seg0 + s]
+                        if seg.src == SRC_RH:
+                            segment(seg, w32, w64, pf, V, nb, rng, ridx, lay.rng, ZR, preH,
+                                     prow, False, scr)
+            for k in range(nb):
+                b = bidx[k]
+                t = (lens[b] - 1 - kstep) if lay.rev == 1 else kstep
+                hs = state[ridx[k], so:so + H]
+                if lay.op == OP_LSTM:
+                    cs = state[ridx[k], so + H:so + 2 * H]
+                    C.lstm_cell(lay, pf, ZX[k], ZH[k], hs, cs, tmp)
+                    if cout >= 0:
+                        for j in range(H):
+                            env[b, t, cout + j] = np.float32(cs[j])
+                elif lay.op == OP_GRU:
+                    C.gru_update(lay, pf, ZX[k], ZH[k], ZR[k], hs, tmp, tmp2)
+                else:
+                    C.rnn_cell(lay, pf, ZX[k], ZH[k], hs)
+                for j in range(H):
+                    env[b, t, yo + j] = np.float32(hs[j])
+
+
+@njit(cache=True, error_model="numpy")
+def run_digital(layers, li, env, pf, scr):
+    """Layers without crossbars: copies, elementwise activations, (log-)softmax."""
+    lay = layers[li]
+    f32, f64, pp, vec, idx = scr
+    B, T = env.shape[0], env.shape[1]
+    xo, xw, yo = lay.x, lay.xw, lay.y
+    if lay.op == OP_COPY:
+        for b in range(B):
+            for t in range(T):
+                for j in range(xw):
+                    env[b, t, yo + j] = env[b, t, xo + j]
+    elif lay.op == OP_ACT:
+        a = pf[lay.actp]
+        bb = pf[lay.actp + 1]
+        v, o = vec[0], vec[1]
+        for b in range(B):
+            for t in range(T):
+                for j in range(xw):
+                    v[j] = float(env[b, t, xo + j])
+                C.act_vec(lay.act0, v, o, xw, a, bb)
+                for j in range(xw):
+                    env[b, t, yo + j] = np.float32(o[j])
+    else:
+        log = lay.op == OP_LOGSOFTMAX
+        for b in range(B):
+            for t in range(T):
+                m = -np.inf
+                for j in range(xw):
+                    m = max(m, float(env[b, t, xo + j]))
+                s = 0.0
+                for j in range(xw):
+                    s += math.exp(float(env[b, t, xo + j]) - m)
+                ls = math.log(s)
+                for j in range(xw):
+                    d = float(env[b, t, xo + j]) - m
+                    env[b, t, yo + j] = np.float32(d - ls if log else math.exp(d) / s)
+
+
+@njit(cache=True, error_model="numpy")
+def run_program(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr):
+    """Every layer, products in-kernel (the fused path)."""
+    dummy = np.empty((1, 1))
+    T = env.shape[1]
+    for li in range(layers.shape[0]):
+        lay = layers[li]
+        if lay.op == OP_DENSE:
+            run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, dummy, False, scr)
+        elif lay.op == OP_LSTM or lay.op == OP_GRU or lay.op == OP_RNN:
+            run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, 0, T,
+                          dummy, False, dummy, False, scr)
+        else:
+            run_digital(layers, li, env, pf, scr)
+
+
+@njit(cache=True, error_model="numpy")
+def stream_step(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr, x, o0, o1, out):
+    """One streamed frame for K replicas of a stream: copy ``x`` into ``env[K, 1, :]``, run,
+    write the mean of the first output into ``out`` and return its argmax (-1 if ``x`` is not
+    finite; nothing runs then). One call per frame: no Python-side numpy work."""
+    f = x.shape[0]
+    for i in range(f):
+        if not np.isfinite(x[i]):
+            return -1
+    K = env.shape[0]
+    for k in range(K):
+        for i in range(f):
+            env[k, 0, i] = x[i]
+    run_program(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr)
+    n = o1 - o0
+    best = 0
+    for j in range(n):
+        acc = 0.0
+        for k in range(K):
+            acc += env[k, 0, o0 + j]
+        out[j] = np.float32(acc / K) if K > 1 else env[0, 0, o0 + j]
+        if out[j] > out[best]:
+            best = j
+    return best

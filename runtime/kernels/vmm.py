@@ -1,0 +1,223 @@
+"""Crossbar products and the periphery stages around them, for one segment (one crossbar
+matrix split into row tiles).
+
+    DAC  ->  tile products (weights, and read-noise variances on squared DAC codes)
+         ->  per tile: read noise -> ADC (+ ADC noise)  ->  digital sum over tiles
+         ->  x per-output weight scale x DAC step  ->  VMM noise
+
+Products are exact: a plan stores every segment's effective weights as integers on a grid of
+``2^-f`` code units and proves (from the DAC's qmax and the weights of every tile column) that
+each tile partial sum is an integer below the accumulator's exact range (2^24 for float32,
+2^53 for float64), so any summation order -- a BLAS sgemm over many streams and time steps, or
+the in-kernel loop of a streamed step -- gives the same bits. The numpy twins of each stage
+are the ``apply`` methods of :mod:`nvmstream.devices.periphery`; this module composes them.
+
+Two product routes share :func:`periphery`:
+
+* :func:`products` -- the in-kernel loop (numba), used by the fused streamed step and by
+  small batches; it reads each weight row once per block of streams;
+* :func:`blas_products` -- numpy ``matmul`` (OpenBLAS/MKL sgemm or dgemm) over every row of a
+  ``[rows, n_in]`` input at once: all time steps of a layer's input, or all streams of a
+  batched step. Used from the engine's orchestration, never inside numba.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .rng import fill_normals
+
+
+@njit(cache=True, error_model="numpy")
+def dac(seg, V, nb, U32, U64):
+    """DAC codes of ``V[:nb, :n_in]`` (model units) into ``U64`` (and ``U32`` as float32):
+    ``clip(rint(v / step), -qmax, qmax)`` with ``1/step`` computed once; no DAC: a copy."""
+    n_in = seg.n_in
+    if seg.dac_q > 0:
+        inv = 1.0 / seg.dac_step
+        lim = float(seg.dac_q)
+        for k in range(nb):
+            for i in range(n_in):
+                c = np.rint(V[k, i] * inv)
+                if c > lim:
+                    c = lim
+                elif c < -lim:
+                    c = -lim
+                U64[k, i] = c
+                U32[k, i] = np.float32(c)
+    else:
+        for k in range(nb):
+            for i in range(n_in):
+                U64[k, i] = V[k, i]
+
+
+@njit(cache=True, error_model="numpy")
+def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
+    """``P[k, col0 + blk*n_out + j] = sum_{i in tile blk} W[i, j] * u_ki`` (``u_ki^2`` if
+    ``square``), accumulated in W's dtype (exact: see module docstring). Stream by stream,
+    row by row, a contiguous axpy over the outputs. Inner loops index views with the loop
+    counter only (an index numba cannot prove non-negative, like ``off + j``, costs a
+    wraparound select per element and stops vectorization)."""
+    Wm = W[off:off + n_in * n_out].reshape((n_in, n_out))
+    for blk in range(nblk):
+        r0 = blk * tr
+        r1 = min(n_in, r0 + tr)
+        c = col0 + blk * n_out
+        for k in range(nb):
+            a = acc[k]
+            for j in range(n_out):
+                a[j] = 0.0
+            for i in range(r0, r1):
+                u = U[k, i]
+                if square:
+                    u = u * u
+                if u != 0.0:
+                    for j in range(n_out):
+                        a[j] += Wm[i, j] * u
+            p = P[k, c:c + n_out]
+            for j in range(n_out):
+                p[j] = float(a[j])
+
+
+@njit(cache=True, error_model="numpy")
+def products(seg, w32, w64, U32, U64, nb, A32, A64, P):
+    """Tile products of one segment for ``nb`` streams (DAC codes already in U32/U64):
+    ``P[k, :nblk*n_out]`` partial sums, then (read noise) ``P[k, nblk*n_out:]`` variances."""
+    n_in, n_out, tr, nblk = seg.n_in, seg.n_out, seg.tile_rows, seg.nblk
+    if seg.w64 == 1:
+        _tile_products(w64, seg.w, n_in, n_out, tr, nblk, U64, nb, False, A64, P, 0)
+    else:
+        _tile_products(w32, seg.w, n_in, n_out, tr, nblk, U32, nb, False, A32, P, 0)
+    if seg.var >= 0:
+        if seg.var64 == 1:
+            _tile_products(w64, seg.var, n_in, n_out, tr, nblk, U64, nb, True, A64, P,
+                           nblk * n_out)
+        else:
+            _tile_products(w32, seg.var, n_in, n_out, tr, nblk, U32, nb, True, A32, P,
+                           nblk * n_out)
+
+
+@njit(cache=True, error_model="numpy")
+def periphery(seg, pf, P, st, G, Q, out):
+    """Everything after the tile products, for one stream: ``P`` its row of products (see
+    :func:`products`), ``st`` its random state (consumed in the order documented in
+    :mod:`.rng`), ``G``/``Q`` scratch [n_out]; adds the segment's output (model units) into
+    ``out[:n_out]``. Stage by stage over the outputs (each loop vectorizes)."""
+    n_out = seg.n_out
+    nblk = seg.nblk
+    wg = seg.wgrid
+    vg = seg.vgrid
+    aq = float(seg.adc_q)
+    vo = nblk * n_out
+    adc = seg.adc
+    for j in range(n_out):
+        Q[j] = 0.0
+    for blk in range(nblk):
+        c0 = blk * n_out
+        p = P[c0:c0 + n_out]
+        # read noise (G holds the noisy partial sums afterwards)
+        if seg.var >= 0:
+            v = P[vo + c0:vo + c0 + n_out]
+            fill_normals(st, G, n_out)
+            for j in range(n_out):
+                G[j] = p[j] * wg + math.sqrt(v[j] * vg) * G[j]
+        else:
+            for j in range(n_out):
+                G[j] = p[j] * wg
+        # ADC (+ noise) and the digital sum over tiles
+        if adc >= 0:
+            steps = pf[adc + c0:adc + c0 + n_out]
+            if seg.adc_noise > 0.0:
+                _adc_noisy(G, steps, aq, seg.adc_noise, st, Q, n_out)
+            else:
+                for j in range(n_out):
+                    c = min(max(np.rint(G[j] / steps[j]), -aq), aq)
+                    Q[j] += c * steps[j]
+        else:
+            for j in range(n_out):
+                Q[j] += G[j]
+    sw = pf[seg.sw:seg.sw + n_out]
+    scale = seg.dac_step if seg.dac_q > 0 else 1.0
+    if seg.vmm_sigma > 0.0:
+        fill_normals(st, G, n_out)
+        sg = seg.vmm_sigma
+        for j in range(n_out):
+            out[j] += Q[j] * sw[j] * scale + sg * G[j]
+    else:
+        for j in range(n_out):
+            out[j] += Q[j] * sw[j] * scale
+
+
+@njit(cache=True, error_model="numpy")
+def _adc_noisy(p, steps, aq, anz, st, Q, n):
+    """ADC with input-referred noise: ``Q += clip(rint(p/step + anz*N(0,1))) * step``; the
+    normals are drawn into a small buffer."""
+    g = np.empty(n)
+    fill_normals(st, g, n)
+    for j in range(n):
+        c = min(max(np.rint(p[j] / steps[j] + anz * g[j]), -aq), aq)
+        Q[j] += c * steps[j]
+
+
+# ------------------------------------------------------------------------------ BLAS route
+class BlasSegment:
+    """The BLAS route of one segment, prepared once (views and scalars, so a call costs only
+    its numpy work): ``run(V, out)`` writes the tile products of every row of ``V[rows, n_in]``
+    (float64, model units) into ``out[rows, pre : pre + pre_width]`` (float64). Only for
+    segments with a DAC: their products are exact integers (module docstring), so these equal
+    :func:`products` bit for bit."""
+
+    def __init__(self, seg, w32: np.ndarray, w64: np.ndarray) -> None:
+        n_in, n_out = int(seg["n_in"]), int(seg["n_out"])
+        tr, nblk = int(seg["tile_rows"]), int(seg["nblk"])
+        self.q = float(seg["dac_q"])
+        self.inv = 1.0 / float(seg["dac_step"])
+        wbuf = w64 if seg["w64"] else w32
+        w0 = int(seg["w"])
+        W = wbuf[w0:w0 + n_in * n_out].reshape(n_in, n_out)
+        c0 = int(seg["pre"])
+        self.dtype = wbuf.dtype
+        self.blocks = [(slice(b * tr, min(n_in, (b + 1) * tr)),
+                        slice(c0 + b * n_out, c0 + (b + 1) * n_out)) for b in range(nblk)]
+        self.W = [W[r] for r, _ in self.blocks]
+        self.var = None
+        if seg["var"] >= 0:
+            vbuf = w64 if seg["var64"] else w32
+            v0 = int(seg["var"])
+            Var = vbuf[v0:v0 + n_in * n_out].reshape(n_in, n_out)
+            self.vdtype = vbuf.dtype
+            self.var = [Var[r] for r, _ in self.blocks]
+            self.vcols = [slice(c.start + nblk * n_out, c.stop + nblk * n_out)
+                          for _, c in self.blocks]
+
+    def codes(self, V: np.ndarray) -> np.ndarray:
+        """numpy DAC, the same float64 operations as :func:`dac`."""
+        U = np.rint(V * self.inv)
+        np.clip(U, -self.q, self.q, out=U)
+        return U
+
+    def run(self, V: np.ndarray, out: np.ndarray) -> None:
+        U = self.codes(V)
+        Uw = U.astype(self.dtype)
+        for (rows, cols), W in zip(self.blocks, self.W):
+            out[:, cols] = Uw[:, rows] @ W
+        if self.var is not None:
+            U2 = U.astype(self.vdtype)
+            U2 *= U2
+            for (rows, _), cols, Var in zip(self.blocks, self.vcols, self.var):
+                out[:, cols] = U2[:, rows] @ Var
+
+
+def dac_codes(seg, V: np.ndarray) -> np.ndarray:
+    """numpy DAC, the same float64 operations as :func:`dac` (``V[rows, n_in]`` float64)."""
+    q = float(seg["dac_q"])
+    return np.clip(np.rint(V * (1.0 / float(seg["dac_step"]))), -q, q)
+
+
+def blas_products(seg, w32: np.ndarray, w64: np.ndarray, V: np.ndarray,
+                  out: np.ndarray) -> None:
+    """:class:`BlasSegment` in one call (for tests and one-off use)."""
+    BlasSegment(seg, w32, w64).run(V, out)

@@ -1,0 +1,210 @@
+"""Recipes, per-task presets and training data (numpy only: no torch here).
+
+Recipes (``nvmstream train --recipe``):
+
+* ``float``: float training, ``epochs`` then ``qat_epochs`` more at the fine-tuning learning
+  rate without quantizers -- the same budget (epochs, learning-rate schedule, data) as its
+  quantized twins, so "QAT beats float" cannot come from extra epochs;
+* ``qat4``: the float model of the first ``epochs``, then ``qat_epochs`` of quantization-aware
+  fine-tuning with the weight/DAC/ADC quantizers of ``--profile`` (default ``int4``);
+* ``qat4_noise``: ``qat4`` plus VMM noise at ``--snr-db`` on every matrix output in training
+  (deep noise injection, arXiv 1807.06555; default: the profile's ``vmm_noise.snr_db``, or
+  10 dB when the profile has none);
+* ``hwa``: hardware-aware training for ``--profile`` (default ``pcm-1d``): the quantizers, a
+  new programmed chip per batch drawn from the profile's Device (storage errors, programming
+  noise, stuck cells, drift at ``--age`` with the profile's compensation), its per-read noise,
+  ADC noise and VMM noise (the profile's SNR unless ``--snr-db``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .hardware import HardwareSpec
+
+__all__ = ["RECIPES", "TaskConfig", "TASKS", "Recipe", "make_recipe", "TrainData", "Split",
+           "load_data", "default_data_path", "DEFAULT_PROFILE"]
+
+RECIPES = ("float", "qat4", "qat4_noise", "hwa")
+DEFAULT_PROFILE = {"qat4": "int4", "qat4_noise": "int4", "hwa": "pcm-1d"}
+DEFAULT_TRAIN_SNR_DB = 10.0
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Hyperparameters of one task (a preset; every field can be overridden)."""
+
+    kind: str                 # LSTM | GRU
+    hidden: int
+    epochs: int               # float training epochs (every recipe)
+    qat_epochs: int           # fine-tuning epochs (float: without quantizers)
+    batch: int
+    lr: float
+    qat_lr: float
+    frame: str = "one frame of the input sequence"   # what one input frame is (metadata)
+    weight_decay: float = 0.0
+    all_steps_weight: float = 0.0  # weight of the (mean) loss on every valid step, besides the last
+    freeze_frac: float = 0.3  # last fraction of QAT epochs with frozen, emulator-exact ranges
+    input_noise: float = 0.0  # augmentation: N(0, (input_noise * feature std)^2) on train inputs
+    time_shift: int = 0       # augmentation: random circular shift of up to +-time_shift frames
+    normalize: bool = False   # float training on standardised inputs (folded into W at export)
+    forget_bias: float = 0.0  # LSTM forget-gate bias at initialisation (1.0: remember longer)
+    dropout: float = 0.0      # dropout on the hidden sequence before the head (training only)
+
+
+TASKS: dict[str, TaskConfig] = {
+    "japanese_vowels": TaskConfig(
+        kind="LSTM", hidden=32, epochs=60, qat_epochs=40, batch=16, lr=1e-2, qat_lr=2e-3,
+        input_noise=0.1,
+        frame="12 LPC cepstrum coefficients of one analysis frame (25.6 ms, 6.4 ms shift) of /ae/"),
+    "basic_motions": TaskConfig(
+        kind="LSTM", hidden=32, epochs=40, qat_epochs=15, batch=8, lr=1e-2, qat_lr=2e-3,
+        input_noise=0.1,
+        frame="one 10 Hz smartwatch sample: accelerometer x, y, z and gyroscope x, y, z"),
+    "digits": TaskConfig(
+        kind="GRU", hidden=32, epochs=20, qat_epochs=10, batch=32, lr=1e-2, qat_lr=2e-3,
+        frame="one row of an 8x8 handwritten digit image: 8 pixels scaled to [0, 1]"),
+    "keywords": TaskConfig(
+        kind="LSTM", hidden=64, epochs=40, qat_epochs=10, batch=32, lr=3e-3, qat_lr=1e-3,
+        normalize=True, forget_bias=1.0, all_steps_weight=0.5, time_shift=10, input_noise=0.1,
+        frame="one 10 ms frame of 40 log-mel energies (see the frontend metadata)"),
+}
+GENERIC = TaskConfig(kind="LSTM", hidden=32, epochs=30, qat_epochs=10, batch=32, lr=1e-2,
+                     qat_lr=2e-3)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe with its hardware target: ``spec`` is what the fine-tuning phase emulates."""
+
+    name: str
+    spec: HardwareSpec
+    seed: int = 0
+
+    @property
+    def profile(self) -> str | None:
+        return self.spec.profile
+
+
+def make_recipe(name: str, profile: str | None = None, snr_db: float | None = None,
+                age_s: float | None = None, overrides: tuple[str, ...] = (),
+                seed: int = 0) -> Recipe:
+    """The :class:`Recipe` ``name`` for ``profile`` (default per recipe, see the module doc)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; valid: {', '.join(RECIPES)}")
+    if name == "float":
+        if profile or snr_db is not None or age_s is not None or overrides:
+            raise ValueError("recipe float takes no --profile, --snr-db, --age or --set")
+        return Recipe(name, HardwareSpec(), seed)
+    prof = profile or DEFAULT_PROFILE[name]
+    if name == "qat4":
+        if snr_db is not None or age_s is not None:
+            raise ValueError("recipe qat4 has no noise: use qat4_noise (--snr-db) or hwa "
+                             "(--age)")
+        return Recipe(name, HardwareSpec.from_profile(prof, overrides, snr_db=math.inf), seed)
+    if name == "qat4_noise":
+        if age_s is not None:
+            raise ValueError("recipe qat4_noise has no device drift: use hwa for --age")
+        if snr_db is None:
+            base = HardwareSpec.from_profile(prof, overrides, snr_db=None)
+            snr_db = base.snr_db if math.isfinite(base.snr_db) else DEFAULT_TRAIN_SNR_DB
+        return Recipe(name, HardwareSpec.from_profile(prof, overrides, snr_db=snr_db), seed)
+    return Recipe(name, HardwareSpec.from_profile(prof, overrides, snr_db=snr_db,
+                                                  device_noise=True, adc_noise=True,
+                                                  age_s=age_s), seed)
+
+
+# ------------------------------------------------------------------------------ data
+@dataclass
+class Split:
+    x: np.ndarray         # float32 [N, T, F]
+    y: np.ndarray         # int64 [N]
+    last: np.ndarray      # int64 [N], index of each sequence's last valid step
+
+
+@dataclass
+class TrainData:
+    name: str
+    train: Split
+    test: Split
+    labels: tuple[str, ...]
+    variable_length: bool
+    frontend_params: dict | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.train.x.shape[2])
+
+
+def default_data_path(task: str) -> Path:
+    """``demos/data/<task>.npz`` of the repository nvmstream runs from (a source checkout)."""
+    import nvmstream
+    return Path(nvmstream.__file__).resolve().parent / "demos" / "data" / f"{task}.npz"
+
+
+def load_data(path: str | Path, name: str | None = None,
+              extra_train: list[str | Path] | tuple = ()) -> TrainData:
+    """A training set from an ``.npz`` with x_train, y_train, x_test, y_test [, lengths_train,
+    lengths_test, labels, frontend_params] (the format of demos/data and ``nvmstream sweep``).
+    ``extra_train``: more ``.npz`` files whose x_train/y_train [/lengths_train] are appended to
+    the training split (same steps and features)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such data file (an .npz with x_train, y_train, x_test, "
+                         "y_test)")
+    with np.load(path, allow_pickle=False) as d:
+        arrays = {k: d[k] for k in d.files}
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing arrays {missing}")
+
+    def split(which: str) -> Split:
+        x = np.ascontiguousarray(arrays[f"x_{which}"], np.float32)
+        y = arrays[f"y_{which}"].astype(np.int64)
+        if x.ndim != 3 or y.shape != (x.shape[0],):
+            raise ValueError(f"{path}: x_{which} must be [N, T, F] and y_{which} [N], got "
+                             f"{x.shape} and {y.shape}")
+        lens = arrays.get(f"lengths_{which}")
+        last = (lens.astype(np.int64) - 1) if lens is not None else np.full(len(y), x.shape[1] - 1)
+        if last.size and (last.min() < 0 or last.max() >= x.shape[1]):
+            raise ValueError(f"{path}: lengths_{which} outside 1..{x.shape[1]}")
+        return Split(x, y, last)
+
+    tr, te = split("train"), split("test")
+    for ep in extra_train:
+        ep = Path(ep)
+        if not ep.is_file():
+            raise ValueError(f"{ep}: no such extra training file")
+        with np.load(ep, allow_pickle=False) as d:
+            if "x_train" not in d.files or "y_train" not in d.files:
+                raise ValueError(f"{ep}: needs x_train and y_train")
+            x = np.asarray(d["x_train"], np.float32)
+            y = d["y_train"].astype(np.int64)
+            lens = d["lengths_train"] if "lengths_train" in d.files else None
+        if x.shape[1:] != tr.x.shape[1:]:
+            raise ValueError(f"{ep}: x_train {x.shape} does not match {tr.x.shape[1:]}")
+        last = (lens.astype(np.int64) - 1) if lens is not None else np.full(len(y),
+                                                                             x.shape[1] - 1)
+        tr = Split(np.concatenate([tr.x, x]), np.concatenate([tr.y, y]),
+                   np.concatenate([tr.last, last]))
+    n_cls = int(max(tr.y.max(initial=0), te.y.max(initial=0))) + 1
+    labels = tuple(str(v) for v in arrays["labels"].tolist()) if "labels" in arrays \
+        else tuple(str(i) for i in range(n_cls))
+    fp = json.loads(str(arrays["frontend_params"])) if "frontend_params" in arrays else None
+    return TrainData(name or path.stem, tr, te, labels, "lengths_train" in arrays, fp)
+
+
+def task_config(task: str, **overrides) -> TaskConfig:
+    """The preset of ``task`` (a generic one for other data) with ``None`` overrides ignored."""
+    tc = TASKS.get(task, GENERIC)
+    upd = {k: v for k, v in overrides.items() if v is not None}
+    return replace(tc, **upd)

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Convert every corpus model, compare the float IR with onnxruntime and record the result in
+``tests/corpus/manifest.json`` (``status``, ``max_rel_err``, ``streams``), then print a table.
+
+    .venv/bin/python tests/corpus/check_corpus.py            # update the manifest
+    .venv/bin/python tests/corpus/check_corpus.py --check    # only print; exit 1 on a change
+
+``tests/test_corpus.py`` asserts the same facts, so a change in what converts shows up as a
+failing test until the manifest is regenerated (and the change reviewed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import corpus_manifest as cm  # noqa: E402
+
+TOL = 1e-5
+SHAPES = [(2, 9), (1, 1), (3, 4)]   # (batch, time) compared with onnxruntime
+
+
+def rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| / max(max |want|, 1e-6): error relative to the output's scale."""
+    if got.shape != want.shape:
+        return float("inf")
+    scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-6)
+    return float(np.max(np.abs(got - want))) / scale if want.size else 0.0
+
+
+def compare(entry: dict, model, sess) -> float:
+    """Max relative error of the float IR vs onnxruntime over a few batch/length shapes."""
+    fixed = cm.fixed_time(entry)
+    worst = 0.0
+    shapes = SHAPES if fixed is None else [(2, fixed), (1, fixed)]
+    for k, (b, t) in enumerate(shapes):
+        if fixed is None and t < entry.get("min_time", 1):
+            continue
+        feeds = cm.feeds(entry, b, t, seed=100 + k)
+        want = dict(zip(entry["outputs"], sess.run(entry["outputs"], feeds)))
+        got = model.run(feeds)
+        worst = max(worst, max(rel_err(got[n], want[n]) for n in entry["outputs"]))
+    return worst
+
+
+def stream_matches(entry: dict, model) -> bool:
+    """Step-by-step streaming equals the whole run (bit for bit) on a seeded input."""
+    feeds = cm.feeds(entry, 2, 6, seed=7)
+    x = feeds.pop(entry["inputs"][0]["name"])
+    if model.input.axes[:2] == ("T", "B"):
+        x = np.swapaxes(x, 0, 1)
+    whole = model.run_steps(x, **feeds)
+    s = model.stream(2, **feeds)
+    steps = [s.step(x[:, t]) for t in range(x.shape[1])]
+    return all(np.array_equal(np.stack([st[n] for st in steps], 1), whole[n]) for n in whole)
+
+
+def check(entry: dict) -> dict:
+    import onnxruntime as ort
+
+    from nvmstream.converters.errors import NvmConversionError
+    from nvmstream.converters.onnx_import import load_ir
+
+    path = cm.HERE / entry["file"]
+    if "export_error" in entry:
+        return {"status": "not exported"}
+    try:
+        model = load_ir(path)
+    except NvmConversionError as e:
+        msg = str(e)
+        return {"status": "rejected: " + msg[msg.find(path.name) + len(path.name):].lstrip(": ")}
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    res = {"status": "converts", "max_rel_err": compare(entry, model, sess)}
+    res["streams"] = bool(model.streamable and stream_matches(entry, model)) \
+        if model.streamable else False
+    return res
+
+
+def markdown(entries: list[dict]) -> str:
+    rows = ["| file | opset | max rel err vs onnxruntime | streams = whole run | status |",
+            "|---|---|---|---|---|"]
+    for e in entries:
+        st = e.get("status", "")
+        if "export_error" in e:
+            st = "not exported: " + e["export_error"][:90]
+        err = f"{e['max_rel_err']:.1e}" if "max_rel_err" in e else "-"
+        stream = "yes" if e.get("streams") else ("no (non-causal)" if st == "converts" else "-")
+        rows.append(f"| `{e['file']}` | {e.get('opset', '-')} | {err} | {stream} | "
+                    f"{st[:160]} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="do not write the manifest")
+    ap.add_argument("--markdown", action="store_true",
+                    help="only print the manifest as a Markdown table (for README.md)")
+    args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(cm.load()))
+        return 0
+    entries = cm.load()
+    changed = False
+    for e in entries:
+        res = check(e)
+        for k in ("status", "max_rel_err", "streams"):
+            if e.get(k) != res.get(k) and not (k == "max_rel_err" and k in e and k in res
+                                               and abs(e[k] - res[k]) < 1e-9):
+                changed = True
+            e.pop(k, None)
+        e.update(res)
+        err = f"{res['max_rel_err']:.1e}" if "max_rel_err" in res else "-"
+        print(f"{e['file']:40s} {err:>8s} {'stream' if res.get('streams') else '':6s} "
+              f"{res['status'][:110]}")
+    n_ok = sum(e["status"] == "converts" for e in entries)
+    print(f"{n_ok} of {len(entries)} convert")
+    if not args.check:
+        cm.save(entries)
+    return 1 if (args.check and changed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The periphery stages and the exactness proof: the kernel's segment equals the composition
+of the devices.periphery ``apply``s (tests/naive.py) bit for bit, noise-free and noisy (same
+random state -> same normals); the BLAS and in-kernel product routes agree; the plan proves
+or widens its accumulator; one crossbar mapping for inspect, plan and ledger."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nvmstream as nvm
+from naive import vmm as twin_vmm
+from nvmstream.runtime import kernels as K
+from nvmstream.runtime.plan import F32_EXACT, F64_EXACT, _tile_bound, exact_grid
+from onnx_util import FIXTURES
+
+
+def _engine(profile, overrides=(), name="lstm1_bf.ts.onnx"):
+    cal = np.random.default_rng(0).normal(0, 1, (16, 40, 12)).astype(np.float32)
+    prog = nvm.convert(FIXTURES / name, calibration=cal)
+    return nvm.Engine(prog, nvm.Device(profile, seed=0, overrides=list(overrides)))
+
+
+def _kernel(eng, seg, v, state, pre=None):
+    """The kernel's segment on one input vector (in-kernel products, or ``pre`` products)."""
+    plan = eng.plan
+    scr = K.scratch(plan.layers, plan.segs, plan.max_w)
+    rng = state.reshape(1, 1, 4)
+    out = np.zeros((1, seg.n_out))
+    V = np.zeros((K.BB, plan.max_w + 1))
+    V[0, :seg.n_in] = v
+    row = np.zeros(1, np.int64)
+    use = pre is not None
+    K.segment_at(plan.segs, seg.index, plan.w32, plan.w64, plan.pf, V, 1, rng, row, 0, out,
+              pre if use else np.empty((1, 1)), row, use, scr)
+    return out[0]
+
+
+NOISY = ["read.model=pcm_1f", "adc.noise_lsb=0.4", "vmm_noise.snr_db=15", "tile.rows=5"]
+
+
+@pytest.mark.parametrize("profile,overrides", [("int4", []), ("int4", ["tile.rows=5"]),
+                                               ("pcm", NOISY), ("rram", ["dac.bits=8"])])
+def test_kernel_segment_equals_composition_of_periphery_applies(profile, overrides):
+    eng = _engine(profile, overrides)
+    xs = np.random.default_rng(1).normal(0, 1.5, (40, 12))
+    for seg in eng.plan.segments:
+        for v in xs[:, :seg.n_in] if seg.n_in <= 12 else np.random.default_rng(2).normal(
+                0, 0.5, (40, seg.n_in)):
+            s1 = np.empty((1, 4), np.uint64)
+            K.seed_states(np.array([99], np.uint64), s1)
+            s2 = s1.copy()
+            got = _kernel(eng, seg, v, s1[0])
+            want = twin_vmm(seg, v, s2[0])
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(s1, s2)     # the same normals were consumed
+
+
+@pytest.mark.parametrize("profile,overrides", [("pcm", NOISY), ("int4", ["dac.bits=12",
+                                                                          "tile.rows=65536"])])
+def test_blas_route_equals_in_kernel_route(profile, overrides):
+    eng = _engine(profile, overrides)
+    seg = eng.plan.segments[0]
+    rec = eng.plan.segs[seg.index]
+    V = np.random.default_rng(3).normal(0, 1, (64, seg.n_in))
+    pre = np.zeros((64, K.layout.pre_width(rec) + int(rec["pre"])))
+    K.blas_products(rec, eng.plan.w32, eng.plan.w64, V, pre)
+    for r in range(64):
+        s1 = np.empty((1, 4), np.uint64)
+        K.seed_states(np.array([r], np.uint64), s1)
+        s2 = s1.copy()
+        a = _kernel(eng, seg, V[r], s1[0])
+        b = _kernel(eng, seg, V[r], s2[0], pre=pre[r:r + 1])
+        np.testing.assert_array_equal(a, b)
+
+
+def test_plan_proves_exactness_or_widens_the_accumulator():
+    # shipped 4-bit profiles: float32, on a fine grid
+    for seg in _engine("pcm").plan.segments:
+        assert seg.accumulator == "float32" and seg.frac_bits >= 10
+        k = np.rint(seg.w_eff * 2.0 ** seg.frac_bits)
+        np.testing.assert_array_equal(k * 2.0 ** -seg.frac_bits, seg.w_eff)
+        assert _tile_bound(k, seg.tile_rows, seg.dac.qmax) < F32_EXACT
+    # 12-bit DAC on 65,536-row tiles: integer codes would overflow float32's exact range for
+    # large tiles; the plan switches to float64 accumulation when its bound says so
+    rng = np.random.default_rng(0)
+    M = rng.integers(-7, 8, (8, 4096)).astype(np.float64)
+    wide, f, K_ = exact_grid(M, 65536, 2047, True, 10, "test")
+    assert _tile_bound(K_, 65536, 2047) >= F32_EXACT and wide and f == 0
+    wide, f, K_ = exact_grid(M[:, :64], 65536, 2047, True, 10, "test")
+    assert not wide                                  # 64 rows x 7 x 2047 < 2^24
+    # non-integer weights: the finest grid that fits, float64 when float32 would be too coarse
+    M = rng.normal(0, 3, (8, 4096))
+    wide, f, K_ = exact_grid(M, 4096, 2047, False, 10, "test")
+    assert wide and _tile_bound(K_, 4096, 2047) < F64_EXACT
+    np.testing.assert_allclose(K_ * 2.0 ** -f, M, atol=2.0 ** -f)
+    with pytest.raises(nvm.NvmConversionError, match="exceed float64"):
+        exact_grid(np.full((1, 4), 2.0 ** 60), 4, 7, True, 10, "huge")
+
+
+def test_one_crossbar_mapping_for_inspect_plan_and_ledger(tmp_path):
+    """GRU I=5 H=170 linear_before_reset=0: W [510 x 5] -> 2 tiles, R[z,r] [340 x 170] -> 2,
+    R[h] [170 x 170] on its own tiles (fed by r*h) -> 1: five 256x256 tiles everywhere."""
+    import onnx
+    from nvmstream.converters.inspect import describe
+    from test_handbuilt_graphs import build
+    onnx.save(build(kind="GRU", I=5, H=170, linear_before_reset=0), tmp_path / "g.onnx")
+    prog = nvm.convert(tmp_path / "g.onnx",
+                       calibration=np.random.default_rng(0).normal(size=(2, 3, 5)))
+    eng = nvm.Engine(prog, nvm.Device("int4"))
+    plan_tiles = sum(s.tiles for s in eng.plan.segments)
+    ledger_tiles = sum(len(g.tiles) for g in eng._ledger.geometry.values())
+    assert describe(prog.model)["tiles"] == plan_tiles == ledger_tiles == 5

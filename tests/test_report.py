@@ -1,0 +1,110 @@
+"""runtime/report.py: summaries with intervals, paired comparisons, printed commands, plots;
+and demos/results.py --quick end to end (every printed command run as printed)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nvmstream.runtime import report as R
+from nvmstream.runtime.stats import wilson_interval
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _row(correct, seed=0, **kw):
+    c = np.asarray(correct, bool)
+    return {"seed": seed, "n": c.size, "accuracy": float(c.mean()),
+            "correct_hex": np.packbits(c).tobytes().hex(), "energy_pJ_per_inference": 10.0,
+            **kw}
+
+
+def test_correct_matrix_roundtrip_and_summaries():
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 37)) < 0.7
+    rows = [_row(a[s], s, recipe="q", votes=1) for s in range(3)]
+    m = R.correct_matrix(rows)
+    assert np.array_equal(m, a.astype(float))
+    one = R.summarize(rows[:1], ["recipe"])[0]
+    w = wilson_interval(a[0].sum(), 37)
+    assert (one["ci_lo"], one["ci_hi"]) == pytest.approx((w.lo, w.hi))
+    three = R.summarize(rows, ["recipe"])[0]
+    assert three["seeds"] == 3 and "bootstrap" in three["ci_method"]
+    assert three["ci_lo"] < three["accuracy_mean"] < three["ci_hi"]
+
+
+def test_summaries_sort_numbers_numerically():
+    rows = [_row([1, 0], votes=v) for v in (15, 1, 5)]
+    assert [s["votes"] for s in R.summarize(rows, ["votes"])] == [1, 5, 15]
+    assert sorted(["b", 10, 2, float("inf")], key=R.sort_key) == [2, 10, float("inf"), "b"]
+
+
+def test_compare_uses_mcnemar_for_one_seed_and_bootstrap_for_several():
+    a = np.array([1] * 12 + [1] * 20)
+    b = np.array([0] * 12 + [1] * 20)
+    p = R.compare([_row(a)], [_row(b)])
+    assert p.method == "exact McNemar" and p.resolved and p.a_only == 12
+    p3 = R.compare([_row(a, s) for s in range(3)], [_row(b, s) for s in range(3)], n_boot=300)
+    assert p3.method == "paired bootstrap" and p3.diff == pytest.approx(12 / 32)
+    with pytest.raises(ValueError, match="per-item"):
+        R.compare([{"n": 2, "accuracy": 1.0}], [_row(b)])
+
+
+def test_pareto_front():
+    pts = [(1.0, 50.0), (2.0, 40.0), (3.0, 80.0), (3.0, 70.0), (5.0, 80.0), (6.0, 90.0)]
+    assert R.pareto_front(pts) == [0, 2, 5]
+
+
+def test_plots_are_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = []
+    rng = np.random.default_rng(1)
+    for recipe in ("qat4", "qat4_noise"):
+        for v in (1, 5):
+            for age in (3600.0, 86400.0, 31557600.0):
+                rows.append(_row(rng.random(30) < 0.8, recipe=recipe, votes=v,
+                                 **{"drift.age_s": age}))
+    summ = R.summarize(rows, ["recipe", "votes", "drift.age_s"])
+    assert R.plot_curves(summ, "drift.age_s", tmp_path / "a.png", age_ticks=True, chance=0.1,
+                         float_ref=0.9)
+    pts = [{**s, "bits": "4 b"} for s in R.summarize(rows, ["recipe", "votes"])]
+    assert R.plot_pareto(pts, tmp_path / "p.png", chance=0.1)
+    assert (tmp_path / "a.png").stat().st_size > 5000 and (tmp_path / "p.png").exists()
+
+
+def test_run_printed_rejects_what_it_cannot_run(tmp_path):
+    with pytest.raises(ValueError, match="not an nvmstream command"):
+        R.run_printed("python -c 1 --out x.csv", tmp_path)
+    with pytest.raises(ValueError, match="--out"):
+        R.run_printed("nvmstream profiles list", tmp_path)
+    with pytest.raises(RuntimeError, match="command failed"):
+        R.run_printed("nvmstream sweep nope.onnx --data nope.npz --out x.csv", tmp_path)
+
+
+def test_results_quick_end_to_end(tmp_path):
+    """The reduced page: every command it prints exists as run (its CSV was written by exactly
+    that command line), tables carry intervals, the plots exist."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "res"
+    r = subprocess.run([sys.executable, str(REPO / "demos" / "results.py"), "--quick",
+                        "--out-dir", str(out)], cwd=REPO, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    page = (tmp_path / "res.md").read_text()
+    commands = re.findall(r"^`(nvmstream [^`]+)`", page, flags=re.M)
+    assert len(commands) >= 6
+    for c in commands:
+        argv = shlex.split(c)
+        csv = Path(argv[argv.index("--out") + 1])
+        rows = R.read_rows(csv)
+        assert rows and all(row["correct_hex"] for row in rows), c
+    assert re.search(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", page)          # point [lo, hi]
+    assert "exact McNemar" in page
+    for png in ("bits_digits.png", "snr_digits.png", "age.png", "ber.png", "pareto_digits.png"):
+        assert (out / png).stat().st_size > 5000

@@ -1,0 +1,130 @@
+"""Training's view of the hardware (runtime/training/hardware.py, tasks.py): no torch needed.
+
+* the calibration rule training uses equals the emulator's (plan segments of a shipped model);
+* device-noise draws follow the profile's own formulas (programming-noise variance, drift at the
+  chosen age, read-noise variance), are reproducible per draw and differ between draws;
+* recipes resolve their profiles, SNRs and ages as documented.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nvmstream as nvm
+from nvmstream.devices import Device
+from nvmstream.runtime.stats import calibration_set
+from nvmstream.runtime.training.hardware import (HardwareSpec, ProgrammedWeightSampler,
+                                                 calibrate_matrix, parse_age_s)
+from nvmstream.runtime.training.tasks import load_data, make_recipe
+
+DEMOS = Path(__file__).resolve().parent.parent / "demos"
+
+
+@pytest.mark.parametrize("profile", ["int4", "snr0db"])
+def test_calibration_rule_equals_the_emulators(profile):
+    """DAC step, ADC steps per (tile, column) and VMM-noise sigma of the input matrix of a
+    shipped model: training's calibrate_matrix == the plan the Engine builds."""
+    data = load_data(DEMOS / "data" / "japanese_vowels.npz")
+    x_cal = calibration_set(data.train.x, data.train.y)
+    prog = nvm.convert(DEMOS / "models" / "japanese_vowels_qat4.onnx", x_cal)
+    eng = nvm.Engine(prog, nvm.Device(profile, seed=0))
+    seg = {s.key: s for s in eng.plan.segments}["layer0/d0/x"]
+    layer = prog.model.recurrent_layers[0]
+    spec = HardwareSpec.from_profile(profile, snr_db=None)
+    cal = calibrate_matrix(x_cal.reshape(-1, x_cal.shape[2]), seg.codes, layer.W[0],
+                           spec.dac_bits, spec.adc_bits, spec.tile_rows)
+    assert cal.dac_step == pytest.approx(seg.dac_step, rel=1e-12)
+    np.testing.assert_allclose(cal.adc_steps, seg.adc_steps, rtol=1e-12)
+    assert cal.vmm_sigma(spec.snr_db) == pytest.approx(seg.vmm_sigma, rel=1e-9)
+    assert (cal.vmm_sigma(spec.snr_db) > 0) == (profile == "snr0db")
+
+
+def test_calibration_tiles_split_rows():
+    rng = np.random.default_rng(0)
+    V = rng.standard_normal((50, 10))
+    Q = rng.integers(-7, 8, (3, 10))
+    cal = calibrate_matrix(V, Q, Q * 0.1, dac_bits=4, adc_bits=4, tile_rows=4)
+    assert cal.adc_steps.shape == (3, 3)              # ceil(10 / 4) row tiles
+    U = np.clip(np.rint(V / cal.dac_step), -7, 7)
+    assert np.allclose(cal.adc_steps[2], np.abs(U[:, 8:] @ Q[:, 8:].T).max(0) / 7)
+    assert cal.dac_step == pytest.approx(np.abs(V).max() / 7)
+
+
+def _codes(rng, shape=(64, 64)):
+    return rng.integers(-7, 8, shape).astype(np.int8)
+
+
+def test_programming_noise_draws_follow_the_profile_formula():
+    """delta = w_eff - codes ~ N(0, (sigma(G+)^2 + sigma(G-)^2) (qmax / (gmax - gmin))^2);
+    constant sigma 0.5 uS, gmin 5 uS (no clipping at 0), 3 draws x 4096 cells."""
+    sets = ("mapping.gmin_uS=5.0", "mapping.gmax_uS=25.0", "programming.model=constant",
+            "programming.sigma_uS=0.5")
+    spec = HardwareSpec.from_profile("int4", sets, device_noise=True)
+    sampler = ProgrammedWeightSampler(spec, seed=3)
+    codes = _codes(np.random.default_rng(1))
+    d = np.concatenate([sampler.draw({"W": codes}, k)["W"].delta.ravel() for k in range(3)])
+    want_var = 2 * 0.5 ** 2 * (7 / 20.0) ** 2
+    # sd of a sample variance ~ var sqrt(2/n) = 1.3%: 6% is > 4 sd
+    assert np.var(d) == pytest.approx(want_var, rel=0.06)
+    assert abs(np.mean(d)) < 4 * math.sqrt(want_var / d.size)
+
+
+def test_drift_draws_use_the_chosen_age():
+    """Constant drift nu = 0.05 (sd 0), no compensation: delta = codes ((t/t0)^-nu - 1) exactly
+    at the age given to the spec, whatever the profile's own age."""
+    sets = ("drift.model=constant", "drift.nu_mean=0.05", "drift.nu_sd=0.0",
+            "drift.compensation=false")
+    codes = _codes(np.random.default_rng(2), (8, 16))
+    for age in (3600.0, 86400.0 * 365.25):
+        spec = HardwareSpec.from_profile("int4", sets, device_noise=True, age_s=age)
+        d = ProgrammedWeightSampler(spec).draw({"W": codes}, 0)["W"].delta
+        f = (age / 20.0) ** -0.05
+        np.testing.assert_allclose(d, codes * (f - 1), rtol=1e-5, atol=1e-5)
+
+
+def test_draws_are_chips_of_the_profile_and_reproducible():
+    spec = HardwareSpec.from_profile("pcm-1d", device_noise=True, adc_noise=True)
+    s = ProgrammedWeightSampler(spec, seed=0)
+    codes = {"W": _codes(np.random.default_rng(3), (16, 12)), "R": _codes(
+        np.random.default_rng(4), (16, 4))}
+    a, b, c = s.draw(codes, 0), s.draw(codes, 0), s.draw(codes, 1)
+    assert np.array_equal(a["W"].delta, b["W"].delta)
+    assert not np.array_equal(a["W"].delta, c["W"].delta)
+    pm = Device("pcm-1d", seed=s.device_seed(1)).program(codes["R"], "R")
+    np.testing.assert_array_equal(c["R"].delta, (pm.w_eff.astype(np.float64) - codes["R"])
+                                  .astype(np.float32))
+    np.testing.assert_array_equal(c["R"].read_var, pm.read_var)
+    assert np.all(c["R"].read_var[codes["R"] != 0] > 0)   # pcm_1f read noise
+
+
+def test_parse_age():
+    assert parse_age_s("1d") == 86400.0
+    assert parse_age_s("1h") == 3600.0
+    assert parse_age_s("2y") == pytest.approx(2 * 365.25 * 86400)
+    assert parse_age_s("90") == 90.0
+    with pytest.raises(ValueError, match="unit"):
+        parse_age_s("1 fortnight")
+    with pytest.raises(ValueError):
+        parse_age_s(float("nan"))
+
+
+def test_recipes_resolve_profiles():
+    assert make_recipe("float").spec.quantized is False
+    q = make_recipe("qat4")
+    assert (q.spec.profile, q.spec.weight_bits, q.spec.noisy) == ("int4", 4, False)
+    assert make_recipe("qat4_noise").spec.snr_db == 10.0              # int4 has no VMM noise
+    assert make_recipe("qat4_noise", "snr0db").spec.snr_db == 0.0     # DNI at the inference SNR
+    assert make_recipe("qat4_noise", "snr0db", snr_db=5).spec.snr_db == 5.0
+    h = make_recipe("hwa", age_s=3600.0)
+    assert h.spec.profile == "pcm-1d" and h.spec.device_noise
+    assert h.spec.device_profile().drift.age_s == 3600.0
+    with pytest.raises(ValueError, match="recipe float"):
+        make_recipe("float", "int4")
+    with pytest.raises(ValueError, match="unknown recipe"):
+        make_recipe("qat8")
