@@ -88,5 +88,7 @@ def test_sweep_cli_writes_csv_and_png(data, tmp_path):
     assert "\r" not in r.stderr
     bad = subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "sweep",
                           str(FIXTURES / "gru_bf.ts.onnx"), "--data", str(data), "--grid",
-                          "adc.bitz=2"], capture_output=True, text=True, timeout=120)
+                          "adc.bitz=2"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
     assert bad.returncode != 0 and "adc.bitz" in bad.stderr
+    assert not (tmp_path / "sweep.csv").exists()     # a rejected grid writes nothing
