@@ -82,10 +82,12 @@ def _parse(v: str) -> Any:
 
 
 def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a sweep CSV with numbers parsed (``correct_hex`` stays a string)."""
+    """Rows of a sweep CSV with numbers parsed (``correct_hex`` stays a string); ``#`` lines
+    (the provenance line the CLI writes first) are skipped."""
     with open(path, newline="") as f:
-        return [{k: (v if k == "correct_hex" else _parse(v)) for k, v in r.items()}
-                for r in csv.DictReader(f)]
+        lines = [line for line in f if not line.startswith("#")]
+    return [{k: (v if k == "correct_hex" else _parse(v)) for k, v in r.items()}
+            for r in csv.DictReader(lines)]
 
 
 def correct_matrix(rows: Sequence[dict[str, Any]]) -> np.ndarray | None:

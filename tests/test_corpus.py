@@ -25,8 +25,9 @@ sys.path.insert(0, str(CORPUS))
 try:
     import check_corpus as cc  # noqa: E402
     import corpus_manifest as cm  # noqa: E402
-finally:
-    sys.path.remove(str(CORPUS))
+finally:   # check_corpus inserts the folder itself too: remove every copy
+    while str(CORPUS) in sys.path:
+        sys.path.remove(str(CORPUS))
 
 from nvmstream.converters.errors import NvmConversionError  # noqa: E402
 from nvmstream.converters.onnx_import import load_ir  # noqa: E402
