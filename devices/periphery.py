@@ -36,7 +36,7 @@ import numpy as np
 
 from .quant import qmax_for_bits
 
-__all__ = ["DAC", "ADC", "ADC_RANGES", "ReadNoise", "DriftCompensation", "VMMNoise"]
+__all__ = ["DAC", "ADC", "ADC_RANGES", "ADC_CALIBRATIONS", "ReadNoise", "DriftCompensation", "VMMNoise"]
 
 
 @dataclass(frozen=True)
@@ -111,13 +111,18 @@ class ReadNoise:
 #: ADC range granularity (``adc.range``): one range per (row tile, column tile), shared by
 #: every column of the tile as a shared ADC bank gives, or one per (row tile, column).
 ADC_RANGES = ("per_tile", "per_column")
+#: ADC range calibration strategies (``adc.calibration``): see :meth:`ADC.full_scale`.
+ADC_CALIBRATIONS = ("max", "percentile", "mse")
+#: Candidate ranges of the ``mse`` strategy: max |partial sum| x k / MSE_GRID, k = 1..MSE_GRID.
+MSE_GRID = 128
 
 
 @dataclass(frozen=True)
 class ADC:
     """Column ADC of each tile: ``clip(rint(p / step + noise_lsb N(0,1)), -qmax, qmax) * step``.
 
-    ``steps[row_tiles, n_out]``: ``max |partial sum| / qmax`` over the calibration inputs,
+    ``steps[row_tiles, n_out]``: ``full_scale(|partial sums|) / qmax`` over the calibration
+    inputs (``calibration = "max"``: max |partial sum|; also ``percentile``, ``mse``),
     computed with the *ideal* codes (the chip's designer calibrates before programming noise
     and drift exist), per (row tile, column tile) with ``range = "per_tile"`` (every column of
     a tile shares its tile's step: one range for a shared ADC bank) or per (row tile, column)
@@ -127,15 +132,46 @@ class ADC:
     noise_lsb: float = 0.0
     steps: np.ndarray | None = None
     range: str = "per_tile"
+    calibration: str = "max"
+    percentile: float = 99.9
 
     def __post_init__(self):
         if self.range not in ADC_RANGES:
             raise ValueError(f"adc.range {self.range!r}: allowed {', '.join(ADC_RANGES)}")
+        if self.calibration not in ADC_CALIBRATIONS:
+            raise ValueError(f"adc.calibration {self.calibration!r}: allowed "
+                             f"{', '.join(ADC_CALIBRATIONS)}")
 
     @classmethod
     def from_profile(cls, profile) -> "ADC":
-        return cls(int(profile.adc.bits), float(profile.adc.noise_lsb),
-                   range=str(profile.adc.range))
+        a = profile.adc
+        return cls(int(a.bits), float(a.noise_lsb), range=str(a.range),
+                   calibration=str(a.calibration), percentile=float(a.percentile))
+
+    def full_scale(self, a: np.ndarray) -> float:
+        """The calibrated range (qmax * step) of one ADC group from the magnitudes ``a`` of its
+        calibration partial sums: ``max``: max a; ``percentile``: the ``percentile``-th
+        percentile of a (numpy's linear interpolation); ``mse``: the range among
+        ``max(a) * k / MSE_GRID`` (k = 1..MSE_GRID) minimising the mean squared error
+        ``mean((a - clip(rint(a / step), 0, qmax) step)^2)``, step = range / qmax (the first
+        of equal minima, i.e. the smallest range)."""
+        a = np.asarray(a, np.float64).reshape(-1)
+        if not a.size:
+            return 0.0
+        top = float(a.max())
+        if self.calibration == "max" or top == 0.0:
+            return top
+        if self.calibration == "percentile":
+            return float(np.percentile(a, self.percentile))
+        q = float(self.qmax)
+        best, best_err = top, math.inf
+        for k in range(1, MSE_GRID + 1):
+            r = top * k / MSE_GRID
+            st = r / q
+            err = float(np.mean((a - np.minimum(np.rint(a / st), q) * st) ** 2))
+            if err < best_err:
+                best, best_err = r, err
+        return best
 
     @property
     def qmax(self) -> int:
@@ -158,10 +194,12 @@ class ADC:
         for blk in range(nblk):
             r0, r1 = blk * tile_rows, min(n_in, (blk + 1) * tile_rows)
             part = U[:, r0:r1] @ Q[:, r0:r1].T if U.size else np.zeros((1, n_out))
-            amax = np.max(np.abs(part), axis=0) if part.size else np.zeros(n_out)
-            if self.range == "per_tile":
-                for c0 in range(0, n_out, tc):
-                    amax[c0:c0 + tc] = amax[c0:c0 + tc].max(initial=0.0)
+            a = np.abs(part)
+            amax = np.zeros(n_out)
+            groups = (range(0, n_out, tc) if self.range == "per_tile" else range(n_out))
+            width = tc if self.range == "per_tile" else 1
+            for c0 in groups:
+                amax[c0:c0 + width] = self.full_scale(a[:, c0:c0 + width])
             steps[blk] = np.where(amax > 0, amax / self.qmax, 1.0)
         return replace(self, steps=steps)
 

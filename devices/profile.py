@@ -566,6 +566,21 @@ class AdcSection(_Section):
         source="aihwkit IOParameters.out_bound: one fixed bound per tile; per_column: "
         "column-wise ranges as a design choice (devices/README.md, DAC and ADC)",
     )
+    calibration: str = _f(
+        "max", str,
+        "How each ADC range is set from the magnitudes of its calibration partial sums: "
+        "'max' (the largest: nothing clips on the calibration set); 'percentile' (the "
+        "adc.percentile-th percentile: rare large sums clip, the rest get finer steps); 'mse' "
+        "(the range among max x k/128, k = 1..128, minimising the mean squared quantization "
+        "+ clipping error on the calibration set).",
+        choices=("max", "percentile", "mse"),
+        source="percentile / MSE-optimal clipping as in post-training quantization (e.g. "
+        "Banner et al., ACIQ, NeurIPS 2019; NVIDIA TensorRT entropy/percentile calibrators)",
+    )
+    percentile: float = _f(
+        99.9, float, "Percentile of |partial sum| that sets the range, calibration "
+        "'percentile'.", unit="percent", lo=0.0, hi=100.0, lo_open=True,
+    )
     track_drift: bool = _f(
         False, bool,
         "Whether the ADC ranges are recalibrated at the device age (a chip feature: the "

@@ -210,3 +210,32 @@ def test_adc_track_drift_resets_the_ranges_on_the_drifted_weights():
     np.testing.assert_array_equal(stk.adc_steps, sf.adc.calibrate(U, pm.w_eff, 256, 4).steps)
     np.testing.assert_array_equal(sf.adc_steps, sf.adc.calibrate(U, sf.codes, 256, 4).steps)
     assert np.mean(stk.adc_steps / sf.adc_steps) < 0.95
+
+
+def test_adc_calibration_strategies_against_their_formulas():
+    """adc.calibration: max = the largest |partial sum|; percentile = numpy's percentile;
+    mse = the argmin over ranges max*k/128 of the mean squared quantization + clipping error
+    (recomputed here); on heavy-tailed sums mse and percentile clip (ranges below max) and mse
+    has a smaller error than max. Through the plan: per tile, steps = full_scale / qmax."""
+    from nvmstream.devices.periphery import ADC
+    a = np.abs(np.random.default_rng(8).standard_t(2, 5000))    # heavy tails (seeded)
+    mx = ADC(4).full_scale(a)
+    assert mx == a.max()
+    assert ADC(4, calibration="percentile", percentile=99.0).full_scale(a) == np.percentile(a, 99)
+
+    def err(r):
+        st = r / 7
+        return np.mean((a - np.minimum(np.rint(a / st), 7) * st) ** 2)
+    errs = [err(a.max() * k / 128) for k in range(1, 129)]
+    r = ADC(4, calibration="mse").full_scale(a)
+    assert r == a.max() * (int(np.argmin(errs)) + 1) / 128
+    assert r < mx and err(r) == min(errs) < err(mx)
+    # the plan: int4 with mse ranges, one tile of 5 rows x all columns
+    eng = _engine("int4", ["adc.calibration=mse", "tile.rows=5"])
+    cal = np.random.default_rng(0).normal(0, 1, (16, 40, 12)).reshape(-1, 12)
+    seg = eng.plan.segments[0]
+    U = seg.dac.apply(cal)
+    Q = seg.codes.astype(np.float64)
+    part = np.abs(U[:, :5] @ Q[:, :5].T)
+    assert np.all(seg.adc_steps[0] == seg.adc.full_scale(part) / 7)
+    assert seg.adc_steps[0, 0] < part.max() / 7

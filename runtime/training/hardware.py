@@ -71,6 +71,8 @@ class HardwareSpec:
     tile_rows: int = 256
     tile_cols: int = 256
     adc_range: str = "per_tile"
+    adc_calibration: str = "max"
+    adc_percentile: float = 99.9
     snr_db: float = math.inf
     device_noise: bool = False
     adc_noise_lsb: float = 0.0
@@ -88,6 +90,7 @@ class HardwareSpec:
         snr = p.vmm_noise.snr_db if snr_db is None else float(snr_db)
         return cls(weight_bits=p.weights.bits, dac_bits=p.dac.bits, adc_bits=p.adc.bits,
                    tile_rows=p.tile.rows, tile_cols=p.tile.cols, adc_range=p.adc.range,
+                   adc_calibration=p.adc.calibration, adc_percentile=p.adc.percentile,
                    snr_db=float(snr), device_noise=bool(device_noise),
                    adc_noise_lsb=float(p.adc.noise_lsb) if adc_noise else 0.0,
                    age_s=None if age_s is None else float(age_s),
@@ -135,7 +138,8 @@ class MatrixCalibration:
 
 def calibrate_matrix(V: np.ndarray, codes: np.ndarray, W: np.ndarray, dac_bits: int,
                      adc_bits: int, tile_rows: int, tile_cols: int | None = None,
-                     adc_range: str = "per_tile") -> MatrixCalibration:
+                     adc_range: str = "per_tile", adc_calibration: str = "max",
+                     adc_percentile: float = 99.9) -> MatrixCalibration:
     """The emulator's calibration of one matrix (runtime/plan.py's rule).
 
     ``V[n, in]``: the matrix's input vectors over the calibration set (float model);
@@ -144,7 +148,8 @@ def calibrate_matrix(V: np.ndarray, codes: np.ndarray, W: np.ndarray, dac_bits: 
     :class:`~nvmstream.devices.periphery.ADC` calibration: max over V of |sum_{i in b} u_i
     codes_ji| / qmax_adc with u the DAC codes, per (row tile b, column tile) (``adc_range =
     "per_tile"``, ``tile_cols`` columns per tile, None = one column tile) or per (row tile b,
-    column j) (``"per_column"``); 1 when 0. P = mean((V W^T)^2).
+    column j) (``"per_column"``), the range set by ``adc_calibration`` (max, percentile, mse);
+    1 when 0. P = mean((V W^T)^2).
     """
     V = np.asarray(V, np.float64).reshape(-1, np.shape(W)[1])
     Q = np.asarray(codes, np.float64)
@@ -154,7 +159,9 @@ def calibrate_matrix(V: np.ndarray, codes: np.ndarray, W: np.ndarray, dac_bits: 
     steps = None
     if adc_bits:
         U = np.clip(np.rint(V / dstep), -qd, qd) if qd else V
-        steps = ADC(int(adc_bits), range=adc_range).calibrate(U, Q, tile_rows, tile_cols).steps
+        adc = ADC(int(adc_bits), range=adc_range, calibration=adc_calibration,
+                  percentile=adc_percentile)
+        steps = adc.calibrate(U, Q, tile_rows, tile_cols).steps
     power = float(np.mean((V @ np.asarray(W, np.float64).T) ** 2)) if V.size else 0.0
     return MatrixCalibration(dac_step=float(dstep), adc_steps=steps, power=power)
 
