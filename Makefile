@@ -10,9 +10,12 @@ JOBS   ?= 2
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "== one-time setup: .venv with nvmstream (editable) and its dependencies from"
+	@echo "   pyproject.toml: numpy numba onnx onnxruntime pyzmq msgpack soxr tqdm, plus the"
+	@echo "   test extra (pytest hypothesis pytest-xdist matplotlib distributed); ~2 min"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23.2"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --progress-bar off -e ".[test]"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -1,11 +1,34 @@
-"""ONNX -> typed IR -> (later) a quantized, calibrated program for the emulated accelerator."""
+"""ONNX -> typed IR -> a quantized, calibrated program for the emulated accelerator.
 
-from .errors import NvmConversionError, NvmInputError
-from .ir import Model
-from .onnx_import import load_ir, load_model, to_ir
+Names are imported lazily (PEP 562): ``nvmstream.converters.errors`` and ``.ir`` need no onnx;
+``load_ir``/``convert`` import onnx on first use.
+"""
 
-__all__ = ["NvmConversionError", "NvmInputError", "Model", "load_ir", "load_model", "to_ir"]
+from __future__ import annotations
 
-from .compile import CompiledModel, convert, load  # noqa: E402
+import importlib
+from typing import Any
 
-__all__ += ["CompiledModel", "convert", "load"]
+_LAZY = {
+    "NvmConversionError": "errors", "NvmInputError": "errors", "Model": "ir",
+    "load_ir": "onnx_import", "load_model": "onnx_import", "to_ir": "onnx_import",
+    "CompiledModel": "compile", "convert": "compile", "load": "compile",
+}
+
+__all__ = list(_LAZY)
+_SUBMODULES = ("compile", "conventions", "errors", "inspect", "ir", "onnx_import")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:                 # nvm.converters.ir works without an import
+        return importlib.import_module(f"{__name__}.{name}")
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'nvmstream.converters' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY, *_SUBMODULES])

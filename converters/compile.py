@@ -75,7 +75,24 @@ def _is_identity(l: ir.Dense) -> bool:
 # ------------------------------------------------------------------------------ compiled model
 @dataclass(frozen=True, eq=False)
 class CompiledModel:
-    """The int program: IR + quantized codes per crossbar matrix + calibration data."""
+    """The int program: IR + quantized codes per crossbar matrix + calibration data.
+
+    Fields: ``model`` (the IR), ``weight_bits`` (signed code bits, 2..8), ``codes`` (matrix
+    key -> int8 ``[out, in]``), ``scales`` (key -> float32 ``[out]``: weight = code x scale),
+    ``calibration`` (float32 ``[N, T, F]`` inputs that fix DAC/ADC ranges per profile),
+    ``calibration_source`` (where they came from), ``frontend`` (audio front-end parameters,
+    speech models), ``labels`` (class names), ``meta`` (free-form, e.g. provenance).
+    Make one with :func:`convert`, save with :meth:`save`, read with :func:`load`.
+    """
+
+    def __repr__(self) -> str:
+        n = sum(int(q.size) for q in self.codes.values())
+        src = (self.model.source or "model").split("/")[-1]
+        cal = tuple(self.calibration.shape)
+        return (f"CompiledModel({src}: {len(self.model.layers)} layers, {len(self.codes)} "
+                f"crossbar matrices, {n} weights at {self.weight_bits}-bit, calibration "
+                f"{cal[0]}x{cal[1]} ({self.calibration_source[:40]}), "
+                f"{len(self.labels)} labels{', audio front end' if self.frontend else ''})")
 
     model: ir.Model
     weight_bits: int

@@ -10,6 +10,7 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -48,14 +49,20 @@ def _models(workdir: Path) -> list[tuple[str, Path, int, int]]:
     return out
 
 
-def run(quick: bool = False, profiles: tuple[str, ...] | None = None) -> dict:
+def run(quick: bool = False, profiles: tuple[str, ...] | None = None,
+        progress: Callable[[str], None] | None = None) -> dict:
+    """Energy rows of every model x profile; ``progress(text)`` is called per model."""
     import nvmstream as nvm
 
     profiles = profiles or (("int4", "pcm") if quick else
                             ("int4", "pcm", "pcm-1y", "rram", "snr0db", "nand-eol"))
     rows = []
     with tempfile.TemporaryDirectory() as td:
-        for name, path, feats, steps in _models(Path(td)):
+        models = _models(Path(td))
+        for i, (name, path, feats, steps) in enumerate(models):
+            if progress is not None:
+                progress(f"energy: model {i + 1}/{len(models)} {name} x {len(profiles)} "
+                         f"profiles")
             ir = nvm.load_ir(path)
             feats = ir.input.features
             x = np.random.default_rng(0).normal(size=(2, steps, feats)).astype(np.float32)

@@ -1,20 +1,33 @@
-"""The ``nvmstream`` command line. The only place that prints and configures logging."""
+"""The ``nvmstream`` command line. The only place that prints and configures logging.
+
+Every subcommand follows the same rules (docs/architecture.md, "CLI"): data files follow one
+contract (runtime/data.py); outputs are checked before the work starts and written atomically
+to exactly the path given (runtime/outputs.py); every JSON and CSV carries provenance; every
+bad input is one line ``nvmstream: error: ...`` with a non-zero exit (3 bad input, 2 usage).
+Heavy modules (onnx, numba) are imported inside the commands that need them, so
+``nvmstream --help`` and the client commands start fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
-import tempfile
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from .outputs import OutputError, plan_output, provenance, write_json, write_text, write_with
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("nvmstream.cli")
 
-EXIT_OK, EXIT_USAGE, EXIT_INPUT = 0, 2, 3
+EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_INTERNAL = 0, 2, 3, 1
 
 
 class CliError(Exception):
@@ -26,14 +39,19 @@ class CliError(Exception):
 
 
 def atomic_save(path: str | os.PathLike, writer) -> None:
-    """Write a file via a temporary in the same folder and rename: never half-written."""
-    path = Path(path)
-    if not path.parent.exists():
-        raise CliError(f"{path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    """Write ``path`` via a temporary in the same folder and a rename (never half-written,
+    mode 0666 & ~umask). ``writer`` gets the temporary's *path*; prefer
+    :func:`nvmstream.runtime.outputs.write_with`, which hands over a file object (so writers
+    such as ``np.save`` cannot change the name). Kept for callers of the old helper."""
+    from .outputs import _open_temp
+    try:
+        path = plan_output(path, allow_stdout=False)
+    except OutputError as e:
+        raise CliError(str(e)) from None
+    tmp, fd = _open_temp(path)
     os.close(fd)
     try:
-        writer(tmp)
+        writer(str(tmp))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -41,47 +59,150 @@ def atomic_save(path: str | os.PathLike, writer) -> None:
         raise
 
 
-def load_array(path: str, what: str) -> np.ndarray:
-    try:
-        a = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such file ({what})") from None
-    except Exception as e:
-        raise CliError(f"{path}: not a readable .npy array ({what}): {e}") from None
-    if isinstance(a, np.lib.npyio.NpzFile):
-        keys = list(a.keys())
-        if len(keys) != 1 and "x" not in keys:
-            raise CliError(f"{path}: .npz with several arrays {keys}; name one 'x'")
-        a = a["x"] if "x" in keys else a[keys[0]]
-    return a
+def load_array(path: str, what: str, split: str = "test") -> np.ndarray:
+    """The ``x`` of a data file under the data contract (runtime/data.py)."""
+    from .data import load_data
+    return load_data(path, split, what=what).x
+
+
+def _sniff_model(path: str) -> str:
+    """"nvm" or "onnx" by content, or a one-line error naming what the file is."""
+    from .data import model_kind
+    return model_kind(path)
 
 
 def _load_model(path: str):
-    from nvmstream.converters import load_ir
+    from nvmstream.converters.onnx_import import load_ir
     return load_ir(path)
+
+
+def _announce_compile() -> float | None:
+    """Say once, on stderr, that numba compiles the kernels when its cache looks cold."""
+    root = Path(__file__).resolve().parent
+    cache_dir = os.environ.get("NUMBA_CACHE_DIR")
+    where = [Path(cache_dir)] if cache_dir else [root]
+    if any(any(w.rglob("*.nbi")) for w in where if w.exists()):
+        return None
+    print("nvmstream: compiling the numba kernels (first run only, about a minute; cached "
+          "for later runs) ...", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def compile_notice(warm, always: bool = True) -> None:
+    """Announce a cold numba cache around ``warm()`` (which builds and runs an engine); with
+    ``always=False`` ``warm`` only runs when the cache is cold."""
+    t0 = _announce_compile()
+    if t0 is None and not always:
+        return
+    warm()
+    if t0 is not None:
+        print(f"nvmstream: kernels compiled in {time.perf_counter() - t0:.0f} s",
+              file=sys.stderr, flush=True)
+
+
+def make_engine(prog, device, votes: int = 1):
+    """``Engine(prog, device, votes)`` with the one-time numba compile announced."""
+    import numpy as np
+
+    from nvmstream.converters.errors import NvmInputError
+    from nvmstream.runtime.engine import Engine
+    made = []
+
+    def build() -> None:
+        eng = Engine(prog, device, votes=votes)
+        try:                # one step compiles the kernels now, inside the announcement
+            eng.run(np.zeros((1, 1, prog.model.input.features), np.float32))
+        except NvmInputError:       # a model that needs other inputs: compiles on first use
+            pass
+        eng.reset_ledger()
+        made.append(eng)
+
+    compile_notice(build)
+    return made[0]
 
 
 # ------------------------------------------------------------------------------------ commands
 def cmd_inspect(args) -> int:
     from nvmstream.converters.inspect import describe, format_text
-    model = _load_model(args.model)
+    kind = _sniff_model(args.model)
+    prog = None
+    if kind == "nvm":
+        from nvmstream.converters.compile import load
+        prog = load(args.model)
+        model = prog.model
+    else:
+        model = _load_model(args.model)
     info = describe(model, tile=(args.tile_rows, args.tile_cols))
+    if prog is not None:
+        info["compiled"] = _describe_program(prog, args.model)
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json.dumps({"provenance": provenance(model=args.model), **info}, indent=2,
+                         default=str))
     else:
         print(format_text(info))
+        if prog is not None:
+            print(_format_program(info["compiled"]))
     return EXIT_OK
 
 
-def _load_program(args):
-    """A CompiledModel from .nvm, or converted from .onnx with --calibration."""
+def _describe_program(prog, path: str) -> dict:
+    """What a ``.nvm`` adds to the IR: bits, weight ranges, calibration, labels, front end."""
+    import numpy as np
+    from .outputs import sha256_file
+    cal = np.asarray(prog.calibration)
+    mats = []
+    for key, q in prog.codes.items():
+        s = np.asarray(prog.scales[key])
+        mats.append({"matrix": key, "shape": list(q.shape), "code_min": int(q.min()),
+                     "code_max": int(q.max()), "scale_min": float(s.min()),
+                     "scale_max": float(s.max()),
+                     "weight_abs_max": float(np.max(np.abs(q) * s[:, None]))})
+    return {"file": path, "sha256": sha256_file(path), "weight_bits": prog.weight_bits,
+            "matrices": mats,
+            "calibration": {"source": prog.calibration_source, "shape": list(cal.shape),
+                            "min": float(cal.min()), "max": float(cal.max()),
+                            "abs_max": float(np.abs(cal).max())},
+            "labels": list(prog.labels), "frontend": prog.frontend, "meta": dict(prog.meta)}
+
+
+def _format_program(c: dict) -> str:
+    lines = [f"\ncompiled   {c['file']}  sha256 {c['sha256'][:16]}...",
+             f"weights    {c['weight_bits']}-bit signed codes, per-output-channel scales"]
+    for m in c["matrices"]:
+        lines.append(f"  {m['matrix']:<16} {m['shape'][0]:>4} x {m['shape'][1]:<4} codes "
+                     f"{m['code_min']:+d}..{m['code_max']:+d}  scales {m['scale_min']:.3g}.."
+                     f"{m['scale_max']:.3g}  |W| <= {m['weight_abs_max']:.3g}")
+    cal = c["calibration"]
+    lines.append(f"calibration {cal['source']}: {cal['shape'][0]} sequences x {cal['shape'][1]} "
+                 f"steps, inputs {cal['min']:.3g}..{cal['max']:.3g} (DAC/ADC ranges are set "
+                 f"from these per profile)")
+    lines.append(f"labels     {', '.join(c['labels']) if c['labels'] else '(none)'}")
+    if c["frontend"]:
+        fe = c["frontend"]
+        lines.append("front end  " + ", ".join(f"{k}={v}" for k, v in fe.items()))
+    else:
+        lines.append("front end  (none: feature frames only)")
+    return "\n".join(lines)
+
+
+def _load_program(args, *, fallback=None):
+    """A CompiledModel from .nvm, or converted from .onnx (calibration: runtime/data.py rule);
+    returns (program, calibration description or None)."""
     import nvmstream as nvm
+
+    from .data import resolve_calibration
     path = args.model
-    if str(path).endswith(".nvm"):
-        return nvm.load(path)
-    cal = load_array(args.calibration, "calibration") if getattr(args, "calibration", None) \
-        else None
-    return nvm.convert(path, calibration=cal)
+    if _sniff_model(path) == "nvm":
+        if getattr(args, "calibration", None):
+            log.warning("--calibration ignored: %s is already calibrated", path)
+        return nvm.load(path), None
+    cal = resolve_calibration(path, getattr(args, "calibration", None), fallback=fallback)
+    prog = nvm.convert(path, calibration=cal.x, **_convert_kw(args))
+    return dataclasses.replace(prog, calibration_source=cal.source), cal
+
+
+def _convert_kw(args) -> dict:
+    return {"weight_bits": args.bits} if getattr(args, "bits", None) else {}
 
 
 def _device(args):
@@ -89,87 +210,177 @@ def _device(args):
     return nvm.Device(args.profile, seed=args.seed, age_s=args.age_s, overrides=args.set or None)
 
 
-def _load_feeds(path: str) -> dict[str, np.ndarray]:
-    """Every array of an .npz (the sequence plus states/lengths by model input name), or the
-    one array of an .npy."""
-    if not str(path).endswith(".npz"):
-        return {"x": load_array(path, "input")}
+_RUN_SUFFIXES = (".npy", ".npz", ".txt", ".csv")
+
+
+def _write_run_output(path: str, outs: dict, names: list[str], lengths) -> None:
+    """``.npy`` first output, ``.npz`` every output, ``.txt``/``.csv``/``-`` a table of the
+    first output: one row per (sequence, step) with the step's values."""
+    import numpy as np
+    first = names[0]
+    suffix = Path(path).suffix.lower() if path != "-" else ".txt"
+    if suffix == ".npz":
+        write_with(path, lambda f: np.savez(f, **outs))
+        return
+    if len(outs) > 1:
+        log.warning("model has %d outputs; %s holds %r (use .npz for all)", len(outs), path,
+                    first)
+    a = np.asarray(outs[first])
+    if suffix == ".npy":
+        write_with(path, lambda f: np.save(f, a))
+        return
+    sep = "," if suffix == ".csv" else " "
+    b = a if a.ndim == 3 else a[None] if a.ndim == 2 else a.reshape(1, 1, -1)
+    header = sep.join(["sequence", "step", *[f"{first}_{j}" for j in range(b.shape[2])]])
+    lines = [header]
+    for i in range(b.shape[0]):
+        t_end = b.shape[1] if lengths is None else int(lengths[i])
+        for t in range(t_end):
+            lines.append(sep.join([str(i), str(t), *[f"{v:.9g}" for v in b[i, t]]]))
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def _aux_feeds(path: str, model) -> dict:
+    """The model's other inputs (initial states, sequence_lens) found by name in an .npz input
+    (the data contract's x/y/lengths arrays are not model inputs and are left out)."""
+    import numpy as np
+    names = {a.name for a in model.aux_inputs}
+    if not names or not str(path).endswith(".npz"):
+        return {}
+    with np.load(path, allow_pickle=False) as z:
+        aux = {k: z[k] for k in z.files if k in names}
+        if aux:         # feeding model inputs: an array that is neither one nor data is a slip
+            contract = ("x", "y", "lengths", "labels", model.input.name)
+            unknown = sorted(k for k in z.files if k not in names and
+                             k.split("_")[0] not in contract and k not in contract)
+            if unknown:
+                from .data import DataError
+                raise DataError(f"{path}: arrays {unknown} are neither model inputs "
+                                f"({[model.input.name, *sorted(names)]}) nor data "
+                                f"(x, y, lengths)")
+    return aux
+
+
+def _run_input(args, model):
+    """(x, lengths, aux, squeeze, source): the data contract, plus the model's other inputs by
+    name in an .npz (an .npz holding only model inputs, e.g. ``X`` and ``h0``, also works)."""
+    import numpy as np
+
+    from .data import DataError, Data, load_data
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such file (input)") from None
-    except Exception as e:
-        raise CliError(f"{path}: not a readable .npz ({e})") from None
+        data = load_data(args.input, args.split, what="input")
+    except DataError as e:
+        if not str(args.input).endswith(".npz"):
+            raise
+        from nvmstream.converters.errors import NvmInputError
+        with np.load(args.input, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        try:
+            x, aux = model.split_feeds(arrays)       # arrays named as the model's inputs
+        except NvmInputError as e2:
+            raise DataError(f"{e}; nor model inputs: {e2}") from None
+        x = np.asarray(x, np.float32)
+        if x.ndim == 3 and model.input.axes[0] == "T":
+            x = np.swapaxes(x, 0, 1)
+        data = Data(x if x.ndim == 3 else x[None], None, None, None, str(args.input))
+    aux = _aux_feeds(args.input, model)
+    lengths = data.lengths
+    if args.lengths:
+        try:
+            lengths = np.asarray(np.load(args.lengths, allow_pickle=False)).reshape(-1)
+        except (OSError, ValueError) as e:
+            raise CliError(f"{args.lengths}: not a readable .npy of lengths: {e}") from None
+        x = data.x
+        if lengths.dtype.kind not in "iu" or lengths.shape != (x.shape[0],) or \
+                lengths.min() < 1 or lengths.max() > x.shape[1]:
+            raise CliError(f"{args.lengths}: expected {x.shape[0]} integer lengths in "
+                           f"1..{x.shape[1]}, got {lengths.dtype} {list(lengths.shape)}")
+        lengths = lengths.astype(np.int64)
+    if any(a.role == "sequence_lens" and a.name in aux for a in model.aux_inputs):
+        lengths = None                      # the model's own sequence_lens input rules
+    squeeze = str(args.input).endswith(".npy") and \
+        np.load(args.input, mmap_mode="r").ndim == 2
+    return data.x, lengths, aux, squeeze, data.source
 
 
 def cmd_run(args) -> int:
-    feeds = _load_feeds(args.input)
-
-    def sequence(model):
-        x, aux = model.split_feeds(feeds)
-        if x.ndim not in (2, 3):
-            raise CliError(f"{args.input}: input must be [batch, time, features] or "
-                           f"[time, features], got shape {x.shape}")
-        return x, aux
-
-    if args.profile is None and not str(args.model).endswith(".nvm") and args.votes == 1 \
-            and not args.set:
+    inputs = [args.model, args.input, args.calibration, args.lengths]
+    try:
+        plan_output(args.output, suffixes=_RUN_SUFFIXES, inputs=inputs, what="output")
+        if args.json:
+            plan_output(args.json, suffixes=(".json",), inputs=inputs, what="--json")
+    except OutputError as e:
+        raise CliError(str(e)) from None
+    kind = _sniff_model(args.model)
+    prov_extra = {}
+    eng = None
+    if args.profile is None and kind == "onnx" and args.votes == 1 and not args.set:
         model = _load_model(args.model)
-        x, aux = sequence(model)
-        outs = model.run_steps(x, **aux)
-        names = [o.name for o in model.outputs]
     else:
-        import nvmstream as nvm
         if args.profile is None:
             args.profile = "ideal"
-        prog = _load_program(args)
-        eng = nvm.Engine(prog, _device(args), votes=args.votes)
-        x, aux = sequence(prog.model)
-        outs = eng.run_all(x, seed=args.stream_seed, **aux)
-        names = [o.name for o in prog.model.outputs]
-        if args.report or args.json:
-            _report(eng, args)
-    squeeze = x.ndim == 2
+        prog, cal = _load_program(args)
+        if cal is not None:
+            print(cal.describe(), file=sys.stderr)
+            prov_extra["calibration"] = cal.as_dict()
+        model = prog.model
+    x, lengths, aux, squeeze, source = _run_input(args, model)
+    print(f"input: {x.shape[0]} sequence(s) x {x.shape[1]} steps x {x.shape[2]} features from "
+          f"{source}" + ("" if lengths is None else
+                         f", true lengths {int(lengths.min())}..{int(lengths.max())}")
+          + (f", model inputs {sorted(aux)}" if aux else ""), file=sys.stderr)
+    if eng is None and args.profile is None:
+        outs = model.run_steps(x, **aux)
+    else:
+        eng = make_engine(prog, _device(args), votes=args.votes)
+        outs = eng.run_all(x, seed=args.stream_seed, lens=lengths, **aux)
+    names = [o.name for o in model.outputs]
     if squeeze:
         outs = {k: v[0] for k, v in outs.items()}
-    out = Path(args.output)
-    if out.suffix == ".npz":
-        atomic_save(out, lambda p: np.savez(p, **outs))
-    else:
-        first = names[0]
-        if len(outs) > 1:
-            log.warning("model has %d outputs; %s holds %r (use .npz for all)",
-                        len(outs), out, first)
-        atomic_save(out, lambda p: np.save(p, outs[first]))
-    for name, v in outs.items():
-        print(f"{name}: shape {list(v.shape)} dtype {v.dtype}")
+    _write_run_output(args.output, outs, names, lengths)
+    if args.output != "-":
+        for name, v in outs.items():
+            print(f"{name}: shape {list(v.shape)} dtype {v.dtype}")
+        print(f"wrote {args.output}")
+    if eng is not None and (args.report or args.json):
+        prov = provenance(model=args.model, profile=eng.device.profile,
+                          overrides=args.set or None, data=args.input,
+                          seeds={"device": args.seed, "stream": args.stream_seed},
+                          votes=args.votes, **prov_extra)
+        _report(eng, args, prov)
+    elif args.json:
+        raise CliError("--json needs the emulated engine: pass --profile (e.g. --profile int4)",
+                       EXIT_USAGE)
     return EXIT_OK
 
 
-def _report(eng, args) -> None:
-    rep = getattr(eng, "report", None)
-    if rep is None:
-        raise CliError("this build has no energy report")
-    r = rep()
+def _report(eng, args, prov: dict) -> None:
+    r = eng.report()
     if args.report:
-        print(r.format_text())
+        print(r.format_text(), file=sys.stderr if args.output == "-" else sys.stdout)
     if args.json:
-        atomic_save(args.json, lambda p: Path(p).write_text(json.dumps(r.to_dict(), indent=2)))
+        write_json(args.json, {"provenance": prov, **r.to_dict()})
+        if args.json != "-":
+            print(f"wrote {args.json}")
 
 
 def cmd_convert(args) -> int:
-    import nvmstream as nvm
-    cal = load_array(args.calibration, "calibration") if args.calibration else None
-    prog = nvm.convert(args.model, calibration=cal, weight_bits=args.bits)
+    try:
+        plan_output(args.output, suffixes=(".nvm",), inputs=[args.model, args.calibration],
+                    what="compiled model", allow_stdout=False)
+    except OutputError as e:
+        raise CliError(str(e)) from None
+    if _sniff_model(args.model) != "onnx":
+        raise CliError(f"{args.model}: is already a compiled model; convert takes an .onnx")
+    prog, cal = _load_program(args)
+    prog = dataclasses.replace(prog, meta={**dict(prog.meta), "provenance": provenance(
+        model=args.model, calibration=cal.as_dict())})
     out = Path(args.output)
-    if not out.parent.exists():
-        raise CliError(f"{out}: folder {out.parent} does not exist")
     prog.save(out)
     n = sum(q.size for q in prog.codes.values())
+    print(cal.describe())
     print(f"wrote {out}: {len(prog.codes)} crossbar matrices, {n} weights at {prog.weight_bits} "
-          f"bits, calibration {list(prog.calibration.shape)} ({prog.calibration_source}), "
-          f"{out.stat().st_size} bytes")
+          f"bits, {out.stat().st_size} bytes")
     return EXIT_OK
 
 
@@ -181,25 +392,56 @@ def cmd_sweep(args) -> int:
             grid.add(*S.parse_axis(a))
         except ValueError as e:
             raise CliError(str(e), EXIT_USAGE) from None
-    seeds = [int(v) for v in args.seeds.split(",")]
-    votes = [int(v) for v in args.votes.split(",")]
-    for p in (args.model, args.data):
-        if not Path(p).exists():
-            raise CliError(f"{p}: no such file")
+    try:
+        seeds = [int(v) for v in args.seeds.split(",")]
+        votes = [int(v) for v in args.votes.split(",")]
+    except ValueError:
+        raise CliError(f"--seeds {args.seeds!r} / --votes {args.votes!r}: expected comma "
+                       f"separated integers", EXIT_USAGE) from None
+    inputs = [args.model, args.data, args.calibration]
+    try:
+        plan_output(args.out, suffixes=(".csv",), inputs=inputs, what="--out",
+                    allow_stdout=False)
+        if args.plot:
+            plan_output(args.plot, suffixes=(".png", ".pdf", ".svg"), inputs=inputs,
+                        what="--plot", allow_stdout=False)
+    except OutputError as e:
+        raise CliError(str(e)) from None
+    _sniff_model(args.model)
+    from .data import load_data
+    data = load_data(args.data, "test", what="sweep data", need_labels=True)
     # validate every grid point's profile before starting workers
     from nvmstream.devices import load_profile
     for pt in grid.points():
         load_profile(args.profile, dict(pt) or None)
+    if os.path.exists(args.out) and not (args.resume or args.overwrite):
+        raise CliError(f"{args.out}: exists; pass --resume to continue that sweep or "
+                       f"--overwrite to start again")
     jobs = S.make_jobs(args.model, args.data, args.profile, grid, seeds, votes, args.limit,
                        args.calibration)
-    rows = S.run_sweep(jobs, workers=args.workers, dask_address=args.dask,
-                       progress=not args.quiet)
-    S.write_csv(rows, args.out)
+    n_eval = data.n if args.limit is None else min(args.limit, data.n)
+    prov = provenance(model=args.model, profile=args.profile, data=args.data,
+                      seeds={"device": seeds, "stream": "1000 x device seed + sequence index"},
+                      grid=[list(f) + [v] for f, v in grid.axes], votes=votes,
+                      sequences=n_eval, calibration=S.calibration_text(jobs[0]))
+    print(f"sweep: {len(jobs)} runs on {n_eval} sequences of {data.source}; "
+          f"{S.calibration_text(jobs[0])}", file=sys.stderr)
+    writer = S.CsvRows(args.out, S.columns(grid), prov, resume=args.resume)
+    todo = [j for j in jobs if not writer.has(j)]
+    if len(todo) < len(jobs):
+        print(f"sweep: resuming, {len(jobs) - len(todo)} of {len(jobs)} runs already in "
+              f"{args.out}", file=sys.stderr)
+    if todo:        # compile once here rather than silently in every worker
+        compile_notice(lambda: S.run_job(dataclasses.replace(todo[0], limit=1)), always=False)
+    S.run_sweep(todo, workers=args.workers, dask_address=args.dask,
+                progress=not args.quiet, on_row=writer.append)
+    rows = writer.rows()
     keys = [f for fields, _ in grid.axes for f in fields[:1]] + ["votes"]
     for r in S.summarize(rows, keys):
         print("  ".join(f"{k}={r[k]}" for k in keys) +
               f"  accuracy {100 * r['accuracy_mean']:6.2f}% +- {100 * r['accuracy_std']:.2f}"
-              f"  ({r['seeds']} seeds)  {r['energy_pJ_per_inference']:.4g} pJ/inference")
+              f"  ({r['seeds']} seeds, n={r['n']})  {r['energy_pJ_per_inference']:.4g} "
+              f"pJ/inference")
     print(f"wrote {args.out} ({len(rows)} rows)")
     if args.plot:
         x = keys[0] if grid.axes else "votes"
@@ -211,102 +453,253 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench_energy, bench_server
-    from .bench import format_engine, run_bench
-    res = run_bench(args.out, quick=args.quick, energy=args.energy, server=not args.no_server)
-    print(format_engine(res["engine"]))
-    if "server" in res:
-        print(bench_server.format_results(res["server"]))
-    if "energy" in res:
-        print(bench_energy.format_table(res["energy"]["rows"]))
-    print(f"\nwrote {Path(args.out) / 'bench.json'}")
+    import platform
+    import tempfile
+
+    from . import bench_energy
+    from .bench import bench_engine, format_engine
+    out = Path(args.out)
+    try:
+        plan_output(out / "bench.json", make_dirs=True, allow_stdout=False, what="--out")
+    except OutputError as e:
+        raise CliError(str(e)) from None
+    stages = 1 + (not args.no_server) + bool(args.energy)
+    k = 0
+
+    def stage(text: str) -> None:
+        print(f"bench [{k}/{stages}] {text}", file=sys.stderr, flush=True)
+
+    results: dict = {"machine": {"python": platform.python_version(),
+                                 "cpu_count": os.cpu_count(), "platform": platform.platform()}}
+    k += 1
+    stage("engine vs onnxruntime (streamed step, whole sequence, 256 streams) ...")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as td:
+        results["engine"] = bench_engine(Path(td), quick=args.quick)
+    print(format_engine(results["engine"]))
+    if not args.no_server:
+        from . import bench_server
+        k += 1
+        stage("ZeroMQ server round trips and throughput ...")
+        results["server"] = bench_server.run_bench(out, quick=args.quick)
+        print(bench_server.format_results(results["server"]))
+    if args.energy:
+        k += 1
+        stage("analog vs digital energy per model and profile ...")
+        results["energy"] = bench_energy.run(quick=args.quick, progress=stage)
+        print(bench_energy.format_table(results["energy"]["rows"]))
+    write_json(out / "bench.json", {"provenance": provenance(
+        elapsed_s=round(time.perf_counter() - t0, 1)), **results})
+    print(f"\nwrote {out / 'bench.json'}")
     return EXIT_OK
+
+
+def _same_as(profiles: dict) -> dict[str, str]:
+    """name -> the earlier profile it equals field for field (apart from its name/texts)."""
+    seen: dict[str, str] = {}
+    out = {}
+    for name, p in profiles.items():
+        d = p.to_dict()
+        for k in ("name", "description", "source", "base"):
+            d.pop(k, None)
+        key = json.dumps(d, sort_keys=True)
+        if key in seen:
+            out[name] = seen[key]
+        else:
+            seen[key] = name
+    return out
 
 
 def cmd_profiles(args) -> int:
     from nvmstream.devices import list_profiles, load_profile
-    if args.action == "list" or args.action is None:
-        for name in list_profiles():
-            p = load_profile(name)
-            print(f"{name:<10} {p.description}")
+    action = args.action or "list"
+    if action not in ("list", "show"):          # `nvmstream profiles NAME` means show NAME
+        args.name, action = action, "show"
+    if action == "list":
+        profiles = {name: load_profile(name) for name in list_profiles()}
+        same = _same_as(profiles)
+        for name, p in profiles.items():
+            note = ""
+            if name in same:
+                note = f"  (identical to {same[name]}: an alias"
+                note += (f" naming its age, one of {same[name]}-1h/-1d/-1y)"
+                         if name.startswith(same[name] + "-") else ")")
+            print(f"{name:<10} {p.description}{note}")
+        print("\nshow one: nvmstream profiles show NAME [--format toml|json] [-o FILE]")
         return EXIT_OK
     if not args.name:
         raise CliError("profiles show needs a profile name or .toml path", EXIT_USAGE)
     p = load_profile(args.name, args.set or None)
-    print(p.describe())
+    if args.format == "text":
+        text = p.describe() + "\n"
+    elif args.format == "toml":
+        head = (f"# nvmstream {provenance()['nvmstream_version']}: profile {p.name}, every "
+                f"field resolved" + (f" with overrides {args.set}" if args.set else "") +
+                ".\n# Edit and load with --profile THIS.toml (or base = \"...\" plus changes)."
+                "\n")
+        text = head + p.to_toml()
+    else:
+        text = json.dumps(p.to_dict(), indent=2) + "\n"
+    if args.output and args.output != "-":
+        try:
+            plan_output(args.output, suffixes=None, what="profile")
+        except OutputError as e:
+            raise CliError(str(e)) from None
+        write_text(args.output, text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
     return EXIT_OK
 
 
 # --------------------------------------------------------------------------------------- parser
 def _device_args(s, default_profile: str | None = "ideal") -> None:
     s.add_argument("--profile", "-p", default=default_profile,
-                   help="device profile: a shipped name (nvmstream profiles) or a .toml path")
+                   help="device profile: a shipped name (nvmstream profiles list) or a .toml "
+                        f"path (default: {default_profile or 'none: the float ONNX model'})")
     s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="override a profile field, e.g. --set adc.bits=6 (repeatable)")
-    s.add_argument("--seed", type=int, default=0, help="device seed (programming, faults)")
-    s.add_argument("--age-s", type=float, default=None, help="device age in seconds (drift)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="device seed: programming noise, faults, drift draws (default 0)")
+    s.add_argument("--age-s", type=float, default=None,
+                   help="device age in seconds for drift (default: the profile's drift.age_s)")
+
+
+_DATA_HELP = (".npy [N, T, F] (or [T, F]), or .npz with x_SPLIT/y_SPLIT/lengths_SPLIT "
+              "(the layout of demos/data/*.npz) or x/y/lengths")
+_CAL_HELP = ("calibration inputs for an .onnx MODEL: " + _DATA_HELP.replace("SPLIT", "train") +
+             "; or 'random' for N(0, 1). Default: the shipped dataset the model's metadata "
+             "names (task=...), else an error. At most 64 sequences are used (seeded random "
+             "subsample, seed 0)")
+
+_EPILOG = """examples:
+  nvmstream profiles list
+  nvmstream inspect demos/models/keywords_qat4.onnx
+  nvmstream convert demos/models/keywords_qat4.onnx -o kw.nvm
+  nvmstream run kw.nvm -i demos/data/keywords.npz -o y.npy --profile pcm-1d --report
+  nvmstream sweep kw.nvm --data demos/data/keywords.npz --grid adc.bits=2,4,8 --seeds 0,1
+  nvmstream serve kw.nvm --profile int4          # then, in another shell:
+  nvmstream stream -c tcp://127.0.0.1:5555 -d demos/data/keywords_wav/*.wav
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions/epilogs as written and shows every option's default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        h = action.help or ""
+        d = action.default
+        if (action.option_strings and "(default" not in h and "default:" not in h
+                and d is not None
+                and d is not False and d != [] and d is not argparse.SUPPRESS):
+            h += " (default: %(default)s)"
+        return h
+
+
+class _Parser(argparse.ArgumentParser):
+    """Subcommand parsers: the same formatter (defaults shown) wherever they are defined."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*a, **kw)
+
+    def add_argument(self, *a, **kw):
+        if a and str(a[0]).startswith("-") and kw.get("help") is None \
+                and kw.get("default") not in (None, False):
+            kw["help"] = "(default: %(default)s)"      # undocumented options show a default
+        return super().add_argument(*a, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nvmstream", description=(
-        "Streaming inference of LSTM/GRU models on emulated analog NVM accelerators."))
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv debug)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    from nvmstream import __version__
+    p = argparse.ArgumentParser(prog="nvmstream", formatter_class=_Formatter, epilog=_EPILOG,
+                                description=("Streaming inference of LSTM/GRU models on "
+                                             "emulated analog NVM accelerators."))
+    p.add_argument("--version", action="version", version=f"nvmstream {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more logging (-v info, -vv debug and tracebacks)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    s = sub.add_parser("inspect", help="show the IR of an ONNX model: layers, MACs, tiles, "
-                                       "streamability")
-    s.add_argument("model", help="MODEL.onnx")
+    s = sub.add_parser("inspect", help="show a model: layers, MACs, tiles, streamability; for "
+                                       "a .nvm also bits, ranges, calibration, labels, front end")
+    s.add_argument("model", help="MODEL.onnx or MODEL.nvm")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    s.add_argument("--tile-rows", type=int, default=256, help="crossbar tile rows (inputs)")
-    s.add_argument("--tile-cols", type=int, default=256, help="crossbar tile columns (outputs)")
+    s.add_argument("--tile-rows", type=int, default=256,
+                   help="crossbar tile rows (inputs) (default 256)")
+    s.add_argument("--tile-cols", type=int, default=256,
+                   help="crossbar tile columns (outputs) (default 256)")
     s.set_defaults(func=cmd_inspect)
 
-    s = sub.add_parser("run", help="run a model on an input array; outputs per time step")
+    s = sub.add_parser("run", help="run a model on an input file; outputs per time step",
+                       epilog="example: nvmstream run kw.nvm -i demos/data/keywords.npz "
+                              "-o y.npy -p int4 --json report.json")
     s.add_argument("model", help="MODEL.onnx or MODEL.nvm")
-    s.add_argument("--input", "-i", required=True,
-                   help="X.npy: [batch, time, features] or [time, features]")
+    s.add_argument("--input", "-i", required=True, help="input: " + _DATA_HELP)
+    s.add_argument("--split", default="test",
+                   help=".npz input: which split x_SPLIT to run (default test)")
+    s.add_argument("--lengths", metavar="L.npy",
+                   help="true length per sequence (default: the .npz's lengths_SPLIT, else "
+                        "every step)")
     s.add_argument("--output", "-o", required=True,
-                   help="Y.npy (first output) or Y.npz (every output), per time step")
+                   help="Y.npy (first output), Y.npz (every output) or Y.txt/Y.csv/- (a "
+                        "table of the first output: sequence, step, values), per time step")
     _device_args(s, default_profile=None)
-    s.add_argument("--votes", type=int, default=1, help="noisy replicas voting per stream")
+    s.add_argument("--votes", type=int, default=1,
+                   help="noisy replicas voting per stream (default 1)")
     s.add_argument("--stream-seed", type=int, default=0,
-                   help="row b of the input uses stream seed STREAM_SEED + b (per-read noise)")
-    s.add_argument("--calibration", help="X_cal.npy for converting an .onnx model")
+                   help="row b of the input uses stream seed STREAM_SEED + b (per-read noise; "
+                        "default 0)")
+    s.add_argument("--calibration", help=_CAL_HELP)
+    s.add_argument("--bits", type=int, default=None,
+                   help="weight code bits when converting an .onnx (default 4)")
     s.add_argument("--report", action="store_true", help="print the energy/latency report")
-    s.add_argument("--json", help="write the energy/latency report as JSON to this file")
+    s.add_argument("--json", metavar="OUT.json",
+                   help="write the energy/latency report with provenance as JSON (- for stdout)")
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("convert", help="quantize + calibrate an ONNX model into MODEL.nvm")
+    s = sub.add_parser("convert", help="quantize + calibrate an ONNX model into MODEL.nvm",
+                       epilog="example: nvmstream convert demos/models/keywords_qat4.onnx "
+                              "-o kw.nvm")
     s.add_argument("model", help="MODEL.onnx")
-    s.add_argument("--output", "-o", required=True, help="MODEL.nvm")
-    s.add_argument("--calibration", help="X_cal.npy [N, T, features] (real data; default: "
-                                         "N(0,1) inputs with a warning)")
-    s.add_argument("--bits", type=int, default=4, help="weight code bits stored (2..8)")
+    s.add_argument("--output", "-o", required=True, help="MODEL.nvm (never the input)")
+    s.add_argument("--calibration", help=_CAL_HELP)
+    s.add_argument("--bits", type=int, default=4, help="weight code bits stored (2..8; default 4)")
     s.set_defaults(func=cmd_convert)
 
-    s = sub.add_parser("sweep", help="accuracy over a grid of profile overrides x seeds x votes")
+    s = sub.add_parser("sweep", help="accuracy over a grid of profile overrides x seeds x votes",
+                       epilog="example: nvmstream sweep kw.nvm --data demos/data/keywords.npz "
+                              "--grid adc.bits=2,4,8 --seeds 0,1 --plot adc.png")
     s.add_argument("model", help="MODEL.onnx or MODEL.nvm")
-    s.add_argument("--data", required=True, help="DATA.npz with x_test, y_test[, lengths_test]")
-    s.add_argument("--profile", "-p", default="int4", help="base device profile")
+    s.add_argument("--data", required=True,
+                   help="labelled DATA.npz: x_test, y_test[, lengths_test] (or x, y, lengths)")
+    s.add_argument("--profile", "-p", default="int4", help="base device profile (default int4)")
     s.add_argument("--grid", action="append", metavar="FIELD[+FIELD]=V1,V2,...",
                    help="a grid axis, e.g. adc.bits=2,4,8 or weights.bits+dac.bits=2,4 "
                         "(repeatable; axes multiply)")
-    s.add_argument("--seeds", default="0", help="device seeds, comma separated")
-    s.add_argument("--votes", default="1", help="vote counts, comma separated")
-    s.add_argument("--limit", type=int, help="use the first N test sequences")
-    s.add_argument("--calibration", help="calibration .npy/.npz (default: the data's x_train)")
-    s.add_argument("--workers", type=int, default=None, help="local processes (default: cores)")
+    s.add_argument("--seeds", default="0", help="device seeds, comma separated (default 0)")
+    s.add_argument("--votes", default="1", help="vote counts, comma separated (default 1)")
+    s.add_argument("--limit", type=int, help="use the first N test sequences (default all)")
+    s.add_argument("--calibration", help=_CAL_HELP.replace(
+        "the shipped dataset the model's metadata names (task=...), else an error",
+        "the --data file's x_train (else its test inputs)"))
+    s.add_argument("--workers", type=int, default=None,
+                   help="local processes (default: one per core)")
     s.add_argument("--dask", metavar="ADDRESS", help="run on a Dask cluster (scheduler address)")
-    s.add_argument("--out", default="sweep.csv", help="CSV output")
-    s.add_argument("--plot", help="PNG plot of accuracy against the first axis")
+    s.add_argument("--out", default="sweep.csv",
+                   help="CSV output, one row per run, written as runs finish (default sweep.csv)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the sweep in --out: skip the runs it already holds")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    s.add_argument("--plot", help="PNG/PDF/SVG plot of accuracy against the first axis")
     s.add_argument("--logx", action="store_true", help="log scale for the plot's x axis")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("bench", help="benchmarks: engine vs onnxruntime, server round trips, "
                                      "energy; prints tables and writes JSON")
-    s.add_argument("--out", default="bench-results", help="folder for bench.json")
+    s.add_argument("--out", default="bench-results",
+                   help="folder for bench.json (created; default bench-results)")
     s.add_argument("--quick", action="store_true", help="fewer repetitions")
     s.add_argument("--energy", action="store_true", help="analog vs digital energy table")
     s.add_argument("--no-server", action="store_true", help="skip the ZeroMQ benchmark")
@@ -324,11 +717,19 @@ def build_parser() -> argparse.ArgumentParser:
     from .energy_cli import add_energy_parser
     add_energy_parser(sub)
 
-    s = sub.add_parser("profiles", help="list device profiles or show one with every field")
-    s.add_argument("action", nargs="?", choices=["list", "show"], default="list")
+    s = sub.add_parser("profiles", help="list device profiles, or show/export one",
+                       epilog="examples: nvmstream profiles list; nvmstream profiles show pcm; "
+                              "nvmstream profiles show pcm --set adc.bits=6 --format toml "
+                              "-o my.toml; nvmstream run M.nvm -p my.toml ...")
+    s.add_argument("action", nargs="?", default="list", metavar="list|show|NAME",
+                   help="list (default), show NAME, or just NAME")
     s.add_argument("name", nargs="?", help="profile name or .toml path (for show)")
     s.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="override a field (repeatable)")
+    s.add_argument("--format", choices=["text", "toml", "json"], default="text",
+                   help="text: every field with unit, meaning and source (default); toml/json: "
+                        "a complete profile you can edit and load with --profile FILE")
+    s.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
     s.set_defaults(func=cmd_profiles)
     return p
 
@@ -338,25 +739,56 @@ def run_parsed(args) -> int:
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
     from nvmstream.converters.errors import NvmConversionError, NvmInputError
+    from nvmstream.devices.profile import ProfileError
+
+    from .data import DataError
     try:
         return args.func(args)
     except CliError as e:
-        print(f"nvmstream: error: {e}", file=sys.stderr)
+        _error(str(e))
         return e.code
-    except (NvmConversionError, NvmInputError, ValueError) as e:
-        print(f"nvmstream: error: {e}", file=sys.stderr)
+    except (NvmConversionError, NvmInputError, DataError, OutputError, ProfileError,
+            ValueError) as e:
+        _error(str(e))
+        return EXIT_INPUT
+    except FileNotFoundError as e:
+        _error(f"{e.filename}: no such file")
+        return EXIT_INPUT
+    except OSError as e:
+        if isinstance(e, BrokenPipeError):
+            raise
+        _error(f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}")
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("nvmstream: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:          # a bug: one line, the traceback with -vv
+        if args.verbose >= 2:
+            raise
+        _error(f"internal error {type(e).__name__}: {e} (run with -vv for the traceback and "
+               f"please report it)")
+        return EXIT_INTERNAL
+
+
+def _error(msg: str) -> None:
+    text = "; ".join(line.strip() for line in msg.splitlines() if line.strip())
+    print(f"nvmstream: error: {text or 'unknown error'}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_parsed(build_parser().parse_args(argv))
+    try:
+        code = run_parsed(build_parser().parse_args(argv))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # the reader went away (`nvmstream profiles | head -1`): stop quietly, like `cat`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
-    # run the package's module, not this __main__ copy, so that CliError raised by the
-    # subcommand modules (which import nvmstream.runtime.cli) is the class caught here
+    # `python -m nvmstream.runtime.cli`: run the imported module's main, so that CliError
+    # raised by modules that import it (server_cli) is the class run_parsed catches
     from nvmstream.runtime.cli import main as _main
     sys.exit(_main())

@@ -207,9 +207,12 @@ class Client:
             return
         sid = h.get("id")
         st = self._streams.get(sid) if sid is not None else None
-        if r.op == P.SHUTDOWN:
+        if r.op == P.SHUTDOWN:                   # the listed streams (all, without a list)
             self.notices.append(r)
-            for st in list(self._streams.values()):
+            ids = h.get("ids")
+            targets = ([self._streams[i] for i in ids if type(i) is int and i in self._streams]
+                       if type(ids) is list else list(self._streams.values()))
+            for st in targets:
                 st._inbox.append(r)
                 self._arrivals.append(st)
             return

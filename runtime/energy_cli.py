@@ -16,11 +16,11 @@ the library modules log.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np          # imported where used: `nvmstream --help` needs no numpy
 
 EXIT_OK = 0
 
@@ -46,7 +46,8 @@ def add_energy_parser(subparsers) -> argparse.ArgumentParser:
         "energy", help="energy, latency and area per inference vs digital baselines, with "
                        "sensitivity ranges (docs/energy.md)")
     s.add_argument("model", help="MODEL.onnx or MODEL.nvm")
-    s.add_argument("--data", help=".npz with x_test (and lengths_test, x_train)")
+    s.add_argument("--data", help="data file (the data contract: .npy, or .npz with x_test, "
+                                  "lengths_test, x_train; see nvmstream run --help)")
     s.add_argument("--limit", type=int, default=64, help="sequences of the data to run "
                                                          "(default 64)")
     s.add_argument("--steps", type=int, default=50,
@@ -68,22 +69,19 @@ def add_energy_parser(subparsers) -> argparse.ArgumentParser:
 
 def _inputs(args, feats: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """(x, lengths or None, calibration)."""
+    import numpy as np
     if args.data:
-        p = Path(args.data)
-        if not p.exists():
-            raise _cli_error(f"{p}: no such file (data)")
-        try:
-            d = np.load(p, allow_pickle=False)
-        except Exception as e:
-            raise _cli_error(f"{p}: not a readable .npz: {e}") from None
-        if "x_test" not in getattr(d, "files", ()):
-            raise _cli_error(f"{p}: needs an array x_test")
-        x = d["x_test"][:args.limit].astype(np.float32)
-        lens = d["lengths_test"][:args.limit].astype(np.int64) if "lengths_test" in d.files \
-            else None
+        # the data contract of every subcommand (runtime/data.py); calibration: the file's
+        # train split, a seeded class-balanced subsample of 64
+        from .data import load_data
+        d = load_data(args.data, "test", what="energy data").head(args.limit)
+        x, lens = d.x, d.lengths
         from .stats import calibration_set      # seeded, class-balanced (data are class-sorted)
-        cal = (calibration_set(d["x_train"], d["y_train"] if "y_train" in d.files else None)
-               if "x_train" in d.files else x[:64].astype(np.float32))
+        try:
+            tr = load_data(args.data, "train", what="calibration")
+            cal = calibration_set(tr.x, tr.y)
+        except ValueError:
+            cal = calibration_set(d.x, d.y)
     else:
         if args.steps < 1:
             raise _cli_error(f"--steps must be >= 1, got {args.steps}", 2)
@@ -100,8 +98,9 @@ def measure(model: str, profile: str, overrides: list[str], *, data: str | None 
     """Run the model once (1 vote) and return (engine, counts, geometry, inferences,
     stream_steps). Library-style helper for the CLI, tests and scripts."""
     import nvmstream as nvm
+    from .data import model_kind
     args = argparse.Namespace(data=data, limit=limit, steps=steps)
-    if str(model).endswith(".nvm"):
+    if model_kind(model) == "nvm":
         prog = nvm.load(model)
         feats = prog.model.input.features
         x, lens, _ = _inputs(args, feats)
@@ -125,6 +124,16 @@ def cmd_energy(args) -> int:
     batch = _ints(args.batch, "batch")
     if args.plot and not args.sensitivity:
         raise _cli_error("--plot needs --sensitivity", 2)
+    from .outputs import OutputError, plan_output
+    try:            # before the work: a bad output path never wastes a run
+        if args.json:
+            plan_output(args.json, suffixes=(".json",), inputs=[args.model, args.data],
+                        what="--json")
+        if args.plot:
+            plan_output(args.plot, suffixes=(".png",), inputs=[args.model, args.data],
+                        what="--plot", allow_stdout=False)
+    except OutputError as e:
+        raise _cli_error(str(e)) from None
     eng, counts, geom, n, ss = measure(args.model, args.profile, args.set, data=args.data,
                                        limit=args.limit, steps=args.steps)
     prof = eng.device.profile
@@ -167,10 +176,12 @@ def cmd_energy(args) -> int:
             tornado(sens, args.plot, title=f"{Path(args.model).name} on {prof.name}")
             print(f"wrote {args.plot}")
     if args.json:
-        from .cli import atomic_save
-        atomic_save(args.json, lambda p: Path(p).write_text(json.dumps(out, indent=2,
-                                                                        default=float)))
-        print(f"wrote {args.json}")
+        from .outputs import provenance, write_json
+        write_json(args.json, {"provenance": provenance(
+            model=args.model, profile=prof, overrides=list(args.set) or None, data=args.data,
+            seeds={"device": 0}), **out})
+        if args.json != "-":
+            print(f"wrote {args.json}")
     return EXIT_OK
 
 

@@ -65,7 +65,35 @@ def _stream_seeds(device_seed: int, stream_seed: int, replicas: int, slots: int)
 
 
 class Engine:
-    """Executes a :class:`CompiledModel` on a :class:`Device` (see module docstring)."""
+    """Executes a :class:`CompiledModel` on a :class:`Device` (see module docstring).
+
+    Parameters
+    ----------
+    prog:
+        A :class:`CompiledModel`, a ``.nvm`` path, or an ``.onnx`` path (converted with
+        ``calibration``).
+    device:
+        A :class:`Device`, a profile name/``.toml`` path (device seed 0), or None for
+        ``"ideal"`` (the float reference).
+    votes:
+        K noisy replicas per stream; outputs are their mean, ``predict`` their majority
+        (default 1).
+    calibration:
+        ``[N, T, F]`` inputs, only used when ``prog`` is an ``.onnx`` path.
+
+    Whole sequences: :meth:`run`, :meth:`run_all`, :meth:`predict` (``lens`` = true lengths);
+    frame by frame: :meth:`stream`, :meth:`step_many`. Energy and latency of everything run
+    since the last :meth:`reset_ledger`: :meth:`report` (call ``reset_ledger()`` between a
+    batch run and a streaming session to report them apart; ``nvm.InferenceSession`` reports
+    each call on its own).
+    """
+
+    def __repr__(self) -> str:
+        m = self.model
+        return (f"Engine({m.source and m.source.split('/')[-1] or 'model'}: "
+                f"{len(m.layers)} layers, {m.input.features} features in, "
+                f"profile {self.device.profile.name!r}, device seed {self.device.seed}, "
+                f"votes {self.votes})")
 
     def __init__(self, prog: CompiledModel | str | Path, device: Device | str | None = None,
                  *, votes: int = 1, calibration: np.ndarray | None = None) -> None:
@@ -309,6 +337,7 @@ class Engine:
                 lens: np.ndarray | None = None) -> np.ndarray:
         """Majority class per step over the votes: int64 ``[B, T]`` (first output).
 
+        ``seed``: row b uses stream seed ``seed + b`` (default 0).
         ``lens``: true sequence lengths ``[B]`` (1..T); steps past a sequence's length are
         neither run nor charged (their outputs are zero, as ONNX's ``sequence_lens``; read a
         sequence's class at step ``lens - 1``)."""
@@ -364,12 +393,17 @@ class Engine:
                            self.device.profile.weights.bits, votes=self.votes)
 
     def reset_ledger(self) -> None:
+        """Forget the counts so far: the next :meth:`report` covers only what runs after."""
         self._pending_steps = self._pending_new = 0
         self._ledger.reset()
 
     # ------------------------------------------------------------------------------ streams
     def stream(self, seed: int | None = None, **aux: np.ndarray) -> "Stream":
-        """A new stateful stream (one frame at a time). Needs a causal model."""
+        """A new stateful stream (one frame at a time). Needs a causal model.
+
+        ``seed``: its stream seed (default: 0, 1, 2, ... in order of creation); ``aux``:
+        initial states by ONNX input name. ``Stream.step(x_t [F])`` returns the first output
+        for that frame; ``Stream.close()`` frees its slot."""
         reason = self.model.why_not_streamable()
         if reason:
             raise NvmInputError(f"model cannot stream: {reason}")
@@ -388,6 +422,8 @@ class Engine:
 
     def step_many_all(self, streams: Sequence["Stream"], frames: np.ndarray
                       ) -> dict[str, np.ndarray]:
+        """One step of many streams: ``frames[N, F]`` -> every output, name -> ``[N, F_out]``
+        (averaged over votes). Equal to each stream's ``step_all`` in turn."""
         n = len(streams)
         frames = np.asarray(frames)
         f = self.model.input.features
@@ -446,6 +482,10 @@ def majority(reps: np.ndarray) -> np.ndarray:
 class Stream:
     """One stream's state on an engine: ``step(x_t[F]) -> y_t[F_out]``."""
 
+    def __repr__(self) -> str:
+        return (f"Stream(seed {getattr(self, 'seed', '?')}, profile "
+                f"{self.engine.device.profile.name!r})")
+
     def __init__(self, engine: Engine, seed: int, aux: Mapping[str, np.ndarray]):
         self.engine = engine
         self.seed = seed
@@ -500,6 +540,7 @@ class Stream:
         self.energy_pJ += self.last_energy_pJ
 
     def step_all(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
+        """Feed one frame ``[F]``; returns every output for this step, name -> ``[F_out]``."""
         return {k: v[0] for k, v in self.engine.step_many_all([self], np.asarray(x_t)[None]).items()}
 
     @property

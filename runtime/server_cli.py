@@ -15,7 +15,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 
 log = logging.getLogger("nvmstream.cli")
 
@@ -40,7 +39,10 @@ _ENGINE_OPTS = [
     (("--device-seed",), dict(type=int, default=0, help="seed of programmed devices"),
      "device_seed", False),
     (("--votes",), dict(type=int, default=1, help="default votes per stream"), "votes", False),
-    (("--calibration",), dict(help="X.npy/.npz calibration inputs (for an .onnx MODEL)"),
+    (("--calibration",), dict(help="calibration inputs for an .onnx MODEL: X.npy or DATA.npz "
+                                   "(its x_train), or 'random' for N(0, 1); default: the "
+                                   "dataset the model's metadata names, else an error "
+                                   "(nvmstream convert --help)"),
      "calibration", False),
     (("--frontend",), dict(metavar="JSON", help="audio front-end parameters (a .json file or "
                                                 "inline JSON of FrontendParams fields); "
@@ -130,15 +132,14 @@ def _load_prog(args):
     import nvmstream as nvm
     from .frontend import FrontendParams
 
+    from .data import model_kind, resolve_calibration
+
     path = args.model
-    if not os.path.exists(path):
-        raise _cli_error(f"{path}: no such file (model)")
-    if path.endswith(".onnx"):
-        cal = None
-        if args.calibration:
-            from .cli import load_array
-            cal = load_array(args.calibration, "calibration")
-        prog = nvm.convert(path, calibration=cal)
+    if model_kind(path) == "onnx":       # by content: an .npy renamed .nvm is refused
+        cal = resolve_calibration(path, args.calibration)
+        prog = nvm.convert(path, calibration=cal.x)
+        prog = dataclasses.replace(prog, calibration_source=cal.source)
+        print(f"nvmstream: {cal.describe()}", file=sys.stderr, flush=True)
     else:
         prog = nvm.load(path)
     if args.frontend:
@@ -182,10 +183,15 @@ def cmd_serve(args) -> int:
         raise _cli_error("--workers must be >= 0", EXIT_USAGE)
     if args.workers or args.broker:
         return _serve_broker(args)
+    from .cli import compile_notice
     prog = _load_prog(args)
     cfg = _server_config(args, args.bind)
+    srv = None
     try:
-        srv = Server(prog, cfg)
+        def build():
+            nonlocal srv
+            srv = Server(prog, cfg)
+        compile_notice(build)           # a cold numba cache is announced, not silent
         endpoint = srv.bind()
     except (ProfileError, ValueError, OSError) as e:
         raise _cli_error(str(e)) from None
@@ -216,8 +222,9 @@ def _serve_broker(args) -> int:
     from .server import install_signal_handlers
     from .serving.broker import Broker
 
-    if not os.path.exists(args.model):
-        raise _cli_error(f"{args.model}: no such file (model)")
+    from .data import model_kind, resolve_calibration
+    if model_kind(args.model) == "onnx":     # fail here, not in every worker
+        resolve_calibration(args.model, args.calibration)
     cfg = _server_config(args, args.bind)
     try:
         cfg.check()
@@ -285,13 +292,15 @@ def add_stream_parser(subparsers) -> argparse.ArgumentParser:
     s = subparsers.add_parser(
         "stream", help="stream a dataset (.npz) or recordings (.wav) to a server",
         description="Stream every sequence of a .npz (x[N, T, F], or x_test/y_test/"
-                    "lengths_test) or every .wav (int16 mono 16 kHz) as its own stream; "
+                    "lengths_test) or every .wav (resampled to the model's rate) as its own stream; "
                     "print predictions, accuracy when labels exist, round-trip percentiles "
                     "and energy per inference.")
     s.add_argument("--connect", "-c", required=True, help="server endpoint, e.g. "
                                                           "tcp://127.0.0.1:5555")
     s.add_argument("--data", "-d", required=True, nargs="+", metavar="FILE",
-                   help="FILE.npz or one or more FILE.wav")
+                   help="FILE.npz/.npy (the data contract: x_SPLIT, y_SPLIT, lengths_SPLIT) "
+                        "or one or more FILE.wav (any rate and channels: mixed to mono and "
+                        "resampled to the model's front-end rate)")
     s.add_argument("--split", default="test", help=".npz: use x_SPLIT/y_SPLIT (default test)")
     s.add_argument("--limit", type=int, help="stream only the first N sequences")
     s.add_argument("--profile", "-p", help="device profile for these streams (server default "
@@ -319,30 +328,10 @@ def add_stream_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _load_npz(path: str, split: str):
-    try:
-        z = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise _cli_error(f"{path}: no such file") from None
-    except Exception as e:
-        raise _cli_error(f"{path}: not a readable .npz: {e}") from None
-    keys = set(z.files)
-    for xk, yk, lk in ((f"x_{split}", f"y_{split}", f"lengths_{split}"), ("x", "y", "lengths")):
-        if xk in keys:
-            break
-    else:
-        arrays = [k for k in z.files if z[k].ndim in (2, 3)]
-        if len(arrays) != 1:
-            raise _cli_error(f"{path}: no x_{split} or x array (has {sorted(keys)})")
-        xk, yk, lk = arrays[0], "", ""
-    x = np.asarray(z[xk], np.float32)
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3:
-        raise _cli_error(f"{path}: {xk} must be [N, T, F], got shape {x.shape}")
-    y = np.asarray(z[yk]).astype(np.int64) if yk in keys else None
-    lengths = np.asarray(z[lk]).astype(np.int64) if lk in keys else None
-    names = [str(v) for v in z["labels"]] if "labels" in keys else None
-    return x, y, lengths, names
+    """x, y, lengths, label names of a data file under the data contract (runtime/data.py)."""
+    from .data import load_data
+    d = load_data(path, split, what="stream data")
+    return d.x, d.y, d.lengths, (list(d.labels) if d.labels else None)
 
 
 def _wav_labels(paths: list[str]) -> list[str | None]:
@@ -363,13 +352,22 @@ def _wav_labels(paths: list[str]) -> list[str | None]:
 
 def cmd_stream(args) -> int:
     from .client import ServerError, stream_sequences
-    from .frontend import WavFormatError, read_wav
+    from .frontend import WavFormatError, load_audio
 
     files = args.data
     kind = "features"
     labels = None
     label_words = None
-    if len(files) == 1 and files[0].endswith(".npz"):
+    if args.json:
+        from .outputs import OutputError, plan_output
+        try:
+            plan_output(args.json, suffixes=(".json",), inputs=files, what="--json")
+        except OutputError as e:
+            raise _cli_error(str(e)) from None
+    if "://" not in args.connect:
+        raise _cli_error(f"--connect {args.connect!r}: an endpoint needs a transport, e.g. "
+                         f"tcp://{args.connect}", EXIT_USAGE)
+    if len(files) == 1 and files[0].endswith((".npz", ".npy")):
         x, y, lengths, label_names = _load_npz(files[0], args.split)
         n = x.shape[0] if args.limit is None else min(args.limit, x.shape[0])
         k = max(1, args.frames_per_message)
@@ -384,27 +382,19 @@ def cmd_stream(args) -> int:
     else:
         bad = [f for f in files if not f.endswith(".wav")]
         if bad:
-            raise _cli_error(f"--data: expected one .npz or .wav files, got {bad[0]}",
+            raise _cli_error(f"--data: expected one .npz/.npy or .wav files, got {bad[0]}",
                              EXIT_USAGE)
         kind = "audio"
         chunks, names = [], []
         if args.limit is not None:
             files = files[:args.limit]
         for f in files:
-            try:
-                pcm, sr = read_wav(f)
-            except FileNotFoundError:
-                raise _cli_error(f"{f}: no such file") from None
-            except WavFormatError as e:
-                raise _cli_error(str(e)) from None
-            c = max(1, args.chunk)
-            chunks.append([pcm[j:j + c] for j in range(0, len(pcm), c)])
+            if not os.path.exists(f):
+                raise _cli_error(f"{f}: no such file")
             names.append(Path(f).name)
         label_words = _wav_labels(files)
         label_names = None
         rate = args.rate
-        if args.realtime:
-            rate = sr / max(1, args.chunk)
     client_kw = {}
     if args.curve_server_key or args.curve_cert:
         client_kw = {"curve_server_key": args.curve_server_key, "curve_cert": args.curve_cert}
@@ -418,6 +408,21 @@ def cmd_stream(args) -> int:
                              f"takes {minfo['features']}")
         if kind == "audio" and "audio" not in minfo.get("kinds", ()):
             raise _cli_error("the server's model takes no audio (no front-end parameters)")
+        if kind == "audio":
+            sr = int((minfo.get("frontend") or {}).get("sample_rate_hz", 16000))
+            c = max(1, args.chunk)
+            for f in files:
+                try:
+                    pcm, ainfo = load_audio(f, sr)
+                except WavFormatError as e:
+                    raise _cli_error(str(e)) from None
+                if ainfo["resampled"] or ainfo["downmixed"]:
+                    print(f"{Path(f).name}: {ainfo['channels']} channel(s) {ainfo['bits']}-bit "
+                          f"at {ainfo['sample_rate_hz']} Hz -> mono at {sr} Hz (the model's "
+                          f"front-end rate)", file=sys.stderr)
+                chunks.append([pcm[j:j + c] for j in range(0, len(pcm), c)])
+            if args.realtime:
+                rate = sr / c
         if label_words is not None:
             if any(w is not None and w in srv_labels for w in label_words):
                 labels = [srv_labels.index(w) if w in srv_labels else -1 for w in label_words]
@@ -469,12 +474,16 @@ def cmd_stream(args) -> int:
     if lat is not None:
         print(f"emulated device latency per frame {lat / 1e3:.3f} us")
     if args.json:
-        from .cli import atomic_save
-        out = {k: v for k, v in res.items() if k != "results"}
+        from .outputs import provenance, write_json
+        out = {"provenance": provenance(
+            data=files[0] if len(files) == 1 else None, files=files, endpoint=args.connect,
+            model_server=minfo, profile_requested=args.profile, overrides=args.overrides,
+            seeds={"stream": args.seed}, votes=args.votes)}
+        out.update({k: v for k, v in res.items() if k != "results"})
         out["streams_detail"] = [{"name": nm, "prediction": r.prediction, "frames": r.frames,
                                   "e_pJ": r.e_pJ, "errors": r.errors}
                                  for r, nm in zip(res["results"], names)]
-        atomic_save(args.json, lambda p: Path(p).write_text(json.dumps(out, indent=2)))
+        write_json(args.json, out)
     return EXIT_OK if res["errors"] == 0 else EXIT_INPUT
 
 

@@ -4,15 +4,21 @@ seeds x votes on a labelled dataset; in parallel over local processes, or on a D
 Dataset: an ``.npz`` with ``x_test [N, T, F]``, ``y_test [N]`` and optionally
 ``lengths_test [N]`` (the class is read from the first model output at each sequence's last
 valid step, as a streaming classifier would report it). Grid axes are ``section.field`` with a
-list of values; ``--tie a,b`` sweeps several fields together (e.g. weights/DAC/ADC bits).
-Output: one CSV row per (grid point, seed, votes), a PNG plot (matplotlib, if installed) and a
-progress bar on stderr.
+list of values; ``f1+f2=v1,v2`` sweeps several fields together (e.g. weights/DAC/ADC bits).
+Output: one CSV row per (grid point, seed, votes), appended and flushed as each run finishes
+(:class:`CsvRows`; ``--resume`` skips the runs a file already holds), a provenance comment line
+at the top (read with ``pandas.read_csv(path, comment="#")``), a plot (matplotlib, if
+installed) and progress on stderr (a tqdm bar on a terminal, plain lines when redirected:
+tqdm is small, pure Python and widely used, and stays silent where it would write carriage
+returns into a log).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import itertools
+import json
 import logging
 import math
 import os
@@ -21,7 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -62,21 +68,26 @@ class Grid:
         return out
 
 
+def _value(raw: str) -> Any:
+    """A grid value as TOML reads it (2 -> int, 1e-3 -> float, true -> bool), else the text."""
+    import tomllib
+    raw = raw.strip()
+    if raw in ("True", "False"):        # how a CSV row holds a Python bool
+        return raw == "True"
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
 def parse_axis(text: str) -> tuple[tuple[str, ...], list[Any]]:
     """``adc.bits=2,3,4`` or ``weights.bits+dac.bits+adc.bits=2,4,8`` (tied fields)."""
-    import tomllib
     if "=" not in text:
         raise ValueError(f"grid axis {text!r}: expected FIELD=V1,V2,... (FIELD may be "
                          f"F1+F2 to tie fields)")
     lhs, rhs = text.split("=", 1)
     fields = tuple(f.strip() for f in lhs.split("+") if f.strip())
-    vals = []
-    for raw in rhs.split(","):
-        raw = raw.strip()
-        try:
-            vals.append(tomllib.loads(f"v = {raw}")["v"])
-        except tomllib.TOMLDecodeError:
-            vals.append(raw)
+    vals = [_value(raw) for raw in rhs.split(",")]
     if not fields or not vals:
         raise ValueError(f"grid axis {text!r}: no fields or no values")
     return fields, vals
@@ -85,36 +96,46 @@ def parse_axis(text: str) -> tuple[tuple[str, ...], list[Any]]:
 _CACHE: dict[str, Any] = {}
 
 
+def calibration_text(job: Job) -> str:
+    """How a job's model is calibrated (for the provenance and the start line)."""
+    if job.model.endswith(".nvm"):
+        return f"calibration: the one stored in {job.model}"
+    if job.calibration == "random":
+        return "calibration: random N(0, 1) inputs (--calibration random)"
+    if job.calibration:
+        return (f"calibration: at most 64 sequences of {job.calibration}, a seeded random "
+                f"subsample (seed 0) as nvmstream.convert takes it")
+    return (f"calibration: 64 sequences of {job.data} (x_train, else x_test), a seeded "
+            f"class-balanced subsample (runtime/stats.calibration_set)")
+
+
 def _load(job: Job):
     import nvmstream as nvm
-    key = f"{job.model}|{job.calibration}|{job.data}"
+    from .data import load_data, resolve_calibration
+    key = f"{job.model}|{job.calibration}|{job.data}|{job.limit}"
     if key not in _CACHE:
-        d = np.load(job.data, allow_pickle=False)
-        if "x_test" not in d.files or "y_test" not in d.files:
-            raise ValueError(f"{job.data}: needs arrays x_test and y_test")
-        x = d["x_test"].astype(np.float32)
-        y = d["y_test"].astype(np.int64)
-        lens = d["lengths_test"].astype(np.int64) if "lengths_test" in d.files else None
-        if job.limit:
-            x, y = x[:job.limit], y[:job.limit]
-            lens = lens[:job.limit] if lens is not None else None
-        if job.model.endswith(".nvm"):
+        d = load_data(job.data, "test", what="sweep data", need_labels=True).head(job.limit)
+        with open(job.model, "rb") as f:
+            is_nvm = f.read(2) == b"PK"
+        if is_nvm:
             prog = nvm.load(job.model)
         else:
-            if job.calibration:
-                cal = np.load(job.calibration, allow_pickle=False)
-                cal = cal["x_train"] if isinstance(cal, np.lib.npyio.NpzFile) else cal
-            else:
-                # a seeded random, class-balanced subsample (the shipped data are class-sorted:
-                # the first rows would hold a few classes only)
+            # never the class-sorted x_train[:64]: the whole train split goes to convert, which
+            # keeps a seeded random subsample of 64 (the rule the shipped models were trained
+            # with, demos/train.py)
+            fallback = None
+            if not job.calibration:
+                try:
+                    fallback = load_data(job.data, "train", what="calibration")
+                except ValueError:
+                    fallback = d
+            if job.calibration or fallback is None:
+                cal_x = resolve_calibration(job.model, job.calibration).x
+            else:       # seeded and class-balanced (runtime/stats.calibration_set)
                 from nvmstream.runtime.stats import calibration_set
-                if "x_train" in d.files:
-                    cal = calibration_set(d["x_train"], d["y_train"] if "y_train" in d.files
-                                          else None)
-                else:
-                    cal = calibration_set(x, y)
-            prog = nvm.convert(job.model, calibration=np.asarray(cal, np.float32))
-        _CACHE[key] = (prog, x, y, lens)
+                cal_x = calibration_set(fallback.x, fallback.y)
+            prog = nvm.convert(job.model, calibration=cal_x)
+        _CACHE[key] = (prog, d.x, d.y, d.lengths)
     return _CACHE[key]
 
 
@@ -138,48 +159,80 @@ def run_job(job: Job) -> dict[str, Any]:
     return row
 
 
-def _progress(done: int, total: int, t0: float, stream=sys.stderr) -> None:
-    width = 30
-    frac = done / total if total else 1.0
-    bar = "#" * int(width * frac) + "-" * (width - int(width * frac))
-    el = time.perf_counter() - t0
-    eta = el / done * (total - done) if done else float("nan")
-    stream.write(f"\rsweep [{bar}] {done}/{total}  {el:6.1f}s elapsed  eta {eta:6.1f}s")
-    if done == total:
-        stream.write("\n")
-    stream.flush()
+class _Progress:
+    """A tqdm bar on a terminal; plain lines (no carriage returns) when stderr is redirected."""
+
+    def __init__(self, total: int, enabled: bool, stream=None):
+        self.stream = stream or sys.stderr
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+        self.enabled = enabled
+        self.bar = None
+        if enabled and self.stream.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc="sweep", unit="run", file=self.stream)
+
+    def update(self) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            return
+        el = time.perf_counter() - self.t0
+        eta = el / self.done * (self.total - self.done)
+        self.stream.write(f"sweep: {self.done}/{self.total} runs, {el:.1f} s elapsed, "
+                          f"eta {eta:.1f} s\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def run_sweep(jobs: Sequence[Job], *, workers: int | None = None, dask_address: str | None = None,
-              progress: bool = True) -> list[dict[str, Any]]:
-    """Run ``jobs`` locally (process pool; ``workers=1`` runs in-process) or on Dask."""
+              progress: bool = True,
+              on_row: Callable[[Job, dict[str, Any]], None] | None = None
+              ) -> list[dict[str, Any]]:
+    """Run ``jobs`` locally (process pool; ``workers=1`` runs in-process) or on Dask.
+
+    ``on_row(job, row)`` is called as each run finishes (the CLI appends it to the CSV, so an
+    interrupted sweep keeps what was done). Returns the rows in job order."""
     rows: list[dict[str, Any] | None] = [None] * len(jobs)
-    t0 = time.perf_counter()
-    done = 0
-    if dask_address:
-        from distributed import Client, as_completed as dask_completed
-        with Client(dask_address) as client:
-            futs = {client.submit(run_job, j, pure=False): i for i, j in enumerate(jobs)}
-            for f in dask_completed(futs):
-                rows[futs[f]] = f.result()
-                done += 1
-                if progress:
-                    _progress(done, len(jobs), t0)
-    elif workers == 1 or len(jobs) == 1:
-        for i, j in enumerate(jobs):
-            rows[i] = run_job(j)
-            done += 1
-            if progress:
-                _progress(done, len(jobs), t0)
-    else:
-        workers = workers or max(1, os.cpu_count() or 1)
-        with ProcessPoolExecutor(max_workers=workers) as ex:
-            futs = {ex.submit(run_job, j): i for i, j in enumerate(jobs)}
-            for f in as_completed(futs):
-                rows[futs[f]] = f.result()
-                done += 1
-                if progress:
-                    _progress(done, len(jobs), t0)
+    bar = _Progress(len(jobs), progress)
+
+    def finish(i: int, row: dict[str, Any]) -> None:
+        rows[i] = row
+        if on_row is not None:
+            on_row(jobs[i], row)
+        bar.update()
+
+    try:
+        if not jobs:
+            pass
+        elif dask_address:
+            from distributed import Client, as_completed as dask_completed
+            with Client(dask_address) as client:
+                futs = {client.submit(run_job, j, pure=False): i for i, j in enumerate(jobs)}
+                for f in dask_completed(futs):
+                    finish(futs[f], f.result())
+        elif workers == 1 or len(jobs) == 1:
+            for i, j in enumerate(jobs):
+                finish(i, run_job(j))
+        else:
+            workers = workers or max(1, os.cpu_count() or 1)
+            ex = ProcessPoolExecutor(max_workers=workers)
+            try:
+                futs = {ex.submit(run_job, j): i for i, j in enumerate(jobs)}
+                for f in as_completed(futs):
+                    finish(futs[f], f.result())
+            except BaseException:
+                # interrupted or failed: what finished is already written; do not wait for
+                # the runs still going
+                ex.shutdown(wait=False, cancel_futures=True)
+                raise
+            ex.shutdown(wait=True)
+    finally:
+        bar.close()
     return [r for r in rows if r is not None]
 
 
@@ -190,20 +243,103 @@ def make_jobs(model: str, data: str, profile: str, grid: Grid, seeds: Iterable[i
             for pt in grid.points() for s in seeds for v in votes]
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
+RESULT_COLUMNS = ["n", "accuracy", "energy_pJ_per_inference", "tops_per_w", "seconds"]
+
+
+def columns(grid: Grid) -> list[str]:
+    """CSV columns of a sweep over ``grid``."""
+    fields = [f for fs, _ in grid.axes for f in fs]
+    return ["profile", *dict.fromkeys(fields), "seed", "votes", *RESULT_COLUMNS]
+
+
+def job_key(job: Job) -> tuple[str, ...]:
+    """What identifies a run in the CSV (values as CSV text)."""
+    return (job.profile, *[str(v) for _, v in job.overrides], str(job.seed), str(job.votes))
+
+
+class CsvRows:
+    """The sweep's CSV, written as runs finish: provenance comment line, header, one flushed row
+    per run. ``resume=True`` keeps an existing file (same model, data and profile) and reports
+    which runs it holds; otherwise the file is started afresh."""
+
+    def __init__(self, path: str | os.PathLike, cols: Sequence[str], prov: dict[str, Any],
+                 *, resume: bool = False) -> None:
+        from .outputs import csv_preamble, csv_rows, read_csv_provenance
+        self.path, self.cols = Path(path), list(cols)
+        self._rows: list[dict[str, Any]] = []
+        self._done: set[tuple[str, ...]] = set()
+        self._nfields = len(cols) - len(RESULT_COLUMNS)
+        if resume and self.path.exists() and self.path.stat().st_size:
+            old = read_csv_provenance(self.path) or {}
+            for k in ("model_sha256", "data_sha256", "profile_sha256", "sequences"):
+                new = csv_preamble(prov) if k == "profile_sha256" else None
+                want = (json.loads(new[len("# nvmstream provenance: "):])[k] if new
+                        else prov.get(k))
+                if old.get(k) != want:
+                    raise ValueError(f"{self.path}: --resume of a different sweep ({k} "
+                                     f"{old.get(k)!r} in the file, {want!r} now); use another "
+                                     f"--out or --overwrite")
+            with open(self.path, newline="") as f:
+                reader = csv.DictReader(csv_rows(f))
+                if reader.fieldnames != self.cols:
+                    raise ValueError(f"{self.path}: --resume with other grid axes (columns "
+                                     f"{reader.fieldnames} in the file, {self.cols} now)")
+                for r in reader:
+                    if None in r.values() or any(v == "" for v in r.values()):
+                        continue            # a row cut by the interruption
+                    self._rows.append(r)
+                    self._done.add(tuple(r[c] for c in self.cols[:self._nfields]))
+            # rewrite without any partial last line, then append
+            text = csv_preamble(prov)
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=self.cols, lineterminator="\n")
+            w.writeheader()
+            w.writerows(self._rows)
+            from .outputs import write_text
+            write_text(self.path, text + buf.getvalue())
+            for r in self._rows:
+                for c in RESULT_COLUMNS:
+                    r[c] = _num(r[c]) if c != "n" else int(r[c])
+                r["seed"], r["votes"] = int(r["seed"]), int(r["votes"])
+                for c in self.cols[1:self._nfields - 2]:
+                    r[c] = _value(r[c])
+        else:
+            from .outputs import write_text
+            buf = io.StringIO()
+            csv.DictWriter(buf, fieldnames=self.cols, lineterminator="\n").writeheader()
+            write_text(self.path, csv_preamble(prov) + buf.getvalue())
+
+    def has(self, job: Job) -> bool:
+        return job_key(job) in self._done
+
+    def append(self, job: Job, row: dict[str, Any]) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.cols, lineterminator="\n",
+                           extrasaction="ignore").writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+        self._rows.append(row)
+        self._done.add(job_key(job))
+
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self._rows)
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike,
+              prov: dict[str, Any] | None = None) -> None:
+    """All rows at once (atomically), with a provenance comment line when given."""
+    from .outputs import csv_preamble, write_text
     cols: list[str] = []
     for r in rows:
         for k in r:
             if k not in cols:
                 cols.append(k)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow(r)
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    write_text(path, (csv_preamble(prov) if prov else "") + buf.getvalue())
 
 
 def summarize(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -216,6 +352,7 @@ def summarize(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[dict[
         acc = np.array([r["accuracy"] for r in rs])
         out.append({**dict(zip(keys, k)), "accuracy_mean": float(acc.mean()),
                     "accuracy_std": float(acc.std()), "seeds": len(rs),
+                    "n": int(rs[0]["n"]),
                     "energy_pJ_per_inference": float(np.mean([r["energy_pJ_per_inference"]
                                                               for r in rs]))})
     return out

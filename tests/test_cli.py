@@ -78,17 +78,25 @@ def test_run_cli_per_step_outputs(tmp_path):
 @pytest.mark.slow
 def test_demo_script_runs_end_to_end():
     """`make demo` on a reduced setting: real servers in subprocesses, streams over ZeroMQ,
-    every shipped task (sensor, speech features, raw audio) under five profile settings."""
+    every shipped task (sensor, speech features, raw audio) under five profile settings,
+    run through the printed CLI commands, with n and a 95% interval on every accuracy."""
     from onnx_util import REPO
     r = subprocess.run([sys.executable, str(REPO / "demos" / "demo.py"), "--quick"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
     assert out.count("server stopped cleanly (exit 0)") == 3
-    table = out.split("=" * 104)[1]
+    table = out.split("=" * 112)[1]
+    # the demo prints the commands it runs, and they are the CLI's own
+    assert "$ nvmstream convert demos/models/keywords_qat4.onnx -o " in out
+    assert "$ nvmstream stream -c tcp://127.0.0.1:" in out and "--json" in out
+    assert "95% CI" in table and "(wav)" in table
     for task in ("basic_motions", "japanese_vowels", "keywords"):
         for prof in ("ideal", "int4", "pcm-1d", "snr0db", "snr0db x5 votes"):
             assert any(line.startswith(task) and prof in line for line in table.splitlines())
     ideal = [line for line in table.splitlines() if line.startswith("japanese_vowels") and
              " ideal " in line][0]
     assert float(ideal.split("%")[0].split()[-1]) >= 80.0     # a trained model, really served
+    assert ideal.split()[2] == "12"                            # n = the --quick limit
+    lo, hi = (float(v) for v in ideal.split()[4].rstrip("%").split("-"))
+    assert lo < float(ideal.split()[3].rstrip("%")) <= hi

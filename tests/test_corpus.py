@@ -18,9 +18,15 @@ import onnxruntime as ort
 import pytest
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
+# The corpus scripts import each other as top-level modules; put the folder on sys.path only
+# while importing them (left there, its `torch/` and `keras*/` model folders would shadow the
+# real packages as namespace packages, e.g. for test_training_torch.py in the same worker).
 sys.path.insert(0, str(CORPUS))
-import check_corpus as cc  # noqa: E402
-import corpus_manifest as cm  # noqa: E402
+try:
+    import check_corpus as cc  # noqa: E402
+    import corpus_manifest as cm  # noqa: E402
+finally:
+    sys.path.remove(str(CORPUS))
 
 from nvmstream.converters.errors import NvmConversionError  # noqa: E402
 from nvmstream.converters.onnx_import import load_ir  # noqa: E402

@@ -219,12 +219,15 @@ def test_run_report_and_json_cli(tmp_path):
     r = subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "run",
                         str(FIXTURES / "lstm1_bf.ts.onnx"), "-i", str(tmp_path / "x.npy"),
                         "-o", str(tmp_path / "y.npy"), "--profile", "pcm", "--report",
+                        "--calibration", str(tmp_path / "x.npy"),
                         "--json", str(tmp_path / "r.json")], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert "pJ/inference" in r.stdout and "int8/sram" in r.stdout and "TOPS/W" in r.stdout
     d = json.loads((tmp_path / "r.json").read_text())
     assert d["inferences"] == 2 and d["analog"]["energy_pJ_per_inference"] > 0
+    prov = d["provenance"]
+    assert prov["profile"] == "pcm" and prov["calibration"]["sequences_used"] == 2
 
 
 # --- one definition of "per inference" (issue 14, item 1) --------------------------------------
@@ -326,6 +329,7 @@ def test_energy_command_prints_verdicts_sensitivity_plot_and_json(tmp_path):
     s = d["votes"]["1"]["sensitivity"]
     assert s["ratio_min"] <= s["nominal"] <= s["ratio_max"]
     assert d["votes"]["1"]["report"]["area"]["analog"]["area_mm2"] > 0
+    assert d["provenance"]["profile_resolved"]["name"] == "int4"
 
 
 @pytest.mark.parametrize("argv,code,msg", [

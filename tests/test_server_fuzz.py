@@ -315,9 +315,8 @@ class SeqModel:
             self.next[sid] += 1
 
     def account(self, parts) -> int:
-        """Replies the server owes for ``parts``; updates the tracked seqs like the server."""
-        if len(parts) not in (1, 2):
-            return 1
+        """Replies the server owes for ``parts``; updates the tracked seqs like the server
+        (a frame with a readable header uses its seq even when it has extra parts)."""
         try:
             hdr = P.unpack_header(parts[0])
         except P.ProtocolError:
@@ -327,6 +326,9 @@ class SeqModel:
             return 1
         if hdr.get("op") == "frame":
             self.consume(hdr)
+            return 1
+        if len(parts) not in (1, 2):
+            return 1
         elif hdr.get("op") == "batch":
             r = hdr.get("r")
             if type(r) is list and 1 <= len(r) <= P.MAX_BATCH_ITEMS:

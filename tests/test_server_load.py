@@ -20,7 +20,10 @@ def model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model):
-    with ServerProcess(model, "--profile", "pcm", "--max-batch", "64") as s:
+    # these tests pipeline thousands of frames and check every output: no admission bound in
+    # time (on a loaded machine the default 250 ms would answer part of them `busy`)
+    with ServerProcess(model, "--profile", "pcm", "--max-batch", "64",
+                       "--max-queue-ms", "600000") as s:
         yield s
 
 

@@ -81,11 +81,14 @@ def test_sweep_cli_writes_csv_and_png(data, tmp_path):
                         "--workers", "1", "--out", str(out), "--plot", str(png)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    rows = list(csv.DictReader(open(out)))
+    rows = list(csv.DictReader(l for l in open(out) if not l.startswith("#")))
     assert len(rows) == 4 and {"adc.bits", "votes", "accuracy", "seed"} <= set(rows[0])
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "sweep [" in r.stderr          # the progress bar
+    assert "sweep: 4/4 runs" in r.stderr   # progress, plain lines when redirected
+    assert "\r" not in r.stderr
     bad = subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "sweep",
                           str(FIXTURES / "gru_bf.ts.onnx"), "--data", str(data), "--grid",
-                          "adc.bitz=2"], capture_output=True, text=True, timeout=120)
+                          "adc.bitz=2"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
     assert bad.returncode != 0 and "adc.bitz" in bad.stderr
+    assert not (tmp_path / "sweep.csv").exists()     # a rejected grid writes nothing
