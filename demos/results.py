@@ -220,20 +220,20 @@ def section_ber(pg: Page, task: str, bers: list[float]) -> list[dict]:
 
 
 def section_age(pg: Page, task: str, ages: list[float]) -> list[dict]:
-    pg.add("## 4. Accuracy vs PCM age, with and without global drift compensation", "")
+    pg.add("## 4. Accuracy vs PCM age, with and without digital drift compensation", "")
     rows = []
     for recipe in ("qat4", "hwa"):
         if shipped(task, recipe):
             rows += pg.sweep(f"age_{task}_{recipe}", task, recipe, "pcm",
                              ["drift.age_s=" + ",".join(f"{a:g}" for a in ages),
-                              "drift.compensation=false,true"])
+                              "drift.compensation=none,global"])
     summ = R.summarize(rows, ["recipe", "drift.compensation", "drift.age_s"])
     R.plot_curves(summ, "drift.age_s", pg.out_dir / "age.png", style_key="drift.compensation",
-                  style_label=lambda v: "compensated" if v else "uncompensated",
+                  style_label=lambda v: "uncompensated" if v == "none" else f"compensated ({v})",
                   age_ticks=True, title=f"{task}: accuracy vs PCM age",
                   xlabel="time since programming", chance=1 / n_classes(task))
     pg.add("", "| age | " + " | ".join(
-        f"{r}, {'comp.' if c else 'raw'}" for r, c in sorted({(s['recipe'], s['drift.compensation'])
+        f"{r}, {'raw' if c == 'none' else 'comp.'}" for r, c in sorted({(s['recipe'], s['drift.compensation'])
                                                              for s in summ})) + " |",
            "|---|" + "---|" * len({(s['recipe'], s['drift.compensation']) for s in summ}))
     for a in ages:
@@ -242,9 +242,9 @@ def section_age(pg: Page, task: str, ages: list[float]) -> list[dict]:
         pg.add(f"| {R.AGE_TICKS_S.get(a, f'{a:g} s')} | " + " | ".join(cells) + " |")
     pg.add("", f"![age]({pg.rel.name}/age.png)", "")
     for recipe in sorted({r["recipe"] for r in rows}):
-        a = [r for r in rows if r["recipe"] == recipe and r["drift.compensation"]
+        a = [r for r in rows if r["recipe"] == recipe and r["drift.compensation"] != "none"
              and r["drift.age_s"] == ages[-1]]
-        z = [r for r in rows if r["recipe"] == recipe and not r["drift.compensation"]
+        z = [r for r in rows if r["recipe"] == recipe and r["drift.compensation"] == "none"
              and r["drift.age_s"] == ages[-1]]
         if a and z:
             pg.add(f"*{recipe} at {R.AGE_TICKS_S.get(ages[-1], ages[-1])}:* "

@@ -81,7 +81,11 @@ class ProgrammedMatrix:
     """True when the chain cannot have changed the codes: no bit flipped, no programming
     noise, no stuck cell, no drift; then w_eff == codes exactly."""
     drift_compensation: float = 1.0
-    """The global drift compensation factor already folded into w_eff and read_var."""
+    """The noise-free global drift compensation factor mean|W(t0)| / mean|W(age)| (1 without
+    drift or with drift.compensation = 'none'); folded into w_eff and read_var only when
+    ``compensation_folded`` (drift.compensation = 'analog_fold'). The digital modes
+    ('global', 'per_column') measure their own factor through the noisy, quantized path in
+    the runtime's plan (devices.periphery.DriftCompensation) from ``w_t0``/``read_var_t0``."""
     stats: dict[str, Any] = field(default_factory=dict)
     """Counts: bits_flipped, codes_nulled, codes_changed, codes_out_of_range, codes_detected,
     codes_clipped,
@@ -91,6 +95,14 @@ class ProgrammedMatrix:
     """Variance of the static read-noise part of each pair in code units^2 (float32 [out, in]):
     (sigma_static(G+)^2 + sigma_static(G-)^2) * (qmax / (gmax - gmin))^2 * c^2. This noise is
     already drawn and folded into w_eff (informational; the runtime must not add it again)."""
+    compensation_folded: bool = False
+    """True when drift_compensation is folded into w_eff and read_var (mode 'analog_fold')."""
+    w_t0: np.ndarray | None = None
+    """Effective weights at t0 (after programming noise and faults, before drift and static
+    read noise), code units [out, in] float32: the reference of digital drift compensation."""
+    read_var_t0: np.ndarray | None = None
+    """Per-read noise variance at t0 (code units^2 [out, in] float32), for the t0 reference
+    readout of digital drift compensation."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -266,10 +278,13 @@ class Device:
         changed = drift_applied or static_applied
         w_now = self.mapping.to_weight(g_now[0], g_now[1]) if changed else w_t0
         comp = 1.0
-        if p.drift.compensation and drift_applied:
+        if p.drift.compensation != "none" and drift_applied:
             comp = GlobalDriftCompensation.factor(w_t0, w_now)
+        folded = p.drift.compensation == "analog_fold"
+        fold = comp if folded else 1.0
         if not per_row:
             w_now = w_now / gain[:, None]
+            w_t0 = w_t0 / gain[:, None]
         stats.update(drift_applied=drift_applied, drift_compensation=comp,
                      static_read_noise=static_applied)
 
@@ -282,18 +297,24 @@ class Device:
         if exact:
             w_eff = codes_read.astype(np.float32)
         else:
-            w_eff = (w_now * comp).astype(np.float32)
+            w_eff = (w_now * fold).astype(np.float32)
 
         # per-read and static variance of each pair, in code units^2
-        k2 = (self.mapping.codes_per_uS * comp) ** 2
+        k2 = (self.mapping.codes_per_uS * fold) ** 2
+        k2_0 = self.mapping.codes_per_uS ** 2
         if not per_row:
             k2 = k2 / (gain * gain)[:, None]
+            k2_0 = k2_0 / (gain * gain)[:, None]
         if var_read is not None:
             read_var = ((var_read[0] + var_read[1]) * k2).astype(np.float32)
             static_var = ((var_static[0] + var_static[1]) * k2).astype(np.float32)
+            # per-read variance of the t0 reference readout (digital compensation, runtime)
+            _, v0 = self.read_noise.split_var(g_prog, g_prog, min(age, self.drift.t0))
+            read_var_t0 = ((v0[0] + v0[1]) * k2_0).astype(np.float32)
         else:
             read_var = np.zeros(codes.shape, dtype=np.float32)
             static_var = np.zeros(codes.shape, dtype=np.float32)
+            read_var_t0 = read_var
 
         pm = ProgrammedMatrix(
             name=name,
@@ -306,6 +327,9 @@ class Device:
             drift_compensation=float(comp),
             stats=stats,
             static_var=static_var,
+            compensation_folded=bool(folded),
+            w_t0=codes_read.astype(np.float32) if exact else w_t0.astype(np.float32),
+            read_var_t0=read_var_t0,
         )
         log.debug("programmed %s %s on %r: %s", name, codes.shape, self, stats)
         return pm

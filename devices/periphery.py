@@ -11,7 +11,7 @@ operations, for one segment (a crossbar matrix split into row tiles ``blk``)::
     s_blk = sum_{i in blk} var_ij u_i^2                    # read-noise variance (code units^2)
     p_blk = ReadNoise.apply(p_blk, s_blk, normals)
     q     = sum_blk ADC.apply(p_blk, blk, normals)
-    z     = q * scale_w * DAC.scale
+    z     = q * DriftCompensation.apply(scale_w) * DAC.scale   # digital gain after the ADC
     z     = VMMNoise.apply(z, normals)
 
 and tests compose these ``apply``s to check the kernel bit for bit (noise-free) and in
@@ -36,7 +36,7 @@ import numpy as np
 
 from .quant import qmax_for_bits
 
-__all__ = ["DAC", "ADC", "ReadNoise", "VMMNoise"]
+__all__ = ["DAC", "ADC", "ADC_RANGES", "ADC_CALIBRATIONS", "ReadNoise", "DriftCompensation", "VMMNoise"]
 
 
 @dataclass(frozen=True)
@@ -108,41 +108,98 @@ class ReadNoise:
         return p + np.sqrt(col_var) * normals
 
 
+#: ADC range granularity (``adc.range``): one range per (row tile, column tile), shared by
+#: every column of the tile as a shared ADC bank gives, or one per (row tile, column).
+ADC_RANGES = ("per_tile", "per_column")
+#: ADC range calibration strategies (``adc.calibration``): see :meth:`ADC.full_scale`.
+ADC_CALIBRATIONS = ("max", "percentile", "mse")
+#: Candidate ranges of the ``mse`` strategy: max |partial sum| x k / MSE_GRID, k = 1..MSE_GRID.
+MSE_GRID = 128
+
+
 @dataclass(frozen=True)
 class ADC:
     """Column ADC of each tile: ``clip(rint(p / step + noise_lsb N(0,1)), -qmax, qmax) * step``.
 
-    ``steps[row_tiles, n_out]``: per (row tile, column) ``max |partial sum| / qmax`` over the
-    calibration inputs, computed with the *ideal* codes (the chip's designer calibrates before
-    programming noise and drift exist). ``bits = 0``: no ADC (the partial sum passes)."""
+    ``steps[row_tiles, n_out]``: ``full_scale(|partial sums|) / qmax`` over the calibration
+    inputs (``calibration = "max"``: max |partial sum|; also ``percentile``, ``mse``),
+    computed with the *ideal* codes (the chip's designer calibrates before programming noise
+    and drift exist), per (row tile, column tile) with ``range = "per_tile"`` (every column of
+    a tile shares its tile's step: one range for a shared ADC bank) or per (row tile, column)
+    with ``range = "per_column"``. ``bits = 0``: no ADC (the partial sum passes)."""
 
     bits: int
     noise_lsb: float = 0.0
     steps: np.ndarray | None = None
+    range: str = "per_tile"
+    calibration: str = "max"
+    percentile: float = 99.9
+
+    def __post_init__(self):
+        if self.range not in ADC_RANGES:
+            raise ValueError(f"adc.range {self.range!r}: allowed {', '.join(ADC_RANGES)}")
+        if self.calibration not in ADC_CALIBRATIONS:
+            raise ValueError(f"adc.calibration {self.calibration!r}: allowed "
+                             f"{', '.join(ADC_CALIBRATIONS)}")
 
     @classmethod
     def from_profile(cls, profile) -> "ADC":
-        return cls(int(profile.adc.bits), float(profile.adc.noise_lsb))
+        a = profile.adc
+        return cls(int(a.bits), float(a.noise_lsb), range=str(a.range),
+                   calibration=str(a.calibration), percentile=float(a.percentile))
+
+    def full_scale(self, a: np.ndarray) -> float:
+        """The calibrated range (qmax * step) of one ADC group from the magnitudes ``a`` of its
+        calibration partial sums: ``max``: max a; ``percentile``: the ``percentile``-th
+        percentile of a (numpy's linear interpolation); ``mse``: the range among
+        ``max(a) * k / MSE_GRID`` (k = 1..MSE_GRID) minimising the mean squared error
+        ``mean((a - clip(rint(a / step), 0, qmax) step)^2)``, step = range / qmax (the first
+        of equal minima, i.e. the smallest range)."""
+        a = np.asarray(a, np.float64).reshape(-1)
+        if not a.size:
+            return 0.0
+        top = float(a.max())
+        if self.calibration == "max" or top == 0.0:
+            return top
+        if self.calibration == "percentile":
+            return float(np.percentile(a, self.percentile))
+        q = float(self.qmax)
+        best, best_err = top, math.inf
+        for k in range(1, MSE_GRID + 1):
+            r = top * k / MSE_GRID
+            st = r / q
+            err = float(np.mean((a - np.minimum(np.rint(a / st), q) * st) ** 2))
+            if err < best_err:
+                best, best_err = r, err
+        return best
 
     @property
     def qmax(self) -> int:
         return qmax_for_bits(self.bits) if self.bits else 0
 
     def calibrate(self, codes_in: np.ndarray, weight_codes: np.ndarray,
-                  tile_rows: int) -> "ADC":
+                  tile_rows: int, tile_cols: int | None = None) -> "ADC":
         """``codes_in[N, n_in]``: DAC codes (or float inputs) of the calibration set;
-        ``weight_codes[n_out, n_in]``: ideal integer weight codes."""
+        ``weight_codes[n_out, n_in]``: ideal integer weight codes; ``tile_cols``: columns per
+        tile (``per_tile`` shares one step over each block of ``tile_cols`` outputs; None = all
+        outputs in one column tile)."""
         if not self.bits:
             return self
         U = np.asarray(codes_in, np.float64)
         Q = np.asarray(weight_codes, np.float64)
         n_out, n_in = Q.shape
+        tc = n_out if tile_cols is None else max(1, int(tile_cols))
         nblk = max(1, math.ceil(n_in / tile_rows))
         steps = np.ones((nblk, n_out))
         for blk in range(nblk):
             r0, r1 = blk * tile_rows, min(n_in, (blk + 1) * tile_rows)
             part = U[:, r0:r1] @ Q[:, r0:r1].T if U.size else np.zeros((1, n_out))
-            amax = np.max(np.abs(part), axis=0) if part.size else np.zeros(n_out)
+            a = np.abs(part)
+            amax = np.zeros(n_out)
+            groups = (range(0, n_out, tc) if self.range == "per_tile" else range(n_out))
+            width = tc if self.range == "per_tile" else 1
+            for c0 in groups:
+                amax[c0:c0 + width] = self.full_scale(a[:, c0:c0 + width])
             steps[blk] = np.where(amax > 0, amax / self.qmax, 1.0)
         return replace(self, steps=steps)
 
@@ -182,3 +239,76 @@ class VMMNoise:
         if self.sigma <= 0:
             return z
         return z + self.sigma * normals
+
+
+#: drift.compensation modes applied by the periphery (after the ADC); 'analog_fold' is the
+#: device's (folded into w_eff before the ADC, devices/device.py).
+DIGITAL_COMPENSATION = ("global", "per_column")
+
+
+@dataclass(frozen=True)
+class DriftCompensation:
+    """Digital drift compensation after the ADC (aihwkit ``GlobalDriftCompensation`` /
+    ``PerColumnDriftCompensation``).
+
+    The reference input is ``eye(n_in)`` at the full-scale DAC code (one word line driven at a
+    time; ``umax`` = the DAC's qmax, 1 without a DAC). It is read through the real path --
+    tile products, per-read noise, ADC (with its noise), digital sum over tiles -- once with
+    the weights at t0 (``w_t0``, ``var_t0``, the programming-time ADC ranges) and once at the
+    device age (``w_eff``, ``read_var``, the ADC ranges in force at that age), giving outputs
+    ``Y[n_in, n_out]`` in code units. ``mode = "global"``: one factor
+    ``c = mean|Y(t0)| / mean|Y(age)|``; ``"per_column"``: ``c_j = mean_i|Y_ij(t0)| /
+    mean_i|Y_ij(age)|``. A readout of 0 (nothing measurable) gives c = 1. ``factor[n_out]``
+    multiplies the ADC outputs digitally; the kernels fold it into the per-output scale
+    (``apply``), which also multiplies after the ADC. ``none``/``analog_fold``: factor None."""
+
+    mode: str = "none"
+    factor: np.ndarray | None = None
+
+    @classmethod
+    def from_profile(cls, profile) -> "DriftCompensation":
+        return cls(str(profile.drift.compensation))
+
+    @property
+    def digital(self) -> bool:
+        return self.mode in DIGITAL_COMPENSATION
+
+    @staticmethod
+    def readout(w: np.ndarray, var: np.ndarray | None, adc: "ADC", tile_rows: int,
+                umax: float, rng: np.random.Generator) -> np.ndarray:
+        """Outputs ``Y[n_in, n_out]`` (code units) of the one-hot inputs ``umax * eye(n_in)``
+        through read noise (``var`` code units^2, None = none) and ``adc``."""
+        w = np.asarray(w, np.float64)
+        n_out, n_in = w.shape
+        U = umax * np.eye(n_in)
+        Y = np.zeros((n_in, n_out))
+        for blk in range(max(1, math.ceil(n_in / tile_rows))):
+            rows = slice(blk * tile_rows, min(n_in, (blk + 1) * tile_rows))
+            p = U[:, rows] @ w[:, rows].T
+            if var is not None:
+                sd = np.sqrt((U[:, rows] ** 2) @ np.asarray(var, np.float64)[:, rows].T)
+                p = p + sd * rng.standard_normal(p.shape)
+            g = rng.standard_normal(p.shape) if adc.bits and adc.noise_lsb > 0 else None
+            Y += adc.apply(p, blk, g)
+        return Y
+
+    def calibrate(self, w_t0, var_t0, adc_t0: "ADC", w_age, var_age, adc_age: "ADC",
+                  tile_rows: int, umax: float, rng: np.random.Generator) -> "DriftCompensation":
+        if not self.digital:
+            return replace(self, factor=None)
+        y0 = np.abs(self.readout(w_t0, var_t0, adc_t0, tile_rows, umax, rng))
+        y1 = np.abs(self.readout(w_age, var_age, adc_age, tile_rows, umax, rng))
+        n_out = y0.shape[1]
+        if self.mode == "global":
+            r0 = np.full(n_out, y0.mean() if y0.size else 0.0)
+            r1 = np.full(n_out, y1.mean() if y1.size else 0.0)
+        else:
+            r0, r1 = y0.mean(axis=0), y1.mean(axis=0)
+        ok = (r0 > 0) & (r1 > 0)
+        factor = np.where(ok, r0 / np.where(ok, r1, 1.0), 1.0)
+        return replace(self, factor=factor)
+
+    def apply(self, scale: np.ndarray) -> np.ndarray:
+        """The per-output digital gain after the ADC: ``scale * factor`` (float64)."""
+        scale = np.asarray(scale, np.float64)
+        return scale if self.factor is None else scale * self.factor

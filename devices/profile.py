@@ -437,13 +437,19 @@ class DriftSection(_Section):
         0.0, float, "Standard deviation of the drift exponent across cells, model 'constant'.",
         unit="dimensionless", lo=0.0, hi=1.0,
     )
-    compensation: bool = _f(
-        False, bool,
-        "Global drift compensation: one noise-free reference readout of each programmed matrix "
-        "with the one-hot input set at t0 and at age_s; w_eff is multiplied by "
-        "mean|W(t0)| / mean|W(age)| (one digital factor per matrix, as aihwkit "
-        "GlobalDriftCompensation).",
-        source="aihwkit src/aihwkit/inference/compensation/drift.py (GlobalDriftCompensation)",
+    compensation: str = _f(
+        "none", str,
+        "Drift compensation: 'none'; 'global' (aihwkit GlobalDriftCompensation: one digital "
+        "gain per matrix after the ADC, c = mean|Y(t0)| / mean|Y(age)|, Y the outputs of the "
+        "one-hot reference inputs (full-scale DAC code on one row at a time) read through the "
+        "real path: per-read noise and ADC); 'per_column' (aihwkit PerColumnDriftCompensation: "
+        "c_j = mean_i|Y_ij(t0)| / mean_i|Y_ij(age)| per output column, after the ADC); "
+        "'analog_fold' (nvmstream <= issue 9: a noise-free readout of the conductances, "
+        "mean|W(t0)| / mean|W(age)|, folded into w_eff, i.e. an analog gain before the ADC).",
+        choices=("none", "global", "per_column", "analog_fold"),
+        source="aihwkit src/aihwkit/inference/compensation/drift.py (GlobalDriftCompensation, "
+        "PerColumnDriftCompensation: readout of eye(in) through the forward pass, alpha = "
+        "ref / current applied to the tile output)",
     )
 
 
@@ -549,6 +555,39 @@ class AdcSection(_Section):
         0.0, float, "Standard deviation of Gaussian ADC input-referred noise (added before "
         "quantization). Ignored when bits = 0.",
         unit="LSB", lo=0.0, hi=1e3,
+    )
+    range: str = _f(
+        "per_tile", str,
+        "ADC range granularity: 'per_tile' = one calibrated range per (row tile, column "
+        "tile), shared by every column of the tile (a shared ADC bank with one reference); "
+        "'per_column' = one range per (row tile, column) (nvmstream <= issue 9). Either way "
+        "step = max |ideal partial sum| / qmax over the calibration set.",
+        choices=("per_tile", "per_column"),
+        source="aihwkit IOParameters.out_bound: one fixed bound per tile; per_column: "
+        "column-wise ranges as a design choice (devices/README.md, DAC and ADC)",
+    )
+    calibration: str = _f(
+        "max", str,
+        "How each ADC range is set from the magnitudes of its calibration partial sums: "
+        "'max' (the largest: nothing clips on the calibration set); 'percentile' (the "
+        "adc.percentile-th percentile: rare large sums clip, the rest get finer steps); 'mse' "
+        "(the range among max x k/128, k = 1..128, minimising the mean squared quantization "
+        "+ clipping error on the calibration set).",
+        choices=("max", "percentile", "mse"),
+        source="percentile / MSE-optimal clipping as in post-training quantization (e.g. "
+        "Banner et al., ACIQ, NeurIPS 2019; NVIDIA TensorRT entropy/percentile calibrators)",
+    )
+    percentile: float = _f(
+        99.9, float, "Percentile of |partial sum| that sets the range, calibration "
+        "'percentile'.", unit="percent", lo=0.0, hi=100.0, lo_open=True,
+    )
+    track_drift: bool = _f(
+        False, bool,
+        "Whether the ADC ranges are recalibrated at the device age (a chip feature: the "
+        "calibration set is read again through the drifted, noise-free weights and each step "
+        "re-set to max |partial sum| / qmax). false = ranges fixed at programming time, so drift "
+        "shrinks the signal within a fixed ADC range and compensation is purely digital.",
+        source="issue 13 item 7; aihwkit keeps a fixed out_bound (track_drift = false)",
     )
 
 

@@ -11,9 +11,15 @@ Calibration rule (documented in docs/architecture.md):
 * the periphery stages are :mod:`nvmstream.devices.periphery` classes; this module calls
   their ``calibrate``:
 * DAC step of a matrix = max |input| / qmax_dac (one range per matrix: all its rows);
-* ADC step of each (row-tile, column) = max |partial sum| / qmax_adc, the partial sums computed
+* ADC step of each (row-tile, column tile) (``adc.range = per_tile``; of each (row-tile,
+  column) with ``per_column``) = max |partial sum| / qmax_adc, the partial sums computed
   with the *ideal* codes and the DAC codes of the calibration inputs (the chip's designer
   calibrates before programming noise and drift exist);
+* digital drift compensation (``drift.compensation = global | per_column``): the factor of
+  :class:`~nvmstream.devices.periphery.DriftCompensation` from one-hot reference readouts
+  through read noise and ADC at t0 and at the age, multiplied into the per-output scale
+  (after the ADC); with ``adc.track_drift`` the ADC steps are re-set at the age on the
+  drifted noise-free weights ``w_eff`` (same rule, calibration inputs);
 * VMM-noise power P of a matrix = mean over calibration of its float output squared; the noise
   sigma is sqrt(P / 10^(snr_db/10)) in model units.
 
@@ -42,7 +48,7 @@ from nvmstream.converters.compile import crossbar_matrices
 from nvmstream.converters.compile import CompiledModel
 from nvmstream.converters.errors import NvmConversionError
 from nvmstream.devices import Device, quantize_weights
-from nvmstream.devices.periphery import ADC, DAC, ReadNoise, VMMNoise
+from nvmstream.devices.periphery import ADC, DAC, DriftCompensation, ReadNoise, VMMNoise
 
 from .kernels import layout as LY
 
@@ -88,6 +94,7 @@ class SegmentInfo:
     adc: ADC = None
     read: ReadNoise = None
     vmm: VMMNoise = None
+    comp: DriftCompensation = None       # digital drift compensation after the ADC
 
     @property
     def tiles(self) -> int:
@@ -252,7 +259,18 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
         n_out, n_in = W.shape
         V = cal[m.key]
         dac = DAC.from_profile(prof).calibrate(V)
-        adc = ADC.from_profile(prof).calibrate(dac.apply(V), codes, tr)
+        adc = ADC.from_profile(prof).calibrate(dac.apply(V), codes, tr, tc)
+        comp = DriftCompensation.from_profile(prof)
+        if pm.stats.get("drift_applied"):
+            adc_t0 = adc
+            if prof.adc.track_drift and adc.bits:    # ranges re-set on the drifted weights
+                adc = adc.calibrate(dac.apply(V), pm.w_eff, tr, tc)
+            if comp.digital:
+                comp = comp.calibrate(pm.w_t0, pm.read_var_t0 if pm.has_read_noise else None,
+                                      adc_t0, pm.w_eff,
+                                      pm.read_var if pm.has_read_noise else None, adc, tr,
+                                      float(dac.qmax) if dac.qmax else 1.0,
+                                      device.rng_for(f"{m.key}/drift_reference"))
         vmm = VMMNoise.from_profile(prof).calibrate(V, W)
         read = ReadNoise.from_programmed(pm)
         nblk = max(1, math.ceil(n_in / tr))
@@ -281,7 +299,7 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             s["var64"], s["vgrid"] = int(vwide), 2.0 ** -g
             s["var"] = buf.weights(KV.T, vwide)
             read = ReadNoise(var_grid)
-        s["sw"] = buf.f64(scale)
+        s["sw"] = buf.f64(comp.apply(scale))      # weight scale x digital compensation
         if adc.bits:
             s["adc"] = buf.f64(adc.steps)
             s["adc_q"], s["adc_noise"] = adc.qmax, adc.noise_lsb
@@ -300,7 +318,7 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             w_eff=w_grid, read_var=var_grid,
             mean_cell_uS=float((pm.g_pos.mean() + pm.g_neg.mean()) / 2) if pm.g_pos.size else None,
             stats=dict(pm.stats), index=si, accumulator="float64" if wide else "float32",
-            frac_bits=f, dac=dac, adc=adc, read=read, vmm=vmm))
+            frac_bits=f, dac=dac, adc=adc, read=read, vmm=vmm, comp=comp))
 
     # ---- layers
     recs: list[dict] = []

@@ -54,7 +54,7 @@ def _act(fn, v: np.ndarray, clip=None) -> np.ndarray:
 def vmm(seg, v: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
     """One crossbar matrix (a plan's SegmentInfo) on float64 input ``v`` -> float64
     contribution (model units): DAC -> tile products -> read noise -> ADC -> sum over tiles ->
-    scales -> VMM noise. ``state``: the xoshiro state noisy stages draw from."""
+    scales x digital drift compensation -> VMM noise. ``state``: the xoshiro state noisy stages draw from."""
     from nvmstream.runtime.kernels import normals
     u = seg.dac.apply(v)
     q = np.zeros(seg.n_out)
@@ -65,7 +65,7 @@ def vmm(seg, v: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
             p = seg.read.apply(p, seg.read.column_variance(u, rows), normals(state, seg.n_out))
         g = normals(state, seg.n_out) if seg.adc.bits and seg.adc.noise_lsb > 0 else None
         q = q + seg.adc.apply(p, blk, g)
-    z = q * seg.scales * seg.dac.scale
+    z = q * seg.comp.apply(seg.scales) * seg.dac.scale     # digital gain after the ADC
     return seg.vmm.apply(z, normals(state, seg.n_out) if seg.vmm.sigma > 0 else None)
 
 

@@ -71,7 +71,8 @@ def test_vmm_noise_snr_within_0p3_db(snr_db):
 
 def test_read_noise_variance_matches_column_formula():
     # pcm read noise on, no ADC/DAC quantization of the noise, 4-row tiles: the noise of output
-    # j is a sum over tiles of N(0, sum_i u_i^2 read_var[j, i]), scaled to model units.
+    # j is a sum over tiles of N(0, sum_i u_i^2 read_var[j, i]), scaled to model units (weight
+    # scale x digital drift compensation x DAC step).
     eng = _engine("pcm", ["adc.bits=0", "tile.rows=4", "tile.cols=4", "drift.age_s=86400"])
     run, seg = _segment_runner(eng, "layer0/d0/x")
     assert seg.has_read_noise and seg.row_tiles == 3
@@ -80,7 +81,10 @@ def test_read_noise_variance_matches_column_formula():
     u = run(v)[1].astype(np.float64)
     var = seg.read_var.T.astype(np.float64)                       # on the plan's grid
     col_var = (u ** 2) @ var                                      # code units^2
-    want = col_var * (seg.scales * seg.dac_step) ** 2
+    # pcm's digital drift compensation multiplies the ADC outputs (noise included) by c_j
+    gain = seg.comp.apply(seg.scales) * seg.dac_step
+    assert seg.comp.mode == "global" and np.all(seg.comp.factor > 1)
+    want = col_var * gain ** 2
     got = draws.var(axis=0)
     ratio = got / want
     # 6000 draws: each variance estimate has relative sd sqrt(2/6000) = 1.8%; allow 4 sd per
@@ -88,7 +92,7 @@ def test_read_noise_variance_matches_column_formula():
     assert np.all(np.abs(ratio - 1) < 0.08), ratio
     assert abs(ratio.mean() - 1) < 0.01
     # and the mean is the noise-free w_eff product (read noise has zero mean)
-    clean = (seg.w_eff.astype(np.float64) @ u) * seg.scales * seg.dac_step
+    clean = (seg.w_eff.astype(np.float64) @ u) * gain
     np.testing.assert_allclose(draws.mean(axis=0), clean, atol=5 * np.sqrt(want / 6000).max())
 
 

@@ -111,3 +111,131 @@ def test_one_crossbar_mapping_for_inspect_plan_and_ledger(tmp_path):
     plan_tiles = sum(s.tiles for s in eng.plan.segments)
     ledger_tiles = sum(len(g.tiles) for g in eng._ledger.geometry.values())
     assert describe(prog.model)["tiles"] == plan_tiles == ledger_tiles == 5
+
+
+def test_adc_range_per_tile_is_shared_by_every_column_of_a_tile():
+    """adc.range = per_tile: one step per (row tile, column tile) = max over the tile's
+    columns of the per-column rule; per_column reproduces the per-(row tile, column) rule
+    exactly (the plan's steps against the formula on the calibration partial sums; an
+    all-zero column gets step 1)."""
+    ov = ["tile.rows=5", "tile.cols=3"]
+    tile = _engine("int4", ov)
+    col = _engine("int4", ov + ["adc.range=per_column"])
+    for st, sc in zip(tile.plan.segments, col.plan.segments):
+        assert st.adc_steps.shape == sc.adc_steps.shape == (st.row_tiles, st.n_out)
+        for b in range(st.row_tiles):
+            for c0 in range(0, st.n_out, 3):
+                blk = st.adc_steps[b, c0:c0 + 3]
+                assert np.all(blk == blk[0])                       # shared by the tile
+                assert blk[0] == sc.adc_steps[b, c0:c0 + 3].max()  # = max of the columns
+        # per_column = the rule max |partial sum| / qmax per (row tile, column), exactly
+    seg = col.plan.segments[0]
+    cal = np.random.default_rng(0).normal(0, 1, (16, 40, 12)).reshape(-1, 12)
+    U = seg.dac.apply(cal)
+    Q = seg.codes.astype(np.float64)
+    for b in range(seg.row_tiles):
+        r = slice(b * 5, min(seg.n_in, (b + 1) * 5))
+        amax = np.abs(U[:, r] @ Q[:, r].T).max(0)
+        np.testing.assert_array_equal(seg.adc_steps[b],
+                                      np.where(amax > 0, amax / seg.adc.qmax, 1.0))
+    # and the kernel stays the composition of the stages under per_tile steps
+    v = np.random.default_rng(4).normal(0, 1.5, 12)
+    s1 = np.empty((1, 4), np.uint64)
+    K.seed_states(np.array([7], np.uint64), s1)
+    s2 = s1.copy()
+    seg = tile.plan.segments[0]
+    np.testing.assert_array_equal(_kernel(tile, seg, v, s1[0]), twin_vmm(seg, v, s2[0]))
+
+
+COMP = ["read.model=none", "tile.rows=256", "adc.noise_lsb=0", "drift.age_s=31536000"]
+
+
+def _programmed(profile, overrides, key):
+    """The engine's programmed matrix ``key`` again (same seed and name -> same draws)."""
+    cal = np.random.default_rng(0).normal(0, 1, (16, 40, 12)).astype(np.float32)
+    prog = nvm.convert(FIXTURES / "lstm1_bf.ts.onnx", calibration=cal)
+    dev = nvm.Device(profile, seed=0, overrides=list(overrides))
+    return dev.program(prog.codes[key], key, scales=prog.scales[key])
+
+
+def _readout(w, steps, umax, qa):
+    """|Y| of the one-hot reference eye(n_in) * umax through a noise-free one-tile ADC."""
+    p = umax * np.asarray(w, np.float64).T                    # [n_in, n_out]
+    return np.abs(np.clip(np.rint(p / steps), -qa, qa) * steps)
+
+
+@pytest.mark.parametrize("mode", ["global", "per_column"])
+def test_drift_compensation_after_the_adc_is_on_the_adc_grid_times_the_factor(mode):
+    """pcm at 1 year, digital compensation: each output is an ADC code x step (one row tile)
+    times the per-output scale, the DAC step and the compensation factor, which equals the
+    aihwkit rule computed here from the one-hot readouts (full-scale DAC code) through the
+    fixed programming-time ADC: global = one ratio of mean |Y|; per_column = one per column."""
+    eng = _engine("pcm", COMP + [f"drift.compensation={mode}"])
+    v = np.random.default_rng(5).normal(0, 1.0, (30, 12))
+    for seg in eng.plan.segments:
+        assert seg.row_tiles == 1 and seg.comp.mode == mode
+        pm = _programmed("pcm", COMP + [f"drift.compensation={mode}"], seg.key)
+        assert not pm.compensation_folded and pm.stats["drift_applied"]
+        # no analog gain in the weights: the plan's w_eff is the device's on its 2^-f grid
+        np.testing.assert_allclose(seg.w_eff, pm.w_eff, rtol=0, atol=2.0 ** -seg.frac_bits)
+        st, qa, umax = seg.adc_steps[0], seg.adc.qmax, seg.dac.qmax
+        y0, y1 = _readout(pm.w_t0, st, umax, qa), _readout(pm.w_eff, st, umax, qa)
+        want = (np.full(seg.n_out, y0.mean() / y1.mean()) if mode == "global"
+                else y0.mean(0) / y1.mean(0))
+        np.testing.assert_allclose(seg.comp.factor, want, rtol=1e-12)
+        assert np.all(seg.comp.factor > 1.05)                # a year of PCM drift
+        if mode == "global":
+            assert np.all(seg.comp.factor == seg.comp.factor[0])
+        else:
+            assert np.ptp(seg.comp.factor) > 0
+        lsb = seg.scales * seg.comp.factor * seg.dac.scale * st
+        for x in (v if seg.n_in == 12 else np.random.default_rng(6).normal(0, .5, (30, seg.n_in))):
+            s = np.zeros((1, 4), np.uint64)
+            z = _kernel(eng, seg, x, s[0])
+            k = z / lsb
+            np.testing.assert_allclose(k, np.rint(k), atol=1e-9)   # on the ADC grid
+            assert np.all(np.abs(np.rint(k)) <= qa)
+
+
+def test_adc_track_drift_resets_the_ranges_on_the_drifted_weights():
+    """adc.track_drift = true: steps at the age = the ADC rule on the drifted, noise-free
+    weights w_eff (smaller than the programming-time ranges after a year of drift);
+    false: the programming-time ranges from the ideal codes."""
+    ov = COMP + ["drift.compensation=global", "tile.cols=4"]
+    fixed, track = _engine("pcm", ov), _engine("pcm", ov + ["adc.track_drift=true"])
+    cal = np.random.default_rng(0).normal(0, 1, (16, 40, 12)).reshape(-1, 12)
+    sf, stk = fixed.plan.segments[0], track.plan.segments[0]
+    pm = _programmed("pcm", ov, sf.key)
+    U = sf.dac.apply(cal)
+    np.testing.assert_array_equal(stk.adc_steps, sf.adc.calibrate(U, pm.w_eff, 256, 4).steps)
+    np.testing.assert_array_equal(sf.adc_steps, sf.adc.calibrate(U, sf.codes, 256, 4).steps)
+    assert np.mean(stk.adc_steps / sf.adc_steps) < 0.95
+
+
+def test_adc_calibration_strategies_against_their_formulas():
+    """adc.calibration: max = the largest |partial sum|; percentile = numpy's percentile;
+    mse = the argmin over ranges max*k/128 of the mean squared quantization + clipping error
+    (recomputed here); on heavy-tailed sums mse and percentile clip (ranges below max) and mse
+    has a smaller error than max. Through the plan: per tile, steps = full_scale / qmax."""
+    from nvmstream.devices.periphery import ADC
+    a = np.abs(np.random.default_rng(8).standard_t(2, 5000))    # heavy tails (seeded)
+    mx = ADC(4).full_scale(a)
+    assert mx == a.max()
+    assert ADC(4, calibration="percentile", percentile=99.0).full_scale(a) == np.percentile(a, 99)
+
+    def err(r):
+        st = r / 7
+        return np.mean((a - np.minimum(np.rint(a / st), 7) * st) ** 2)
+    errs = [err(a.max() * k / 128) for k in range(1, 129)]
+    r = ADC(4, calibration="mse").full_scale(a)
+    assert r == a.max() * (int(np.argmin(errs)) + 1) / 128
+    assert r < mx and err(r) == min(errs) < err(mx)
+    # the plan: int4 with mse ranges, one tile of 5 rows x all columns
+    eng = _engine("int4", ["adc.calibration=mse", "tile.rows=5"])
+    cal = np.random.default_rng(0).normal(0, 1, (16, 40, 12)).reshape(-1, 12)
+    seg = eng.plan.segments[0]
+    U = seg.dac.apply(cal)
+    Q = seg.codes.astype(np.float64)
+    part = np.abs(U[:, :5] @ Q[:, :5].T)
+    assert np.all(seg.adc_steps[0] == seg.adc.full_scale(part) / 7)
+    assert seg.adc_steps[0, 0] < part.max() / 7

@@ -49,11 +49,16 @@ def test_calibration_tiles_split_rows():
     rng = np.random.default_rng(0)
     V = rng.standard_normal((50, 10))
     Q = rng.integers(-7, 8, (3, 10))
-    cal = calibrate_matrix(V, Q, Q * 0.1, dac_bits=4, adc_bits=4, tile_rows=4)
+    cal = calibrate_matrix(V, Q, Q * 0.1, dac_bits=4, adc_bits=4, tile_rows=4,
+                           adc_range="per_column")
     assert cal.adc_steps.shape == (3, 3)              # ceil(10 / 4) row tiles
     U = np.clip(np.rint(V / cal.dac_step), -7, 7)
     assert np.allclose(cal.adc_steps[2], np.abs(U[:, 8:] @ Q[:, 8:].T).max(0) / 7)
     assert cal.dac_step == pytest.approx(np.abs(V).max() / 7)
+    # per_tile (the default): columns 0-1 share a tile (tile_cols = 2), column 2 has its own
+    cal = calibrate_matrix(V, Q, Q * 0.1, dac_bits=4, adc_bits=4, tile_rows=4, tile_cols=2)
+    col = np.abs(U[:, 8:] @ Q[:, 8:].T).max(0) / 7
+    np.testing.assert_allclose(cal.adc_steps[2], [col[:2].max(), col[:2].max(), col[2]])
 
 
 def _codes(rng, shape=(64, 64)):
@@ -79,7 +84,7 @@ def test_drift_draws_use_the_chosen_age():
     """Constant drift nu = 0.05 (sd 0), no compensation: delta = codes ((t/t0)^-nu - 1) exactly
     at the age given to the spec, whatever the profile's own age."""
     sets = ("drift.model=constant", "drift.nu_mean=0.05", "drift.nu_sd=0.0",
-            "drift.compensation=false")
+            "drift.compensation=none")
     codes = _codes(np.random.default_rng(2), (8, 16))
     for age in (3600.0, 86400.0 * 365.25):
         spec = HardwareSpec.from_profile("int4", sets, device_noise=True, age_s=age)
@@ -97,9 +102,14 @@ def test_draws_are_chips_of_the_profile_and_reproducible():
     assert np.array_equal(a["W"].delta, b["W"].delta)
     assert not np.array_equal(a["W"].delta, c["W"].delta)
     pm = Device("pcm-1d", seed=s.device_seed(1)).program(codes["R"], "R")
-    np.testing.assert_array_equal(c["R"].delta, (pm.w_eff.astype(np.float64) - codes["R"])
+    # pcm compensates digitally after the ADC (drift.compensation = global): training sees
+    # the device's noise-free factor k, applied to the weights and (squared) read variance
+    k = pm.drift_compensation
+    assert not pm.compensation_folded and k > 1.0
+    np.testing.assert_array_equal(c["R"].delta, (pm.w_eff.astype(np.float64) * k - codes["R"])
                                   .astype(np.float32))
-    np.testing.assert_array_equal(c["R"].read_var, pm.read_var)
+    np.testing.assert_array_equal(c["R"].read_var,
+                                  (pm.read_var.astype(np.float64) * k * k).astype(np.float32))
     assert np.all(c["R"].read_var[codes["R"] != 0] > 0)   # pcm_1f read noise
 
 

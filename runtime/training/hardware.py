@@ -27,6 +27,7 @@ import numpy as np
 
 from nvmstream.devices import Device, load_profile
 from nvmstream.devices.noise import vmm_noise_sigma
+from nvmstream.devices.periphery import ADC
 from nvmstream.devices.profile import DeviceProfile
 from nvmstream.devices.quant import qmax_for_bits
 
@@ -68,6 +69,10 @@ class HardwareSpec:
     dac_bits: int = 0
     adc_bits: int = 0
     tile_rows: int = 256
+    tile_cols: int = 256
+    adc_range: str = "per_tile"
+    adc_calibration: str = "max"
+    adc_percentile: float = 99.9
     snr_db: float = math.inf
     device_noise: bool = False
     adc_noise_lsb: float = 0.0
@@ -84,7 +89,9 @@ class HardwareSpec:
         p = load_profile(name, list(overrides) or None)
         snr = p.vmm_noise.snr_db if snr_db is None else float(snr_db)
         return cls(weight_bits=p.weights.bits, dac_bits=p.dac.bits, adc_bits=p.adc.bits,
-                   tile_rows=p.tile.rows, snr_db=float(snr), device_noise=bool(device_noise),
+                   tile_rows=p.tile.rows, tile_cols=p.tile.cols, adc_range=p.adc.range,
+                   adc_calibration=p.adc.calibration, adc_percentile=p.adc.percentile,
+                   snr_db=float(snr), device_noise=bool(device_noise),
                    adc_noise_lsb=float(p.adc.noise_lsb) if adc_noise else 0.0,
                    age_s=None if age_s is None else float(age_s),
                    profile=str(name),       # as given: a shipped name or a .toml path
@@ -130,32 +137,31 @@ class MatrixCalibration:
 
 
 def calibrate_matrix(V: np.ndarray, codes: np.ndarray, W: np.ndarray, dac_bits: int,
-                     adc_bits: int, tile_rows: int) -> MatrixCalibration:
+                     adc_bits: int, tile_rows: int, tile_cols: int | None = None,
+                     adc_range: str = "per_tile", adc_calibration: str = "max",
+                     adc_percentile: float = 99.9) -> MatrixCalibration:
     """The emulator's calibration of one matrix (runtime/plan.py's rule).
 
     ``V[n, in]``: the matrix's input vectors over the calibration set (float model);
     ``codes[out, in]``: its ideal weight codes; ``W[out, in]``: its weights in model units.
-    DAC step = max |V| / qmax_dac (1 when max |V| = 0); ADC step of (row tile b, column j) =
-    max over V of |sum_{i in b} u_i codes_ji| / qmax_adc with u the DAC codes (1 when 0);
-    P = mean((V W^T)^2).
+    DAC step = max |V| / qmax_dac (1 when max |V| = 0); ADC steps = the plan's
+    :class:`~nvmstream.devices.periphery.ADC` calibration: max over V of |sum_{i in b} u_i
+    codes_ji| / qmax_adc with u the DAC codes, per (row tile b, column tile) (``adc_range =
+    "per_tile"``, ``tile_cols`` columns per tile, None = one column tile) or per (row tile b,
+    column j) (``"per_column"``), the range set by ``adc_calibration`` (max, percentile, mse);
+    1 when 0. P = mean((V W^T)^2).
     """
     V = np.asarray(V, np.float64).reshape(-1, np.shape(W)[1])
     Q = np.asarray(codes, np.float64)
-    n_out, n_in = Q.shape
     qd = qmax_for_bits(dac_bits) if dac_bits else 0
-    qa = qmax_for_bits(adc_bits) if adc_bits else 0
     absmax = float(np.max(np.abs(V))) if V.size else 0.0
     dstep = (absmax / qd if absmax > 0 else 1.0) if qd else 1.0
     steps = None
-    if qa:
+    if adc_bits:
         U = np.clip(np.rint(V / dstep), -qd, qd) if qd else V
-        nblk = math.ceil(n_in / tile_rows)
-        steps = np.ones((nblk, n_out))
-        for blk in range(nblk):
-            r0, r1 = blk * tile_rows, min(n_in, (blk + 1) * tile_rows)
-            part = U[:, r0:r1] @ Q[:, r0:r1].T if U.size else np.zeros((1, n_out))
-            amax = np.max(np.abs(part), axis=0) if part.size else np.zeros(n_out)
-            steps[blk] = np.where(amax > 0, amax / qa, 1.0)
+        adc = ADC(int(adc_bits), range=adc_range, calibration=adc_calibration,
+                  percentile=adc_percentile)
+        steps = adc.calibrate(U, Q, tile_rows, tile_cols).steps
     power = float(np.mean((V @ np.asarray(W, np.float64).T) ** 2)) if V.size else 0.0
     return MatrixCalibration(dac_step=float(dstep), adc_steps=steps, power=power)
 
@@ -201,6 +207,10 @@ class ProgrammedWeightSampler:
         for name, c in codes.items():
             c = np.asarray(c)
             pm = dev.program(c.astype(np.int8), name)
-            delta = (pm.w_eff.astype(np.float64) - c).astype(np.float32)
-            out[name] = WeightDraw(delta, pm.read_var if pm.has_read_noise else None)
+            # digital compensation modes: training sees the noise-free factor (the engine
+            # measures its own through the noisy, quantized path after the ADC)
+            k = 1.0 if pm.compensation_folded else pm.drift_compensation
+            delta = (pm.w_eff.astype(np.float64) * k - c).astype(np.float32)
+            var = (pm.read_var.astype(np.float64) * (k * k)).astype(np.float32)
+            out[name] = WeightDraw(delta, var if pm.has_read_noise else None)
         return out

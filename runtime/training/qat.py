@@ -206,7 +206,8 @@ class CrossbarMatrix(nn.Module):
             q, s = self.codes()
             W = (q * s[:, None]).numpy()
             cal = calibrate_matrix(V, q.numpy(), W, spec.dac_bits, spec.adc_bits,
-                                   spec.tile_rows)
+                                   spec.tile_rows, spec.tile_cols, spec.adc_range,
+                                   spec.adc_calibration, spec.adc_percentile)
             qd = qmax_for_bits(spec.dac_bits) if spec.dac_bits else 1
             self.dac_range.fill_(cal.dac_step * qd)
             if cal.adc_steps is not None:

@@ -239,7 +239,7 @@ def test_compensation_recovers_scale_for_uniform_drift():
     # (t/t0)^nu and w_eff equals the codes again (float32 rounding: 1e-5 code units).
     t = 31536000.0
     dev = Device("int4", seed=1, age_s=t,
-                 overrides=["drift.model=constant", "drift.nu_mean=0.08", "drift.compensation=true"])
+                 overrides=["drift.model=constant", "drift.nu_mean=0.08", "drift.compensation=analog_fold"])
     codes = np.random.default_rng(0).integers(-7, 8, size=(40, 60)).astype(np.int8)
     pm = dev.program(codes, "W")
     assert pm.drift_compensation == pytest.approx((t / 20.0) ** 0.08, rel=1e-9)
@@ -254,7 +254,7 @@ def test_compensation_factor_matches_mean_drift():
     # matrix grows. 300 x 400 codes: SE of the mean factor ~ CV/sqrt(n) < 0.1%; tolerance 1%.
     t = 86400.0
     dev = Device("int4", seed=2, age_s=t, overrides=[
-        "drift.model=constant", "drift.nu_mean=0.06", "drift.nu_sd=0.02", "drift.compensation=true"])
+        "drift.model=constant", "drift.nu_mean=0.06", "drift.nu_sd=0.02", "drift.compensation=analog_fold"])
     codes = np.random.default_rng(1).integers(-7, 8, size=(300, 400)).astype(np.int8)
     pm = dev.program(codes, "W")
     L = math.log(t / 20.0)
@@ -324,7 +324,7 @@ def test_device_read_var_vs_monte_carlo(profile, extra):
 def test_read_var_scales_with_compensation_squared():
     t = 86400.0
     common = ["read.model=constant", "read.sigma_uS=0.5", "drift.model=constant", "drift.nu_mean=0.05"]
-    on = Device("int4", seed=1, age_s=t, overrides=common + ["drift.compensation=true"])
+    on = Device("int4", seed=1, age_s=t, overrides=common + ["drift.compensation=analog_fold"])
     codes = np.random.default_rng(0).integers(-7, 8, size=(10, 10)).astype(np.int8)
     pm = on.program(codes, "W")
     k = 7 / 25.0 * pm.drift_compensation

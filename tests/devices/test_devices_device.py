@@ -134,7 +134,7 @@ def test_device_arguments():
 
 def test_age_changes_drift_monotonically(codes):
     # without compensation the mean |w_eff| decays with age (same seed, same nu draws)
-    means = [float(np.abs(Device("pcm", seed=0, age_s=t, overrides=["drift.compensation=false"])
+    means = [float(np.abs(Device("pcm", seed=0, age_s=t, overrides=["drift.compensation=none"])
                          .program(codes, "W").w_eff).mean()) for t in (10.0, 3600.0, 86400.0, 3.15e7)]
     assert means[0] > means[1] > means[2] > means[3]
 

@@ -59,7 +59,7 @@ def test_shipped_profile_contents():
     assert int4.programming.model == "none" and int4.read.model == "none"
     pcm = load_profile("pcm")
     assert pcm.programming.model == "pcm_poly" and pcm.drift.model == "pcm"
-    assert pcm.read.model == "pcm_1f" and pcm.drift.compensation is True
+    assert pcm.read.model == "pcm_1f" and pcm.drift.compensation == "global"
     assert pcm.mapping.gmax_uS == 25.0 and pcm.drift.age_s == 86400.0 and pcm.drift.t0_s == 20.0
     for name, age in [("pcm-1h", 3600.0), ("pcm-1d", 86400.0), ("pcm-1y", 31536000.0)]:
         p = load_profile(name)
@@ -106,9 +106,9 @@ def test_profile_enums_match_mechanism_registries():
 # --- overrides ------------------------------------------------------------------------------
 
 def test_overrides_list_and_mapping():
-    p = load_profile("pcm", ["adc.bits=6", "drift.compensation=false", "storage.encoding=gray",
+    p = load_profile("pcm", ["adc.bits=6", "drift.compensation=none", "storage.encoding=gray",
                              "vmm_noise.snr_db=3.5", "name=mine", 'description="x y"'])
-    assert p.adc.bits == 6 and p.drift.compensation is False and p.storage.encoding == "gray"
+    assert p.adc.bits == 6 and p.drift.compensation == "none" and p.storage.encoding == "gray"
     assert p.vmm_noise.snr_db == 3.5 and p.name == "mine" and p.description == "x y"
     q = load_profile("pcm", {"adc.bits": 6, "drift.age_s": 10, "storage.encoding": "gray"})
     assert q.adc.bits == 6 and q.drift.age_s == 10.0 and isinstance(q.drift.age_s, float)
@@ -158,7 +158,9 @@ def test_bad_override_syntax(bad):
         ("drift.model=linear", "drift.model", "'pcm'"),
         ("read.model=shot", "read.model", "'pcm_1f'"),
         ("weights.scale=per_tensor", "weights.scale", "'per_channel'"),
-        ("drift.compensation=1", "drift.compensation", "true or false"),
+        ("adc.track_drift=1", "adc.track_drift", "true or false"),
+        ("drift.compensation=fold", "drift.compensation", "'per_column'"),
+        ("adc.range=per_row", "adc.range", "'per_tile'"),
         ("drift.age_s=-1", "drift.age_s", "[0, 1e+12]"),
         ("drift.t0_s=0", "drift.t0_s", "(0, 1e+12]"),
         ("mapping.gmax_uS=nan", "mapping.gmax_uS", "number"),

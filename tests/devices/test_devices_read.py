@@ -71,7 +71,7 @@ def _codes(n_out=300, n_in=300, seed=0):
     return c.astype(np.int8)
 
 
-COMMON = ["programming.model=none", "drift.compensation=false"]
+COMMON = ["programming.model=none", "drift.compensation=none"]
 
 
 def test_static_part_is_in_w_eff_with_the_integral_variance():
