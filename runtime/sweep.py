@@ -243,7 +243,8 @@ def make_jobs(model: str, data: str, profile: str, grid: Grid, seeds: Iterable[i
             for pt in grid.points() for s in seeds for v in votes]
 
 
-RESULT_COLUMNS = ["n", "accuracy", "energy_pJ_per_inference", "tops_per_w", "seconds"]
+RESULT_COLUMNS = ["n", "accuracy", "energy_pJ_per_inference", "tops_per_w", "seconds",
+                  "correct_hex"]   # per-item correctness (hex of packbits) for paired tests
 
 
 def columns(grid: Grid) -> list[str]:
@@ -299,7 +300,8 @@ class CsvRows:
             write_text(self.path, text + buf.getvalue())
             for r in self._rows:
                 for c in RESULT_COLUMNS:
-                    r[c] = _num(r[c]) if c != "n" else int(r[c])
+                    if c != "correct_hex":          # stays the hex text
+                        r[c] = _num(r[c]) if c != "n" else int(r[c])
                 r["seed"], r["votes"] = int(r["seed"]), int(r["votes"])
                 for c in self.cols[1:self._nfields - 2]:
                     r[c] = _value(r[c])

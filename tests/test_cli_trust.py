@@ -334,7 +334,15 @@ def test_sweep_interrupted_by_sigint_keeps_finished_rows(files, tmp_path):
     import signal
     import time
     out = tmp_path / "s.csv"
-    args = ["sweep", files / "m.nvm", "--data", files / "data.npz", "--profile", "int4",
+    # enough work per run (1000 sequences x 40 steps) that the sweep is still running when the
+    # signal arrives, however fast the machine (the fixture's 20 short sequences run in ms)
+    rng = np.random.default_rng(3)
+    big = rng.normal(size=(1000, 40, 12)).astype(np.float32)
+    lens = np.full(1000, 40)
+    np.savez(tmp_path / "big.npz", x_train=big[:64], y_train=np.zeros(64, np.int64),
+             lengths_train=lens[:64], x_test=big, y_test=np.zeros(1000, np.int64),
+             lengths_test=lens)
+    args = ["sweep", files / "m.nvm", "--data", tmp_path / "big.npz", "--profile", "int4",
             "--grid", "adc.bits=2,3,4,5,6,7,8", "--seeds", "0,1,2,3,4,5,6,7,8,9", "--workers", "1",
             "--out", out]
     p = subprocess.Popen([sys.executable, "-m", "nvmstream.runtime.cli", *map(str, args)],
