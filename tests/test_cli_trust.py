@@ -345,8 +345,11 @@ def test_sweep_interrupted_by_sigint_keeps_finished_rows(files, tmp_path):
     args = ["sweep", files / "m.nvm", "--data", tmp_path / "big.npz", "--profile", "int4",
             "--grid", "adc.bits=2,3,4,5,6,7,8", "--seeds", "0,1,2,3,4,5,6,7,8,9", "--workers", "1",
             "--out", out]
+    # SIGINT at its default in the child: an xdist worker ignores SIGINT, and a child inherits
+    # an ignored signal (Python then installs no KeyboardInterrupt handler)
     p = subprocess.Popen([sys.executable, "-m", "nvmstream.runtime.cli", *map(str, args)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline:
         if out.exists() and len([l for l in out.read_text().splitlines()
