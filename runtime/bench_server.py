@@ -406,26 +406,16 @@ def format_results(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m nvmstream.runtime.bench_server echo --bind EP``: the raw pyzmq echo server the
+    benchmark starts as its baseline. The benchmark itself runs (and prints) through
+    ``nvmstream bench``; this module only measures and formats."""
     import argparse
     p = argparse.ArgumentParser(prog="python -m nvmstream.runtime.bench_server")
-    sub = p.add_subparsers(dest="cmd")
+    sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("echo", help="run the raw echo server (used by the benchmark)")
     e.add_argument("--bind", default="tcp://127.0.0.1:*")
-    b = sub.add_parser("run", help="run the benchmark (default)")
-    for q in (p, b):
-        q.add_argument("--quick", action="store_true")
-        q.add_argument("--out", default=None)
-        q.add_argument("--profile", default="int4,pcm", help="comma-separated profiles")
-        q.add_argument("--workers", default="1,2",
-                       help="comma-separated worker counts of broker runs on the first "
-                            "profile (empty: none)")
     args = p.parse_args(argv)
-    if args.cmd == "echo":
-        echo_server(args.bind)
-        return 0
-    res = run_bench(args.out, quick=args.quick, profiles=tuple(args.profile.split(",")),
-                    workers=tuple(int(n) for n in args.workers.split(",") if n))
-    print(format_results(res))
+    echo_server(args.bind)
     return 0
 
 

@@ -38,33 +38,6 @@ class CliError(Exception):
         self.code = code
 
 
-def atomic_save(path: str | os.PathLike, writer) -> None:
-    """Write ``path`` via a temporary in the same folder and a rename (never half-written,
-    mode 0666 & ~umask). ``writer`` gets the temporary's *path*; prefer
-    :func:`nvmstream.runtime.outputs.write_with`, which hands over a file object (so writers
-    such as ``np.save`` cannot change the name). Kept for callers of the old helper."""
-    from .outputs import _open_temp
-    try:
-        path = plan_output(path, allow_stdout=False)
-    except OutputError as e:
-        raise CliError(str(e)) from None
-    tmp, fd = _open_temp(path)
-    os.close(fd)
-    try:
-        writer(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load_array(path: str, what: str, split: str = "test") -> np.ndarray:
-    """The ``x`` of a data file under the data contract (runtime/data.py)."""
-    from .data import load_data
-    return load_data(path, split, what=what).x
-
-
 def _sniff_model(path: str) -> str:
     """"nvm" or "onnx" by content, or a one-line error naming what the file is."""
     from .data import model_kind

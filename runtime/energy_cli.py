@@ -193,7 +193,7 @@ def tornado(sens: dict, path: str, title: str = "") -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise _cli_error("--plot needs matplotlib (pip install matplotlib)") from None
-    from .cli import atomic_save
+    from .outputs import plan_output, write_with
     fig, axes = plt.subplots(1, len(sens), figsize=(6.5 * len(sens), 5), squeeze=False)
     for ax, (k, r) in zip(axes[0], sens.items()):
         knobs = sorted(r.knobs, key=lambda x: abs(x.ratio_high - x.ratio_low))
@@ -210,5 +210,5 @@ def tornado(sens: dict, path: str, title: str = "") -> None:
         ax.set_title(f"{title}: nominal {r.nominal:.3g}x, range {r.ratio_min:.3g}-"
                      f"{r.ratio_max:.3g}x", fontsize=9)
     fig.tight_layout()
-    atomic_save(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    write_with(plan_output(path, allow_stdout=False), lambda f: fig.savefig(f, dpi=110, format="png"))
     plt.close(fig)

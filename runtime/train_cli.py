@@ -80,7 +80,8 @@ def command_line(task: str, recipe, tc, out: str, data: str | None = None,
 def cmd_train(args) -> int:
     # errors are ValueErrors (exit 3): `python -m nvmstream.runtime.cli` runs cli.py as
     # __main__, so a CliError imported from .cli would be another class than the one caught
-    from .cli import EXIT_OK, atomic_save
+    from .cli import EXIT_OK
+    from .outputs import plan_output, write_text
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -107,7 +108,7 @@ def cmd_train(args) -> int:
     entry["command"] = command_line(name, recipe, tc, str(args.out),
                                     str(args.data) if args.data else None, args.extra_train)
     if args.json:
-        atomic_save(args.json, lambda p: Path(p).write_text(json.dumps(entry, indent=1) + "\n"))
+        write_text(plan_output(args.json, allow_stdout=False), json.dumps(entry, indent=1) + "\n")
     acc = entry["torch_test_accuracy"]
     print(f"{out}: {recipe.name} for {recipe.spec.profile or 'float'}; torch test accuracy "
           f"{100 * acc:.1f}%" + ("" if entry["torch_qat_test_accuracy"] is None else
