@@ -4,7 +4,10 @@ All quantizers are signed and symmetric: b bits give the codes k in [-qmax, qmax
 qmax = 2^(b-1) - 1 (2^b - 1 levels; the code -2^(b-1) is never produced). ``bits = 0`` means
 "no quantization" everywhere.
 
-The runtime's numba kernels are checked against :func:`dac_quantize` / :func:`adc_quantize`.
+The engine's stages (:mod:`devices.periphery`: ``DAC.apply`` multiplies by ``1/step``,
+``ADC.apply`` divides by the step) and its numba kernels compute the same roundings as
+:func:`dac_codes` / :func:`adc_codes` here, in the same float64 operations; training
+(runtime/training/qat.py) calls the periphery stages themselves.
 """
 
 from __future__ import annotations
@@ -91,13 +94,15 @@ def _check_bits(bits: int, lo: int, hi: int, what: str) -> int:
 
 
 def dac_codes(x: np.ndarray, scale: np.ndarray | float, bits: int) -> np.ndarray:
-    """Input DAC codes ``clip(rint(x / scale), -qmax, qmax)`` as int32 (``bits`` in 2..12).
+    """Input DAC codes ``clip(rint(x * (1/scale)), -qmax, qmax)`` as int32 (``bits`` in 2..12).
 
     ``scale`` is the DAC step (input units per code), scalar or broadcastable to ``x``.
     ``bits = 0``: no quantization, returns float32 ``x / scale``.
     """
     bits = _check_bits(bits, 2, 12, "DAC")
-    r = np.asarray(x, dtype=np.float64) / np.asarray(scale, dtype=np.float64)
+    # x * (1 / scale), as devices.periphery.DAC.apply and the kernels compute it (one rule:
+    # x / scale rounds ties differently in the last bit)
+    r = np.asarray(x, dtype=np.float64) * (1.0 / np.asarray(scale, dtype=np.float64))
     if bits == 0:
         return r.astype(np.float32)
     q = qmax_for_bits(bits)

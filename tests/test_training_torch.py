@@ -47,10 +47,10 @@ def _save_npz(path, d: TrainData):
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 def test_qat_forward_equals_the_emulator(kind, tmp_path):
     data = _toy()
-    sets = ("tile.rows=2",)                  # several row tiles per matrix: per-tile ADCs
+    sets = ("tile.rows=2", "tile.cols=4")    # several row and column tiles: per-tile ADCs
     tc = task_config("toy", kind=kind, hidden=6, epochs=2, qat_epochs=2, batch=16)
     recipe = make_recipe("qat4", "int4", overrides=sets)
-    assert recipe.spec.tile_rows == 2
+    assert (recipe.spec.tile_rows, recipe.spec.tile_cols, recipe.spec.adc_range) == (2, 4, "per_tile")
     base = loop.train_float(data, tc, 0)
     model = loop.fine_tune(data, tc, recipe, base)
     out = tmp_path / "m.onnx"

@@ -8,11 +8,13 @@ One :class:`CrossbarMatrix` is one crossbar matrix ``W[out, in]`` as runtime/pla
   ``q + delta`` with ``delta = w_eff - q`` drawn from the profile's own Device
   (:class:`~.hardware.ProgrammedWeightSampler`, a new chip per batch): storage errors,
   programming noise, stuck cells, drift at the chosen age with compensation;
-* one DAC per matrix: the codes are :func:`nvmstream.devices.quant.dac_codes` of the input
-  (computed by that numpy function; the gradient is that of ``clip(v / d)``);
-* per (tile, column): read noise ``N(0, sum_i u_i^2 read_var_ji)`` when the profile has it, then
-  the ADC, :func:`nvmstream.devices.quant.adc_codes` (with the profile's ADC noise in LSB for
-  ``hwa``); partial sums of the tiles added digitally;
+* one DAC per matrix: the codes are :meth:`nvmstream.devices.periphery.DAC.apply` of the input
+  (the engine's own stage, computed by that numpy method; the gradient is that of
+  ``clip(v / d)``);
+* per row tile: read noise ``N(0, sum_i u_i^2 read_var_ji)`` when the profile has it, then
+  the ADC, :meth:`nvmstream.devices.periphery.ADC.apply` with the profile's range granularity
+  (``adc.range``: one step per (row tile, column tile) or per (row tile, column)) and, for
+  ``hwa``, its ADC noise in LSB; partial sums of the tiles added digitally;
 * in model units ``sum * s_j * d``; VMM noise ``N(0, P / 10^(snr_db/10))``
   (:func:`nvmstream.devices.noise.vmm_noise_sigma`) on every output in training -- the
   deep-noise-injection setting of arXiv 1807.06555 when ``snr_db`` is the inference SNR.
@@ -31,7 +33,8 @@ import torch
 from torch import nn
 
 from nvmstream.devices.noise import vmm_noise_sigma
-from nvmstream.devices.quant import adc_codes, dac_codes, qmax_for_bits
+from nvmstream.devices.periphery import ADC, DAC
+from nvmstream.devices.quant import qmax_for_bits
 
 from .hardware import HardwareSpec, ProgrammedWeightSampler, calibrate_matrix
 
@@ -50,6 +53,18 @@ def _ste_codes(v: torch.Tensor, scale: torch.Tensor, qmax: int, codes: np.ndarra
     ``clip(v / scale, -qmax, qmax)`` (zero outside the range)."""
     soft = torch.clamp(v / scale, -qmax, qmax)
     return soft + (torch.from_numpy(np.asarray(codes, np.float32)) - soft).detach()
+
+
+def _adc_codes(p: np.ndarray, steps: np.ndarray, bits: int, noise_lsb: float,
+               rng: np.random.Generator | None) -> np.ndarray:
+    """ADC codes of partial sums ``p[..., n_out]`` by the engine's own stage,
+    :meth:`nvmstream.devices.periphery.ADC.apply` (steps ``[n_out]``), divided back by the step
+    (``rint`` removes the rounding of ``code * step / step``)."""
+    st = np.asarray(steps, np.float64)
+    adc = ADC(int(bits), float(noise_lsb), steps=st[None, :])
+    p = np.asarray(p, np.float64)
+    normals = rng.standard_normal(p.shape) if noise_lsb > 0 else None
+    return np.rint(adc.apply(p, 0, normals) / st)
 
 
 class CrossbarMatrix(nn.Module):
@@ -126,7 +141,7 @@ class CrossbarMatrix(nn.Module):
             d = torch.where(r > 0, r / qd, torch.ones_like(r))
             # frozen: the emulator's exact (float64) step; else the running range's
             d_np = self.cal.dac_step if (self.frozen and self.cal is not None) else float(d)
-            u = _ste_codes(v, d, qd, dac_codes(v.detach().numpy(), d_np, spec.dac_bits))
+            u = _ste_codes(v, d, qd, DAC(spec.dac_bits, d_np).apply(v.detach().numpy()))
         else:
             d = torch.ones(())
             u = v
@@ -141,7 +156,7 @@ class CrossbarMatrix(nn.Module):
                 var = (ub.detach() ** 2) @ self.read_var[:, r0:r1].t()
                 p = p + torch.sqrt(var) * torch.randn_like(p)
             if qa:
-                amax = p.detach().reshape(-1, self.n_out).abs().amax(dim=0)
+                amax = self._tile_max(p.detach().reshape(-1, self.n_out).abs().amax(dim=0))
                 if track:
                     self._pending(f"adc{blk}", amax)
                 ar = amax if first else self.adc_range[blk]
@@ -149,8 +164,8 @@ class CrossbarMatrix(nn.Module):
                 anz = spec.adc_noise_lsb if noisy else 0.0
                 a_np = (self.cal.adc_steps[blk] if (self.frozen and self.cal is not None)
                         else a.numpy())
-                c = adc_codes(p.detach().numpy(), a_np, spec.adc_bits, anz,
-                              self.np_rng if anz > 0 else None)
+                c = _adc_codes(p.detach().numpy(), a_np, spec.adc_bits, anz,
+                               self.np_rng if anz > 0 else None)
                 p = _ste_codes(p, a, qa, c) * a
             total = p if total is None else total + p
         out = total * (s * d)
@@ -165,6 +180,18 @@ class CrossbarMatrix(nn.Module):
         return out
 
     # ------------------------------------------------------------------ running ranges
+    def _tile_max(self, amax: torch.Tensor) -> torch.Tensor:
+        """Per-column maxima ``[n_out]`` -> the ADC range granularity of the profile: with
+        ``adc.range = per_tile`` every column of a column tile (``tile_cols`` outputs) gets the
+        tile's max, as :meth:`nvmstream.devices.periphery.ADC.calibrate` shares one step."""
+        if self.spec.adc_range != "per_tile":
+            return amax
+        tc = max(1, int(self.spec.tile_cols))
+        out = amax.clone()
+        for c0 in range(0, self.n_out, tc):
+            out[c0:c0 + tc] = amax[c0:c0 + tc].max()
+        return out
+
     def _pending(self, key: str, value: torch.Tensor, mean: bool = False) -> None:
         """Accumulate this batch's statistic (max, or mean for power) until :meth:`commit`."""
         pend = self.__dict__.setdefault("_stats", {})

@@ -84,7 +84,7 @@ def test_dac_per_channel_scale_and_float_mode(rng):
     x = rng.normal(size=(5, 3))
     scale = np.array([0.1, 0.2, 0.3])
     c = dac_codes(x, scale, 4)
-    np.testing.assert_array_equal(c, np.clip(np.rint(x / scale), -7, 7))
+    np.testing.assert_array_equal(c, np.clip(np.rint(x * (1.0 / scale)), -7, 7))
     np.testing.assert_array_equal(dac_quantize(x, scale, 0), x.astype(np.float32))
     with pytest.raises(ValueError, match="DAC bits"):
         dac_codes(x, 0.1, 13)
@@ -122,3 +122,23 @@ def test_adc_off_and_errors(rng):
         adc_codes(p, 0.1, 4, noise_lsb=1.0)
     with pytest.raises(ValueError, match="ADC bits"):
         adc_codes(p, 0.1, 17)
+
+
+def test_quant_helpers_equal_the_engine_stages_bit_for_bit(rng):
+    """dac_codes / adc_codes and devices.periphery's DAC.apply / ADC.apply (what the engine and
+    training run) are one rule, ties included: inputs at k + 1/2 steps and random ones."""
+    from nvmstream.devices.periphery import ADC, DAC
+    step = 0.1                                    # 1/0.1 is inexact: x/step and x*(1/step) differ
+    ties = (np.arange(-7, 7) + 0.5) * step
+    x = np.concatenate([ties, np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf),
+                        rng.normal(0, 0.4, 5000)])
+    dac = DAC(4, step)
+    np.testing.assert_array_equal(dac_codes(x, step, 4), dac.apply(x))
+    steps = np.array([[0.1, 0.3, 0.7]])
+    p = np.concatenate([(np.arange(-7, 7)[:, None] + 0.5) * steps, rng.normal(0, 1, (500, 3))])
+    adc = ADC(4, steps=steps)
+    np.testing.assert_array_equal(adc_quantize(p, steps[0], 4),
+                                  adc.apply(p, 0).astype(np.float32))
+    np.testing.assert_array_equal(adc_codes(p, steps[0], 4), np.rint(adc.apply(p, 0) / steps[0]))
+    # the old x / step rule disagrees on some of these ties: the test can fail
+    assert np.any(np.clip(np.rint(x / step), -7, 7) != dac.apply(x))
