@@ -20,6 +20,7 @@ import nvmstream as nvm
 from nvmstream.devices import Device
 from nvmstream.runtime.stats import calibration_set
 from nvmstream.runtime.training.hardware import (HardwareSpec, ProgrammedWeightSampler,
+                                                 WeightDraw,
                                                  calibrate_matrix, parse_age_s)
 from nvmstream.runtime.training.tasks import load_data, make_recipe
 
@@ -103,13 +104,24 @@ def test_draws_are_chips_of_the_profile_and_reproducible():
     assert not np.array_equal(a["W"].delta, c["W"].delta)
     pm = Device("pcm-1d", seed=s.device_seed(1)).program(codes["R"], "R")
     # pcm compensates digitally after the ADC (drift.compensation = global): training sees
-    # the device's noise-free factor k, applied to the weights and (squared) read variance
-    k = pm.drift_compensation
-    assert not pm.compensation_folded and k > 1.0
-    np.testing.assert_array_equal(c["R"].delta, (pm.w_eff.astype(np.float64) * k - codes["R"])
+    # the drifted weights before the ADC, and the engine's factor measured through the ADC
+    assert not pm.compensation_folded and pm.drift_compensation > 1.0
+    np.testing.assert_array_equal(c["R"].delta, (pm.w_eff.astype(np.float64) - codes["R"])
                                   .astype(np.float32))
-    np.testing.assert_array_equal(c["R"].read_var,
-                                  (pm.read_var.astype(np.float64) * k * k).astype(np.float32))
+    np.testing.assert_array_equal(c["R"].read_var, pm.read_var.astype(np.float32))
+    assert c["R"].comp_mode == "global"
+    np.testing.assert_array_equal(c["R"].w_t0, pm.w_t0)
+    # the factor is DriftCompensation's own rule on these weights and ADC steps: with a
+    # noise-free, unquantized readout it is mean|w_t0| / mean|w_age| exactly
+    f = c["R"].compensation(None, 0, 0.0, 256, 7.0)
+    c_free = WeightDraw(c["R"].delta, None, "global", c["R"].w_t0, None, c["R"].w_age)
+    f_free = c_free.compensation(None, 0, 0.0, 256, 7.0)
+    np.testing.assert_allclose(f_free, np.abs(pm.w_t0.astype(np.float64)).mean()
+                               / np.abs(pm.w_eff.astype(np.float64)).mean(),
+                               rtol=1e-12)
+    assert f.shape == (16,) and np.all(np.isfinite(f))
+    steps = np.full((1, 16), 5.0)        # a coarse ADC: the measured factor moves away
+    assert not np.allclose(c["R"].compensation(steps, 4, 0.0, 256, 7.0), f_free)
     assert np.all(c["R"].read_var[codes["R"] != 0] > 0)   # pcm_1f read noise
 
 

@@ -175,6 +175,30 @@ class WeightDraw:
 
     delta: np.ndarray
     read_var: np.ndarray | None
+    #: digital drift compensation after the ADC (``drift.compensation = global | per_column``
+    #: with drift applied): the programmed weights and read-noise variance at t0 (code units)
+    #: from which the engine measures its factor through the ADC, and that measurement's seed
+    comp_mode: str | None = None
+    w_t0: np.ndarray | None = None
+    read_var_t0: np.ndarray | None = None
+    w_age: np.ndarray | None = None
+    comp_seed: int = 0
+
+    def compensation(self, adc_steps: np.ndarray | None, adc_bits: int, adc_noise_lsb: float,
+                     tile_rows: int, umax: float) -> np.ndarray | None:
+        """The engine's digital compensation factor ``[n_out]`` for ADC steps ``[row_tiles,
+        n_out]`` (runtime/plan.py: :class:`~nvmstream.devices.periphery.DriftCompensation`
+        read through read noise and the ADC at t0 and at the age, the ADC ranges of t0: the
+        profile's ``adc.track_drift = false``); None without digital compensation."""
+        if self.comp_mode is None:
+            return None
+        from nvmstream.devices.periphery import DriftCompensation
+        adc = ADC(int(adc_bits), float(adc_noise_lsb),
+                  steps=None if not adc_bits else np.asarray(adc_steps, np.float64))
+        comp = DriftCompensation(self.comp_mode).calibrate(
+            self.w_t0, self.read_var_t0, adc, self.w_age, self.read_var, adc, tile_rows,
+            umax, np.random.default_rng(self.comp_seed))
+        return comp.factor
 
 
 class ProgrammedWeightSampler:
@@ -207,10 +231,22 @@ class ProgrammedWeightSampler:
         for name, c in codes.items():
             c = np.asarray(c)
             pm = dev.program(c.astype(np.int8), name)
-            # digital compensation modes: training sees the noise-free factor (the engine
-            # measures its own through the noisy, quantized path after the ADC)
-            k = 1.0 if pm.compensation_folded else pm.drift_compensation
-            delta = (pm.w_eff.astype(np.float64) * k - c).astype(np.float32)
-            var = (pm.read_var.astype(np.float64) * (k * k)).astype(np.float32)
-            out[name] = WeightDraw(delta, var if pm.has_read_noise else None)
+            # analog_fold / none: w_eff already holds what the ADC sees. Digital modes: the
+            # ADC sees the drifted w_eff and the engine's factor, measured through the ADC at
+            # the training ranges (WeightDraw.compensation), multiplies after it
+            delta = (pm.w_eff.astype(np.float64) - c).astype(np.float32)
+            var = pm.read_var.astype(np.float32) if pm.has_read_noise else None
+            digital = (self.profile.drift.compensation in ("global", "per_column")
+                       and bool(pm.stats.get("drift_applied")) and pm.w_t0 is not None)
+            if digital and self.profile.adc.track_drift:
+                raise ValueError("hwa training with adc.track_drift = true is not emulated "
+                                 "(the engine re-calibrates the ADC on the drifted weights)")
+            out[name] = WeightDraw(
+                delta, var,
+                comp_mode=self.profile.drift.compensation if digital else None,
+                w_t0=np.asarray(pm.w_t0, np.float64) if digital else None,
+                read_var_t0=(np.asarray(pm.read_var_t0, np.float64)
+                             if digital and pm.has_read_noise else None),
+                w_age=np.asarray(pm.w_eff, np.float64) if digital else None,
+                comp_seed=self.device_seed(draw) ^ 0x5EED)
         return out

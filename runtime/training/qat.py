@@ -93,6 +93,8 @@ class CrossbarMatrix(nn.Module):
         self.read_var: torch.Tensor | None = None   # per-read noise variance (code units^2)
         self.np_rng = np.random.default_rng(0)      # ADC noise in training
         self.cal = None                             # MatrixCalibration once calibrated
+        self.draw = None                            # the chip's WeightDraw (hwa)
+        self.comp = None                            # its digital drift compensation [out]
 
     # ------------------------------------------------------------------ weights
     def codes(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,6 +171,12 @@ class CrossbarMatrix(nn.Module):
                 p = _ste_codes(p, a, qa, c) * a
             total = p if total is None else total + p
         out = total * (s * d)
+        if noisy and self.draw is not None and self.draw.comp_mode is not None:
+            if self.comp is None:      # the engine's factor, measured through this chip's ADC
+                f = self.draw.compensation(self._adc_steps(), spec.adc_bits,
+                                           spec.adc_noise_lsb, tr, float(qd) if qd else 1.0)
+                self.comp = torch.from_numpy(np.asarray(f, np.float32))
+            out = out * self.comp
         if math.isfinite(spec.snr_db):
             pw = out.detach().pow(2).mean()
             if track:
@@ -180,6 +188,16 @@ class CrossbarMatrix(nn.Module):
         return out
 
     # ------------------------------------------------------------------ running ranges
+    def _adc_steps(self) -> np.ndarray | None:
+        """The ADC steps ``[row_tiles, n_out]`` in force: the emulator's once calibrated and
+        frozen, else the running ranges / qmax."""
+        if not self.spec.adc_bits:
+            return None
+        if self.frozen and self.cal is not None:
+            return np.asarray(self.cal.adc_steps, np.float64)
+        r = self.adc_range.detach().double().numpy()
+        return np.where(r > 0, r / qmax_for_bits(self.spec.adc_bits), 1.0)
+
     def _tile_max(self, amax: torch.Tensor) -> torch.Tensor:
         """Per-column maxima ``[n_out]`` -> the ADC range granularity of the profile: with
         ``adc.range = per_tile`` every column of a column tile (``tile_cols`` outputs) gets the
@@ -274,6 +292,8 @@ def resample_device(model: nn.Module, sampler: ProgrammedWeightSampler, draw: in
     for m in mats:
         wd = draws[m.name]
         m.delta = torch.from_numpy(wd.delta)
+        m.draw = wd
+        m.comp = None                 # measured at the next forward (needs the ADC steps)
         m.read_var = None if wd.read_var is None else torch.from_numpy(
             np.asarray(wd.read_var, np.float32))
         m.np_rng = np.random.default_rng(sampler.device_seed(draw))
@@ -283,6 +303,8 @@ def clear_device(model: nn.Module) -> None:
     for m in _matrices(model):
         m.delta = None
         m.read_var = None
+        m.draw = None
+        m.comp = None
 
 
 class QRecurrent(nn.Module):
