@@ -106,5 +106,10 @@ def test_results_quick_end_to_end(tmp_path):
         assert rows and all(row["correct_hex"] for row in rows), c
     assert re.search(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", page)          # point [lo, hi]
     assert "exact McNemar" in page
-    for png in ("bits_digits.png", "snr_digits.png", "age.png", "ber.png", "pareto_digits.png"):
+    # the goals table: each headline row carries a status decided from an interval
+    heads = re.findall(r"^\| digits \| (.+) \| \*\*(met|not met|unresolved|gain resolved|"
+                       r"no resolved gain)\*\* \|$", page, flags=re.M)
+    assert len(heads) >= 2, page[:3000]
+    for png in ("bits_digits.png", "snr_digits.png", "age_digits.png", "ber_digits.png",
+                "pareto_digits.png"):
         assert (out / png).stat().st_size > 5000
