@@ -74,7 +74,7 @@ def _fit(model: qat.SeqClassifier, tr: Split, tc: TaskConfig, epochs: int, lr: f
     valid = torch.arange(T)[None, :] <= last[:, None]
     fstd = x[valid].std(dim=0) if tc.input_noise > 0 else None
     fixed_length = bool(torch.all(last == T - 1))
-    step = 0
+    step = skipped = 0
     for ep in range(epochs):
         if on_epoch is not None:
             on_epoch(ep)
@@ -98,17 +98,26 @@ def _fit(model: qat.SeqClassifier, tr: Split, tc: TaskConfig, epochs: int, lr: f
             loss = _loss(logits, y[idx], last[idx], tc.all_steps_weight)
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if torch.isfinite(loss) and torch.isfinite(norm):
+                opt.step()
+            else:
+                # a drawn chip can be pathological (e.g. hwa on pcm: a drift-compensation
+                # factor measured through a coarse ADC of 100x); the engine would compute
+                # the same garbage on that chip, but no gradient step can be taken from it
+                skipped += 1
+                opt.zero_grad()
             sched.step()
             qat.commit_stats(model)
             step += 1
-            total += float(loss.detach()) * len(idx)
+            total += float(loss.detach()) * len(idx) if torch.isfinite(loss) else 0.0
             correct += int((logits[torch.arange(len(idx)), last[idx]].argmax(1) == y[idx]).sum())
             n += len(idx)
         if ep == epochs - 1 or ep % max(1, epochs // 5) == 0:
-            log.info("%s epoch %3d/%d  loss %.4f  train acc %.3f", label, ep + 1, epochs,
-                     total / n, correct / n)
+            log.info("%s epoch %3d/%d  loss %.4f  train acc %.3f%s", label, ep + 1, epochs,
+                     total / n, correct / n,
+                     f"  ({skipped} batches skipped: non-finite loss or gradient)"
+                     if skipped else "")
 
 
 def torch_accuracy(model, s: Split, batch: int = 256) -> float:
@@ -146,7 +155,8 @@ def fine_tune(data: TrainData, tc: TaskConfig, recipe: Recipe, base: qat.SeqClas
     """``tc.qat_epochs`` of fine-tuning of a copy of ``base`` for ``recipe.spec`` (no
     quantizers for ``float``: the same budget). Calibration is the emulator's, on
     :func:`calibration_set` of the training split; ranges are frozen for the last
-    ``freeze_frac`` of the epochs and re-set at each of those epochs."""
+    ``freeze_frac`` of the epochs (every epoch for device-noise recipes: ``hwa``) and re-set at
+    each of those epochs."""
     spec = recipe.spec
     _seed_all(recipe.seed + 1)
     model = base.with_spec(spec)
@@ -157,6 +167,10 @@ def fine_tune(data: TrainData, tc: TaskConfig, recipe: Recipe, base: qat.SeqClas
         x_cal = calibration_set(tr.x, tr.y)
         qat.calibrate_like_emulator(model, x_cal, freeze=False)   # initial ranges
         freeze_at = tc.qat_epochs - max(1, round(tc.freeze_frac * tc.qat_epochs))
+        if spec.device_noise:
+            # running ranges would follow the drawn chips' (drifted, noisy) partial sums; the
+            # engine calibrates on the ideal codes: use its ranges from the first epoch
+            freeze_at = 0
 
         def on_epoch(ep: int) -> None:
             if ep >= freeze_at:     # ranges the emulator will use, re-set as the weights move

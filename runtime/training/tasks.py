@@ -58,9 +58,11 @@ class TaskConfig:
 
 
 TASKS: dict[str, TaskConfig] = {
+    # hidden 64 + standardised inputs (folded into W at export): float 97.6% vs 95.4% for
+    # hidden 32 without (same epochs); published best ~98-99% (Ruiz et al. 2021)
     "japanese_vowels": TaskConfig(
-        kind="LSTM", hidden=32, epochs=60, qat_epochs=40, batch=16, lr=1e-2, qat_lr=2e-3,
-        input_noise=0.1,
+        kind="LSTM", hidden=64, epochs=60, qat_epochs=40, batch=16, lr=1e-2, qat_lr=2e-3,
+        input_noise=0.1, normalize=True,
         frame="12 LPC cepstrum coefficients of one analysis frame (25.6 ms, 6.4 ms shift) of /ae/"),
     "basic_motions": TaskConfig(
         kind="LSTM", hidden=32, epochs=40, qat_epochs=15, batch=8, lr=1e-2, qat_lr=2e-3,
