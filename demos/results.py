@@ -1,7 +1,7 @@
 """Regenerate docs/results.md: the seeds' results reproduced (or refuted) with nvmstream.
 
     python demos/results.py                 # every task, every section (see the page's footer)
-    python demos/results.py --tasks keywords            # only these tasks' commands re-run
+    python demos/results.py --tasks digits,keywords     # a page with these tasks only
     python demos/results.py --quick --out-dir /tmp/results    # a reduced run (a test runs it)
 
 Every table comes from an `nvmstream` command printed above it and run exactly as printed
@@ -93,14 +93,12 @@ def provenance(csv: Path) -> dict:
 class Page:
     """Markdown being written plus the settings every command shares."""
 
-    def __init__(self, out_dir: Path, limit: int | None, workers: int, quick: bool = False,
-                 rerun: set[str] | None = None):
+    def __init__(self, out_dir: Path, limit: int | None, workers: int, quick: bool = False):
         self.quick = quick
         self.md: list[str] = []
         self.headlines: list[str] = []
         self.ran: dict[str, list[dict]] = {}     # command -> rows (a command runs once)
         self.out_dir, self.limit, self.workers = out_dir, limit, workers
-        self.rerun = rerun                       # tasks whose CSVs are recomputed (None: all)
         self.rel = out_dir.resolve().relative_to(REPO) if out_dir.resolve().is_relative_to(
             REPO) else out_dir.resolve()
         self.commands_run = 0
@@ -133,8 +131,7 @@ class Page:
                 self.rel / f"{tag}.csv"
             prov = provenance(csv)
             stale = csv.exists() and (prov.get("command") != command
-                                      or prov.get("model_sha256") != sha256(model)
-                                      or (self.rerun is not None and task in self.rerun))
+                                      or prov.get("model_sha256") != sha256(model))
             if stale:
                 csv.unlink()
             if not csv.exists():
@@ -244,7 +241,7 @@ def section_snr(pg: Page, task: str, snrs: list[float], votes: list[int]) -> lis
            "model's accuracy. `int4` plus VMM noise N(0, P/10^(SNR/10)) on every matrix "
            "output; votes = majority of replicas, each with its own noise.", "")
     rows = []
-    for recipe in ("qat4", "qat4_noise") if pg.quick else ("qat4", "qat4_noise", "hwa"):
+    for recipe in ("qat4", "qat4_noise"):
         if shipped(task, recipe):
             rows += pg.sweep(f"snr_{task}_{recipe}", task, recipe, "int4",
                              ["vmm_noise.snr_db=" + ",".join(f"{s:g}" for s in snrs)], votes)
@@ -558,8 +555,9 @@ def main(argv=None) -> int:
                     help="one task (digits), one seed, 40 test items, few grid points")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tasks", default=None,
-                    help="recompute only these tasks' CSVs (the page still covers every task; "
-                         "the others reuse CSVs of their exact commands and models)")
+                    help="comma-separated tasks on the page (default: every shipped task); a "
+                         "task whose CSVs were made by the same commands on the same models "
+                         "reuses them")
     ap.add_argument("--out-dir", type=Path, default=REPO / "docs" / "results",
                     help="CSVs and plots; the page goes next to it as <out-dir>.md")
     args = ap.parse_args(argv)
@@ -572,11 +570,15 @@ def main(argv=None) -> int:
         pg = Page(out_dir, 40, 1, quick=True)
         bits, snrs, votes, bers, ages = [2, 4], [0.0, 10.0], [1, 3], [1e-2], [3600.0, 31557600.0]
     else:
-        tasks = [t for t in TASKS if shipped(t, "float")]
-        pg = Page(out_dir, None, args.workers,
-                  rerun=set(args.tasks.split(",")) if args.tasks else None)
+        want = args.tasks.split(",") if args.tasks else list(TASKS)
+        bad = [t for t in want if t not in TASKS]
+        if bad:
+            ap.error(f"unknown tasks {bad}; valid: {', '.join(TASKS)}")
+        tasks = [t for t in want if shipped(t, "float")]
+        pg = Page(out_dir, None, args.workers)
         bits, snrs, votes, bers, ages = BITS, SNRS, [1, 5], BERS, AGES_S
-    cmd = f"python demos/results.py{' --quick' if args.quick else ''}"
+    cmd = ("python demos/results.py" + (" --quick" if args.quick else "")
+           + (f" --tasks {args.tasks}" if args.tasks and not args.quick else ""))
     pg.add("# Results: the seeds' claims, measured with nvmstream", "",
            f"Regenerate with `{cmd}`. Every command below is run by the generator exactly as "
            "printed. Accuracy: the class at each sequence's last valid step on the full "
