@@ -64,6 +64,8 @@ def crossbar_matrices(model: ir.Model) -> list[MatrixSpec]:
                     mats.append(MatrixSpec(f"layer{k}/d{d}/{role}", k, d, role, w))
         elif isinstance(l, ir.Dense) and not _is_identity(l):
             mats.append(MatrixSpec(f"layer{k}/d0/x", k, 0, "x", l.W))
+        elif isinstance(l, ir.Conv1d):      # im2col: one matrix over a window of K frames
+            mats.append(MatrixSpec(f"layer{k}/d0/x", k, 0, "x", l.im2col))
     return mats
 
 

@@ -211,7 +211,9 @@ class Conv1d:
     * dilation]``, with ``pad_begin`` zero frames before the sequence (ONNX's begin padding) and
     earlier frames not existing: the first ``delay = (K-1)*dilation - pad_begin`` outputs are
     not defined (the ONNX output is shorter by that much) and layers after it start there.
-    Streaming keeps the last ``(K-1)*dilation`` frames. Float IR only for now."""
+    Streaming keeps the last ``(K-1)*dilation`` frames. On the chip it is im2col: a window
+    of ``K`` frames (digital, a ring of the last frames) times the crossbar matrix
+    :attr:`im2col` ``[O, K*C]``."""
 
     name: str
     W: np.ndarray                   # [O, C, K] float32
@@ -229,12 +231,49 @@ class Conv1d:
     def delay(self) -> int:
         return self.history - self.pad_begin
 
+    @property
+    def taps(self) -> int:
+        return int(self.W.shape[2])
+
+    @property
+    def channels(self) -> int:
+        return int(self.W.shape[1])
+
+    @property
+    def in_features(self) -> int:
+        """Width of the crossbar matrix's input: the window of ``K`` frames."""
+        return self.taps * self.channels
+
+    @property
+    def out_features(self) -> int:
+        return int(self.W.shape[0])
+
+    @property
+    def macs_per_step(self) -> int:
+        return int(self.W.size)
+
+    @cached_property
+    def im2col(self) -> np.ndarray:
+        """The kernel as it sits on the crossbar, ``[O, K*C]``: column ``j*C + c`` holds
+        ``W[:, c, j]`` (tap-major, as the window lays out the frames, oldest first)."""
+        return np.ascontiguousarray(self.W.transpose(0, 2, 1).reshape(self.W.shape[0], -1))
+
+    def windows(self, x: np.ndarray, skip: int = 0) -> np.ndarray:
+        """``x[B, T, C]`` (from the start of a stream) -> the windows ``[B, T, K*C]`` the
+        crossbar reads, frames before the start and the input's ``skip`` undefined leading
+        frames zero."""
+        b, t, c = x.shape
+        x = np.concatenate([np.zeros_like(x[:, :skip]), x[:, skip:]], 1)
+        xh = np.concatenate([np.zeros((b, self.history, c), x.dtype), x], 1)
+        return np.concatenate([xh[:, j * self.dilation:j * self.dilation + t]
+                               for j in range(self.taps)], axis=2)
+
 
 Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, LayerNorm,
               Conv1d]
 
 # Layers the engine (runtime/plan.py) executes; the others run only in the float IR for now.
-ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat)
+ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, Conv1d)
 
 
 def runs_on(layer: Layer) -> str:
@@ -497,7 +536,12 @@ class Model:
                 hist = state.get(layer.name)
                 if hist is None:
                     hist = np.zeros((b, layer.history, env[layer.x].shape[2]), np.float32)
-                env[layer.y], state[layer.name] = run_conv1d(layer, env[layer.x], hist)
+                xin = env[layer.x]
+                din = self.delays.get(layer.x, 0) - t0    # undefined frames read as ONNX's
+                if din > 0:                                # zero padding
+                    xin = xin.copy()
+                    xin[:, :din] = 0
+                env[layer.y], state[layer.name] = run_conv1d(layer, xin, hist)
             else:
                 env[layer.y] = run_pointwise(layer, env)
         # A pick like "end" uses the lengths of the recurrent layer whose state it picks; the

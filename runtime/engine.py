@@ -215,6 +215,9 @@ class Engine:
         n, t, _ = env.shape
         none = self._none
         for li, op, xcols, xsegs, hsegs, hcols, wx, wh in self._route:
+            if op == LY.OP_WINDOW:
+                K.run_window(layers, li, env, state, srow)
+                continue
             if op not in (LY.OP_DENSE, LY.OP_LSTM, LY.OP_GRU, LY.OP_RNN):
                 K.run_digital(layers, li, env, pf, scr)
                 continue

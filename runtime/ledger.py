@@ -113,6 +113,15 @@ def step_costs(model: ir.Model, plan: Plan) -> tuple[dict[str, E.OpCounts],
             c.state_reads_bytes += F32 * l.in_features
             c.state_writes_bytes += F32 * l.out_features
             crit = (1 + (partials - 1) + 1) if segs else 1
+        elif isinstance(l, ir.Conv1d):
+            # im2col: a Dense on the window of K frames; the window moves frames through the
+            # ring of the last (K-1)*dilation frames (one frame in, the window out)
+            partials = sum(s.row_tiles for s in segs) or 1
+            c.digital_adds += l.out_features * (partials - 1) + (l.out_features if l.b is not None
+                                                                 else 0)
+            c.state_reads_bytes += F32 * (l.in_features + l.history * l.channels)
+            c.state_writes_bytes += F32 * (l.out_features + l.history * l.channels)
+            crit = 1 + (partials - 1) + 1
         elif isinstance(l, (ir.Elementwise, ir.Softmax)):
             w = plan.widths[l.x]
             c.activation_evals += w

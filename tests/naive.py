@@ -73,6 +73,7 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
     """Run ``x[B, T, F]`` (causal models) through the integer twin; per-step outputs."""
     b_, t_, _ = x.shape
     env: dict[str, np.ndarray] = {model.input.name: x.astype(np.float32)}
+    delays = model.delays
     for k, l in enumerate(model.layers):
         if isinstance(l, ir.Recurrent):
             assert l.direction == "forward"
@@ -81,7 +82,7 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
             for b in range(b_):
                 h = np.zeros(h_)
                 c = np.zeros(h_)
-                for t in range(t_):
+                for t in range(delays.get(l.x, 0), t_):   # a valid Conv's undefined steps
                     xv = env[l.x][b, t].astype(np.float64)
                     zx = vmm(segments[f"layer{k}/d0/x"], xv)
                     if l.kind == "LSTM":
@@ -122,6 +123,25 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
             for b in range(b_):
                 for t in range(t_):
                     z = vmm(seg, xin[b, t]) if seg is not None else xin[b, t]
+                    if l.b is not None:
+                        z = z + l.b.astype(np.float64)
+                    out[b, t] = z.astype(np.float32)
+            env[l.y] = out
+        elif isinstance(l, ir.Conv1d):
+            # im2col by hand: the K frames t-(K-1)d .. t (zeros before the input's first
+            # defined frame), tap-major,
+            # through the kernel unrolled to [O, K*C]
+            seg = segments[f"layer{k}/d0/x"]
+            xin = env[l.x].astype(np.float64)
+            out = np.zeros(xin.shape[:2] + (l.out_features,), np.float32)
+            for b in range(b_):
+                for t in range(t_):
+                    win = []
+                    for j in range(l.taps):
+                        src = t - (l.taps - 1 - j) * l.dilation
+                        defined = src >= delays.get(l.x, 0)    # ONNX zero padding
+                        win.append(xin[b, src] if defined else np.zeros(l.channels))
+                    z = vmm(seg, np.concatenate(win))
                     if l.b is not None:
                         z = z + l.b.astype(np.float64)
                     out[b, t] = z.astype(np.float32)
