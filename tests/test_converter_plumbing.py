@@ -285,10 +285,10 @@ def test_unrolled_cells_run_at_any_length():
     np.testing.assert_array_equal(y[:7], model.run({"x": x})["y"])
 
 
-def test_conv1d_front_end_is_causal_with_its_warm_up_and_float_only():
+def test_conv1d_front_end_is_causal_with_its_warm_up():
     """Conv1d(k=3, no padding) -> ReLU -> LSTM: the output is 2 steps shorter, like
-    onnxruntime's; streaming reaches the same values once the kernel has 3 frames; the engine
-    refuses the layer by name (it has no im2col kernel yet) and inspect says where it runs."""
+    onnxruntime's; streaming reaches the same values once the kernel has 3 frames; inspect
+    says where each layer runs (the engine side: tests/test_conv_crossbar.py)."""
     from nvmstream.converters.inspect import describe, format_text
     path = CORPUS / "torch" / "conv_lstm.ts.onnx"
     model = nvm.load_ir(path)
@@ -304,10 +304,18 @@ def test_conv1d_front_end_is_causal_with_its_warm_up_and_float_only():
     s = model.stream(2)
     streamed = np.stack([s.step(x[:, t])["y"] for t in range(6)], 1)
     np.testing.assert_array_equal(streamed[:, 2:], got)
+    text = format_text(describe(model))
+    assert "Conv1d" in text and "crossbar" in text and "digital" in text
+    assert "float IR only" not in text
+
+
+def test_convert_refuses_a_layer_the_engine_has_no_kernel_for(monkeypatch):
+    from nvmstream.converters import ir
+    model = nvm.load_ir(CORPUS / "torch" / "conv_lstm.ts.onnx")
+    monkeypatch.setattr(ir, "ENGINE_LAYERS", tuple(t for t in ir.ENGINE_LAYERS
+                                                   if t is not ir.Conv1d))
     with pytest.raises(NvmConversionError, match=r"\(Conv1d\) runs in the float IR only"):
         nvm.convert(model)
-    text = format_text(describe(model))
-    assert "crossbar (float IR only)" in text and "digital" in text
 
 
 def _if_model():
