@@ -273,7 +273,8 @@ Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConca
               Conv1d]
 
 # Layers the engine (runtime/plan.py) executes; the others run only in the float IR for now.
-ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, Conv1d)
+ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, Conv1d,
+                 LayerNorm)
 
 
 def runs_on(layer: Layer) -> str:

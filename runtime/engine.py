@@ -218,6 +218,9 @@ class Engine:
             if op == LY.OP_WINDOW:
                 K.run_window(layers, li, env, state, srow)
                 continue
+            if op == LY.OP_LAYERNORM:
+                K.run_layernorm(layers, li, env, pf)
+                continue
             if op not in (LY.OP_DENSE, LY.OP_LSTM, LY.OP_GRU, LY.OP_RNN):
                 K.run_digital(layers, li, env, pf, scr)
                 continue

@@ -122,6 +122,19 @@ def step_costs(model: ir.Model, plan: Plan) -> tuple[dict[str, E.OpCounts],
             c.state_reads_bytes += F32 * (l.in_features + l.history * l.channels)
             c.state_writes_bytes += F32 * (l.out_features + l.history * l.channels)
             crit = 1 + (partials - 1) + 1
+        elif isinstance(l, ir.LayerNorm):
+            # mean (F adds, 1 mul by 1/F), centring (F subtracts), variance (F squares,
+            # F adds, 1 mul, + eps), one reciprocal square root on the activation unit,
+            # normalise and scale (2F muls), bias (F adds)
+            w = plan.widths[l.x]
+            c.digital_adds += 3 * w + 1 + (w if l.bias is not None else 0)
+            c.digital_muls += 3 * w + 2
+            c.activation_evals += 1
+            c.state_reads_bytes += F32 * w
+            c.state_writes_bytes += F32 * w
+            # critical path: sum, /F, centre, square, sum, /F, +eps, rsqrt, normalise, scale
+            # (+ bias); a reduction counts as one operation of the vector unit, as elsewhere
+            crit = 10 + (1 if l.bias is not None else 0)
         elif isinstance(l, (ir.Elementwise, ir.Softmax)):
             w = plan.widths[l.x]
             c.activation_evals += w

@@ -417,6 +417,12 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             for n in l.xs:
                 layer(op=LY.OP_COPY, x=offsets[n], xw=widths[n], y=o, yw=widths[n])
                 o += widths[n]
+        elif isinstance(l, ir.LayerNorm):
+            w = widths[l.x]
+            yo = alloc(l.y, w)
+            layer(op=LY.OP_LAYERNORM, x=offsets[l.x], xw=w, y=yo, yw=w,
+                  actp=buf.f64(np.concatenate([[l.epsilon], l.scale])),
+                  bias=buf.f64(l.bias) if l.bias is not None else -1)
         else:  # pragma: no cover - the IR has no other layer types
             raise TypeError(f"unknown layer {l!r}")
     layers = LY.layers(len(recs))

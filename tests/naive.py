@@ -146,6 +146,25 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
                         z = z + l.b.astype(np.float64)
                     out[b, t] = z.astype(np.float32)
             env[l.y] = out
+        elif isinstance(l, ir.LayerNorm):
+            v = env[l.x].astype(np.float64)
+            out = np.empty(v.shape, np.float32)
+            f = v.shape[2]
+            for idx in np.ndindex(v.shape[:2]):
+                row = v[idx]
+                s = 0.0
+                for e in row:
+                    s += e
+                mean = s / f
+                q = 0.0
+                for e in row:
+                    q += (e - mean) * (e - mean)
+                den = math.sqrt(q / f + l.epsilon)
+                y = [(e - mean) / den * float(g) for e, g in zip(row, l.scale)]
+                if l.bias is not None:
+                    y = [a + float(bb) for a, bb in zip(y, l.bias)]
+                out[idx] = y
+            env[l.y] = out
         elif isinstance(l, ir.Elementwise):
             v = env[l.x].astype(np.float64)
             env[l.y] = _act(l.fn, v).astype(np.float32)

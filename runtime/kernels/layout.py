@@ -22,6 +22,7 @@ import numpy as np
 # layer opcodes
 OP_LSTM, OP_GRU, OP_RNN, OP_DENSE, OP_ACT, OP_SOFTMAX, OP_LOGSOFTMAX, OP_COPY = range(1, 9)
 OP_WINDOW = 9     # im2col frame window of a Conv1d over time (runtime/kernels/conv.py)
+OP_LAYERNORM = 10  # LayerNormalization over the features (runtime/kernels/digital.py)
 OPS = {"LSTM": OP_LSTM, "GRU": OP_GRU, "RNN": OP_RNN}
 
 # which vector feeds a segment: the layer input x_t, the previous hidden state h_{t-1}, or

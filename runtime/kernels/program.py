@@ -21,8 +21,9 @@ from numba import njit
 
 from . import cells as C
 from .conv import run_window
+from .digital import run_layernorm
 from .layout import (OP_ACT, OP_COPY, OP_DENSE, OP_GRU, OP_LOGSOFTMAX, OP_LSTM, OP_RNN,
-                     OP_WINDOW, SRC_H, SRC_RH, SRC_X)
+                     OP_LAYERNORM, OP_WINDOW, SRC_H, SRC_RH, SRC_X)
 from .vmm import dac, periphery, products
 
 BB = 16   # streams processed together in-kernel: each weight row is read once per block
@@ -241,6 +242,8 @@ def run_program(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr):
                           dummy, False, dummy, False, scr)
         elif lay.op == OP_WINDOW:
             run_window(layers, li, env, state, srow)
+        elif lay.op == OP_LAYERNORM:
+            run_layernorm(layers, li, env, pf)
         else:
             run_digital(layers, li, env, pf, scr)
 
