@@ -351,6 +351,28 @@ def test_if_on_a_fixed_input_folds_to_its_branch(sr):
     assert np.max(np.abs(got - want)) <= 1e-5 * np.abs(want).max()
 
 
+def test_cli_convert_fixes_an_input_with_constant(tmp_path):
+    import subprocess
+    import sys
+    src = tmp_path / "if.onnx"
+    onnx.save(_if_model(), src)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "convert", src,
+                               "--calibration", "random", *args], capture_output=True,
+                              text=True, timeout=300)
+    out = tmp_path / "if8.nvm"
+    r = cli("--constant", "sr=8000", "-o", out)
+    assert r.returncode == 0, r.stderr
+    prog = nvm.load(out)
+    assert [l.name for l in prog.model.recurrent_layers] == ["lstm8"]
+    r = cli("--constant", "sr", "-o", tmp_path / "bad.nvm")
+    assert r.returncode == 2 and "--constant 'sr': expected NAME=NUMBER" in r.stderr
+    r = cli("-o", tmp_path / "bad.nvm")
+    assert r.returncode == 3 and "input 'sr' is known only at run time" in r.stderr
+    assert not (tmp_path / "bad.nvm").exists()
+
+
 def test_if_on_a_run_time_input_is_refused_with_the_way_out():
     with pytest.raises(NvmConversionError, match=r"node 'is16' \(op Equal\): .* input 'sr' is "
                                                  r"known only at run time: give it a fixed "
