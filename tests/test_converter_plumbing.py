@@ -388,7 +388,7 @@ def test_if_on_a_run_time_input_is_refused_with_the_way_out():
     ("Add", "T-1", 1, "T"), ("Mul", 2, "T", None), ("Sub", "T", "B", None),
 ])
 def test_symbolic_dim_arithmetic(op, x, y, want):
-    from nvmstream.converters.onnx_import import _dim_op
+    from nvmstream.converters.shape_ops import _dim_op
     assert _dim_op(op, x, y) == want
 
 
