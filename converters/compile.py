@@ -225,7 +225,9 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
 
 
 _TYPES = {c.__name__: c for c in (ir.Recurrent, ir.Dense, ir.Elementwise, ir.Softmax,
-                                  ir.FeatureSlice, ir.FeatureConcat, ir.LayerNorm, ir.Conv1d, ir.StateInit, ir.SeqInput,
+                                  ir.FeatureSlice, ir.FeatureConcat, ir.LayerNorm, ir.Conv1d,
+                                  ir.Binary, ir.Unary, ir.ReduceMean, ir.FeaturePad,
+                                  ir.StateInit, ir.SeqInput,
                                   ir.AuxInput, ir.Output, ir.Model)}
 
 

@@ -269,12 +269,61 @@ class Conv1d:
                                for j in range(self.taps)], axis=2)
 
 
+@dataclass(frozen=True, eq=False)
+class Binary:
+    """``y = a (+|-|*) b`` of two run-time tensors of the same width (digital periphery)."""
+
+    name: str
+    op: str                         # "add" | "sub" | "mul"
+    xs: tuple[str, str]
+    y: str
+
+
+@dataclass(frozen=True, eq=False)
+class Unary:
+    """``y = sqrt(x)`` or ``y = x ** p`` (ONNX Sqrt, Pow with a constant exponent) per feature
+    (digital periphery)."""
+
+    name: str
+    op: str                         # "sqrt" | "pow"
+    p: float
+    x: str
+    y: str
+
+
+@dataclass(frozen=True, eq=False)
+class ReduceMean:
+    """``y = mean(x)`` over the feature axis (one value per step; digital periphery)."""
+
+    name: str
+    x: str
+    y: str
+
+
+@dataclass(frozen=True, eq=False)
+class FeaturePad:
+    """ONNX Pad on the feature axis: ``begin``/``end`` values added by ``mode`` ("constant"
+    with ``value``, "reflect" or "edge"); a copy in the digital periphery."""
+
+    name: str
+    mode: str
+    begin: int
+    end: int
+    value: float
+    x: str
+    y: str
+
+
+UNARY_OPS = ("sqrt", "pow")
+BINARY_OPS = ("add", "sub", "mul")
+PAD_MODES = ("constant", "reflect", "edge")
+
 Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, LayerNorm,
-              Conv1d]
+              Conv1d, Binary, Unary, ReduceMean, FeaturePad]
 
 # Layers the engine (runtime/plan.py) executes; the others run only in the float IR for now.
 ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, Conv1d,
-                 LayerNorm)
+                 LayerNorm, Binary, Unary, ReduceMean, FeaturePad)
 
 
 def runs_on(layer: Layer) -> str:
@@ -370,7 +419,7 @@ class Model:
         """Per IR tensor: how many leading steps are undefined (after causal Conv1d layers)."""
         d = {self.input.name: 0}
         for l in self.layers:
-            ins = l.xs if isinstance(l, FeatureConcat) else (l.x,)
+            ins = l.xs if isinstance(l, (FeatureConcat, Binary)) else (l.x,)
             din = max(d.get(n, 0) for n in ins)
             d[l.y] = din + (l.delay if isinstance(l, Conv1d) else 0)
             if isinstance(l, Recurrent) and l.c:
@@ -747,6 +796,22 @@ def run_pointwise(layer: Layer, env: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.ascontiguousarray(env[layer.x][..., layer.start:layer.stop])
     if isinstance(layer, FeatureConcat):
         return np.concatenate([env[n] for n in layer.xs], axis=-1)
+    if isinstance(layer, Binary):
+        a, b = (env[n] for n in layer.xs)
+        return {"add": np.add, "sub": np.subtract, "mul": np.multiply}[layer.op](a, b)
+    if isinstance(layer, Unary):
+        x = env[layer.x]
+        if layer.op == "sqrt":
+            return np.sqrt(x)
+        return np.power(x, np.float32(layer.p)).astype(np.float32)
+    if isinstance(layer, ReduceMean):
+        return env[layer.x].mean(axis=-1, keepdims=True, dtype=np.float32)
+    if isinstance(layer, FeaturePad):
+        x = env[layer.x]
+        width = [(0, 0), (0, 0), (layer.begin, layer.end)]
+        if layer.mode == "constant":
+            return np.pad(x, width, constant_values=np.float32(layer.value))
+        return np.pad(x, width, mode=layer.mode)
     if isinstance(layer, LayerNorm):
         x = env[layer.x]
         mean = x.mean(axis=-1, keepdims=True, dtype=np.float32)

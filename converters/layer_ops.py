@@ -84,25 +84,91 @@ def h_layernorm(ctx: _Ctx, node) -> list[Value]:
 
 def h_pad(ctx: _Ctx, node) -> list[Value]:
     """Zero padding at the start of the time axis (``F.pad(x, (k-1, 0))`` before a causal
-    Conv1d): kept on the view and folded into the Conv that reads it."""
+    Conv1d): kept on the view and folded into the Conv that reads it. Padding of the feature
+    axis only (modes constant, reflect, edge): an ``ir.FeaturePad`` (digital periphery)."""
     at = _check_attrs(ctx, node, {"mode", "pads", "value"})
     x = _seq(ctx, node)
-    if at.get("mode", "constant") != "constant":
-        raise ctx.err(node, f"unsupported attribute value mode={at['mode']!r} on a run-time "
-                            f"tensor (only zero padding at the start of time)")
+    mode = at.get("mode", "constant")
     pads = at["pads"] if ctx.opset < 11 else ctx.const(node, 1, "pads").reshape(-1).tolist()
     value = at.get("value", 0.0) if ctx.opset < 11 else (
         ctx.const(node, 2, "constant_value") if len(node.input) > 2 and node.input[2] else 0.0)
     if len(node.input) > 3 and node.input[3]:
         raise ctx.err(node, "Pad with an axes input is not supported")
     r = len(x.axes)
-    begin, end = list(pads[:r]), list(pads[r:])
+    begin, end = [int(v) for v in pads[:r]], [int(v) for v in pads[r:]]
+    last = r - 1
+    if x.feature_axis_ok() and (begin[last] or end[last]) and not any(
+            begin[:last] + end[:last]):
+        if mode not in ir.PAD_MODES:
+            raise ctx.err(node, f"unsupported attribute value mode={mode!r} (supported: "
+                                f"{', '.join(ir.PAD_MODES)})")
+        n = x.features
+        if min(begin[last], end[last]) < 0:
+            raise ctx.err(node, f"Pad {pads}: negative padding (cropping) is not supported")
+        if mode == "reflect" and max(begin[last], end[last]) >= n:
+            raise ctx.err(node, f"Pad {pads}: reflect padding wider than the {n} features - 1")
+        out = ctx.fresh(node.output[0])
+        ctx.layers.append(ir.FeaturePad(node.name or out, mode, begin[last], end[last],
+                                        float(np.asarray(value).reshape(-1)[0]) if np.size(value)
+                                        else 0.0, x.tensor, out))
+        return [_with_features(x, out, n + begin[last] + end[last])]
+    if mode != "constant":
+        raise ctx.err(node, f"unsupported attribute value mode={mode!r} on the time axis "
+                            f"(only zero padding at the start of time; {mode} padding of the "
+                            f"feature axis alone is supported)")
     if np.any(np.asarray(value) != 0) or any(end) or any(
             b for a, b in zip(x.axes, begin) if a != "T"):
         raise ctx.err(node, f"Pad {pads} (value {np.asarray(value).tolist()}) on axes "
                             f"{list(x.axes)}: only zero padding at the start of the time axis "
-                            f"is supported (it is causal)")
+                            f"or padding of the feature axis alone is supported")
     return [replace(x, tpad=x.tpad + int(begin[x.axes.index("T")]))]
+
+
+def h_binary(ctx: _Ctx, node, op: str) -> list[Value]:
+    """Add/Sub/Mul of two run-time tensors with the same view (digital periphery)."""
+    _check_attrs(ctx, node, set())
+    a, b = ctx.get(node, 0), ctx.get(node, 1)
+    if not all(isinstance(v, TRef) and v.aux is None and v.pick is None for v in (a, b)):
+        raise ctx.err(node, f"{node.op_type} supports two run-time tensors, or (Add) a run-time "
+                            f"tensor plus a constant bias")
+    if (a.axes, a.sizes, a.tpad) != (b.axes, b.sizes, b.tpad) or not a.feature_axis_ok():
+        raise ctx.err(node, f"{node.op_type} of tensors with views {list(a.axes)} {a.sizes} and "
+                            f"{list(b.axes)} {b.sizes}: only equal views (no broadcasting)")
+    out = ctx.fresh(node.output[0])
+    ctx.layers.append(ir.Binary(node.name or out, op, (a.tensor, b.tensor), out))
+    return [replace(a, tensor=out)]
+
+
+def h_sqrt(ctx: _Ctx, node) -> list[Value]:
+    _check_attrs(ctx, node, set())
+    return _pointwise(ctx, node, lambda n, x, y: ir.Unary(n, "sqrt", 0.5, x, y))
+
+
+def h_pow(ctx: _Ctx, node) -> list[Value]:
+    _check_attrs(ctx, node, set())
+    p = ctx.const(node, 1, "Y (the exponent)")
+    if p is None or np.size(p) != 1:
+        raise ctx.err(node, "Pow supports a constant scalar exponent only")
+    p = float(np.asarray(p).reshape(-1)[0])
+    return _pointwise(ctx, node, lambda n, x, y: ir.Unary(n, "pow", p, x, y))
+
+
+def h_reduce_mean(ctx: _Ctx, node) -> list[Value]:
+    """ReduceMean over the feature axis (one value per step)."""
+    at = _check_attrs(ctx, node, {"axes", "keepdims", "noop_with_empty_axes"})
+    x = _seq(ctx, node)
+    r = len(x.axes)
+    axes = at.get("axes") if ctx.opset < 18 else (
+        ctx.const(node, 1, "axes").reshape(-1).tolist() if len(node.input) > 1 and node.input[1]
+        else None)
+    if axes is None or [a % r for a in axes] != [r - 1] or not x.feature_axis_ok():
+        raise ctx.err(node, f"ReduceMean over axes {axes} of a tensor with axes {list(x.axes)}: "
+                            f"only the feature axis is supported")
+    out = ctx.fresh(node.output[0])
+    ctx.layers.append(ir.ReduceMean(node.name or out, x.tensor, out))
+    if int(at.get("keepdims", 1)):
+        return [_with_features(x, out, 1)]
+    return [TRef(out, x.axes[:-1], x.sizes[:-1], x.pick)]
 
 
 def h_conv(ctx: _Ctx, node) -> list[Value]:
@@ -192,6 +258,8 @@ def h_gemm(ctx: _Ctx, node) -> list[Value]:
 def h_add(ctx: _Ctx, node) -> list[Value]:
     _check_attrs(ctx, node, set())
     a, b = ctx.get(node, 0), ctx.get(node, 1)
+    if isinstance(a, TRef) and isinstance(b, TRef):
+        return h_binary(ctx, node, "add")
     if isinstance(a, Const):
         a, b = b, a
     if not (isinstance(a, TRef) and a.aux is None) or not isinstance(b, Const):
@@ -226,6 +294,6 @@ def _fuse_bias(layers: list[ir.Layer]) -> list[ir.Layer]:
 
 
 def _layer_inputs(l: ir.Layer) -> tuple[str, ...]:
-    if isinstance(l, ir.FeatureConcat):
+    if isinstance(l, (ir.FeatureConcat, ir.Binary)):
         return l.xs
     return (l.x,)

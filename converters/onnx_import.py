@@ -36,7 +36,8 @@ from onnx import numpy_helper
 
 from . import ir
 from .errors import NvmConversionError
-from .layer_ops import (_fuse_bias, h_act, h_conv, h_gemm, h_layernorm, h_matmul, h_pad, h_softmax)
+from .layer_ops import (_fuse_bias, h_act, h_conv, h_gemm, h_layernorm, h_matmul, h_pad, h_pow,
+                        h_reduce_mean, h_softmax, h_sqrt)
 from .recurrent_ops import (h_loop, h_recurrent)
 from .shape_ops import (h_arith, h_cast, h_compare, h_concat, h_constant_of_shape, h_dropout,
                         h_equal, h_expand, h_gather, h_identity, h_if, h_reduce_prod,
@@ -254,7 +255,7 @@ def _dedupe_layers(ctx: _Ctx, start: int, outs: list) -> list:
 def _delay_of(layers, tensor: str, seq) -> int:
     d = {seq.name: 0} if seq is not None else {}
     for l in layers:
-        ins = l.xs if isinstance(l, ir.FeatureConcat) else (l.x,)
+        ins = l.xs if isinstance(l, (ir.FeatureConcat, ir.Binary)) else (l.x,)
         ds = {d.get(n, 0) for n in ins}
         if len(ds) > 1:
             raise NvmConversionError(f"layer {l.name!r} joins tensors with different Conv "
@@ -422,8 +423,8 @@ def _aux_ref(name: str, dims: tuple) -> TRef:
 # ops that keep the positions of a rank-3 tensor's axes (the channel/feature axis may change size)
 _AXIS_KEEPING = ("Identity", "Cast", "Dropout", "Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip",
                  "Conv", "Pad", "LayerNormalization", "BatchNormalization", "Add", "Sub", "Mul",
-                 "Div", "MatMul")
-_FEATURE_CHANGING = ("Conv", "MatMul")
+                 "Div", "MatMul", "Pow", "Sqrt", "Slice")
+_FEATURE_CHANGING = ("Conv", "MatMul", "Pad", "Slice")
 
 
 def _input_role(name: str, consumers):
@@ -452,7 +453,7 @@ def _input_role(name: str, consumers):
                     stops.append(n)
                     continue
                 r = walk(n.output[0], tuple(perm[j] for j in p), changed, depth + 1)
-            elif n.op_type in _AXIS_KEEPING and (i == 0 or n.op_type in ("Add", "Mul")):
+            elif n.op_type in _AXIS_KEEPING and (i == 0 or n.op_type in ("Add", "Mul", "Sub")):
                 r = walk(n.output[0], perm, changed or n.op_type in _FEATURE_CHANGING,
                          depth + 1)
             else:
@@ -524,6 +525,9 @@ HANDLERS: dict[str, Callable[[_Ctx, onnx.NodeProto], list[Value]]] = {
     "Conv": h_conv,
     "If": h_if,
     "Pad": h_pad,
+    "Pow": h_pow,
+    "Sqrt": h_sqrt,
+    "ReduceMean": h_reduce_mean,
     "Equal": h_equal,
 }
 

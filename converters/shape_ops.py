@@ -14,7 +14,7 @@ from onnx import numpy_helper
 
 from . import ir
 from .errors import NvmConversionError
-from .layer_ops import h_add
+from .layer_ops import h_add, h_binary
 from .values import (Const, Shape, Zeros, TRef, Value, _Ctx, _check_attrs)
 
 log = logging.getLogger(__name__)
@@ -595,6 +595,8 @@ def h_arith(op: str) -> Callable:
         a, b = ctx.get(node, 0), ctx.get(node, 1)
         if op == "Add" and (isinstance(a, TRef) or isinstance(b, TRef)):
             return h_add(ctx, node)
+        if op in ("Sub", "Mul") and (isinstance(a, TRef) or isinstance(b, TRef)):
+            return h_binary(ctx, node, op.lower())
         _check_attrs(ctx, node, set())
         sa, sb = _as_shape(ctx, node, a), _as_shape(ctx, node, b)
         if sa is None or sb is None or not (isinstance(a, Shape) or isinstance(b, Shape)):

@@ -221,8 +221,8 @@ class Engine:
             if op == LY.OP_WINDOW:
                 K.run_window(layers, li, env, state, srow)
                 continue
-            if op == LY.OP_LAYERNORM:
-                K.run_layernorm(layers, li, env, pf)
+            if op >= LY.OP_LAYERNORM:            # digital periphery (kernels/digital.py)
+                K.run_periphery(layers, li, env, pf)
                 continue
             if op not in (LY.OP_DENSE, LY.OP_LSTM, LY.OP_GRU, LY.OP_RNN):
                 K.run_digital(layers, li, env, pf, scr)

@@ -135,6 +135,30 @@ def step_costs(model: ir.Model, plan: Plan) -> tuple[dict[str, E.OpCounts],
             # critical path: sum, /F, centre, square, sum, /F, +eps, rsqrt, normalise, scale
             # (+ bias); a reduction counts as one operation of the vector unit, as elsewhere
             crit = 10 + (1 if l.bias is not None else 0)
+        elif isinstance(l, (ir.Binary, ir.Unary, ir.ReduceMean, ir.FeaturePad)):
+            # elementwise arithmetic: one add (add/sub) or multiply (mul, pow 2) per feature;
+            # sqrt and other powers on the activation unit; a mean: F adds and one multiply;
+            # padding moves data only
+            w_in = plan.widths[l.xs[0] if isinstance(l, ir.Binary) else l.x]
+            w_out = plan.widths[l.y]
+            reads = w_in * (2 if isinstance(l, ir.Binary) else 1)
+            if isinstance(l, ir.Binary):
+                if l.op == "mul":
+                    c.digital_muls += w_in
+                else:
+                    c.digital_adds += w_in
+            elif isinstance(l, ir.Unary):
+                if l.op == "pow" and l.p == 2.0:
+                    c.digital_muls += w_in
+                elif not (l.op == "pow" and l.p == 1.0):
+                    c.activation_evals += w_in
+            elif isinstance(l, ir.ReduceMean):
+                c.digital_adds += w_in
+                c.digital_muls += 1
+            c.state_reads_bytes += F32 * reads
+            c.state_writes_bytes += F32 * w_out
+            crit = 2 if isinstance(l, ir.ReduceMean) else (0 if isinstance(l, ir.FeaturePad)
+                                                             else 1)
         elif isinstance(l, (ir.Elementwise, ir.Softmax)):
             w = plan.widths[l.x]
             c.activation_evals += w

@@ -423,6 +423,24 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             layer(op=LY.OP_LAYERNORM, x=offsets[l.x], xw=w, y=yo, yw=w,
                   actp=buf.f64(np.concatenate([[l.epsilon], l.scale])),
                   bias=buf.f64(l.bias) if l.bias is not None else -1)
+        elif isinstance(l, ir.Binary):
+            w = widths[l.xs[0]]
+            yo = alloc(l.y, w)
+            layer(op=LY.OP_BINARY, x=offsets[l.xs[0]], x2=offsets[l.xs[1]], xw=w, y=yo, yw=w,
+                  mode=LY.BINARY_MODES[l.op])
+        elif isinstance(l, ir.Unary):
+            w = widths[l.x]
+            yo = alloc(l.y, w)
+            layer(op=LY.OP_UNARY, x=offsets[l.x], xw=w, y=yo, yw=w,
+                  mode=LY.UNARY_MODES[l.op], actp=buf.f64([l.p]))
+        elif isinstance(l, ir.ReduceMean):
+            yo = alloc(l.y, 1)
+            layer(op=LY.OP_REDUCEMEAN, x=offsets[l.x], xw=widths[l.x], y=yo, yw=1)
+        elif isinstance(l, ir.FeaturePad):
+            w = widths[l.x]
+            yo = alloc(l.y, w + l.begin + l.end)
+            layer(op=LY.OP_PAD, x=offsets[l.x], xw=w, y=yo, yw=w + l.begin + l.end,
+                  mode=LY.PAD_MODES[l.mode], actp=buf.f64([l.begin, l.end, l.value]))
         else:  # pragma: no cover - the IR has no other layer types
             raise TypeError(f"unknown layer {l!r}")
     layers = LY.layers(len(recs))

@@ -165,6 +165,31 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
                     y = [a + float(bb) for a, bb in zip(y, l.bias)]
                 out[idx] = y
             env[l.y] = out
+        elif isinstance(l, ir.FeatureSlice):
+            env[l.y] = env[l.x][..., l.start:l.stop].copy()
+        elif isinstance(l, ir.FeatureConcat):
+            env[l.y] = np.concatenate([env[n] for n in l.xs], axis=-1)
+        elif isinstance(l, ir.Binary):
+            a, c_ = (env[n].astype(np.float64) for n in l.xs)
+            env[l.y] = {"add": a + c_, "sub": a - c_, "mul": a * c_}[l.op].astype(np.float32)
+        elif isinstance(l, ir.Unary):
+            v = env[l.x].astype(np.float64)
+            f = math.sqrt if l.op == "sqrt" else (lambda e: math.pow(e, l.p))
+            env[l.y] = np.vectorize(f, otypes=[np.float64])(v).astype(np.float32)
+        elif isinstance(l, ir.ReduceMean):
+            v = env[l.x].astype(np.float64)
+            out = np.empty(v.shape[:2] + (1,), np.float32)
+            for idx in np.ndindex(v.shape[:2]):
+                s = 0.0
+                for e in v[idx]:
+                    s += e
+                out[idx] = s / v.shape[2]
+            env[l.y] = out
+        elif isinstance(l, ir.FeaturePad):
+            v = env[l.x]
+            width = [(0, 0), (0, 0), (l.begin, l.end)]
+            env[l.y] = (np.pad(v, width, constant_values=np.float32(l.value))
+                        if l.mode == "constant" else np.pad(v, width, mode=l.mode))
         elif isinstance(l, ir.Elementwise):
             v = env[l.x].astype(np.float64)
             env[l.y] = _act(l.fn, v).astype(np.float32)

@@ -22,7 +22,11 @@ import numpy as np
 # layer opcodes
 OP_LSTM, OP_GRU, OP_RNN, OP_DENSE, OP_ACT, OP_SOFTMAX, OP_LOGSOFTMAX, OP_COPY = range(1, 9)
 OP_WINDOW = 9     # im2col frame window of a Conv1d over time (runtime/kernels/conv.py)
-OP_LAYERNORM = 10  # LayerNormalization over the features (runtime/kernels/digital.py)
+# digital-periphery ops of runtime/kernels/digital.py (every opcode >= OP_LAYERNORM)
+OP_LAYERNORM, OP_BINARY, OP_UNARY, OP_REDUCEMEAN, OP_PAD = range(10, 15)
+BINARY_MODES = {"add": 0, "sub": 1, "mul": 2}
+UNARY_MODES = {"sqrt": 0, "pow": 1}
+PAD_MODES = {"constant": 0, "reflect": 1, "edge": 2}
 OPS = {"LSTM": OP_LSTM, "GRU": OP_GRU, "RNN": OP_RNN}
 
 # which vector feeds a segment: the layer input x_t, the previous hidden state h_{t-1}, or
@@ -69,6 +73,9 @@ LAYER = np.dtype([
     ("ctr", _i),       # state column of the frame counter (-1: none)
     ("tick", _i),
     ("skip", _i),
+    # digital-periphery ops (runtime/kernels/digital.py)
+    ("x2", _i),        # env column of the second input (OP_BINARY)
+    ("mode", _i),      # BINARY_MODES / UNARY_MODES / PAD_MODES code
 ])
 
 SEG = np.dtype([
@@ -96,7 +103,7 @@ SEG = np.dtype([
 def layers(n: int) -> np.ndarray:
     """An empty LAYER record array (every offset -1, every flag 0)."""
     a = np.zeros(n, LAYER)
-    for name in ("x", "y", "state", "rng", "actp", "bias", "peep", "cout", "ctr"):
+    for name in ("x", "y", "state", "rng", "actp", "bias", "peep", "cout", "ctr", "x2"):
         a[name] = -1
     a["clip"] = np.inf
     return a

@@ -21,7 +21,7 @@ from numba import njit
 
 from . import cells as C
 from .conv import run_window
-from .digital import run_layernorm
+from .digital import run_periphery
 from .layout import (OP_ACT, OP_COPY, OP_DENSE, OP_GRU, OP_LOGSOFTMAX, OP_LSTM, OP_RNN,
                      OP_LAYERNORM, OP_WINDOW, SRC_H, SRC_RH, SRC_X)
 from .vmm import dac, periphery, products
@@ -242,8 +242,8 @@ def run_program(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr):
                           dummy, False, dummy, False, scr)
         elif lay.op == OP_WINDOW:
             run_window(layers, li, env, state, srow)
-        elif lay.op == OP_LAYERNORM:
-            run_layernorm(layers, li, env, pf)
+        elif lay.op >= OP_LAYERNORM:          # digital periphery (kernels/digital.py)
+            run_periphery(layers, li, env, pf)
         else:
             run_digital(layers, li, env, pf, scr)
 
