@@ -49,6 +49,14 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
                      dilation=l.dilation, pad_begin=l.pad_begin, delay=l.delay,
                      in_features=l.in_features, bias=l.b is not None,
                      macs_per_step=l.macs_per_step, tiles=tiles_of.get(k, 0))
+        elif isinstance(l, ir.Binary):
+            d.update(function=l.op)
+        elif isinstance(l, ir.Unary):
+            d.update(function=l.op if l.op == "sqrt" else f"pow {l.p:g}")
+        elif isinstance(l, ir.ReduceMean):
+            d.update(function="mean")
+        elif isinstance(l, ir.FeaturePad):
+            d.update(function=f"{l.mode} {l.begin}+{l.end}")
         elif isinstance(l, ir.Elementwise):
             d.update(function=str(l.fn))
         elif isinstance(l, ir.Softmax):
