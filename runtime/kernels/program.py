@@ -44,19 +44,19 @@ def scratch(layers, segs, max_w: int):
 @njit(cache=True, error_model="numpy")
 def segment(seg, w32, w64, pf, V, nb, rng, ridx, slot, out, pre, prow, use_pre, scr):
     """Add segment ``seg``'s output for ``nb`` streams into ``out[:nb]``: products from
-    ``pre[prow[k]]`` if ``use_pre`` else from the inputs ``V[:nb]``."""
+    ``pre[prow[k]]`` if ``use_pre`` (float32 in the engine; a float64 ``pre`` compiles its own
+    specialization) else from the inputs ``V[:nb]``."""
     f32, f64, pp, vec, idx = scr
-    if not use_pre:
-        dac(seg, V, nb, f32[0], f64[5])
-        products(seg, w32, w64, f32[0], f64[5], nb, f32[1], f64[6], pp)
     G = vec[0]
     Q = vec[1]
-    for k in range(nb):
-        if use_pre:
-            row = pre[prow[k], seg.pre:]
-        else:
-            row = pp[k]
-        periphery(seg, pf, row, rng[ridx[k], slot], G, Q, out[k])
+    if use_pre:            # BLAS products (float32: the engine routes only float32 segments)
+        for k in range(nb):
+            periphery(seg, pf, pre[prow[k], seg.pre:], rng[ridx[k], slot], G, Q, out[k])
+    else:
+        dac(seg, V, nb, f32[0], f64[5])
+        products(seg, w32, w64, f32[0], f64[5], nb, f32[1], f64[6], pp)
+        for k in range(nb):
+            periphery(seg, pf, pp[k], rng[ridx[k], slot], G, Q, out[k])
 
 
 @njit(cache=True, error_model="numpy")
@@ -228,7 +228,7 @@ def run_digital(layers, li, env, pf, scr):
 @njit(cache=True, error_model="numpy")
 def run_program(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr):
     """Every layer, products in-kernel (the fused path)."""
-    dummy = np.empty((1, 1))
+    dummy = np.empty((1, 1), np.float32)
     T = env.shape[1]
     for li in range(layers.shape[0]):
         lay = layers[li]
@@ -265,3 +265,16 @@ def stream_step(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr, x,
         if out[j] > out[best]:
             best = j
     return best
+
+
+def compiled(dispatcher, args: tuple):
+    """The compiled entry point of an ``@njit`` function for exactly the types of ``args``
+    (compiled or loaded from the cache if needed). Calling it skips the dispatcher's type
+    resolution; the caller must keep passing arguments of the same types (contiguous arrays
+    of the same dtypes and dimensions)."""
+    sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+    cres = dispatcher.overloads.get(sig)
+    if cres is None:
+        dispatcher.compile(sig)
+        cres = dispatcher.overloads[sig]
+    return cres.entry_point

@@ -163,16 +163,45 @@ def _adc_noisy(p, steps, aq, anz, st, Q, n):
 
 
 # ------------------------------------------------------------------------------ BLAS route
+@njit(cache=True, error_model="numpy")
+def dac_rows(X, rows, x0, inv, q, U, U2, square):
+    """DAC codes of ``X[rows[r], x0 : x0 + n_in]`` (float32 or float64 inputs; ``rows`` an
+    int64 row index, e.g. the pool rows of a batch's recurrent states, or 0..R-1 for the time
+    steps of a layer input) into ``U[r]`` (float32, exact small integers) and, if ``square``,
+    their squares into ``U2[r]``: the same float64 operations as :func:`dac`."""
+    n_in = U.shape[1]
+    for r in range(rows.shape[0]):
+        xr = X[rows[r], x0:x0 + n_in]
+        ur = U[r]
+        for i in range(n_in):
+            c = np.rint(float(xr[i]) * inv)
+            if c > q:
+                c = q
+            elif c < -q:
+                c = -q
+            ur[i] = np.float32(c)
+        if square:
+            u2 = U2[r]
+            for i in range(n_in):
+                u2[i] = ur[i] * ur[i]
+
+
 class BlasSegment:
     """The BLAS route of one segment, prepared once (views and scalars, so a call costs only
-    its numpy work): ``run(V, out)`` writes the tile products of every row of ``V[rows, n_in]``
-    (float64, model units) into ``out[rows, pre : pre + pre_width]`` (float64). Only for
-    segments with a DAC: their products are exact integers (module docstring), so these equal
-    :func:`products` bit for bit."""
+    its numpy work): :meth:`run_rows` writes the tile products of rows of a ``[R, width]``
+    array (an env of layer inputs, or the recurrent state pool) into ``out[:, pre : pre +
+    pre_width]`` (float32). Only for segments with a DAC whose weights and variances sit in
+    float32 (the plan's proof: every tile partial sum is an integer below 2^24), so these equal
+    :func:`products` bit for bit whatever order the BLAS sums in.
+
+    Per call: one numba pass for the DAC codes (and their squares, with read noise) into
+    preallocated float32 buffers, then one ``sgemm`` per row tile writing straight into the
+    products array (``np.matmul(..., out=view)``: no temporaries, no dtype conversion)."""
 
     def __init__(self, seg, w32: np.ndarray, w64: np.ndarray) -> None:
         n_in, n_out = int(seg["n_in"]), int(seg["n_out"])
         tr, nblk = int(seg["tile_rows"]), int(seg["nblk"])
+        self.n_in = n_in
         self.q = float(seg["dac_q"])
         self.inv = 1.0 / float(seg["dac_step"])
         wbuf = w64 if seg["w64"] else w32
@@ -184,6 +213,7 @@ class BlasSegment:
                         slice(c0 + b * n_out, c0 + (b + 1) * n_out)) for b in range(nblk)]
         self.W = [W[r] for r, _ in self.blocks]
         self.var = None
+        self.vdtype = self.dtype
         if seg["var"] >= 0:
             vbuf = w64 if seg["var64"] else w32
             v0 = int(seg["var"])
@@ -192,6 +222,20 @@ class BlasSegment:
             self.var = [Var[r] for r, _ in self.blocks]
             self.vcols = [slice(c.start + nblk * n_out, c.stop + nblk * n_out)
                           for _, c in self.blocks]
+        self.f32 = self.dtype == np.float32 and self.vdtype == np.float32
+
+    def run_rows(self, X: np.ndarray, rows: np.ndarray, x0: int, out: np.ndarray,
+                 U: np.ndarray, U2: np.ndarray) -> None:
+        """Products of ``X[rows, x0 : x0 + n_in]`` into ``out`` (float32 ``[len(rows), :]``);
+        ``U``/``U2`` float32 ``[len(rows), n_in]`` scratch (``U2`` unused without read
+        noise). Needs :attr:`f32`."""
+        sq = self.var is not None
+        dac_rows(X, rows, x0, self.inv, self.q, U, U2, sq)
+        for (r, cols), W in zip(self.blocks, self.W):
+            np.matmul(U[:, r], W, out=out[:, cols])
+        if sq:
+            for (r, _), cols, Var in zip(self.blocks, self.vcols, self.var):
+                np.matmul(U2[:, r], Var, out=out[:, cols])
 
     def codes(self, V: np.ndarray) -> np.ndarray:
         """numpy DAC, the same float64 operations as :func:`dac`."""
@@ -200,6 +244,8 @@ class BlasSegment:
         return U
 
     def run(self, V: np.ndarray, out: np.ndarray) -> None:
+        """Products of every row of ``V[rows, n_in]`` (model units, float64) into ``out`` in
+        the accumulator's dtype (any float ``out``; for tests and one-off use)."""
         U = self.codes(V)
         Uw = U.astype(self.dtype)
         for (rows, cols), W in zip(self.blocks, self.W):
