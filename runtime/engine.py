@@ -120,6 +120,8 @@ class Engine:
         self._scratch = K.scratch(self.plan.layers, self.plan.segs, self.plan.max_w)
         self._route = self._routes()
         self._none = np.empty((1, 1), np.float32)
+        self._step_fn = None                 # Stream.step's compiled entry point
+        self._frame_shape = (self.model.input.features,)
         self._work: dict = {}
         self._pool_state = np.zeros((0, self.plan.state_width))
         self._pool_rng = np.zeros((0, self.plan.rng_slots, 4), np.uint64)
@@ -530,31 +532,30 @@ class Stream:
         self._env = np.zeros((k, 1, engine.plan.env_width), np.float32)
         self._ones = np.ones(k, np.int64)
         self._scratch = K.scratch(engine.plan.layers, engine.plan.segs, engine.plan.max_w)
-        self._step = None
-        self._pool = None
+        plan = engine.plan
+        self._head = (plan.layers, plan.segs, plan.w32, plan.w64, plan.pf, self._env, self._ones)
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
         """Feed one frame ``[F]``; returns the first output for this step ``[F_out]``."""
         eng = self.engine
-        plan = eng.plan
-        x_t = np.asarray(x_t, dtype=np.float32)
-        f = eng.model.input.features
-        if x_t.shape != (f,) or self.closed:
+        x_t = np.ascontiguousarray(x_t, dtype=np.float32)
+        if x_t.shape != eng._frame_shape or self.closed:
             if self.closed:
                 raise NvmInputError(f"frame {self.steps}: stream {self.seed} is closed")
-            raise NvmInputError(f"frame {self.steps}: expected shape ({f},), got {x_t.shape}")
+            raise NvmInputError(f"frame {self.steps}: expected shape {eng._frame_shape}, got "
+                                f"{x_t.shape}")
         o0, o1 = eng._first_off
         out = np.empty(o1 - o0, np.float32)
-        args = (plan.layers, plan.segs, plan.w32, plan.w64, plan.pf, self._env, self._ones,
-                eng._pool_state, eng._pool_rng, self._rows, self._scratch,
-                np.ascontiguousarray(x_t), o0, o1, out)
-        if self._step is None or eng._pool_state is not self._pool:
+        args = self._head + (eng._pool_state, eng._pool_rng, self._rows, self._scratch, x_t,
+                             o0, o1, out)
+        if eng._step_fn is None:
             # the compiled overload for exactly these argument types, called directly: numba's
             # dispatcher would re-derive the types of 15 arguments (record arrays included)
-            # on every frame, a few microseconds of a ~10 us step
-            self._step = K.compiled(K.stream_step, args)
-            self._pool = eng._pool_state
-        best = self._step(*args)
+            # on every frame, a few microseconds of a ~10 us step. The types never change:
+            # every argument but x_t is the engine's or this stream's, x_t is made a
+            # contiguous float32 vector above.
+            eng._step_fn = K.compiled(K.stream_step, args)
+        best = eng._step_fn(*args)
         if best < 0:
             raise NvmInputError(f"frame {self.steps}: contains NaN or infinity")
         eng._pending_steps += 1
