@@ -460,24 +460,27 @@ class Engine:
             frames = frames[None]
         if frames.shape != (n, f):
             raise NvmInputError(f"frames: expected shape ({n}, {f}), got {frames.shape}")
+        rows = []
         for s in streams:
             if s.engine is not self or s.closed:
                 raise NvmInputError(f"stream {s.seed} belongs to another engine"
                                     if s.engine is not self else f"stream {s.seed} is closed")
+            rows.append(s._row0)
         x, _ = self._check_x(frames[:, None, :])
         k = self.votes
-        row0 = np.fromiter((s._row0 for s in streams), np.int64, n)
+        row0 = np.array(rows, np.int64)
         srow = (row0[:, None] + np.arange(k)).reshape(-1) if k > 1 else row0
         xr = np.repeat(x, k, axis=0) if k > 1 else x
         env = self._exec(xr, np.ones(n * k, np.int64), self._pool_state, self._pool_rng, srow)
-        self._account(rec_steps=n * k, all_steps=n * k,
-                      inferences=sum(1 for s in streams if s.steps == 0), stream_steps=n)
         e, lat = self.step_energy_pJ, self.step_latency_ns
+        new = 0
         for s in streams:                      # Stream._charge, inlined (a hot loop)
+            new += s.steps == 0
             s.last_energy_pJ = e
             s.last_latency_ns = lat
             s.energy_pJ += e
             s.steps += 1
+        self._account(rec_steps=n * k, all_steps=n * k, inferences=new, stream_steps=n)
         out = {}
         for o in self.model.outputs:
             a = self._tensor(env, o.tensor)[:, 0]

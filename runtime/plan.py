@@ -273,6 +273,8 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
                                       device.rng_for(f"{m.key}/drift_reference"))
         vmm = VMMNoise.from_profile(prof).calibrate(V, W)
         read = ReadNoise.from_programmed(pm)
+        if read.on and not np.any(read.var):
+            read = ReadNoise(None)       # no per-read variance left: no second product, no draws
         nblk = max(1, math.ceil(n_in / tr))
         s = segs[si]
         s["n_in"], s["n_out"], s["src"] = n_in, n_out, LY.SOURCES[m.role]

@@ -165,9 +165,9 @@ def run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k
                             V[k, i] = ZX[k, r0 + i] * state[ridx[k], so + i]
                     for s in range(lay.nseg):
                         seg = segs[lay.seg0 + s]
-                        if seg.src == SRC_RH:
+                        if seg.src == SRC_RH:      # (nb < 0: False, typed at run time)
                             segment(seg, w32, w64, pf, V, nb, rng, ridx, lay.rng, ZR, preH,
-                                     prow, False, scr)
+                                     prow, nb < 0, scr)
             for k in range(nb):
                 b = bidx[k]
                 t = (lens[b] - 1 - kstep) if lay.rev == 1 else kstep
@@ -230,13 +230,17 @@ def run_program(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr):
     """Every layer, products in-kernel (the fused path)."""
     dummy = np.empty((1, 1), np.float32)
     T = env.shape[1]
+    # flags and bounds computed at run time: a literal False or 0 here would make numba
+    # compile a second specialization of the (large) layer loops, typed on the literal
+    no = T < 0
+    k0 = T - T
     for li in range(layers.shape[0]):
         lay = layers[li]
         if lay.op == OP_DENSE:
-            run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, dummy, False, scr)
+            run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, dummy, no, scr)
         elif lay.op == OP_LSTM or lay.op == OP_GRU or lay.op == OP_RNN:
-            run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, 0, T,
-                          dummy, False, dummy, False, scr)
+            run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k0, T,
+                          dummy, no, dummy, no, scr)
         else:
             run_digital(layers, li, env, pf, scr)
 

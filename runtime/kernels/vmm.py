@@ -102,17 +102,18 @@ def products(seg, w32, w64, U32, U64, nb, A32, A64, P):
     """Tile products of one segment for ``nb`` streams (DAC codes already in U32/U64):
     ``P[k, :nblk*n_out]`` partial sums, then (read noise) ``P[k, nblk*n_out:]`` variances."""
     n_in, n_out, tr, nblk = seg.n_in, seg.n_out, seg.tile_rows, seg.nblk
+    # flags and offsets typed at run time (a literal True/False/0 would make numba compile a
+    # specialization per literal)
+    no, yes, c0, cv = nb < 0, nb >= 0, nb - nb, nblk * n_out
     if seg.w64 == 1:
-        _tile_products(w64, seg.w, n_in, n_out, tr, nblk, U64, nb, False, A64, P, 0)
+        _tile_products(w64, seg.w, n_in, n_out, tr, nblk, U64, nb, no, A64, P, c0)
     else:
-        _tile_products(w32, seg.w, n_in, n_out, tr, nblk, U32, nb, False, A32, P, 0)
+        _tile_products(w32, seg.w, n_in, n_out, tr, nblk, U32, nb, no, A32, P, c0)
     if seg.var >= 0:
         if seg.var64 == 1:
-            _tile_products(w64, seg.var, n_in, n_out, tr, nblk, U64, nb, True, A64, P,
-                           nblk * n_out)
+            _tile_products(w64, seg.var, n_in, n_out, tr, nblk, U64, nb, yes, A64, P, cv)
         else:
-            _tile_products(w32, seg.var, n_in, n_out, tr, nblk, U32, nb, True, A32, P,
-                           nblk * n_out)
+            _tile_products(w32, seg.var, n_in, n_out, tr, nblk, U32, nb, yes, A32, P, cv)
 
 
 @njit(cache=True, error_model="numpy")
