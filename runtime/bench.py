@@ -198,7 +198,7 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
     import nvmstream as nvm
 
     rounds = 15 if quick else 41
-    res: dict = {"profile": profile, "rounds": rounds}
+    res: dict = {"profile": profile, "rounds": rounds, "load_avg_start": os.getloadavg()}
     rng = np.random.default_rng(0)
     torch = _torch()
     res["torch"] = torch.__version__ if torch else None
@@ -323,6 +323,7 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
                       "batch256_throughput": ">= 1.0"}
     res["met"] = {"stream_step": r1 <= 0.25, "sequence_step": r2 <= 2.0,
                   "batch256_throughput": r3 >= 1.0}
+    res["load_avg_end"] = os.getloadavg()
     if res["sweep"]:
         sw = res["sweep"]["sequences_per_s"]
         res["ratios"]["sweep_throughput"] = sw["nvmstream"] / sw["onnxruntime"]
@@ -364,7 +365,8 @@ def format_engine(res: dict) -> str:
     have_torch = "torch" in res["stream_step_us"]
     lines = [f"engine vs onnxruntime float{' and torch' if have_torch else ''} "
              f"(profile {res['profile']}, one thread each; medians of {res['rounds']} "
-             f"interleaved rounds)",
+             f"interleaved rounds; load average {res['load_avg_start'][0]:.1f} at start, "
+             f"{res['load_avg_end'][0]:.1f} at end on {os.cpu_count()} cores)",
              f"{'measure':<44}{'nvmstream':>11}{'onnxruntime':>12}"
              + (f"{'torch':>9}" if have_torch else "") + f"{'ratio':>8}{'goal':>9}"]
     rows = [("LSTM 12->64+Linear, streamed step (us)", "stream_step_us", "stream_step"),
