@@ -115,7 +115,7 @@ def run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k
     tmp, tmp2 = vec[2], vec[3]
     for kstep in range(k0, k1):
         for b0 in range(0, B, BB):
-            nb = 0
+            nb = b0 - b0          # (not a literal 0: see run_program)
             for b in range(b0, min(B, b0 + BB)):
                 L = lens[b]
                 if kstep >= L:
