@@ -276,6 +276,8 @@ def compiled(dispatcher, args: tuple):
     (compiled or loaded from the cache if needed). Calling it skips the dispatcher's type
     resolution; the caller must keep passing arguments of the same types (contiguous arrays
     of the same dtypes and dimensions)."""
+    if not hasattr(dispatcher, "overloads"):     # NUMBA_DISABLE_JIT=1: a plain function
+        return dispatcher
     sig = tuple(dispatcher.typeof_pyval(a) for a in args)
     cres = dispatcher.overloads.get(sig)
     if cres is None:
