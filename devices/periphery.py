@@ -36,7 +36,8 @@ import numpy as np
 
 from .quant import qmax_for_bits
 
-__all__ = ["DAC", "ADC", "ADC_RANGES", "ADC_CALIBRATIONS", "ReadNoise", "DriftCompensation", "VMMNoise"]
+__all__ = ["DAC", "ADC", "ADC_RANGES", "ADC_CALIBRATIONS", "ReadNoise", "DriftCompensation", "VMMNoise",
+           "VMM_REFERENCES", "VMM_POSITIONS"]
 
 
 @dataclass(frozen=True)
@@ -215,30 +216,118 @@ class ADC:
         return np.minimum(np.maximum(np.rint(x), -q), q) * st
 
 
+#: VMM-noise power references (``vmm_noise.reference``): what P in ``P / 10^(snr_db/10)`` is.
+VMM_REFERENCES = ("layer", "gate", "unit")
+#: Where the VMM noise enters (``vmm_noise.position``).
+VMM_POSITIONS = ("after_adc", "before_adc")
+
+
 @dataclass(frozen=True)
 class VMMNoise:
     """VMM noise at a signal-to-noise power ratio (Qin & Vucinic, arXiv 1811.10649):
-    ``z + N(0, P / 10^(snr_db/10))`` on each output, P the matrix's mean float output power
-    on the calibration set."""
+    ``N(0, P / 10^(snr_db/10))`` on each output of a crossbar matrix.
+
+    P (model units^2) is the matrix's float output power on the calibration set, bias
+    excluded: ``reference = "layer"`` the mean over all its outputs (the paper's per-layer
+    power; one sigma per matrix); ``"gate"`` the mean over each gate's outputs (an LSTM
+    matrix's i/o/f/c blocks of H rows; ``gates`` blocks of equal size; a Dense layer is one
+    gate); ``"unit"`` each output's own mean square. ``sigmas[n_out]`` (model units).
+
+    ``position = "after_adc"``: added to the digital output ``z`` (model units) after the ADC
+    and the per-output scale (nvmstream <= issue 13, the paper's setting). ``"before_adc"``: an
+    analog noise on each tile column's partial sum before its ADC, in code units
+    ``sigmas / (scale_j * dac_scale) / sqrt(row_tiles)`` per tile (:meth:`code_sigmas`), so
+    its total variance before quantization equals the after-ADC variance; the ADC then clips
+    and quantizes it."""
 
     snr_db: float = math.inf
     sigma: float = 0.0
+    reference: str = "layer"
+    position: str = "after_adc"
+    sigmas: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.reference not in VMM_REFERENCES:
+            raise ValueError(f"vmm_noise.reference {self.reference!r}: allowed "
+                             f"{', '.join(VMM_REFERENCES)}")
+        if self.position not in VMM_POSITIONS:
+            raise ValueError(f"vmm_noise.position {self.position!r}: allowed "
+                             f"{', '.join(VMM_POSITIONS)}")
 
     @classmethod
     def from_profile(cls, profile) -> "VMMNoise":
-        return cls(float(profile.vmm_noise.snr_db))
+        v = profile.vmm_noise
+        return cls(float(v.snr_db), reference=str(v.reference), position=str(v.position))
 
-    def calibrate(self, inputs: np.ndarray, W: np.ndarray) -> "VMMNoise":
-        if not math.isfinite(self.snr_db):
-            return replace(self, sigma=0.0)
+    @property
+    def on(self) -> bool:
+        return self.sigma > 0
+
+    @property
+    def before_adc(self) -> bool:
+        return self.on and self.position == "before_adc"
+
+    @staticmethod
+    def output_power(inputs: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """Mean square of each float output ``[n_out]`` (model units^2) over ``inputs``."""
         V = np.asarray(inputs, np.float64)
+        W = np.asarray(W, np.float64)
+        if not V.size:
+            return np.zeros(W.shape[0])
+        return np.mean((V @ W.T) ** 2, axis=0)
+
+    def reference_power(self, inputs: np.ndarray, W: np.ndarray, gates: int = 1) -> np.ndarray:
+        """P per output ``[n_out]`` for this reference (see the class docstring)."""
+        pj = self.output_power(inputs, W)
+        n_out = pj.size
+        if self.reference == "unit":
+            return pj
+        if self.reference == "gate" and gates > 1 and n_out % gates == 0:
+            return np.repeat(pj.reshape(gates, -1).mean(axis=1), n_out // gates)
+        V = np.asarray(inputs, np.float64)     # layer (and one-gate matrices): as <= issue 13
         power = float(np.mean((V @ np.asarray(W, np.float64).T) ** 2)) if V.size else 0.0
-        return replace(self, sigma=math.sqrt(power / 10 ** (self.snr_db / 10)))
+        return np.full(n_out, power)
+
+    def calibrate(self, inputs: np.ndarray, W: np.ndarray, gates: int = 1) -> "VMMNoise":
+        if not math.isfinite(self.snr_db):
+            return replace(self, sigma=0.0, sigmas=None)
+        sig = np.sqrt(self.reference_power(inputs, W, gates) / 10 ** (self.snr_db / 10))
+        rms = float(np.sqrt(np.mean(sig ** 2))) if sig.size else 0.0
+        if self.reference == "layer" or (sig.size and np.all(sig == sig[0])):
+            rms = float(sig[0]) if sig.size else 0.0
+        return replace(self, sigma=rms, sigmas=sig)
+
+    def snr_per_gate_db(self, inputs: np.ndarray, W: np.ndarray, gates: int = 1) -> np.ndarray:
+        """Effective SNR (dB) of each gate block on ``inputs``: ``10 log10(mean_{j in gate}
+        P_j / mean_{j in gate} sigma_j^2)`` (inf without noise, -inf for a silent gate)."""
+        pj = self.output_power(inputs, W)
+        g = gates if gates > 1 and pj.size % gates == 0 else 1
+        p = pj.reshape(g, -1).mean(axis=1)
+        if not self.on:
+            return np.full(g, math.inf)
+        nv = (np.asarray(self.sigmas, np.float64) ** 2).reshape(g, -1).mean(axis=1)
+        with np.errstate(divide="ignore"):
+            return 10 * np.log10(p / nv)
+
+    def code_sigmas(self, scale: np.ndarray, dac_scale: float, row_tiles: int) -> np.ndarray:
+        """``before_adc``: the per-tile sigma of each column in code units (see the class)."""
+        s = np.asarray(scale, np.float64) * float(dac_scale)
+        safe = np.where(s > 0, s, 1.0)
+        return np.where(s > 0, np.asarray(self.sigmas, np.float64) / safe, 0.0) / math.sqrt(
+            max(1, int(row_tiles)))
+
+    def apply_analog(self, p: np.ndarray, code_sigmas: np.ndarray,
+                     normals: np.ndarray | None = None) -> np.ndarray:
+        """``before_adc``: a tile's partial sums (code units) plus its analog VMM noise."""
+        if not self.before_adc:
+            return p
+        return p + code_sigmas * normals
 
     def apply(self, z: np.ndarray, normals: np.ndarray | None = None) -> np.ndarray:
-        if self.sigma <= 0:
+        """``after_adc``: the digital output (model units) plus the VMM noise."""
+        if not self.on or self.position != "after_adc":
             return z
-        return z + self.sigma * normals
+        return z + self.sigmas * normals
 
 
 #: drift.compensation modes applied by the periphery (after the ADC); 'analog_fold' is the

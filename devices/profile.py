@@ -518,6 +518,27 @@ class VmmNoiseSection(_Section):
         unit="dB", lo=-100.0, hi=math.inf,
         source="Qin and Vucinic, arXiv 1811.10649 (voting at 0 dB)",
     )
+    reference: str = _f(
+        "layer", str,
+        "What P is: 'layer' = the mean power over all outputs of a crossbar matrix "
+        "(1811.10649's per-layer output power; one sigma per matrix: an LSTM's gates then "
+        "see different SNRs); 'gate' = the mean power of each gate's outputs (i/o/f/c of an "
+        "LSTM, z/r/h of a GRU; each gate at snr_db); 'unit' = each output's own power. "
+        "Bias excluded. `nvmstream inspect MODEL.nvm --profile P` prints the effective SNR "
+        "per gate.",
+        choices=("layer", "gate", "unit"),
+        source="layer: Qin and Vucinic, arXiv 1811.10649; gate/unit: devices/README.md (VMM noise)",
+    )
+    position: str = _f(
+        "after_adc", str,
+        "Where the noise enters: 'after_adc' = on the digital output after the ADC (the "
+        "paper's pre-activation noise; not clipped or quantized); 'before_adc' = on each tile "
+        "column's analog partial sum before its ADC (the same total variance, split equally "
+        "over the row tiles), so the ADC clips and quantizes it as it would a circuit noise.",
+        choices=("after_adc", "before_adc"),
+        source="after_adc: arXiv 1811.10649; before_adc: aihwkit IOParameters.out_noise "
+        "(added before the ADC's discretisation and bound)",
+    )
 
     @property
     def enabled(self) -> bool:

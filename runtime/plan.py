@@ -20,8 +20,10 @@ Calibration rule (documented in docs/architecture.md):
   through read noise and ADC at t0 and at the age, multiplied into the per-output scale
   (after the ADC); with ``adc.track_drift`` the ADC steps are re-set at the age on the
   drifted noise-free weights ``w_eff`` (same rule, calibration inputs);
-* VMM-noise power P of a matrix = mean over calibration of its float output squared; the noise
-  sigma is sqrt(P / 10^(snr_db/10)) in model units.
+* VMM-noise power P of a matrix = mean over calibration of its float output squared
+  (``vmm_noise.reference = layer``; per gate block or per output with ``gate`` / ``unit``);
+  the noise sigma is sqrt(P / 10^(snr_db/10)) in model units, converted to code units per tile
+  when it enters before the ADC (``vmm_noise.position = before_adc``).
 
 Exactness proof (what lets BLAS and the in-kernel loop agree bit for bit): effective weights
 (code units) are stored as integers ``k`` on a grid ``2^-f`` (``w = k 2^-f``; f = 0 for integer
@@ -46,6 +48,7 @@ import numpy as np
 from nvmstream.converters import ir
 from nvmstream.converters.compile import crossbar_matrices
 from nvmstream.converters.compile import CompiledModel
+from nvmstream.converters.conventions import GATE_ORDER
 from nvmstream.converters.errors import NvmConversionError
 from nvmstream.devices import Device, quantize_weights
 from nvmstream.devices.periphery import ADC, DAC, DriftCompensation, ReadNoise, VMMNoise
@@ -95,6 +98,9 @@ class SegmentInfo:
     read: ReadNoise = None
     vmm: VMMNoise = None
     comp: DriftCompensation = None       # digital drift compensation after the ADC
+    vmm_code_sigmas: np.ndarray | None = None  # VMM noise before the ADC: per tile, code units
+    gates: tuple = ("out",)              # gate names of the output blocks (conventions order)
+    vmm_snr_db: np.ndarray | None = None  # effective VMM-noise SNR per gate, calibration set
 
     @property
     def tiles(self) -> int:
@@ -180,6 +186,18 @@ def exact_grid(M: np.ndarray, tile_rows: int, umax: float, integer: bool, min_fr
             return True, f, K
     raise NvmConversionError(f"{what}: tile partial sums exceed float64's exact integer range "
                              f"(tile rows {tile_rows}, largest input code {umax:g})")
+
+
+def gate_names(layer, role: str) -> tuple[str, ...]:
+    """Names of the equal output blocks of a crossbar matrix (conventions.GATE_ORDER): an
+    LSTM's ``i, o, f, c``; a GRU's ``z, r, h`` (``z, r`` / ``h`` when the candidate's recurrent
+    rows sit apart, role ``h`` / ``rh``); ``out`` for a Dense layer."""
+    if isinstance(layer, ir.Recurrent):
+        order = GATE_ORDER[layer.kind]
+        if layer.kind == "GRU" and not layer.linear_before_reset and role in ("h", "rh"):
+            return ("z", "r") if role == "h" else ("h",)
+        return tuple(order)
+    return ("out",)
 
 
 def _calibration_inputs(model: ir.Model, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -271,7 +289,8 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
                                       pm.read_var if pm.has_read_noise else None, adc, tr,
                                       float(dac.qmax) if dac.qmax else 1.0,
                                       device.rng_for(f"{m.key}/drift_reference"))
-        vmm = VMMNoise.from_profile(prof).calibrate(V, W)
+        gates = gate_names(model.layers[m.layer], m.role)
+        vmm = VMMNoise.from_profile(prof).calibrate(V, W, len(gates))
         read = ReadNoise.from_programmed(pm)
         nblk = max(1, math.ceil(n_in / tr))
         s = segs[si]
@@ -304,6 +323,13 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             s["adc"] = buf.f64(adc.steps)
             s["adc_q"], s["adc_noise"] = adc.qmax, adc.noise_lsb
         s["vmm_sigma"] = vmm.sigma
+        vmm_code = None
+        if vmm.on:
+            if vmm.before_adc:
+                vmm_code = vmm.code_sigmas(scale, dac.scale, nblk)
+                s["vmm"], s["vmm_pre"] = buf.f64(vmm_code), 1
+            else:
+                s["vmm"] = buf.f64(vmm.sigmas)
         segs_by_key.setdefault(f"{m.layer}/{m.direction}", []).append(si)
         max_w = max(max_w, n_in, n_out)
         per_read = read.on or vmm.sigma > 0 or (adc.bits and adc.noise_lsb > 0)
@@ -318,7 +344,9 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             w_eff=w_grid, read_var=var_grid,
             mean_cell_uS=float((pm.g_pos.mean() + pm.g_neg.mean()) / 2) if pm.g_pos.size else None,
             stats=dict(pm.stats), index=si, accumulator="float64" if wide else "float32",
-            frac_bits=f, dac=dac, adc=adc, read=read, vmm=vmm, comp=comp))
+            frac_bits=f, dac=dac, adc=adc, read=read, vmm=vmm, comp=comp,
+            vmm_code_sigmas=vmm_code, gates=gates,
+            vmm_snr_db=vmm.snr_per_gate_db(V, W, len(gates))))
 
     # ---- layers
     recs: list[dict] = []
@@ -408,3 +436,15 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
                 state_width=max(state_off, 1), rng_slots=len(recs) + 1,
                 segments=infos, state_slots=state_slots, exact=exact,
                 per_read_noise=read_noise, pre_x=pre_x, pre_h=pre_h)
+
+
+def vmm_snr_table(plan: Plan) -> list[dict]:
+    """The effective VMM-noise SNR per gate of every crossbar matrix on the calibration set
+    (``nvmstream inspect MODEL --profile P`` and the run report): dB, inf without noise."""
+    rows = []
+    for s in plan.segments:
+        snr = s.vmm_snr_db if s.vmm_snr_db is not None else np.full(len(s.gates), np.inf)
+        rows.append({"matrix": s.key, "layer": s.layer, "reference": s.vmm.reference,
+                     "position": s.vmm.position, "snr_db_profile": s.vmm.snr_db,
+                     "snr_db_per_gate": {g: float(v) for g, v in zip(s.gates, snr)}})
+    return rows

@@ -63,10 +63,13 @@ def vmm(seg, v: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
         p = seg.w_eff[:, rows].astype(np.float64) @ u[rows]        # exact on the plan's grid
         if seg.read.on:
             p = seg.read.apply(p, seg.read.column_variance(u, rows), normals(state, seg.n_out))
+        if seg.vmm.before_adc:
+            p = seg.vmm.apply_analog(p, seg.vmm_code_sigmas, normals(state, seg.n_out))
         g = normals(state, seg.n_out) if seg.adc.bits and seg.adc.noise_lsb > 0 else None
         q = q + seg.adc.apply(p, blk, g)
     z = q * seg.comp.apply(seg.scales) * seg.dac.scale     # digital gain after the ADC
-    return seg.vmm.apply(z, normals(state, seg.n_out) if seg.vmm.sigma > 0 else None)
+    after = seg.vmm.on and not seg.vmm.before_adc
+    return seg.vmm.apply(z, normals(state, seg.n_out) if after else None)
 
 
 def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -74,7 +74,10 @@ SEG = np.dtype([
     ("adc_noise", _f), # ADC noise (LSB rms)
     ("tile_rows", _i),
     ("nblk", _i),      # row tiles
-    ("vmm_sigma", _f), # VMM noise sigma (model units)
+    ("vmm_sigma", _f), # VMM noise sigma (model units; > 0: on); per output at pf[vmm]
+    ("vmm", _i),       # pf offset of the per-output VMM-noise sigmas (-1: none): model units
+                       # after the ADC, code units per tile before it (vmm_pre = 1)
+    ("vmm_pre", _i),   # 1: VMM noise on each tile's partial sums before the ADC
     ("pre", _i),       # column of this segment's products in a precomputed-products array
 ])
 
@@ -93,6 +96,7 @@ def segments(n: int) -> np.ndarray:
     a["var"] = -1
     a["adc"] = -1
     a["pre"] = -1
+    a["vmm"] = -1
     a["wgrid"] = a["vgrid"] = 1.0
     a["dac_step"] = 1.0
     return a

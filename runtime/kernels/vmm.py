@@ -127,6 +127,9 @@ def periphery(seg, pf, P, st, G, Q, out):
         else:
             for j in range(n_out):
                 G[j] = p[j] * wg
+        # VMM noise before the ADC (code units per tile)
+        if seg.vmm_pre == 1:
+            _add_normals(G, pf[seg.vmm:seg.vmm + n_out], st, n_out)
         # ADC (+ noise) and the digital sum over tiles
         if adc >= 0:
             steps = pf[adc + c0:adc + c0 + n_out]
@@ -141,14 +144,23 @@ def periphery(seg, pf, P, st, G, Q, out):
                 Q[j] += G[j]
     sw = pf[seg.sw:seg.sw + n_out]
     scale = seg.dac_step if seg.dac_q > 0 else 1.0
-    if seg.vmm_sigma > 0.0:
+    if seg.vmm_sigma > 0.0 and seg.vmm_pre == 0:
         fill_normals(st, G, n_out)
-        sg = seg.vmm_sigma
+        sg = pf[seg.vmm:seg.vmm + n_out]
         for j in range(n_out):
-            out[j] += Q[j] * sw[j] * scale + sg * G[j]
+            out[j] += Q[j] * sw[j] * scale + sg[j] * G[j]
     else:
         for j in range(n_out):
             out[j] += Q[j] * sw[j] * scale
+
+
+@njit(cache=True, error_model="numpy")
+def _add_normals(p, sig, st, n):
+    """``p[:n] += sig * N(0, 1)`` (the normals drawn into a small buffer)."""
+    g = np.empty(n)
+    fill_normals(st, g, n)
+    for j in range(n):
+        p[j] += sig[j] * g[j]
 
 
 @njit(cache=True, error_model="numpy")
