@@ -120,7 +120,10 @@ MSE_GRID = 128
 
 @dataclass(frozen=True)
 class ADC:
-    """Column ADC of each tile: ``clip(rint(p / step + noise_lsb N(0,1)), -qmax, qmax) * step``.
+    """Column ADC of each tile: ``clip(rint(p / step + noise_lsb N(0,1)), -qmax, qmax) * step``;
+    with per-instance mismatch (:meth:`draw_mismatch`) ``x = (p / step + noise) * gain +
+    offset`` is coded by the instance's decision levels (``#(levels <= x) - qmax``; without
+    INL, ``clip(rint(x))``), and the digital side reads ``code * step`` as for an ideal ADC.
 
     ``steps[row_tiles, n_out]``: ``full_scale(|partial sums|) / qmax`` over the calibration
     inputs (``calibration = "max"``: max |partial sum|; also ``percentile``, ``mse``),
@@ -135,6 +138,13 @@ class ADC:
     range: str = "per_tile"
     calibration: str = "max"
     percentile: float = 99.9
+    offset_lsb: float = 0.0
+    gain_sd: float = 0.0
+    inl_lsb: float = 0.0
+    cols_per_adc: int = 1
+    gain: np.ndarray | None = None        # [row_tiles, n_out] per-column view of its ADC's gain
+    offset: np.ndarray | None = None      # [row_tiles, n_out] offsets (LSB)
+    thresholds: np.ndarray | None = None  # [row_tiles, n_out, 2 qmax] decision levels (LSB)
 
     def __post_init__(self):
         if self.range not in ADC_RANGES:
@@ -147,7 +157,52 @@ class ADC:
     def from_profile(cls, profile) -> "ADC":
         a = profile.adc
         return cls(int(a.bits), float(a.noise_lsb), range=str(a.range),
-                   calibration=str(a.calibration), percentile=float(a.percentile))
+                   calibration=str(a.calibration), percentile=float(a.percentile),
+                   offset_lsb=float(a.offset_lsb), gain_sd=float(a.gain_sd),
+                   inl_lsb=float(a.inl_lsb), cols_per_adc=int(profile.energy.cols_per_adc))
+
+    @property
+    def mismatched(self) -> bool:
+        """True when the ADC instances carry drawn offset/gain/INL errors."""
+        return self.gain is not None
+
+    def draw_mismatch(self, n_out: int, row_tiles: int, tile_cols: int,
+                      rng: np.random.Generator) -> "ADC":
+        """Draw each ADC instance's static errors (once, at programming time).
+
+        An instance serves ``cols_per_adc`` adjacent columns of one tile (``energy.cols_per_adc``
+        multiplexed columns; column j of a tile uses ADC ``(j mod tile_cols) // cols_per_adc``)
+        and every row tile has its own. Per instance: gain ``1 + gain_sd N(0,1)``, offset
+        ``offset_lsb N(0,1)`` LSB and (``inl_lsb > 0``) its ``2 qmax`` decision levels
+        ``k + 1/2 + inl_lsb N(0,1)``, k = -qmax..qmax-1, sorted (a monotone converter; levels
+        that cross leave a missing code). Draw order: gains, offsets, levels, instance by
+        instance (row tile, column tile, ADC). Off (all zero): returns self unchanged."""
+        if not self.bits or (self.offset_lsb == 0 and self.gain_sd == 0 and self.inl_lsb == 0):
+            return self
+        tc = max(1, int(tile_cols))
+        cpa = max(1, min(int(self.cols_per_adc), tc))
+        col_tiles = math.ceil(n_out / tc)
+        per_tile = math.ceil(tc / cpa)
+        n_inst = row_tiles * col_tiles * per_tile
+        gains = 1.0 + self.gain_sd * rng.standard_normal(n_inst)
+        offs = self.offset_lsb * rng.standard_normal(n_inst)
+        q = self.qmax
+        thr = None
+        if self.inl_lsb > 0:
+            ideal = np.arange(-q, q) + 0.5
+            thr = np.sort(ideal + self.inl_lsb * rng.standard_normal((n_inst, 2 * q)), axis=1)
+        j = np.arange(n_out)
+        inst_of_col = (j // tc) * per_tile + (j % tc) // cpa           # within a row tile
+        idx = np.arange(row_tiles)[:, None] * (col_tiles * per_tile) + inst_of_col[None, :]
+        return replace(self, gain=gains[idx], offset=offs[idx],
+                       thresholds=None if thr is None else thr[idx])
+
+    def instance_of(self, n_out: int, tile_cols: int) -> np.ndarray:
+        """Index of the ADC instance within a row tile that reads each column ``[n_out]``."""
+        tc = max(1, int(tile_cols))
+        cpa = max(1, min(int(self.cols_per_adc), tc))
+        j = np.arange(n_out)
+        return (j // tc) * math.ceil(tc / cpa) + (j % tc) // cpa
 
     def full_scale(self, a: np.ndarray) -> float:
         """The calibrated range (qmax * step) of one ADC group from the magnitudes ``a`` of its
@@ -213,6 +268,11 @@ class ADC:
         if self.noise_lsb > 0:
             x = x + self.noise_lsb * normals
         q = float(self.qmax)
+        if self.gain is not None:
+            x = x * self.gain[blk] + self.offset[blk]
+            if self.thresholds is not None:     # code = #(levels <= x) - qmax
+                c = np.sum(self.thresholds[blk] <= np.asarray(x)[..., None], axis=-1) - q
+                return c * st
         return np.minimum(np.maximum(np.rint(x), -q), q) * st
 
 

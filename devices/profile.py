@@ -602,6 +602,32 @@ class AdcSection(_Section):
         99.9, float, "Percentile of |partial sum| that sets the range, calibration "
         "'percentile'.", unit="percent", lo=0.0, hi=100.0, lo_open=True,
     )
+    offset_lsb: float = _f(
+        0.0, float,
+        "Standard deviation of each ADC instance's input offset, drawn once at programming "
+        "(seeded): x -> gain * x + offset before coding. An instance serves "
+        "energy.cols_per_adc columns of one tile. 0 = off.",
+        unit="LSB", lo=0.0, hi=100.0,
+        source="CrossSim ramp ADC per-column comparator offsets (Spear et al., IEEE JXCDC "
+        "2023); values: devices/README.md (ADC mismatch)",
+    )
+    gain_sd: float = _f(
+        0.0, float,
+        "Standard deviation of each ADC instance's relative gain error (gain = 1 + gain_sd "
+        "N(0,1)), drawn once at programming. 0 = off.",
+        unit="fraction", lo=0.0, hi=0.5,
+        source="CrossSim ramp ADC finite amplifier gain / capacitor mismatch (Spear et al. 2023)",
+    )
+    inl_lsb: float = _f(
+        0.0, float,
+        "Standard deviation of each decision level of an ADC instance around its ideal "
+        "position k + 1/2 (LSB), drawn once at programming and sorted (monotone; crossing "
+        "levels leave missing codes): INL_k = the level's displacement, DNL_k = the difference "
+        "of adjacent displacements. 0 = off. Needs adc.bits <= 10.",
+        unit="LSB", lo=0.0, hi=10.0,
+        source="CrossSim ramp/SAR ADC capacitor-mismatch INL/DNL (Spear et al., IEEE JXCDC "
+        "2023), modelled as independent level displacements",
+    )
     track_drift: bool = _f(
         False, bool,
         "Whether the ADC ranges are recalibrated at the device age (a chip feature: the "
@@ -610,6 +636,12 @@ class AdcSection(_Section):
         "shrinks the signal within a fixed ADC range and compensation is purely digital.",
         source="issue 13 item 7; aihwkit keeps a fixed out_bound (track_drift = false)",
     )
+
+    def _cross_check(self, origin: str) -> None:
+        if self.inl_lsb > 0 and self.bits > 10:
+            raise ProfileError(origin, "adc.inl_lsb",
+                               f"needs adc.bits <= 10 (one decision level per code is stored "
+                               f"per ADC instance), got adc.bits = {self.bits}")
 
 
 @dataclass(frozen=True)

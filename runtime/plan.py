@@ -18,7 +18,8 @@ Calibration rule (documented in docs/architecture.md):
 * digital drift compensation (``drift.compensation = global | per_column``): the factor of
   :class:`~nvmstream.devices.periphery.DriftCompensation` from one-hot reference readouts
   through read noise and ADC at t0 and at the age, multiplied into the per-output scale
-  (after the ADC); with ``adc.track_drift`` the ADC steps are re-set at the age on the
+  (after the ADC); ADC-instance offset/gain/INL drawn once per matrix from the device's
+  ``KEY/adc_mismatch`` stream (``ADC.draw_mismatch``); with ``adc.track_drift`` the ADC steps are re-set at the age on the
   drifted noise-free weights ``w_eff`` (same rule, calibration inputs);
 * VMM-noise power P of a matrix = mean over calibration of its float output squared
   (``vmm_noise.reference = layer``; per gate block or per output with ``gate`` / ``unit``);
@@ -278,6 +279,8 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
         V = cal[m.key]
         dac = DAC.from_profile(prof).calibrate(V)
         adc = ADC.from_profile(prof).calibrate(dac.apply(V), codes, tr, tc)
+        adc = adc.draw_mismatch(n_out, max(1, math.ceil(n_in / tr)), tc,
+                                device.rng_for(f"{m.key}/adc_mismatch"))
         comp = DriftCompensation.from_profile(prof)
         if pm.stats.get("drift_applied"):
             adc_t0 = adc
@@ -322,6 +325,10 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
         if adc.bits:
             s["adc"] = buf.f64(adc.steps)
             s["adc_q"], s["adc_noise"] = adc.qmax, adc.noise_lsb
+            if adc.mismatched:
+                s["adc_gain"], s["adc_off"] = buf.f64(adc.gain), buf.f64(adc.offset)
+                if adc.thresholds is not None:
+                    s["adc_thr"] = buf.f64(adc.thresholds)
         s["vmm_sigma"] = vmm.sigma
         vmm_code = None
         if vmm.on:

@@ -72,6 +72,9 @@ SEG = np.dtype([
     ("adc", _i),       # pf offset of the ADC steps [row_tiles, n_out] (-1: no ADC)
     ("adc_q", _i),     # ADC qmax
     ("adc_noise", _f), # ADC noise (LSB rms)
+    ("adc_gain", _i),  # pf offset of per-column ADC-instance gains [row_tiles, n_out] (-1: ideal)
+    ("adc_off", _i),   # pf offset of the instances' offsets (LSB) [row_tiles, n_out]
+    ("adc_thr", _i),   # pf offset of decision levels [row_tiles, n_out, 2 adc_q] (-1: no INL)
     ("tile_rows", _i),
     ("nblk", _i),      # row tiles
     ("vmm_sigma", _f), # VMM noise sigma (model units; > 0: on); per output at pf[vmm]
@@ -97,6 +100,7 @@ def segments(n: int) -> np.ndarray:
     a["adc"] = -1
     a["pre"] = -1
     a["vmm"] = -1
+    a["adc_gain"] = a["adc_off"] = a["adc_thr"] = -1
     a["wgrid"] = a["vgrid"] = 1.0
     a["dac_step"] = 1.0
     return a

@@ -133,7 +133,9 @@ def periphery(seg, pf, P, st, G, Q, out):
         # ADC (+ noise) and the digital sum over tiles
         if adc >= 0:
             steps = pf[adc + c0:adc + c0 + n_out]
-            if seg.adc_noise > 0.0:
+            if seg.adc_gain >= 0:
+                _adc_mismatch(seg, pf, G, steps, aq, st, Q, n_out, c0)
+            elif seg.adc_noise > 0.0:
                 _adc_noisy(G, steps, aq, seg.adc_noise, st, Q, n_out)
             else:
                 for j in range(n_out):
@@ -161,6 +163,35 @@ def _add_normals(p, sig, st, n):
     fill_normals(st, g, n)
     for j in range(n):
         p[j] += sig[j] * g[j]
+
+
+@njit(cache=True, error_model="numpy")
+def _adc_mismatch(seg, pf, p, steps, aq, st, Q, n, c0):
+    """ADC instances with drawn gain/offset (and INL levels): ``x = (p/step + noise) * gain +
+    offset``, code = ``#(levels <= x) - qmax`` (INL) or ``clip(rint(x))``; ``Q += code *
+    step`` (the twin: ``devices.periphery.ADC.apply``)."""
+    g = np.empty(n)
+    if seg.adc_noise > 0.0:
+        fill_normals(st, g, n)
+    anz = seg.adc_noise
+    gain = pf[seg.adc_gain + c0:seg.adc_gain + c0 + n]
+    off = pf[seg.adc_off + c0:seg.adc_off + c0 + n]
+    nl = 2 * seg.adc_q
+    for j in range(n):
+        x = p[j] / steps[j]
+        if anz > 0.0:
+            x = x + anz * g[j]
+        x = x * gain[j] + off[j]
+        if seg.adc_thr >= 0:
+            t0 = seg.adc_thr + (c0 + j) * nl
+            c = 0.0
+            for k in range(nl):
+                if pf[t0 + k] <= x:
+                    c += 1.0
+            c -= aq
+        else:
+            c = min(max(np.rint(x), -aq), aq)
+        Q[j] += c * steps[j]
 
 
 @njit(cache=True, error_model="numpy")
