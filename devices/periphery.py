@@ -36,23 +36,36 @@ import numpy as np
 
 from .quant import qmax_for_bits
 
-__all__ = ["DAC", "ADC", "ADC_RANGES", "ADC_CALIBRATIONS", "ReadNoise", "DriftCompensation", "VMMNoise",
-           "VMM_REFERENCES", "VMM_POSITIONS"]
+__all__ = ["DAC", "DAC_RANGES", "ADC", "ADC_RANGES", "ADC_CALIBRATIONS", "ReadNoise", "DriftCompensation", "VMMNoise",
+           "VMM_REFERENCES", "VMM_POSITIONS", "IRDrop"]
+
+
+#: DAC range modes (``dac.range``).
+DAC_RANGES = ("static", "dynamic")
 
 
 @dataclass(frozen=True)
 class DAC:
-    """Input DAC: ``bits`` signed levels over one calibrated range per matrix.
+    """Input DAC: ``bits`` signed levels over one range.
 
-    ``step`` (model units per code) = max |calibration input| / qmax; ``bits = 0``: no DAC
-    (float inputs, step 1)."""
+    ``range = "static"``: one calibrated range per matrix, ``step`` (model units per code) =
+    max |calibration input| / qmax. ``"dynamic"`` (aihwkit's noise management ``ABS_MAX``):
+    each input vector is scaled by its own max, step_v = max_i |v_i| / qmax (1 for a zero
+    vector), and the digital side multiplies the outputs by step_v; ``step`` keeps the static
+    calibration as the reference scale of analog quantities given in model units (VMM noise
+    before the ADC). ``bits = 0``: no DAC (float inputs, step 1)."""
 
     bits: int
     step: float = 1.0
+    range: str = "static"
+
+    def __post_init__(self):
+        if self.range not in DAC_RANGES:
+            raise ValueError(f"dac.range {self.range!r}: allowed {', '.join(DAC_RANGES)}")
 
     @classmethod
     def from_profile(cls, profile) -> "DAC":
-        return cls(int(profile.dac.bits))
+        return cls(int(profile.dac.bits), range=str(profile.dac.range))
 
     @property
     def qmax(self) -> int:
@@ -60,8 +73,12 @@ class DAC:
         return qmax_for_bits(self.bits) if self.bits else 0
 
     @property
+    def dynamic(self) -> bool:
+        return bool(self.bits) and self.range == "dynamic"
+
+    @property
     def scale(self) -> float:
-        """Model units per code (1 without a DAC)."""
+        """Model units per code of the static range (1 without a DAC)."""
         return self.step if self.bits else 1.0
 
     def calibrate(self, inputs: np.ndarray) -> "DAC":
@@ -70,12 +87,28 @@ class DAC:
         absmax = float(np.max(np.abs(inputs))) if np.size(inputs) else 0.0
         return replace(self, step=absmax / self.qmax if absmax > 0 else 1.0)
 
+    def vector_steps(self, v: np.ndarray) -> np.ndarray:
+        """``dynamic``: each vector's step ``max|v| / qmax`` (1 for a zero vector), ``[...]``."""
+        m = np.max(np.abs(np.asarray(v, np.float64)), axis=-1)
+        safe = np.where(m > 0, m, 1.0)
+        return np.where(m > 0, safe / float(self.qmax), 1.0)
+
+    def output_scale(self, v: np.ndarray):
+        """The digital factor (model units per code) the outputs of ``v`` are multiplied by:
+        the static step, or each vector's own (``[..., 1]``) when dynamic."""
+        if self.dynamic:
+            return self.vector_steps(v)[..., None]
+        return self.scale
+
     def apply(self, v: np.ndarray) -> np.ndarray:
         """Codes (float64 integers) of ``v`` (model units); without a DAC, ``v`` as float64."""
         v = np.asarray(v, np.float64)
         if not self.bits:
             return v.copy()
         q = float(self.qmax)
+        if self.dynamic:
+            inv = 1.0 / self.vector_steps(v)[..., None]
+            return np.clip(np.rint(v * inv), -q, q)
         return np.clip(np.rint(v * (1.0 / self.step)), -q, q)
 
 
@@ -388,6 +421,58 @@ class VMMNoise:
         if not self.on or self.position != "after_adc":
             return z
         return z + self.sigmas * normals
+
+
+@dataclass(frozen=True)
+class IRDrop:
+    """First-order IR drop along each tile column (``tile.wire_ohm`` > 0).
+
+    A column of n cells (the rows of one row tile) carries its cells' currents to the sense
+    amplifier through n wire segments of resistance r (Ohm). To first order, with the currents
+    spread evenly along the column and inputs applied at the read voltage for a time set by
+    the input (pulse-width coding, as aihwkit's IR-drop model), each physical column loses the
+    fraction ``r n (I / V) / 3`` of its current, I / V its accumulated current per volt; for
+    a differential pair the output ``y = I+ - I-`` loses ``delta = r n S / 3`` with
+    ``S = sum_i (G+_ij + G-_ij) |u_i| / umax`` (siemens), the total current of both columns per
+    volt: ``y' = y max(1 - delta, 0)``. A full-scale column (every cell at gmax in one column
+    of each pair, every input at full scale, gmin = 0) gives ``delta = r n^2 gmax / 3``.
+
+    ``cond[n_out, n_in]``: ``(G+ + G-) / umax`` (uS per DAC code) of the programmed cells at
+    the device age; ``k[row_tiles]``: ``r n_blk / 3 * 1e-6`` (n_blk the rows of each row tile
+    in use)."""
+
+    wire_ohm: float = 0.0
+    cond: np.ndarray | None = None
+    k: np.ndarray | None = None
+
+    @classmethod
+    def from_profile(cls, profile) -> "IRDrop":
+        return cls(float(profile.tile.wire_ohm))
+
+    @property
+    def on(self) -> bool:
+        return self.wire_ohm > 0 and self.cond is not None
+
+    def calibrate(self, g_pos: np.ndarray, g_neg: np.ndarray, umax: float,
+                  tile_rows: int) -> "IRDrop":
+        if self.wire_ohm <= 0:
+            return replace(self, cond=None, k=None)
+        cond = (np.asarray(g_pos, np.float64) + np.asarray(g_neg, np.float64)) / float(umax)
+        n_in = cond.shape[1]
+        nblk = max(1, math.ceil(n_in / tile_rows))
+        rows = np.array([min(n_in, (b + 1) * tile_rows) - b * tile_rows for b in range(nblk)])
+        return replace(self, cond=cond, k=self.wire_ohm * rows / 3.0 * 1e-6)
+
+    def current(self, u: np.ndarray, rows: slice) -> np.ndarray:
+        """``S`` in uS: ``sum_{i in rows} cond_ji |u_i|`` for codes ``u[..., n_in]``."""
+        return np.abs(np.asarray(u, np.float64)[..., rows]) @ np.asarray(
+            self.cond, np.float64)[:, rows].T
+
+    def apply(self, p: np.ndarray, cur: np.ndarray, blk: int) -> np.ndarray:
+        """Tile ``blk``'s column outputs (code units) after the IR drop."""
+        if not self.on:
+            return p
+        return p * np.maximum(1.0 - self.k[blk] * cur, 0.0)
 
 
 #: drift.compensation modes applied by the periphery (after the ADC); 'analog_fold' is the

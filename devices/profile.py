@@ -558,6 +558,17 @@ class DacSection(_Section):
         unit="bits", lo=2, hi=12, also=(0,),
         source="4-bit DAC/ADC match float: Ma et al., ICRC 2019 (arXiv 2002.10636)",
     )
+    range: str = _f(
+        "static", str,
+        "Input range: 'static' = one range per matrix calibrated on the calibration set "
+        "(step = max |input| / qmax); 'dynamic' = each input vector scaled by its own max "
+        "(step_v = max_i |v_i| / qmax) and the outputs rescaled digitally by step_v, as "
+        "aihwkit's noise management; costs a max-finder (n_in compares), n_in input and n_out "
+        "output multiplies and one reciprocal per vector and matrix (docs/energy.md).",
+        choices=("static", "dynamic"),
+        source="dynamic: aihwkit IOParameters.noise_management = ABS_MAX "
+        "(rpu_forward_backward_pass.cpp computeNoiseManagement)",
+    )
 
 
 @dataclass(frozen=True)
@@ -658,6 +669,16 @@ class TileSection(_Section):
         256, int, "Tile columns = outputs (bit lines) per tile, each read by an ADC.",
         unit="cells", lo=1, hi=65536,
         source="256 x 256 cores: NeuRRAM, Wan et al., Nature 608, 504 (2022)",
+    )
+    wire_ohm: float = _f(
+        0.0, float,
+        "Bit-line wire resistance between adjacent cells of a column, for the first-order IR "
+        "drop: a column pair's output loses the fraction r n S / 3, n the tile rows in use, "
+        "S = sum_i (G+ + G-)_i |u_i| / umax its accumulated current per volt (devices/README.md, "
+        "IR drop). 0 = off. Needs dac.bits > 0.",
+        unit="ohm", lo=0.0, hi=1e4,
+        source="aihwkit IOParametersIRDropT.ir_drop_rs = 0.15 ohm; IOParameters.ir_drop_g_ratio "
+        "default from 0.35 ohm",
     )
 
 
@@ -896,6 +917,18 @@ class EnergySection(_Section):
         source="B. Murmann, 'ADC Performance Survey 1997-2024' (Walden FOM trend with node); "
                "modelling choice",
     )
+    adc_retune_vectors: int = _f(
+        64, int,
+        "Input vectors a chip with adc.track_drift reads through every tile to re-set its ADC "
+        "ranges at the device age (one retune event): each is a full analog read (DACs, "
+        "cells, ADCs) plus one digital compare per ADC output (max tracking), and every ADC "
+        "range then gets one reference-DAC write. Priced per retune event in the one-off "
+        "section, never per inference.",
+        unit="vectors per retune", lo=1, hi=10 ** 7,
+        source="assumption: a calibration set the size nvmstream's convert keeps (64); "
+        "periodic on-chip ADC/affine recalibration as on IBM HERMES (Le Gallo et al., Nature "
+        "Electronics 6, 680 (2023))",
+    )
     # -- one-off (load time) ------------------------------------------------------------------
     storage_read_pJ_per_bit: float = _f(
         20.3125, float,
@@ -1030,6 +1063,12 @@ class DeviceProfile:
             raise ProfileError(
                 origin, "storage.encoding",
                 f"'unary' needs weights.bits <= 6 (2^b - 2 stored bits), got {self.weights.bits}",
+            )
+        if self.tile.wire_ohm > 0 and self.dac.bits == 0:
+            raise ProfileError(
+                origin, "tile.wire_ohm",
+                "IR drop needs input DACs (currents are taken per full-scale input code): "
+                "set dac.bits to 2..12 or tile.wire_ohm to 0",
             )
 
     @property

@@ -11,6 +11,8 @@ Calibration rule (documented in docs/architecture.md):
 * the periphery stages are :mod:`nvmstream.devices.periphery` classes; this module calls
   their ``calibrate``:
 * DAC step of a matrix = max |input| / qmax_dac (one range per matrix: all its rows);
+  ``dac.range = dynamic``: each vector's own max |v| / qmax at run time (the ADC ranges are then
+  calibrated on the calibration inputs' dynamic codes);
 * ADC step of each (row-tile, column tile) (``adc.range = per_tile``; of each (row-tile,
   column) with ``per_column``) = max |partial sum| / qmax_adc, the partial sums computed
   with the *ideal* codes and the DAC codes of the calibration inputs (the chip's designer
@@ -21,6 +23,10 @@ Calibration rule (documented in docs/architecture.md):
   (after the ADC); ADC-instance offset/gain/INL drawn once per matrix from the device's
   ``KEY/adc_mismatch`` stream (``ADC.draw_mismatch``); with ``adc.track_drift`` the ADC steps are re-set at the age on the
   drifted noise-free weights ``w_eff`` (same rule, calibration inputs);
+* IR drop (``tile.wire_ohm`` > 0): the conductances (G+ + G-)/qmax_dac of the programmed cells
+  at the age, on an exact grid like the variances, multiply |DAC codes| into each column's
+  accumulated current (a third product block), and each tile column's output is scaled by
+  max(1 - r n_blk S / 3, 0) before its ADC (``IRDrop``);
 * VMM-noise power P of a matrix = mean over calibration of its float output squared
   (``vmm_noise.reference = layer``; per gate block or per output with ``gate`` / ``unit``);
   the noise sigma is sqrt(P / 10^(snr_db/10)) in model units, converted to code units per tile
@@ -42,7 +48,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -52,7 +58,8 @@ from nvmstream.converters.compile import CompiledModel
 from nvmstream.converters.conventions import GATE_ORDER
 from nvmstream.converters.errors import NvmConversionError
 from nvmstream.devices import Device, quantize_weights
-from nvmstream.devices.periphery import ADC, DAC, DriftCompensation, ReadNoise, VMMNoise
+from nvmstream.devices.periphery import (ADC, DAC, DriftCompensation, IRDrop, ReadNoise,
+                                         VMMNoise)
 
 from .kernels import layout as LY
 
@@ -100,6 +107,7 @@ class SegmentInfo:
     vmm: VMMNoise = None
     comp: DriftCompensation = None       # digital drift compensation after the ADC
     vmm_code_sigmas: np.ndarray | None = None  # VMM noise before the ADC: per tile, code units
+    ir: IRDrop = None                    # first-order IR drop (off: wire_ohm 0)
     gates: tuple = ("out",)              # gate names of the output blocks (conventions order)
     vmm_snr_db: np.ndarray | None = None  # effective VMM-noise SNR per gate, calibration set
 
@@ -300,6 +308,7 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
         s["n_in"], s["n_out"], s["src"] = n_in, n_out, LY.SOURCES[m.role]
         s["tile_rows"], s["nblk"] = tr, nblk
         s["dac_q"], s["dac_step"] = dac.qmax, dac.step
+        s["dac_dyn"] = int(dac.dynamic)
         if dac.qmax:
             wide, f, K = exact_grid(pm.w_eff, tr, dac.qmax, pm.exact, MIN_FRAC_BITS,
                                     f"matrix {m.key} weights")
@@ -321,6 +330,15 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             s["var64"], s["vgrid"] = int(vwide), 2.0 ** -g
             s["var"] = buf.weights(KV.T, vwide)
             read = ReadNoise(var_grid)
+        ir_drop = IRDrop.from_profile(prof)
+        if ir_drop.wire_ohm > 0:                  # IR drop: (G+ + G-)/umax on an exact grid
+            ir_drop = ir_drop.calibrate(pm.g_pos, pm.g_neg, float(dac.qmax), tr)
+            cwide, cg, KC = exact_grid(ir_drop.cond, tr, float(dac.qmax), False,
+                                       MIN_VAR_FRAC_BITS, f"matrix {m.key} IR drop")
+            ir_drop = replace(ir_drop, cond=KC * 2.0 ** -cg)
+            s["cur64"], s["cgrid"] = int(cwide), 2.0 ** -cg
+            s["cur"] = buf.weights(KC.T, cwide)
+            s["irk"] = buf.f64(ir_drop.k)
         s["sw"] = buf.f64(comp.apply(scale))      # weight scale x digital compensation
         if adc.bits:
             s["adc"] = buf.f64(adc.steps)
@@ -341,7 +359,7 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
         max_w = max(max_w, n_in, n_out)
         per_read = read.on or vmm.sigma > 0 or (adc.bits and adc.noise_lsb > 0)
         read_noise |= bool(per_read)
-        exact &= pm.exact and not per_read and (wbits > 0)
+        exact &= pm.exact and not per_read and (wbits > 0) and not ir_drop.on
         infos.append(SegmentInfo(
             key=m.key, layer=model.layers[m.layer].name, n_in=n_in, n_out=n_out,
             tile_rows=tr, tile_cols=tc, row_tiles=nblk, col_tiles=math.ceil(n_out / tc),
@@ -352,7 +370,7 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             mean_cell_uS=float((pm.g_pos.mean() + pm.g_neg.mean()) / 2) if pm.g_pos.size else None,
             stats=dict(pm.stats), index=si, accumulator="float64" if wide else "float32",
             frac_bits=f, dac=dac, adc=adc, read=read, vmm=vmm, comp=comp,
-            vmm_code_sigmas=vmm_code, gates=gates,
+            vmm_code_sigmas=vmm_code, gates=gates, ir=ir_drop,
             vmm_snr_db=vmm.snr_per_gate_db(V, W, len(gates))))
 
     # ---- layers
