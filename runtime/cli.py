@@ -427,8 +427,13 @@ def cmd_sweep(args) -> int:
               f"{args.out}", file=sys.stderr)
     if todo:        # compile once here rather than silently in every worker
         compile_notice(lambda: S.run_job(dataclasses.replace(todo[0], limit=1)), always=False)
-    S.run_sweep(todo, workers=args.workers, dask_address=args.dask,
-                progress=not args.quiet, on_row=writer.append)
+    from .progress import Progress
+
+    with Progress(len(todo), "sweep", "run", enabled=not args.quiet) as bar:
+        def on_row(job, row):
+            writer.append(job, row)
+            bar.update()
+        S.run_sweep(todo, workers=args.workers, dask_address=args.dask, on_row=on_row)
     rows = writer.rows()
     keys = [f for fields, _ in grid.axes for f in fields[:1]] + ["votes"]
     for r in S.summarize(rows, keys):

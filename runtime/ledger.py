@@ -216,6 +216,9 @@ class InferenceReport:
     baseline_areas: tuple[E.AreaReport, ...] = ()
     iso_precision: str = ""
     votes: int = 1
+    #: what the counts came from, ``{"runs" | "streams": (inferences, stream_steps)}``
+    #: (``Engine.report``; empty when the counts were priced directly)
+    sources: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def strongest(self) -> E.BaselineReport:
@@ -231,7 +234,9 @@ class InferenceReport:
 
     def to_dict(self) -> dict[str, Any]:
         out = {"inferences": self.inferences, "stream_steps": self.stream_steps,
-               "votes": self.votes, "analog": self.analog.to_dict(),
+               "votes": self.votes,
+               "sources": {k: {"inferences": n, "stream_steps": st}
+                           for k, (n, st) in self.sources.items()}, "analog": self.analog.to_dict(),
                "baselines": {b.name: b.to_dict() for b in self.baselines},
                "comparison": self.comparison.to_dict(), "one_off": self.one_off.to_dict(),
                "iso_precision": self.iso_precision}
@@ -247,11 +252,20 @@ class InferenceReport:
                           "votes": self.votes}
         return out
 
+    def _mixed_lines(self) -> list[str]:
+        if len(self.sources) < 2:
+            return []
+        parts = [f"{n} {'sequence run' if k == 'runs' else 'stream'}(s) of "
+                 f"{st / n:g} steps on average" for k, (n, st) in self.sources.items()]
+        return ["  MIXED: " + " + ".join(parts) + "; per-inference figures average over both "
+                "(Engine.report('runs') / report('streams') shows them apart)"]
+
     def format_text(self) -> str:
         a = self.analog
         lines = [f"energy and latency on profile {a.profile} at {a.node_nm:g} nm "
                  f"({a.periphery_precision} periphery): {self.inferences} inference(s), "
                  f"{a.steps_per_inference:g} true steps each, votes {self.votes}",
+                 *self._mixed_lines(),
                  f"  energy      {a.energy_pJ_per_inference:12.6g} pJ/inference "
                  f"{a.energy_pJ_per_step:12.6g} pJ/step",
                  f"  latency     {a.latency_ns_per_inference:12.6g} ns/inference "
