@@ -349,11 +349,17 @@ def cmd_run(args) -> int:
 
 
 def _report(eng, args, prov: dict) -> None:
+    from .plan import vmm_snr_table
     r = eng.report()
+    snr = vmm_snr_table(eng.plan) if any(s.vmm.on for s in eng.plan.segments) else None
     if args.report:
-        print(r.format_text(), file=sys.stderr if args.output == "-" else sys.stdout)
+        out = sys.stderr if args.output == "-" else sys.stdout
+        print(r.format_text(), file=out)
+        if snr:
+            print(_format_snr(snr, str(args.profile)), file=out)
     if args.json:
-        write_json(args.json, {"provenance": prov, **r.to_dict()})
+        extra = {"vmm_noise_snr": snr} if snr else {}
+        write_json(args.json, {"provenance": prov, **r.to_dict(), **extra})
         if args.json != "-":
             print(f"wrote {args.json}")
 

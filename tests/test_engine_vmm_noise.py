@@ -100,3 +100,18 @@ def test_inspect_prints_the_effective_snr_per_gate():
             "random")
     assert r.returncode == 0, r.stderr
     assert "VMM noise SNR per gate" in r.stdout and "i off" in r.stdout
+
+
+def test_run_report_shows_the_snr_per_gate_when_vmm_noise_is_on(tmp_path):
+    from test_cli import cli
+    from onnx_util import FIXTURES
+    x = np.random.default_rng(0).normal(size=(2, 6, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    r = cli("run", FIXTURES / "lstm1_bf.ts.onnx", "-i", tmp_path / "x.npy", "-o",
+            tmp_path / "y.npy", "-p", "snr0db", "--calibration", "random", "--report",
+            "--json", tmp_path / "r.json")
+    assert r.returncode == 0, r.stderr
+    assert "VMM noise SNR per gate" in r.stdout
+    import json
+    rows = json.loads((tmp_path / "r.json").read_text())["vmm_noise_snr"]
+    assert rows and all(len(x["snr_db_per_gate"]) >= 1 for x in rows)
