@@ -131,7 +131,7 @@ class Plan:
     rng_slots: int
     segments: list[SegmentInfo]
     state_slots: list[tuple[ir.Recurrent, int, int]]   # (layer, direction, state offset)
-    exact: bool                   # no analog noise and integer codes: outputs are deterministic
+    exact: bool                   # integer codes, no noise, ideal periphery: outputs = the int twin
     per_read_noise: bool          # read/VMM/ADC noise drawn at every step
     pre_x: list[int] = field(default_factory=list)     # per layer: columns of x-products
     pre_h: list[int] = field(default_factory=list)     # per layer: columns of h-products
@@ -359,7 +359,8 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
         max_w = max(max_w, n_in, n_out)
         per_read = read.on or vmm.sigma > 0 or (adc.bits and adc.noise_lsb > 0)
         read_noise |= bool(per_read)
-        exact &= pm.exact and not per_read and (wbits > 0) and not ir_drop.on
+        exact &= (pm.exact and not per_read and (wbits > 0) and not ir_drop.on
+                  and not adc.mismatched and not dac.dynamic)
         infos.append(SegmentInfo(
             key=m.key, layer=model.layers[m.layer].name, n_in=n_in, n_out=n_out,
             tile_rows=tr, tile_cols=tc, row_tiles=nblk, col_tiles=math.ceil(n_out / tc),
