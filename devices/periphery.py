@@ -399,7 +399,7 @@ class VMMNoise:
         if not self.on:
             return np.full(g, math.inf)
         nv = (np.asarray(self.sigmas, np.float64) ** 2).reshape(g, -1).mean(axis=1)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):
             return 10 * np.log10(p / nv)
 
     def code_sigmas(self, scale: np.ndarray, dac_scale: float, row_tiles: int) -> np.ndarray:
