@@ -218,6 +218,12 @@ class Engine:
         n, t, _ = env.shape
         none = self._none
         for li, op, xcols, xsegs, hsegs, hcols, wx, wh in self._route:
+            if op == LY.OP_WINDOW:
+                K.run_window(layers, li, env, state, srow)
+                continue
+            if op >= LY.OP_LAYERNORM:            # digital periphery (kernels/digital.py)
+                K.run_periphery(layers, li, env, pf)
+                continue
             if op not in (LY.OP_DENSE, LY.OP_LSTM, LY.OP_GRU, LY.OP_RNN):
                 K.run_digital(layers, li, env, pf, scr)
                 continue
@@ -325,7 +331,8 @@ class Engine:
             if k > 1:
                 a = a.reshape(b, k, t, -1).mean(axis=1, dtype=np.float64).astype(np.float32)
             if not self.model.causal:
-                a = ir._format_output(o, np.ascontiguousarray(a), seq_lens)
+                a = ir._format_output(o, np.ascontiguousarray(a[:, o.delay:] if o.pick is None
+                                                              else a), seq_lens)
                 if "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
                     a = np.swapaxes(a, 0, 1)
             out[o.name] = a[0] if squeeze else a
