@@ -165,8 +165,10 @@ def _floor_cases(eng, n_rows: int, normals_per_row: int) -> dict[str, Callable[[
     rng = np.random.default_rng(1)
     X = rng.standard_normal((n_rows, plan.max_w + 1))
     rows = np.arange(n_rows, dtype=np.int64)
-    outs = [np.empty((n_rows, int(s["pre"]) + 2 * int(s["nblk"]) * int(s["n_out"])), np.float32)
-            for s in plan.segs if int(s["dac_q"]) > 0]
+    from .kernels.layout import pre_width
+    blas = [b for b in blas if b.f32]
+    outs = [np.empty((n_rows, int(s["pre"]) + pre_width(s)), np.float32)
+            for s in plan.segs if int(s["dac_q"]) > 0 and BlasSegment(s, plan.w32, plan.w64).f32]
     U = [np.empty((2, n_rows, b.n_in), np.float32) for b in blas]
     st = np.empty((1, 4), np.uint64)
     seed_states(np.array([7], np.uint64), st)

@@ -203,14 +203,14 @@ class Engine:
             op = int(lay["op"])
             s0, ns = int(lay["seg0"]), int(lay["nseg"])
             mine = [plan.segs[i] for i in range(s0, s0 + ns)]
-            # BLAS only where every product is an exact float32 integer (DAC codes, float32
-            # weights and variances); other layers run their products in-kernel
-            blas = bool(mine) and all(int(s["dac_q"]) > 0 and not s["w64"]
-                                      and (s["var"] < 0 or not s["var64"]) for s in mine)
-            xs = [K.BlasSegment(s, plan.w32, plan.w64) for s in mine
-                  if blas and int(s["src"]) == LY.SRC_X]
-            hs = [K.BlasSegment(s, plan.w32, plan.w64) for s in mine
-                  if blas and int(s["src"]) == LY.SRC_H]
+            # BLAS only where every product is an exact float32 integer (static DAC codes,
+            # float32 weights and variances, no IR-drop currents: BlasSegment.f32); other
+            # layers run their products in-kernel
+            bs = [K.BlasSegment(s, plan.w32, plan.w64) if int(s["dac_q"]) > 0 else None
+                  for s in mine]
+            blas = bool(mine) and all(b is not None and b.f32 for b in bs)
+            xs = [b for s, b in zip(mine, bs) if blas and int(s["src"]) == LY.SRC_X]
+            hs = [b for s, b in zip(mine, bs) if blas and int(s["src"]) == LY.SRC_H]
             out.append((li, op, slice(int(lay["x"]), int(lay["x"]) + int(lay["xw"])), xs,
                         hs if blas and plan.pre_h[li] else None,
                         slice(int(lay["state"]), int(lay["state"]) + int(lay["h"])),
