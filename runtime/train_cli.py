@@ -49,6 +49,7 @@ def add_train_parser(sub) -> None:
     s.add_argument("--out", "-o", required=True, help="MODEL.onnx")
     s.add_argument("--no-eval", action="store_true", help="skip the evaluation on the emulator")
     s.add_argument("--json", help="write the training record (manifest entry) to this file")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress bar or lines")
     s.set_defaults(func=cmd_train)
 
 
@@ -75,6 +76,47 @@ def command_line(task: str, recipe, tc, out: str, data: str | None = None,
               f"--hidden {tc.hidden}", f"--kind {tc.kind}", f"--seed {recipe.seed}",
               f"--out {out}"]
     return " ".join(parts)
+
+
+class EpochProgress:
+    """``nvmstream train``'s progress on stderr, one epoch at a time: a tqdm bar over the
+    epoch's batches on a terminal; one plain line per finished epoch when stderr is redirected
+    (no carriage returns in logs). Called as ``progress(desc, batches)`` by the training loop."""
+
+    def __init__(self, stream=None, enabled: bool = True):
+        import sys
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def __call__(self, desc: str, batches: int) -> "_Epoch":
+        return _Epoch(self, desc, batches)
+
+
+class _Epoch:
+    def __init__(self, owner: EpochProgress, desc: str, batches: int):
+        import time
+        self.owner, self.desc, self.t0 = owner, desc, time.perf_counter()
+        self.bar = None
+        if owner.enabled and owner.tty:
+            from tqdm import tqdm
+            self.bar = tqdm(total=batches, desc=desc, unit="batch", file=owner.stream,
+                            leave=True, dynamic_ncols=True)
+
+    def update(self, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+
+    def close(self, loss: float, train_acc: float) -> None:
+        import time
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {loss:.4f}, train acc {train_acc:.3f}")
+            self.bar.close()
+        elif self.owner.enabled:
+            self.owner.stream.write(f"{self.desc}: loss {loss:.4f}, train acc {train_acc:.3f}, "
+                                    f"{time.perf_counter() - self.t0:.1f} s\n")
+            self.owner.stream.flush()
 
 
 def cmd_train(args) -> int:
@@ -104,7 +146,8 @@ def cmd_train(args) -> int:
     data = load_data(data_path, name, args.extra_train)
     tc = task_config(name, epochs=args.epochs, qat_epochs=args.fine_tune_epochs,
                      hidden=args.hidden, kind=args.kind)
-    entry = loop.train_model(data, tc, recipe, out, do_eval=not args.no_eval)
+    entry = loop.train_model(data, tc, recipe, out, do_eval=not args.no_eval,
+                             progress=EpochProgress(enabled=not args.quiet))
     entry["command"] = command_line(name, recipe, tc, str(args.out),
                                     str(args.data) if args.data else None, args.extra_train)
     if args.json:

@@ -9,6 +9,7 @@ hardware target in its metadata.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -111,7 +112,32 @@ def test_cli_train(tmp_path):
     assert rec["command"].startswith("nvmstream train --task toy --data")
     meta = {p.key: p.value for p in onnx.load(out).metadata_props}
     assert meta["train_snr_db"] == "0.0" and json.loads(meta["labels"]) == ["a", "b", "c"]
+    # stderr redirected: one plain progress line per epoch, no carriage returns
+    lines = [ln for ln in r.stderr.splitlines() if " epoch " in ln]
+    assert [ln.split(":")[0] for ln in lines] == ["toy/float epoch 1/1", "toy/qat4_noise epoch 1/1"]
+    assert all("train acc" in ln for ln in lines) and "\r" not in r.stderr
     bad = subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "train", "--data",
                           str(tmp_path / "none.npz"), "--out", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 3 and "none.npz" in bad.stderr
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_train_progress_is_a_bar_on_a_terminal_and_lines_otherwise():
+    from nvmstream.runtime.train_cli import EpochProgress
+    data = _toy()
+    tc = task_config("toy", hidden=4, epochs=2, qat_epochs=1, batch=20)
+    tty, plain = _Tty(), io.StringIO()
+    loop.train_float(data, tc, 0, progress=EpochProgress(tty))
+    loop.train_float(data, tc, 0, progress=EpochProgress(plain))
+    assert "\r" in tty.getvalue() and "3/3" in tty.getvalue()     # 60 sequences / batch 20
+    assert "toy/float epoch 2/2" in tty.getvalue()
+    lines = plain.getvalue().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("toy/float epoch 2/2: loss ")
+    quiet = io.StringIO()
+    loop.train_float(data, tc, 0, progress=EpochProgress(quiet, enabled=False))
+    assert quiet.getvalue() == ""

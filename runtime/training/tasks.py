@@ -135,6 +135,14 @@ class TrainData:
     labels: tuple[str, ...]
     variable_length: bool
     frontend_params: dict | None = None
+    cal_source: Split | None = None   # the data file's own x_train (None: ``train``)
+
+    @property
+    def cal(self) -> Split:
+        """Where the calibration set is drawn from: the data file's own training split, without
+        ``extra_train`` files, so training calibrates on exactly the sequences that
+        ``nvmstream run/sweep/convert`` take from the same file."""
+        return self.cal_source if self.cal_source is not None else self.train
 
     @property
     def n_classes(self) -> int:
@@ -180,6 +188,7 @@ def load_data(path: str | Path, name: str | None = None,
         return Split(x, y, last)
 
     tr, te = split("train"), split("test")
+    own_train = tr
     for ep in extra_train:
         ep = Path(ep)
         if not ep.is_file():
@@ -200,7 +209,8 @@ def load_data(path: str | Path, name: str | None = None,
     labels = tuple(str(v) for v in arrays["labels"].tolist()) if "labels" in arrays \
         else tuple(str(i) for i in range(n_cls))
     fp = json.loads(str(arrays["frontend_params"])) if "frontend_params" in arrays else None
-    return TrainData(name or path.stem, tr, te, labels, "lengths_train" in arrays, fp)
+    return TrainData(name or path.stem, tr, te, labels, "lengths_train" in arrays, fp,
+                     own_train if extra_train else None)
 
 
 def task_config(task: str, **overrides) -> TaskConfig:
