@@ -61,14 +61,17 @@ def _loss(logits, y, last, all_steps_weight: float):
 
 
 def _fit(model: qat.SeqClassifier, tr: Split, tc: TaskConfig, epochs: int, lr: float, seed: int,
-         on_epoch=None, before_batch=None, label: str = "", progress=None) -> None:
+         on_epoch=None, before_batch=None, label: str = "", progress=None,
+         batch: int | None = None) -> None:
     """Adam + cosine learning rate, gradient clipping; ``on_epoch(epoch)`` runs before each
     epoch, ``before_batch(step)`` before each batch (device draws). ``progress(desc, batches)``
     (optional, e.g. the CLI's bar) returns an object whose ``update(loss)`` is called after
-    each batch and ``close(loss, train_acc)`` at the end of the epoch."""
+    each batch and ``close(loss, train_acc)`` at the end of the epoch. ``batch``: batch size
+    (default ``tc.batch``)."""
+    batch = batch or tc.batch
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
-    steps_per_epoch = math.ceil(len(tr.y) / tc.batch)
+    steps_per_epoch = math.ceil(len(tr.y) / batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=max(1, epochs * steps_per_epoch), eta_min=lr * 0.02)
     x, y, last = torch.as_tensor(tr.x), torch.as_tensor(tr.y), torch.as_tensor(tr.last)
@@ -85,8 +88,8 @@ def _fit(model: qat.SeqClassifier, tr: Split, tc: TaskConfig, epochs: int, lr: f
         total, correct, n = 0.0, 0, 0
         bar = (progress(f"{label} epoch {ep + 1}/{epochs}", steps_per_epoch)
                if progress is not None else None)
-        for k in range(0, len(y), tc.batch):
-            idx = perm[k:k + tc.batch]
+        for k in range(0, len(y), batch):
+            idx = perm[k:k + batch]
             tmax = int(last[idx].max()) + 1            # padding past the longest is never used
             xb = x[idx, :tmax]
             if tc.time_shift and fixed_length:         # circular shift per sequence
@@ -178,7 +181,8 @@ def fine_tune(data: TrainData, tc: TaskConfig, recipe: Recipe, base: qat.SeqClas
             qat.resample_device(model, sampler, step)
 
     _fit(model, tr, tc, tc.qat_epochs, tc.qat_lr, recipe.seed + 1, on_epoch=on_epoch,
-         before_batch=before_batch, label=f"{data.name}/{recipe.name}", progress=progress)
+         before_batch=before_batch, label=f"{data.name}/{recipe.name}", progress=progress,
+         batch=tc.fine_tune_batch or tc.batch)
     qat.clear_device(model)
     if spec.quantized:
         qat.calibrate_like_emulator(model, x_cal, freeze=True)
@@ -285,7 +289,8 @@ def build_metadata(data: TrainData, tc: TaskConfig, recipe: Recipe, acc: dict) -
         "recipe_args": json.dumps({
             "kind": tc.kind, "hidden": tc.hidden, "epochs": tc.epochs,
             "fine_tune_epochs": tc.qat_epochs, "batch": tc.batch, "lr": tc.lr,
-            "fine_tune_lr": tc.qat_lr, "weight_decay": tc.weight_decay,
+            "fine_tune_lr": tc.qat_lr, "fine_tune_batch": tc.fine_tune_batch or tc.batch,
+            "weight_decay": tc.weight_decay,
             "all_steps_weight": tc.all_steps_weight, "freeze_frac": tc.freeze_frac,
             "input_noise": tc.input_noise, "time_shift": tc.time_shift,
             "dropout": tc.dropout, "normalize_folded": tc.normalize,
