@@ -141,3 +141,24 @@ def test_train_progress_is_a_bar_on_a_terminal_and_lines_otherwise():
     quiet = io.StringIO()
     loop.train_float(data, tc, 0, progress=EpochProgress(quiet, enabled=False))
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("adc_range", ["per_tile", "per_column"])
+def test_running_adc_ranges_are_grouped_like_the_emulators(adc_range):
+    # before the ranges freeze, training quantizes with running ranges: they must share one
+    # range per tile of columns when the emulator does (adc.range=per_tile), else training
+    # learns a finer ADC than the chip has
+    data = _toy()
+    sets = ("tile.cols=4", f"adc.range={adc_range}")
+    recipe = make_recipe("qat4", "int4", overrides=sets)
+    tc = task_config("toy", kind="LSTM", hidden=3, epochs=1, qat_epochs=1, batch=16)
+    model = loop.train_float(data, tc, 0).with_spec(recipe.spec)
+    model.train()
+    model(torch.as_tensor(data.train.x[:16]))
+    qat.commit_stats(model)
+    r = model.rnn.W.adc_range[0]            # 12 gate columns in 3 tiles of 4
+    groups = r.reshape(3, 4)
+    if adc_range == "per_tile":
+        assert torch.all(groups == groups.max(dim=1, keepdim=True).values)
+    else:
+        assert not torch.all(groups == groups.max(dim=1, keepdim=True).values)
