@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -123,10 +124,17 @@ def test_keywords_split_by_voice_and_metadata() -> None:
     snrs = set(np.concatenate([d.meta["snr_db_train"], d.meta["snr_db_test"]]).tolist())
     assert snrs == {np.inf, 20.0, 10.0, 5.0}
     params = FrontendParams.from_dict(d.meta["frontend_params"])
-    assert params == FrontendParams()  # the default front end
+    # the default log-mel front end plus per-feature normalisation
+    assert dataclasses.replace(params, feature_mean=None, feature_std=None) == FrontendParams()
+    assert len(params.feature_mean) == len(params.feature_std) == params.n_features
     assert d.x_train.shape[1:] == (params.n_frames(16000), params.n_features)
-    # Log-mel values: from log(1e-6) (silence) up to a few units.
-    assert d.x_train.min() >= np.float32(np.log(1e-6)) - 1e-3 and d.x_train.max() < 20.0
+    # normalised by the statistics of the shipped training clips' frames themselves (rounded to
+    # 4 decimals, stored as float16): zero mean and unit std per mel
+    frames = d.x_train.reshape(-1, params.n_features).astype(np.float64)
+    assert np.abs(frames.mean(axis=0)).max() < 0.01 and np.abs(frames.std(axis=0) - 1).max() < 0.01
+    # silence (log(1e-6)) maps to a few std below the mean; nothing is far out
+    silence = (np.log(1e-6) - np.array(params.feature_mean)) / np.array(params.feature_std)
+    assert d.x_test.min() >= silence.min() - 1e-2 and np.abs(d.x_test).max() < 10.0
 
 
 def test_keyword_wavs_reproduce_the_stored_features() -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -469,13 +470,36 @@ def _features(fe, clips: np.ndarray, params) -> np.ndarray:
     return feats.astype(np.float16)
 
 
+def _keyword_frontend(fe) -> object:
+    """The keyword front end: default log-mels plus per-feature normalisation, mean and std of
+    each mel over every frame of the shipped training clips (rounded to 4 decimals; std floored
+    at 0.05). Normalised features keep the crossbar's partial sums free of the large common
+    mode of raw log-mels (about -14 in silence), which a 4-bit ADC range would otherwise spend
+    its levels on; the server computes exactly these features from raw audio (the parameters
+    travel in the model's metadata)."""
+    raw = fe.FrontendParams()
+    _, test_voices, base = _keyword_base()
+    rows = _shipped_train_rows(base, test_voices)
+    speech = _synthesize_all([base[i] for i in rows], workers=4)
+    frames = []
+    for i, s in zip(rows, speech):
+        clip, _ = render_clip(s, np.random.default_rng([SEED, int(i)]), base[i]["snr_db"],
+                              base[i]["noise"], base[i]["peak"])
+        frames.append(fe.offline_features(clip, raw).astype(np.float64))
+    f = np.concatenate(frames)
+    mean = np.round(f.mean(axis=0), 4)
+    std = np.round(np.maximum(f.std(axis=0), 0.05), 4)
+    return dataclasses.replace(raw, feature_mean=tuple(mean.tolist()),
+                               feature_std=tuple(std.tolist()))
+
+
 def make_keywords() -> None:
     """keywords.npz (committed, ~3 MB): every clip of the held-out test voices and a small
     class-balanced part of the training clips (for calibration and tests); keywords_wav/.
     The full training set is keywords_extra.npz (not committed, `make_data.py keywords_extra`)."""
     _keyword_tools()
     fe = _load_frontend()
-    params = fe.FrontendParams()
+    params = _keyword_frontend(fe)
     version = subprocess.run(
         ["espeak-ng", "--version"], check=True, capture_output=True, text=True
     ).stdout
@@ -527,8 +551,9 @@ def make_keywords() -> None:
         license="Generated data, distributed under the nvmstream licence (Apache-2.0); "
         "espeak-ng itself is GPL-3.0 but its audio output is not covered by it",
         description=(
-            "x_*: log-mel features of runtime/frontend.py with frontend_params (default "
-            "FrontendParams), STORED AS FLOAT16 to keep the file small (datasets.load gives "
+            "x_*: log-mel features of runtime/frontend.py with frontend_params (the default "
+            "FrontendParams plus per-feature normalisation by the mean and std of the shipped "
+            "training clips' frames), STORED AS FLOAT16 to keep the file small (datasets.load gives "
             "float32), [N, 98 frames, 40 mels]; y_* indexes labels; split by voice variant: "
             "no voice_test value occurs in voice_train. x_train is only a class-balanced "
             f"sample ({SHIPPED_TRAIN_PER_WORD} per word) of the training clips, for "
@@ -592,7 +617,7 @@ def make_keywords_extra() -> None:
     `nvmstream train --task keywords --extra-train demos/data/keywords_extra.npz`."""
     _keyword_tools()
     fe = _load_frontend()
-    params = fe.FrontendParams()
+    params = _keyword_frontend(fe)
     variants, test_voices, base = _keyword_base()
     shipped = set(_shipped_train_rows(base, test_voices).tolist())
     rest = [i for i, r in enumerate(base) if r["variant"] not in test_voices and i not in shipped]
