@@ -165,8 +165,8 @@ def test_int4_accuracy(name):
         assert abs(acc - rec) <= INT4_MARGIN, f"{name}: int4 per_column {acc:.4f} vs {rec:.4f}"
     elif entry["recipe"] == "qat4":
         # trained with the emulator's own (per-tile) ranges: the noise-free int4 engine loses
-        # nothing against torch's emulation of the same quantizers (one test item of slack
-        # for float32-vs-float64 rounding flips, at least 1 pt)
+        # nothing against torch's emulation of the same quantizers: within 1.5 pt (or two test
+        # items), the slack of float32 (torch) vs float64 (engine) DAC rounding flips
         assert entry["hardware"]["adc_range"] == "per_tile"
         n = len(load(entry["task"]).y_test)
-        assert abs(acc - entry["torch_qat_test_accuracy"]) <= max(0.01, 1.0 / n) + 1e-9, name
+        assert abs(acc - entry["torch_qat_test_accuracy"]) <= max(0.015, 2.0 / n) + 1e-9, name
