@@ -44,6 +44,19 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
             d.update(in_features=l.in_features, out_features=l.out_features,
                      bias=l.b is not None, macs_per_step=l.macs_per_step,
                      tiles=tiles_of.get(k, 0))
+        elif isinstance(l, ir.Conv1d):
+            d.update(in_channels=l.channels, out_features=l.out_features, kernel=l.taps,
+                     dilation=l.dilation, pad_begin=l.pad_begin, delay=l.delay,
+                     in_features=l.in_features, bias=l.b is not None,
+                     macs_per_step=l.macs_per_step, tiles=tiles_of.get(k, 0))
+        elif isinstance(l, ir.Binary):
+            d.update(function=l.op)
+        elif isinstance(l, ir.Unary):
+            d.update(function=l.op if l.op == "sqrt" else f"pow {l.p:g}")
+        elif isinstance(l, ir.ReduceMean):
+            d.update(function="mean")
+        elif isinstance(l, ir.FeaturePad):
+            d.update(function=f"{l.mode} {l.begin}+{l.end}")
         elif isinstance(l, ir.Elementwise):
             d.update(function=str(l.fn))
         elif isinstance(l, ir.Softmax):
@@ -92,6 +105,11 @@ def format_text(info: dict[str, Any]) -> str:
             extra = l["direction"]
         elif l["type"] == "Dense":
             t, shape, extra = "Dense", f"{l['in_features']} -> {l['out_features']}", ""
+        elif l["type"] == "Conv1d":
+            t = "Conv1d"
+            shape = (f"{l['kernel']}x{l['in_channels']} -> {l['out_features']} (im2col "
+                     f"{l['in_features']})")
+            extra = f"dil {l['dilation']}" + (f", delay {l['delay']}" if l["delay"] else "")
         else:
             t = l["type"]
             shape = l.get("function", "log" if l.get("log") else "")

@@ -211,7 +211,9 @@ class Conv1d:
     * dilation]``, with ``pad_begin`` zero frames before the sequence (ONNX's begin padding) and
     earlier frames not existing: the first ``delay = (K-1)*dilation - pad_begin`` outputs are
     not defined (the ONNX output is shorter by that much) and layers after it start there.
-    Streaming keeps the last ``(K-1)*dilation`` frames. Float IR only for now."""
+    Streaming keeps the last ``(K-1)*dilation`` frames. On the chip it is im2col: a window
+    of ``K`` frames (digital, a ring of the last frames) times the crossbar matrix
+    :attr:`im2col` ``[O, K*C]``."""
 
     name: str
     W: np.ndarray                   # [O, C, K] float32
@@ -229,12 +231,99 @@ class Conv1d:
     def delay(self) -> int:
         return self.history - self.pad_begin
 
+    @property
+    def taps(self) -> int:
+        return int(self.W.shape[2])
+
+    @property
+    def channels(self) -> int:
+        return int(self.W.shape[1])
+
+    @property
+    def in_features(self) -> int:
+        """Width of the crossbar matrix's input: the window of ``K`` frames."""
+        return self.taps * self.channels
+
+    @property
+    def out_features(self) -> int:
+        return int(self.W.shape[0])
+
+    @property
+    def macs_per_step(self) -> int:
+        return int(self.W.size)
+
+    @cached_property
+    def im2col(self) -> np.ndarray:
+        """The kernel as it sits on the crossbar, ``[O, K*C]``: column ``j*C + c`` holds
+        ``W[:, c, j]`` (tap-major, as the window lays out the frames, oldest first)."""
+        return np.ascontiguousarray(self.W.transpose(0, 2, 1).reshape(self.W.shape[0], -1))
+
+    def windows(self, x: np.ndarray, skip: int = 0) -> np.ndarray:
+        """``x[B, T, C]`` (from the start of a stream) -> the windows ``[B, T, K*C]`` the
+        crossbar reads, frames before the start and the input's ``skip`` undefined leading
+        frames zero."""
+        b, t, c = x.shape
+        x = np.concatenate([np.zeros_like(x[:, :skip]), x[:, skip:]], 1)
+        xh = np.concatenate([np.zeros((b, self.history, c), x.dtype), x], 1)
+        return np.concatenate([xh[:, j * self.dilation:j * self.dilation + t]
+                               for j in range(self.taps)], axis=2)
+
+
+@dataclass(frozen=True, eq=False)
+class Binary:
+    """``y = a (+|-|*) b`` of two run-time tensors of the same width (digital periphery)."""
+
+    name: str
+    op: str                         # "add" | "sub" | "mul"
+    xs: tuple[str, str]
+    y: str
+
+
+@dataclass(frozen=True, eq=False)
+class Unary:
+    """``y = sqrt(x)`` or ``y = x ** p`` (ONNX Sqrt, Pow with a constant exponent) per feature
+    (digital periphery)."""
+
+    name: str
+    op: str                         # "sqrt" | "pow"
+    p: float
+    x: str
+    y: str
+
+
+@dataclass(frozen=True, eq=False)
+class ReduceMean:
+    """``y = mean(x)`` over the feature axis (one value per step; digital periphery)."""
+
+    name: str
+    x: str
+    y: str
+
+
+@dataclass(frozen=True, eq=False)
+class FeaturePad:
+    """ONNX Pad on the feature axis: ``begin``/``end`` values added by ``mode`` ("constant"
+    with ``value``, "reflect" or "edge"); a copy in the digital periphery."""
+
+    name: str
+    mode: str
+    begin: int
+    end: int
+    value: float
+    x: str
+    y: str
+
+
+UNARY_OPS = ("sqrt", "pow")
+BINARY_OPS = ("add", "sub", "mul")
+PAD_MODES = ("constant", "reflect", "edge")
 
 Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, LayerNorm,
-              Conv1d]
+              Conv1d, Binary, Unary, ReduceMean, FeaturePad]
 
 # Layers the engine (runtime/plan.py) executes; the others run only in the float IR for now.
-ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat)
+ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, Conv1d,
+                 LayerNorm, Binary, Unary, ReduceMean, FeaturePad)
 
 
 def runs_on(layer: Layer) -> str:
@@ -330,7 +419,7 @@ class Model:
         """Per IR tensor: how many leading steps are undefined (after causal Conv1d layers)."""
         d = {self.input.name: 0}
         for l in self.layers:
-            ins = l.xs if isinstance(l, FeatureConcat) else (l.x,)
+            ins = l.xs if isinstance(l, (FeatureConcat, Binary)) else (l.x,)
             din = max(d.get(n, 0) for n in ins)
             d[l.y] = din + (l.delay if isinstance(l, Conv1d) else 0)
             if isinstance(l, Recurrent) and l.c:
@@ -497,7 +586,12 @@ class Model:
                 hist = state.get(layer.name)
                 if hist is None:
                     hist = np.zeros((b, layer.history, env[layer.x].shape[2]), np.float32)
-                env[layer.y], state[layer.name] = run_conv1d(layer, env[layer.x], hist)
+                xin = env[layer.x]
+                din = self.delays.get(layer.x, 0) - t0    # undefined frames read as ONNX's
+                if din > 0:                                # zero padding
+                    xin = xin.copy()
+                    xin[:, :din] = 0
+                env[layer.y], state[layer.name] = run_conv1d(layer, xin, hist)
             else:
                 env[layer.y] = run_pointwise(layer, env)
         # A pick like "end" uses the lengths of the recurrent layer whose state it picks; the
@@ -702,6 +796,22 @@ def run_pointwise(layer: Layer, env: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.ascontiguousarray(env[layer.x][..., layer.start:layer.stop])
     if isinstance(layer, FeatureConcat):
         return np.concatenate([env[n] for n in layer.xs], axis=-1)
+    if isinstance(layer, Binary):
+        a, b = (env[n] for n in layer.xs)
+        return {"add": np.add, "sub": np.subtract, "mul": np.multiply}[layer.op](a, b)
+    if isinstance(layer, Unary):
+        x = env[layer.x]
+        if layer.op == "sqrt":
+            return np.sqrt(x)
+        return np.power(x, np.float32(layer.p)).astype(np.float32)
+    if isinstance(layer, ReduceMean):
+        return env[layer.x].mean(axis=-1, keepdims=True, dtype=np.float32)
+    if isinstance(layer, FeaturePad):
+        x = env[layer.x]
+        width = [(0, 0), (0, 0), (layer.begin, layer.end)]
+        if layer.mode == "constant":
+            return np.pad(x, width, constant_values=np.float32(layer.value))
+        return np.pad(x, width, mode=layer.mode)
     if isinstance(layer, LayerNorm):
         x = env[layer.x]
         mean = x.mean(axis=-1, keepdims=True, dtype=np.float32)

@@ -25,7 +25,7 @@ from . import ir
 from .conventions import parse_activations
 
 if TYPE_CHECKING:
-    from .onnx_import import _Ctx
+    from .values import _Ctx
 
 log = logging.getLogger(__name__)
 TOL = 1e-5

@@ -175,7 +175,30 @@ def _load_program(args, *, fallback=None):
 
 
 def _convert_kw(args) -> dict:
-    return {"weight_bits": args.bits} if getattr(args, "bits", None) else {}
+    kw = {"weight_bits": args.bits} if getattr(args, "bits", None) else {}
+    if getattr(args, "constant", None):
+        kw["constants"] = _parse_constants(args.constant)
+    return kw
+
+
+def _parse_constants(items: list[str]) -> dict:
+    """``["sr=16000", "gain=0.5"]`` -> ``{"sr": 16000, "gain": 0.5}`` (a number or a JSON
+    list; the model input's element type converts it)."""
+    import json
+    out = {}
+    for item in items:
+        name, eq, text = item.partition("=")
+        try:
+            if not (name and eq):
+                raise ValueError
+            value = json.loads(text)
+            if not isinstance(value, (int, float, list)) or isinstance(value, bool):
+                raise ValueError
+        except ValueError:
+            raise CliError(f"--constant {item!r}: expected NAME=NUMBER or NAME=[list of "
+                           f"numbers], e.g. --constant sr=16000", EXIT_USAGE) from None
+        out[name] = value
+    return out
 
 
 def _device(args):
@@ -406,8 +429,13 @@ def cmd_sweep(args) -> int:
               f"{args.out}", file=sys.stderr)
     if todo:        # compile once here rather than silently in every worker
         compile_notice(lambda: S.run_job(dataclasses.replace(todo[0], limit=1)), always=False)
-    S.run_sweep(todo, workers=args.workers, dask_address=args.dask,
-                progress=not args.quiet, on_row=writer.append)
+    from .progress import Progress
+
+    with Progress(len(todo), "sweep", "run", enabled=not args.quiet) as bar:
+        def on_row(job, row):
+            writer.append(job, row)
+            bar.update()
+        S.run_sweep(todo, workers=args.workers, dask_address=args.dask, on_row=on_row)
     rows = writer.rows()
     keys = [f for fields, _ in grid.axes for f in fields[:1]] + ["votes"]
     for r in S.summarize(rows, keys):
@@ -638,6 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", "-o", required=True, help="MODEL.nvm (never the input)")
     s.add_argument("--calibration", help=_CAL_HELP)
     s.add_argument("--bits", type=int, default=4, help="weight code bits stored (2..8; default 4)")
+    s.add_argument("--constant", action="append", metavar="NAME=VALUE",
+                   help="fix a model input at conversion, e.g. --constant sr=16000 (an If on "
+                        "it folds to the branch taken; repeatable)")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("sweep", help="accuracy over a grid of profile overrides x seeds x votes",

@@ -28,6 +28,7 @@ Execution routes (all give the same bits; see runtime/kernels/vmm.py for why):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -83,9 +84,9 @@ class Engine:
 
     Whole sequences: :meth:`run`, :meth:`run_all`, :meth:`predict` (``lens`` = true lengths);
     frame by frame: :meth:`stream`, :meth:`step_many`. Energy and latency of everything run
-    since the last :meth:`reset_ledger`: :meth:`report` (call ``reset_ledger()`` between a
-    batch run and a streaming session to report them apart; ``nvm.InferenceSession`` reports
-    each call on its own).
+    since the last :meth:`reset_ledger`: :meth:`report` (``report("runs")`` and
+    ``report("streams")`` keep whole-sequence runs and streams apart; ``nvm.InferenceSession``
+    reports each call on its own).
     """
 
     def __repr__(self) -> str:
@@ -125,7 +126,9 @@ class Engine:
         self._pending_steps = 0      # single-stream steps not yet folded into the ledger
         self._pending_new = 0
         unit, geom = step_costs(self.model, self.plan)
-        self._ledger = Ledger(unit, geom)
+        self._ledger = Ledger(unit, geom)           # everything since the last reset
+        # the same counts split by how they ran: whole sequences vs frame-by-frame streams
+        self._ledgers = {"runs": Ledger(unit, geom), "streams": Ledger(unit, geom)}
         self._rec_names = {l.name for l in self.model.recurrent_layers}
         # what one stream-step (all K replicas) costs: carried by every streamed output
         from nvmstream.devices import energy as E
@@ -215,6 +218,12 @@ class Engine:
         n, t, _ = env.shape
         none = self._none
         for li, op, xcols, xsegs, hsegs, hcols, wx, wh in self._route:
+            if op == LY.OP_WINDOW:
+                K.run_window(layers, li, env, state, srow)
+                continue
+            if op >= LY.OP_LAYERNORM:            # digital periphery (kernels/digital.py)
+                K.run_periphery(layers, li, env, pf)
+                continue
             if op not in (LY.OP_DENSE, LY.OP_LSTM, LY.OP_GRU, LY.OP_RNN):
                 K.run_digital(layers, li, env, pf, scr)
                 continue
@@ -322,7 +331,8 @@ class Engine:
             if k > 1:
                 a = a.reshape(b, k, t, -1).mean(axis=1, dtype=np.float64).astype(np.float32)
             if not self.model.causal:
-                a = ir._format_output(o, np.ascontiguousarray(a), seq_lens)
+                a = ir._format_output(o, np.ascontiguousarray(a[:, o.delay:] if o.pick is None
+                                                              else a), seq_lens)
                 if "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
                     a = np.swapaxes(a, 0, 1)
             out[o.name] = a[0] if squeeze else a
@@ -362,11 +372,12 @@ class Engine:
 
     # ------------------------------------------------------------------------------- energy
     def _account(self, rec_steps: int, all_steps: int, inferences: int,
-                 stream_steps: int) -> None:
+                 stream_steps: int, source: str = "runs") -> None:
         k = self.votes
         steps = {n: (rec_steps if n in self._rec_names else all_steps) for n in self._ledger.unit}
         reps = {n: v * (k - 1) // k for n, v in steps.items()}
         self._ledger.add(steps, reps, inferences, stream_steps)
+        self._ledgers[source].add(steps, reps, inferences, stream_steps)
 
     @property
     def ledger(self) -> Ledger:
@@ -380,22 +391,48 @@ class Engine:
         if n or new:
             self._pending_steps = self._pending_new = 0
             k = self.votes
-            self._account(rec_steps=n * k, all_steps=n * k, inferences=new, stream_steps=n)
+            self._account(rec_steps=n * k, all_steps=n * k, inferences=new, stream_steps=n,
+                          source="streams")
 
-    def report(self) -> InferenceReport:
-        """Energy, latency and area of everything run since the last ``reset_ledger()``: per
-        inference (a sequence at its true length, or a stream) and per step, by component
-        (leakage included) and layer (with its latency bottleneck), against the int4/int8/
-        fp16/fp32 digital baselines (weights from SRAM/DRAM, alone and batch-shared) on the
-        same counts, with the strongest as the verdict; this engine's votes are charged."""
+    def report(self, source: str | None = None) -> InferenceReport:
+        """Energy, latency and area since the last ``reset_ledger()``: per inference (a
+        sequence at its true length, or a stream) and per step, by component (leakage
+        included) and layer (with its latency bottleneck), against the int4/int8/fp16/fp32
+        digital baselines (weights from SRAM/DRAM, alone and batch-shared) on the same counts,
+        with the strongest as the verdict; this engine's votes are charged.
+
+        ``source``: ``"runs"`` (whole sequences: run/run_all/predict), ``"streams"``
+        (frame-by-frame: stream/step_many) or None for everything. When both kinds ran, the
+        None report still covers both, its ``sources`` say how many of each, its text says
+        that per-inference figures average over the two, and a warning is logged: ask for
+        one source to see them apart."""
         self._flush_stream_steps()
-        return make_report(self._ledger, self.device.profile, self.plan,
-                           self.device.profile.weights.bits, votes=self.votes)
+        if source is None:
+            led = self._ledger
+        elif source in self._ledgers:
+            led = self._ledgers[source]
+            if led.inferences == 0:
+                raise ValueError(f"no {source} on this engine since the last reset_ledger()")
+        else:
+            raise ValueError(f"source must be 'runs', 'streams' or None, got {source!r}")
+        sources = {k: (l.inferences, l.stream_steps) for k, l in self._ledgers.items()
+                   if l.inferences}
+        if source is None and len(sources) > 1:
+            log.warning("report(): %d sequence run(s) and %d stream(s) are priced together; "
+                        "per-inference figures average over both (report('runs') or "
+                        "report('streams') shows them apart)", sources["runs"][0],
+                        sources["streams"][0])
+        r = make_report(led, self.device.profile, self.plan,
+                        self.device.profile.weights.bits, votes=self.votes)
+        return dataclasses.replace(r, sources=sources if source is None else
+                                   {source: sources[source]})
 
     def reset_ledger(self) -> None:
         """Forget the counts so far: the next :meth:`report` covers only what runs after."""
         self._pending_steps = self._pending_new = 0
         self._ledger.reset()
+        for led in self._ledgers.values():
+            led.reset()
 
     # ------------------------------------------------------------------------------ streams
     def stream(self, seed: int | None = None, **aux: np.ndarray) -> "Stream":
@@ -442,7 +479,8 @@ class Engine:
         xr = np.repeat(x, k, axis=0) if k > 1 else x
         env = self._exec(xr, np.ones(n * k, np.int64), self._pool_state, self._pool_rng, srow)
         self._account(rec_steps=n * k, all_steps=n * k,
-                      inferences=sum(1 for s in streams if s.steps == 0), stream_steps=n)
+                      inferences=sum(1 for s in streams if s.steps == 0), stream_steps=n,
+                      source="streams")
         e, lat = self.step_energy_pJ, self.step_latency_ns
         for s in streams:                      # Stream._charge, inlined (a hot loop)
             s.last_energy_pJ = e

@@ -113,6 +113,52 @@ def step_costs(model: ir.Model, plan: Plan) -> tuple[dict[str, E.OpCounts],
             c.state_reads_bytes += F32 * l.in_features
             c.state_writes_bytes += F32 * l.out_features
             crit = (1 + (partials - 1) + 1) if segs else 1
+        elif isinstance(l, ir.Conv1d):
+            # im2col: a Dense on the window of K frames; the window moves frames through the
+            # ring of the last (K-1)*dilation frames (one frame in, the window out)
+            partials = sum(s.row_tiles for s in segs) or 1
+            c.digital_adds += l.out_features * (partials - 1) + (l.out_features if l.b is not None
+                                                                 else 0)
+            c.state_reads_bytes += F32 * (l.in_features + l.history * l.channels)
+            c.state_writes_bytes += F32 * (l.out_features + l.history * l.channels)
+            crit = 1 + (partials - 1) + 1
+        elif isinstance(l, ir.LayerNorm):
+            # mean (F adds, 1 mul by 1/F), centring (F subtracts), variance (F squares,
+            # F adds, 1 mul, + eps), one reciprocal square root on the activation unit,
+            # normalise and scale (2F muls), bias (F adds)
+            w = plan.widths[l.x]
+            c.digital_adds += 3 * w + 1 + (w if l.bias is not None else 0)
+            c.digital_muls += 3 * w + 2
+            c.activation_evals += 1
+            c.state_reads_bytes += F32 * w
+            c.state_writes_bytes += F32 * w
+            # critical path: sum, /F, centre, square, sum, /F, +eps, rsqrt, normalise, scale
+            # (+ bias); a reduction counts as one operation of the vector unit, as elsewhere
+            crit = 10 + (1 if l.bias is not None else 0)
+        elif isinstance(l, (ir.Binary, ir.Unary, ir.ReduceMean, ir.FeaturePad)):
+            # elementwise arithmetic: one add (add/sub) or multiply (mul, pow 2) per feature;
+            # sqrt and other powers on the activation unit; a mean: F adds and one multiply;
+            # padding moves data only
+            w_in = plan.widths[l.xs[0] if isinstance(l, ir.Binary) else l.x]
+            w_out = plan.widths[l.y]
+            reads = w_in * (2 if isinstance(l, ir.Binary) else 1)
+            if isinstance(l, ir.Binary):
+                if l.op == "mul":
+                    c.digital_muls += w_in
+                else:
+                    c.digital_adds += w_in
+            elif isinstance(l, ir.Unary):
+                if l.op == "pow" and l.p == 2.0:
+                    c.digital_muls += w_in
+                elif not (l.op == "pow" and l.p == 1.0):
+                    c.activation_evals += w_in
+            elif isinstance(l, ir.ReduceMean):
+                c.digital_adds += w_in
+                c.digital_muls += 1
+            c.state_reads_bytes += F32 * reads
+            c.state_writes_bytes += F32 * w_out
+            crit = 2 if isinstance(l, ir.ReduceMean) else (0 if isinstance(l, ir.FeaturePad)
+                                                             else 1)
         elif isinstance(l, (ir.Elementwise, ir.Softmax)):
             w = plan.widths[l.x]
             c.activation_evals += w
@@ -199,6 +245,9 @@ class InferenceReport:
     baseline_areas: tuple[E.AreaReport, ...] = ()
     iso_precision: str = ""
     votes: int = 1
+    #: what the counts came from, ``{"runs" | "streams": (inferences, stream_steps)}``
+    #: (``Engine.report``; empty when the counts were priced directly)
+    sources: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def strongest(self) -> E.BaselineReport:
@@ -214,7 +263,9 @@ class InferenceReport:
 
     def to_dict(self) -> dict[str, Any]:
         out = {"inferences": self.inferences, "stream_steps": self.stream_steps,
-               "votes": self.votes, "analog": self.analog.to_dict(),
+               "votes": self.votes,
+               "sources": {k: {"inferences": n, "stream_steps": st}
+                           for k, (n, st) in self.sources.items()}, "analog": self.analog.to_dict(),
                "baselines": {b.name: b.to_dict() for b in self.baselines},
                "comparison": self.comparison.to_dict(), "one_off": self.one_off.to_dict(),
                "iso_precision": self.iso_precision}
@@ -230,11 +281,20 @@ class InferenceReport:
                           "votes": self.votes}
         return out
 
+    def _mixed_lines(self) -> list[str]:
+        if len(self.sources) < 2:
+            return []
+        parts = [f"{n} {'sequence run' if k == 'runs' else 'stream'}(s) of "
+                 f"{st / n:g} steps on average" for k, (n, st) in self.sources.items()]
+        return ["  MIXED: " + " + ".join(parts) + "; per-inference figures average over both "
+                "(Engine.report('runs') / report('streams') shows them apart)"]
+
     def format_text(self) -> str:
         a = self.analog
         lines = [f"energy and latency on profile {a.profile} at {a.node_nm:g} nm "
                  f"({a.periphery_precision} periphery): {self.inferences} inference(s), "
                  f"{a.steps_per_inference:g} true steps each, votes {self.votes}",
+                 *self._mixed_lines(),
                  f"  energy      {a.energy_pJ_per_inference:12.6g} pJ/inference "
                  f"{a.energy_pJ_per_step:12.6g} pJ/step",
                  f"  latency     {a.latency_ns_per_inference:12.6g} ns/inference "

@@ -196,7 +196,12 @@ def _calibration_inputs(model: ir.Model, x: np.ndarray) -> dict[str, np.ndarray]
     out: dict[str, np.ndarray] = {}
     for m in crossbar_matrices(model):
         layer = model.layers[m.layer]
-        if m.role == "x":
+        if m.role == "x" and isinstance(layer, ir.Conv1d):
+            skip = model.delays.get(layer.x, 0)
+            v = layer.windows(env[layer.x], skip)         # im2col windows
+            d = model.delays[layer.y]                     # its first defined output
+            v = v[:, d:] if v.shape[1] > d else v
+        elif m.role == "x":
             v = env[layer.x]
         else:
             h = layer.hidden_size
@@ -342,7 +347,17 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
         pre_x.append(px)
         pre_h.append(ph)
 
+    delays = model.delays
+    ctr = -1                                 # the frame counter's state column (valid Convs)
+    if any(isinstance(l, ir.Conv1d) and l.delay for l in model.layers):
+        ctr, state_off = 0, 1
     for li, l in enumerate(model.layers):
+        if isinstance(l, ir.Conv1d):
+            first = not any(r.get("op") == LY.OP_WINDOW for r in recs)
+            state_off = _conv_layers(l, segs_by_key[f"{li}/0"], offsets, alloc, layer, recs,
+                                     buf, state_off, ctr, int(first and ctr >= 0),
+                                     delays.get(l.x, 0))
+            continue
         if isinstance(l, ir.Recurrent):
             h, nd = l.hidden_size, l.num_directions
             yo = alloc(l.y, nd * h)
@@ -367,6 +382,12 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
                       nseg=len(segl), seg0=segl[0], bias=buf.f64(bias),
                       peep=buf.f64(l.P[d]) if l.P is not None else -1,
                       cout=(co + d * h) if co >= 0 else -1)
+                skip = delays.get(l.x, 0)
+                if skip:
+                    if recs[-1]["rev"]:
+                        raise NvmConversionError(f"layer {l.name!r} runs backwards after a "
+                                                 f"Conv1d with undefined leading steps")
+                    recs[-1].update(skip=skip, ctr=ctr)
                 state_slots.append((l, d, state_off))
                 state_off += 2 * h
         elif isinstance(l, ir.Dense):
@@ -396,6 +417,30 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             for n in l.xs:
                 layer(op=LY.OP_COPY, x=offsets[n], xw=widths[n], y=o, yw=widths[n])
                 o += widths[n]
+        elif isinstance(l, ir.LayerNorm):
+            w = widths[l.x]
+            yo = alloc(l.y, w)
+            layer(op=LY.OP_LAYERNORM, x=offsets[l.x], xw=w, y=yo, yw=w,
+                  actp=buf.f64(np.concatenate([[l.epsilon], l.scale])),
+                  bias=buf.f64(l.bias) if l.bias is not None else -1)
+        elif isinstance(l, ir.Binary):
+            w = widths[l.xs[0]]
+            yo = alloc(l.y, w)
+            layer(op=LY.OP_BINARY, x=offsets[l.xs[0]], x2=offsets[l.xs[1]], xw=w, y=yo, yw=w,
+                  mode=LY.BINARY_MODES[l.op])
+        elif isinstance(l, ir.Unary):
+            w = widths[l.x]
+            yo = alloc(l.y, w)
+            layer(op=LY.OP_UNARY, x=offsets[l.x], xw=w, y=yo, yw=w,
+                  mode=LY.UNARY_MODES[l.op], actp=buf.f64([l.p]))
+        elif isinstance(l, ir.ReduceMean):
+            yo = alloc(l.y, 1)
+            layer(op=LY.OP_REDUCEMEAN, x=offsets[l.x], xw=widths[l.x], y=yo, yw=1)
+        elif isinstance(l, ir.FeaturePad):
+            w = widths[l.x]
+            yo = alloc(l.y, w + l.begin + l.end)
+            layer(op=LY.OP_PAD, x=offsets[l.x], xw=w, y=yo, yw=w + l.begin + l.end,
+                  mode=LY.PAD_MODES[l.mode], actp=buf.f64([l.begin, l.end, l.value]))
         else:  # pragma: no cover - the IR has no other layer types
             raise TypeError(f"unknown layer {l!r}")
     layers = LY.layers(len(recs))
@@ -408,3 +453,18 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
                 state_width=max(state_off, 1), rng_slots=len(recs) + 1,
                 segments=infos, state_slots=state_slots, exact=exact,
                 per_read_noise=read_noise, pre_x=pre_x, pre_h=pre_h)
+
+
+def _conv_layers(l: ir.Conv1d, segl: list[int], offsets: dict[str, int], alloc, layer,
+                 recs: list[dict], buf: _Buffers, state_off: int, ctr: int, tick: int,
+                 skip: int) -> int:
+    """A Conv1d over time as two program layers (runtime/kernels/conv.py): the im2col
+    window (digital; its ring of the last ``history`` frames in the state at ``state_off``)
+    and a Dense on the window (crossbar). Returns the next free state column."""
+    win = alloc(f"{l.y}#window", l.in_features)
+    layer(op=LY.OP_WINDOW, x=offsets[l.x], xw=l.channels, y=win, yw=l.in_features,
+          taps=l.taps, dil=l.dilation, state=state_off, ctr=ctr, tick=tick, skip=skip)
+    yo = alloc(l.y, l.out_features)
+    layer(op=LY.OP_DENSE, x=win, xw=l.in_features, y=yo, yw=l.out_features, nseg=len(segl),
+          seg0=segl[0], rng=len(recs), bias=buf.f64(l.b) if l.b is not None else -1)
+    return state_off + l.history * l.channels

@@ -8,9 +8,8 @@ list of values; ``f1+f2=v1,v2`` sweeps several fields together (e.g. weights/DAC
 Output: one CSV row per (grid point, seed, votes), appended and flushed as each run finishes
 (:class:`CsvRows`; ``--resume`` skips the runs a file already holds), a provenance comment line
 at the top (read with ``pandas.read_csv(path, comment="#")``), a plot (matplotlib, if
-installed) and progress on stderr (a tqdm bar on a terminal, plain lines when redirected:
-tqdm is small, pure Python and widely used, and stays silent where it would write carriage
-returns into a log).
+installed). Progress is the caller's: ``run_sweep(on_row=...)`` is called as each run ends
+(the CLI shows runtime/progress.py's bar from it).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -159,80 +157,45 @@ def run_job(job: Job) -> dict[str, Any]:
     return row
 
 
-class _Progress:
-    """A tqdm bar on a terminal; plain lines (no carriage returns) when stderr is redirected."""
-
-    def __init__(self, total: int, enabled: bool, stream=None):
-        self.stream = stream or sys.stderr
-        self.total, self.done, self.t0 = total, 0, time.perf_counter()
-        self.enabled = enabled
-        self.bar = None
-        if enabled and self.stream.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, desc="sweep", unit="run", file=self.stream)
-
-    def update(self) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.update(1)
-            return
-        el = time.perf_counter() - self.t0
-        eta = el / self.done * (self.total - self.done)
-        self.stream.write(f"sweep: {self.done}/{self.total} runs, {el:.1f} s elapsed, "
-                          f"eta {eta:.1f} s\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def run_sweep(jobs: Sequence[Job], *, workers: int | None = None, dask_address: str | None = None,
-              progress: bool = True,
               on_row: Callable[[Job, dict[str, Any]], None] | None = None
               ) -> list[dict[str, Any]]:
     """Run ``jobs`` locally (process pool; ``workers=1`` runs in-process) or on Dask.
 
     ``on_row(job, row)`` is called as each run finishes (the CLI appends it to the CSV, so an
-    interrupted sweep keeps what was done). Returns the rows in job order."""
+    interrupted sweep keeps what was done, and advances its progress bar). Returns the rows in
+    job order."""
     rows: list[dict[str, Any] | None] = [None] * len(jobs)
-    bar = _Progress(len(jobs), progress)
 
     def finish(i: int, row: dict[str, Any]) -> None:
         rows[i] = row
         if on_row is not None:
             on_row(jobs[i], row)
-        bar.update()
 
-    try:
-        if not jobs:
-            pass
-        elif dask_address:
-            from distributed import Client, as_completed as dask_completed
-            with Client(dask_address) as client:
-                futs = {client.submit(run_job, j, pure=False): i for i, j in enumerate(jobs)}
-                for f in dask_completed(futs):
-                    finish(futs[f], f.result())
-        elif workers == 1 or len(jobs) == 1:
-            for i, j in enumerate(jobs):
-                finish(i, run_job(j))
-        else:
-            workers = workers or max(1, os.cpu_count() or 1)
-            ex = ProcessPoolExecutor(max_workers=workers)
-            try:
-                futs = {ex.submit(run_job, j): i for i, j in enumerate(jobs)}
-                for f in as_completed(futs):
-                    finish(futs[f], f.result())
-            except BaseException:
-                # interrupted or failed: what finished is already written; do not wait for
-                # the runs still going
-                ex.shutdown(wait=False, cancel_futures=True)
-                raise
-            ex.shutdown(wait=True)
-    finally:
-        bar.close()
+    if not jobs:
+        pass
+    elif dask_address:
+        from distributed import Client, as_completed as dask_completed
+        with Client(dask_address) as client:
+            futs = {client.submit(run_job, j, pure=False): i for i, j in enumerate(jobs)}
+            for f in dask_completed(futs):
+                finish(futs[f], f.result())
+    elif workers == 1 or len(jobs) == 1:
+        for i, j in enumerate(jobs):
+            finish(i, run_job(j))
+    else:
+        workers = workers or max(1, os.cpu_count() or 1)
+        ex = ProcessPoolExecutor(max_workers=workers)
+        try:
+            futs = {ex.submit(run_job, j): i for i, j in enumerate(jobs)}
+            for f in as_completed(futs):
+                finish(futs[f], f.result())
+        except BaseException:
+            # interrupted or failed: what finished is already written; do not wait for
+            # the runs still going
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        ex.shutdown(wait=True)
     return [r for r in rows if r is not None]
 
 

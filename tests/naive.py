@@ -73,6 +73,7 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
     """Run ``x[B, T, F]`` (causal models) through the integer twin; per-step outputs."""
     b_, t_, _ = x.shape
     env: dict[str, np.ndarray] = {model.input.name: x.astype(np.float32)}
+    delays = model.delays
     for k, l in enumerate(model.layers):
         if isinstance(l, ir.Recurrent):
             assert l.direction == "forward"
@@ -81,7 +82,7 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
             for b in range(b_):
                 h = np.zeros(h_)
                 c = np.zeros(h_)
-                for t in range(t_):
+                for t in range(delays.get(l.x, 0), t_):   # a valid Conv's undefined steps
                     xv = env[l.x][b, t].astype(np.float64)
                     zx = vmm(segments[f"layer{k}/d0/x"], xv)
                     if l.kind == "LSTM":
@@ -126,6 +127,69 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
                         z = z + l.b.astype(np.float64)
                     out[b, t] = z.astype(np.float32)
             env[l.y] = out
+        elif isinstance(l, ir.Conv1d):
+            # im2col by hand: the K frames t-(K-1)d .. t (zeros before the input's first
+            # defined frame), tap-major,
+            # through the kernel unrolled to [O, K*C]
+            seg = segments[f"layer{k}/d0/x"]
+            xin = env[l.x].astype(np.float64)
+            out = np.zeros(xin.shape[:2] + (l.out_features,), np.float32)
+            for b in range(b_):
+                for t in range(t_):
+                    win = []
+                    for j in range(l.taps):
+                        src = t - (l.taps - 1 - j) * l.dilation
+                        defined = src >= delays.get(l.x, 0)    # ONNX zero padding
+                        win.append(xin[b, src] if defined else np.zeros(l.channels))
+                    z = vmm(seg, np.concatenate(win))
+                    if l.b is not None:
+                        z = z + l.b.astype(np.float64)
+                    out[b, t] = z.astype(np.float32)
+            env[l.y] = out
+        elif isinstance(l, ir.LayerNorm):
+            v = env[l.x].astype(np.float64)
+            out = np.empty(v.shape, np.float32)
+            f = v.shape[2]
+            for idx in np.ndindex(v.shape[:2]):
+                row = v[idx]
+                s = 0.0
+                for e in row:
+                    s += e
+                mean = s / f
+                q = 0.0
+                for e in row:
+                    q += (e - mean) * (e - mean)
+                den = math.sqrt(q / f + l.epsilon)
+                y = [(e - mean) / den * float(g) for e, g in zip(row, l.scale)]
+                if l.bias is not None:
+                    y = [a + float(bb) for a, bb in zip(y, l.bias)]
+                out[idx] = y
+            env[l.y] = out
+        elif isinstance(l, ir.FeatureSlice):
+            env[l.y] = env[l.x][..., l.start:l.stop].copy()
+        elif isinstance(l, ir.FeatureConcat):
+            env[l.y] = np.concatenate([env[n] for n in l.xs], axis=-1)
+        elif isinstance(l, ir.Binary):
+            a, c_ = (env[n].astype(np.float64) for n in l.xs)
+            env[l.y] = {"add": a + c_, "sub": a - c_, "mul": a * c_}[l.op].astype(np.float32)
+        elif isinstance(l, ir.Unary):
+            v = env[l.x].astype(np.float64)
+            f = math.sqrt if l.op == "sqrt" else (lambda e: math.pow(e, l.p))
+            env[l.y] = np.vectorize(f, otypes=[np.float64])(v).astype(np.float32)
+        elif isinstance(l, ir.ReduceMean):
+            v = env[l.x].astype(np.float64)
+            out = np.empty(v.shape[:2] + (1,), np.float32)
+            for idx in np.ndindex(v.shape[:2]):
+                s = 0.0
+                for e in v[idx]:
+                    s += e
+                out[idx] = s / v.shape[2]
+            env[l.y] = out
+        elif isinstance(l, ir.FeaturePad):
+            v = env[l.x]
+            width = [(0, 0), (0, 0), (l.begin, l.end)]
+            env[l.y] = (np.pad(v, width, constant_values=np.float32(l.value))
+                        if l.mode == "constant" else np.pad(v, width, mode=l.mode))
         elif isinstance(l, ir.Elementwise):
             v = env[l.x].astype(np.float64)
             env[l.y] = _act(l.fn, v).astype(np.float32)

@@ -285,10 +285,10 @@ def test_unrolled_cells_run_at_any_length():
     np.testing.assert_array_equal(y[:7], model.run({"x": x})["y"])
 
 
-def test_conv1d_front_end_is_causal_with_its_warm_up_and_float_only():
+def test_conv1d_front_end_is_causal_with_its_warm_up():
     """Conv1d(k=3, no padding) -> ReLU -> LSTM: the output is 2 steps shorter, like
-    onnxruntime's; streaming reaches the same values once the kernel has 3 frames; the engine
-    refuses the layer by name (it has no im2col kernel yet) and inspect says where it runs."""
+    onnxruntime's; streaming reaches the same values once the kernel has 3 frames; inspect
+    says where each layer runs (the engine side: tests/test_conv_crossbar.py)."""
     from nvmstream.converters.inspect import describe, format_text
     path = CORPUS / "torch" / "conv_lstm.ts.onnx"
     model = nvm.load_ir(path)
@@ -304,10 +304,18 @@ def test_conv1d_front_end_is_causal_with_its_warm_up_and_float_only():
     s = model.stream(2)
     streamed = np.stack([s.step(x[:, t])["y"] for t in range(6)], 1)
     np.testing.assert_array_equal(streamed[:, 2:], got)
+    text = format_text(describe(model))
+    assert "Conv1d" in text and "crossbar" in text and "digital" in text
+    assert "float IR only" not in text
+
+
+def test_convert_refuses_a_layer_the_engine_has_no_kernel_for(monkeypatch):
+    from nvmstream.converters import ir
+    model = nvm.load_ir(CORPUS / "torch" / "conv_lstm.ts.onnx")
+    monkeypatch.setattr(ir, "ENGINE_LAYERS", tuple(t for t in ir.ENGINE_LAYERS
+                                                   if t is not ir.Conv1d))
     with pytest.raises(NvmConversionError, match=r"\(Conv1d\) runs in the float IR only"):
         nvm.convert(model)
-    text = format_text(describe(model))
-    assert "crossbar (float IR only)" in text and "digital" in text
 
 
 def _if_model():
@@ -343,6 +351,28 @@ def test_if_on_a_fixed_input_folds_to_its_branch(sr):
     assert np.max(np.abs(got - want)) <= 1e-5 * np.abs(want).max()
 
 
+def test_cli_convert_fixes_an_input_with_constant(tmp_path):
+    import subprocess
+    import sys
+    src = tmp_path / "if.onnx"
+    onnx.save(_if_model(), src)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "convert", src,
+                               "--calibration", "random", *args], capture_output=True,
+                              text=True, timeout=300)
+    out = tmp_path / "if8.nvm"
+    r = cli("--constant", "sr=8000", "-o", out)
+    assert r.returncode == 0, r.stderr
+    prog = nvm.load(out)
+    assert [l.name for l in prog.model.recurrent_layers] == ["lstm8"]
+    r = cli("--constant", "sr", "-o", tmp_path / "bad.nvm")
+    assert r.returncode == 2 and "--constant 'sr': expected NAME=NUMBER" in r.stderr
+    r = cli("-o", tmp_path / "bad.nvm")
+    assert r.returncode == 3 and "input 'sr' is known only at run time" in r.stderr
+    assert not (tmp_path / "bad.nvm").exists()
+
+
 def test_if_on_a_run_time_input_is_refused_with_the_way_out():
     with pytest.raises(NvmConversionError, match=r"node 'is16' \(op Equal\): .* input 'sr' is "
                                                  r"known only at run time: give it a fixed "
@@ -358,7 +388,7 @@ def test_if_on_a_run_time_input_is_refused_with_the_way_out():
     ("Add", "T-1", 1, "T"), ("Mul", 2, "T", None), ("Sub", "T", "B", None),
 ])
 def test_symbolic_dim_arithmetic(op, x, y, want):
-    from nvmstream.converters.onnx_import import _dim_op
+    from nvmstream.converters.shape_ops import _dim_op
     assert _dim_op(op, x, y) == want
 
 

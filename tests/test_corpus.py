@@ -2,9 +2,9 @@
 tf2onnx, torch's TorchScript and dynamo exporters, silero-vad's shipped file), committed under
 tests/corpus/ with the scripts that made them and a manifest of what converts.
 
-For every model the manifest says converts: the float IR equals onnxruntime to 1e-5 of the
-output scale at several batch sizes and lengths, and for causal models streaming step by step
-equals the whole run bit for bit. For every model it says is rejected: conversion fails with
+For every model the manifest says converts: the float IR and the engine (ideal profile) equal
+onnxruntime to 1e-5 of the output scale at several batch sizes and lengths, and for causal
+models streaming step by step equals the whole run bit for bit. For every model it says is rejected: conversion fails with
 that exact reason (naming the node), and a model onnxruntime itself rejects is rejected too.
 """
 
@@ -59,6 +59,18 @@ def test_float_ir_equals_onnxruntime(entry):
     sess = ort.InferenceSession(str(CORPUS / entry["file"]), providers=["CPUExecutionProvider"])
     err = cc.compare(entry, model, sess)
     assert err <= cc.TOL, f"max relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("entry", CONVERTS, ids=_id)
+def test_engine_equals_onnxruntime_and_digital_layers_are_listed(entry):
+    """Every converting model also runs on the engine (ideal profile, through
+    nvm.InferenceSession, ONNX shapes) within 1e-5 of onnxruntime, and the manifest lists
+    exactly the layers it runs in the digital periphery."""
+    model = load_ir(CORPUS / entry["file"])
+    sess = ort.InferenceSession(str(CORPUS / entry["file"]), providers=["CPUExecutionProvider"])
+    err = cc.engine_compare(entry, model, sess)
+    assert err <= cc.TOL, f"max relative error {err:.2e}"
+    assert cc.digital_layers(model) == entry["digital"]
 
 
 @pytest.mark.parametrize("entry", [e for e in CONVERTS if e["causal"]], ids=_id)

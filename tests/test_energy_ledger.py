@@ -384,3 +384,52 @@ def test_storage_redundancy_is_charged_in_the_one_off_programming_cost(tmp_path)
     assert one_off_counts(plain.plan, 4, plain.device.profile).storage_bits_read == 4 * n
     assert one_off_counts(red.plan, 4, red.device.profile).storage_bits_read == round(8.5 * n)
     assert red.report().one_off.total_pJ > plain.report().one_off.total_pJ
+
+
+def test_report_keeps_runs_and_streams_apart(tmp_path, caplog):
+    """Issue 12: report() no longer blends whole runs and streams silently. Each source
+    prices its own counts (equal to an engine that ran only that kind), and the combined
+    report names the mix."""
+    path = rec_model(tmp_path / "m.onnx", head=2)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 7, 3)).astype(np.float32)
+    frames = rng.normal(size=(3, 3)).astype(np.float32)
+
+    def run_only(e):
+        e.run(x)
+
+    def stream_only(e):
+        s = e.stream()
+        for f in frames:
+            s.step(f)
+
+    mixed = engine(path)
+    run_only(mixed)
+    stream_only(mixed)
+    alone_runs, alone_streams = engine(path), engine(path)
+    run_only(alone_runs)
+    stream_only(alone_streams)
+    r_runs, r_streams = mixed.report("runs"), mixed.report("streams")
+    assert r_runs.inferences == 4 and r_runs.stream_steps == 28
+    assert r_streams.inferences == 1 and r_streams.stream_steps == 3
+    assert r_runs.analog.energy_pJ_per_inference == pytest.approx(
+        alone_runs.report().analog.energy_pJ_per_inference, rel=1e-12)
+    assert r_streams.analog.energy_pJ_per_inference == pytest.approx(
+        alone_streams.report().analog.energy_pJ_per_inference, rel=1e-12)
+    assert r_runs.analog.energy_pJ_per_inference != pytest.approx(
+        r_streams.analog.energy_pJ_per_inference, rel=1e-3)    # 7 steps vs 3 steps
+    with caplog.at_level("WARNING"):
+        both = mixed.report()
+    assert "priced together" in caplog.text
+    assert both.inferences == 5 and dict(both.sources) == {"runs": (4, 28), "streams": (1, 3)}
+    assert "MIXED: 4 sequence run(s) of 7 steps on average + 1 stream(s) of 3 steps" in \
+        both.format_text()
+    assert both.to_dict()["sources"]["streams"] == {"inferences": 1, "stream_steps": 3}
+    assert "MIXED" not in alone_runs.report().format_text()
+    with pytest.raises(ValueError, match="no streams"):
+        alone_runs.report("streams")
+    with pytest.raises(ValueError, match="source must be"):
+        mixed.report("stream")
+    mixed.reset_ledger()
+    with pytest.raises(ValueError, match="nothing has run"):
+        mixed.report()

@@ -45,17 +45,17 @@ def test_sweep_rows_in_process_and_in_processes(data):
     grid = S.Grid()
     grid.add(("weights.bits", "dac.bits", "adc.bits"), [3, 8])
     jobs = S.make_jobs(str(FIXTURES / "gru_bf.ts.onnx"), str(data), "int4", grid, [0, 1], [1])
-    rows = S.run_sweep(jobs, workers=1, progress=False)
+    rows = S.run_sweep(jobs, workers=1)
     assert len(rows) == 4
     assert {(r["weights.bits"], r["seed"]) for r in rows} == {(3, 0), (3, 1), (8, 0), (8, 1)}
     assert all(r["n"] == 24 and 0 <= r["accuracy"] <= 1 for r in rows)
     acc8 = [r["accuracy"] for r in rows if r["weights.bits"] == 8]
     acc3 = [r["accuracy"] for r in rows if r["weights.bits"] == 3]
     assert min(acc8) >= 0.9 and np.mean(acc8) >= np.mean(acc3)
-    par = S.run_sweep(jobs, workers=2, progress=False)
+    par = S.run_sweep(jobs, workers=2)
     assert [r["accuracy"] for r in par] == [r["accuracy"] for r in rows]   # reproducible
     ideal = S.run_sweep(S.make_jobs(str(FIXTURES / "gru_bf.ts.onnx"), str(data), "ideal",
-                                    S.Grid(), [0], [1]), workers=1, progress=False)
+                                    S.Grid(), [0], [1]), workers=1)
     assert ideal[0]["accuracy"] == 1.0
 
 
@@ -67,8 +67,8 @@ def test_sweep_on_a_dask_local_cluster(data):
     jobs = S.make_jobs(str(FIXTURES / "gru_bf.ts.onnx"), str(data), "int4", grid, [0], [1, 3])
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=None, host="127.0.0.1") as cluster:
-        rows = S.run_sweep(jobs, dask_address=cluster.scheduler_address, progress=False)
-    local = S.run_sweep(jobs, workers=1, progress=False)
+        rows = S.run_sweep(jobs, dask_address=cluster.scheduler_address)
+    local = S.run_sweep(jobs, workers=1)
     assert len(rows) == 4
     assert [r["accuracy"] for r in rows] == [r["accuracy"] for r in local]
 

@@ -4,9 +4,13 @@
 * :mod:`.rng` -- random states and the normal sampler (one definition, documented order);
 * :mod:`.vmm` -- DAC, tile products (in-kernel and BLAS routes), periphery after the products;
 * :mod:`.cells` -- activations and LSTM/GRU/RNN cells;
+* :mod:`.conv` -- the im2col frame window of a Conv1d over time;
+* :mod:`.digital` -- digital-periphery layers (LayerNorm, arithmetic, Sqrt/Pow, ReduceMean, Pad);
 * :mod:`.program` -- layer loops, the fused streamed step.
 """
 
+from .conv import run_window  # noqa: F401
+from .digital import run_periphery  # noqa: F401
 from .layout import ACT_CODES, LAYER, SEG, OPS, SOURCES  # noqa: F401
 from .program import (BB, run_dense, run_digital, run_program, run_recurrent,  # noqa: F401
                       scratch, segment, segment_at, stream_step)

@@ -21,6 +21,12 @@ import numpy as np
 
 # layer opcodes
 OP_LSTM, OP_GRU, OP_RNN, OP_DENSE, OP_ACT, OP_SOFTMAX, OP_LOGSOFTMAX, OP_COPY = range(1, 9)
+OP_WINDOW = 9     # im2col frame window of a Conv1d over time (runtime/kernels/conv.py)
+# digital-periphery ops of runtime/kernels/digital.py (every opcode >= OP_LAYERNORM)
+OP_LAYERNORM, OP_BINARY, OP_UNARY, OP_REDUCEMEAN, OP_PAD = range(10, 15)
+BINARY_MODES = {"add": 0, "sub": 1, "mul": 2}
+UNARY_MODES = {"sqrt": 0, "pow": 1}
+PAD_MODES = {"constant": 0, "reflect": 1, "edge": 2}
 OPS = {"LSTM": OP_LSTM, "GRU": OP_GRU, "RNN": OP_RNN}
 
 # which vector feeds a segment: the layer input x_t, the previous hidden state h_{t-1}, or
@@ -55,6 +61,21 @@ LAYER = np.dtype([
     ("bias", _i),      # pf offset of the bias (-1: none); GRU: [Wb | Rb]; LSTM/RNN: Wb + Rb
     ("peep", _i),      # pf offset of the LSTM peepholes (-1: none)
     ("cout", _i),      # env column of the LSTM cell output (-1: none)
+    # Conv1d over time (OP_WINDOW: y = the frames x[t-(taps-1)*dil], ..., x[t], the last
+    # (taps-1)*dil frames kept in state columns [state, state + (taps-1)*dil*xw))
+    ("taps", _i),      # kernel size K
+    ("dil", _i),       # dilation
+    # the stream's frame counter: frames fed so far, this call's included (the first
+    # OP_WINDOW adds the call's steps before it runs: tick = 1); step t of a call is frame
+    # counter - T + t. Leading frames with no ONNX counterpart (after a valid Conv) are
+    # skipped by recurrent layers (step runs iff frame >= skip) and read as zeros by a
+    # later window (ONNX pads the shorter tensor with zeros)
+    ("ctr", _i),       # state column of the frame counter (-1: none)
+    ("tick", _i),
+    ("skip", _i),
+    # digital-periphery ops (runtime/kernels/digital.py)
+    ("x2", _i),        # env column of the second input (OP_BINARY)
+    ("mode", _i),      # BINARY_MODES / UNARY_MODES / PAD_MODES code
 ])
 
 SEG = np.dtype([
@@ -82,7 +103,7 @@ SEG = np.dtype([
 def layers(n: int) -> np.ndarray:
     """An empty LAYER record array (every offset -1, every flag 0)."""
     a = np.zeros(n, LAYER)
-    for name in ("x", "y", "state", "rng", "actp", "bias", "peep", "cout"):
+    for name in ("x", "y", "state", "rng", "actp", "bias", "peep", "cout", "ctr", "x2"):
         a[name] = -1
     a["clip"] = np.inf
     return a

@@ -20,8 +20,10 @@ import numpy as np
 from numba import njit
 
 from . import cells as C
+from .conv import run_window
+from .digital import run_periphery
 from .layout import (OP_ACT, OP_COPY, OP_DENSE, OP_GRU, OP_LOGSOFTMAX, OP_LSTM, OP_RNN,
-                     SRC_H, SRC_RH, SRC_X)
+                     OP_LAYERNORM, OP_WINDOW, SRC_H, SRC_RH, SRC_X)
 from .vmm import dac, periphery, products
 
 BB = 16   # streams processed together in-kernel: each weight row is read once per block
@@ -118,7 +120,8 @@ def run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k
             nb = 0
             for b in range(b0, min(B, b0 + BB)):
                 L = lens[b]
-                if kstep >= L:
+                if kstep >= L or (lay.skip > 0 and
+                                  state[srow[b], lay.ctr] - T + kstep < lay.skip):
                     for j in range(H):
                         env[b, kstep, yo + j] = np.float32(0.0)
                         if cout >= 0:
@@ -237,6 +240,10 @@ def run_program(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr):
         elif lay.op == OP_LSTM or lay.op == OP_GRU or lay.op == OP_RNN:
             run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, 0, T,
                           dummy, False, dummy, False, scr)
+        elif lay.op == OP_WINDOW:
+            run_window(layers, li, env, state, srow)
+        elif lay.op >= OP_LAYERNORM:          # digital periphery (kernels/digital.py)
+            run_periphery(layers, li, env, pf)
         else:
             run_digital(layers, li, env, pf, scr)
 

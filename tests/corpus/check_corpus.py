@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Convert every corpus model, compare the float IR with onnxruntime and record the result in
-``tests/corpus/manifest.json`` (``status``, ``max_rel_err``, ``streams``), then print a table.
+``tests/corpus/manifest.json`` (``status``, ``max_rel_err``, ``streams``; for the engine:
+``engine_rel_err``, the ideal-profile engine vs onnxruntime through ``nvm.InferenceSession``,
+and ``digital``, the layers that run in the digital periphery), then print a table.
 
     .venv/bin/python tests/corpus/check_corpus.py            # update the manifest
     .venv/bin/python tests/corpus/check_corpus.py --check    # only print; exit 1 on a change
@@ -59,6 +61,40 @@ def stream_matches(entry: dict, model) -> bool:
     return all(np.array_equal(np.stack([st[n] for st in steps], 1), whole[n]) for n in whole)
 
 
+def digital_layers(model) -> list[str]:
+    """The layers a model runs in the digital periphery, e.g. ``["Elementwise(relu)"]``."""
+    from nvmstream.converters import ir
+    out = []
+    for l in model.layers:
+        if ir.runs_on(l) == "digital":
+            d = type(l).__name__ + (f"({l.fn.name})" if isinstance(l, ir.Elementwise) else "")
+            if d not in out:
+                out.append(d)
+    return out
+
+
+def engine_compare(entry: dict, model, sess) -> float:
+    """Max relative error of the engine (ideal profile, converted with the corpus inputs as
+    calibration) vs onnxruntime, in ONNX shapes, over the same shapes as :func:`compare`."""
+    import nvmstream as nvm
+    fixed = cm.fixed_time(entry)
+    shapes = SHAPES if fixed is None else [(2, fixed), (1, fixed)]
+    cal = cm.feeds(entry, 4, fixed or 12, seed=1)[entry["inputs"][0]["name"]]
+    if model.input.axes[:2] == ("T", "B"):
+        cal = np.swapaxes(cal, 0, 1)
+    eng = nvm.InferenceSession(nvm.convert(model, calibration=cal), "ideal")
+    worst = 0.0
+    for k, (b, t) in enumerate(shapes):
+        if fixed is None and t < entry.get("min_time", 1):
+            continue
+        feeds = cm.feeds(entry, b, t, seed=100 + k)
+        want = dict(zip(entry["outputs"], sess.run(entry["outputs"], feeds)))
+        run = {n: v for n, v in feeds.items() if f"nvmstream.fixed_input.{n}" not in model.metadata}
+        got = dict(zip(entry["outputs"], eng.run(entry["outputs"], run)))
+        worst = max(worst, max(rel_err(got[n], want[n]) for n in entry["outputs"]))
+    return worst
+
+
 def check(entry: dict) -> dict:
     import onnxruntime as ort
 
@@ -77,19 +113,25 @@ def check(entry: dict) -> dict:
     res = {"status": "converts", "max_rel_err": compare(entry, model, sess)}
     res["streams"] = bool(model.streamable and stream_matches(entry, model)) \
         if model.streamable else False
+    res["engine_rel_err"] = engine_compare(entry, model, sess)
+    res["digital"] = digital_layers(model)
     return res
 
 
 def markdown(entries: list[dict]) -> str:
-    rows = ["| file | opset | max rel err vs onnxruntime | streams = whole run | status |",
-            "|---|---|---|---|---|"]
+    rows = ["| file | opset | max rel err vs onnxruntime: float IR / engine (ideal) | "
+            "streams = whole run | digital periphery | status |",
+            "|---|---|---|---|---|---|"]
     for e in entries:
         st = e.get("status", "")
         if "export_error" in e:
             st = "not exported: " + e["export_error"][:90]
         err = f"{e['max_rel_err']:.1e}" if "max_rel_err" in e else "-"
+        if "engine_rel_err" in e:
+            err += f" / {e['engine_rel_err']:.1e}"
         stream = "yes" if e.get("streams") else ("no (non-causal)" if st == "converts" else "-")
-        rows.append(f"| `{e['file']}` | {e.get('opset', '-')} | {err} | {stream} | "
+        dig = ", ".join(e.get("digital", [])) or ("-" if st != "converts" else "none")
+        rows.append(f"| `{e['file']}` | {e.get('opset', '-')} | {err} | {stream} | {dig} | "
                     f"{st[:160]} |")
     return "\n".join(rows)
 
@@ -107,14 +149,16 @@ def main(argv=None) -> int:
     changed = False
     for e in entries:
         res = check(e)
-        for k in ("status", "max_rel_err", "streams"):
-            if e.get(k) != res.get(k) and not (k == "max_rel_err" and k in e and k in res
+        for k in ("status", "max_rel_err", "streams", "engine_rel_err", "digital"):
+            if e.get(k) != res.get(k) and not (k.endswith("rel_err") and k in e and k in res
                                                and abs(e[k] - res[k]) < 1e-9):
                 changed = True
             e.pop(k, None)
         e.update(res)
         err = f"{res['max_rel_err']:.1e}" if "max_rel_err" in res else "-"
-        print(f"{e['file']:40s} {err:>8s} {'stream' if res.get('streams') else '':6s} "
+        if "engine_rel_err" in res:
+            err += f"/{res['engine_rel_err']:.1e}"
+        print(f"{e['file']:40s} {err:>16s} {'stream' if res.get('streams') else '':6s} "
               f"{res['status'][:110]}")
     n_ok = sum(e["status"] == "converts" for e in entries)
     print(f"{n_ok} of {len(entries)} convert")
