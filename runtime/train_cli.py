@@ -79,15 +79,13 @@ def command_line(task: str, recipe, tc, out: str, data: str | None = None,
 
 
 class EpochProgress:
-    """``nvmstream train``'s progress on stderr, one epoch at a time: a tqdm bar over the
-    epoch's batches on a terminal; one plain line per finished epoch when stderr is redirected
-    (no carriage returns in logs). Called as ``progress(desc, batches)`` by the training loop."""
+    """``nvmstream train``'s progress on stderr, one epoch at a time, through
+    :class:`~nvmstream.runtime.progress.Progress`: a tqdm bar over the epoch's batches on a
+    terminal; one plain line per finished epoch when stderr is redirected (no carriage returns
+    in logs). The training loop calls it as ``progress(desc, batches)``."""
 
     def __init__(self, stream=None, enabled: bool = True):
-        import sys
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.stream, self.enabled = stream, enabled
 
     def __call__(self, desc: str, batches: int) -> "_Epoch":
         return _Epoch(self, desc, batches)
@@ -95,28 +93,21 @@ class EpochProgress:
 
 class _Epoch:
     def __init__(self, owner: EpochProgress, desc: str, batches: int):
-        import time
-        self.owner, self.desc, self.t0 = owner, desc, time.perf_counter()
-        self.bar = None
-        if owner.enabled and owner.tty:
-            from tqdm import tqdm
-            self.bar = tqdm(total=batches, desc=desc, unit="batch", file=owner.stream,
-                            leave=True, dynamic_ncols=True)
+        from .progress import Progress
+        self.total, self.done = batches, 0
+        # plain lines only at the epoch's end (every = the epoch's batches)
+        self.bar = Progress(batches, desc, "step", enabled=owner.enabled, stream=owner.stream,
+                            every=max(1, batches))
 
     def update(self, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+        self.done += 1
+        if self.done < self.total:          # the last step is reported by close, with accuracy
+            self.bar.update(1, loss=f"{loss:.4f}")
 
     def close(self, loss: float, train_acc: float) -> None:
-        import time
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {loss:.4f}, train acc {train_acc:.3f}")
-            self.bar.close()
-        elif self.owner.enabled:
-            self.owner.stream.write(f"{self.desc}: loss {loss:.4f}, train acc {train_acc:.3f}, "
-                                    f"{time.perf_counter() - self.t0:.1f} s\n")
-            self.owner.stream.flush()
+        self.bar.update(self.total - self.bar.done, loss=f"{loss:.4f}",
+                        train_acc=f"{train_acc:.3f}")
+        self.bar.close()
 
 
 def cmd_train(args) -> int:

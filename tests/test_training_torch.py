@@ -115,7 +115,7 @@ def test_cli_train(tmp_path):
     # stderr redirected: one plain progress line per epoch, no carriage returns
     lines = [ln for ln in r.stderr.splitlines() if " epoch " in ln]
     assert [ln.split(":")[0] for ln in lines] == ["toy/float epoch 1/1", "toy/qat4_noise epoch 1/1"]
-    assert all("train acc" in ln for ln in lines) and "\r" not in r.stderr
+    assert all("train_acc" in ln for ln in lines) and "\r" not in r.stderr
     bad = subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "train", "--data",
                           str(tmp_path / "none.npz"), "--out", str(out)],
                          capture_output=True, text=True, timeout=120)
@@ -137,7 +137,8 @@ def test_train_progress_is_a_bar_on_a_terminal_and_lines_otherwise():
     assert "\r" in tty.getvalue() and "3/3" in tty.getvalue()     # 60 sequences / batch 20
     assert "toy/float epoch 2/2" in tty.getvalue()
     lines = plain.getvalue().splitlines()
-    assert len(lines) == 2 and lines[1].startswith("toy/float epoch 2/2: loss ")
+    assert len(lines) == 2 and lines[1].startswith("toy/float epoch 2/2: 3/3 steps")
+    assert "train_acc" in lines[1]
     quiet = io.StringIO()
     loop.train_float(data, tc, 0, progress=EpochProgress(quiet, enabled=False))
     assert quiet.getvalue() == ""
