@@ -94,6 +94,44 @@ def _stop(p: subprocess.Popen) -> None:
             p.wait()
 
 
+# ------------------------------------------------------------------------------ CPU time
+def _proc_cpu_s(pid: int) -> float | None:
+    """CPU time (user + system, s) of process ``pid`` and every descendant of it that is still
+    running (a broker's workers), from /proc; None where /proc is missing (not Linux)."""
+    try:
+        procs = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    rest = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            procs[int(d)] = (int(rest[1]), (int(rest[11]) + int(rest[12])))
+    except OSError:
+        return None
+    if pid not in procs:
+        return None
+    mine, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        mine.add(p)
+        todo.extend(c for c, (pp, _) in procs.items() if pp == p and c not in mine)
+    return sum(procs[p][1] for p in mine) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_per_frame_us(pid: int, fn, frames: int):
+    """Run ``fn()``; returns (its result, CPU us per frame of server process ``pid`` with its
+    children, CPU us per frame of this client process). CPU time, unlike wall time, hardly
+    depends on what else the machine runs."""
+    s0, c0 = _proc_cpu_s(pid), time.process_time()
+    r = fn()
+    s1, c1 = _proc_cpu_s(pid), time.process_time()
+    srv = None if s0 is None or s1 is None else (s1 - s0) / frames * 1e6
+    return r, srv, (c1 - c0) / frames * 1e6
+
+
 # ----------------------------------------------------------------------------- echo client
 def _echo_pingpong(ep: str, frame: np.ndarray, n: int) -> np.ndarray:
     ctx = zmq.Context.instance()
@@ -160,8 +198,11 @@ def _echo_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: i
 
 
 # --------------------------------------------------------------------------- nvmstream client
-def _nvm_pingpong(ep: str, frame: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Round trips (s) and the server's own time per frame (us) of one stream."""
+def _nvm_pingpong(ep: str, frame: np.ndarray, n: int, settle_s: float = 0.0
+                  ) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """Round trips (s) and the server's own time per frame (us) of one stream, and the
+    server's measured one-stream engine step (us, its ``stats.step_us``: the step as it runs
+    between messages, which on a shared machine is slower than in a tight loop)."""
     from .client import Client
     with Client(ep) as c:
         s = c.open(seed=0)
@@ -176,7 +217,11 @@ def _nvm_pingpong(ep: str, frame: np.ndarray, n: int) -> tuple[np.ndarray, np.nd
             rtt[i] = time.perf_counter() - t
             srv[i] = r.srv_us
         s.close()
-    return rtt, srv
+        time.sleep(settle_s)          # a broker's stats come with the workers' heartbeats
+        st = c.stats()
+    steps = [st.get("step_us")] + [w.get("step_us") for w in st.get("workers") or []]
+    one = [d["1"] for d in steps if type(d) is dict and d.get("1")]
+    return rtt, srv, (max(one) if one else None)
 
 
 def _nvm_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: int,
@@ -247,19 +292,22 @@ def _model(workdir: Path) -> tuple[Path, str]:
     return path, desc
 
 
-def _engine_step_us(model: Path, profile: str, n: int = 2000) -> float:
-    """Median in-process time of one single-stream engine step (the part of a round trip that
-    is the emulated chip, not the protocol)."""
+def _engine_step_us(model: Path, profile: str, n: int = 2000, batch: int = 1) -> float:
+    """Median in-process time of one engine step of ``batch`` streams (the part of a round
+    trip that is the emulated chip, not the protocol), with one BLAS thread like the server."""
     import nvmstream as nvm
+
+    from .bench import blas_threads
     eng = nvm.Engine(nvm.load(model), nvm.Device(profile, seed=0))
-    s = eng.stream(seed=0)
-    x = np.ones((1, eng.model.input.features), np.float32)
+    ss = [eng.stream(seed=i) for i in range(batch)]
+    x = np.ones((batch, eng.model.input.features), np.float32)
     ts = np.empty(n)
-    for i in range(n + 100):
-        t = time.perf_counter()
-        eng.step_many_all([s], x)
-        if i >= 100:
-            ts[i - 100] = time.perf_counter() - t
+    with blas_threads(1):
+        for i in range(n + 20):
+            t = time.perf_counter()
+            eng.step_many_all(ss, x)
+            if i >= 20:
+                ts[i - 20] = time.perf_counter() - t
     return float(np.median(ts) * 1e6)
 
 
@@ -271,8 +319,11 @@ def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
 
     The raw echo, one nvmstream server per profile and (``workers``) a broker with N worker
     processes on the first profile run side by side; every measurement is repeated
-    (interleaved) so that load from elsewhere on the machine hits all of them alike; frames/s
-    are the median over repeats, round-trip percentiles pool the repeats."""
+    (interleaved: echo, then each server, in every repeat) so that load from elsewhere on the
+    machine hits all of them alike; frames/s are the median over repeats, round-trip
+    percentiles pool the repeats. Besides wall-clock figures it records the CPU time per frame
+    of each server (with its worker processes) and of the client, which hardly depend on the
+    machine's other load, and the load average before and after."""
     n1 = 600 if quick else 2000
     rounds = 40 if quick else 150
     repeats = 2 if quick else 3
@@ -282,8 +333,13 @@ def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
     labels = [v[0] for v in variants]
     res: dict = {"profiles": labels, "streams": streams, "sockets": sockets,
                  "depth": depth, "cpu_count": os.cpu_count(), "pyzmq": zmq.__version__,
-                 "libzmq": zmq.zmq_version(), "repeats": repeats}
+                 "libzmq": zmq.zmq_version(), "repeats": repeats,
+                 "loadavg_before": _loadavg()}
     procs: list[subprocess.Popen] = []
+    keys = ["echo"] + labels + [p + "/batch" for p in labels]
+    one = {k: {"rtt": [], "srv": [], "step": [], "cpu_s": [], "cpu_c": []}
+           for k in ["echo"] + labels}
+    many = {k: {"fps": [], "rtt": [], "cpu_s": [], "cpu_c": [], "batch": []} for k in keys}
     with tempfile.TemporaryDirectory() as td:
         model, desc = _model(Path(td))
         res["model"] = desc
@@ -292,35 +348,54 @@ def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
             echo, eep = _spawn(["-m", "nvmstream.runtime.bench_server", "echo",
                                 "--bind", "tcp://127.0.0.1:*"])
             procs.append(echo)
-            eps = {}
+            eps, pids = {"echo": eep}, {"echo": echo.pid}
             for label, prof, extra in variants:
                 p, eps[label] = _spawn(["-m", "nvmstream.runtime.server_cli", "serve",
                                         str(model), "--profile", prof,
                                         "--bind", "tcp://127.0.0.1:*", *extra], 600.0)
                 procs.append(p)
+                pids[label] = p.pid
             settle = {label: (1.3 if extra else 0.0) for label, _, extra in variants}
-            one = {"echo": ([], [])} | {p: ([], []) for p in labels}
-            many = {"echo": ([], [])} | {p: ([], []) for p in labels} | \
-                {p + "/batch": ([], []) for p in labels}
-            batch_mean = {}
-            srv1 = {p: [] for p in labels}
+            nmany = streams * rounds
             for _ in range(repeats):
-                one["echo"][0].append(_echo_pingpong(eep, frame, n1))
+                r, cs, cc = _cpu_per_frame_us(pids["echo"],
+                                              lambda: _echo_pingpong(eep, frame, n1), n1 + 200)
+                one["echo"]["rtt"].append(r)
+                one["echo"]["cpu_s"].append(cs)
+                one["echo"]["cpu_c"].append(cc)
                 for p in labels:
-                    rtt, srv = _nvm_pingpong(eps[p], frame, n1)
-                    one[p][0].append(rtt)
-                    srv1[p].append(srv)
-                fps, rtt = _echo_many(eep, frame, streams, sockets, rounds, depth)
-                many["echo"][0].append(fps)
-                many["echo"][1].append(rtt)
+                    (rtt, srv, step), cs, cc = _cpu_per_frame_us(
+                        pids[p], lambda: _nvm_pingpong(eps[p], frame, n1, settle[p]), n1 + 200)
+                    one[p]["rtt"].append(rtt)
+                    one[p]["srv"].append(srv)
+                    one[p]["step"].append(step)
+                    one[p]["cpu_s"].append(cs)
+                    one[p]["cpu_c"].append(cc)
+                (fps, rtt), cs, cc = _cpu_per_frame_us(
+                    pids["echo"], lambda: _echo_many(eep, frame, streams, sockets, rounds, depth),
+                    nmany)
+                m = many["echo"]
+                m["fps"].append(fps)
+                m["rtt"].append(rtt)
+                m["cpu_s"].append(cs)
+                m["cpu_c"].append(cc)
                 for p in labels:
                     for key, batched in ((p, False), (p + "/batch", True)):
-                        fps, rtt, st = _nvm_many(eps[p], frame, streams, sockets, rounds, depth,
-                                                 batched=batched, settle_s=settle[p])
-                        many[key][0].append(fps)
-                        many[key][1].append(rtt)
-                        batch_mean.setdefault(key, []).append(st["batch_mean"] or 0.0)
+                        (fps, rtt, st), cs, cc = _cpu_per_frame_us(
+                            pids[p], lambda: _nvm_many(eps[p], frame, streams, sockets, rounds,
+                                                       depth, batched=batched,
+                                                       settle_s=settle[p]),
+                            nmany)
+                        m = many[key]
+                        m["fps"].append(fps)
+                        m["rtt"].append(rtt)
+                        m["cpu_s"].append(cs)
+                        m["cpu_c"].append(cc)
+                        m["batch"].append(st["batch_mean"] or 0.0)
             engine_us = {label: _engine_step_us(model, prof) for label, prof, _ in variants}
+            engine_many_us = {label: _engine_step_us(model, prof, 200 if quick else 500,
+                                                     batch=streams)
+                              for label, prof, _ in variants}
         finally:
             if eep is not None:
                 q = zmq.Context.instance().socket(zmq.DEALER)
@@ -330,24 +405,49 @@ def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
                 q.close()
             for p in procs:
                 _stop(p)
-    e1 = np.concatenate(one["echo"][0])
+    res["loadavg_after"] = _loadavg()
+
+    def med(a):
+        a = [v for v in a if v is not None]
+        return float(np.median(a)) if a else None
+
+    e1 = np.concatenate(one["echo"]["rtt"])
+    em = many["echo"]
     res["echo"] = {"rtt_1_us": _pct_us(e1), "frames_per_s_1": float(1 / e1.mean()),
-                   "frames_per_s_many": float(np.median(many["echo"][0])),
-                   "rtt_many_us": _pct_us(np.concatenate(many["echo"][1]))}
+                   "cpu_us_per_frame_1": med(one["echo"]["cpu_s"]),
+                   "client_cpu_us_per_frame_1": med(one["echo"]["cpu_c"]),
+                   "frames_per_s_many": float(np.median(em["fps"])),
+                   "rtt_many_us": _pct_us(np.concatenate(em["rtt"])),
+                   "cpu_us_per_frame_many": med(em["cpu_s"]),
+                   "client_cpu_us_per_frame_many": med(em["cpu_c"])}
+    e_p50 = float(np.median(e1))
     res["nvmstream"] = {}
     for p in labels:
-        r1 = np.concatenate(one[p][0])
-        b = p + "/batch"
+        r1 = np.concatenate(one[p]["rtt"])
+        m, mb = many[p], many[p + "/batch"]
         d = {"rtt_1_us": _pct_us(r1), "frames_per_s_1": float(1 / r1.mean()),
-             "server_us_1": float(np.median(np.concatenate(srv1[p]))),
+             "server_us_1": float(np.median(np.concatenate(one[p]["srv"]))),
              "engine_step_us": engine_us[p],
-             "p50_ratio": float(np.median(r1) / np.median(e1)),
-             "frames_per_s_many": float(np.median(many[p][0])),
-             "rtt_many_us": _pct_us(np.concatenate(many[p][1])),
-             "batch_mean_many": float(np.mean(batch_mean[p])),
-             "frames_per_s_many_batched": float(np.median(many[b][0])),
-             "rtt_many_batched_us": _pct_us(np.concatenate(many[b][1])),
-             "batch_mean_many_batched": float(np.mean(batch_mean[b]))}
+             "engine_step_us_in_server": med(one[p]["step"]),
+             "engine_step_us_many": engine_many_us[p],
+             "p50_ratio": float(np.median(r1) / e_p50)}
+        # the serving overhead alone: the round trip less one engine step as the server
+        # measured it (else as measured in a tight loop), over the echo's round trip
+        step_s = (d["engine_step_us_in_server"] or engine_us[p]) * 1e-6
+        d |= {"p50_ratio_without_engine": float((np.median(r1) - step_s) / e_p50),
+              "cpu_us_per_frame_1": med(one[p]["cpu_s"]),
+              "client_cpu_us_per_frame_1": med(one[p]["cpu_c"]),
+              "frames_per_s_many": float(np.median(m["fps"])),
+              "fps_many_ratio": float(np.median(m["fps"]) / res["echo"]["frames_per_s_many"]),
+              "rtt_many_us": _pct_us(np.concatenate(m["rtt"])),
+              "batch_mean_many": float(np.mean(m["batch"])),
+              "cpu_us_per_frame_many": med(m["cpu_s"]),
+              "client_cpu_us_per_frame_many": med(m["cpu_c"]),
+              "frames_per_s_many_batched": float(np.median(mb["fps"])),
+              "rtt_many_batched_us": _pct_us(np.concatenate(mb["rtt"])),
+              "batch_mean_many_batched": float(np.mean(mb["batch"])),
+              "cpu_us_per_frame_many_batched": med(mb["cpu_s"]),
+              "client_cpu_us_per_frame_many_batched": med(mb["cpu_c"])}
         d["targets_met"] = {"p50_ratio": d["p50_ratio"] <= TARGET_P50_RATIO,
                             "fps_many": d["frames_per_s_many"] >= TARGET_FPS_256,
                             "fps_many_batched": d["frames_per_s_many_batched"] >= TARGET_FPS_256}
@@ -360,6 +460,14 @@ def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
     return res
 
 
+def _loadavg() -> list[float] | None:
+    """The machine's 1, 5 and 15 minute load averages (what ``uptime`` shows)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def format_results(res: dict) -> str:
     """A plain-text table of :func:`run_bench` figures."""
     e, t = res["echo"], res["targets"]
@@ -367,40 +475,61 @@ def format_results(res: dict) -> str:
     profs = res["profiles"]
     w = 12
 
+    def fmt_cell(v, fmt):
+        return "" if v is None else fmt.format(v)
+
     def row(label, echo_v, key, fmt="{:.0f}", target=""):
-        cells = [fmt.format(echo_v) if echo_v is not None else ""]
+        cells = [fmt_cell(echo_v, fmt)]
         for p in profs:
             v = res["nvmstream"][p]
             for k in key.split("."):
                 v = v[k]
-            cells.append(fmt.format(v))
-        return f"{label:<40}" + "".join(f"{c:>{w}}" for c in cells) + (f"  {target}" if target
+            cells.append(fmt_cell(v, fmt))
+        return f"{label:<42}" + "".join(f"{c:>{w}}" for c in cells) + (f"  {target}" if target
                                                                           else "")
 
     def ok(key):
         return "/".join("ok" if res["nvmstream"][p]["targets_met"][key] else "MISSED"
                         for p in profs)
 
+    la, lb = res.get("loadavg_before"), res.get("loadavg_after")
+    load = f"; load average {la[0]:.1f} before, {lb[0]:.1f} after" if la and lb else ""
     lines = [
-        f"server benchmark: {res['model']}; {res['cpu_count']} CPUs; libzmq {res['libzmq']}; "
-        f"{n} streams on {res['sockets']} sockets, {res['depth']} frames in flight each; "
-        f"median of {res['repeats']} interleaved repeats",
-        f"{'':<40}{'raw echo':>{w}}" + "".join(f"{'nvm ' + p:>{w}}" for p in profs),
+        f"server benchmark: {res['model']}; {res['cpu_count']} CPUs{load}; libzmq "
+        f"{res['libzmq']}; {n} streams on {res['sockets']} sockets, {res['depth']} frames in "
+        f"flight each; median of {res['repeats']} interleaved repeats",
+        f"{'':<42}{'raw echo':>{w}}" + "".join(f"{'nvm ' + p:>{w}}" for p in profs),
         row("1 stream: round trip p50 (us)", e["rtt_1_us"]["p50"], "rtt_1_us.p50"),
         row("1 stream: round trip p99 (us)", e["rtt_1_us"]["p99"], "rtt_1_us.p99"),
         row("1 stream: p50 / echo p50", 1.0, "p50_ratio", "{:.2f}",
             f"target <= {t['p50_ratio_max']}: {ok('p50_ratio')}"),
+        row("1 stream: (p50 - server's step) / echo p50", 1.0, "p50_ratio_without_engine",
+            "{:.2f}"),
         row("1 stream: server time p50 (us)", None, "server_us_1"),
-        row("1 stream: of which engine step (us)", None, "engine_step_us"),
-        row("1 stream: frames/s", e["frames_per_s_1"], "frames_per_s_1"),
+        row("1 stream: engine step in the server (us)", None, "engine_step_us_in_server"),
+        row("1 stream: engine step, tight loop (us)", None, "engine_step_us"),
+        row("1 stream: server CPU per frame (us)", e.get("cpu_us_per_frame_1"),
+            "cpu_us_per_frame_1"),
+        row("1 stream: client CPU per frame (us)", e.get("client_cpu_us_per_frame_1"),
+            "client_cpu_us_per_frame_1"),
         row(f"{n} streams: frames/s", e["frames_per_s_many"], "frames_per_s_many", "{:.0f}",
             f"target >= {t['fps_many_min']:.0f}: {ok('fps_many')}"),
+        row(f"{n} streams: frames/s / echo's", 1.0, "fps_many_ratio", "{:.2f}"),
         row(f"{n} streams: round trip p50 (us)", e["rtt_many_us"]["p50"], "rtt_many_us.p50"),
         row(f"{n} streams: mean engine batch", None, "batch_mean_many", "{:.1f}"),
+        row(f"{n} streams: engine step of {n} (us)", None, "engine_step_us_many"),
+        row(f"{n} streams: server CPU per frame (us)", e.get("cpu_us_per_frame_many"),
+            "cpu_us_per_frame_many", "{:.1f}"),
+        row(f"{n} streams: client CPU per frame (us)", e.get("client_cpu_us_per_frame_many"),
+            "client_cpu_us_per_frame_many", "{:.1f}"),
         row(f"{n} streams, batch msgs: frames/s", None, "frames_per_s_many_batched", "{:.0f}",
             f"target >= {t['fps_many_min']:.0f}: {ok('fps_many_batched')}"),
         row(f"{n} streams, batch msgs: rtt p50 (us)", None, "rtt_many_batched_us.p50"),
         row(f"{n} streams, batch msgs: mean batch", None, "batch_mean_many_batched", "{:.1f}"),
+        row(f"{n} streams, batch msgs: server CPU/frame", None,
+            "cpu_us_per_frame_many_batched", "{:.1f}"),
+        row(f"{n} streams, batch msgs: client CPU/frame", None,
+            "client_cpu_us_per_frame_many_batched", "{:.1f}"),
     ]
     return "\n".join(lines)
 

@@ -150,6 +150,7 @@ class Client:
         self._open_rids: dict[int, RemoteStream] = {}
         self.notices: collections.deque[Reply] = collections.deque(maxlen=1000)
         self._arrivals: collections.deque[RemoteStream] = collections.deque()
+        self._arrivals_cap = 4096
         self.closed = False
 
     # ------------------------------------------------------------------------- plumbing
@@ -214,7 +215,7 @@ class Client:
                        if type(ids) is list else list(self._streams.values()))
             for st in targets:
                 st._inbox.append(r)
-                self._arrivals.append(st)
+                self._note_arrival(st)
             return
         if r.op == P.WORKER_LOST:               # the named streams are gone (worker died)
             self.notices.append(r)
@@ -223,7 +224,7 @@ class Client:
                 if st is not None:
                     st.ended = P.WORKER_LOST
                     st._inbox.append(r)
-                    self._arrivals.append(st)
+                    self._note_arrival(st)
             return
         if r.op == P.EVICTED:
             self.notices.append(r)
@@ -234,6 +235,29 @@ class Client:
             self._by_rid[rid] = r
         else:
             self.notices.append(r)
+
+    def _note_arrival(self, st: "RemoteStream") -> None:
+        """Remember that a reply of ``st`` arrived (the order :meth:`recv_any` follows)."""
+        a = self._arrivals
+        a.append(st)
+        if len(a) > self._arrivals_cap:
+            self._compact_arrivals()
+
+    def _compact_arrivals(self) -> None:
+        """Forget the arrivals whose replies :meth:`RemoteStream.recv` already took, so that a
+        client that never calls :meth:`recv_any` does not grow by one entry per reply."""
+        left: dict[RemoteStream, int] = {}
+        keep = []
+        for st in reversed(self._arrivals):       # a stream's newest arrivals are unread
+            k = left.get(st)
+            if k is None:
+                k = len(st._inbox)
+            if k > 0:
+                keep.append(st)
+            left[st] = max(0, k - 1)
+        keep.reverse()
+        self._arrivals = collections.deque(keep)
+        self._arrivals_cap = max(4096, 2 * len(keep))
 
     def _wait_rid(self, rid: int, timeout_s: float | None) -> Reply:
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
@@ -382,7 +406,7 @@ class RemoteStream:
         if r.op == P.EVICTED:
             self.ended = P.EVICTED
         self._inbox.append(r)
-        self.client._arrivals.append(self)
+        self.client._note_arrival(self)
 
     def _take(self) -> Reply:
         r = self._inbox.popleft()

@@ -125,6 +125,9 @@ class Server:
         # admission control in time: moving averages of the engine step time (s) by batch
         # size, one per power of two (1, 2-3, 4-7, ..., 1024)
         self._step_s = [0.0] * 11
+        self._step_eff = [0.0] * 11       # per size class: the step time _work_s uses ...
+        self._step_eff_pf = [0.0] * 11    # ... plus this per frame of the batch
+        self._step_eff_stale = False
         self._max_queue_s = cfg.max_queue_ms / 1e3
 
     # ------------------------------------------------------------------------------- engines
@@ -569,22 +572,33 @@ class Server:
     def _work_s(self, frames: int) -> float:
         """Estimated time to step ``frames`` queued frames: the streams waiting are stepped
         together (up to ``max_batch`` per step), so ``frames / batch`` steps, each taking the
-        measured step time at that batch size (from the nearest measured size, scaled up
-        linearly from a smaller one: an overestimate). 0 before any measurement."""
+        measured step time at that batch size (see :meth:`_update_step_eff`). 0 before any
+        measurement."""
         if not frames:
             return 0.0
+        if self._step_eff_stale:
+            self._update_step_eff()
         b = max(1, min(self._n_ready, self.cfg.max_batch, frames))
         k = b.bit_length() - 1
-        st = self._step_s
-        t = st[k]
-        if not t:
-            for j in range(k - 1, -1, -1):              # a smaller batch: per frame, scaled
-                if st[j]:
-                    t = st[j] * b / (1 << j)
-                    break
-            else:
-                t = next((v for v in st[k + 1:] if v), 0.0)   # a larger one
-        return -(-frames // b) * t
+        return -(-frames // b) * (self._step_eff[k] + b * self._step_eff_pf[k])
+
+    def _update_step_eff(self) -> None:
+        """Per batch-size class, the step time :meth:`_work_s` uses: the class's own measured
+        time, else scaled up linearly from the nearest smaller measured class (an
+        overestimate), else the nearest larger one's. Recomputed (11 classes) at most once
+        per step, when admission needs it, so that admission costs one lookup per message."""
+        self._step_eff_stale = False
+        st, eff, pf = self._step_s, self._step_eff, self._step_eff_pf
+        for k in range(len(st)):
+            t, per = st[k], 0.0
+            if not t:
+                for j in range(k - 1, -1, -1):
+                    if st[j]:
+                        per = st[j] / (1 << j)    # per frame, times the batch size
+                        break
+                else:
+                    t = next((v for v in st[k + 1:] if v), 0.0)
+            eff[k], pf[k] = t, per
 
     def _queue_frame(self, st: _Stream, hdr: dict, payload, t0: int,
                      fail: tuple[str, str] | None) -> None:
@@ -718,6 +732,7 @@ class Server:
         k = min(n.bit_length() - 1, 10)
         old = self._step_s[k]
         self._step_s[k] = dt if not old else old + 0.1 * (dt - old)
+        self._step_eff_stale = True
         if len(slot.names) == 1:
             y = outs[slot.names[0]]
         else:
@@ -732,18 +747,27 @@ class Server:
         keep = []
         yb = y.tobytes()
         wb = 4 * slot.width
-        complete = self._complete
+        now_ns = time.perf_counter_ns()       # one reply time for the whole batch
+        reply = self._reply_frame
         for i, st in enumerate(batch):
             es = st.es
             q = st.queue
             w = q[0]
             e = getattr(es, "last_energy_pJ", None)
             lat = getattr(es, "last_latency_ns", None)
-            if w.n == 1:
-                w.y = yb[i * wb:(i + 1) * wb]
-                w.cls = [es.last_class]
-                w.e, w.lat = e, lat
-                w.done = 1
+            if e is None or st.e_pJ is None:
+                st.e_pJ = None
+            else:
+                st.e_pJ += e
+            if lat is None or st.lat_ns is None:
+                st.lat_ns = None
+            else:
+                st.lat_ns += lat
+            if w.n == 1:                      # the common case: a one-frame message
+                q.popleft()
+                reply(st, w, [es.last_class], lat, e, yb[i * wb:(i + 1) * wb], now_ns)
+                if q and q[0].n == 0:
+                    self._settle(st)
             else:
                 if w.done == 0:
                     w.y = np.empty((w.n, slot.width), np.float32)
@@ -755,19 +779,11 @@ class Server:
                 w.y[w.done] = y[i]
                 w.cls.append(es.last_class)
                 w.done += 1
-            if e is None or st.e_pJ is None:
-                st.e_pJ = None
-            else:
-                st.e_pJ += e
-            if lat is None or st.lat_ns is None:
-                st.lat_ns = None
-            else:
-                st.lat_ns += lat
-            if w.done == w.n:
-                q.popleft()
-                complete(st, w)
-                if q and q[0].n == 0:
-                    self._settle(st)
+                if w.done == w.n:
+                    q.popleft()
+                    reply(st, w, w.cls, w.lat, w.e, w.y.data, now_ns)
+                    if q and q[0].n == 0:
+                        self._settle(st)
             if q:
                 keep.append(st)
             elif st in ready:
@@ -799,15 +815,18 @@ class Server:
                 self._complete(st, w)
 
     def _complete(self, st: _Stream, w: _Work) -> None:
-        srv_us = (time.perf_counter_ns() - w.t0) // 1000
-        hdr = P.frame_reply(st.sid, w.seq, w.f0, w.n, st.slot.width, w.cls or [], w.lat, w.e,
-                            srv_us, w.rid)
+        """Answer a message with no frame left to step (an audio chunk that completed no
+        frame)."""
+        self._reply_frame(st, w, w.cls or [], w.lat, w.e, b"", time.perf_counter_ns())
+
+    def _reply_frame(self, st: _Stream, w: _Work, cls: list, lat, e, y, now_ns: int) -> None:
+        """Queue a frame reply: outputs ``y`` (float32 bytes ``[w.n, width]``)."""
+        srv_us = (now_ns - w.t0) // 1000
+        hdr = P.frame_reply(st.sid, w.seq, w.f0, w.n, st.slot.width, cls, lat, e, srv_us,
+                            w.rid)
         self._lat[self._lat_n % _LAT_RING] = srv_us
         self._lat_n += 1
-        if w.n == 0:
-            self._send(st.peer, hdr, b"")
-        else:
-            self._send(st.peer, hdr, w.y if w.n == 1 else w.y.data)
+        self._send(st.peer, hdr, y)
 
     def _fail_head(self, st: _Stream, code: str, msg: str) -> None:
         """Answer the stream's first queued message with an error instead of stepping it."""

@@ -130,3 +130,21 @@ def test_bad_frame_in_a_batch_fails_only_its_stream(server, model):
         ref = np.stack([s.step(x[i, t]) for t in steps])
         got = np.concatenate([reps[i][t].y for t in steps])
         np.testing.assert_array_equal(got, ref)
+
+
+def test_client_arrival_record_stays_bounded(server):
+    """A client that reads with RemoteStream.recv only keeps a bounded record of arrivals
+    (the order recv_any follows), and recv_any still returns later replies in order."""
+    x = np.ones(12, np.float32)
+    with Client(server.endpoint, timeout_s=30) as c:
+        s = c.open(seed=3)
+        for _ in range(60):
+            for _ in range(100):
+                s.send(x)
+            for _ in range(100):
+                assert s.recv().op == "frame"
+        assert len(c._arrivals) <= 4097       # 6000 replies read, at most one cap held
+        s.send(x)
+        s.send(x)
+        assert [c.recv_any().seq, c.recv_any().seq] == [6000, 6001]
+        s.close()

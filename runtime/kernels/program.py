@@ -33,7 +33,7 @@ def scratch(layers, segs, max_w: int):
     """Scratch buffers for the layer loops (allocated once per engine / stream)."""
     mp = 1
     for s in segs:
-        mp = max(mp, int(s["nblk"]) * int(s["n_out"]) * 2)
+        mp = max(mp, int(s["nblk"]) * int(s["n_out"]) * 3)
     w = max_w + 1
     f32 = np.empty((2, BB, w), np.float32)
     f64 = np.empty((7, BB, w), np.float64)

@@ -4,8 +4,9 @@ standard normals by the ziggurat method.
 Consumption order (what makes seeds reproduce results regardless of batching): every
 (stream replica, layer-direction) owns one state; within a time step a layer-direction draws,
 for each of its segments in plan order, for each row tile in order, ``n_out`` read-noise
-normals (if the segment has read noise) then ``n_out`` ADC-noise normals (if the ADC is noisy),
-and after the last tile ``n_out`` VMM-noise normals (if any). Steps are consumed in the
+normals (if the segment has read noise), then ``n_out`` VMM-noise normals (if the VMM noise
+enters before the ADC), then ``n_out`` ADC-noise normals (if the ADC is noisy), and after the
+last tile ``n_out`` VMM-noise normals (if the VMM noise enters after the ADC). Steps are consumed in the
 direction's time order. Nothing else draws from these states, so how streams are batched,
 how a sequence is chunked into frames, and which product route runs (BLAS or in-kernel) never
 changes a draw.

@@ -519,7 +519,7 @@ class Broker:
             "workers": [{"id": w.wid.hex(), "pid": w.pid, "host": w.host,
                          "streams": len(w.streams), "queued": w.stats.get("queued"),
                          "frames": w.stats.get("frames"),
-                         "srv_us": w.stats.get("srv_us"),
+                         "srv_us": w.stats.get("srv_us"), "step_us": w.stats.get("step_us"),
                          "seen_s_ago": round(time.monotonic() - w.seen, 3)} for w in live],
             "engines": engines, "errors": dict(errors),
             "batch_mean": out["frames"] / out["batches"] if out["batches"] else None,
