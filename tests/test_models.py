@@ -157,8 +157,16 @@ def test_int4_accuracy(name):
     recorded = MANIFEST[name]["nvmstream"]["int4"]
     acc = accuracy(name, "int4")
     assert abs(acc - recorded) <= INT4_MARGIN, f"{name}: int4 {acc:.4f} vs recorded {recorded:.4f}"
-    if MANIFEST[name]["recipe"] == "qat4":
-        # the per-column ADC ranges the models were trained and first measured with
-        rec = MANIFEST[name]["nvmstream"]["int4_adc_per_column"]
+    entry = MANIFEST[name]
+    if entry["recipe"] == "qat4" and "int4_adc_per_column" in entry["nvmstream"]:
+        # models trained with per-column ADC ranges (before per_tile was the default)
+        rec = entry["nvmstream"]["int4_adc_per_column"]
         acc = accuracy(name, "int4", ["adc.range=per_column"])
         assert abs(acc - rec) <= INT4_MARGIN, f"{name}: int4 per_column {acc:.4f} vs {rec:.4f}"
+    elif entry["recipe"] == "qat4":
+        # trained with the emulator's own (per-tile) ranges: the noise-free int4 engine loses
+        # nothing against torch's emulation of the same quantizers: within 1.5 pt (or two test
+        # items), the slack of float32 (torch) vs float64 (engine) DAC rounding flips
+        assert entry["hardware"]["adc_range"] == "per_tile"
+        n = len(load(entry["task"]).y_test)
+        assert abs(acc - entry["torch_qat_test_accuracy"]) <= max(0.015, 2.0 / n) + 1e-9, name

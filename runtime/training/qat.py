@@ -17,7 +17,8 @@ One :class:`CrossbarMatrix` is one crossbar matrix ``W[out, in]`` as runtime/pla
   (:func:`nvmstream.devices.noise.vmm_noise_sigma`) on every output in training -- the
   deep-noise-injection setting of arXiv 1807.06555 when ``snr_db`` is the inference SNR.
 
-Ranges are running statistics of the training batches (EMA of each batch's max |value|) until
+Ranges are running statistics of the training batches (EMA of each batch's max |value|, ADC
+ranges grouped as the profile's ``adc.range`` groups them: per tile or per column) until
 :func:`calibrate_like_emulator` sets them exactly as ``nvm.convert`` + ``Engine`` will
 (:func:`~.hardware.calibrate_matrix`) and freezes them. Noise is applied only in training mode.
 """
@@ -141,7 +142,7 @@ class CrossbarMatrix(nn.Module):
                 var = (ub.detach() ** 2) @ self.read_var[:, r0:r1].t()
                 p = p + torch.sqrt(var) * torch.randn_like(p)
             if qa:
-                amax = p.detach().reshape(-1, self.n_out).abs().amax(dim=0)
+                amax = self._adc_group_max(p.detach().reshape(-1, self.n_out).abs().amax(dim=0))
                 if track:
                     self._pending(f"adc{blk}", amax)
                 ar = amax if first else self.adc_range[blk]
@@ -162,6 +163,18 @@ class CrossbarMatrix(nn.Module):
                 power = pw if first else self.power
                 sigma = float(vmm_noise_sigma(float(power), spec.snr_db))
                 out = out + sigma * torch.randn_like(out)
+        return out
+
+    def _adc_group_max(self, amax: torch.Tensor) -> torch.Tensor:
+        """Per-column max |partial sum| -> the ADC's range groups (``adc.range``): one range per
+        ``tile_cols`` columns for ``per_tile`` (broadcast back to the columns), as the
+        emulator's ADC calibrates; unchanged for ``per_column``."""
+        if self.spec.adc_range != "per_tile":
+            return amax
+        tc = self.spec.tile_cols or self.n_out
+        out = amax.clone()
+        for c0 in range(0, self.n_out, tc):
+            out[c0:c0 + tc] = amax[c0:c0 + tc].max()
         return out
 
     # ------------------------------------------------------------------ running ranges
