@@ -30,7 +30,7 @@ SHIPPED_RECIPES = [("float", None), ("qat4", "int4"), ("qat4_noise", "snr0db"),
                    ("hwa", "pcm-1d")]
 
 #: extra training sets (not committed; `python demos/data/make_data.py keywords_extra`)
-EXTRA_TRAIN: dict[str, list[str]] = {}   # e.g. {"keywords": ["demos/data/keywords_extra.npz"]}
+EXTRA_TRAIN: dict[str, list[str]] = {"keywords": ["demos/data/keywords_extra.npz"]}
 
 log = logging.getLogger("nvmstream.train")
 

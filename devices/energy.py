@@ -684,11 +684,14 @@ class Comparison:
 
 @dataclass(frozen=True)
 class OneOffReport:
-    """Programming-time energy (pJ, paid once per load, not per inference)."""
+    """Programming-time energy (pJ, paid once per load, not per inference); ``adc_retune_pJ``:
+    one ADC-range retune event of a chip with ``adc.track_drift`` (paid per retune, not in
+    ``total_pJ``; 0 without track_drift)."""
 
     storage_read_pJ: float
     programming_pJ: float
     total_pJ: float
+    adc_retune_pJ: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return {f.name: float(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -1123,6 +1126,22 @@ def price_one_off(counts: OneOffCounts, profile: DeviceProfile | str) -> OneOffR
     storage = float(counts.storage_bits_read) * e.storage_read_pJ_per_bit
     prog = float(counts.cells_programmed) * e.program_pJ_per_cell
     return OneOffReport(storage, prog, storage + prog)
+
+
+def price_adc_retune(counts: Mapping[str, OpCounts], geometry: Mapping[str, LayerGeometry],
+                     profile: DeviceProfile | str) -> float:
+    """Dynamic energy (pJ) of one ADC-range retune (``adc.track_drift``): ``counts`` per layer
+    are the retune's operations (the runtime's ``ledger.retune_counts``: every crossbar read
+    ``energy.adc_retune_vectors`` times, one compare per ADC output per vector, one
+    reference-DAC write per ADC range), priced with the same per-operation prices as an
+    inference (no leakage: the retune's time is not modelled)."""
+    prof = _profile(profile)
+    p = prices(prof)
+    total = 0.0
+    for name, c in counts.items():
+        c.check(f"retune counts of {name}")
+        total += sum(t[2] for t in _layer_terms(c, geometry[name], prof, p))
+    return total
 
 
 # --- voting -------------------------------------------------------------------------------

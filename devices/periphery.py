@@ -36,22 +36,36 @@ import numpy as np
 
 from .quant import qmax_for_bits
 
-__all__ = ["DAC", "ADC", "ADC_RANGES", "ADC_CALIBRATIONS", "ReadNoise", "DriftCompensation", "VMMNoise"]
+__all__ = ["DAC", "DAC_RANGES", "ADC", "ADC_RANGES", "ADC_CALIBRATIONS", "ReadNoise", "DriftCompensation", "VMMNoise",
+           "VMM_REFERENCES", "VMM_POSITIONS", "IRDrop"]
+
+
+#: DAC range modes (``dac.range``).
+DAC_RANGES = ("static", "dynamic")
 
 
 @dataclass(frozen=True)
 class DAC:
-    """Input DAC: ``bits`` signed levels over one calibrated range per matrix.
+    """Input DAC: ``bits`` signed levels over one range.
 
-    ``step`` (model units per code) = max |calibration input| / qmax; ``bits = 0``: no DAC
-    (float inputs, step 1)."""
+    ``range = "static"``: one calibrated range per matrix, ``step`` (model units per code) =
+    max |calibration input| / qmax. ``"dynamic"`` (aihwkit's noise management ``ABS_MAX``):
+    each input vector is scaled by its own max, step_v = max_i |v_i| / qmax (1 for a zero
+    vector), and the digital side multiplies the outputs by step_v; ``step`` keeps the static
+    calibration as the reference scale of analog quantities given in model units (VMM noise
+    before the ADC). ``bits = 0``: no DAC (float inputs, step 1)."""
 
     bits: int
     step: float = 1.0
+    range: str = "static"
+
+    def __post_init__(self):
+        if self.range not in DAC_RANGES:
+            raise ValueError(f"dac.range {self.range!r}: allowed {', '.join(DAC_RANGES)}")
 
     @classmethod
     def from_profile(cls, profile) -> "DAC":
-        return cls(int(profile.dac.bits))
+        return cls(int(profile.dac.bits), range=str(profile.dac.range))
 
     @property
     def qmax(self) -> int:
@@ -59,8 +73,12 @@ class DAC:
         return qmax_for_bits(self.bits) if self.bits else 0
 
     @property
+    def dynamic(self) -> bool:
+        return bool(self.bits) and self.range == "dynamic"
+
+    @property
     def scale(self) -> float:
-        """Model units per code (1 without a DAC)."""
+        """Model units per code of the static range (1 without a DAC)."""
         return self.step if self.bits else 1.0
 
     def calibrate(self, inputs: np.ndarray) -> "DAC":
@@ -69,12 +87,28 @@ class DAC:
         absmax = float(np.max(np.abs(inputs))) if np.size(inputs) else 0.0
         return replace(self, step=absmax / self.qmax if absmax > 0 else 1.0)
 
+    def vector_steps(self, v: np.ndarray) -> np.ndarray:
+        """``dynamic``: each vector's step ``max|v| / qmax`` (1 for a zero vector), ``[...]``."""
+        m = np.max(np.abs(np.asarray(v, np.float64)), axis=-1)
+        safe = np.where(m > 0, m, 1.0)
+        return np.where(m > 0, safe / float(self.qmax), 1.0)
+
+    def output_scale(self, v: np.ndarray):
+        """The digital factor (model units per code) the outputs of ``v`` are multiplied by:
+        the static step, or each vector's own (``[..., 1]``) when dynamic."""
+        if self.dynamic:
+            return self.vector_steps(v)[..., None]
+        return self.scale
+
     def apply(self, v: np.ndarray) -> np.ndarray:
         """Codes (float64 integers) of ``v`` (model units); without a DAC, ``v`` as float64."""
         v = np.asarray(v, np.float64)
         if not self.bits:
             return v.copy()
         q = float(self.qmax)
+        if self.dynamic:
+            inv = 1.0 / self.vector_steps(v)[..., None]
+            return np.clip(np.rint(v * inv), -q, q)
         return np.clip(np.rint(v * (1.0 / self.step)), -q, q)
 
 
@@ -119,7 +153,10 @@ MSE_GRID = 128
 
 @dataclass(frozen=True)
 class ADC:
-    """Column ADC of each tile: ``clip(rint(p / step + noise_lsb N(0,1)), -qmax, qmax) * step``.
+    """Column ADC of each tile: ``clip(rint(p / step + noise_lsb N(0,1)), -qmax, qmax) * step``;
+    with per-instance mismatch (:meth:`draw_mismatch`) ``x = (p / step + noise) * gain +
+    offset`` is coded by the instance's decision levels (``#(levels <= x) - qmax``; without
+    INL, ``clip(rint(x))``), and the digital side reads ``code * step`` as for an ideal ADC.
 
     ``steps[row_tiles, n_out]``: ``full_scale(|partial sums|) / qmax`` over the calibration
     inputs (``calibration = "max"``: max |partial sum|; also ``percentile``, ``mse``),
@@ -134,6 +171,13 @@ class ADC:
     range: str = "per_tile"
     calibration: str = "max"
     percentile: float = 99.9
+    offset_lsb: float = 0.0
+    gain_sd: float = 0.0
+    inl_lsb: float = 0.0
+    cols_per_adc: int = 1
+    gain: np.ndarray | None = None        # [row_tiles, n_out] per-column view of its ADC's gain
+    offset: np.ndarray | None = None      # [row_tiles, n_out] offsets (LSB)
+    thresholds: np.ndarray | None = None  # [row_tiles, n_out, 2 qmax] decision levels (LSB)
 
     def __post_init__(self):
         if self.range not in ADC_RANGES:
@@ -146,7 +190,52 @@ class ADC:
     def from_profile(cls, profile) -> "ADC":
         a = profile.adc
         return cls(int(a.bits), float(a.noise_lsb), range=str(a.range),
-                   calibration=str(a.calibration), percentile=float(a.percentile))
+                   calibration=str(a.calibration), percentile=float(a.percentile),
+                   offset_lsb=float(a.offset_lsb), gain_sd=float(a.gain_sd),
+                   inl_lsb=float(a.inl_lsb), cols_per_adc=int(profile.energy.cols_per_adc))
+
+    @property
+    def mismatched(self) -> bool:
+        """True when the ADC instances carry drawn offset/gain/INL errors."""
+        return self.gain is not None
+
+    def draw_mismatch(self, n_out: int, row_tiles: int, tile_cols: int,
+                      rng: np.random.Generator) -> "ADC":
+        """Draw each ADC instance's static errors (once, at programming time).
+
+        An instance serves ``cols_per_adc`` adjacent columns of one tile (``energy.cols_per_adc``
+        multiplexed columns; column j of a tile uses ADC ``(j mod tile_cols) // cols_per_adc``)
+        and every row tile has its own. Per instance: gain ``1 + gain_sd N(0,1)``, offset
+        ``offset_lsb N(0,1)`` LSB and (``inl_lsb > 0``) its ``2 qmax`` decision levels
+        ``k + 1/2 + inl_lsb N(0,1)``, k = -qmax..qmax-1, sorted (a monotone converter; levels
+        that cross leave a missing code). Draw order: gains, offsets, levels, instance by
+        instance (row tile, column tile, ADC). Off (all zero): returns self unchanged."""
+        if not self.bits or (self.offset_lsb == 0 and self.gain_sd == 0 and self.inl_lsb == 0):
+            return self
+        tc = max(1, int(tile_cols))
+        cpa = max(1, min(int(self.cols_per_adc), tc))
+        col_tiles = math.ceil(n_out / tc)
+        per_tile = math.ceil(tc / cpa)
+        n_inst = row_tiles * col_tiles * per_tile
+        gains = 1.0 + self.gain_sd * rng.standard_normal(n_inst)
+        offs = self.offset_lsb * rng.standard_normal(n_inst)
+        q = self.qmax
+        thr = None
+        if self.inl_lsb > 0:
+            ideal = np.arange(-q, q) + 0.5
+            thr = np.sort(ideal + self.inl_lsb * rng.standard_normal((n_inst, 2 * q)), axis=1)
+        j = np.arange(n_out)
+        inst_of_col = (j // tc) * per_tile + (j % tc) // cpa           # within a row tile
+        idx = np.arange(row_tiles)[:, None] * (col_tiles * per_tile) + inst_of_col[None, :]
+        return replace(self, gain=gains[idx], offset=offs[idx],
+                       thresholds=None if thr is None else thr[idx])
+
+    def instance_of(self, n_out: int, tile_cols: int) -> np.ndarray:
+        """Index of the ADC instance within a row tile that reads each column ``[n_out]``."""
+        tc = max(1, int(tile_cols))
+        cpa = max(1, min(int(self.cols_per_adc), tc))
+        j = np.arange(n_out)
+        return (j // tc) * math.ceil(tc / cpa) + (j % tc) // cpa
 
     def full_scale(self, a: np.ndarray) -> float:
         """The calibrated range (qmax * step) of one ADC group from the magnitudes ``a`` of its
@@ -212,33 +301,178 @@ class ADC:
         if self.noise_lsb > 0:
             x = x + self.noise_lsb * normals
         q = float(self.qmax)
+        if self.gain is not None:
+            x = x * self.gain[blk] + self.offset[blk]
+            if self.thresholds is not None:     # code = #(levels <= x) - qmax
+                c = np.sum(self.thresholds[blk] <= np.asarray(x)[..., None], axis=-1) - q
+                return c * st
         return np.minimum(np.maximum(np.rint(x), -q), q) * st
+
+
+#: VMM-noise power references (``vmm_noise.reference``): what P in ``P / 10^(snr_db/10)`` is.
+VMM_REFERENCES = ("layer", "gate", "unit")
+#: Where the VMM noise enters (``vmm_noise.position``).
+VMM_POSITIONS = ("after_adc", "before_adc")
 
 
 @dataclass(frozen=True)
 class VMMNoise:
     """VMM noise at a signal-to-noise power ratio (Qin & Vucinic, arXiv 1811.10649):
-    ``z + N(0, P / 10^(snr_db/10))`` on each output, P the matrix's mean float output power
-    on the calibration set."""
+    ``N(0, P / 10^(snr_db/10))`` on each output of a crossbar matrix.
+
+    P (model units^2) is the matrix's float output power on the calibration set, bias
+    excluded: ``reference = "layer"`` the mean over all its outputs (the paper's per-layer
+    power; one sigma per matrix); ``"gate"`` the mean over each gate's outputs (an LSTM
+    matrix's i/o/f/c blocks of H rows; ``gates`` blocks of equal size; a Dense layer is one
+    gate); ``"unit"`` each output's own mean square. ``sigmas[n_out]`` (model units).
+
+    ``position = "after_adc"``: added to the digital output ``z`` (model units) after the ADC
+    and the per-output scale (nvmstream <= issue 13, the paper's setting). ``"before_adc"``: an
+    analog noise on each tile column's partial sum before its ADC, in code units
+    ``sigmas / (scale_j * dac_scale) / sqrt(row_tiles)`` per tile (:meth:`code_sigmas`), so
+    its total variance before quantization equals the after-ADC variance; the ADC then clips
+    and quantizes it."""
 
     snr_db: float = math.inf
     sigma: float = 0.0
+    reference: str = "layer"
+    position: str = "after_adc"
+    sigmas: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.reference not in VMM_REFERENCES:
+            raise ValueError(f"vmm_noise.reference {self.reference!r}: allowed "
+                             f"{', '.join(VMM_REFERENCES)}")
+        if self.position not in VMM_POSITIONS:
+            raise ValueError(f"vmm_noise.position {self.position!r}: allowed "
+                             f"{', '.join(VMM_POSITIONS)}")
 
     @classmethod
     def from_profile(cls, profile) -> "VMMNoise":
-        return cls(float(profile.vmm_noise.snr_db))
+        v = profile.vmm_noise
+        return cls(float(v.snr_db), reference=str(v.reference), position=str(v.position))
 
-    def calibrate(self, inputs: np.ndarray, W: np.ndarray) -> "VMMNoise":
-        if not math.isfinite(self.snr_db):
-            return replace(self, sigma=0.0)
+    @property
+    def on(self) -> bool:
+        return self.sigma > 0
+
+    @property
+    def before_adc(self) -> bool:
+        return self.on and self.position == "before_adc"
+
+    @staticmethod
+    def output_power(inputs: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """Mean square of each float output ``[n_out]`` (model units^2) over ``inputs``."""
         V = np.asarray(inputs, np.float64)
+        W = np.asarray(W, np.float64)
+        if not V.size:
+            return np.zeros(W.shape[0])
+        return np.mean((V @ W.T) ** 2, axis=0)
+
+    def reference_power(self, inputs: np.ndarray, W: np.ndarray, gates: int = 1) -> np.ndarray:
+        """P per output ``[n_out]`` for this reference (see the class docstring)."""
+        pj = self.output_power(inputs, W)
+        n_out = pj.size
+        if self.reference == "unit":
+            return pj
+        if self.reference == "gate" and gates > 1 and n_out % gates == 0:
+            return np.repeat(pj.reshape(gates, -1).mean(axis=1), n_out // gates)
+        V = np.asarray(inputs, np.float64)     # layer (and one-gate matrices): as <= issue 13
         power = float(np.mean((V @ np.asarray(W, np.float64).T) ** 2)) if V.size else 0.0
-        return replace(self, sigma=math.sqrt(power / 10 ** (self.snr_db / 10)))
+        return np.full(n_out, power)
+
+    def calibrate(self, inputs: np.ndarray, W: np.ndarray, gates: int = 1) -> "VMMNoise":
+        if not math.isfinite(self.snr_db):
+            return replace(self, sigma=0.0, sigmas=None)
+        sig = np.sqrt(self.reference_power(inputs, W, gates) / 10 ** (self.snr_db / 10))
+        rms = float(np.sqrt(np.mean(sig ** 2))) if sig.size else 0.0
+        if self.reference == "layer" or (sig.size and np.all(sig == sig[0])):
+            rms = float(sig[0]) if sig.size else 0.0
+        return replace(self, sigma=rms, sigmas=sig)
+
+    def snr_per_gate_db(self, inputs: np.ndarray, W: np.ndarray, gates: int = 1) -> np.ndarray:
+        """Effective SNR (dB) of each gate block on ``inputs``: ``10 log10(mean_{j in gate}
+        P_j / mean_{j in gate} sigma_j^2)`` (inf without noise, -inf for a silent gate)."""
+        pj = self.output_power(inputs, W)
+        g = gates if gates > 1 and pj.size % gates == 0 else 1
+        p = pj.reshape(g, -1).mean(axis=1)
+        if not self.on:
+            return np.full(g, math.inf)
+        nv = (np.asarray(self.sigmas, np.float64) ** 2).reshape(g, -1).mean(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return 10 * np.log10(p / nv)
+
+    def code_sigmas(self, scale: np.ndarray, dac_scale: float, row_tiles: int) -> np.ndarray:
+        """``before_adc``: the per-tile sigma of each column in code units (see the class)."""
+        s = np.asarray(scale, np.float64) * float(dac_scale)
+        safe = np.where(s > 0, s, 1.0)
+        return np.where(s > 0, np.asarray(self.sigmas, np.float64) / safe, 0.0) / math.sqrt(
+            max(1, int(row_tiles)))
+
+    def apply_analog(self, p: np.ndarray, code_sigmas: np.ndarray,
+                     normals: np.ndarray | None = None) -> np.ndarray:
+        """``before_adc``: a tile's partial sums (code units) plus its analog VMM noise."""
+        if not self.before_adc:
+            return p
+        return p + code_sigmas * normals
 
     def apply(self, z: np.ndarray, normals: np.ndarray | None = None) -> np.ndarray:
-        if self.sigma <= 0:
+        """``after_adc``: the digital output (model units) plus the VMM noise."""
+        if not self.on or self.position != "after_adc":
             return z
-        return z + self.sigma * normals
+        return z + self.sigmas * normals
+
+
+@dataclass(frozen=True)
+class IRDrop:
+    """First-order IR drop along each tile column (``tile.wire_ohm`` > 0).
+
+    A column of n cells (the rows of one row tile) carries its cells' currents to the sense
+    amplifier through n wire segments of resistance r (Ohm). To first order, with the currents
+    spread evenly along the column and inputs applied at the read voltage for a time set by
+    the input (pulse-width coding, as aihwkit's IR-drop model), each physical column loses the
+    fraction ``r n (I / V) / 3`` of its current, I / V its accumulated current per volt; for
+    a differential pair the output ``y = I+ - I-`` loses ``delta = r n S / 3`` with
+    ``S = sum_i (G+_ij + G-_ij) |u_i| / umax`` (siemens), the total current of both columns per
+    volt: ``y' = y max(1 - delta, 0)``. A full-scale column (every cell at gmax in one column
+    of each pair, every input at full scale, gmin = 0) gives ``delta = r n^2 gmax / 3``.
+
+    ``cond[n_out, n_in]``: ``(G+ + G-) / umax`` (uS per DAC code) of the programmed cells at
+    the device age; ``k[row_tiles]``: ``r n_blk / 3 * 1e-6`` (n_blk the rows of each row tile
+    in use)."""
+
+    wire_ohm: float = 0.0
+    cond: np.ndarray | None = None
+    k: np.ndarray | None = None
+
+    @classmethod
+    def from_profile(cls, profile) -> "IRDrop":
+        return cls(float(profile.tile.wire_ohm))
+
+    @property
+    def on(self) -> bool:
+        return self.wire_ohm > 0 and self.cond is not None
+
+    def calibrate(self, g_pos: np.ndarray, g_neg: np.ndarray, umax: float,
+                  tile_rows: int) -> "IRDrop":
+        if self.wire_ohm <= 0:
+            return replace(self, cond=None, k=None)
+        cond = (np.asarray(g_pos, np.float64) + np.asarray(g_neg, np.float64)) / float(umax)
+        n_in = cond.shape[1]
+        nblk = max(1, math.ceil(n_in / tile_rows))
+        rows = np.array([min(n_in, (b + 1) * tile_rows) - b * tile_rows for b in range(nblk)])
+        return replace(self, cond=cond, k=self.wire_ohm * rows / 3.0 * 1e-6)
+
+    def current(self, u: np.ndarray, rows: slice) -> np.ndarray:
+        """``S`` in uS: ``sum_{i in rows} cond_ji |u_i|`` for codes ``u[..., n_in]``."""
+        return np.abs(np.asarray(u, np.float64)[..., rows]) @ np.asarray(
+            self.cond, np.float64)[:, rows].T
+
+    def apply(self, p: np.ndarray, cur: np.ndarray, blk: int) -> np.ndarray:
+        """Tile ``blk``'s column outputs (code units) after the IR drop."""
+        if not self.on:
+            return p
+        return p * np.maximum(1.0 - self.k[blk] * cur, 0.0)
 
 
 #: drift.compensation modes applied by the periphery (after the ADC); 'analog_fold' is the

@@ -518,6 +518,27 @@ class VmmNoiseSection(_Section):
         unit="dB", lo=-100.0, hi=math.inf,
         source="Qin and Vucinic, arXiv 1811.10649 (voting at 0 dB)",
     )
+    reference: str = _f(
+        "layer", str,
+        "What P is: 'layer' = the mean power over all outputs of a crossbar matrix "
+        "(1811.10649's per-layer output power; one sigma per matrix: an LSTM's gates then "
+        "see different SNRs); 'gate' = the mean power of each gate's outputs (i/o/f/c of an "
+        "LSTM, z/r/h of a GRU; each gate at snr_db); 'unit' = each output's own power. "
+        "Bias excluded. `nvmstream inspect MODEL.nvm --profile P` prints the effective SNR "
+        "per gate.",
+        choices=("layer", "gate", "unit"),
+        source="layer: Qin and Vucinic, arXiv 1811.10649; gate/unit: devices/README.md (VMM noise)",
+    )
+    position: str = _f(
+        "after_adc", str,
+        "Where the noise enters: 'after_adc' = on the digital output after the ADC (the "
+        "paper's pre-activation noise; not clipped or quantized); 'before_adc' = on each tile "
+        "column's analog partial sum before its ADC (the same total variance, split equally "
+        "over the row tiles), so the ADC clips and quantizes it as it would a circuit noise.",
+        choices=("after_adc", "before_adc"),
+        source="after_adc: arXiv 1811.10649; before_adc: aihwkit IOParameters.out_noise "
+        "(added before the ADC's discretisation and bound)",
+    )
 
     @property
     def enabled(self) -> bool:
@@ -536,6 +557,17 @@ class DacSection(_Section):
         "calibrated range (step = range/qmax). 0 = no DAC quantization (float inputs).",
         unit="bits", lo=2, hi=12, also=(0,),
         source="4-bit DAC/ADC match float: Ma et al., ICRC 2019 (arXiv 2002.10636)",
+    )
+    range: str = _f(
+        "static", str,
+        "Input range: 'static' = one range per matrix calibrated on the calibration set "
+        "(step = max |input| / qmax); 'dynamic' = each input vector scaled by its own max "
+        "(step_v = max_i |v_i| / qmax) and the outputs rescaled digitally by step_v, as "
+        "aihwkit's noise management; costs a max-finder (n_in compares), n_in input and n_out "
+        "output multiplies and one reciprocal per vector and matrix (docs/energy.md).",
+        choices=("static", "dynamic"),
+        source="dynamic: aihwkit IOParameters.noise_management = ABS_MAX "
+        "(rpu_forward_backward_pass.cpp computeNoiseManagement)",
     )
 
 
@@ -581,6 +613,32 @@ class AdcSection(_Section):
         99.9, float, "Percentile of |partial sum| that sets the range, calibration "
         "'percentile'.", unit="percent", lo=0.0, hi=100.0, lo_open=True,
     )
+    offset_lsb: float = _f(
+        0.0, float,
+        "Standard deviation of each ADC instance's input offset, drawn once at programming "
+        "(seeded): x -> gain * x + offset before coding. An instance serves "
+        "energy.cols_per_adc columns of one tile. 0 = off.",
+        unit="LSB", lo=0.0, hi=100.0,
+        source="CrossSim ramp ADC per-column comparator offsets (Spear et al., IEEE JXCDC "
+        "2023); values: devices/README.md (ADC mismatch)",
+    )
+    gain_sd: float = _f(
+        0.0, float,
+        "Standard deviation of each ADC instance's relative gain error (gain = 1 + gain_sd "
+        "N(0,1)), drawn once at programming. 0 = off.",
+        unit="fraction", lo=0.0, hi=0.5,
+        source="CrossSim ramp ADC finite amplifier gain / capacitor mismatch (Spear et al. 2023)",
+    )
+    inl_lsb: float = _f(
+        0.0, float,
+        "Standard deviation of each decision level of an ADC instance around its ideal "
+        "position k + 1/2 (LSB), drawn once at programming and sorted (monotone; crossing "
+        "levels leave missing codes): INL_k = the level's displacement, DNL_k = the difference "
+        "of adjacent displacements. 0 = off. Needs adc.bits <= 10.",
+        unit="LSB", lo=0.0, hi=10.0,
+        source="CrossSim ramp/SAR ADC capacitor-mismatch INL/DNL (Spear et al., IEEE JXCDC "
+        "2023), modelled as independent level displacements",
+    )
     track_drift: bool = _f(
         False, bool,
         "Whether the ADC ranges are recalibrated at the device age (a chip feature: the "
@@ -589,6 +647,12 @@ class AdcSection(_Section):
         "shrinks the signal within a fixed ADC range and compensation is purely digital.",
         source="issue 13 item 7; aihwkit keeps a fixed out_bound (track_drift = false)",
     )
+
+    def _cross_check(self, origin: str) -> None:
+        if self.inl_lsb > 0 and self.bits > 10:
+            raise ProfileError(origin, "adc.inl_lsb",
+                               f"needs adc.bits <= 10 (one decision level per code is stored "
+                               f"per ADC instance), got adc.bits = {self.bits}")
 
 
 @dataclass(frozen=True)
@@ -605,6 +669,16 @@ class TileSection(_Section):
         256, int, "Tile columns = outputs (bit lines) per tile, each read by an ADC.",
         unit="cells", lo=1, hi=65536,
         source="256 x 256 cores: NeuRRAM, Wan et al., Nature 608, 504 (2022)",
+    )
+    wire_ohm: float = _f(
+        0.0, float,
+        "Bit-line wire resistance between adjacent cells of a column, for the first-order IR "
+        "drop: a column pair's output loses the fraction r n S / 3, n the tile rows in use, "
+        "S = sum_i (G+ + G-)_i |u_i| / umax its accumulated current per volt (devices/README.md, "
+        "IR drop). 0 = off. Needs dac.bits > 0.",
+        unit="ohm", lo=0.0, hi=1e4,
+        source="aihwkit IOParametersIRDropT.ir_drop_rs = 0.15 ohm; IOParameters.ir_drop_g_ratio "
+        "default from 0.35 ohm",
     )
 
 
@@ -843,6 +917,18 @@ class EnergySection(_Section):
         source="B. Murmann, 'ADC Performance Survey 1997-2024' (Walden FOM trend with node); "
                "modelling choice",
     )
+    adc_retune_vectors: int = _f(
+        64, int,
+        "Input vectors a chip with adc.track_drift reads through every tile to re-set its ADC "
+        "ranges at the device age (one retune event): each is a full analog read (DACs, "
+        "cells, ADCs) plus one digital compare per ADC output (max tracking), and every ADC "
+        "range then gets one reference-DAC write. Priced per retune event in the one-off "
+        "section, never per inference.",
+        unit="vectors per retune", lo=1, hi=10 ** 7,
+        source="assumption: a calibration set the size nvmstream's convert keeps (64); "
+        "periodic on-chip ADC/affine recalibration as on IBM HERMES (Le Gallo et al., Nature "
+        "Electronics 6, 680 (2023))",
+    )
     # -- one-off (load time) ------------------------------------------------------------------
     storage_read_pJ_per_bit: float = _f(
         20.3125, float,
@@ -977,6 +1063,12 @@ class DeviceProfile:
             raise ProfileError(
                 origin, "storage.encoding",
                 f"'unary' needs weights.bits <= 6 (2^b - 2 stored bits), got {self.weights.bits}",
+            )
+        if self.tile.wire_ohm > 0 and self.dac.bits == 0:
+            raise ProfileError(
+                origin, "tile.wire_ohm",
+                "IR drop needs input DACs (currents are taken per full-scale input code): "
+                "set dac.bits to 2..12 or tile.wire_ohm to 0",
             )
 
     @property

@@ -118,6 +118,9 @@ def blas_threads(n: int):
             setter(ctypes.c_int(before))
 
 
+RUNTIMES = ("nvmstream", "onnxruntime", "torch")
+
+
 def _interleaved(cases: dict[str, Callable[[], object]], rounds: int, inner: dict[str, int],
                  warmup: int = 2, cpu: dict | None = None) -> dict[str, float]:
     """Median wall-clock microseconds per inner unit of every case, sampled round-robin;
@@ -140,6 +143,43 @@ def _interleaved(cases: dict[str, Callable[[], object]], rounds: int, inner: dic
     return {k: 1e6 * float(np.median(v)) for k, v in ts.items()}
 
 
+def normals_per_step(plan) -> int:
+    """Standard normals one stream-step draws (the order in runtime/kernels/rng.py): per
+    segment, per row tile, ``n_out`` for read noise and ``n_out`` for ADC noise, then
+    ``n_out`` for VMM noise."""
+    n = 0
+    for s in plan.segs:
+        t = int(s["nblk"]) * int(s["n_out"])
+        n += t * (int(s["var"]) >= 0) + t * (float(s["adc_noise"]) > 0)
+        n += int(s["n_out"]) * (float(s["vmm_sigma"]) > 0)
+    return n
+
+
+def _floor_cases(eng, n_rows: int, normals_per_row: int) -> dict[str, Callable[[], object]]:
+    """The work a batched step of ``n_rows`` streams cannot avoid with per-read noise: its
+    BLAS tile products (DAC + sgemm for every segment, read-noise variances included) and its
+    normal draws, each timed on its own."""
+    from .kernels import BlasSegment, fill_normals, seed_states
+    plan = eng.plan
+    blas = [BlasSegment(s, plan.w32, plan.w64) for s in plan.segs if int(s["dac_q"]) > 0]
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((n_rows, plan.max_w + 1))
+    rows = np.arange(n_rows, dtype=np.int64)
+    from .kernels.layout import pre_width
+    blas = [b for b in blas if b.f32]
+    outs = [np.empty((n_rows, int(s["pre"]) + pre_width(s)), np.float32)
+            for s in plan.segs if int(s["dac_q"]) > 0 and BlasSegment(s, plan.w32, plan.w64).f32]
+    U = [np.empty((2, n_rows, b.n_in), np.float32) for b in blas]
+    st = np.empty((1, 4), np.uint64)
+    seed_states(np.array([7], np.uint64), st)
+    z = np.empty(max(1, n_rows * normals_per_row))
+
+    def products():
+        for b, o, u in zip(blas, outs, U):
+            b.run_rows(X, rows, 0, o, u[0], u[1])
+    return {"products": products, "normals": lambda: fill_normals(st[0], z, z.size)}
+
+
 def _torch():
     try:
         import torch
@@ -160,7 +200,7 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
     import nvmstream as nvm
 
     rounds = 15 if quick else 41
-    res: dict = {"profile": profile, "rounds": rounds}
+    res: dict = {"profile": profile, "rounds": rounds, "load_avg_start": os.getloadavg()}
     rng = np.random.default_rng(0)
     torch = _torch()
     res["torch"] = torch.__version__ if torch else None
@@ -189,6 +229,26 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
              "seq/onnxruntime": lambda: sess.run(None, {"x": xs_tm})}
     inner = {"stream/nvmstream": 100, "stream/onnxruntime": 100, "seq/nvmstream": 100,
              "seq/onnxruntime": 100}
+    # what bounds the figures: the same model with the 1/f read noise frozen into the
+    # weights (no per-read draws), and the normals one step draws
+    frozen = ["read.split=frozen"]
+    eng_f = nvm.Engine(prog, nvm.Device(profile, seed=0, overrides=frozen))
+    st_f = eng_f.stream()
+    n_small = normals_per_step(eng.plan)
+    res["normals_per_step"] = {"lstm12x64": n_small}
+    if eng.plan.per_read_noise and not eng_f.plan.per_read_noise:
+        def frozen_step():
+            for i in range(100):
+                st_f.step(frames[i])
+        cases.update({"stream/frozen": frozen_step, "seq/frozen": lambda: eng_f.run(xs)})
+        inner.update({"stream/frozen": 100, "seq/frozen": 100})
+    one_normals = _floor_cases(eng, 1, n_small)["normals"]
+
+    def normals_100():                 # one step's normals, 100 times (as the steps above)
+        for _ in range(100):
+            one_normals()
+    cases["stream/normals"] = normals_100
+    inner["stream/normals"] = 100
     if torch is not None:
         lstm = torch.nn.LSTM(12, 64)
         head = torch.nn.Linear(64, 8)
@@ -221,6 +281,14 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
         _, hb[0], hb[1] = sess_b.run(None, {"x": fb[None], "h0": hb[0], "c0": hb[1]})
     cases.update({"batch/nvmstream": lambda: eng_b.step_many(streams, fb),
                   "batch/onnxruntime": ort_batch})
+    eng_bf = nvm.Engine(prog_b, nvm.Device(profile, seed=0, overrides=frozen))
+    if eng_b.plan.per_read_noise and not eng_bf.plan.per_read_noise:
+        streams_f = [eng_bf.stream() for _ in range(256)]
+        cases["batch/frozen"] = lambda: eng_bf.step_many(streams_f, fb)
+    n_big = normals_per_step(eng_b.plan)
+    res["normals_per_step"]["lstm40x128"] = n_big
+    for k, fn in _floor_cases(eng_b, 256, n_big).items():
+        cases[f"batch/{k}"] = fn
     if torch is not None:
         lstm_b, head_b = torch.nn.LSTM(40, 128), torch.nn.Linear(128, 8)
         tb = torch.from_numpy(fb)[None]
@@ -238,7 +306,11 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
     for key, name in (("stream", "stream_step_us"), ("seq", "sequence_step_us"),
                       ("batch", "batch256_step_us")):
         res[name] = {k.split("/")[1]: v for k, v in med.items() if k.startswith(key + "/")}
-    res["batch256_stream_steps_per_s"] = {k: 256e6 / v for k, v in res["batch256_step_us"].items()}
+        res[name + "_cpu"] = {k.split("/")[1]: v for k, v in cpu.items()
+                              if k.startswith(key + "/")}
+    res["normal_ns"] = 1e3 * cpu["batch/normals"] / max(1, 256 * n_big)
+    res["batch256_stream_steps_per_s"] = {k: 256e6 / v for k, v in res["batch256_step_us"].items()
+                                          if k in RUNTIMES}
     res["cpu_us"] = cpu
     res["cpu_ratios"] = {
         "stream_step": cpu["stream/nvmstream"] / cpu["stream/onnxruntime"],
@@ -253,6 +325,7 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
                       "batch256_throughput": ">= 1.0"}
     res["met"] = {"stream_step": r1 <= 0.25, "sequence_step": r2 <= 2.0,
                   "batch256_throughput": r3 >= 1.0}
+    res["load_avg_end"] = os.getloadavg()
     if res["sweep"]:
         sw = res["sweep"]["sequences_per_s"]
         res["ratios"]["sweep_throughput"] = sw["nvmstream"] / sw["onnxruntime"]
@@ -294,7 +367,8 @@ def format_engine(res: dict) -> str:
     have_torch = "torch" in res["stream_step_us"]
     lines = [f"engine vs onnxruntime float{' and torch' if have_torch else ''} "
              f"(profile {res['profile']}, one thread each; medians of {res['rounds']} "
-             f"interleaved rounds)",
+             f"interleaved rounds; load average {res['load_avg_start'][0]:.1f} at start, "
+             f"{res['load_avg_end'][0]:.1f} at end on {os.cpu_count()} cores)",
              f"{'measure':<44}{'nvmstream':>11}{'onnxruntime':>12}"
              + (f"{'torch':>9}" if have_torch else "") + f"{'ratio':>8}{'goal':>9}"]
     rows = [("LSTM 12->64+Linear, streamed step (us)", "stream_step_us", "stream_step"),
@@ -325,7 +399,34 @@ def format_engine(res: dict) -> str:
     lines.append(f"ratios on process CPU time (robust to machine load): streamed step "
                  f"{c['stream_step']:.2f}, T=100 per step {c['sequence_step']:.2f}, "
                  f"256-stream throughput {c['batch256_throughput']:.2f}{swr}")
+    lines += format_bounds(res)
     return "\n".join(lines)
+
+
+def format_bounds(res: dict) -> list[str]:
+    """What bounds each figure (process CPU us): the same model with the read noise frozen into
+    the weights (no per-read draws), the normals a step draws, and for the batched step the
+    BLAS products alone."""
+    s, q, b = res["stream_step_us_cpu"], res["sequence_step_us_cpu"], res["batch256_step_us_cpu"]
+    n = res["normals_per_step"]
+    out = [f"what bounds them (CPU us; {res['normal_ns']:.2f} ns per normal):"]
+    if "frozen" in s:
+        out.append(f"  streamed step {s['nvmstream']:.1f} = {s['frozen']:.1f} without per-read "
+                   f"draws + {s['nvmstream'] - s['frozen']:.1f} per-read noise "
+                   f"({n['lstm12x64']} normals: {s['normals']:.1f}); goal "
+                   f"{0.25 * s['onnxruntime']:.1f}")
+        out.append(f"  T=100 per step {q['nvmstream']:.1f} = {q['frozen']:.1f} without per-read "
+                   f"draws + {q['nvmstream'] - q['frozen']:.1f} per-read noise "
+                   f"({n['lstm12x64']} normals: {s['normals']:.1f}); goal "
+                   f"{2 * q['onnxruntime']:.1f}")
+    floor = b["products"] + b["normals"]
+    line = (f"  256 streams {b['nvmstream']:.0f}: BLAS products {b['products']:.0f} + "
+            f"{256 * n['lstm40x128']} normals {b['normals']:.0f} = floor {floor:.0f} "
+            f"(best throughput ratio {b['onnxruntime'] / floor:.2f})")
+    if "frozen" in b:
+        line += f"; without per-read draws {b['frozen']:.0f}"
+    out.append(line)
+    return out
 
 
 def run_bench(out_dir: str | os.PathLike, *, quick: bool = False, energy: bool = False,

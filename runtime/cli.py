@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -108,14 +109,34 @@ def cmd_inspect(args) -> int:
     info = describe(model, tile=(args.tile_rows, args.tile_cols))
     if prog is not None:
         info["compiled"] = _describe_program(prog, args.model)
+    if args.profile:
+        from .plan import build_plan, vmm_snr_table
+        prog, _ = _load_program(args)
+        info["vmm_noise_snr"] = vmm_snr_table(build_plan(prog, _device(args)))
     if args.json:
         print(json.dumps({"provenance": provenance(model=args.model), **info}, indent=2,
                          default=str))
     else:
         print(format_text(info))
-        if prog is not None:
+        if prog is not None and "compiled" in info:
             print(_format_program(info["compiled"]))
+        if args.profile:
+            print(_format_snr(info["vmm_noise_snr"], args.profile))
     return EXIT_OK
+
+
+def _format_snr(rows: list[dict], profile: str) -> str:
+    """The effective VMM-noise SNR per gate (calibration set) as a table."""
+    if not rows:
+        return f"VMM noise SNR ({profile}): no crossbar matrices"
+    r0 = rows[0]
+    lines = [f"VMM noise SNR per gate on the calibration set (profile {profile}: snr_db "
+             f"{r0['snr_db_profile']:g}, reference {r0['reference']}, {r0['position']})"]
+    for r in rows:
+        g = "  ".join(f"{k} {v:+.1f} dB" if math.isfinite(v) else f"{k} off"
+                      for k, v in r["snr_db_per_gate"].items())
+        lines.append(f"  {r['matrix']:<16} {g}")
+    return "\n".join(lines)
 
 
 def _describe_program(prog, path: str) -> dict:
@@ -351,11 +372,17 @@ def cmd_run(args) -> int:
 
 
 def _report(eng, args, prov: dict) -> None:
+    from .plan import vmm_snr_table
     r = eng.report()
+    snr = vmm_snr_table(eng.plan) if any(s.vmm.on for s in eng.plan.segments) else None
     if args.report:
-        print(r.format_text(), file=sys.stderr if args.output == "-" else sys.stdout)
+        out = sys.stderr if args.output == "-" else sys.stdout
+        print(r.format_text(), file=out)
+        if snr:
+            print(_format_snr(snr, str(args.profile)), file=out)
     if args.json:
-        write_json(args.json, {"provenance": prov, **r.to_dict()})
+        extra = {"vmm_noise_snr": snr} if snr else {}
+        write_json(args.json, {"provenance": prov, **r.to_dict(), **extra})
         if args.json != "-":
             print(f"wrote {args.json}")
 
@@ -630,6 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crossbar tile rows (inputs) (default 256)")
     s.add_argument("--tile-cols", type=int, default=256,
                    help="crossbar tile columns (outputs) (default 256)")
+    _device_args(s, default_profile=None)
+    s.add_argument("--calibration", help=_CAL_HELP + " (with --profile)")
     s.set_defaults(func=cmd_inspect)
 
     s = sub.add_parser("run", help="run a model on an input file; outputs per time step",

@@ -499,6 +499,7 @@ class StreamResult:
     e_pJ: float | None = 0.0
     lat_ns: float | None = 0.0
     errors: list[str] = field(default_factory=list)
+    busy_resent: int = 0        # messages answered `busy` and sent again (docs/protocol.md)
 
     @property
     def prediction(self) -> int | None:
@@ -512,6 +513,21 @@ def _pct(a: Iterable[float]) -> dict[str, float | None]:
     return {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99)}
 
 
+def _resend_busy(st: "RemoteStream", chunk: np.ndarray, r: Reply, res: StreamResult,
+                 timeout_s: float) -> Reply:
+    """Send a message refused with ``busy`` again after a growing pause, until the server
+    takes it or ``timeout_s`` has passed; returns the last reply."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.001
+    while r.op != P.FRAME and r.hdr.get("code") == "busy" and time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(0.1, 2 * pause)
+        st.send(chunk)
+        res.busy_resent += 1
+        r = st.recv(timeout_s, raise_errors=False)
+    return r
+
+
 def stream_sequences(addr: str, chunks: Sequence[Sequence[np.ndarray]], *, kind: str = P.FEATURES,
                      labels: Sequence[int] | None = None, profile: str | None = None,
                      overrides: Sequence[str] | None = None, votes: int | None = None,
@@ -522,7 +538,10 @@ def stream_sequences(addr: str, chunks: Sequence[Sequence[np.ndarray]], *, kind:
     ``chunks[i]`` is sequence i as a list of messages (feature frames ``[F]``/``[n, F]`` or
     int16 audio chunks). All streams send their message t, then every reply of step t is read
     (so a step is one batch on the server); ``rate_hz`` > 0 paces the steps in real time.
-    Stream i gets stream seed ``seed + i`` when ``seed`` is given. Returns a summary dict (see
+    A message answered ``busy`` (the server's queue bound, docs/protocol.md) is sent again,
+    under the next seq, after a growing pause (1 ms doubling to 100 ms) until ``timeout_s``
+    has passed since the first refusal; the count is in ``busy_resent``. Stream i gets stream
+    seed ``seed + i`` when ``seed`` is given. Returns a summary dict (see
     ``nvmstream stream``) with ``results`` (one :class:`StreamResult` per sequence).
     """
     clients = [Client(addr, timeout_s=timeout_s, **(client_kw or {}))
@@ -551,6 +570,8 @@ def stream_sequences(addr: str, chunks: Sequence[Sequence[np.ndarray]], *, kind:
             for i in active:
                 r = streams[i].recv(timeout_s, raise_errors=False)
                 res = results[i]
+                if r.op != P.FRAME and r.hdr.get("code") == "busy":
+                    r = _resend_busy(streams[i], chunks[i][t], r, res, timeout_s)
                 if r.op != P.FRAME:
                     res.errors.append(f"{r.hdr.get('code', r.op)}: {r.hdr.get('msg', '')}")
                     continue
@@ -571,6 +592,7 @@ def stream_sequences(addr: str, chunks: Sequence[Sequence[np.ndarray]], *, kind:
             c.close()
     frames = sum(r.frames for r in results)
     out: dict[str, Any] = {"streams": len(results), "frames": frames, "elapsed_s": elapsed,
+                           "busy_resent": sum(r.busy_resent for r in results),
                            "frames_per_s": frames / elapsed if elapsed > 0 else None,
                            "rtt_ms": {k: (None if v is None else 1e3 * v) for k, v in
                                       _pct(x for r in results for x in r.rtt_s).items()},

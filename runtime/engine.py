@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 BLAS_MIN_ROWS = 16          # recurrent products through BLAS per step from this many rows
 PRE_BYTES = 4 << 20         # bound on the precomputed products of one chunk of rows (cache-sized)
+WS_ENTRIES = 64             # work buffers kept per engine (batched path)
 
 
 def _stream_seeds(device_seed: int, stream_seed: int, replicas: int, slots: int) -> np.ndarray:
@@ -119,7 +120,10 @@ class Engine:
         self._out_names = [o.name for o in self.model.outputs]
         self._scratch = K.scratch(self.plan.layers, self.plan.segs, self.plan.max_w)
         self._route = self._routes()
-        self._none = np.empty((1, 1))
+        self._none = np.empty((1, 1), np.float32)
+        self._step_fn = None                 # Stream.step's compiled entry point
+        self._frame_shape = (self.model.input.features,)
+        self._work: dict = {}
         self._pool_state = np.zeros((0, self.plan.state_width))
         self._pool_rng = np.zeros((0, self.plan.rng_slots, 4), np.uint64)
         self._free: list[int] = []
@@ -181,7 +185,7 @@ class Engine:
         env[:, :, :f] = x_btf
         if srow is None:
             srow = np.arange(n, dtype=np.int64)
-        per_row = t * (max(self.plan.pre_x, default=0) + 1) * 8
+        per_row = t * (max(self.plan.pre_x, default=0) + self.plan.max_w + 1) * 4
         chunk = max(1, min(n, PRE_BYTES // per_row))
         for r0 in range(0, n, chunk):
             r1 = min(n, r0 + chunk)
@@ -199,24 +203,53 @@ class Engine:
             op = int(lay["op"])
             s0, ns = int(lay["seg0"]), int(lay["nseg"])
             mine = [plan.segs[i] for i in range(s0, s0 + ns)]
-            blas = bool(mine) and all(int(s["dac_q"]) > 0 for s in mine)
-            xs = [K.BlasSegment(s, plan.w32, plan.w64) for s in mine
-                  if blas and int(s["src"]) == LY.SRC_X]
-            hs = [K.BlasSegment(s, plan.w32, plan.w64) for s in mine
-                  if blas and int(s["src"]) == LY.SRC_H]
+            # BLAS only where every product is an exact float32 integer (static DAC codes,
+            # float32 weights and variances, no IR-drop currents: BlasSegment.f32); other
+            # layers run their products in-kernel
+            bs = [K.BlasSegment(s, plan.w32, plan.w64) if int(s["dac_q"]) > 0 else None
+                  for s in mine]
+            blas = bool(mine) and all(b is not None and b.f32 for b in bs)
+            xs = [b for s, b in zip(mine, bs) if blas and int(s["src"]) == LY.SRC_X]
+            hs = [b for s, b in zip(mine, bs) if blas and int(s["src"]) == LY.SRC_H]
             out.append((li, op, slice(int(lay["x"]), int(lay["x"]) + int(lay["xw"])), xs,
                         hs if blas and plan.pre_h[li] else None,
                         slice(int(lay["state"]), int(lay["state"]) + int(lay["h"])),
                         plan.pre_x[li], plan.pre_h[li]))
         return out
 
+    def _ws(self, key: str, shape: tuple, dtype=np.float32) -> np.ndarray:
+        """A reusable work buffer (contents undefined): the batched path allocates nothing per
+        call once its shapes have been seen. At most :data:`WS_ENTRIES` buffers are kept."""
+        k = (key, shape, dtype)
+        a = self._work.get(k)
+        if a is None:
+            if len(self._work) >= WS_ENTRIES:
+                self._work.clear()
+            a = self._work[k] = np.empty(shape, dtype)
+        return a
+
+    def _arange(self, n: int) -> np.ndarray:
+        a = self._work.get(("arange", n))
+        if a is None:
+            a = self._work[("arange", n)] = np.arange(n, dtype=np.int64)
+        return a
+
+    def _blas(self, segs, X: np.ndarray, rows: np.ndarray, x0: int, out: np.ndarray) -> None:
+        """Tile products of ``X[rows, x0:]`` for every BLAS segment in ``segs`` into ``out``."""
+        r = rows.shape[0]
+        for b in segs:
+            U = self._ws("U", (r, b.n_in))
+            U2 = self._ws("U2", (r, b.n_in)) if b.var is not None else U
+            b.run_rows(X, rows, x0, out, U, U2)
+
     def _exec_rows(self, env: np.ndarray, lens: np.ndarray, state: np.ndarray,
                    rng: np.ndarray, srow: np.ndarray) -> None:
         plan = self.plan
         layers, segs, w32, w64, pf = plan.layers, plan.segs, plan.w32, plan.w64, plan.pf
         scr = self._scratch
-        n, t, _ = env.shape
+        n, t, e = env.shape
         none = self._none
+        flat = env.reshape(n * t, e)
         for li, op, xcols, xsegs, hsegs, hcols, wx, wh in self._route:
             if op == LY.OP_WINDOW:
                 K.run_window(layers, li, env, state, srow)
@@ -229,21 +262,17 @@ class Engine:
                 continue
             pre_x, xpre = none, False
             if xsegs:
-                V = env[:, :, xcols].reshape(n * t, -1).astype(np.float64)
-                pre_x = np.empty((n * t, wx))
-                for b in xsegs:
-                    b.run(V, pre_x)
+                pre_x = self._ws("pre_x", (n * t, wx))
+                self._blas(xsegs, flat, self._arange(n * t), xcols.start, pre_x)
                 xpre = True
             if op == LY.OP_DENSE:
                 K.run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, pre_x, xpre, scr)
                 continue
             if hsegs is not None and n >= BLAS_MIN_ROWS:
-                pre_h = np.empty((n, wh))
+                pre_h = self._ws("pre_h", (n, wh))
                 last = int(lens.max(initial=0))
                 for k in range(last):
-                    Vh = state[srow, hcols]
-                    for b in hsegs:
-                        b.run(Vh, pre_h)
+                    self._blas(hsegs, state, srow, hcols.start, pre_h)
                     K.run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng,
                                     srow, k, k + 1, pre_x, xpre, pre_h, True, scr)
                 if last < t:                          # rows past their length: zeros
@@ -468,25 +497,28 @@ class Engine:
             frames = frames[None]
         if frames.shape != (n, f):
             raise NvmInputError(f"frames: expected shape ({n}, {f}), got {frames.shape}")
+        rows = []
         for s in streams:
             if s.engine is not self or s.closed:
                 raise NvmInputError(f"stream {s.seed} belongs to another engine"
                                     if s.engine is not self else f"stream {s.seed} is closed")
+            rows.append(s._row0)
         x, _ = self._check_x(frames[:, None, :])
         k = self.votes
-        row0 = np.fromiter((s._row0 for s in streams), np.int64, n)
+        row0 = np.array(rows, np.int64)
         srow = (row0[:, None] + np.arange(k)).reshape(-1) if k > 1 else row0
         xr = np.repeat(x, k, axis=0) if k > 1 else x
         env = self._exec(xr, np.ones(n * k, np.int64), self._pool_state, self._pool_rng, srow)
-        self._account(rec_steps=n * k, all_steps=n * k,
-                      inferences=sum(1 for s in streams if s.steps == 0), stream_steps=n,
-                      source="streams")
         e, lat = self.step_energy_pJ, self.step_latency_ns
+        new = 0
         for s in streams:                      # Stream._charge, inlined (a hot loop)
+            new += s.steps == 0
             s.last_energy_pJ = e
             s.last_latency_ns = lat
             s.energy_pJ += e
             s.steps += 1
+        self._account(rec_steps=n * k, all_steps=n * k, inferences=new, stream_steps=n,
+                      source="streams")
         out = {}
         for o in self.model.outputs:
             a = self._tensor(env, o.tensor)[:, 0]
@@ -541,22 +573,30 @@ class Stream:
         self._env = np.zeros((k, 1, engine.plan.env_width), np.float32)
         self._ones = np.ones(k, np.int64)
         self._scratch = K.scratch(engine.plan.layers, engine.plan.segs, engine.plan.max_w)
+        plan = engine.plan
+        self._head = (plan.layers, plan.segs, plan.w32, plan.w64, plan.pf, self._env, self._ones)
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
         """Feed one frame ``[F]``; returns the first output for this step ``[F_out]``."""
         eng = self.engine
-        plan = eng.plan
-        x_t = np.asarray(x_t, dtype=np.float32)
-        f = eng.model.input.features
-        if x_t.shape != (f,) or self.closed:
+        x_t = np.ascontiguousarray(x_t, dtype=np.float32)
+        if x_t.shape != eng._frame_shape or self.closed:
             if self.closed:
                 raise NvmInputError(f"frame {self.steps}: stream {self.seed} is closed")
-            raise NvmInputError(f"frame {self.steps}: expected shape ({f},), got {x_t.shape}")
+            raise NvmInputError(f"frame {self.steps}: expected shape {eng._frame_shape}, got "
+                                f"{x_t.shape}")
         o0, o1 = eng._first_off
         out = np.empty(o1 - o0, np.float32)
-        best = K.stream_step(plan.layers, plan.segs, plan.w32, plan.w64, plan.pf, self._env,
-                             self._ones, eng._pool_state, eng._pool_rng, self._rows,
-                             self._scratch, x_t, o0, o1, out)
+        args = self._head + (eng._pool_state, eng._pool_rng, self._rows, self._scratch, x_t,
+                             o0, o1, out)
+        if eng._step_fn is None:
+            # the compiled overload for exactly these argument types, called directly: numba's
+            # dispatcher would re-derive the types of 15 arguments (record arrays included)
+            # on every frame, a few microseconds of a ~10 us step. The types never change:
+            # every argument but x_t is the engine's or this stream's, x_t is made a
+            # contiguous float32 vector above.
+            eng._step_fn = K.compiled(K.stream_step, args)
+        best = eng._step_fn(*args)
         if best < 0:
             raise NvmInputError(f"frame {self.steps}: contains NaN or infinity")
         eng._pending_steps += 1

@@ -6,7 +6,8 @@ Counting convention (docs/energy.md, section 1 and the worked example):
   DAC conversions = sum of rows used over its tiles (an input feeding k column blocks is
   converted k times), ADC conversions = sum of columns used, cell reads = 2 n_in n_out
   (differential pairs), tile activations = number of tiles, MACs = n_in n_out, and one digital
-  multiply per ADC output (scaling by the ADC step, weight scale and DAC step);
+  multiply per ADC output (scaling by the ADC step, weight scale and DAC step); a dynamic DAC
+  range (``dac.range = dynamic``) adds n_in - 1 compares (adds), n_in + 1 + n_out multiplies;
 * per output of a layer: (partial sums - 1) digital adds to merge the tiles of every segment
   feeding it, one add per bias vector;
 * gate arithmetic per hidden unit: LSTM f*c, i*g, o*tanh(c) (3 muls) and c = f c + i g (1 add),
@@ -24,6 +25,7 @@ filled as the engine runs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -43,7 +45,21 @@ def _seg_counts(seg) -> tuple[E.OpCounts, tuple[tuple[int, int], ...]]:
                    adc_conversions=sum(k for _, k in tiles),
                    cell_reads=2 * seg.n_in * seg.n_out, tile_activations=len(tiles),
                    digital_muls=sum(k for _, k in tiles), macs=seg.n_in * seg.n_out)
+    if seg.dac is not None and seg.dac.dynamic:
+        # dynamic DAC range: a max-finder over the vector (n_in - 1 compares, priced as adds),
+        # one reciprocal (priced as a multiply), the input rescale (n_in multiplies) and the
+        # per-vector output rescale after the tile merge (n_out multiplies)
+        c.digital_adds += max(seg.n_in - 1, 0)
+        c.digital_muls += seg.n_in + 1 + seg.n_out
     return c, tiles
+
+
+def _dynamic_dac_depth(seg) -> int:
+    """Digital ops a dynamic DAC range adds to the step's critical path: a max-finder tree
+    (ceil(log2 n_in) compares), the reciprocal, the input rescale and the output rescale."""
+    if seg.dac is None or not seg.dac.dynamic:
+        return 0
+    return int(np.ceil(np.log2(max(seg.n_in, 1)))) + 3
 
 
 def step_costs(model: ir.Model, plan: Plan) -> tuple[dict[str, E.OpCounts],
@@ -176,6 +192,7 @@ def step_costs(model: ir.Model, plan: Plan) -> tuple[dict[str, E.OpCounts],
             if s.mean_cell_uS is not None:
                 mean_g.append((s.mean_cell_uS, s.n_in * s.n_out))
         g = (sum(a * n for a, n in mean_g) / sum(n for _, n in mean_g)) if mean_g else None
+        crit += max((_dynamic_dac_depth(s) for s in segs), default=0)
         counts[l.name] = c
         geom[l.name] = E.LayerGeometry(name=l.name, tiles=tuple(tiles), dac_bits=dac_bits,
                                        adc_bits=adc_bits, sequential_vmms=seq_vmms,
@@ -329,6 +346,9 @@ class InferenceReport:
                 lines.append(f"    {ab.name:<40}{ab.area_mm2:10.4g} mm^2 {ab.tops_per_mm2:10.4g}"
                              f" TOPS/mm^2  analog/digital {r:8.3g}x")
         lines.append(f"  one-off programming: {self.one_off.total_pJ:.6g} pJ")
+        if self.one_off.adc_retune_pJ:
+            lines.append(f"  ADC range retune (adc.track_drift, per retune event): "
+                         f"{self.one_off.adc_retune_pJ:.6g} pJ")
         return "\n".join(lines)
 
 
@@ -342,6 +362,26 @@ def one_off_counts(plan: Plan, weight_bits: int, profile=None) -> E.OneOffCounts
         bits = weight_bits if weight_bits else 32
     n = sum(s.n_in * s.n_out for s in plan.segments)
     return E.OneOffCounts(storage_bits_read=round(n * bits), cells_programmed=2 * n)
+
+
+def retune_counts(plan: Plan, vectors: int) -> dict[str, E.OpCounts]:
+    """Operations of one ADC-range retune (``adc.track_drift``), per layer: every crossbar
+    matrix read ``vectors`` times (its DAC, cell, ADC, tile and scaling counts of one step), one
+    compare (a digital add) per ADC output per vector to track each range's max, and one
+    reference-DAC write per ADC range (a DAC conversion: ``per_tile`` one per (row tile,
+    column tile), ``per_column`` one per (row tile, column))."""
+    out: dict[str, E.OpCounts] = {}
+    for s in plan.segments:
+        c, tiles = _seg_counts(s)
+        c = c.scaled(int(vectors))
+        c.macs = 0
+        c.digital_adds += c.adc_conversions          # one compare per ADC output per vector
+        ranges = (s.row_tiles * s.col_tiles if s.adc is None or s.adc.range == "per_tile"
+                  else s.row_tiles * s.n_out)
+        c.dac_conversions += ranges
+        name = s.layer
+        out[name] = out.get(name, E.OpCounts()) + c
+    return out
 
 
 def make_report(ledger: Ledger, profile, plan: Plan, weight_bits: int, *,
@@ -371,6 +411,11 @@ def price_counts(counts, geometry, profile, plan: Plan | None, weight_bits: int,
                                   geometry=geometry))
     one = (E.price_one_off(one_off_counts(plan, weight_bits, profile), profile) if plan is not None
            else E.OneOffReport(0.0, 0.0, 0.0))
+    prof = E._profile(profile)
+    if plan is not None and prof.adc.track_drift and prof.adc.bits:
+        rc = retune_counts(plan, prof.energy.adc_retune_vectors)
+        geo = {k: v for k, v in geometry.items() if k in rc}
+        one = dataclasses.replace(one, adc_retune_pJ=E.price_adc_retune(rc, geo, prof))
     return InferenceReport(analog=analog, baselines=bases, comparison=E.compare(analog, bases),
                            one_off=one, inferences=inferences, stream_steps=stream_steps,
                            area=E.analog_area(analog, geometry, profile),

@@ -11,6 +11,8 @@ Calibration rule (documented in docs/architecture.md):
 * the periphery stages are :mod:`nvmstream.devices.periphery` classes; this module calls
   their ``calibrate``:
 * DAC step of a matrix = max |input| / qmax_dac (one range per matrix: all its rows);
+  ``dac.range = dynamic``: each vector's own max |v| / qmax at run time (the ADC ranges are then
+  calibrated on the calibration inputs' dynamic codes);
 * ADC step of each (row-tile, column tile) (``adc.range = per_tile``; of each (row-tile,
   column) with ``per_column``) = max |partial sum| / qmax_adc, the partial sums computed
   with the *ideal* codes and the DAC codes of the calibration inputs (the chip's designer
@@ -18,10 +20,17 @@ Calibration rule (documented in docs/architecture.md):
 * digital drift compensation (``drift.compensation = global | per_column``): the factor of
   :class:`~nvmstream.devices.periphery.DriftCompensation` from one-hot reference readouts
   through read noise and ADC at t0 and at the age, multiplied into the per-output scale
-  (after the ADC); with ``adc.track_drift`` the ADC steps are re-set at the age on the
+  (after the ADC); ADC-instance offset/gain/INL drawn once per matrix from the device's
+  ``KEY/adc_mismatch`` stream (``ADC.draw_mismatch``); with ``adc.track_drift`` the ADC steps are re-set at the age on the
   drifted noise-free weights ``w_eff`` (same rule, calibration inputs);
-* VMM-noise power P of a matrix = mean over calibration of its float output squared; the noise
-  sigma is sqrt(P / 10^(snr_db/10)) in model units.
+* IR drop (``tile.wire_ohm`` > 0): the conductances (G+ + G-)/qmax_dac of the programmed cells
+  at the age, on an exact grid like the variances, multiply |DAC codes| into each column's
+  accumulated current (a third product block), and each tile column's output is scaled by
+  max(1 - r n_blk S / 3, 0) before its ADC (``IRDrop``);
+* VMM-noise power P of a matrix = mean over calibration of its float output squared
+  (``vmm_noise.reference = layer``; per gate block or per output with ``gate`` / ``unit``);
+  the noise sigma is sqrt(P / 10^(snr_db/10)) in model units, converted to code units per tile
+  when it enters before the ADC (``vmm_noise.position = before_adc``).
 
 Exactness proof (what lets BLAS and the in-kernel loop agree bit for bit): effective weights
 (code units) are stored as integers ``k`` on a grid ``2^-f`` (``w = k 2^-f``; f = 0 for integer
@@ -39,16 +48,18 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from nvmstream.converters import ir
 from nvmstream.converters.compile import crossbar_matrices
 from nvmstream.converters.compile import CompiledModel
+from nvmstream.converters.conventions import GATE_ORDER
 from nvmstream.converters.errors import NvmConversionError
 from nvmstream.devices import Device, quantize_weights
-from nvmstream.devices.periphery import ADC, DAC, DriftCompensation, ReadNoise, VMMNoise
+from nvmstream.devices.periphery import (ADC, DAC, DriftCompensation, IRDrop, ReadNoise,
+                                         VMMNoise)
 
 from .kernels import layout as LY
 
@@ -95,6 +106,10 @@ class SegmentInfo:
     read: ReadNoise = None
     vmm: VMMNoise = None
     comp: DriftCompensation = None       # digital drift compensation after the ADC
+    vmm_code_sigmas: np.ndarray | None = None  # VMM noise before the ADC: per tile, code units
+    ir: IRDrop = None                    # first-order IR drop (off: wire_ohm 0)
+    gates: tuple = ("out",)              # gate names of the output blocks (conventions order)
+    vmm_snr_db: np.ndarray | None = None  # effective VMM-noise SNR per gate, calibration set
 
     @property
     def tiles(self) -> int:
@@ -116,7 +131,7 @@ class Plan:
     rng_slots: int
     segments: list[SegmentInfo]
     state_slots: list[tuple[ir.Recurrent, int, int]]   # (layer, direction, state offset)
-    exact: bool                   # no analog noise and integer codes: outputs are deterministic
+    exact: bool                   # integer codes, no noise, ideal periphery: outputs = the int twin
     per_read_noise: bool          # read/VMM/ADC noise drawn at every step
     pre_x: list[int] = field(default_factory=list)     # per layer: columns of x-products
     pre_h: list[int] = field(default_factory=list)     # per layer: columns of h-products
@@ -180,6 +195,18 @@ def exact_grid(M: np.ndarray, tile_rows: int, umax: float, integer: bool, min_fr
             return True, f, K
     raise NvmConversionError(f"{what}: tile partial sums exceed float64's exact integer range "
                              f"(tile rows {tile_rows}, largest input code {umax:g})")
+
+
+def gate_names(layer, role: str) -> tuple[str, ...]:
+    """Names of the equal output blocks of a crossbar matrix (conventions.GATE_ORDER): an
+    LSTM's ``i, o, f, c``; a GRU's ``z, r, h`` (``z, r`` / ``h`` when the candidate's recurrent
+    rows sit apart, role ``h`` / ``rh``); ``out`` for a Dense layer."""
+    if isinstance(layer, ir.Recurrent):
+        order = GATE_ORDER[layer.kind]
+        if layer.kind == "GRU" and not layer.linear_before_reset and role in ("h", "rh"):
+            return ("z", "r") if role == "h" else ("h",)
+        return tuple(order)
+    return ("out",)
 
 
 def _calibration_inputs(model: ir.Model, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -265,6 +292,8 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
         V = cal[m.key]
         dac = DAC.from_profile(prof).calibrate(V)
         adc = ADC.from_profile(prof).calibrate(dac.apply(V), codes, tr, tc)
+        adc = adc.draw_mismatch(n_out, max(1, math.ceil(n_in / tr)), tc,
+                                device.rng_for(f"{m.key}/adc_mismatch"))
         comp = DriftCompensation.from_profile(prof)
         if pm.stats.get("drift_applied"):
             adc_t0 = adc
@@ -276,13 +305,17 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
                                       pm.read_var if pm.has_read_noise else None, adc, tr,
                                       float(dac.qmax) if dac.qmax else 1.0,
                                       device.rng_for(f"{m.key}/drift_reference"))
-        vmm = VMMNoise.from_profile(prof).calibrate(V, W)
+        gates = gate_names(model.layers[m.layer], m.role)
+        vmm = VMMNoise.from_profile(prof).calibrate(V, W, len(gates))
         read = ReadNoise.from_programmed(pm)
+        if read.on and not np.any(read.var):
+            read = ReadNoise(None)       # no per-read variance left: no second product, no draws
         nblk = max(1, math.ceil(n_in / tr))
         s = segs[si]
         s["n_in"], s["n_out"], s["src"] = n_in, n_out, LY.SOURCES[m.role]
         s["tile_rows"], s["nblk"] = tr, nblk
         s["dac_q"], s["dac_step"] = dac.qmax, dac.step
+        s["dac_dyn"] = int(dac.dynamic)
         if dac.qmax:
             wide, f, K = exact_grid(pm.w_eff, tr, dac.qmax, pm.exact, MIN_FRAC_BITS,
                                     f"matrix {m.key} weights")
@@ -304,16 +337,37 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             s["var64"], s["vgrid"] = int(vwide), 2.0 ** -g
             s["var"] = buf.weights(KV.T, vwide)
             read = ReadNoise(var_grid)
+        ir_drop = IRDrop.from_profile(prof)
+        if ir_drop.wire_ohm > 0:                  # IR drop: (G+ + G-)/umax on an exact grid
+            ir_drop = ir_drop.calibrate(pm.g_pos, pm.g_neg, float(dac.qmax), tr)
+            cwide, cg, KC = exact_grid(ir_drop.cond, tr, float(dac.qmax), False,
+                                       MIN_VAR_FRAC_BITS, f"matrix {m.key} IR drop")
+            ir_drop = replace(ir_drop, cond=KC * 2.0 ** -cg)
+            s["cur64"], s["cgrid"] = int(cwide), 2.0 ** -cg
+            s["cur"] = buf.weights(KC.T, cwide)
+            s["irk"] = buf.f64(ir_drop.k)
         s["sw"] = buf.f64(comp.apply(scale))      # weight scale x digital compensation
         if adc.bits:
             s["adc"] = buf.f64(adc.steps)
             s["adc_q"], s["adc_noise"] = adc.qmax, adc.noise_lsb
+            if adc.mismatched:
+                s["adc_gain"], s["adc_off"] = buf.f64(adc.gain), buf.f64(adc.offset)
+                if adc.thresholds is not None:
+                    s["adc_thr"] = buf.f64(adc.thresholds)
         s["vmm_sigma"] = vmm.sigma
+        vmm_code = None
+        if vmm.on:
+            if vmm.before_adc:
+                vmm_code = vmm.code_sigmas(scale, dac.scale, nblk)
+                s["vmm"], s["vmm_pre"] = buf.f64(vmm_code), 1
+            else:
+                s["vmm"] = buf.f64(vmm.sigmas)
         segs_by_key.setdefault(f"{m.layer}/{m.direction}", []).append(si)
         max_w = max(max_w, n_in, n_out)
         per_read = read.on or vmm.sigma > 0 or (adc.bits and adc.noise_lsb > 0)
         read_noise |= bool(per_read)
-        exact &= pm.exact and not per_read and (wbits > 0)
+        exact &= (pm.exact and not per_read and (wbits > 0) and not ir_drop.on
+                  and not adc.mismatched and not dac.dynamic)
         infos.append(SegmentInfo(
             key=m.key, layer=model.layers[m.layer].name, n_in=n_in, n_out=n_out,
             tile_rows=tr, tile_cols=tc, row_tiles=nblk, col_tiles=math.ceil(n_out / tc),
@@ -323,7 +377,9 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
             w_eff=w_grid, read_var=var_grid,
             mean_cell_uS=float((pm.g_pos.mean() + pm.g_neg.mean()) / 2) if pm.g_pos.size else None,
             stats=dict(pm.stats), index=si, accumulator="float64" if wide else "float32",
-            frac_bits=f, dac=dac, adc=adc, read=read, vmm=vmm, comp=comp))
+            frac_bits=f, dac=dac, adc=adc, read=read, vmm=vmm, comp=comp,
+            vmm_code_sigmas=vmm_code, gates=gates, ir=ir_drop,
+            vmm_snr_db=vmm.snr_per_gate_db(V, W, len(gates))))
 
     # ---- layers
     recs: list[dict] = []
@@ -453,6 +509,18 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
                 state_width=max(state_off, 1), rng_slots=len(recs) + 1,
                 segments=infos, state_slots=state_slots, exact=exact,
                 per_read_noise=read_noise, pre_x=pre_x, pre_h=pre_h)
+
+
+def vmm_snr_table(plan: Plan) -> list[dict]:
+    """The effective VMM-noise SNR per gate of every crossbar matrix on the calibration set
+    (``nvmstream inspect MODEL --profile P`` and the run report): dB, inf without noise."""
+    rows = []
+    for s in plan.segments:
+        snr = s.vmm_snr_db if s.vmm_snr_db is not None else np.full(len(s.gates), np.inf)
+        rows.append({"matrix": s.key, "layer": s.layer, "reference": s.vmm.reference,
+                     "position": s.vmm.position, "snr_db_profile": s.vmm.snr_db,
+                     "snr_db_per_gate": {g: float(v) for g, v in zip(s.gates, snr)}})
+    return rows
 
 
 def _conv_layers(l: ir.Conv1d, segl: list[int], offsets: dict[str, int], alloc, layer,

@@ -472,7 +472,8 @@ def cmd_stream(args) -> int:
             print(line)
     rtt, srv = res["rtt_ms"], res["server_us"]
     print(f"streams {res['streams']}, frames {res['frames']}, {res['elapsed_s']:.2f} s, "
-          f"{res['frames_per_s'] or 0:.0f} frames/s, errors {res['errors']}")
+          f"{res['frames_per_s'] or 0:.0f} frames/s, errors {res['errors']}"
+          + (f", resent after busy {res['busy_resent']}" if res.get("busy_resent") else ""))
     first = next((e for r in res["results"] for e in r.errors), None)
     if first:
         print(f"first error: {first}")
@@ -503,7 +504,11 @@ def cmd_stream(args) -> int:
                                   "e_pJ": r.e_pJ, "errors": r.errors}
                                  for r, nm in zip(res["results"], names)]
         write_json(args.json, out)
-    return EXIT_OK if res["errors"] == 0 else EXIT_INPUT
+    if res["errors"]:
+        print(f"nvmstream: error: {res['errors']} message(s) got error replies (first: "
+              f"{first})", file=sys.stderr)
+        return EXIT_INPUT
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------ stats

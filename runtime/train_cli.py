@@ -49,6 +49,7 @@ def add_train_parser(sub) -> None:
     s.add_argument("--out", "-o", required=True, help="MODEL.onnx")
     s.add_argument("--no-eval", action="store_true", help="skip the evaluation on the emulator")
     s.add_argument("--json", help="write the training record (manifest entry) to this file")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress bar or lines")
     s.set_defaults(func=cmd_train)
 
 
@@ -75,6 +76,38 @@ def command_line(task: str, recipe, tc, out: str, data: str | None = None,
               f"--hidden {tc.hidden}", f"--kind {tc.kind}", f"--seed {recipe.seed}",
               f"--out {out}"]
     return " ".join(parts)
+
+
+class EpochProgress:
+    """``nvmstream train``'s progress on stderr, one epoch at a time, through
+    :class:`~nvmstream.runtime.progress.Progress`: a tqdm bar over the epoch's batches on a
+    terminal; one plain line per finished epoch when stderr is redirected (no carriage returns
+    in logs). The training loop calls it as ``progress(desc, batches)``."""
+
+    def __init__(self, stream=None, enabled: bool = True):
+        self.stream, self.enabled = stream, enabled
+
+    def __call__(self, desc: str, batches: int) -> "_Epoch":
+        return _Epoch(self, desc, batches)
+
+
+class _Epoch:
+    def __init__(self, owner: EpochProgress, desc: str, batches: int):
+        from .progress import Progress
+        self.total, self.done = batches, 0
+        # plain lines only at the epoch's end (every = the epoch's batches)
+        self.bar = Progress(batches, desc, "step", enabled=owner.enabled, stream=owner.stream,
+                            every=max(1, batches))
+
+    def update(self, loss: float) -> None:
+        self.done += 1
+        if self.done < self.total:          # the last step is reported by close, with accuracy
+            self.bar.update(1, loss=f"{loss:.4f}")
+
+    def close(self, loss: float, train_acc: float) -> None:
+        self.bar.update(self.total - self.bar.done, loss=f"{loss:.4f}",
+                        train_acc=f"{train_acc:.3f}")
+        self.bar.close()
 
 
 def cmd_train(args) -> int:
@@ -104,7 +137,8 @@ def cmd_train(args) -> int:
     data = load_data(data_path, name, args.extra_train)
     tc = task_config(name, epochs=args.epochs, qat_epochs=args.fine_tune_epochs,
                      hidden=args.hidden, kind=args.kind)
-    entry = loop.train_model(data, tc, recipe, out, do_eval=not args.no_eval)
+    entry = loop.train_model(data, tc, recipe, out, do_eval=not args.no_eval,
+                             progress=EpochProgress(enabled=not args.quiet))
     entry["command"] = command_line(name, recipe, tc, str(args.out),
                                     str(args.data) if args.data else None, args.extra_train)
     if args.json:

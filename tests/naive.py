@@ -53,7 +53,8 @@ def _act(fn, v: np.ndarray, clip=None) -> np.ndarray:
 
 def vmm(seg, v: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
     """One crossbar matrix (a plan's SegmentInfo) on float64 input ``v`` -> float64
-    contribution (model units): DAC -> tile products -> read noise -> ADC -> sum over tiles ->
+    contribution (model units): DAC -> tile products -> read noise -> IR drop -> VMM noise (before
+    the ADC) -> ADC -> sum over tiles ->
     scales x digital drift compensation -> VMM noise. ``state``: the xoshiro state noisy stages draw from."""
     from nvmstream.runtime.kernels import normals
     u = seg.dac.apply(v)
@@ -63,10 +64,15 @@ def vmm(seg, v: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
         p = seg.w_eff[:, rows].astype(np.float64) @ u[rows]        # exact on the plan's grid
         if seg.read.on:
             p = seg.read.apply(p, seg.read.column_variance(u, rows), normals(state, seg.n_out))
+        if seg.ir is not None and seg.ir.on:
+            p = seg.ir.apply(p, seg.ir.current(u, rows), blk)
+        if seg.vmm.before_adc:
+            p = seg.vmm.apply_analog(p, seg.vmm_code_sigmas, normals(state, seg.n_out))
         g = normals(state, seg.n_out) if seg.adc.bits and seg.adc.noise_lsb > 0 else None
         q = q + seg.adc.apply(p, blk, g)
-    z = q * seg.comp.apply(seg.scales) * seg.dac.scale     # digital gain after the ADC
-    return seg.vmm.apply(z, normals(state, seg.n_out) if seg.vmm.sigma > 0 else None)
+    z = q * seg.comp.apply(seg.scales) * seg.dac.output_scale(v)   # digital gain after the ADC
+    after = seg.vmm.on and not seg.vmm.before_adc
+    return seg.vmm.apply(z, normals(state, seg.n_out) if after else None)
 
 
 def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -39,7 +40,7 @@ EXPECTED = {
     "japanese_vowels": (29, 12, 9, 270, 370, [30] * 9),
     "italy_power_demand": (24, 1, 2, 67, 1029, [34, 33]),
     "digits": (8, 8, 10, 1347, 450, None),
-    "keywords": (98, 40, 10, 1560, 380, [156] * 10),
+    "keywords": (98, 40, 10, 100, 380, [10] * 10),
 }
 
 
@@ -114,19 +115,26 @@ def test_keywords_split_by_voice_and_metadata() -> None:
     d = load("keywords")
     assert d.labels == ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
     vtr, vte = d.meta["voice_train"], d.meta["voice_test"]
-    assert vtr.shape == (1560,) and vte.shape == (380,)
+    assert vtr.shape == (100,) and vte.shape == (380,)
     assert set(vtr.tolist()).isdisjoint(vte.tolist())  # test voices unseen in training
     assert len(set(vte.tolist())) >= 10
     assert np.bincount(d.y_test, minlength=10).tolist() == [38] * 10
     for key in ("accent", "speed_wpm", "pitch", "snr_db", "noise", "offset"):
-        assert d.meta[f"{key}_train"].shape == (1560,) and d.meta[f"{key}_test"].shape == (380,)
+        assert d.meta[f"{key}_train"].shape == (100,) and d.meta[f"{key}_test"].shape == (380,)
     snrs = set(np.concatenate([d.meta["snr_db_train"], d.meta["snr_db_test"]]).tolist())
     assert snrs == {np.inf, 20.0, 10.0, 5.0}
     params = FrontendParams.from_dict(d.meta["frontend_params"])
-    assert params == FrontendParams()  # the default front end
+    # the default log-mel front end plus per-feature normalisation
+    assert dataclasses.replace(params, feature_mean=None, feature_std=None) == FrontendParams()
+    assert len(params.feature_mean) == len(params.feature_std) == params.n_features
     assert d.x_train.shape[1:] == (params.n_frames(16000), params.n_features)
-    # Log-mel values: from log(1e-6) (silence) up to a few units.
-    assert d.x_train.min() >= np.float32(np.log(1e-6)) - 1e-3 and d.x_train.max() < 20.0
+    # normalised by the statistics of the shipped training clips' frames themselves (rounded to
+    # 4 decimals, stored as float16): zero mean and unit std per mel
+    frames = d.x_train.reshape(-1, params.n_features).astype(np.float64)
+    assert np.abs(frames.mean(axis=0)).max() < 0.01 and np.abs(frames.std(axis=0) - 1).max() < 0.01
+    # silence (log(1e-6)) maps to a few std below the mean; nothing is far out
+    silence = (np.log(1e-6) - np.array(params.feature_mean)) / np.array(params.feature_std)
+    assert d.x_test.min() >= silence.min() - 1e-2 and np.abs(d.x_test).max() < 10.0
 
 
 def test_keyword_wavs_reproduce_the_stored_features() -> None:

@@ -82,13 +82,18 @@ def test_streaming_equals_run_even_with_per_read_noise():
     np.testing.assert_array_equal(ys, whole[0])
 
 
-@pytest.mark.parametrize("profile", ["int4", "pcm", "snr0db"])
-def test_step_many_equals_independent_steps(profile):
+@pytest.mark.parametrize("profile,n", [("int4", 5), ("pcm", 5), ("pcm", 17), ("snr0db", 6)])
+def test_step_many_equals_independent_steps(profile, n):
+    """Batches of >= BLAS_MIN_ROWS rows (17 streams; 6 streams x 3 votes) take the BLAS
+    route for the recurrent products too."""
+    from nvmstream.runtime.engine import BLAS_MIN_ROWS
     prog = _prog("gru_bf.ts.onnx")
-    eng = nvm.Engine(prog, nvm.Device(profile, seed=2), votes=3 if profile == "snr0db" else 1)
-    x = _x(b=5, t=6, seed=4)
-    a = [eng.stream(seed=10 + i) for i in range(5)]
-    b = [eng.stream(seed=10 + i) for i in range(5)]
+    k = 3 if profile == "snr0db" else 1
+    eng = nvm.Engine(prog, nvm.Device(profile, seed=2), votes=k)
+    assert (n * k >= BLAS_MIN_ROWS) == (n > 5)
+    x = _x(b=n, t=6, seed=4)
+    a = [eng.stream(seed=10 + i) for i in range(n)]
+    b = [eng.stream(seed=10 + i) for i in range(n)]
     for t in range(6):
         batched = eng.step_many(a, x[:, t])
         single = np.stack([s.step(x[i, t]) for i, s in enumerate(b)])

@@ -29,7 +29,7 @@ def _segment_runner(eng, key):
     rng = np.empty((1, 1, 4), np.uint64)
     K.seed_states(np.array([12345], np.uint64), rng[0])
     ridx = np.zeros(1, np.int64)
-    none = np.empty((1, 1))
+    none = np.empty((1, 1), np.float32)
 
     def run(v):
         out = np.zeros((1, seg.n_out))

@@ -32,7 +32,7 @@ def _kernel(eng, seg, v, state, pre=None):
     row = np.zeros(1, np.int64)
     use = pre is not None
     K.segment_at(plan.segs, seg.index, plan.w32, plan.w64, plan.pf, V, 1, rng, row, 0, out,
-              pre if use else np.empty((1, 1)), row, use, scr)
+              pre if use else np.empty((1, 1), np.float32), row, use, scr)
     return out[0]
 
 
@@ -63,8 +63,18 @@ def test_blas_route_equals_in_kernel_route(profile, overrides):
     seg = eng.plan.segments[0]
     rec = eng.plan.segs[seg.index]
     V = np.random.default_rng(3).normal(0, 1, (64, seg.n_in))
-    pre = np.zeros((64, K.layout.pre_width(rec) + int(rec["pre"])))
-    K.blas_products(rec, eng.plan.w32, eng.plan.w64, V, pre)
+    blas = K.BlasSegment(rec, eng.plan.w32, eng.plan.w64)
+    width = K.layout.pre_width(rec) + int(rec["pre"])
+    if blas.f32:      # the engine's route: DAC in numba, sgemm straight into float32
+        pre = np.zeros((64, width), np.float32)
+        U, U2 = np.empty((2, 64, seg.n_in), np.float32)
+        blas.run_rows(V, np.arange(64), 0, pre, U, U2)
+        pre64 = np.zeros((64, width))
+        blas.run(V, pre64)                            # the numpy one-off route agrees
+        np.testing.assert_array_equal(pre, pre64)
+    else:             # float64 accumulators: numpy route (the engine runs these in-kernel)
+        pre = np.zeros((64, width))
+        K.blas_products(rec, eng.plan.w32, eng.plan.w64, V, pre)
     for r in range(64):
         s1 = np.empty((1, 4), np.uint64)
         K.seed_states(np.array([r], np.uint64), s1)

@@ -161,9 +161,11 @@ def test_int4_accuracy(name):
     if entry["torch_qat_test_accuracy"] is not None and "adc_range" in entry["hardware"]:
         # training emulates the emulator: its noise-free torch forward with the profile's
         # quantizers and ranges (the same definitions, per-tile ADC ranges) predicts what the
-        # engine computes on int4 (same bits and tiles), up to rare float32 rounding flips
+        # engine computes on int4 (same bits and tiles): within 1.5 pt (or two test items),
+        # the slack of float32 (torch) vs float64 (engine) DAC rounding flips
         hw = entry["hardware"]
         assert (hw["weight_bits"], hw["dac_bits"], hw["adc_bits"]) == (4, 4, 4)
+        n = len(load(entry["task"]).y_test)
         torch_q = entry["torch_qat_test_accuracy"]
-        assert abs(acc - torch_q) <= INT4_MARGIN, (
+        assert abs(acc - torch_q) <= max(0.015, 2.0 / n) + 1e-9, (
             f"{name}: emulator int4 {acc:.4f} vs the training's own emulation {torch_q:.4f}")

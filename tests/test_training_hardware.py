@@ -150,3 +150,24 @@ def test_recipes_resolve_profiles():
         make_recipe("float", "int4")
     with pytest.raises(ValueError, match="unknown recipe"):
         make_recipe("qat8")
+
+
+def test_extra_training_files_extend_training_but_not_calibration(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def arrays(n):
+        return (rng.standard_normal((n, 4, 3)).astype(np.float32), np.arange(n) % 2)
+    x, y = arrays(10)
+    xt, yt = arrays(6)
+    xe, ye = arrays(8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    np.savez(tmp_path / "e.npz", x_train=xe, y_train=ye)
+    plain = load_data(tmp_path / "d.npz")
+    assert plain.cal is plain.train
+    d = load_data(tmp_path / "d.npz", extra_train=[tmp_path / "e.npz"])
+    assert np.array_equal(d.train.x, np.concatenate([x, xe])) and len(d.train.y) == 18
+    # calibration is drawn from the file's own x_train: what `nvmstream run/sweep` will use
+    assert np.array_equal(d.cal.x, x) and np.array_equal(d.cal.y, y)
+    np.savez(tmp_path / "bad.npz", x_train=xe[:, :3], y_train=ye)
+    with pytest.raises(ValueError, match="bad.npz"):
+        load_data(tmp_path / "d.npz", extra_train=[tmp_path / "bad.npz"])

@@ -9,6 +9,7 @@ hardware target in its metadata.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -111,7 +112,54 @@ def test_cli_train(tmp_path):
     assert rec["command"].startswith("nvmstream train --task toy --data")
     meta = {p.key: p.value for p in onnx.load(out).metadata_props}
     assert meta["train_snr_db"] == "0.0" and json.loads(meta["labels"]) == ["a", "b", "c"]
+    # stderr redirected: one plain progress line per epoch, no carriage returns
+    lines = [ln for ln in r.stderr.splitlines() if " epoch " in ln]
+    assert [ln.split(":")[0] for ln in lines] == ["toy/float epoch 1/1", "toy/qat4_noise epoch 1/1"]
+    assert all("train_acc" in ln for ln in lines) and "\r" not in r.stderr
     bad = subprocess.run([sys.executable, "-m", "nvmstream.runtime.cli", "train", "--data",
                           str(tmp_path / "none.npz"), "--out", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 3 and "none.npz" in bad.stderr
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_train_progress_is_a_bar_on_a_terminal_and_lines_otherwise():
+    from nvmstream.runtime.train_cli import EpochProgress
+    data = _toy()
+    tc = task_config("toy", hidden=4, epochs=2, qat_epochs=1, batch=20)
+    tty, plain = _Tty(), io.StringIO()
+    loop.train_float(data, tc, 0, progress=EpochProgress(tty))
+    loop.train_float(data, tc, 0, progress=EpochProgress(plain))
+    assert "\r" in tty.getvalue() and "3/3" in tty.getvalue()     # 60 sequences / batch 20
+    assert "toy/float epoch 2/2" in tty.getvalue()
+    lines = plain.getvalue().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("toy/float epoch 2/2: 3/3 steps")
+    assert "train_acc" in lines[1]
+    quiet = io.StringIO()
+    loop.train_float(data, tc, 0, progress=EpochProgress(quiet, enabled=False))
+    assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("adc_range", ["per_tile", "per_column"])
+def test_running_adc_ranges_are_grouped_like_the_emulators(adc_range):
+    # before the ranges freeze, training quantizes with running ranges: they must share one
+    # range per tile of columns when the emulator does (adc.range=per_tile), else training
+    # learns a finer ADC than the chip has
+    data = _toy()
+    sets = ("tile.cols=4", f"adc.range={adc_range}")
+    recipe = make_recipe("qat4", "int4", overrides=sets)
+    tc = task_config("toy", kind="LSTM", hidden=3, epochs=1, qat_epochs=1, batch=16)
+    model = loop.train_float(data, tc, 0).with_spec(recipe.spec)
+    model.train()
+    model(torch.as_tensor(data.train.x[:16]))
+    qat.commit_stats(model)
+    r = model.rnn.W.adc_range[0]            # 12 gate columns in 3 tiles of 4
+    groups = r.reshape(3, 4)
+    if adc_range == "per_tile":
+        assert torch.all(groups == groups.max(dim=1, keepdim=True).values)
+    else:
+        assert not torch.all(groups == groups.max(dim=1, keepdim=True).values)

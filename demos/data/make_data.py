@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -383,21 +384,23 @@ def render_clip(
     return np.clip(np.round(clip * 32768.0), -32768, 32767).astype(np.int16), offset
 
 
-def make_keywords() -> None:
+SHIPPED_TRAIN_PER_WORD = 10   # training clips per word kept in keywords.npz (calibration, tests)
+
+
+def _keyword_tools() -> None:
     for tool in ("espeak-ng", "sox"):
         if shutil.which(tool) is None:
             sys.exit(f"make_data.py keywords: `{tool}` not found; apt-get install -y espeak-ng sox")
-    fe = _load_frontend()
-    params = fe.FrontendParams()
-    version = subprocess.run(
-        ["espeak-ng", "--version"], check=True, capture_output=True, text=True
-    ).stdout
+
+
+def _keyword_base() -> tuple[list[str], set[str], list[dict]]:
+    """(voice variants, held-out test voices, the base recipes: CLIPS_PER_VOICE_AND_WORD clips
+    per voice and word, every voice), all drawn from SEED in one fixed order."""
     variants = espeak_variants()
     rng = np.random.default_rng(SEED)
     test_voices = set(
         rng.choice(variants, size=round(TEST_VOICE_FRACTION * len(variants)), replace=False)
     )
-    # Draw every clip's recipe first, in a fixed order, so parallel synthesis stays reproducible.
     recipes = []
     for variant in variants:
         for w, word in enumerate(WORDS):
@@ -415,12 +418,23 @@ def make_keywords() -> None:
                         "peak": float(rng.uniform(0.2, 0.9)),
                     }
                 )
-    print(
-        f"keywords: {len(recipes)} clips from {len(variants)} voice variants "
-        f"({len(test_voices)} held out for test) x {len(ACCENTS)} accents"
-    )
+    return variants, test_voices, recipes
+
+
+def _shipped_train_rows(recipes: list[dict], test_voices: set[str]) -> np.ndarray:
+    """Indices (into the base recipes) of the training clips shipped in keywords.npz:
+    SHIPPED_TRAIN_PER_WORD per word, drawn with seed [SEED, 2], sorted."""
+    rng = np.random.default_rng([SEED, 2])
+    rows = []
+    for w in range(len(WORDS)):
+        cand = [i for i, r in enumerate(recipes) if r["y"] == w and r["variant"] not in test_voices]
+        rows += rng.choice(cand, size=SHIPPED_TRAIN_PER_WORD, replace=False).tolist()
+    return np.sort(np.array(rows, dtype=np.int64))
+
+
+def _synthesize_all(recipes: list[dict], workers: int = 2) -> list[np.ndarray]:
     t0 = time.time()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         speech = list(
             pool.map(
                 lambda r: trim_silence(
@@ -429,12 +443,22 @@ def make_keywords() -> None:
                 recipes,
             )
         )
-    print(f"  synthesised in {time.time() - t0:.0f} s")
+    print(f"  synthesised {len(recipes)} clips in {time.time() - t0:.0f} s")
+    return speech
+
+
+def _render_all(recipes: list[dict], speech: list[np.ndarray], seed: list[int]) -> np.ndarray:
+    """int16 [N, CLIP_SAMPLES] clips; clip i uses the generator [*seed, i] (sets r["offset"])."""
     clips = np.empty((len(recipes), CLIP_SAMPLES), dtype=np.int16)
     for i, (r, s) in enumerate(zip(recipes, speech)):
-        clip_rng = np.random.default_rng([SEED, i])
-        clips[i], r["offset"] = render_clip(s, clip_rng, r["snr_db"], r["noise"], r["peak"])
+        clips[i], r["offset"] = render_clip(
+            s, np.random.default_rng([*seed, i]), r["snr_db"], r["noise"], r["peak"]
+        )
         r["speech_s"] = round(min(s.size, CLIP_SAMPLES) / 16000.0, 3)
+    return clips
+
+
+def _features(fe, clips: np.ndarray, params) -> np.ndarray:
     t0 = time.time()
     feats = np.stack([fe.offline_features(c, params) for c in clips])
     print(
@@ -443,6 +467,59 @@ def make_keywords() -> None:
     )
     if np.abs(feats).max() > 60000:
         raise RuntimeError("features do not fit float16")
+    return feats.astype(np.float16)
+
+
+def _keyword_frontend(fe) -> object:
+    """The keyword front end: default log-mels plus per-feature normalisation, mean and std of
+    each mel over every frame of the shipped training clips (rounded to 4 decimals; std floored
+    at 0.05). Normalised features keep the crossbar's partial sums free of the large common
+    mode of raw log-mels (about -14 in silence), which a 4-bit ADC range would otherwise spend
+    its levels on; the server computes exactly these features from raw audio (the parameters
+    travel in the model's metadata)."""
+    raw = fe.FrontendParams()
+    _, test_voices, base = _keyword_base()
+    rows = _shipped_train_rows(base, test_voices)
+    speech = _synthesize_all([base[i] for i in rows], workers=4)
+    frames = []
+    for i, s in zip(rows, speech):
+        clip, _ = render_clip(s, np.random.default_rng([SEED, int(i)]), base[i]["snr_db"],
+                              base[i]["noise"], base[i]["peak"])
+        frames.append(fe.offline_features(clip, raw).astype(np.float64))
+    f = np.concatenate(frames)
+    mean = np.round(f.mean(axis=0), 4)
+    std = np.round(np.maximum(f.std(axis=0), 0.05), 4)
+    return dataclasses.replace(raw, feature_mean=tuple(mean.tolist()),
+                               feature_std=tuple(std.tolist()))
+
+
+def make_keywords() -> None:
+    """keywords.npz (committed, ~3 MB): every clip of the held-out test voices and a small
+    class-balanced part of the training clips (for calibration and tests); keywords_wav/.
+    The full training set is keywords_extra.npz (not committed, `make_data.py keywords_extra`)."""
+    _keyword_tools()
+    fe = _load_frontend()
+    params = _keyword_frontend(fe)
+    version = subprocess.run(
+        ["espeak-ng", "--version"], check=True, capture_output=True, text=True
+    ).stdout
+    variants, test_voices, all_recipes = _keyword_base()
+    is_test_all = np.array([r["variant"] in test_voices for r in all_recipes])
+    ship_train = _shipped_train_rows(all_recipes, test_voices)
+    keep = np.sort(np.concatenate([np.flatnonzero(is_test_all), ship_train]))
+    recipes = [all_recipes[i] for i in keep]
+    print(
+        f"keywords: {len(recipes)} of {len(all_recipes)} clips from {len(variants)} voice "
+        f"variants ({len(test_voices)} held out for test) x {len(ACCENTS)} accents"
+    )
+    speech = _synthesize_all(recipes, workers=4)
+    clips = np.empty((len(recipes), CLIP_SAMPLES), dtype=np.int16)
+    for j, (i, r, s) in enumerate(zip(keep, recipes, speech)):
+        # clip i of the base recipes always renders with generator [SEED, i]
+        clips[j], r["offset"] = render_clip(
+            s, np.random.default_rng([SEED, int(i)]), r["snr_db"], r["noise"], r["peak"]
+        )
+    feats = _features(fe, clips, params)
     is_test = np.array([r["variant"] in test_voices for r in recipes])
 
     def col(key: str, mask: np.ndarray, dtype: object) -> np.ndarray:
@@ -450,7 +527,7 @@ def make_keywords() -> None:
 
     arrays = {}
     for split, mask in (("train", ~is_test), ("test", is_test)):
-        arrays[f"x_{split}"] = feats[mask].astype(np.float16)
+        arrays[f"x_{split}"] = feats[mask]
         arrays[f"y_{split}"] = col("y", mask, np.int64)
         arrays[f"voice_{split}"] = col("variant", mask, str)
         arrays[f"accent_{split}"] = col("accent", mask, str)
@@ -474,10 +551,14 @@ def make_keywords() -> None:
         license="Generated data, distributed under the nvmstream licence (Apache-2.0); "
         "espeak-ng itself is GPL-3.0 but its audio output is not covered by it",
         description=(
-            "x_*: log-mel features of runtime/frontend.py with frontend_params (default "
-            "FrontendParams), STORED AS FLOAT16 to keep the file small (datasets.load gives "
+            "x_*: log-mel features of runtime/frontend.py with frontend_params (the default "
+            "FrontendParams plus per-feature normalisation by the mean and std of the shipped "
+            "training clips' frames), STORED AS FLOAT16 to keep the file small (datasets.load gives "
             "float32), [N, 98 frames, 40 mels]; y_* indexes labels; split by voice variant: "
-            "no voice_test value occurs in voice_train"
+            "no voice_test value occurs in voice_train. x_train is only a class-balanced "
+            f"sample ({SHIPPED_TRAIN_PER_WORD} per word) of the training clips, for "
+            "calibration and tests; the full training set is keywords_extra.npz, regenerated "
+            "by `python demos/data/make_data.py keywords_extra` (not committed)"
         ),
     )
     for split, mask in (("train", ~is_test), ("test", is_test)):
@@ -521,63 +602,72 @@ def make_keywords() -> None:
     print(f"  wrote {len(manifest)} WAV clips to {wav_dir.relative_to(REPO)}/ (+ manifest.json)")
 
 
-EXTRA_CLIPS_PER_VOICE_AND_WORD = 6
+#: new espeak-ng renditions per training voice and word in keywords_extra.npz ...
+EXTRA_SYNTH_PER_VOICE_AND_WORD = 4
+#: ... each placed, scaled and noised this many times (different offset, peak, noise)
+EXTRA_RENDERS_PER_SYNTH = 2
 
 
 def make_keywords_extra() -> None:
-    """More training clips for keywords, kept out of git (demos/data/keywords_extra.npz, about
-    30 MB): the training voices of keywords.npz only (the same held-out test voices, drawn with
-    the same seed), EXTRA_CLIPS_PER_VOICE_AND_WORD new clips per voice and word with their own
-    seed. `nvmstream train --task keywords --extra-train demos/data/keywords_extra.npz`."""
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            sys.exit(f"make_data.py keywords_extra: `{tool}` not found; "
-                     "apt-get install -y espeak-ng sox")
+    """The full keyword training set, kept out of git (demos/data/keywords_extra.npz, ~45 MB):
+    the training-voice clips of the base draw that keywords.npz does not ship, plus
+    EXTRA_SYNTH_PER_VOICE_AND_WORD new renditions per training voice and word (wider speed and
+    pitch ranges), each rendered EXTRA_RENDERS_PER_SYNTH times. Same test voices (same seed);
+    no test voice occurs. Together with keywords.npz's x_train every training clip is used once:
+    `nvmstream train --task keywords --extra-train demos/data/keywords_extra.npz`."""
+    _keyword_tools()
     fe = _load_frontend()
-    params = fe.FrontendParams()
-    variants = espeak_variants()
-    rng = np.random.default_rng(SEED)      # the same draw as make_keywords: same test voices
-    test_voices = set(
-        rng.choice(variants, size=round(TEST_VOICE_FRACTION * len(variants)), replace=False)
-    )
+    params = _keyword_frontend(fe)
+    variants, test_voices, base = _keyword_base()
+    shipped = set(_shipped_train_rows(base, test_voices).tolist())
+    rest = [i for i, r in enumerate(base) if r["variant"] not in test_voices and i not in shipped]
     rng = np.random.default_rng([SEED, 1])
-    recipes = []
+    new = []
     for variant in variants:
         if variant in test_voices:
             continue
         for w, word in enumerate(WORDS):
-            for _ in range(EXTRA_CLIPS_PER_VOICE_AND_WORD):
-                recipes.append({
+            for _ in range(EXTRA_SYNTH_PER_VOICE_AND_WORD):
+                new.append({
                     "word": word, "y": w, "variant": variant,
                     "accent": str(rng.choice(ACCENTS)),
-                    "speed_wpm": int(rng.integers(100, 251)),
+                    "speed_wpm": int(rng.integers(90, 261)),
                     "pitch": int(rng.integers(5, 96)),
-                    "snr_db": float(rng.choice(SNR_CHOICES_DB)),
-                    "noise": str(rng.choice(["white", "pink"])),
-                    "peak": float(rng.uniform(0.1, 0.95)),
                 })
-    print(f"keywords_extra: {len(recipes)} clips from {len(variants) - len(test_voices)} "
-          "training voices")
-    t0 = time.time()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        speech = list(pool.map(lambda r: trim_silence(synthesize(
-            r["word"], r["accent"], r["variant"], r["speed_wpm"], r["pitch"])), recipes))
-    print(f"  synthesised in {time.time() - t0:.0f} s")
-    feats = []
-    for i, (r, s_) in enumerate(zip(recipes, speech)):
-        clip, r["offset"] = render_clip(s_, np.random.default_rng([SEED, 1, i]), r["snr_db"],
-                                        r["noise"], r["peak"])
-        feats.append(fe.offline_features(clip, params).astype(np.float16))
-    feats = np.stack(feats)
+    print(f"keywords_extra: {len(rest)} base clips + {len(new)} x {EXTRA_RENDERS_PER_SYNTH} new "
+          f"from {len(variants) - len(test_voices)} training voices")
+    speech = _synthesize_all([base[i] for i in rest] + new)
+    sp_base, sp_new = speech[: len(rest)], speech[len(rest):]
+    clips_base = np.empty((len(rest), CLIP_SAMPLES), dtype=np.int16)
+    for j, i in enumerate(rest):
+        clips_base[j], _ = render_clip(sp_base[j], np.random.default_rng([SEED, i]),
+                                       base[i]["snr_db"], base[i]["noise"], base[i]["peak"])
+    renders, sp_r = [], []
+    for r, s in zip(new, sp_new):
+        for _ in range(EXTRA_RENDERS_PER_SYNTH):
+            renders.append(dict(r, snr_db=float(rng.choice(SNR_CHOICES_DB)),
+                                noise=str(rng.choice(["white", "pink"])),
+                                peak=float(rng.uniform(0.1, 0.95))))
+            sp_r.append(s)
+    clips_new = _render_all(renders, sp_r, [SEED, 1])
+    recipes = [base[i] for i in rest] + renders
+    feats = _features(fe, np.concatenate([clips_base, clips_new]), params)
     save("keywords_extra",
          x_train=feats, y_train=np.array([r["y"] for r in recipes], np.int64),
          voice_train=np.array([r["variant"] for r in recipes]),
+         accent_train=np.array([r["accent"] for r in recipes]),
+         speed_wpm_train=np.array([r["speed_wpm"] for r in recipes], np.int64),
+         pitch_train=np.array([r["pitch"] for r in recipes], np.int64),
+         snr_db_train=np.array([r["snr_db"] for r in recipes], np.float32),
          labels=np.array(WORDS),
          frontend_params=json.dumps(params.to_dict(), sort_keys=True),
-         source=f"demos/data/make_data.py keywords_extra (espeak-ng, seed [{SEED}, 1])",
+         source=f"demos/data/make_data.py keywords_extra (espeak-ng, seeds {SEED} and "
+                f"[{SEED}, 1])",
          license="Generated data, Apache-2.0 like nvmstream",
-         description="extra keyword training clips (training voices of keywords.npz only), "
-                     "float16 log-mels [N, 98, 40]; not committed: regenerate")
+         description="the keyword training clips keywords.npz does not ship (training voices "
+                     "only), float16 log-mels [N, 98, 40]; not committed: regenerate")
+    print(f"  train: {len(recipes)} clips;", class_counts(np.array([r['y'] for r in recipes]),
+                                                          WORDS))
 
 
 MAKERS = {

@@ -12,7 +12,7 @@
 from .conv import run_window  # noqa: F401
 from .digital import run_periphery  # noqa: F401
 from .layout import ACT_CODES, LAYER, SEG, OPS, SOURCES  # noqa: F401
-from .program import (BB, run_dense, run_digital, run_program, run_recurrent,  # noqa: F401
+from .program import (BB, compiled, run_dense, run_digital, run_program, run_recurrent,  # noqa: F401
                       scratch, segment, segment_at, stream_step)
 from .rng import fill_normals, normals, seed_states  # noqa: F401
-from .vmm import BlasSegment, blas_products, dac_codes  # noqa: F401
+from .vmm import BlasSegment, blas_products, dac_codes, dac_rows  # noqa: F401

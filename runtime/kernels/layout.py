@@ -89,14 +89,25 @@ SEG = np.dtype([
     ("vgrid", _f),     # variance grid (2^-g code units^2)
     ("dac_q", _i),     # DAC qmax (0: no DAC, float inputs)
     ("dac_step", _f),  # DAC step (model units per code)
+    ("dac_dyn", _i),   # 1: dynamic range: each vector's own step, kept as the last product column
     ("sw", _i),        # pf offset of the per-output weight scales
     ("adc", _i),       # pf offset of the ADC steps [row_tiles, n_out] (-1: no ADC)
     ("adc_q", _i),     # ADC qmax
     ("adc_noise", _f), # ADC noise (LSB rms)
+    ("adc_gain", _i),  # pf offset of per-column ADC-instance gains [row_tiles, n_out] (-1: ideal)
+    ("adc_off", _i),   # pf offset of the instances' offsets (LSB) [row_tiles, n_out]
+    ("adc_thr", _i),   # pf offset of decision levels [row_tiles, n_out, 2 adc_q] (-1: no INL)
     ("tile_rows", _i),
     ("nblk", _i),      # row tiles
-    ("vmm_sigma", _f), # VMM noise sigma (model units)
+    ("vmm_sigma", _f), # VMM noise sigma (model units; > 0: on); per output at pf[vmm]
+    ("vmm", _i),       # pf offset of the per-output VMM-noise sigmas (-1: none): model units
+                       # after the ADC, code units per tile before it (vmm_pre = 1)
+    ("vmm_pre", _i),   # 1: VMM noise on each tile's partial sums before the ADC
     ("pre", _i),       # column of this segment's products in a precomputed-products array
+    ("cur", _i),       # offset of the IR-drop conductances (G+ + G-)/umax [n_in, n_out] (-1: off)
+    ("cur64", _i),
+    ("cgrid", _f),     # their grid (uS per code)
+    ("irk", _i),       # pf offset of the IR-drop factors r n_blk / 3 * 1e-6 [row_tiles]
 ])
 
 
@@ -114,13 +125,29 @@ def segments(n: int) -> np.ndarray:
     a["var"] = -1
     a["adc"] = -1
     a["pre"] = -1
+    a["vmm"] = -1
+    a["adc_gain"] = a["adc_off"] = a["adc_thr"] = -1
+    a["cur"] = a["irk"] = -1
+    a["cgrid"] = 1.0
     a["wgrid"] = a["vgrid"] = 1.0
     a["dac_step"] = 1.0
     return a
 
 
 def pre_width(seg) -> int:
-    """Columns a segment's precomputed products take: partial sums then (with read noise)
-    variances, each ``[row_tiles, n_out]``."""
+    """Columns a segment's precomputed products take: partial sums, then (with read noise)
+    variances, then (with IR drop) column currents, each ``[row_tiles, n_out]``, then (dynamic
+    DAC) one column with the vector's DAC step."""
     w = int(seg["nblk"]) * int(seg["n_out"])
-    return 2 * w if int(seg["var"]) >= 0 else w
+    return (w * (1 + int(int(seg["var"]) >= 0) + int(int(seg["cur"]) >= 0))
+            + int(int(seg["dac_dyn"]) == 1))
+
+
+def dyn_col(seg) -> int:
+    """Column (within a segment's products) holding a dynamic DAC's per-vector step."""
+    return pre_width(seg) - 1
+
+def cur_col(seg) -> int:
+    """Column (within a segment's products) where its IR-drop currents start."""
+    w = int(seg["nblk"]) * int(seg["n_out"])
+    return w * (1 + int(int(seg["var"]) >= 0))

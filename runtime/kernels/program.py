@@ -33,7 +33,7 @@ def scratch(layers, segs, max_w: int):
     """Scratch buffers for the layer loops (allocated once per engine / stream)."""
     mp = 1
     for s in segs:
-        mp = max(mp, int(s["nblk"]) * int(s["n_out"]) * 2)
+        mp = max(mp, int(s["nblk"]) * int(s["n_out"]) * 3)
     w = max_w + 1
     f32 = np.empty((2, BB, w), np.float32)
     f64 = np.empty((7, BB, w), np.float64)
@@ -46,19 +46,19 @@ def scratch(layers, segs, max_w: int):
 @njit(cache=True, error_model="numpy")
 def segment(seg, w32, w64, pf, V, nb, rng, ridx, slot, out, pre, prow, use_pre, scr):
     """Add segment ``seg``'s output for ``nb`` streams into ``out[:nb]``: products from
-    ``pre[prow[k]]`` if ``use_pre`` else from the inputs ``V[:nb]``."""
+    ``pre[prow[k]]`` if ``use_pre`` (float32 in the engine; a float64 ``pre`` compiles its own
+    specialization) else from the inputs ``V[:nb]``."""
     f32, f64, pp, vec, idx = scr
-    if not use_pre:
-        dac(seg, V, nb, f32[0], f64[5])
-        products(seg, w32, w64, f32[0], f64[5], nb, f32[1], f64[6], pp)
     G = vec[0]
     Q = vec[1]
-    for k in range(nb):
-        if use_pre:
-            row = pre[prow[k], seg.pre:]
-        else:
-            row = pp[k]
-        periphery(seg, pf, row, rng[ridx[k], slot], G, Q, out[k])
+    if use_pre:            # BLAS products (float32: the engine routes only float32 segments)
+        for k in range(nb):
+            periphery(seg, pf, pre[prow[k], seg.pre:], rng[ridx[k], slot], G, Q, out[k])
+    else:
+        dac(seg, V, nb, f32[0], f64[5])
+        products(seg, w32, w64, f32[0], f64[5], nb, f32[1], f64[6], pp)
+        for k in range(nb):
+            periphery(seg, pf, pp[k], rng[ridx[k], slot], G, Q, out[k])
 
 
 @njit(cache=True, error_model="numpy")
@@ -117,7 +117,7 @@ def run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k
     tmp, tmp2 = vec[2], vec[3]
     for kstep in range(k0, k1):
         for b0 in range(0, B, BB):
-            nb = 0
+            nb = b0 - b0          # (not a literal 0: see run_program)
             for b in range(b0, min(B, b0 + BB)):
                 L = lens[b]
                 if kstep >= L or (lay.skip > 0 and
@@ -168,9 +168,9 @@ def run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k
                             V[k, i] = ZX[k, r0 + i] * state[ridx[k], so + i]
                     for s in range(lay.nseg):
                         seg = segs[lay.seg0 + s]
-                        if seg.src == SRC_RH:
+                        if seg.src == SRC_RH:      # (nb < 0: False, typed at run time)
                             segment(seg, w32, w64, pf, V, nb, rng, ridx, lay.rng, ZR, preH,
-                                     prow, False, scr)
+                                     prow, nb < 0, scr)
             for k in range(nb):
                 b = bidx[k]
                 t = (lens[b] - 1 - kstep) if lay.rev == 1 else kstep
@@ -231,15 +231,19 @@ def run_digital(layers, li, env, pf, scr):
 @njit(cache=True, error_model="numpy")
 def run_program(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr):
     """Every layer, products in-kernel (the fused path)."""
-    dummy = np.empty((1, 1))
+    dummy = np.empty((1, 1), np.float32)
     T = env.shape[1]
+    # flags and bounds computed at run time: a literal False or 0 here would make numba
+    # compile a second specialization of the (large) layer loops, typed on the literal
+    no = T < 0
+    k0 = T - T
     for li in range(layers.shape[0]):
         lay = layers[li]
         if lay.op == OP_DENSE:
-            run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, dummy, False, scr)
+            run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, dummy, no, scr)
         elif lay.op == OP_LSTM or lay.op == OP_GRU or lay.op == OP_RNN:
-            run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, 0, T,
-                          dummy, False, dummy, False, scr)
+            run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k0, T,
+                          dummy, no, dummy, no, scr)
         elif lay.op == OP_WINDOW:
             run_window(layers, li, env, state, srow)
         elif lay.op >= OP_LAYERNORM:          # digital periphery (kernels/digital.py)
@@ -272,3 +276,18 @@ def stream_step(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr, x,
         if out[j] > out[best]:
             best = j
     return best
+
+
+def compiled(dispatcher, args: tuple):
+    """The compiled entry point of an ``@njit`` function for exactly the types of ``args``
+    (compiled or loaded from the cache if needed). Calling it skips the dispatcher's type
+    resolution; the caller must keep passing arguments of the same types (contiguous arrays
+    of the same dtypes and dimensions)."""
+    if not hasattr(dispatcher, "overloads"):     # NUMBA_DISABLE_JIT=1: a plain function
+        return dispatcher
+    sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+    cres = dispatcher.overloads.get(sig)
+    if cres is None:
+        dispatcher.compile(sig)
+        cres = dispatcher.overloads[sig]
+    return cres.entry_point

@@ -1,8 +1,10 @@
 """Crossbar products and the periphery stages around them, for one segment (one crossbar
 matrix split into row tiles).
 
-    DAC  ->  tile products (weights, and read-noise variances on squared DAC codes)
-         ->  per tile: read noise -> ADC (+ ADC noise)  ->  digital sum over tiles
+    DAC  ->  tile products (weights, read-noise variances on squared DAC codes, IR-drop
+             conductances on |DAC codes|)
+         ->  per tile: read noise -> IR drop -> VMM noise (before the ADC) -> ADC (+ noise,
+             instance mismatch)  ->  digital sum over tiles
          ->  x per-output weight scale x DAC step  ->  VMM noise
 
 Products are exact: a plan stores every segment's effective weights as integers on a grid of
@@ -28,6 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
+from . import layout as LY
 from .rng import fill_normals
 
 
@@ -40,6 +43,10 @@ def dac(seg, V, nb, U32, U64):
         inv = 1.0 / seg.dac_step
         lim = float(seg.dac_q)
         for k in range(nb):
+            if seg.dac_dyn == 1:    # dynamic range: this vector's step, kept in U64[k, n_in]
+                st = _vector_step(V[k], n_in, lim)
+                U64[k, n_in] = st
+                inv = 1.0 / st
             for i in range(n_in):
                 c = np.rint(V[k, i] * inv)
                 if c > lim:
@@ -55,12 +62,25 @@ def dac(seg, V, nb, U32, U64):
 
 
 @njit(cache=True, error_model="numpy")
+def _vector_step(v, n, lim):
+    """A dynamic DAC's step for one vector: ``max_i |v_i| / qmax`` (1 for a zero vector)."""
+    m = 0.0
+    for i in range(n):
+        a = abs(v[i])
+        if a > m:
+            m = a
+    return m / lim if m > 0.0 else 1.0
+
+
+@njit(cache=True, error_model="numpy")
 def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
     """``P[k, col0 + blk*n_out + j] = sum_{i in tile blk} W[i, j] * u_ki`` (``u_ki^2`` if
-    ``square``), accumulated in W's dtype (exact: see module docstring). Stream by stream,
-    row by row, a contiguous axpy over the outputs. Inner loops index views with the loop
-    counter only (an index numba cannot prove non-negative, like ``off + j``, costs a
-    wraparound select per element and stops vectorization)."""
+    ``square == 1``, ``|u_ki|`` if ``square == 2``), accumulated in W's dtype. Four rows at a
+    time: each pass over the outputs adds four weighted rows to the accumulator (a quarter of
+    the accumulator loads and stores of a row-by-row axpy); the order of the sum does not
+    matter because every partial sum is an exact integer (see module docstring). Inner loops
+    index views with the loop counter only (an index numba cannot prove non-negative, like
+    ``off + j``, costs a wraparound select per element and stops vectorization)."""
     Wm = W[off:off + n_in * n_out].reshape((n_in, n_out))
     for blk in range(nblk):
         r0 = blk * tr
@@ -70,13 +90,30 @@ def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
             a = acc[k]
             for j in range(n_out):
                 a[j] = 0.0
-            for i in range(r0, r1):
-                u = U[k, i]
-                if square:
-                    u = u * u
-                if u != 0.0:
+            uk = U[k]
+            i = r0
+            while i + 4 <= r1:
+                u0, u1, u2, u3 = uk[i], uk[i + 1], uk[i + 2], uk[i + 3]
+                if square == 1:
+                    u0, u1, u2, u3 = u0 * u0, u1 * u1, u2 * u2, u3 * u3
+                elif square == 2:
+                    u0, u1, u2, u3 = abs(u0), abs(u1), abs(u2), abs(u3)
+                if u0 != 0.0 or u1 != 0.0 or u2 != 0.0 or u3 != 0.0:
+                    w0, w1, w2, w3 = Wm[i], Wm[i + 1], Wm[i + 2], Wm[i + 3]
                     for j in range(n_out):
-                        a[j] += Wm[i, j] * u
+                        a[j] += (w0[j] * u0 + w1[j] * u1) + (w2[j] * u2 + w3[j] * u3)
+                i += 4
+            while i < r1:
+                u = uk[i]
+                if square == 1:
+                    u = u * u
+                elif square == 2:
+                    u = abs(u)
+                if u != 0.0:
+                    w0 = Wm[i]
+                    for j in range(n_out):
+                        a[j] += w0[j] * u
+                i += 1
             p = P[k, c:c + n_out]
             for j in range(n_out):
                 p[j] = float(a[j])
@@ -87,17 +124,29 @@ def products(seg, w32, w64, U32, U64, nb, A32, A64, P):
     """Tile products of one segment for ``nb`` streams (DAC codes already in U32/U64):
     ``P[k, :nblk*n_out]`` partial sums, then (read noise) ``P[k, nblk*n_out:]`` variances."""
     n_in, n_out, tr, nblk = seg.n_in, seg.n_out, seg.tile_rows, seg.nblk
+    # modes and offsets typed at run time (a literal 0/1/2 would make numba compile a
+    # specialization of _tile_products per literal)
+    m0 = nb - nb
+    m1, m2, cv = m0 + 1, m0 + 2, nblk * n_out
     if seg.w64 == 1:
-        _tile_products(w64, seg.w, n_in, n_out, tr, nblk, U64, nb, False, A64, P, 0)
+        _tile_products(w64, seg.w, n_in, n_out, tr, nblk, U64, nb, m0, A64, P, m0)
     else:
-        _tile_products(w32, seg.w, n_in, n_out, tr, nblk, U32, nb, False, A32, P, 0)
+        _tile_products(w32, seg.w, n_in, n_out, tr, nblk, U32, nb, m0, A32, P, m0)
     if seg.var >= 0:
         if seg.var64 == 1:
-            _tile_products(w64, seg.var, n_in, n_out, tr, nblk, U64, nb, True, A64, P,
-                           nblk * n_out)
+            _tile_products(w64, seg.var, n_in, n_out, tr, nblk, U64, nb, m1, A64, P, cv)
         else:
-            _tile_products(w32, seg.var, n_in, n_out, tr, nblk, U32, nb, True, A32, P,
-                           nblk * n_out)
+            _tile_products(w32, seg.var, n_in, n_out, tr, nblk, U32, nb, m1, A32, P, cv)
+    if seg.cur >= 0:       # IR drop: accumulated column currents sum_i cond_ij |u_i|
+        c0 = nblk * n_out * (2 if seg.var >= 0 else 1)
+        if seg.cur64 == 1:
+            _tile_products(w64, seg.cur, n_in, n_out, tr, nblk, U64, nb, m2, A64, P, c0)
+        else:
+            _tile_products(w32, seg.cur, n_in, n_out, tr, nblk, U32, nb, m2, A32, P, c0)
+    if seg.dac_dyn == 1:   # the vectors' DAC steps ride in the last product column
+        cd = nblk * n_out * (1 + (1 if seg.var >= 0 else 0) + (1 if seg.cur >= 0 else 0))
+        for k in range(nb):
+            P[k, cd] = U64[k, n_in]
 
 
 @njit(cache=True, error_model="numpy")
@@ -127,10 +176,19 @@ def periphery(seg, pf, P, st, G, Q, out):
         else:
             for j in range(n_out):
                 G[j] = p[j] * wg
+        # IR drop: y * max(1 - k_blk * S, 0), S the column pair's accumulated current
+        if seg.cur >= 0:
+            _ir_drop(G, P, vo * (2 if seg.var >= 0 else 1) + c0, seg.cgrid, pf[seg.irk + blk],
+                     n_out)
+        # VMM noise before the ADC (code units per tile)
+        if seg.vmm_pre == 1:
+            _add_normals(G, pf[seg.vmm:seg.vmm + n_out], st, n_out)
         # ADC (+ noise) and the digital sum over tiles
         if adc >= 0:
             steps = pf[adc + c0:adc + c0 + n_out]
-            if seg.adc_noise > 0.0:
+            if seg.adc_gain >= 0:
+                _adc_mismatch(seg, pf, G, steps, aq, st, Q, n_out, c0)
+            elif seg.adc_noise > 0.0:
                 _adc_noisy(G, steps, aq, seg.adc_noise, st, Q, n_out)
             else:
                 for j in range(n_out):
@@ -141,14 +199,61 @@ def periphery(seg, pf, P, st, G, Q, out):
                 Q[j] += G[j]
     sw = pf[seg.sw:seg.sw + n_out]
     scale = seg.dac_step if seg.dac_q > 0 else 1.0
-    if seg.vmm_sigma > 0.0:
+    if seg.dac_dyn == 1:
+        scale = P[vo * (1 + (1 if seg.var >= 0 else 0) + (1 if seg.cur >= 0 else 0))]
+    if seg.vmm_sigma > 0.0 and seg.vmm_pre == 0:
         fill_normals(st, G, n_out)
-        sg = seg.vmm_sigma
+        sg = pf[seg.vmm:seg.vmm + n_out]
         for j in range(n_out):
-            out[j] += Q[j] * sw[j] * scale + sg * G[j]
+            out[j] += Q[j] * sw[j] * scale + sg[j] * G[j]
     else:
         for j in range(n_out):
             out[j] += Q[j] * sw[j] * scale
+
+
+@njit(cache=True, error_model="numpy")
+def _ir_drop(G, P, c, cg, k, n):
+    """``G[j] *= max(1 - k * P[c + j] * cg, 0)`` (the twin: ``devices.periphery.IRDrop``)."""
+    for j in range(n):
+        G[j] = G[j] * max(1.0 - k * (P[c + j] * cg), 0.0)
+
+
+@njit(cache=True, error_model="numpy")
+def _add_normals(p, sig, st, n):
+    """``p[:n] += sig * N(0, 1)`` (the normals drawn into a small buffer)."""
+    g = np.empty(n)
+    fill_normals(st, g, n)
+    for j in range(n):
+        p[j] += sig[j] * g[j]
+
+
+@njit(cache=True, error_model="numpy")
+def _adc_mismatch(seg, pf, p, steps, aq, st, Q, n, c0):
+    """ADC instances with drawn gain/offset (and INL levels): ``x = (p/step + noise) * gain +
+    offset``, code = ``#(levels <= x) - qmax`` (INL) or ``clip(rint(x))``; ``Q += code *
+    step`` (the twin: ``devices.periphery.ADC.apply``)."""
+    g = np.empty(n)
+    if seg.adc_noise > 0.0:
+        fill_normals(st, g, n)
+    anz = seg.adc_noise
+    gain = pf[seg.adc_gain + c0:seg.adc_gain + c0 + n]
+    off = pf[seg.adc_off + c0:seg.adc_off + c0 + n]
+    nl = 2 * seg.adc_q
+    for j in range(n):
+        x = p[j] / steps[j]
+        if anz > 0.0:
+            x = x + anz * g[j]
+        x = x * gain[j] + off[j]
+        if seg.adc_thr >= 0:
+            t0 = seg.adc_thr + (c0 + j) * nl
+            c = 0.0
+            for k in range(nl):
+                if pf[t0 + k] <= x:
+                    c += 1.0
+            c -= aq
+        else:
+            c = min(max(np.rint(x), -aq), aq)
+        Q[j] += c * steps[j]
 
 
 @njit(cache=True, error_model="numpy")
@@ -163,27 +268,60 @@ def _adc_noisy(p, steps, aq, anz, st, Q, n):
 
 
 # ------------------------------------------------------------------------------ BLAS route
+@njit(cache=True, error_model="numpy")
+def dac_rows(X, rows, x0, inv, q, U, U2, square):
+    """DAC codes of ``X[rows[r], x0 : x0 + n_in]`` (float32 or float64 inputs; ``rows`` an
+    int64 row index, e.g. the pool rows of a batch's recurrent states, or 0..R-1 for the time
+    steps of a layer input) into ``U[r]`` (float32, exact small integers) and, if ``square``,
+    their squares into ``U2[r]``: the same float64 operations as :func:`dac`."""
+    n_in = U.shape[1]
+    for r in range(rows.shape[0]):
+        xr = X[rows[r], x0:x0 + n_in]
+        ur = U[r]
+        for i in range(n_in):
+            c = np.rint(float(xr[i]) * inv)
+            if c > q:
+                c = q
+            elif c < -q:
+                c = -q
+            ur[i] = np.float32(c)
+        if square:
+            u2 = U2[r]
+            for i in range(n_in):
+                u2[i] = ur[i] * ur[i]
+
+
 class BlasSegment:
     """The BLAS route of one segment, prepared once (views and scalars, so a call costs only
-    its numpy work): ``run(V, out)`` writes the tile products of every row of ``V[rows, n_in]``
-    (float64, model units) into ``out[rows, pre : pre + pre_width]`` (float64). Only for
-    segments with a DAC: their products are exact integers (module docstring), so these equal
-    :func:`products` bit for bit."""
+    its numpy work): :meth:`run_rows` writes the tile products of rows of a ``[R, width]``
+    array (an env of layer inputs, or the recurrent state pool) into ``out[:, pre : pre +
+    pre_width]`` (float32). Only for segments with a DAC whose weights and variances sit in
+    float32 (the plan's proof: every tile partial sum is an integer below 2^24), a static DAC
+    range and no IR-drop currents (:attr:`f32`), so these equal
+    :func:`products` bit for bit whatever order the BLAS sums in.
+
+    Per call: one numba pass for the DAC codes (and their squares, with read noise) into
+    preallocated float32 buffers, then one ``sgemm`` per row tile writing straight into the
+    products array (``np.matmul(..., out=view)``: no temporaries, no dtype conversion)."""
 
     def __init__(self, seg, w32: np.ndarray, w64: np.ndarray) -> None:
         n_in, n_out = int(seg["n_in"]), int(seg["n_out"])
         tr, nblk = int(seg["tile_rows"]), int(seg["nblk"])
+        self.n_in = n_in
         self.q = float(seg["dac_q"])
         self.inv = 1.0 / float(seg["dac_step"])
+        self.dyn = int(seg["dac_dyn"]) == 1
         wbuf = w64 if seg["w64"] else w32
         w0 = int(seg["w"])
         W = wbuf[w0:w0 + n_in * n_out].reshape(n_in, n_out)
         c0 = int(seg["pre"])
+        self.dcol = c0 + LY.dyn_col(seg)
         self.dtype = wbuf.dtype
         self.blocks = [(slice(b * tr, min(n_in, (b + 1) * tr)),
                         slice(c0 + b * n_out, c0 + (b + 1) * n_out)) for b in range(nblk)]
         self.W = [W[r] for r, _ in self.blocks]
         self.var = None
+        self.vdtype = self.dtype
         if seg["var"] >= 0:
             vbuf = w64 if seg["var64"] else w32
             v0 = int(seg["var"])
@@ -192,15 +330,54 @@ class BlasSegment:
             self.var = [Var[r] for r, _ in self.blocks]
             self.vcols = [slice(c.start + nblk * n_out, c.stop + nblk * n_out)
                           for _, c in self.blocks]
+        self.cur = None
+        if seg["cur"] >= 0:          # IR drop: accumulated currents on |codes|
+            cbuf = w64 if seg["cur64"] else w32
+            k0 = int(seg["cur"])
+            Cur = cbuf[k0:k0 + n_in * n_out].reshape(n_in, n_out)
+            self.cdtype = cbuf.dtype
+            self.cur = [Cur[r] for r, _ in self.blocks]
+            sh = nblk * n_out * (2 if seg["var"] >= 0 else 1)
+            self.ccols = [slice(c.start + sh, c.stop + sh) for _, c in self.blocks]
+
+        # the engine's float32 route (run_rows): exact float32 products, a static DAC range
+        # (a dynamic DAC's per-vector step is not an integer) and no IR-drop currents
+        self.f32 = (self.dtype == np.float32 and self.vdtype == np.float32
+                    and not self.dyn and self.cur is None)
+
+    def run_rows(self, X: np.ndarray, rows: np.ndarray, x0: int, out: np.ndarray,
+                 U: np.ndarray, U2: np.ndarray) -> None:
+        """Products of ``X[rows, x0 : x0 + n_in]`` into ``out`` (float32 ``[len(rows), :]``);
+        ``U``/``U2`` float32 ``[len(rows), n_in]`` scratch (``U2`` unused without read
+        noise). Needs :attr:`f32`."""
+        sq = self.var is not None
+        dac_rows(X, rows, x0, self.inv, self.q, U, U2, sq)
+        for (r, cols), W in zip(self.blocks, self.W):
+            np.matmul(U[:, r], W, out=out[:, cols])
+        if sq:
+            for (r, _), cols, Var in zip(self.blocks, self.vcols, self.var):
+                np.matmul(U2[:, r], Var, out=out[:, cols])
 
     def codes(self, V: np.ndarray) -> np.ndarray:
         """numpy DAC, the same float64 operations as :func:`dac`."""
-        U = np.rint(V * self.inv)
+        if self.dyn:
+            U = np.rint(V * (1.0 / self.steps(V))[:, None])
+        else:
+            U = np.rint(V * self.inv)
         np.clip(U, -self.q, self.q, out=U)
         return U
 
+    def steps(self, V: np.ndarray) -> np.ndarray:
+        """Dynamic DAC: each row's step, as :func:`_vector_step`."""
+        m = np.max(np.abs(V), axis=1)
+        return np.where(m > 0, m / self.q, 1.0)
+
     def run(self, V: np.ndarray, out: np.ndarray) -> None:
+        """Products of every row of ``V[rows, n_in]`` (model units, float64) into ``out`` in
+        the accumulator's dtype (any float ``out``; for tests and one-off use)."""
         U = self.codes(V)
+        if self.dyn:
+            out[:, self.dcol] = self.steps(V)
         Uw = U.astype(self.dtype)
         for (rows, cols), W in zip(self.blocks, self.W):
             out[:, cols] = Uw[:, rows] @ W
@@ -209,11 +386,18 @@ class BlasSegment:
             U2 *= U2
             for (rows, _), cols, Var in zip(self.blocks, self.vcols, self.var):
                 out[:, cols] = U2[:, rows] @ Var
+        if self.cur is not None:
+            Ua = np.abs(U).astype(self.cdtype)
+            for (rows, _), cols, Cur in zip(self.blocks, self.ccols, self.cur):
+                out[:, cols] = Ua[:, rows] @ Cur
 
 
 def dac_codes(seg, V: np.ndarray) -> np.ndarray:
     """numpy DAC, the same float64 operations as :func:`dac` (``V[rows, n_in]`` float64)."""
     q = float(seg["dac_q"])
+    if int(seg["dac_dyn"]) == 1:
+        m = np.max(np.abs(V), axis=1)
+        return np.clip(np.rint(V * (1.0 / np.where(m > 0, m / q, 1.0))[:, None]), -q, q)
     return np.clip(np.rint(V * (1.0 / float(seg["dac_step"]))), -q, q)
 
 

@@ -61,12 +61,17 @@ def _loss(logits, y, last, all_steps_weight: float):
 
 
 def _fit(model: qat.SeqClassifier, tr: Split, tc: TaskConfig, epochs: int, lr: float, seed: int,
-         on_epoch=None, before_batch=None, label: str = "") -> None:
+         on_epoch=None, before_batch=None, label: str = "", progress=None,
+         batch: int | None = None) -> None:
     """Adam + cosine learning rate, gradient clipping; ``on_epoch(epoch)`` runs before each
-    epoch, ``before_batch(step)`` before each batch (device draws)."""
+    epoch, ``before_batch(step)`` before each batch (device draws). ``progress(desc, batches)``
+    (optional, e.g. the CLI's bar) returns an object whose ``update(loss)`` is called after
+    each batch and ``close(loss, train_acc)`` at the end of the epoch. ``batch``: batch size
+    (default ``tc.batch``)."""
+    batch = batch or tc.batch
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
-    steps_per_epoch = math.ceil(len(tr.y) / tc.batch)
+    steps_per_epoch = math.ceil(len(tr.y) / batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=max(1, epochs * steps_per_epoch), eta_min=lr * 0.02)
     x, y, last = torch.as_tensor(tr.x), torch.as_tensor(tr.y), torch.as_tensor(tr.last)
@@ -81,8 +86,10 @@ def _fit(model: qat.SeqClassifier, tr: Split, tc: TaskConfig, epochs: int, lr: f
         model.train()
         perm = torch.randperm(len(y), generator=gen)
         total, correct, n = 0.0, 0, 0
-        for k in range(0, len(y), tc.batch):
-            idx = perm[k:k + tc.batch]
+        bar = (progress(f"{label} epoch {ep + 1}/{epochs}", steps_per_epoch)
+               if progress is not None else None)
+        for k in range(0, len(y), batch):
+            idx = perm[k:k + batch]
             tmax = int(last[idx].max()) + 1            # padding past the longest is never used
             xb = x[idx, :tmax]
             if tc.time_shift and fixed_length:         # circular shift per sequence
@@ -113,6 +120,10 @@ def _fit(model: qat.SeqClassifier, tr: Split, tc: TaskConfig, epochs: int, lr: f
             total += float(loss.detach()) * len(idx) if torch.isfinite(loss) else 0.0
             correct += int((logits[torch.arange(len(idx)), last[idx]].argmax(1) == y[idx]).sum())
             n += len(idx)
+            if bar is not None:
+                bar.update(total / n)
+        if bar is not None:
+            bar.close(total / n, correct / n)
         if ep == epochs - 1 or ep % max(1, epochs // 5) == 0:
             log.info("%s epoch %3d/%d  loss %.4f  train acc %.3f%s", label, ep + 1, epochs,
                      total / n, correct / n,
@@ -132,7 +143,8 @@ def torch_accuracy(model, s: Split, batch: int = 256) -> float:
     return correct / len(s.y)
 
 
-def train_float(data: TrainData, tc: TaskConfig, seed: int) -> qat.SeqClassifier:
+def train_float(data: TrainData, tc: TaskConfig, seed: int, progress=None
+                ) -> qat.SeqClassifier:
     """The float model after ``tc.epochs`` (the common start of every recipe)."""
     _seed_all(seed)
     tr = data.train
@@ -146,12 +158,12 @@ def train_float(data: TrainData, tc: TaskConfig, seed: int) -> qat.SeqClassifier
         valid = np.arange(tr.x.shape[1])[None, :] <= tr.last[:, None]
         frames = tr.x[valid]
         model.set_input_norm(frames.mean(0), np.maximum(frames.std(0), 1e-3))
-    _fit(model, tr, tc, tc.epochs, tc.lr, seed, label=f"{data.name}/float")
+    _fit(model, tr, tc, tc.epochs, tc.lr, seed, label=f"{data.name}/float", progress=progress)
     return model
 
 
-def fine_tune(data: TrainData, tc: TaskConfig, recipe: Recipe, base: qat.SeqClassifier
-              ) -> qat.SeqClassifier:
+def fine_tune(data: TrainData, tc: TaskConfig, recipe: Recipe, base: qat.SeqClassifier,
+              progress=None) -> qat.SeqClassifier:
     """``tc.qat_epochs`` of fine-tuning of a copy of ``base`` for ``recipe.spec`` (no
     quantizers for ``float``: the same budget). Calibration is the emulator's, on
     :func:`calibration_set` of the training split; ranges are frozen for the last
@@ -164,7 +176,7 @@ def fine_tune(data: TrainData, tc: TaskConfig, recipe: Recipe, base: qat.SeqClas
     tr = data.train
     on_epoch = before_batch = None
     if spec.quantized:
-        x_cal = calibration_set(tr.x, tr.y)
+        x_cal = calibration_set(data.cal.x, data.cal.y)
         qat.calibrate_like_emulator(model, x_cal, freeze=False)   # initial ranges
         freeze_at = tc.qat_epochs - max(1, round(tc.freeze_frac * tc.qat_epochs))
         if spec.device_noise:
@@ -183,10 +195,11 @@ def fine_tune(data: TrainData, tc: TaskConfig, recipe: Recipe, base: qat.SeqClas
             qat.resample_device(model, sampler, step)
 
     _fit(model, tr, tc, tc.qat_epochs, tc.qat_lr, recipe.seed + 1, on_epoch=on_epoch,
-         before_batch=before_batch, label=f"{data.name}/{recipe.name}")
+         before_batch=before_batch, label=f"{data.name}/{recipe.name}", progress=progress,
+         batch=tc.fine_tune_batch or tc.batch)
     qat.clear_device(model)
     if spec.quantized:
-        qat.calibrate_like_emulator(model, calibration_set(tr.x, tr.y), freeze=True)
+        qat.calibrate_like_emulator(model, x_cal, freeze=True)
     return model
 
 
@@ -255,7 +268,7 @@ def evaluate(path: Path, data: TrainData, devices=EVAL_DEVICES, seed: int = 0
     training split, then ``Engine(prog, Device(profile, seed), votes)``; the class at each
     sequence's last valid step (votes > 1: majority via ``Engine.predict``)."""
     import nvmstream as nvm
-    prog = nvm.convert(path, calibration_set(data.train.x, data.train.y))
+    prog = nvm.convert(path, calibration_set(data.cal.x, data.cal.y))
     te = data.test
     rows = np.arange(len(te.y))
     out = {}
@@ -290,7 +303,8 @@ def build_metadata(data: TrainData, tc: TaskConfig, recipe: Recipe, acc: dict) -
         "recipe_args": json.dumps({
             "kind": tc.kind, "hidden": tc.hidden, "epochs": tc.epochs,
             "fine_tune_epochs": tc.qat_epochs, "batch": tc.batch, "lr": tc.lr,
-            "fine_tune_lr": tc.qat_lr, "weight_decay": tc.weight_decay,
+            "fine_tune_lr": tc.qat_lr, "fine_tune_batch": tc.fine_tune_batch or tc.batch,
+            "weight_decay": tc.weight_decay,
             "all_steps_weight": tc.all_steps_weight, "freeze_frac": tc.freeze_frac,
             "input_noise": tc.input_noise, "time_shift": tc.time_shift,
             "dropout": tc.dropout, "normalize_folded": tc.normalize,
@@ -300,8 +314,9 @@ def build_metadata(data: TrainData, tc: TaskConfig, recipe: Recipe, acc: dict) -
                        if tc.all_steps_weight else ""),
             "optimizer": "Adam, cosine learning rate, grad-norm clip 1.0",
             "hardware": spec.to_dict(),
-            "calibration": "nvmstream.runtime.stats.calibration_set of the training split "
-                           "(64 sequences, class-balanced, seed 0)",
+            "calibration": "nvmstream.runtime.stats.calibration_set of the data file's "
+                           "x_train (64 sequences, class-balanced, seed 0; --extra-train "
+                           "files are not drawn from)",
         }),
         "source": "nvmstream train (nvmstream.runtime.training)",
         "description": f"nvmstream: {tc.kind} {tc.hidden} + per-step linear head on "
@@ -320,22 +335,23 @@ def build_metadata(data: TrainData, tc: TaskConfig, recipe: Recipe, acc: dict) -
 
 def train_model(data: TrainData, tc: TaskConfig, recipe: Recipe, out: Path,
                 float_cache: dict | None = None, do_eval: bool = True,
-                eval_devices=EVAL_DEVICES) -> dict:
+                eval_devices=EVAL_DEVICES, progress=None) -> dict:
     """Train, export, verify and (optionally) evaluate one model; returns its manifest entry.
 
-    ``float_cache`` shares the float model of the first ``tc.epochs`` between recipes."""
+    ``float_cache`` shares the float model of the first ``tc.epochs`` between recipes;
+    ``progress``: per-epoch progress reporting (see :func:`_fit`)."""
     out = Path(out)
     key = (data.name, recipe.seed, tc)
     t0 = time.perf_counter()
     if float_cache is not None and key in float_cache:
         base, t_float = float_cache[key]
     else:
-        base = train_float(data, tc, recipe.seed)
+        base = train_float(data, tc, recipe.seed, progress)
         t_float = time.perf_counter() - t0
         if float_cache is not None:
             float_cache[key] = (base, t_float)
     t1 = time.perf_counter()
-    model = fine_tune(data, tc, recipe, base)
+    model = fine_tune(data, tc, recipe, base, progress)
     t_tune = time.perf_counter() - t1
     spec = recipe.spec
     qacc = torch_accuracy(model, data.test) if spec.quantized else None

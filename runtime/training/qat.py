@@ -19,7 +19,8 @@ One :class:`CrossbarMatrix` is one crossbar matrix ``W[out, in]`` as runtime/pla
   (:func:`nvmstream.devices.noise.vmm_noise_sigma`) on every output in training -- the
   deep-noise-injection setting of arXiv 1807.06555 when ``snr_db`` is the inference SNR.
 
-Ranges are running statistics of the training batches (EMA of each batch's max |value|) until
+Ranges are running statistics of the training batches (EMA of each batch's max |value|, ADC
+ranges grouped as the profile's ``adc.range`` groups them: per tile or per column) until
 :func:`calibrate_like_emulator` sets them exactly as ``nvm.convert`` + ``Engine`` will
 (:func:`~.hardware.calibrate_matrix`) and freezes them. Noise is applied only in training mode.
 """
@@ -158,7 +159,7 @@ class CrossbarMatrix(nn.Module):
                 var = (ub.detach() ** 2) @ self.read_var[:, r0:r1].t()
                 p = p + torch.sqrt(var) * torch.randn_like(p)
             if qa:
-                amax = self._tile_max(p.detach().reshape(-1, self.n_out).abs().amax(dim=0))
+                amax = self._adc_group_max(p.detach().reshape(-1, self.n_out).abs().amax(dim=0))
                 if track:
                     self._pending(f"adc{blk}", amax)
                 ar = amax if first else self.adc_range[blk]
@@ -187,6 +188,18 @@ class CrossbarMatrix(nn.Module):
                 out = out + sigma * torch.randn_like(out)
         return out
 
+    def _adc_group_max(self, amax: torch.Tensor) -> torch.Tensor:
+        """Per-column max |partial sum| -> the ADC's range groups (``adc.range``): one range per
+        ``tile_cols`` columns for ``per_tile`` (broadcast back to the columns), as the
+        emulator's ADC calibrates; unchanged for ``per_column``."""
+        if self.spec.adc_range != "per_tile":
+            return amax
+        tc = self.spec.tile_cols or self.n_out
+        out = amax.clone()
+        for c0 in range(0, self.n_out, tc):
+            out[c0:c0 + tc] = amax[c0:c0 + tc].max()
+        return out
+
     # ------------------------------------------------------------------ running ranges
     def _adc_steps(self) -> np.ndarray | None:
         """The ADC steps ``[row_tiles, n_out]`` in force: the emulator's once calibrated and
@@ -197,18 +210,6 @@ class CrossbarMatrix(nn.Module):
             return np.asarray(self.cal.adc_steps, np.float64)
         r = self.adc_range.detach().double().numpy()
         return np.where(r > 0, r / qmax_for_bits(self.spec.adc_bits), 1.0)
-
-    def _tile_max(self, amax: torch.Tensor) -> torch.Tensor:
-        """Per-column maxima ``[n_out]`` -> the ADC range granularity of the profile: with
-        ``adc.range = per_tile`` every column of a column tile (``tile_cols`` outputs) gets the
-        tile's max, as :meth:`nvmstream.devices.periphery.ADC.calibrate` shares one step."""
-        if self.spec.adc_range != "per_tile":
-            return amax
-        tc = max(1, int(self.spec.tile_cols))
-        out = amax.clone()
-        for c0 in range(0, self.n_out, tc):
-            out[c0:c0 + tc] = amax[c0:c0 + tc].max()
-        return out
 
     def _pending(self, key: str, value: torch.Tensor, mean: bool = False) -> None:
         """Accumulate this batch's statistic (max, or mean for power) until :meth:`commit`."""

@@ -22,7 +22,8 @@ from nvmstream.devices import (
 )
 from nvmstream.devices.profile import AdcSection, MappingSection
 
-SHIPPED = ["ideal", "int4", "rram", "rram-faulty", "pcm", "pcm-1h", "pcm-1d", "pcm-1y", "snr0db", "nand-eol"]
+SHIPPED = ["ideal", "int4", "rram", "rram-faulty", "pcm", "pcm-1h", "pcm-1d", "pcm-1y", "snr0db", "nand-eol",
+           "pcm-chip"]
 
 
 def test_list_profiles_has_every_shipped_profile():

@@ -553,7 +553,9 @@ def test_price_one_off():
     assert r.storage_read_pJ == pytest.approx(1000 * p.energy.storage_read_pJ_per_bit, rel=REL)
     assert r.programming_pJ == pytest.approx(300 * 50.0, rel=REL)
     assert r.total_pJ == pytest.approx(r.storage_read_pJ + r.programming_pJ, rel=REL)
-    assert set(r.to_dict()) == {"storage_read_pJ", "programming_pJ", "total_pJ"}
+    assert set(r.to_dict()) == {"storage_read_pJ", "programming_pJ", "total_pJ",
+                                "adc_retune_pJ"}
+    assert r.adc_retune_pJ == 0.0       # priced by the ledger only with adc.track_drift
     with pytest.raises(ValueError, match="cells_programmed"):
         price_one_off(OneOffCounts(cells_programmed=-1), p)
 
