@@ -144,7 +144,14 @@ class Page:
                 csv.unlink()
             if not csv.exists():
                 self.commands_run += 1
-            rows = R.run_printed(command, cwd=REPO)
+            try:
+                rows = R.run_printed(command, cwd=REPO)
+            except RuntimeError as e:
+                if "--resume of a different sweep" not in str(e):
+                    raise
+                csv.unlink()             # e.g. the profile changed: recompute from nothing
+                self.commands_run += 1
+                rows = R.run_printed(command, cwd=REPO)
             for r in rows:
                 r["task"], r["recipe"] = task, recipe
             self.ran[command] = rows
