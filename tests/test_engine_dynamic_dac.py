@@ -8,10 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from naive import vmm as twin_vmm
 from nvmstream.devices.periphery import DAC
-from nvmstream.runtime import kernels as K
-from test_engine_periphery import _engine, _kernel
+from test_engine_periphery import _engine, _kernel, assert_kernel_routes_match_twin
 
 
 def test_each_vector_uses_the_full_code_range():
@@ -39,15 +37,7 @@ def test_kernel_equals_twin_and_blas_route(ov):
         assert int(rec["dac_dyn"]) == 1
         V = np.random.default_rng(1).normal(0, 1, (12, seg.n_in)) * np.logspace(-2, 1, 12)[:, None]
         V[3] = 0.0
-        pre = np.zeros((12, K.layout.pre_width(rec) + int(rec["pre"])))
-        K.blas_products(rec, eng.plan.w32, eng.plan.w64, V, pre)
-        for r, v in enumerate(V):
-            s1 = np.empty((1, 4), np.uint64)
-            K.seed_states(np.array([r], np.uint64), s1)
-            s2, s3 = s1.copy(), s1.copy()
-            a = _kernel(eng, seg, v, s1[0])
-            np.testing.assert_array_equal(a, twin_vmm(seg, v, s2[0]))
-            np.testing.assert_array_equal(a, _kernel(eng, seg, v, s3[0], pre=pre[r:r + 1]))
+        assert_kernel_routes_match_twin(eng, seg, V)
 
 
 def test_small_inputs_keep_resolution_only_with_a_dynamic_range():

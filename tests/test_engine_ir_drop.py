@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 
 import nvmstream as nvm
-from naive import vmm as twin_vmm
 from nvmstream.devices.periphery import IRDrop
-from nvmstream.runtime import kernels as K
-from test_engine_periphery import _engine, _kernel
+from test_engine_periphery import _engine, _kernel, assert_kernel_routes_match_twin
 
 
 @pytest.mark.parametrize("rows,r_ohm", [(256, 0.35), (64, 1.0), (200, 0.15)])
@@ -59,17 +57,8 @@ def test_kernel_equals_twin_and_blas_route(ov):
     eng = _engine("pcm", ov)
     for seg in eng.plan.segments:
         assert seg.ir.on
-        rec = eng.plan.segs[seg.index]
         V = np.random.default_rng(1).normal(0, 1, (12, seg.n_in))
-        pre = np.zeros((12, K.layout.pre_width(rec) + int(rec["pre"])))
-        K.blas_products(rec, eng.plan.w32, eng.plan.w64, V, pre)
-        for r, v in enumerate(V):
-            s1 = np.empty((1, 4), np.uint64)
-            K.seed_states(np.array([r], np.uint64), s1)
-            s2, s3 = s1.copy(), s1.copy()
-            a = _kernel(eng, seg, v, s1[0])
-            np.testing.assert_array_equal(a, twin_vmm(seg, v, s2[0]))
-            np.testing.assert_array_equal(a, _kernel(eng, seg, v, s3[0], pre=pre[r:r + 1]))
+        assert_kernel_routes_match_twin(eng, seg, V)
 
 
 def test_ir_drop_shrinks_outputs_and_is_off_by_default():

@@ -36,6 +36,22 @@ def _kernel(eng, seg, v, state, pre=None):
     return out[0]
 
 
+def assert_kernel_routes_match_twin(eng, seg, V):
+    """For each row of ``V``: the in-kernel products, the BLAS products and the numpy twin
+    (tests/naive.py) give the same segment outputs bit for bit, from the same noise state."""
+    from naive import vmm as twin_vmm
+    rec = eng.plan.segs[seg.index]
+    pre = np.zeros((len(V), K.layout.pre_width(rec) + int(rec["pre"])))
+    K.blas_products(rec, eng.plan.w32, eng.plan.w64, V, pre)
+    for r, v in enumerate(V):
+        s1 = np.empty((1, 4), np.uint64)
+        K.seed_states(np.array([r], np.uint64), s1)
+        s2, s3 = s1.copy(), s1.copy()
+        a = _kernel(eng, seg, v, s1[0])
+        np.testing.assert_array_equal(a, twin_vmm(seg, v, s2[0]))
+        np.testing.assert_array_equal(a, _kernel(eng, seg, v, s3[0], pre=pre[r:r + 1]))
+
+
 NOISY = ["read.model=pcm_1f", "adc.noise_lsb=0.4", "vmm_noise.snr_db=15", "tile.rows=5"]
 
 
