@@ -23,6 +23,7 @@ from onnx import numpy_helper
 
 from . import ir
 from .conventions import parse_activations
+from .unrolled import constant_matrices
 
 if TYPE_CHECKING:
     from .values import _Ctx
@@ -100,14 +101,7 @@ def recognise_loop(ctx: "_Ctx", node: onnx.NodeProto, x_ref, x_name_in_body: str
     n_carried = len(node.input) - 2
     carried_names = {body.input[2 + k].name: v for k, v in const_slots.items()}
     env = _body_constants(body, carried_names, outer_consts)
-    mats = {}
-    for n in body.node:
-        if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in env:
-            w = np.asarray(env[n.input[1]], np.float32)
-            if n.op_type == "Gemm" and any(a.name == "transB" and a.i for a in n.attribute):
-                w = w.T
-            if w.ndim == 2:
-                mats[n.input[1]] = w
+    mats, _ = constant_matrices(body, env)
     Ws = [w for w in mats.values() if w.shape[0] == feats]
     Rs = [w for w in mats.values() if w.shape[0] == hidden]
     kinds = []

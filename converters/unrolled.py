@@ -56,7 +56,7 @@ def intermediates(model: onnx.ModelProto, feeds) -> dict[str, np.ndarray]:
             if isinstance(v, np.ndarray) and v.dtype == np.float32}
 
 
-def _matrices(g: onnx.GraphProto, consts: dict[str, np.ndarray]):
+def constant_matrices(g: onnx.GraphProto, consts: dict[str, np.ndarray]):
     """(name, M[in, out]) of every constant matrix used by a MatMul/Gemm, plus 1-D biases."""
     mats, biases = {}, {}
     for n in g.node:
@@ -94,7 +94,7 @@ def recognise(ctx: "_Ctx", x_name: str, time_axis: int, n_steps: int, feats: int
             for a in n.attribute:
                 if a.name == "value":
                     consts[n.output[0]] = numpy_helper.to_array(a.t)
-    mats, biases = _matrices(g, consts)
+    mats, biases = constant_matrices(g, consts)
     by_shape: dict[tuple, list[tuple[str, np.ndarray]]] = {}
     order = {o: k for k, n in enumerate(g.node) for o in n.output}
     for name, v in sorted(vals.items(), key=lambda kv: order.get(kv[0], 1 << 30)):

@@ -82,16 +82,22 @@ def _sniff(path: str) -> str:
     return "other"
 
 
+def _sniff_file(path: str, what: str, not_a_folder: str) -> str:
+    """:func:`_sniff` of an existing regular file; a missing path (named with ``what`` it was
+    for) or a folder (``path: is a folder, not_a_folder``) is a :class:`DataError`."""
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file ({what})")
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, {not_a_folder}")
+    return _sniff(path)
+
+
 def load_data(path: str | os.PathLike, split: str = "test", *, what: str = "data",
               need_labels: bool = False) -> Data:
     """Read ``path`` under the data contract (module docstring); errors are :class:`DataError`
     with one line naming the file, the arrays found and what was expected."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file ({what})")
-    if os.path.isdir(path):
-        raise DataError(f"{path}: is a folder, not a .npy/.npz file ({what})")
-    kind = _sniff(path)
+    kind = _sniff_file(path, what, f"not a .npy/.npz file ({what})")
     if kind == "other":
         raise DataError(f"{path}: not a .npy or .npz file ({what}; expected x [N, T, F] or the "
                         f"shipped .npz layout x_{split}, y_{split}, lengths_{split})")
@@ -162,11 +168,7 @@ def model_kind(path: str | os.PathLike) -> str:
     """``"nvm"`` (a compiled model: a zip) or ``"onnx"``, judged by content, not by suffix; a
     missing file, a folder or a NumPy array renamed ``.nvm`` is a :class:`DataError`."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file (model)")
-    if os.path.isdir(path):
-        raise DataError(f"{path}: is a folder, not a model (.onnx or .nvm)")
-    kind = _sniff(path)
+    kind = _sniff_file(path, "model", "not a model (.onnx or .nvm)")
     if kind == "npy":
         raise DataError(f"{path}: is a NumPy .npy array, not a model (.onnx or .nvm)")
     if kind == "zip":
