@@ -130,8 +130,8 @@ class Engine:
         self._pending_steps = 0      # single-stream steps not yet folded into the ledger
         self._pending_new = 0
         unit, geom = step_costs(self.model, self.plan)
-        self._ledger = Ledger(unit, geom)           # everything since the last reset
-        # the same counts split by how they ran: whole sequences vs frame-by-frame streams
+        # counts since the last reset, by how they ran: whole sequences vs frame-by-frame
+        # streams (the whole is their sum, :attr:`ledger`)
         self._ledgers = {"runs": Ledger(unit, geom), "streams": Ledger(unit, geom)}
         self._rec_names = {l.name for l in self.model.recurrent_layers}
         # what one stream-step (all K replicas) costs: carried by every streamed output
@@ -403,16 +403,17 @@ class Engine:
     def _account(self, rec_steps: int, all_steps: int, inferences: int,
                  stream_steps: int, source: str = "runs") -> None:
         k = self.votes
-        steps = {n: (rec_steps if n in self._rec_names else all_steps) for n in self._ledger.unit}
+        steps = {n: (rec_steps if n in self._rec_names else all_steps)
+                 for n in self._ledgers["runs"].unit}
         reps = {n: v * (k - 1) // k for n, v in steps.items()}
-        self._ledger.add(steps, reps, inferences, stream_steps)
         self._ledgers[source].add(steps, reps, inferences, stream_steps)
 
     @property
     def ledger(self) -> Ledger:
-        """The operation ledger (stream-steps per layer since the last reset)."""
+        """The operation ledger: stream-steps per layer since the last reset, runs and streams
+        summed (a snapshot)."""
         self._flush_stream_steps()
-        return self._ledger
+        return Ledger.merged(list(self._ledgers.values()))
 
     def _flush_stream_steps(self) -> None:
         """Fold the single-stream steps counted cheaply by ``Stream.step`` into the ledger."""
@@ -437,7 +438,7 @@ class Engine:
         one source to see them apart."""
         self._flush_stream_steps()
         if source is None:
-            led = self._ledger
+            led = Ledger.merged(list(self._ledgers.values()))
         elif source in self._ledgers:
             led = self._ledgers[source]
             if led.inferences == 0:
@@ -459,7 +460,6 @@ class Engine:
     def reset_ledger(self) -> None:
         """Forget the counts so far: the next :meth:`report` covers only what runs after."""
         self._pending_steps = self._pending_new = 0
-        self._ledger.reset()
         for led in self._ledgers.values():
             led.reset()
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -228,6 +228,14 @@ class Ledger:
             c.steps = n
             c.vote_replicas = self.replica_steps.get(name, 0)
             out[name] = c
+        return out
+
+    @classmethod
+    def merged(cls, parts: "Sequence[Ledger]") -> "Ledger":
+        """One ledger holding the sum of ``parts`` (same unit costs and geometry)."""
+        out = cls(parts[0].unit, parts[0].geometry)
+        for p in parts:
+            out.add(p.steps, p.replica_steps, p.inferences, p.stream_steps)
         return out
 
     def reset(self) -> None:

@@ -135,7 +135,7 @@ def test_one_crossbar_mapping_for_inspect_plan_and_ledger(tmp_path):
                        calibration=np.random.default_rng(0).normal(size=(2, 3, 5)))
     eng = nvm.Engine(prog, nvm.Device("int4"))
     plan_tiles = sum(s.tiles for s in eng.plan.segments)
-    ledger_tiles = sum(len(g.tiles) for g in eng._ledger.geometry.values())
+    ledger_tiles = sum(len(g.tiles) for g in eng.ledger.geometry.values())
     assert describe(prog.model)["tiles"] == plan_tiles == ledger_tiles == 5
 
 
