@@ -215,14 +215,67 @@ def provenance(*, model: str | os.PathLike | None = None, profile: Any = None,
     return out
 
 
+#: what :func:`profile_sha256` hashes. 2: only the fields that differ from the
+#: ``DeviceProfile()`` defaults. Bump it when an existing field's default changes (the
+#: hash of a profile that relies on that default must change with it).
+PROFILE_HASH_SCHEMA = 2
+#: fields added after schema 1 (which hashed every field) was written into result CSVs, each
+#: with a default that reproduces the behaviour before it existed; :func:`legacy_profile_sha256`
+#: drops them (only when at their defaults) to recognise a schema-1 hash of the same profile
+LEGACY_ADDED_FIELDS = ("vmm_noise.reference", "vmm_noise.position", "dac.range",
+                       "adc.offset_lsb", "adc.gain_sd", "adc.inl_lsb", "tile.wire_ohm",
+                       "energy.adc_retune_vectors")
+
+
+def _profile_defaults() -> dict[str, Any]:
+    from nvmstream.devices.profile import DeviceProfile
+    return DeviceProfile().to_dict()
+
+
+def profile_sha256(resolved: Mapping[str, Any]) -> str:
+    """sha256 of a resolved profile (``DeviceProfile.to_dict()``) reduced to the fields whose
+    value differs from the ``DeviceProfile()`` default, plus the schema marker.
+
+    Adding a profile field whose default keeps the old behaviour (the project's rule for new
+    fields) leaves the hash of every existing profile unchanged, so ``sweep --resume`` still
+    recognises results made before the field existed; any non-default value changes it."""
+    dflt = _profile_defaults()
+    diff: dict[str, Any] = {}
+    for key, val in resolved.items():
+        if isinstance(val, Mapping):
+            d = {k: v for k, v in val.items()
+                 if k not in dflt.get(key, {}) or dflt[key][k] != v}
+            if d:
+                diff[key] = d
+        elif key not in dflt or dflt[key] != val:
+            diff[key] = val
+    text = json.dumps({"profile_hash_schema": PROFILE_HASH_SCHEMA, "fields": diff},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def legacy_profile_sha256(resolved: Mapping[str, Any]) -> str | None:
+    """The schema-1 hash (every field) of ``resolved`` as written before the fields of
+    :data:`LEGACY_ADDED_FIELDS` existed; None when one of them is not at its default (then no
+    result made before it existed can match)."""
+    dflt = _profile_defaults()
+    old = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in resolved.items()}
+    for name in LEGACY_ADDED_FIELDS:
+        sec, fld = name.split(".")
+        if old.get(sec, {}).get(fld, dflt[sec][fld]) != dflt[sec][fld]:
+            return None
+        old.get(sec, {}).pop(fld, None)
+    return hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+
+
 def csv_preamble(prov: Mapping[str, Any]) -> str:
     """Provenance as ``#`` comment lines for the top of a CSV file (one JSON line, so tools
     that read ``comment="#"`` skip it and it can be parsed back with :func:`read_csv_provenance`).
-    The resolved profile is reduced to its sha256 to keep the line short."""
+    The resolved profile is reduced to :func:`profile_sha256` to keep the line short."""
     p = dict(prov)
     if "profile_resolved" in p:
-        text = json.dumps(p.pop("profile_resolved"), sort_keys=True)
-        p["profile_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+        p["profile_sha256"] = profile_sha256(p.pop("profile_resolved"))
+        p["profile_hash_schema"] = PROFILE_HASH_SCHEMA
     return "# nvmstream provenance: " + json.dumps(p, default=_json_default) + "\n"
 
 

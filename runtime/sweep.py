@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import logging
 import math
 import os
@@ -221,6 +220,23 @@ def job_key(job: Job) -> tuple[str, ...]:
     return (job.profile, *[str(v) for _, v in job.overrides], str(job.seed), str(job.votes))
 
 
+def _profile_hashes(prov: dict[str, Any], old: dict[str, Any]) -> tuple[str | None, bool]:
+    """(the profile hash ``old`` must hold, whether it is a schema-1 hash): a file written
+    before ``profile_hash_schema`` existed hashed every field; it matches when that hash equals
+    the current profile's with the fields added since (at their defaults) left out."""
+    from .outputs import PROFILE_HASH_SCHEMA, legacy_profile_sha256, profile_sha256
+    resolved = prov.get("profile_resolved")
+    if resolved is None:
+        return prov.get("profile_sha256"), False
+    if "profile_hash_schema" not in old:
+        legacy = legacy_profile_sha256(resolved)
+        if legacy is not None and legacy == old.get("profile_sha256"):
+            return legacy, True
+    elif old["profile_hash_schema"] != PROFILE_HASH_SCHEMA:
+        return f"(profile hash schema {PROFILE_HASH_SCHEMA})", False
+    return profile_sha256(resolved), False
+
+
 class CsvRows:
     """The sweep's CSV, written as runs finish: provenance comment line, header, one flushed row
     per run. ``resume=True`` keeps an existing file (same model, data and profile) and reports
@@ -235,10 +251,19 @@ class CsvRows:
         self._nfields = len(cols) - len(RESULT_COLUMNS)
         if resume and self.path.exists() and self.path.stat().st_size:
             old = read_csv_provenance(self.path) or {}
-            for k in ("model_sha256", "data_sha256", "profile_sha256", "sequences"):
-                new = csv_preamble(prov) if k == "profile_sha256" else None
-                want = (json.loads(new[len("# nvmstream provenance: "):])[k] if new
-                        else prov.get(k))
+            prov = dict(prov)
+            for k in ("model_sha256", "data_sha256", "profile_sha256", "sequences",
+                      "calibration"):
+                if k == "calibration" and k not in old:
+                    continue            # files written before it was recorded
+                want = prov.get(k)
+                if k == "profile_sha256":
+                    want, legacy = _profile_hashes(prov, old)
+                    if legacy:          # a schema-1 file of this very profile: say so
+                        prov["profile_hash_migrated_from"] = old.get(k)
+                        log.info("%s: profile hash of schema 1 recognised (the fields added "
+                                 "since are at their defaults)", self.path)
+                        want = old.get(k)
                 if old.get(k) != want:
                     raise ValueError(f"{self.path}: --resume of a different sweep ({k} "
                                      f"{old.get(k)!r} in the file, {want!r} now); use another "

@@ -92,3 +92,80 @@ def test_sweep_cli_writes_csv_and_png(data, tmp_path):
                          cwd=tmp_path)
     assert bad.returncode != 0 and "adc.bitz" in bad.stderr
     assert not (tmp_path / "sweep.csv").exists()     # a rejected grid writes nothing
+
+
+# ------------------------------------------------------------------- profile hash and --resume
+def _without(resolved: dict, names) -> dict:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in resolved.items()}
+    for name in names:
+        sec, fld = name.split(".")
+        out[sec].pop(fld)
+    return out
+
+
+def test_profile_hash_ignores_new_fields_at_their_defaults(monkeypatch):
+    from nvmstream.devices import load_profile
+    from nvmstream.runtime import outputs as O
+    full = load_profile("pcm").to_dict()
+    # the fields added after the schema-1 CSVs: absent (as before they existed) or at their
+    # defaults, the same hash
+    assert O.profile_sha256(_without(full, O.LEGACY_ADDED_FIELDS)) == O.profile_sha256(full)
+    # a field the code does not know yet, at its default: unchanged; any other value: changed
+    dflt = O._profile_defaults()
+    dflt["adc"]["future_knob"] = 0.5
+    monkeypatch.setattr(O, "_profile_defaults", lambda: dflt)
+    with_new = {**full, "adc": {**full["adc"], "future_knob": 0.5}}
+    assert O.profile_sha256(with_new) == O.profile_sha256(full)
+    assert O.profile_sha256({**full, "adc": {**full["adc"], "future_knob": 0.25}}) \
+        != O.profile_sha256(full)
+    monkeypatch.undo()
+    # a changed value of an old field, or a new field away from its default: changed
+    assert O.profile_sha256(load_profile("pcm", {"adc.bits": 5}).to_dict()) \
+        != O.profile_sha256(full)
+    assert O.profile_sha256(load_profile("pcm", {"tile.wire_ohm": 1.0}).to_dict()) \
+        != O.profile_sha256(full)
+    assert O.profile_sha256(load_profile("int4").to_dict()) != O.profile_sha256(full)
+
+
+def _schema1_csv(path, profile, overrides=None, sha=None):
+    """A sweep CSV as written before profile_hash_schema existed: the sha256 of every field
+    of the profile as it was then (without the fields added since)."""
+    import hashlib
+    import json
+    from nvmstream.devices import load_profile
+    from nvmstream.runtime import outputs as O
+    old = _without(load_profile(profile, overrides).to_dict(), O.LEGACY_ADDED_FIELDS)
+    prov = {"model_sha256": "m", "data_sha256": "d", "sequences": 5, "profile": profile,
+            "profile_sha256": sha or hashlib.sha256(json.dumps(old, sort_keys=True)
+                                                   .encode()).hexdigest()}
+    cols = S.columns(S.Grid())
+    path.write_text("# nvmstream provenance: " + json.dumps(prov) + "\n" + ",".join(cols)
+                    + "\n" + f"{profile},0,1,5,0.8,1.0,2.0,0.1,f8\n")
+    return cols
+
+
+def test_resume_recognises_a_schema1_csv_of_the_same_profile_only(tmp_path):
+    from nvmstream.runtime import outputs as O
+    csv_path = tmp_path / "old.csv"
+    cols = _schema1_csv(csv_path, "pcm")
+    prov = O.provenance(profile="pcm", argv=[])
+    prov.update(model_sha256="m", data_sha256="d", sequences=5)
+    rows = S.CsvRows(csv_path, cols, prov, resume=True)
+    job = S.Job("m.onnx", "d.npz", "pcm", (), 0, 1)
+    assert rows.has(job) and not rows.has(S.Job("m.onnx", "d.npz", "pcm", (), 1, 1))
+    assert rows.rows()[0]["accuracy"] == 0.8
+    # the file now carries the schema-2 hash (and where it came from): a second resume
+    # matches directly
+    new = O.read_csv_provenance(csv_path)
+    assert new["profile_hash_schema"] == O.PROFILE_HASH_SCHEMA
+    assert new["profile_sha256"] == O.profile_sha256(prov["profile_resolved"])
+    assert new["profile_hash_migrated_from"]
+    assert S.CsvRows(csv_path, cols, prov, resume=True).has(job)
+    # a schema-1 file of another profile, or of this one with an added field away from its
+    # default, is a different sweep
+    for profile, ov in (("int4", None), ("pcm", {"tile.wire_ohm": 1.0})):
+        _schema1_csv(csv_path, "pcm")
+        p = O.provenance(profile=profile, overrides=ov, argv=[])
+        p.update(model_sha256="m", data_sha256="d", sequences=5)
+        with pytest.raises(ValueError, match="different sweep .profile_sha256"):
+            S.CsvRows(csv_path, cols, p, resume=True)
