@@ -50,7 +50,7 @@ MANY_VOTES = 15
 #: 2 seeds and fewer grid points
 REDUCED = {"keywords": {"seeds": 2, "bits_seeds": 1, "limit": 190, "snrs": [0.0, 10.0],
                         "bers": [1e-2], "storage": 2, "age_recipes": ("qat4",), "rram": False,
-                        "many_votes": False}}
+                        "many_votes": False, "bits_gap": False}}
 AGES_S = [86400.0, 31557600.0]
 BITS = [2, 3, 4, 5, 6, 8]
 SNRS = [0.0, 10.0]
@@ -286,6 +286,64 @@ def section_bits(pg: Page, task: str, bits: list[int]) -> list[dict]:
             f"| {task} | 4/4/4 QAT within 1 pt of float | qat4 {ci(q)} vs float {ci(fl)}; "
             f"difference {p.fmt()} | **{status}** |")
     return rows
+
+
+def train_split_accuracy(task: str, recipe: str, profile: str) -> tuple[int, int]:
+    """(correct, n) of ``recipe`` on the task's *training* split, converted and run as a sweep
+    job runs it (calibration: the same class-balanced subsample of x_train), device seed 0."""
+    import tempfile
+
+    import numpy as np
+
+    from nvmstream.runtime.sweep import Job, run_job
+    with np.load(DATA / f"{task}.npz", allow_pickle=False) as d:
+        arrays = {k: d[k] for k in d.files}
+    for k in ("x", "y", "lengths"):
+        if f"{k}_train" in arrays:
+            arrays[f"{k}_test"] = arrays[f"{k}_train"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{task}_train.npz"
+        np.savez(path, **arrays)
+        row = run_job(Job(str(MODELS / f"{task}_{recipe}.onnx"), str(path), profile, (), 0, 1))
+    return round(row["accuracy"] * row["n"]), row["n"]
+
+
+def section_bits_gap(pg: Page, task: str) -> None:
+    """Which of the three 4-bit quantizers costs qat4 its accuracy, and whether the recipe
+    fits its training split on the chip (a bound on what more fine-tuning could buy)."""
+    from nvmstream.runtime.stats import wilson_interval
+    if not shipped(task, "qat4"):
+        return
+    pg.add(f"*{task}: where the 4/4/4 gap comes from.* qat4 with each quantizer at 4 or 8 "
+           "bits (the others as given), `int4`, device seed 0 (deterministic):", "")
+    rows = pg.sweep(f"bitsplit_{task}_qat4", task, "qat4", "int4",
+                    ["weights.bits=4,8", "dac.bits=4,8", "adc.bits=4,8"], seeds=[0])
+    pg.add("", "| weights | DAC | ADC | qat4 (%) [95% Wilson] |", "|---|---|---|---|")
+    key = lambda r: (r["weights.bits"], r["dac.bits"], r["adc.bits"])  # noqa: E731
+    by = {key(r): r for r in rows}
+    for k in sorted(by, reverse=True):
+        pg.add(f"| {k[0]} | {k[1]} | {k[2]} | {ci(R.summarize([by[k]], ['recipe'])[0])} |")
+    pg.add("")
+    if (8, 8, 8) in by:
+        for k, what in (((4, 8, 8), "4-bit weights alone"), ((8, 4, 8), "4-bit DAC alone"),
+                        ((8, 8, 4), "4-bit ADC alone"), ((4, 4, 4), "all three at 4 bits")):
+            if k in by:
+                pg.add(f"- {what} vs 8/8/8: "
+                       + claim(R.compare([by[k]], [by[(8, 8, 8)]]), what, "8/8/8"))
+    if not pg.quick:
+        c, n = train_split_accuracy(task, "qat4", "int4")
+        man = manifest().get(f"{task}_qat4", {})
+        pg.add(f"- on its own training split (n = {n}; the generator converts and runs it as "
+               f"a sweep job does), qat4 at 4/4/4 on `int4` scores "
+               f"{wilson_interval(c, n).fmt()}: "
+               + ("it does not fit the training data on the chip, so the fine-tuning budget "
+                  f"({man.get('fine_tune_epochs')} epochs after {man.get('epochs')} float "
+                  "epochs) bounds the test gap."
+                  if c / n < 0.98 else
+                  "it fits the training data on the chip; the test gap is generalisation "
+                  "under 4-bit quantization, which more fine-tuning epochs would not "
+                  "obviously close."))
+    pg.add("")
 
 
 def section_snr(pg: Page, task: str, snrs: list[float], votes: list[int]) -> list[dict]:
@@ -670,6 +728,8 @@ def main(argv=None) -> int:
         pg.add(f"## {task}", "")
         red = {} if args.quick else REDUCED.get(task, {})
         b = section_bits(pg, task, bits)
+        if red.get("bits_gap", True):
+            section_bits_gap(pg, task)
         s = section_snr(pg, task, red.get("snrs", snrs), votes)
         section_ber(pg, task, red.get("bers", bers))
         a = section_age(pg, task, ages)
