@@ -75,6 +75,38 @@ PUBLISHED = {
 }
 
 
+#: the seeds' claims the page tests (each "A beats B", checked per task by a paired test)
+T_PTQ = "QAT beats post-training quantization at 4/4/4 bits (2002.10636)"
+T_NA = "noise-aware training beats plain QAT at 0 dB, 1 vote (1807.06555)"
+T_VOTE = "voting restores accuracy at 0 dB: qat4_noise with N votes beats 1 vote (1811.10649)"
+T_MORE = f"at 0 dB, {MANY_VOTES} votes beat 5"
+T_NAV = "noise-aware training + voting beats plain QAT at 0 dB"
+T_COMP = "global drift compensation beats none on PCM at 1 y (aihwkit)"
+T_TRACK = "ADC ranges re-set at the age beat fixed ones on PCM at 1 y (global compensation)"
+T_HWA = "hardware-aware training (hwa) beats qat4 on pcm-1d"
+T_RRAM = "global drift compensation beats none on RRAM at 1 y"
+
+
+def claims_summary(pg: "Page") -> list[str]:
+    """The page's summary: for each seed claim, on which tasks it holds (resolved in the
+    claimed direction), is reversed (resolved against it) or is unresolved."""
+    out = ["## Which seed claims hold", "",
+           "Each claim is \"A beats B\", tested per task (and recipe) by a paired test on the "
+           "same items (sections below). Holds: resolved in the claimed direction; reversed: "
+           "resolved against it; unresolved: the 95% interval of the difference contains 0.",
+           ""]
+    for topic, entries in pg.claims.items():
+        counts = {v: sum(e[1] == v for e in entries) for v in ("holds", "reversed",
+                                                               "unresolved")}
+        out.append(f"- **{topic}**: holds in {counts['holds']} of {len(entries)} comparisons"
+                   + (f", reversed in {counts['reversed']}" if counts["reversed"] else "")
+                   + (f", unresolved in {counts['unresolved']}" if counts["unresolved"]
+                      else "") + ".")
+        for task, verdict, text in entries:
+            out.append(f"  - {task} ({verdict}): {text}")
+    return out + [""]
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -114,6 +146,17 @@ class Page:
         self.rel = out_dir.resolve().relative_to(REPO) if out_dir.resolve().is_relative_to(
             REPO) else out_dir.resolve()
         self.commands_run = 0
+        #: seed claim -> [(task, "holds" | "reversed" | "unresolved", sentence)]
+        self.claims: dict[str, list[tuple[str, str, str]]] = {}
+
+    def claim(self, topic: str, task: str, p, better: str, worse: str) -> str:
+        """:func:`claim`, also recorded under ``topic`` (a seed's claim that ``better`` beats
+        ``worse``) for the page's summary of which claims hold."""
+        text = claim(p, better, worse)
+        resolved = p.resolved and p.p_value < 0.05
+        verdict = "unresolved" if not resolved else ("holds" if p.diff > 0 else "reversed")
+        self.claims.setdefault(topic, []).append((task, verdict, text))
+        return text
 
     def add(self, *lines: str) -> None:
         self.md.extend(lines)
@@ -281,7 +324,7 @@ def section_bits(pg: Page, task: str, bits: list[int]) -> list[dict]:
                f"{p.fmt()}. Within 1 pt: **{status}** (met: the interval's lower end is above "
                "-1 pt; not met: its upper end is below -1 pt).  ")
         pg.add(f"Post-training quantization for comparison: "
-               f"{claim(R.compare(q4, f4), 'qat4 at 4/4/4', 'the float model at 4/4/4')}", "")
+               f"{pg.claim(T_PTQ, task, R.compare(q4, f4), 'qat4 at 4/4/4', 'the float model at 4/4/4')}", "")
         pg.headlines.append(
             f"| {task} | 4/4/4 QAT within 1 pt of float | qat4 {ci(q)} vs float {ci(fl)}; "
             f"difference {p.fmt()} | **{status}** |")
@@ -384,19 +427,20 @@ def section_snr(pg: Page, task: str, snrs: list[float], votes: list[int]) -> lis
         return rows
     noisy = sorted(v for (rec, v) in at0 if rec == "qat4_noise")
 
-    def vs(va, ra, vb, rb) -> str:
+    def vs(va, ra, vb, rb, topic) -> str:
         lab = lambda rec, v: f"{rec} with {v} vote{'s' * (v > 1)}"  # noqa: E731
-        return claim(R.compare(at0[(ra, va)], at0[(rb, vb)]), lab(ra, va), lab(rb, vb))
+        return pg.claim(topic, task, R.compare(at0[(ra, va)], at0[(rb, vb)]), lab(ra, va),
+                        lab(rb, vb))
     pg.add(f"*Findings ({task}, 0 dB; paired tests):*")
     if 1 in noisy:
-        pg.add("- noise-aware training alone: " + vs(1, "qat4_noise", 1, "qat4"))
+        pg.add("- noise-aware training alone: " + vs(1, "qat4_noise", 1, "qat4", T_NA))
     for v in noisy:
         if v > 1:
-            pg.add(f"- noise-aware training + {v} votes: " + vs(v, "qat4_noise", 1, "qat4"))
-            pg.add(f"- voting alone ({v} votes): " + vs(v, "qat4_noise", 1, "qat4_noise"))
+            pg.add(f"- noise-aware training + {v} votes: " + vs(v, "qat4_noise", 1, "qat4", T_NAV))
+            pg.add(f"- voting alone ({v} votes): " + vs(v, "qat4_noise", 1, "qat4_noise", T_VOTE))
     if len([v for v in noisy if v > 1]) > 1:
         v1, v2 = [v for v in noisy if v > 1][-2:]
-        pg.add(f"- {v2} votes rather than {v1}: " + vs(v2, "qat4_noise", v1, "qat4_noise"))
+        pg.add(f"- {v2} votes rather than {v1}: " + vs(v2, "qat4_noise", v1, "qat4_noise", T_MORE))
     for v in noisy:
         if v == 1:
             continue
@@ -519,14 +563,17 @@ def section_age(pg: Page, task: str, ages: list[float]) -> list[dict]:
         if not grp(recipe, "global", False):
             continue
         pg.add(f"*{task}, {recipe}, PCM at {tick}:*",
-               "- " + claim(R.compare(grp(recipe, "global", False), grp(recipe, "none", False)),
-                            "global compensation", "none") + " (fixed ADC ranges)",
-               "- " + claim(R.compare(grp(recipe, "global", True), grp(recipe, "global", False)),
-                            "ADC tracking drift", "fixed ADC ranges")
+               "- " + pg.claim(T_COMP, task, R.compare(grp(recipe, "global", False),
+                                                       grp(recipe, "none", False)),
+                               f"{recipe}: global compensation", "none")
+               + " (fixed ADC ranges)",
+               "- " + pg.claim(T_TRACK, task, R.compare(grp(recipe, "global", True),
+                                                        grp(recipe, "global", False)),
+                               f"{recipe}: ADC tracking drift", "fixed ADC ranges")
                + " (global compensation)")
     if not pg.quick and grp("hwa", "global", False, 86400.0):
         p = R.compare(grp("hwa", "global", False, 86400.0), grp("qat4", "global", False, 86400.0))
-        pg.add(f"- PCM at 1 d, the defaults of `pcm-1d`: {claim(p, 'hwa', 'qat4')}")
+        pg.add(f"- PCM at 1 d, the defaults of `pcm-1d`: {pg.claim(T_HWA, task, p, 'hwa', 'qat4')}")
     pg.add("")
     if shipped(task, "qat4") and not pg.quick and REDUCED.get(task, {}).get("rram", True):
         rr = pg.sweep(f"rram_{task}_qat4", task, "qat4", "rram",
@@ -540,7 +587,8 @@ def section_age(pg: Page, task: str, ages: list[float]) -> list[dict]:
             pg.add(f"| {R.AGE_TICKS_S.get(a, f'{a:g} s')} | " + " | ".join(cells) + " |")
         g = lambda c: [r for r in rr if r["drift.compensation"] == c and r["drift.age_s"] == last]  # noqa
         pg.add("", f"*{task}, RRAM at {tick}:* "
-               + claim(R.compare(g("global"), g("none")), "global compensation", "none"), "")
+               + pg.claim(T_RRAM, task, R.compare(g("global"), g("none")),
+                          "global compensation", "none"), "")
         rows += rr
     return rows
 
@@ -741,7 +789,7 @@ def main(argv=None) -> int:
              "Status: **met** when the whole 95% interval clears the goal, **not met** when it "
              "lies entirely below, **unresolved** otherwise.", "",
              "| task | goal | measured | status |", "|---|---|---|---|", *pg.headlines, ""]
-    pg.md[head_at:head_at] = heads
+    pg.md[head_at:head_at] = heads + claims_summary(pg)
     pg.add(f"_Generated by `{cmd}` in {secs:.0f} s wall on a shared 2-core machine "
            f"({pg.commands_run} commands computed, the rest reused from CSVs of the exact "
            f"same command and model)._", "")

@@ -113,3 +113,19 @@ def test_results_quick_end_to_end(tmp_path):
     for png in ("bits_digits.png", "snr_digits.png", "age_digits.png", "ber_digits.png",
                 "pareto_digits.png"):
         assert (out / png).stat().st_size > 5000
+
+
+def test_results_reuses_a_csv_only_for_the_same_command_with_fewer_seeds():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("results_page", REPO / "demos" / "results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = ("nvmstream sweep demos/models/d.onnx --data demos/data/d.npz --profile int4 "
+            "--grid vmm_noise.snr_db=0,10 --seeds {} --votes 1,5 --out r/x.csv --resume")
+    assert mod.same_but_more_seeds(base.format("0,1,2"), base.format("0,1,2,3,4"))
+    assert mod.same_but_more_seeds(base.format("0"), base.format("0"))
+    assert not mod.same_but_more_seeds(base.format("0,1,2"), base.format("0,1"))
+    assert not mod.same_but_more_seeds(base.format("5"), base.format("0,1,2"))
+    other = base.replace("1,5", "1,15")
+    assert not mod.same_but_more_seeds(base.format("0"), other.format("0,1"))
+    assert not mod.same_but_more_seeds("", base.format("0"))
