@@ -43,6 +43,9 @@ TASKS = ("japanese_vowels", "basic_motions", "digits", "keywords")
 #: ~45 min). `int4` without noise and `ideal` are deterministic: the bits section runs a second
 #: seed only to check that it reproduces the first bit for bit (the generator asserts it).
 SECTION_SEEDS = {"bits": 2, "snr": 10, "snr15": 10, "ber": 10, "age": 10, "rram": 10}
+#: fewer seeds where a run is dear: a japanese_vowels PCM or RRAM run took ~24 s at load ~10
+#: (nice 5; 1.7 s on a quiet machine), so 10 seeds of its two age sections would add ~40 min
+TASK_SEEDS = {"japanese_vowels": {"age": 5, "rram": 5}}
 #: the extra 0 dB point: the seed's claim is that voting restores accuracy
 MANY_VOTES = 15
 #: per-task reductions: keywords (98 frames x hidden 64 per item, ~4x japanese_vowels per run)
@@ -166,6 +169,7 @@ class Page:
             return [0]
         red = REDUCED.get(task, {})
         n = red.get(f"{section}_seeds", red.get("seeds", SECTION_SEEDS[section]))
+        n = TASK_SEEDS.get(task, {}).get(section, n)
         return list(range(min(n, SECTION_SEEDS[section])))
 
     def limit_for(self, task: str) -> int | None:
@@ -196,6 +200,10 @@ class Page:
             prov = provenance(csv)
             stale = csv.exists() and (not same_but_more_seeds(prov.get("command", ""), command)
                                       or prov.get("model_sha256") != sha256(model))
+            if stale and same_but_more_seeds(command, prov.get("command", "")) \
+                    and prov.get("model_sha256") == sha256(model):
+                keep_seeds(csv, seeds)      # made with more seeds than asked now: keep these
+                stale = False
             if stale:
                 csv.unlink()
             if not csv.exists() or prov.get("command") != command:
@@ -228,6 +236,18 @@ def same_but_more_seeds(old: str, new: str) -> bool:
     refuses the file unless model, data, profile hash, calibration and test items match)."""
     (a, sa), (b, sb) = _split_seeds(old), _split_seeds(new)
     return a == b and sa <= sb
+
+
+def keep_seeds(csv: Path, seeds: list[int]) -> None:
+    """Drop the rows of other device seeds from a sweep CSV (its provenance line stays until
+    `sweep --resume` rewrites it for the command that now uses the file)."""
+    lines = csv.read_text().splitlines(keepends=True)
+    head = [ln for ln in lines if ln.startswith("#")]
+    body = [ln for ln in lines if not ln.startswith("#")]
+    col = body[0].rstrip("\n").split(",").index("seed")
+    keep = [ln for ln in body[1:] if ln.endswith("\n") and len(ln.split(",")) > col
+            and ln.split(",")[col].isdigit() and int(ln.split(",")[col]) in seeds]
+    csv.write_text("".join(head + body[:1] + keep))
 
 
 def manifest() -> dict:
