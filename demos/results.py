@@ -80,7 +80,7 @@ PUBLISHED = {
 
 #: the seeds' claims the page tests (each "A beats B", checked per task by a paired test)
 T_PTQ = "QAT beats post-training quantization at 4/4/4 bits (2002.10636)"
-T_NA = "noise-aware training beats plain QAT at 0 dB, 1 vote (1807.06555)"
+T_NA = "noise-aware training beats plain QAT at 0 dB, same number of votes (1807.06555)"
 T_VOTE = "voting restores accuracy at 0 dB: qat4_noise with N votes beats 1 vote (1811.10649)"
 T_MORE = f"at 0 dB, {MANY_VOTES} votes beat 5"
 T_NAV = "noise-aware training + voting beats plain QAT at 0 dB"
@@ -454,6 +454,10 @@ def section_snr(pg: Page, task: str, snrs: list[float], votes: list[int]) -> lis
     pg.add(f"*Findings ({task}, 0 dB; paired tests):*")
     if 1 in noisy:
         pg.add("- noise-aware training alone: " + vs(1, "qat4_noise", 1, "qat4", T_NA))
+    for v in noisy:
+        if v > 1 and ("qat4", v) in at0:
+            pg.add(f"- noise-aware training alone, {v} votes each: "
+                   + vs(v, "qat4_noise", v, "qat4", T_NA))
     for v in noisy:
         if v > 1:
             pg.add(f"- noise-aware training + {v} votes: " + vs(v, "qat4_noise", 1, "qat4", T_NAV))
