@@ -393,6 +393,11 @@ def section_bits_gap(pg: Page, task: str) -> None:
             if k in by:
                 pg.add(f"- {what} vs 8/8/8: "
                        + claim(R.compare([by[k]], [by[(8, 8, 8)]]), what, "8/8/8"))
+    n_test = by[(4, 4, 4)]["n"] if (4, 4, 4) in by else 0
+    if n_test:
+        pg.add(f"- one of the {n_test} test items is {100 / n_test:.2g} pt, so a 1-pt goal "
+               + ("cannot be resolved on this test split at all." if n_test < 200 else
+                  "needs a difference interval narrower than the gap itself."))
     if not pg.quick:
         c, n = train_split_accuracy(task, "qat4", "int4")
         man = manifest().get(f"{task}_qat4", {})
@@ -589,11 +594,12 @@ def section_age(pg: Page, task: str, ages: list[float]) -> list[dict]:
         pg.add(f"*{task}, {recipe}, PCM at {tick}:*",
                "- " + pg.claim(T_COMP, task, R.compare(grp(recipe, "global", False),
                                                        grp(recipe, "none", False)),
-                               f"{recipe}: global compensation", "none")
+                               f"global compensation ({recipe})", f"none ({recipe})")
                + " (fixed ADC ranges)",
                "- " + pg.claim(T_TRACK, task, R.compare(grp(recipe, "global", True),
                                                         grp(recipe, "global", False)),
-                               f"{recipe}: ADC tracking drift", "fixed ADC ranges")
+                               f"ADC tracking drift ({recipe})",
+                               f"fixed ADC ranges ({recipe})")
                + " (global compensation)")
     if not pg.quick and grp("hwa", "global", False, 86400.0):
         p = R.compare(grp("hwa", "global", False, 86400.0), grp("qat4", "global", False, 86400.0))
