@@ -72,48 +72,54 @@ def _vector_step(v, n, lim):
     return m / lim if m > 0.0 else 1.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
 def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
-    """``P[k, col0 + blk*n_out + j] = sum_{i in tile blk} W[i, j] * u_ki`` (``u_ki^2`` if
-    ``square == 1``, ``|u_ki|`` if ``square == 2``), accumulated in W's dtype. Four rows at a
-    time: each pass over the outputs adds four weighted rows to the accumulator (a quarter of
-    the accumulator loads and stores of a row-by-row axpy); the order of the sum does not
-    matter because every partial sum is an exact integer (see module docstring). Inner loops
-    index views with the loop counter only (an index numba cannot prove non-negative, like
-    ``off + j``, costs a wraparound select per element and stops vectorization)."""
-    Wm = W[off:off + n_in * n_out].reshape((n_in, n_out))
+    """``P[k, col0 + blk*n_out + j] = sum_{i in tile blk} W[off + i*n_out + j] * u_ki``
+    (``u_ki^2`` if ``square == 1``, ``|u_ki|`` if ``square == 2``), accumulated in W's dtype.
+    Four rows at a time: each pass over the outputs adds four weighted rows to the
+    accumulator (a quarter of the accumulator loads and stores of a row-by-row axpy). The
+    order of the sum, and fused multiply-adds (``contract``), do not matter because every
+    product and partial sum is an exact integer (see module docstring). W is indexed flat
+    with unsigned offsets: no per-row view (each view costs a reference-count pair, ~0.5 us
+    per call for a 64-row matrix) and no wraparound select (a signed index numba cannot prove
+    non-negative costs one per element and stops vectorization)."""
+    no = np.uint64(n_out)
     for blk in range(nblk):
         r0 = blk * tr
         r1 = min(n_in, r0 + tr)
         c = col0 + blk * n_out
+        nq = (r1 - r0) // 4
         for k in range(nb):
             a = acc[k]
             for j in range(n_out):
                 a[j] = 0.0
             uk = U[k]
-            i = r0
-            while i + 4 <= r1:
+            base = np.uint64(off + r0 * n_out)
+            for q in range(nq):
+                i = r0 + 4 * q
                 u0, u1, u2, u3 = uk[i], uk[i + 1], uk[i + 2], uk[i + 3]
                 if square == 1:
                     u0, u1, u2, u3 = u0 * u0, u1 * u1, u2 * u2, u3 * u3
                 elif square == 2:
                     u0, u1, u2, u3 = abs(u0), abs(u1), abs(u2), abs(u3)
                 if u0 != 0.0 or u1 != 0.0 or u2 != 0.0 or u3 != 0.0:
-                    w0, w1, w2, w3 = Wm[i], Wm[i + 1], Wm[i + 2], Wm[i + 3]
-                    for j in range(n_out):
-                        a[j] += (w0[j] * u0 + w1[j] * u1) + (w2[j] * u2 + w3[j] * u3)
-                i += 4
-            while i < r1:
+                    b1 = base + no
+                    b2 = b1 + no
+                    b3 = b2 + no
+                    for j in range(no):
+                        a[j] += ((W[base + j] * u0 + W[b1 + j] * u1)
+                                 + (W[b2 + j] * u2 + W[b3 + j] * u3))
+                base += np.uint64(4) * no
+            for i in range(r0 + 4 * nq, r1):
                 u = uk[i]
                 if square == 1:
                     u = u * u
                 elif square == 2:
                     u = abs(u)
                 if u != 0.0:
-                    w0 = Wm[i]
-                    for j in range(n_out):
-                        a[j] += w0[j] * u
-                i += 1
+                    for j in range(no):
+                        a[j] += W[base + j] * u
+                base += no
             p = P[k, c:c + n_out]
             for j in range(n_out):
                 p[j] = float(a[j])
