@@ -54,12 +54,13 @@ def segment(seg, w32, w64, pf, V, nb, rng, ridx, slot, out, pre, prow, use_pre, 
     Q = vec[1]
     if use_pre:            # BLAS products (float32: the engine routes only float32 segments)
         for k in range(nb):
-            periphery(seg, pf, pre[prow[k], seg.pre:], rng[ridx[k], slot], G, Q, out[k])
+            periphery(seg, pf, pre, prow[k], seg.pre, rng[ridx[k], slot], G, Q, out, k)
     else:
         dac(seg, V, nb, f32[0], f64[5])
         products(seg, w32, w64, f32[0], f64[5], nb, f32[1], f64[6], pp)
+        c0 = nb - nb       # (not a literal 0: see run_program)
         for k in range(nb):
-            periphery(seg, pf, pp[k], rng[ridx[k], slot], G, Q, out[k])
+            periphery(seg, pf, pp, k, c0, rng[ridx[k], slot], G, Q, out, k)
 
 
 @njit(cache=True, error_model="numpy")

@@ -82,22 +82,22 @@ def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
     product and partial sum is an exact integer (see module docstring). W is indexed flat
     with unsigned offsets: no per-row view (each view costs a reference-count pair, ~0.5 us
     per call for a 64-row matrix) and no wraparound select (a signed index numba cannot prove
-    non-negative costs one per element and stops vectorization)."""
+    non-negative costs one per element and stops vectorization); no row views either: every
+    view is a reference-count pair, an atomic operation each."""
     no = np.uint64(n_out)
     for blk in range(nblk):
         r0 = blk * tr
         r1 = min(n_in, r0 + tr)
-        c = col0 + blk * n_out
+        c = np.uint64(col0 + blk * n_out)
         nq = (r1 - r0) // 4
         for k in range(nb):
-            a = acc[k]
-            for j in range(n_out):
-                a[j] = 0.0
-            uk = U[k]
+            for j in range(no):
+                acc[k, j] = 0.0
             base = np.uint64(off + r0 * n_out)
             for q in range(nq):
-                i = r0 + 4 * q
-                u0, u1, u2, u3 = uk[i], uk[i + 1], uk[i + 2], uk[i + 3]
+                i = np.uint64(r0 + 4 * q)
+                u0, u1 = U[k, i], U[k, i + np.uint64(1)]
+                u2, u3 = U[k, i + np.uint64(2)], U[k, i + np.uint64(3)]
                 if square == 1:
                     u0, u1, u2, u3 = u0 * u0, u1 * u1, u2 * u2, u3 * u3
                 elif square == 2:
@@ -107,22 +107,21 @@ def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
                     b2 = b1 + no
                     b3 = b2 + no
                     for j in range(no):
-                        a[j] += ((W[base + j] * u0 + W[b1 + j] * u1)
-                                 + (W[b2 + j] * u2 + W[b3 + j] * u3))
+                        acc[k, j] += ((W[base + j] * u0 + W[b1 + j] * u1)
+                                      + (W[b2 + j] * u2 + W[b3 + j] * u3))
                 base += np.uint64(4) * no
             for i in range(r0 + 4 * nq, r1):
-                u = uk[i]
+                u = U[k, np.uint64(i)]
                 if square == 1:
                     u = u * u
                 elif square == 2:
                     u = abs(u)
                 if u != 0.0:
                     for j in range(no):
-                        a[j] += W[base + j] * u
+                        acc[k, j] += W[base + j] * u
                 base += no
-            p = P[k, c:c + n_out]
-            for j in range(n_out):
-                p[j] = float(a[j])
+            for j in range(no):
+                P[k, c + j] = float(acc[k, j])
 
 
 @njit(cache=True, error_model="numpy")
@@ -156,11 +155,13 @@ def products(seg, w32, w64, U32, U64, nb, A32, A64, P):
 
 
 @njit(cache=True, error_model="numpy")
-def periphery(seg, pf, P, st, G, Q, out):
-    """Everything after the tile products, for one stream: ``P`` its row of products (see
-    :func:`products`), ``st`` its random state (consumed in the order documented in
-    :mod:`.rng`), ``G``/``Q`` scratch [n_out]; adds the segment's output (model units) into
-    ``out[:n_out]``. Stage by stage over the outputs (each loop vectorizes)."""
+def periphery(seg, pf, P, r, pc, st, G, Q, out, ro):
+    """Everything after the tile products, for one stream: its products are row ``r`` of
+    ``P`` from column ``pc`` on (see :func:`products`), ``st`` its random state (consumed in
+    the order documented in :mod:`.rng`), ``G``/``Q`` scratch [n_out]; adds the segment's
+    output (model units) into ``out[ro, :n_out]``. Stage by stage over the outputs (each
+    loop vectorizes). Rows and columns are indexed in place with unsigned offsets: a row view
+    would cost a reference-count pair (two atomic operations) per call."""
     n_out = seg.n_out
     nblk = seg.nblk
     wg = seg.wgrid
@@ -168,53 +169,55 @@ def periphery(seg, pf, P, st, G, Q, out):
     aq = float(seg.adc_q)
     vo = nblk * n_out
     adc = seg.adc
-    for j in range(n_out):
+    no = np.uint64(n_out)
+    for j in range(no):
         Q[j] = 0.0
     for blk in range(nblk):
         c0 = blk * n_out
-        p = P[c0:c0 + n_out]
+        cp = np.uint64(pc + c0)
         # read noise (G holds the noisy partial sums afterwards)
         if seg.var >= 0:
-            v = P[vo + c0:vo + c0 + n_out]
+            cv = np.uint64(pc + vo + c0)
             fill_normals(st, G, n_out)
-            for j in range(n_out):
-                G[j] = p[j] * wg + math.sqrt(v[j] * vg) * G[j]
+            for j in range(no):
+                G[j] = P[r, cp + j] * wg + math.sqrt(P[r, cv + j] * vg) * G[j]
         else:
-            for j in range(n_out):
-                G[j] = p[j] * wg
+            for j in range(no):
+                G[j] = P[r, cp + j] * wg
         # IR drop: y * max(1 - k_blk * S, 0), S the column pair's accumulated current
         if seg.cur >= 0:
-            _ir_drop(G, P, vo * (2 if seg.var >= 0 else 1) + c0, seg.cgrid, pf[seg.irk + blk],
-                     n_out)
+            _ir_drop(G, P[r, pc:], vo * (2 if seg.var >= 0 else 1) + c0, seg.cgrid,
+                     pf[seg.irk + blk], n_out)
         # VMM noise before the ADC (code units per tile)
         if seg.vmm_pre == 1:
             _add_normals(G, pf[seg.vmm:seg.vmm + n_out], st, n_out)
         # ADC (+ noise) and the digital sum over tiles
         if adc >= 0:
-            steps = pf[adc + c0:adc + c0 + n_out]
             if seg.adc_gain >= 0:
-                _adc_mismatch(seg, pf, G, steps, aq, st, Q, n_out, c0)
+                _adc_mismatch(seg, pf, G, pf[adc + c0:adc + c0 + n_out], aq, st, Q, n_out, c0)
             elif seg.adc_noise > 0.0:
-                _adc_noisy(G, steps, aq, seg.adc_noise, st, Q, n_out)
+                _adc_noisy(G, pf[adc + c0:adc + c0 + n_out], aq, seg.adc_noise, st, Q, n_out)
             else:
-                for j in range(n_out):
-                    c = min(max(np.rint(G[j] / steps[j]), -aq), aq)
-                    Q[j] += c * steps[j]
+                ca = np.uint64(adc + c0)
+                for j in range(no):
+                    stp = pf[ca + j]
+                    c = min(max(np.rint(G[j] / stp), -aq), aq)
+                    Q[j] += c * stp
         else:
-            for j in range(n_out):
+            for j in range(no):
                 Q[j] += G[j]
-    sw = pf[seg.sw:seg.sw + n_out]
+    sw = np.uint64(seg.sw)
     scale = seg.dac_step if seg.dac_q > 0 else 1.0
     if seg.dac_dyn == 1:
-        scale = P[vo * (1 + (1 if seg.var >= 0 else 0) + (1 if seg.cur >= 0 else 0))]
+        scale = P[r, pc + vo * (1 + (1 if seg.var >= 0 else 0) + (1 if seg.cur >= 0 else 0))]
     if seg.vmm_sigma > 0.0 and seg.vmm_pre == 0:
         fill_normals(st, G, n_out)
-        sg = pf[seg.vmm:seg.vmm + n_out]
-        for j in range(n_out):
-            out[j] += Q[j] * sw[j] * scale + sg[j] * G[j]
+        sg = np.uint64(seg.vmm)
+        for j in range(no):
+            out[ro, j] += Q[j] * pf[sw + j] * scale + pf[sg + j] * G[j]
     else:
-        for j in range(n_out):
-            out[j] += Q[j] * sw[j] * scale
+        for j in range(no):
+            out[ro, j] += Q[j] * pf[sw + j] * scale
 
 
 @njit(cache=True, error_model="numpy")
