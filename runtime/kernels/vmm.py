@@ -34,7 +34,7 @@ from . import layout as LY
 from .rng import fill_normals
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def dac(seg, V, nb, U32, U64):
     """DAC codes of ``V[:nb, :n_in]`` (model units) into ``U64`` (and ``U32`` as float32):
     ``clip(rint(v / step), -qmax, qmax)`` with ``1/step`` computed once; no DAC: a copy."""
@@ -61,7 +61,7 @@ def dac(seg, V, nb, U32, U64):
                 U64[k, i] = V[k, i]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _vector_step(v, n, lim):
     """A dynamic DAC's step for one vector: ``max_i |v_i| / qmax`` (1 for a zero vector)."""
     m = 0.0
@@ -72,7 +72,7 @@ def _vector_step(v, n, lim):
     return m / lim if m > 0.0 else 1.0
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
+@njit(cache=True, error_model="numpy", fastmath={"contract"}, _nrt=False)
 def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
     """``P[k, col0 + blk*n_out + j] = sum_{i in tile blk} W[off + i*n_out + j] * u_ki``
     (``u_ki^2`` if ``square == 1``, ``|u_ki|`` if ``square == 2``), accumulated in W's dtype.
@@ -124,7 +124,7 @@ def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
                 P[k, c + j] = float(acc[k, j])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def products(seg, w32, w64, U32, U64, nb, A32, A64, P):
     """Tile products of one segment for ``nb`` streams (DAC codes already in U32/U64):
     ``P[k, :nblk*n_out]`` partial sums, then (read noise) ``P[k, nblk*n_out:]`` variances."""
@@ -154,11 +154,11 @@ def products(seg, w32, w64, U32, U64, nb, A32, A64, P):
             P[k, cd] = U64[k, n_in]
 
 
-@njit(cache=True, error_model="numpy")
-def periphery(seg, pf, P, r, pc, st, G, Q, out, ro):
+@njit(cache=True, error_model="numpy", _nrt=False)
+def periphery(seg, pf, P, r, pc, st, G, Q, Z, out, ro):
     """Everything after the tile products, for one stream: its products are row ``r`` of
     ``P`` from column ``pc`` on (see :func:`products`), ``st`` its random state (consumed in
-    the order documented in :mod:`.rng`), ``G``/``Q`` scratch [n_out]; adds the segment's
+    the order documented in :mod:`.rng`), ``G``/``Q``/``Z`` scratch [n_out]; adds the segment's
     output (model units) into ``out[ro, :n_out]``. Stage by stage over the outputs (each
     loop vectorizes). Rows and columns are indexed in place with unsigned offsets: a row view
     would cost a reference-count pair (two atomic operations) per call."""
@@ -190,13 +190,14 @@ def periphery(seg, pf, P, r, pc, st, G, Q, out, ro):
                      pf[seg.irk + blk], n_out)
         # VMM noise before the ADC (code units per tile)
         if seg.vmm_pre == 1:
-            _add_normals(G, pf[seg.vmm:seg.vmm + n_out], st, n_out)
+            _add_normals(G, pf[seg.vmm:seg.vmm + n_out], st, n_out, Z)
         # ADC (+ noise) and the digital sum over tiles
         if adc >= 0:
             if seg.adc_gain >= 0:
-                _adc_mismatch(seg, pf, G, pf[adc + c0:adc + c0 + n_out], aq, st, Q, n_out, c0)
+                _adc_mismatch(seg, pf, G, pf[adc + c0:adc + c0 + n_out], aq, st, Q, n_out, c0,
+                              Z)
             elif seg.adc_noise > 0.0:
-                _adc_noisy(G, pf[adc + c0:adc + c0 + n_out], aq, seg.adc_noise, st, Q, n_out)
+                _adc_noisy(G, pf[adc + c0:adc + c0 + n_out], aq, seg.adc_noise, st, Q, n_out, Z)
             else:
                 ca = np.uint64(adc + c0)
                 for j in range(no):
@@ -220,28 +221,26 @@ def periphery(seg, pf, P, r, pc, st, G, Q, out, ro):
             out[ro, j] += Q[j] * pf[sw + j] * scale
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _ir_drop(G, P, c, cg, k, n):
     """``G[j] *= max(1 - k * P[c + j] * cg, 0)`` (the twin: ``devices.periphery.IRDrop``)."""
     for j in range(n):
         G[j] = G[j] * max(1.0 - k * (P[c + j] * cg), 0.0)
 
 
-@njit(cache=True, error_model="numpy")
-def _add_normals(p, sig, st, n):
-    """``p[:n] += sig * N(0, 1)`` (the normals drawn into a small buffer)."""
-    g = np.empty(n)
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _add_normals(p, sig, st, n, g):
+    """``p[:n] += sig * N(0, 1)`` (the normals drawn into the scratch ``g``)."""
     fill_normals(st, g, n)
     for j in range(n):
         p[j] += sig[j] * g[j]
 
 
-@njit(cache=True, error_model="numpy")
-def _adc_mismatch(seg, pf, p, steps, aq, st, Q, n, c0):
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _adc_mismatch(seg, pf, p, steps, aq, st, Q, n, c0, g):
     """ADC instances with drawn gain/offset (and INL levels): ``x = (p/step + noise) * gain +
     offset``, code = ``#(levels <= x) - qmax`` (INL) or ``clip(rint(x))``; ``Q += code *
-    step`` (the twin: ``devices.periphery.ADC.apply``)."""
-    g = np.empty(n)
+    step`` (the twin: ``devices.periphery.ADC.apply``); ``g`` scratch for the noise."""
     if seg.adc_noise > 0.0:
         fill_normals(st, g, n)
     anz = seg.adc_noise
@@ -265,11 +264,10 @@ def _adc_mismatch(seg, pf, p, steps, aq, st, Q, n, c0):
         Q[j] += c * steps[j]
 
 
-@njit(cache=True, error_model="numpy")
-def _adc_noisy(p, steps, aq, anz, st, Q, n):
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _adc_noisy(p, steps, aq, anz, st, Q, n, g):
     """ADC with input-referred noise: ``Q += clip(rint(p/step + anz*N(0,1))) * step``; the
-    normals are drawn into a small buffer."""
-    g = np.empty(n)
+    normals are drawn into the scratch ``g``."""
     fill_normals(st, g, n)
     for j in range(n):
         c = min(max(np.rint(p[j] / steps[j] + anz * g[j]), -aq), aq)
