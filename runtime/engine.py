@@ -17,8 +17,10 @@ independent per-read noise; ``run``/``step`` return the mean of the K outputs an
 
 Execution routes (all give the same bits; see runtime/kernels/vmm.py for why):
 
-* ``Stream.step`` -- one fused numba call per frame, products in-kernel;
-* ``run``/``predict``/``step_many`` -- layer by layer: the tile products of every layer input
+* ``Stream.step`` -- one fused numba call per frame, products in-kernel, its arguments packed
+  once per stream (:class:`.kernels.StepArgs`); ``step_many`` of fewer than
+  :data:`FUSED_MAX_ROWS` rows (streams x votes) runs the same call for each stream in turn;
+* ``run``/``predict``/larger ``step_many`` -- layer by layer: the tile products of every layer input
   are computed for all rows (streams x time steps) at once by BLAS (numpy matmul) when the
   segment has a DAC; recurrent products go through BLAS per step when the batch has at least
   :data:`BLAS_MIN_ROWS` rows, else in-kernel; the periphery (noise, ADC) and the cells run in
