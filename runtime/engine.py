@@ -157,6 +157,8 @@ class Engine:
                 if init is None:
                     continue
                 v = init.read(feeds)
+                if v is None:                                 # not given: zeros
+                    continue
                 v = np.asarray(v)[d]                          # [B0, H]
                 idx = rows if rows is not None else np.arange(n)
                 if v.shape[0] == 1:
