@@ -64,7 +64,7 @@ def crossbar_matrices(model: ir.Model) -> list[MatrixSpec]:
                     mats.append(MatrixSpec(f"layer{k}/d{d}/{role}", k, d, role, w))
         elif isinstance(l, ir.Dense) and not _is_identity(l):
             mats.append(MatrixSpec(f"layer{k}/d0/x", k, 0, "x", l.W))
-        elif isinstance(l, ir.Conv1d):      # im2col: one matrix over a window of K frames
+        elif isinstance(l, (ir.Conv1d, ir.FrameConv)):   # im2col: one matrix over a window
             mats.append(MatrixSpec(f"layer{k}/d0/x", k, 0, "x", l.im2col))
     return mats
 
@@ -226,7 +226,7 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
 
 _TYPES = {c.__name__: c for c in (ir.Recurrent, ir.Dense, ir.Elementwise, ir.Softmax,
                                   ir.FeatureSlice, ir.FeatureConcat, ir.LayerNorm, ir.Conv1d,
-                                  ir.Binary, ir.Unary, ir.ReduceMean, ir.FeaturePad,
+                                  ir.FrameConv, ir.Binary, ir.Unary, ir.ReduceMean, ir.FeaturePad,
                                   ir.StateInit, ir.SeqInput,
                                   ir.AuxInput, ir.Output, ir.Model)}
 
