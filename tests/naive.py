@@ -85,6 +85,7 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
             assert l.direction == "forward"
             h_ = l.hidden_size
             y = np.zeros((b_, t_, h_), np.float32)
+            cs = np.zeros((b_, t_, h_), np.float32)       # LSTM cell state per step
             for b in range(b_):
                 h = np.zeros(h_)
                 c = np.zeros(h_)
@@ -121,7 +122,10 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
                         bias = l.Wb[0].astype(np.float64) + l.Rb[0].astype(np.float64)
                         h = _act(l.activations[0][0], zx + zh + bias, l.clip)
                     y[b, t] = h.astype(np.float32)
+                    cs[b, t] = np.asarray(c, np.float32)
             env[l.y] = y
+            if l.c:
+                env[l.c] = cs
         elif isinstance(l, ir.Dense):
             seg = segments.get(f"layer{k}/d0/x")
             xin = env[l.x].astype(np.float64)
