@@ -122,20 +122,24 @@ class CompiledModel:
 def convert(onnx_path: str | os.PathLike | ir.Model, calibration: np.ndarray | None = None, *,
             weight_bits: int = 4, seed: int = 0, frontend: Mapping[str, Any] | None = None,
             labels: tuple[str, ...] | list[str] | None = None,
-            constants: Mapping[str, Any] | None = None) -> CompiledModel:
+            constants: Mapping[str, Any] | None = None,
+            frame_size: int | None = None) -> CompiledModel:
     """Convert an ONNX model (or an IR) into a :class:`CompiledModel`.
 
     ``calibration``: real inputs ``[N, T, F]`` (or ``[T, F]``), batch-first, that fix the DAC and
     ADC ranges. Without one, ``N(0, 1)`` inputs (16 x 64 steps, seeded) are used and a warning
     is logged: ranges then suit standardised features only.
     ``constants``: graph inputs fixed at conversion (``{"sr": 16000}``; see ``load_ir``).
+    ``frame_size``: a frame model's values per call when its input leaves them symbolic
+    (silero-vad: 576; see ``load_ir``).
     """
     if isinstance(onnx_path, ir.Model):
-        if constants:
-            raise NvmConversionError("constants= applies to an ONNX file, not to an IR model")
+        if constants or frame_size:
+            raise NvmConversionError("constants= and frame_size= apply to an ONNX file, not to "
+                                     "an IR model")
         model = onnx_path
     else:
-        model = load_ir(onnx_path, constants)
+        model = load_ir(onnx_path, constants, frame_size)
     for l in model.layers:
         if not isinstance(l, ir.ENGINE_LAYERS):
             raise NvmConversionError(f"layer {l.name!r} ({type(l).__name__}) runs in the float "

@@ -199,6 +199,8 @@ def _convert_kw(args) -> dict:
     kw = {"weight_bits": args.bits} if getattr(args, "bits", None) else {}
     if getattr(args, "constant", None):
         kw["constants"] = _parse_constants(args.constant)
+    if getattr(args, "frame_size", None):
+        kw["frame_size"] = args.frame_size
     return kw
 
 
@@ -698,6 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--constant", action="append", metavar="NAME=VALUE",
                    help="fix a model input at conversion, e.g. --constant sr=16000 (an If on "
                         "it folds to the branch taken; repeatable)")
+    s.add_argument("--frame-size", type=int, metavar="N",
+                   help="values per call of a frame model whose input [batch, samples] has no "
+                        "time axis (each call is one recurrent step), e.g. 576 for silero-vad")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("sweep", help="accuracy over a grid of profile overrides x seeds x votes",
