@@ -146,6 +146,10 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>",
                                  delay=_delay_of(ctx.layers, v.tensor, ctx.seq_input)))
     if ctx.seq_input is None:
         raise ctx.err(None, "no sequence input feeds a recurrent layer")
+    if ctx.frame_size is not None and not ctx.seq_input.frame:
+        raise ctx.err(None, f"frame size {ctx.frame_size} given, but input "
+                            f"{ctx.seq_input.name!r} is a sequence, not a frame [batch, samples] "
+                            f"per call")
     if not any(isinstance(l, ir.Recurrent) for l in ctx.layers):
         raise ctx.err(None, "model has no LSTM/GRU/RNN layer")
     lens_sources = {(l.sequence_lens, None if l.sequence_lens_value is None

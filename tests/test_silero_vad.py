@@ -166,3 +166,28 @@ def test_demo_runs_as_printed():
     assert "$ nvmstream convert tests/corpus/silero/silero_vad_16k_op15.onnx" in r.stdout
     ideal = next(ln for ln in r.stdout.splitlines() if ln.startswith("ideal "))
     assert "100.0%" in ideal
+
+
+def test_cli_convert_needs_the_frame_size(tmp_path):
+    """`nvmstream convert` (a real subprocess): with --constant sr=16000 --frame-size 576 it
+    writes the model; without the frame size it exits non-zero with one line naming it and
+    writes nothing; a frame size for a sequence model is refused."""
+    import subprocess
+    import sys
+    cal = tmp_path / "cal.npy"
+    np.save(cal, _frames(DATA / "keywords_wav" / KEYWORDS[0])[None])
+    cli = [sys.executable, "-m", "nvmstream.runtime.cli", "convert"]
+    out = tmp_path / "s.nvm"
+    r = subprocess.run(cli + [str(SILERO), "--constant", "sr=16000", "--calibration", str(cal),
+                              "-o", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0 and not out.exists()
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "--frame-size" in err[0] and "'input'" in err[0]
+    r = subprocess.run(cli + [str(SILERO), "--constant", "sr=16000", "--frame-size", "576",
+                              "--calibration", str(cal), "-o", str(out)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert nvm.load(out).model.input.frame
+    seq = REPO / "tests" / "corpus" / "torch" / "lstm_perstep.ts.onnx"
+    with pytest.raises(nvm.NvmConversionError, match="is a sequence, not a frame"):
+        load_ir(seq, frame_size=10)
