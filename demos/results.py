@@ -36,12 +36,13 @@ REPO = HERE.parent
 MODELS = HERE / "models"
 DATA = HERE / "data"
 TASKS = ("japanese_vowels", "basic_motions", "digits", "keywords")
-#: device seeds per section. The noisy sections get 10 (measured on the shared 2-core machine
-#: at load ~8, one worker, per device seed and task: SNR with 1 and 5 votes ~50 s on
-#: japanese_vowels, ~5-12 s on the others; 15 votes at 0 dB ~40 s on japanese_vowels; storage
-#: BER ~12 s; PCM age ~27 s; RRAM ~4 s; so the three small tasks regenerate from nothing in
-#: ~45 min). `int4` without noise and `ideal` are deterministic: the bits section runs a second
-#: seed only to check that it reproduces the first bit for bit (the generator asserts it).
+#: device seeds per section. The noisy sections get 10 (one worker, load ~8, per device seed and
+#: task: SNR with 1 and 5 votes ~50 s on japanese_vowels, ~5-12 s on the others; 15 votes at
+#: 0 dB ~40 s on japanese_vowels; storage BER ~12 s; PCM age ~27 s; RRAM ~4 s). Measured on
+#: the page as made: its 1112 runs took 8379 s of worker time at load ~9-10 (the CSVs'
+#: `seconds`), i.e. ~70 min wall with 2 workers for a regeneration from nothing.
+#: `int4` without noise and `ideal` are deterministic: the bits section runs a second seed
+#: only to check that it reproduces the first bit for bit (the generator asserts it).
 SECTION_SEEDS = {"bits": 2, "snr": 10, "snr15": 10, "ber": 10, "age": 10, "rram": 10}
 #: fewer seeds where a run is dear: a japanese_vowels PCM or RRAM run took ~24 s at load ~10
 #: (nice 5; 1.7 s on a quiet machine), so 10 seeds of its two age sections would add ~40 min
