@@ -134,6 +134,13 @@ class Engine:
         # streams (the whole is their sum, :attr:`ledger`)
         self._ledgers = {"runs": Ledger(unit, geom), "streams": Ledger(unit, geom)}
         self._rec_names = {l.name for l in self.model.recurrent_layers}
+        # recurrent layers after a valid Conv1d skip the first `skip` frames of a stream
+        # (undefined Conv outputs): never run, so never charged (see _skipped)
+        self._rec_skip = {l.name: self.model.delays.get(l.x, 0)
+                          for l in self.model.recurrent_layers
+                          if self.model.delays.get(l.x, 0) > 0}
+        self._max_skip = max(self._rec_skip.values(), default=0)
+        self._pending_skipped: dict[str, int] = {}   # single-stream warm-up steps not charged
         # what one stream-step (all K replicas) costs: carried by every streamed output
         from nvmstream.devices import energy as E
         k = self.votes
@@ -157,6 +164,8 @@ class Engine:
                 if init is None:
                     continue
                 v = init.read(feeds)
+                if v is None:                                 # not given: zeros
+                    continue
                 v = np.asarray(v)[d]                          # [B0, H]
                 idx = rows if rows is not None else np.arange(n)
                 if v.shape[0] == 1:
@@ -353,7 +362,7 @@ class Engine:
         # one definition of "per inference": only a sequence's true steps are charged (the
         # kernel may compute a head on padded steps; no chip would)
         self._account(rec_steps=int(klens.sum()), all_steps=int(klens.sum()), inferences=b,
-                      stream_steps=int(klens.sum()) // k)
+                      stream_steps=int(klens.sum()) // k, skipped=self._skipped(klens))
         out = {}
         for o in self.model.outputs:
             a = self._tensor(env, o.tensor)
@@ -394,16 +403,25 @@ class Engine:
         state = self._init_state(b * k, None, np.repeat(np.arange(b), k))
         env = self._exec(xr, klens, state, self._rng([seed + i for i in range(b)]))
         n = int(klens.sum())
-        self._account(rec_steps=n, all_steps=n, inferences=b, stream_steps=n // k)
+        self._account(rec_steps=n, all_steps=n, inferences=b, stream_steps=n // k,
+                      skipped=self._skipped(klens))
         a = self._tensor(env, self.model.outputs[0].tensor).reshape(b, k, t, -1)
         cls = majority(a)
         return cls[0] if squeeze else cls
 
     # ------------------------------------------------------------------------------- energy
+    def _skipped(self, klens: np.ndarray) -> dict[str, int]:
+        """Warm-up steps per recurrent layer (after a valid Conv1d) among whole sequences of
+        ``klens`` steps (one per row, replicas included): not run, not charged."""
+        if not self._rec_skip:
+            return {}
+        return {n: int(np.minimum(sk, klens).sum()) for n, sk in self._rec_skip.items()}
+
     def _account(self, rec_steps: int, all_steps: int, inferences: int,
-                 stream_steps: int, source: str = "runs") -> None:
+                 stream_steps: int, source: str = "runs",
+                 skipped: Mapping[str, int] | None = None) -> None:
         k = self.votes
-        steps = {n: (rec_steps if n in self._rec_names else all_steps)
+        steps = {n: (rec_steps if n in self._rec_names else all_steps) - (skipped or {}).get(n, 0)
                  for n in self._ledgers["runs"].unit}
         reps = {n: v * (k - 1) // k for n, v in steps.items()}
         self._ledgers[source].add(steps, reps, inferences, stream_steps)
@@ -421,8 +439,10 @@ class Engine:
         if n or new:
             self._pending_steps = self._pending_new = 0
             k = self.votes
+            skipped = {name: v * k for name, v in self._pending_skipped.items()}
+            self._pending_skipped = {}
             self._account(rec_steps=n * k, all_steps=n * k, inferences=new, stream_steps=n,
-                          source="streams")
+                          source="streams", skipped=skipped)
 
     def report(self, source: str | None = None) -> InferenceReport:
         """Energy, latency and area since the last ``reset_ledger()``: per inference (a
@@ -511,6 +531,11 @@ class Engine:
         env = self._exec(xr, np.ones(n * k, np.int64), self._pool_state, self._pool_rng, srow)
         e, lat = self.step_energy_pJ, self.step_latency_ns
         new = 0
+        skipped = None
+        if self._max_skip:                     # streams still in a valid Conv's warm-up
+            pos = np.array([s.steps for s in streams], np.int64)
+            if pos.min() < self._max_skip:
+                skipped = {name: k * int((pos < sk).sum()) for name, sk in self._rec_skip.items()}
         for s in streams:                      # Stream._charge, inlined (a hot loop)
             new += s.steps == 0
             s.last_energy_pJ = e
@@ -518,7 +543,7 @@ class Engine:
             s.energy_pJ += e
             s.steps += 1
         self._account(rec_steps=n * k, all_steps=n * k, inferences=new, stream_steps=n,
-                      source="streams")
+                      source="streams", skipped=skipped)
         out = {}
         for o in self.model.outputs:
             a = self._tensor(env, o.tensor)[:, 0]
@@ -602,6 +627,10 @@ class Stream:
         eng._pending_steps += 1
         if self.steps == 0:
             eng._pending_new += 1
+        if self.steps < eng._max_skip:          # a valid Conv's warm-up: not charged
+            for name, sk in eng._rec_skip.items():
+                if self.steps < sk:
+                    eng._pending_skipped[name] = eng._pending_skipped.get(name, 0) + 1
         self.last_energy_pJ = eng.step_energy_pJ
         self.last_latency_ns = eng.step_latency_ns
         self.energy_pJ += eng.step_energy_pJ
