@@ -589,20 +589,22 @@ class Server:
 
     def _update_step_eff(self) -> None:
         """Per batch-size class, the step time :meth:`_work_s` uses: the class's own measured
-        time, else scaled up linearly from the nearest smaller measured class (an
-        overestimate), else the nearest larger one's. Recomputed (11 classes) at most once
-        per step, when admission needs it, so that admission costs one lookup per message."""
+        time, else the nearest larger measured class's (a bigger batch takes longer: an
+        overestimate, but of the fixed cost that dominates a step), else scaled up linearly
+        from the nearest smaller one (a larger overestimate: a batch of 256 costs a few times
+        a batch of 1, not 256 times). Recomputed (11 classes) at most once per step, when
+        admission needs it, so that admission costs one lookup per message."""
         self._step_eff_stale = False
         st, eff, pf = self._step_s, self._step_eff, self._step_eff_pf
         for k in range(len(st)):
             t, per = st[k], 0.0
             if not t:
-                for j in range(k - 1, -1, -1):
-                    if st[j]:
-                        per = st[j] / (1 << j)    # per frame, times the batch size
-                        break
-                else:
-                    t = next((v for v in st[k + 1:] if v), 0.0)
+                t = next((v for v in st[k + 1:] if v), 0.0)
+                if not t:
+                    for j in range(k - 1, -1, -1):
+                        if st[j]:
+                            per = st[j] / (1 << j)    # per frame, times the batch size
+                            break
             eff[k], pf[k] = t, per
 
     def _queue_frame(self, st: _Stream, hdr: dict, payload, t0: int,
@@ -748,7 +750,9 @@ class Server:
         batch-size class is what admission control in time uses)."""
         k = min(n.bit_length() - 1, 10)
         old = self._step_s[k]
-        self._step_s[k] = dt_s if not old else old + 0.1 * (dt_s - old)
+        # (a sample is taken as at most 4x the average: one step preempted for milliseconds
+        # on a loaded machine must not make admission refuse work for the next hundred)
+        self._step_s[k] = dt_s if not old else old + 0.1 * (min(dt_s, 4 * old) - old)
         self._step_eff_stale = True
         self.counters["frames"] += n
         self.counters["batches"] += 1
