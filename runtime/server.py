@@ -702,7 +702,7 @@ class Server:
                 or type(sid) is not int or type(seq) is not int):
             return False
         st = self._streams.get((parts[0], sid))
-        if (st is None or st.closing or st.es is None or st.kind != P.FEATURES
+        if (st is None or st.closing or st.es is None or st.queue or st.kind != P.FEATURES
                 or seq != st.next_seq or seq > P.MAX_SEQ):
             return False
         f = self.features
