@@ -163,39 +163,3 @@ def test_running_adc_ranges_are_grouped_like_the_emulators(adc_range):
         assert torch.all(groups == groups.max(dim=1, keepdim=True).values)
     else:
         assert not torch.all(groups == groups.max(dim=1, keepdim=True).values)
-
-
-def test_quantizer_gradients_are_the_straight_through_and_lsq_rules():
-    # the one-node quantizer: forward = the emulator's codes x out_scale exactly; gradient to
-    # the input out_scale / scale inside the range and 0 outside; to a step that requires a
-    # gradient (scale = out_scale = a), LSQ's sum(c - v / a) inside + sum(c) outside
-    v = torch.tensor([0.3, 1.2, -2.6, 9.0, -4.0], requires_grad=True)
-    a = torch.tensor(0.5, requires_grad=True)
-    c = np.clip(np.rint(v.detach().numpy() / 0.5), -7, 7)
-    y = qat._ste_codes(v, a, 7, c, a)
-    assert torch.equal(y.detach(), torch.from_numpy(c.astype(np.float32)) * 0.5)
-    y.sum().backward()
-    inside = np.abs(v.detach().numpy() / 0.5) <= 7
-    np.testing.assert_array_equal(v.grad.numpy(), inside.astype(np.float32))
-    want = np.sum(np.where(inside, c - v.detach().numpy() / 0.5, c))
-    assert float(a.grad) == pytest.approx(want, rel=1e-6)
-
-
-def test_range_gradient_leaves_the_forward_pass_and_moves_the_weights():
-    # range_grad > 0: the forward values are unchanged (the factor is exactly 1); the weight
-    # gradient gains the path through the tile's max partial sum
-    spec = make_recipe("qat4", "int4").spec
-    outs = []
-    for rg in (0.0, 1.0):
-        torch.manual_seed(0)
-        m = qat.CrossbarMatrix(12, 16, spec, "W")
-        torch.nn.init.normal_(m.weight)
-        m.range_grad = rg
-        x = torch.randn(4, 3, 12)
-        m(x)
-        m.commit()                      # ranges from the first batch, then running
-        y = m(x)
-        y.pow(2).sum().backward()
-        outs.append((y.detach(), m.weight.grad.clone()))
-    assert torch.equal(outs[0][0], outs[1][0])
-    assert not torch.allclose(outs[0][1], outs[1][1])

@@ -176,8 +176,6 @@ def fine_tune(data: TrainData, tc: TaskConfig, recipe: Recipe, base: qat.SeqClas
     tr = data.train
     on_epoch = before_batch = None
     if spec.quantized:
-        for m in model.matrices():
-            m.range_grad = tc.range_grad
         x_cal = calibration_set(data.cal.x, data.cal.y)
         qat.calibrate_like_emulator(model, x_cal, freeze=False)   # initial ranges
         freeze_at = tc.qat_epochs - max(1, round(tc.freeze_frac * tc.qat_epochs))
@@ -310,7 +308,7 @@ def build_metadata(data: TrainData, tc: TaskConfig, recipe: Recipe, acc: dict) -
             "all_steps_weight": tc.all_steps_weight, "freeze_frac": tc.freeze_frac,
             "input_noise": tc.input_noise, "time_shift": tc.time_shift,
             "dropout": tc.dropout, "normalize_folded": tc.normalize,
-            "forget_bias_init": tc.forget_bias, "range_grad": tc.range_grad,
+            "forget_bias_init": tc.forget_bias,
             "loss": "cross-entropy at each sequence's last valid step"
                     + (f" + {tc.all_steps_weight} x mean cross-entropy over all valid steps"
                        if tc.all_steps_weight else ""),

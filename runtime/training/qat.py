@@ -51,11 +51,7 @@ def _ste_round(x: torch.Tensor) -> torch.Tensor:
 
 class _CodesSTE(torch.autograd.Function):
     """Forward value ``codes x out_scale`` (codes computed by the emulator's numpy quantizer),
-    gradient that of ``clip(rint(v / scale), -qmax, qmax) x out_scale`` with a
-    straight-through ``rint``: ``out_scale / scale`` inside the range, zero outside; for
-    ``scale`` and ``out_scale`` (when they require a gradient) LSQ's (Esser et al., "Learned
-    step size quantization", ICLR 2020): ``-v out_scale / scale^2`` inside, 0 outside, and
-    ``codes``, summed over the broadcast dimensions.
+    gradient that of ``clip(v / scale, -qmax, qmax) x out_scale`` (zero outside the range).
 
     One autograd node instead of the five of ``soft + (codes - soft).detach()``: the recurrent
     loop calls it twice per matrix and time step, and autograd overhead dominated the quantized
@@ -65,30 +61,23 @@ class _CodesSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v, scale, qmax, codes, out_scale):
         inside = (v / scale).abs() <= qmax
-        ctx.save_for_backward(v, inside, scale, out_scale, codes)
+        ctx.save_for_backward(inside, scale, out_scale)
         return codes * out_scale
 
     @staticmethod
     def backward(ctx, grad):
-        v, inside, scale, out_scale, codes = ctx.saved_tensors
-        gv = grad * inside * (out_scale / scale)
-        gs = go = None
-        if ctx.needs_input_grad[1]:
-            gs = (grad * inside * (-v * out_scale / scale ** 2)).sum_to_size(scale.shape)
-        if ctx.needs_input_grad[4]:
-            go = (grad * codes).sum_to_size(out_scale.shape)
-        return gv, gs, None, None, go
+        inside, scale, out_scale = ctx.saved_tensors
+        return grad * inside * (out_scale / scale), None, None, None, None
 
 
 def _ste_codes(v: torch.Tensor, scale: torch.Tensor, qmax: int, codes: np.ndarray,
                out_scale: torch.Tensor | None = None) -> torch.Tensor:
     """Forward value ``codes`` (computed by the emulator's numpy quantizer) times
     ``out_scale`` (default 1), gradient of ``clip(v / scale, -qmax, qmax) * out_scale``
-    (zero outside the range); ``scale`` and ``out_scale`` get LSQ's gradient when they
-    require one (:class:`_CodesSTE`)."""
+    (zero outside the range); ``scale`` and ``out_scale`` carry no gradient."""
     c = torch.from_numpy(np.asarray(codes, np.float32))
-    one = torch.ones((), dtype=v.dtype) if out_scale is None else out_scale
-    return _CodesSTE.apply(v, scale, float(qmax), c, one)
+    one = torch.ones((), dtype=v.dtype) if out_scale is None else out_scale.detach()
+    return _CodesSTE.apply(v, scale.detach(), float(qmax), c, one)
 
 
 def _adc_codes(p: np.ndarray, steps: np.ndarray, bits: int, noise_lsb: float,
@@ -131,9 +120,6 @@ class CrossbarMatrix(nn.Module):
         self.cal = None                             # MatrixCalibration once calibrated
         self.draw = None                            # the chip's WeightDraw (hwa)
         self.comp = None                            # its digital drift compensation [out]
-        #: weight of the ADC range's gradient while the ranges run (0: ranges get none):
-        #: see :meth:`_range_grad_factor`
-        self.range_grad = 0.0
 
     # ------------------------------------------------------------------ weights
     def codes(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,7 +168,7 @@ class CrossbarMatrix(nn.Module):
             d = torch.where(r > 0, r / qd, torch.ones_like(r))
             # frozen: the emulator's exact (float64) step; else the running range's
             d_np = self.cal.dac_step if (self.frozen and self.cal is not None) else float(d)
-            u = _ste_codes(v, d.detach(), qd, DAC(spec.dac_bits, d_np).apply(v.detach().numpy()))
+            u = _ste_codes(v, d, qd, DAC(spec.dac_bits, d_np).apply(v.detach().numpy()))
         else:
             d = torch.ones(())
             u = v
@@ -202,11 +188,9 @@ class CrossbarMatrix(nn.Module):
                     self._pending(f"adc{blk}", amax)
                 ar = amax if first else self.adc_range[blk]
                 a = torch.where(ar > 0, ar / qa, torch.ones_like(ar))
-                if track and self.range_grad > 0:
-                    a = a * self._range_grad_factor(p)
                 anz = spec.adc_noise_lsb if noisy else 0.0
                 a_np = (self.cal.adc_steps[blk] if (self.frozen and self.cal is not None)
-                        else a.detach().numpy())
+                        else a.numpy())
                 c = _adc_codes(p.detach().numpy(), a_np, spec.adc_bits, anz,
                                self.np_rng if anz > 0 else None)
                 p = _ste_codes(p, a, qa, c, a)
@@ -227,21 +211,6 @@ class CrossbarMatrix(nn.Module):
                 sigma = float(vmm_noise_sigma(float(power), spec.snr_db))
                 out = out + sigma * torch.randn_like(out)
         return out
-
-    def _range_grad_factor(self, p: torch.Tensor) -> torch.Tensor:
-        """1 in the forward pass (exactly: ``x / x`` with x detached in the denominator), whose
-        gradient makes the ADC step ``a`` behave as proportional to this batch's max |partial
-        sum| of each range group: LSQ's step gradient (:class:`_CodesSTE`) reaches the partial
-        sums that set a tile's shared range, scaled by ``range_grad / sqrt(n qmax)`` (n the
-        group's elements; LSQ's gradient scale). The emulator calibrates the range as the max,
-        so the model can only shrink the step by shrinking those outliers; the forward pass
-        keeps the running (or frozen) range."""
-        live = self._adc_group_max(p.reshape(-1, self.n_out).abs().amax(dim=0))
-        safe = torch.where(live.detach() > 0, live.detach(), torch.ones_like(live))
-        n = p.numel() / self.n_out * (self.spec.tile_cols if self.spec.adc_range == "per_tile"
-                                      else 1)
-        g = self.range_grad / math.sqrt(n * qmax_for_bits(self.spec.adc_bits))
-        return 1.0 + g * (live / safe - (live / safe).detach())
 
     def _adc_group_max(self, amax: torch.Tensor) -> torch.Tensor:
         """Per-column max |partial sum| -> the ADC's range groups (``adc.range``): one range per

@@ -56,9 +56,6 @@ class TaskConfig:
     forget_bias: float = 0.0  # LSTM forget-gate bias at initialisation (1.0: remember longer)
     dropout: float = 0.0      # dropout on the hidden sequence before the head (training only)
     fine_tune_batch: int = 0  # batch size of the fine-tuning phase (every recipe); 0: ``batch``
-    # weight of the ADC step's LSQ gradient while ranges run (qat.CrossbarMatrix.range_grad;
-    # 0: none): teaches the model to shrink the partial sums that set a tile's shared range
-    range_grad: float = 0.0
 
 
 TASKS: dict[str, TaskConfig] = {
