@@ -64,7 +64,7 @@ def crossbar_matrices(model: ir.Model) -> list[MatrixSpec]:
                     mats.append(MatrixSpec(f"layer{k}/d{d}/{role}", k, d, role, w))
         elif isinstance(l, ir.Dense) and not _is_identity(l):
             mats.append(MatrixSpec(f"layer{k}/d0/x", k, 0, "x", l.W))
-        elif isinstance(l, ir.Conv1d):      # im2col: one matrix over a window of K frames
+        elif isinstance(l, (ir.Conv1d, ir.FrameConv)):   # im2col: one matrix over a window
             mats.append(MatrixSpec(f"layer{k}/d0/x", k, 0, "x", l.im2col))
     return mats
 
@@ -122,20 +122,24 @@ class CompiledModel:
 def convert(onnx_path: str | os.PathLike | ir.Model, calibration: np.ndarray | None = None, *,
             weight_bits: int = 4, seed: int = 0, frontend: Mapping[str, Any] | None = None,
             labels: tuple[str, ...] | list[str] | None = None,
-            constants: Mapping[str, Any] | None = None) -> CompiledModel:
+            constants: Mapping[str, Any] | None = None,
+            frame_size: int | None = None) -> CompiledModel:
     """Convert an ONNX model (or an IR) into a :class:`CompiledModel`.
 
     ``calibration``: real inputs ``[N, T, F]`` (or ``[T, F]``), batch-first, that fix the DAC and
     ADC ranges. Without one, ``N(0, 1)`` inputs (16 x 64 steps, seeded) are used and a warning
     is logged: ranges then suit standardised features only.
     ``constants``: graph inputs fixed at conversion (``{"sr": 16000}``; see ``load_ir``).
+    ``frame_size``: a frame model's values per call when its input leaves them symbolic
+    (silero-vad: 576; see ``load_ir``).
     """
     if isinstance(onnx_path, ir.Model):
-        if constants:
-            raise NvmConversionError("constants= applies to an ONNX file, not to an IR model")
+        if constants or frame_size:
+            raise NvmConversionError("constants= and frame_size= apply to an ONNX file, not to "
+                                     "an IR model")
         model = onnx_path
     else:
-        model = load_ir(onnx_path, constants)
+        model = load_ir(onnx_path, constants, frame_size)
     for l in model.layers:
         if not isinstance(l, ir.ENGINE_LAYERS):
             raise NvmConversionError(f"layer {l.name!r} ({type(l).__name__}) runs in the float "
@@ -226,7 +230,7 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
 
 _TYPES = {c.__name__: c for c in (ir.Recurrent, ir.Dense, ir.Elementwise, ir.Softmax,
                                   ir.FeatureSlice, ir.FeatureConcat, ir.LayerNorm, ir.Conv1d,
-                                  ir.Binary, ir.Unary, ir.ReduceMean, ir.FeaturePad,
+                                  ir.FrameConv, ir.Binary, ir.Unary, ir.ReduceMean, ir.FeaturePad,
                                   ir.StateInit, ir.SeqInput,
                                   ir.AuxInput, ir.Output, ir.Model)}
 

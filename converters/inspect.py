@@ -49,6 +49,12 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
                      dilation=l.dilation, pad_begin=l.pad_begin, delay=l.delay,
                      in_features=l.in_features, bias=l.b is not None,
                      macs_per_step=l.macs_per_step, tiles=tiles_of.get(k, 0))
+        elif isinstance(l, ir.FrameConv):
+            d.update(in_channels=l.channels, out_channels=l.out_channels, kernel=l.taps,
+                     stride=l.stride, dilation=l.dilation, pads=[l.pad_begin, l.pad_end],
+                     positions=[l.positions, l.out_positions], in_features=l.in_features,
+                     out_features=l.out_features, bias=l.b is not None,
+                     macs_per_step=l.macs_per_step, tiles=tiles_of.get(k, 0))
         elif isinstance(l, ir.Binary):
             d.update(function=l.op)
         elif isinstance(l, ir.Unary):
@@ -70,8 +76,9 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
         "source": model.source,
         "producer": model.producer,
         "opset": model.opset,
-        "input": {"name": model.input.name, "axes": "".join(model.input.axes),
-                  "features": model.input.features},
+        "input": {"name": model.input.name, "axes": "BF" if model.input.frame
+                  else "".join(model.input.axes), "features": model.input.features,
+                  "frame": model.input.frame},
         "aux_inputs": [{"name": a.name, "role": a.role, "layer": a.layer} for a in model.aux_inputs],
         "outputs": [{"name": o.name, "axes": "".join(o.axes), "features": o.features,
                      "per_step": o.per_step} for o in model.outputs],
@@ -89,9 +96,14 @@ def format_text(info: dict[str, Any]) -> str:
     lines = [f"model      {info['source']}  ({info['producer'] or 'unknown producer'}, "
              f"opset {info['opset']})",
              f"input      {info['input']['name']} [{info['input']['axes']}] "
-             f"features={info['input']['features']}"]
+             f"features={info['input']['features']}" +
+             (" (a frame per call: each call is one recurrent step, the state carried by the "
+              "stream)" if info["input"].get("frame") else "")]
+    aux: dict[str, list[str]] = {}
     for a in info["aux_inputs"]:
-        lines.append(f"aux input  {a['name']} ({a['role']} of {a['layer']})")
+        aux.setdefault(a["name"], []).append(f"{a['role']} of {a['layer']}")
+    for name, roles in aux.items():
+        lines.append(f"aux input  {name} ({', '.join(roles)})")
     for o in info["outputs"]:
         kind = "per step" if o["per_step"] else "final"
         lines.append(f"output     {o['name']} [{o['axes']}] features={o['features']} ({kind})")
@@ -110,6 +122,11 @@ def format_text(info: dict[str, Any]) -> str:
             shape = (f"{l['kernel']}x{l['in_channels']} -> {l['out_features']} (im2col "
                      f"{l['in_features']})")
             extra = f"dil {l['dilation']}" + (f", delay {l['delay']}" if l["delay"] else "")
+        elif l["type"] == "FrameConv":
+            t = "FrameConv"
+            shape = (f"{l['kernel']}x{l['in_channels']} -> {l['out_channels']} "
+                     f"@{l['positions'][1]} pos")
+            extra = f"stride {l['stride']}" if l["stride"] > 1 else "in frame"
         else:
             t = l["type"]
             shape = l.get("function", "log" if l.get("log") else "")

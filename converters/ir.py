@@ -13,7 +13,7 @@ results for causal (forward-only) models.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Mapping, Union
 
@@ -40,6 +40,8 @@ class StateInit:
         """This state's ``[D, B, H]`` float32 array (from ``feeds`` for an input)."""
         if self.input is None:
             return self.value
+        if self.input not in feeds:     # a frame model's state input not given: zeros
+            return None
         v = np.asarray(feeds[self.input], np.float32)
         return v if self.rows is None else v[self.rows[0]:self.rows[1]]
 
@@ -270,6 +272,85 @@ class Conv1d:
 
 
 @dataclass(frozen=True, eq=False)
+class FrameConv:
+    """ONNX Conv over the positions *within* one frame (a frame model's front end: silero-vad's
+    STFT basis and encoder). The frame is ``C`` channels of ``positions`` values, flattened
+    channel-major as ONNX lays out ``[C, P]``; the output is ``O`` channels of
+    :attr:`out_positions`, ``y[o, p] = b[o] + sum_{c,j} W[o, c, j] x[c, p*stride + j*dilation -
+    pad_begin]`` (zero outside the frame). On the chip it is im2col: the patch of every output
+    position (digital gather) times the crossbar matrix :attr:`im2col` ``[O, K*C]``, the same
+    tiles read once per position."""
+
+    name: str
+    W: np.ndarray                   # [O, C, K] float32
+    b: np.ndarray | None            # [O] float32
+    stride: int
+    dilation: int
+    pad_begin: int
+    pad_end: int
+    positions: int                  # P, the input's positions per channel
+    x: str
+    y: str
+
+    @property
+    def taps(self) -> int:
+        return int(self.W.shape[2])
+
+    @property
+    def channels(self) -> int:
+        return int(self.W.shape[1])
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.W.shape[0])
+
+    @property
+    def out_positions(self) -> int:
+        span = self.positions + self.pad_begin + self.pad_end - (self.taps - 1) * self.dilation
+        return (span - 1) // self.stride + 1
+
+    @property
+    def patch(self) -> int:
+        """Width of the crossbar matrix's input: one output position's ``K*C`` values."""
+        return self.taps * self.channels
+
+    @property
+    def in_features(self) -> int:
+        return self.channels * self.positions
+
+    @property
+    def out_features(self) -> int:
+        return self.out_channels * self.out_positions
+
+    @property
+    def macs_per_step(self) -> int:
+        return int(self.W.size) * self.out_positions
+
+    @cached_property
+    def im2col(self) -> np.ndarray:
+        """``[O, K*C]``: column ``j*C + c`` holds ``W[:, c, j]`` (tap-major)."""
+        return np.ascontiguousarray(self.W.transpose(0, 2, 1).reshape(self.W.shape[0], -1))
+
+    @cached_property
+    def patch_index(self) -> np.ndarray:
+        """``[P_out, K*C]`` int64: the flat input index each patch value reads, -1 for the
+        zero padding (the gather the digital periphery does)."""
+        idx = np.full((self.out_positions, self.patch), -1, np.int64)
+        C = self.channels
+        for p in range(self.out_positions):
+            for j in range(self.taps):
+                q = p * self.stride + j * self.dilation - self.pad_begin
+                if 0 <= q < self.positions:
+                    idx[p, j * C:(j + 1) * C] = np.arange(C) * self.positions + q
+        return idx
+
+    def patches(self, x: np.ndarray) -> np.ndarray:
+        """``x[..., C*P]`` -> the patches ``[..., P_out, K*C]`` the crossbar reads."""
+        xz = np.concatenate([x, np.zeros(x.shape[:-1] + (1,), x.dtype)], -1)
+        return xz[..., self.patch_index]          # index -1 reads the appended zero
+
+
+@dataclass(frozen=True, eq=False)
 class Binary:
     """``y = a (+|-|*) b`` of two run-time tensors of the same width (digital periphery)."""
 
@@ -319,17 +400,17 @@ BINARY_OPS = ("add", "sub", "mul")
 PAD_MODES = ("constant", "reflect", "edge")
 
 Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, LayerNorm,
-              Conv1d, Binary, Unary, ReduceMean, FeaturePad]
+              Conv1d, FrameConv, Binary, Unary, ReduceMean, FeaturePad]
 
 # Layers the engine (runtime/plan.py) executes; the others run only in the float IR for now.
 ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, Conv1d,
-                 LayerNorm, Binary, Unary, ReduceMean, FeaturePad)
+                 FrameConv, LayerNorm, Binary, Unary, ReduceMean, FeaturePad)
 
 
 def runs_on(layer: Layer) -> str:
     """``"crossbar"`` for layers whose matrices sit on crossbar tiles, else ``"digital"`` (the
     periphery: activations, softmax, normalisation, slicing)."""
-    return "crossbar" if isinstance(layer, (Recurrent, Dense, Conv1d)) else "digital"
+    return "crossbar" if isinstance(layer, (Recurrent, Dense, Conv1d, FrameConv)) else "digital"
 
 
 # ------------------------------------------------------------------------------ inputs / outputs
@@ -340,6 +421,10 @@ class SeqInput:
     name: str
     axes: tuple[str, ...]           # ("T","B","F") or ("B","T","F")
     features: int
+    # A frame model (silero-vad): the ONNX input is one frame ``[B, F]`` per call with no time
+    # axis (each call is one recurrent step, the state carried through state inputs/outputs);
+    # in the IR the time axis is the sequence of calls, ``axes`` is ("B", "T", "F").
+    frame: bool = False
 
 
 @dataclass(frozen=True)
@@ -436,7 +521,13 @@ class Model:
 
     # ------------------------------------------------------------------ execution
     def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
-        """Run whole sequences; inputs and outputs in the ONNX model's own shapes and names."""
+        """Run whole sequences; inputs and outputs in the ONNX model's own shapes and names.
+
+        A frame model (``input.frame``) takes one frame ``[B, F]`` per call: a 2-D input is one
+        call (outputs in ONNX shapes); a 3-D ``[B, T, F]`` is ``T`` calls in order with the
+        state carried, every output stacked per call on a new first axis ``[T, ...]``."""
+        if self.input.frame:
+            return self._run_frames(feeds)
         feeds = self._feeds(feeds)
         x = _as_float32(feeds[self.input.name], self.input.name)
         if x.ndim != 3:
@@ -446,6 +537,27 @@ class Model:
         env, lens = self._execute(np.ascontiguousarray(x_btf), feeds, whole=True)
         return {o.name: _format_output(o, env[o.tensor][:, o.delay:] if o.pick is None
                                        else env[o.tensor], lens) for o in self.outputs}
+
+    def _run_frames(self, feeds) -> dict[str, np.ndarray]:
+        if isinstance(feeds, np.ndarray):
+            feeds = {self.input.name: feeds}
+        feeds = dict(feeds)
+        if self.input.name not in feeds:
+            raise NvmInputError(f"missing model input {self.input.name!r}")
+        x = _as_float32(feeds[self.input.name], self.input.name)
+        if x.ndim not in (2, 3):
+            raise NvmInputError(f"input {self.input.name!r}: expected one frame [batch, "
+                                f"{self.input.features}] or calls [batch, calls, "
+                                f"{self.input.features}], got shape {x.shape}")
+        one = x.ndim == 2
+        x = x[:, None] if one else x
+        self._check_aux(feeds, x.shape[0])
+        env, _ = self._execute(np.ascontiguousarray(x), feeds, whole=True)
+        out = {}
+        for o in self.outputs:
+            steps = [format_frame_output(o, env[o.tensor][:, t]) for t in range(x.shape[1])]
+            out[o.name] = steps[0] if one else np.stack(steps)
+        return out
 
     def run_steps(self, x: np.ndarray, **aux: np.ndarray) -> dict[str, np.ndarray]:
         """Run ``x[B, T, F]`` (or ``[T, F]``) and return every output per step ``[B, T, F_out]``.
@@ -525,8 +637,9 @@ class Model:
                 raise NvmInputError(f"unknown input {k!r}; the model takes {sorted(known)}")
         for a in self.aux_inputs:
             if a.name not in feeds:
-                if a.role == "sequence_lens":
-                    continue
+                if a.role == "sequence_lens" or (self.input.frame and a.role in (
+                        "initial_h", "initial_c")):
+                    continue             # a frame model's state not given starts at zeros
                 raise NvmInputError(f"missing model input {a.name!r} ({a.role} of {a.layer!r})")
             v = np.asarray(feeds[a.name])
             if len(v.shape) != len(a.shape):
@@ -639,6 +752,8 @@ def _init(init: StateInit | None, feeds, layer: Recurrent, batch: int, role: str
     if init is None:
         return np.zeros((d, batch, h), np.float32)
     v = init.read(feeds)
+    if v is None:
+        return np.zeros((d, batch, h), np.float32)
     if v.shape != (d, batch, h):
         raise NvmInputError(f"{role} of layer {layer.name!r}: shape {v.shape} does not match "
                             f"(directions {d}, batch {batch}, hidden {h})")
@@ -782,6 +897,14 @@ def run_pointwise(layer: Layer, env: Mapping[str, np.ndarray]) -> np.ndarray:
                 v = v + layer.b
             out[:, t] = v
         return out
+    if isinstance(layer, FrameConv):
+        x = env[layer.x]
+        pt = layer.patches(x)                                  # [B, T, P_out, K*C]
+        v = pt @ np.ascontiguousarray(layer.im2col.T)          # [B, T, P_out, O]
+        if layer.b is not None:
+            v = v + layer.b
+        return np.ascontiguousarray(np.swapaxes(v, -1, -2).reshape(x.shape[:2] + (-1,)),
+                                    np.float32)
     if isinstance(layer, Elementwise):
         return layer.fn(env[layer.x])
     if isinstance(layer, Softmax):
@@ -822,6 +945,12 @@ def run_pointwise(layer: Layer, env: Mapping[str, np.ndarray]) -> np.ndarray:
             y = y + layer.bias
         return y.astype(np.float32, copy=False)
     raise TypeError(f"not a pointwise layer: {layer!r}")
+
+
+def format_frame_output(o: Output, a: np.ndarray) -> np.ndarray:
+    """One call's ``a[B, F]`` of a frame model -> the ONNX output described by ``o``."""
+    blocks = o.sizes[o.axes.index("D")] if "D" in o.axes else 1
+    return _format_output(replace(o, pick=("T-1",) * blocks), a[:, None], None)
 
 
 def _format_output(o: Output, a: np.ndarray, lens: np.ndarray | None) -> np.ndarray:

@@ -161,6 +161,13 @@ def h_reduce_mean(ctx: _Ctx, node) -> list[Value]:
     axes = at.get("axes") if ctx.opset < 18 else (
         ctx.const(node, 1, "axes").reshape(-1).tolist() if len(node.input) > 1 and node.input[1]
         else None)
+    if axes is not None and all(x.axes[a % r] == "1" for a in axes):
+        # the mean over unit axes is the value itself (silero's mean over its one frame)
+        if int(at.get("keepdims", 1)):
+            return [x]
+        keep = [i for i in range(r) if i not in {a % r for a in axes}]
+        return [TRef(x.tensor, tuple(x.axes[i] for i in keep), tuple(x.sizes[i] for i in keep),
+                     x.pick)]
     if axes is None or [a % r for a in axes] != [r - 1] or not x.feature_axis_ok():
         raise ctx.err(node, f"ReduceMean over axes {axes} of a tensor with axes {list(x.axes)}: "
                             f"only the feature axis is supported")
@@ -177,6 +184,8 @@ def h_conv(ctx: _Ctx, node) -> list[Value]:
     at = _check_attrs(ctx, node, {"auto_pad", "dilations", "group", "kernel_shape", "pads",
                                   "strides"})
     x = _seq(ctx, node)
+    if ctx.seq_input is not None and ctx.seq_input.frame:
+        return _frame_conv(ctx, node, x, at)
     if len(x.axes) != 3 or x.axes[0] != "B" or x.axes[2] != "T" or x.axes[1] not in ("F", "H") \
             or x.pick is not None:
         raise ctx.err(node, f"Conv input has axes {list(x.axes)}; supported is a Conv1d over "
@@ -206,6 +215,42 @@ def h_conv(ctx: _Ctx, node) -> list[Value]:
                                 np.asarray(b, np.float32).reshape(-1), dil, int(pads[0]),
                                 x.tensor, out))
     return [TRef(out, ("B", "F", "T"), (None, int(W.shape[0]), None))]
+
+
+def _frame_conv(ctx: _Ctx, node, x: TRef, at: dict) -> list[Value]:
+    """A frame model's Conv over the positions within one frame: ``[B, C, P]`` with no time
+    axis (an ``ir.FrameConv``; a 1x1 Conv on a single position is a Dense)."""
+    if len(x.axes) != 3 or x.axes[0] != "B" or x.axes[1] not in ("1", "F") or \
+            x.axes[2] not in ("1", "F") or x.pick is not None:
+        raise ctx.err(node, f"Conv input has axes {list(x.axes)}; a frame model's Conv1d runs "
+                            f"over [batch, channels, positions within the frame]")
+    C, P = int(x.sizes[1]), int(x.sizes[2])
+    W = np.asarray(ctx.const(node, 1, "W (the kernel)"), np.float32)
+    if W.ndim != 3 or W.shape[1] != C:
+        raise ctx.err(node, f"kernel {W.shape} does not act on {C} channels")
+    if at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise ctx.err(node, f"unsupported attribute value auto_pad={at['auto_pad']}")
+    if int(at.get("group", 1)) != 1:
+        raise ctx.err(node, f"unsupported attribute value group={at['group']}")
+    stride = int(list(at.get("strides", [1]))[0])
+    dil = int(list(at.get("dilations", [1]))[0])
+    pb, pe = (int(v) for v in at.get("pads", [0, 0]))
+    if min(pb, pe) < 0 or stride < 1 or dil < 1:
+        raise ctx.err(node, f"unsupported attribute values pads={[pb, pe]} strides={stride} "
+                            f"dilations={dil}")
+    if P + pb + pe < (W.shape[2] - 1) * dil + 1:
+        raise ctx.err(node, f"kernel {W.shape[2]} (dilation {dil}) is wider than the {P} "
+                            f"positions of the frame plus padding")
+    b = ctx.const(node, 2, "B (the bias)")
+    b = None if b is None else np.asarray(b, np.float32).reshape(-1)
+    out = ctx.fresh(node.output[0])
+    name = node.name or out
+    if P == 1 and W.shape[2] == 1 and pb == pe == 0:
+        ctx.layers.append(ir.Dense(name, np.ascontiguousarray(W[:, :, 0]), b, x.tensor, out))
+        return [TRef(out, ("B", "F", "1"), (None, int(W.shape[0]), 1))]
+    layer = ir.FrameConv(name, W, b, stride, dil, pb, pe, P, x.tensor, out)
+    ctx.layers.append(layer)
+    return [TRef(out, ("B", "F", "F"), (None, layer.out_channels, layer.out_positions))]
 
 
 def h_matmul(ctx: _Ctx, node) -> list[Value]:
@@ -265,6 +310,10 @@ def h_add(ctx: _Ctx, node) -> list[Value]:
     if not (isinstance(a, TRef) and a.aux is None) or not isinstance(b, Const):
         raise ctx.err(node, "Add supports a run-time tensor plus a constant bias only")
     bias = np.asarray(b.value, np.float32)
+    if not np.any(bias) and bias.ndim <= len(a.axes) and all(
+            s == 1 for s in bias.shape[:-1]) and (bias.ndim == 0 or bias.shape[-1] in (
+            1, a.sizes[-1])):
+        return [a]                 # + 0 (silero adds sr * 0 to its state output)
     if not a.feature_axis_ok() or bias.size not in (1, a.features) or \
             any(s != 1 for s in bias.shape[:-1]):
         raise ctx.err(node, f"bias of shape {bias.shape} does not broadcast over the feature axis")

@@ -41,7 +41,7 @@ from .layer_ops import (_fuse_bias, h_act, h_conv, h_gemm, h_layernorm, h_matmul
 from .recurrent_ops import (h_loop, h_recurrent)
 from .shape_ops import (h_arith, h_cast, h_compare, h_concat, h_constant_of_shape, h_dropout,
                         h_equal, h_expand, h_gather, h_identity, h_if, h_reduce_prod,
-                        h_reshape_any, h_shape, h_slice, h_squeeze, h_transpose, h_unsqueeze)
+                        h_reshape_any, h_shape, h_size, h_slice, h_squeeze, h_transpose, h_unsqueeze)
 from .values import (MIN_OPSET, MAX_OPSET, MAX_IR_VERSION, RECURRENT_OPS, Const, TRef, Value,
                      _Ctx, _attrs, _outer_names, _graph_input_dims)
 
@@ -98,12 +98,20 @@ def _check_external_data(path: str) -> None:
 
 
 def to_ir(model: onnx.ModelProto, path: str = "<model>",
-          constants: Mapping[str, Any] | None = None) -> ir.Model:
+          constants: Mapping[str, Any] | None = None,
+          frame_size: int | None = None) -> ir.Model:
     """Convert a checked ONNX ``ModelProto`` into the IR.
 
     ``constants`` fixes graph inputs at conversion (e.g. ``{"sr": 16000}``, a sample rate):
-    they become constants, so an ``If`` on them folds to the branch taken."""
+    they become constants, so an ``If`` on them folds to the branch taken.
+    ``frame_size`` fixes the length of a frame model's input ``[B, samples]`` (one call, one
+    recurrent step: silero-vad's 512-sample chunk plus its 64 samples of context is 576) when
+    the model leaves it symbolic."""
     ctx = _Ctx(model, path)
+    if frame_size is not None:
+        if int(frame_size) < 1:
+            raise ctx.err(None, f"frame size {frame_size} must be a positive number of values")
+        ctx.frame_size = int(frame_size)
     graph_inputs = {i.name: i for i in model.graph.input}
     for name, value in (constants or {}).items():
         if name not in graph_inputs:
@@ -138,6 +146,10 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>",
                                  delay=_delay_of(ctx.layers, v.tensor, ctx.seq_input)))
     if ctx.seq_input is None:
         raise ctx.err(None, "no sequence input feeds a recurrent layer")
+    if ctx.frame_size is not None and not ctx.seq_input.frame:
+        raise ctx.err(None, f"frame size {ctx.frame_size} given, but input "
+                            f"{ctx.seq_input.name!r} is a sequence, not a frame [batch, samples] "
+                            f"per call")
     if not any(isinstance(l, ir.Recurrent) for l in ctx.layers):
         raise ctx.err(None, "model has no LSTM/GRU/RNN layer")
     lens_sources = {(l.sequence_lens, None if l.sequence_lens_value is None
@@ -310,6 +322,9 @@ def _bind_inputs(ctx: _Ctx, g: onnx.GraphProto) -> None:
         tt = inp.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
         kind, node, perm_to_node, changed = _input_role(inp.name, consumers)
+        if kind == "stop" and _is_frame_input(ctx, g, tt, dims):
+            _bind_frame_input(ctx, inp.name, dims)
+            continue
         if kind == "stop":
             if tt.elem_type == onnx.TensorProto.FLOAT and len(dims) == 3 and node is not None:
                 stops.append((inp.name, node))
@@ -374,6 +389,32 @@ def _bind_inputs(ctx: _Ctx, g: onnx.GraphProto) -> None:
             f"input {name!r} never reaches an LSTM/GRU/RNN node: its path stops at {what}, "
             f"which nvmstream does not convert", file=ctx.path, node=node.name or node.output[0],
             op=node.op_type)
+
+
+def _is_frame_input(ctx: _Ctx, g: onnx.GraphProto, tt, dims: tuple) -> bool:
+    """A float ``[B, samples]`` input of a graph with a recurrent node (possibly inside If
+    branches) and no other sequence input: a frame model's input, one call per step."""
+    if ctx.seq_input is not None or tt.elem_type != onnx.TensorProto.FLOAT or len(dims) != 2 \
+            or dims[0] is not None:
+        return False
+    ops = {n.op_type for n in g.node}
+    for n in g.node:
+        ops |= _subgraph_ops(n)
+    return bool(ops & set(RECURRENT_OPS))
+
+
+def _bind_frame_input(ctx: _Ctx, name: str, dims: tuple) -> None:
+    n = dims[1]
+    if ctx.frame_size is not None and n is not None and n != ctx.frame_size:
+        raise NvmConversionError(f"input {name!r} declares {n} values per frame; frame size "
+                                 f"{ctx.frame_size} was given", file=ctx.path)
+    n = n if n is not None else ctx.frame_size
+    if n is None:
+        raise NvmConversionError(f"input {name!r} is a frame [batch, samples] of symbolic "
+                                 f"length: give its length at conversion (frame_size=, "
+                                 f"`nvmstream convert --frame-size N`)", file=ctx.path)
+    ctx.seq_input = ir.SeqInput(name, ("B", "T", "F"), n, frame=True)
+    ctx.values[name] = TRef(name, ("B", "F"), (None, n))
 
 
 def _setup_unrolled(ctx: _Ctx, g: onnx.GraphProto, name: str) -> bool:
@@ -529,15 +570,18 @@ HANDLERS: dict[str, Callable[[_Ctx, onnx.NodeProto], list[Value]]] = {
     "Sqrt": h_sqrt,
     "ReduceMean": h_reduce_mean,
     "Equal": h_equal,
+    "Size": h_size,
 }
 
 
-def load_ir(path: str | os.PathLike, constants: Mapping[str, Any] | None = None) -> ir.Model:
+def load_ir(path: str | os.PathLike, constants: Mapping[str, Any] | None = None,
+            frame_size: int | None = None) -> ir.Model:
     """Load an ONNX file and convert it to the IR (errors name the file, node, op and why).
-    ``constants`` fixes graph inputs at conversion (see :func:`to_ir`)."""
+    ``constants`` fixes graph inputs and ``frame_size`` a frame model's input length at
+    conversion (see :func:`to_ir`)."""
     path = os.fspath(path)
     model = load_model(path)
     try:
-        return to_ir(model, path, constants)
+        return to_ir(model, path, constants, frame_size)
     except NvmConversionError as e:
         raise e.with_file(path) from None

@@ -3,6 +3,8 @@ recognised by converters/loops.py; see converters/onnx_import.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import logging
 
 import numpy as np
@@ -37,6 +39,10 @@ def h_recurrent(ctx: _Ctx, node) -> list[Value]:
     if layout not in (0, 1):
         raise ctx.err(node, f"unsupported attribute value layout={layout} (0 or 1)")
     want = ("T", "B") if layout == 0 else ("B", "T")
+    if ctx.seq_input is not None and ctx.seq_input.frame and len(x.axes) == 3 and \
+            x.axes[layout] == "1" and x.axes[1 - layout] == "B":
+        # a frame model: the node's one-step time axis is the call (the IR's time axis)
+        x = replace(x, axes=want + x.axes[2:], sizes=(None, None) + x.sizes[2:])
     if len(x.axes) != 3 or x.axes[:2] != want or not x.feature_axis_ok() or x.pick is not None:
         raise ctx.err(node, f"input X has axes {list(x.axes)}; layout={layout} needs "
                             f"[{', '.join(want)}, features]")
@@ -149,6 +155,11 @@ def h_recurrent(ctx: _Ctx, node) -> list[Value]:
         initial_h=inits[0], initial_c=inits[1] if kind == "LSTM" else None)
     ctx.layers.append(layer)
     final_pick = ("end", "start") if nd == 2 else (("start",) if direction == "reverse" else ("end",))
+    if ctx.seq_input is not None and ctx.seq_input.frame:
+        if direction != "forward":
+            raise ctx.err(node, f"direction={direction!r} in a frame model: each call is one "
+                                f"step, so only a forward recurrence can carry on")
+        final_pick = None          # one step per call: the final state is that step's state
     if layout == 0:
         y_ref = TRef(y, ("T", "D", "B", "H"), (None, nd, None, hsz))
         st = lambda t: TRef(t, ("D", "B", "H"), (nd, None, hsz), final_pick)

@@ -83,6 +83,8 @@ def h_shape(ctx: _Ctx, node) -> list[Value]:
         dims = tuple(s if s is not None else a for a, s in zip(v.axes, v.sizes))
     elif isinstance(v, Zeros):
         dims = v.dims
+    elif isinstance(v, TRef) and all(s is not None or a == "B" for a, s in zip(v.axes, v.sizes)):
+        dims = tuple(s if s is not None else a for a, s in zip(v.axes, v.sizes))   # a state
     else:
         raise ctx.err(node, "Shape of an unsupported value")
     start, end = at.get("start", 0), at.get("end", None)
@@ -406,6 +408,12 @@ def h_concat(ctx: _Ctx, node) -> list[Value]:
         label = t0.axes[axis]
         if any(v.axes != t0.axes for v in vals):
             raise ctx.err(node, "Concat of tensors with different layouts")
+        if label == "1" and t0.axes == ("1", "B", "F") and axis == 0:
+            # states stacked on a new first axis (silero's packed [h, c] output): the
+            # blocks of a [S, B, H] view, like directions
+            t0 = replace(t0, axes=("D", "B", "H"))
+            vals = [replace(v, axes=t0.axes) for v in vals]
+            label = "D"
         if label not in ("D", "F"):
             raise ctx.err(node, f"Concat along axis {axis} ({label}) is not supported")
         if label == "D" and t0.axes[-1] != "H":
@@ -552,9 +560,14 @@ def h_slice(ctx: _Ctx, node) -> list[Value]:
         if label in ("F", "H") and sp == 1 and isinstance(st, int) and isinstance(en, int):
             k = st + size if st < 0 else st
             e = min(en + size if en < 0 else en, size)
-            if 0 <= k < e and (label == "F" or "D" not in t.axes):
+            # the flat feature range: only feature axes of size 1 may precede this one
+            feat = [i for i, a in enumerate(t.axes) if a in ("D", "H", "F")]
+            outer = int(np.prod([t.sizes[i] for i in feat if i < ax] or [1]))
+            inner = int(np.prod([t.sizes[i] for i in feat if i > ax] or [1]))
+            if 0 <= k < e and (label == "F" or "D" not in t.axes) and outer == 1:
                 out = ctx.fresh(t.tensor + ":slice")
-                ctx.layers.append(ir.FeatureSlice(node.name or out, k, e, t.tensor, out))
+                ctx.layers.append(ir.FeatureSlice(node.name or out, k * inner, e * inner,
+                                                  t.tensor, out))
                 sizes = list(t.sizes)
                 sizes[ax] = e - k
                 axes = tuple("F" if a == "H" else a for a in t.axes)
@@ -678,6 +691,15 @@ def h_if(ctx: _Ctx, node) -> list[Value]:
             raise ctx.err(node, f"branch output {o.name!r} is not computed")
         outs.append(ctx.values[o.name])
     return outs
+
+
+def h_size(ctx: _Ctx, node) -> list[Value]:
+    """Size of a shape vector (its rank): a constant."""
+    _check_attrs(ctx, node, set())
+    v = _as_shape(ctx, node, ctx.get(node, 0))
+    if v is None or v.scalar:
+        raise ctx.err(node, "Size is supported only on a shape vector")
+    return [Const(np.array(len(v.dims), np.int64))]
 
 
 def h_equal(ctx: _Ctx, node) -> list[Value]:

@@ -87,6 +87,7 @@ class _Ctx:
         self.prebound: set[str] = set()      # tensors bound before the walk (unrolled cells)
         self.fixed: dict[str, np.ndarray] = {}   # graph inputs fixed at conversion
         self.unrolled_steps: int | None = None
+        self.frame_size: int | None = None       # a frame model's samples per call (given)
 
     def fresh(self, base: str) -> str:
         self._n += 1

@@ -45,9 +45,10 @@ def _sniff_model(path: str) -> str:
     return model_kind(path)
 
 
-def _load_model(path: str):
+def _load_model(path: str, args=None):
     from nvmstream.converters.onnx_import import load_ir
-    return load_ir(path)
+    kw = _convert_kw(args) if args is not None else {}
+    return load_ir(path, kw.get("constants"), kw.get("frame_size"))
 
 
 def _announce_compile() -> float | None:
@@ -105,7 +106,7 @@ def cmd_inspect(args) -> int:
         prog = load(args.model)
         model = prog.model
     else:
-        model = _load_model(args.model)
+        model = _load_model(args.model, args)
     info = describe(model, tile=(args.tile_rows, args.tile_cols))
     if prog is not None:
         info["compiled"] = _describe_program(prog, args.model)
@@ -195,10 +196,22 @@ def _load_program(args, *, fallback=None):
     return dataclasses.replace(prog, calibration_source=cal.source), cal
 
 
+def _fixing_args(s) -> None:
+    """What an ONNX file may need fixed at conversion (convert, inspect)."""
+    s.add_argument("--constant", action="append", metavar="NAME=VALUE",
+                   help="fix a model input at conversion, e.g. --constant sr=16000 (an If on "
+                        "it folds to the branch taken; repeatable)")
+    s.add_argument("--frame-size", type=int, metavar="N",
+                   help="values per call of a frame model whose input [batch, samples] has no "
+                        "time axis (each call is one recurrent step), e.g. 576 for silero-vad")
+
+
 def _convert_kw(args) -> dict:
     kw = {"weight_bits": args.bits} if getattr(args, "bits", None) else {}
     if getattr(args, "constant", None):
         kw["constants"] = _parse_constants(args.constant)
+    if getattr(args, "frame_size", None) is not None:
+        kw["frame_size"] = args.frame_size
     return kw
 
 
@@ -659,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crossbar tile columns (outputs) (default 256)")
     _device_args(s, default_profile=None)
     s.add_argument("--calibration", help=_CAL_HELP + " (with --profile)")
+    _fixing_args(s)
     s.set_defaults(func=cmd_inspect)
 
     s = sub.add_parser("run", help="run a model on an input file; outputs per time step",
@@ -695,9 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", "-o", required=True, help="MODEL.nvm (never the input)")
     s.add_argument("--calibration", help=_CAL_HELP)
     s.add_argument("--bits", type=int, default=4, help="weight code bits stored (2..8; default 4)")
-    s.add_argument("--constant", action="append", metavar="NAME=VALUE",
-                   help="fix a model input at conversion, e.g. --constant sr=16000 (an If on "
-                        "it folds to the branch taken; repeatable)")
+    _fixing_args(s)
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("sweep", help="accuracy over a grid of profile overrides x seeds x votes",

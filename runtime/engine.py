@@ -17,8 +17,10 @@ independent per-read noise; ``run``/``step`` return the mean of the K outputs an
 
 Execution routes (all give the same bits; see runtime/kernels/vmm.py for why):
 
-* ``Stream.step`` -- one fused numba call per frame, products in-kernel;
-* ``run``/``predict``/``step_many`` -- layer by layer: the tile products of every layer input
+* ``Stream.step`` -- one fused numba call per frame, products in-kernel, its arguments packed
+  once per stream (:class:`.kernels.StepArgs`); ``step_many`` of fewer than
+  :data:`FUSED_MAX_ROWS` rows (streams x votes) runs the same call for each stream in turn;
+* ``run``/``predict``/larger ``step_many`` -- layer by layer: the tile products of every layer input
   are computed for all rows (streams x time steps) at once by BLAS (numpy matmul) when the
   segment has a DAC; recurrent products go through BLAS per step when the batch has at least
   :data:`BLAS_MIN_ROWS` rows, else in-kernel; the periphery (noise, ADC) and the cells run in
@@ -50,6 +52,7 @@ from .plan import Plan, build_plan
 log = logging.getLogger(__name__)
 
 BLAS_MIN_ROWS = 16          # recurrent products through BLAS per step from this many rows
+FUSED_MAX_ROWS = 16         # step_many below this many rows (streams x votes): fused steps
 PRE_BYTES = 4 << 20         # bound on the precomputed products of one chunk of rows (cache-sized)
 WS_ENTRIES = 64             # work buffers kept per engine (batched path)
 
@@ -127,6 +130,7 @@ class Engine:
         self._pool_state = np.zeros((0, self.plan.state_width))
         self._pool_rng = np.zeros((0, self.plan.rng_slots, 4), np.uint64)
         self._free: list[int] = []
+        self._pool_gen = 0           # bumped when the pool is reallocated (Stream._pack)
         self._pending_steps = 0      # single-stream steps not yet folded into the ledger
         self._pending_new = 0
         unit, geom = step_costs(self.model, self.plan)
@@ -134,6 +138,13 @@ class Engine:
         # streams (the whole is their sum, :attr:`ledger`)
         self._ledgers = {"runs": Ledger(unit, geom), "streams": Ledger(unit, geom)}
         self._rec_names = {l.name for l in self.model.recurrent_layers}
+        # recurrent layers after a valid Conv1d skip the first `skip` frames of a stream
+        # (undefined Conv outputs): never run, so never charged (see _skipped)
+        self._rec_skip = {l.name: self.model.delays.get(l.x, 0)
+                          for l in self.model.recurrent_layers
+                          if self.model.delays.get(l.x, 0) > 0}
+        self._max_skip = max(self._rec_skip.values(), default=0)
+        self._pending_skipped: dict[str, int] = {}   # single-stream warm-up steps not charged
         # what one stream-step (all K replicas) costs: carried by every streamed output
         from nvmstream.devices import energy as E
         k = self.votes
@@ -145,6 +156,9 @@ class Engine:
         self.step_latency_ns: float = rep.latency_ns_per_inference
         t0 = self.model.outputs[0].tensor
         self._first_off = (self.plan.offsets[t0], self.plan.offsets[t0] + self.plan.widths[t0])
+        # the other outputs' env columns (the fused step_many reads them from each stream)
+        self._more_outs = [(o.name, self.plan.offsets[o.tensor], self.plan.widths[o.tensor])
+                           for o in self.model.outputs[1:]]
 
     # ----------------------------------------------------------------------------- internals
     def _init_state(self, n: int, aux: Mapping[str, np.ndarray] | None = None,
@@ -157,6 +171,8 @@ class Engine:
                 if init is None:
                     continue
                 v = init.read(feeds)
+                if v is None:                                 # not given: zeros
+                    continue
                 v = np.asarray(v)[d]                          # [B0, H]
                 idx = rows if rows is not None else np.arange(n)
                 if v.shape[0] == 1:
@@ -294,6 +310,7 @@ class Engine:
             self._pool_rng = np.concatenate(
                 [self._pool_rng, np.zeros((new, self.plan.rng_slots, 4), np.uint64)])
             self._free.extend(range(cap, cap + new, k))
+            self._pool_gen += 1
         return self._free.pop()
 
     def _release_rows(self, row0: int) -> None:
@@ -353,7 +370,7 @@ class Engine:
         # one definition of "per inference": only a sequence's true steps are charged (the
         # kernel may compute a head on padded steps; no chip would)
         self._account(rec_steps=int(klens.sum()), all_steps=int(klens.sum()), inferences=b,
-                      stream_steps=int(klens.sum()) // k)
+                      stream_steps=int(klens.sum()) // k, skipped=self._skipped(klens))
         out = {}
         for o in self.model.outputs:
             a = self._tensor(env, o.tensor)
@@ -394,16 +411,25 @@ class Engine:
         state = self._init_state(b * k, None, np.repeat(np.arange(b), k))
         env = self._exec(xr, klens, state, self._rng([seed + i for i in range(b)]))
         n = int(klens.sum())
-        self._account(rec_steps=n, all_steps=n, inferences=b, stream_steps=n // k)
+        self._account(rec_steps=n, all_steps=n, inferences=b, stream_steps=n // k,
+                      skipped=self._skipped(klens))
         a = self._tensor(env, self.model.outputs[0].tensor).reshape(b, k, t, -1)
         cls = majority(a)
         return cls[0] if squeeze else cls
 
     # ------------------------------------------------------------------------------- energy
+    def _skipped(self, klens: np.ndarray) -> dict[str, int]:
+        """Warm-up steps per recurrent layer (after a valid Conv1d) among whole sequences of
+        ``klens`` steps (one per row, replicas included): not run, not charged."""
+        if not self._rec_skip:
+            return {}
+        return {n: int(np.minimum(sk, klens).sum()) for n, sk in self._rec_skip.items()}
+
     def _account(self, rec_steps: int, all_steps: int, inferences: int,
-                 stream_steps: int, source: str = "runs") -> None:
+                 stream_steps: int, source: str = "runs",
+                 skipped: Mapping[str, int] | None = None) -> None:
         k = self.votes
-        steps = {n: (rec_steps if n in self._rec_names else all_steps)
+        steps = {n: (rec_steps if n in self._rec_names else all_steps) - (skipped or {}).get(n, 0)
                  for n in self._ledgers["runs"].unit}
         reps = {n: v * (k - 1) // k for n, v in steps.items()}
         self._ledgers[source].add(steps, reps, inferences, stream_steps)
@@ -415,14 +441,23 @@ class Engine:
         self._flush_stream_steps()
         return Ledger.merged(list(self._ledgers.values()))
 
+    def _skip_pending(self, pos: int) -> None:
+        """A single stream's step at frame ``pos`` (< the longest warm-up): the recurrent
+        layers still in their warm-up are not charged for it (folded in lazily)."""
+        for name, sk in self._rec_skip.items():
+            if pos < sk:
+                self._pending_skipped[name] = self._pending_skipped.get(name, 0) + 1
+
     def _flush_stream_steps(self) -> None:
         """Fold the single-stream steps counted cheaply by ``Stream.step`` into the ledger."""
         n, new = self._pending_steps, self._pending_new
         if n or new:
             self._pending_steps = self._pending_new = 0
             k = self.votes
+            skipped = {name: v * k for name, v in self._pending_skipped.items()}
+            self._pending_skipped = {}
             self._account(rec_steps=n * k, all_steps=n * k, inferences=new, stream_steps=n,
-                          source="streams")
+                          source="streams", skipped=skipped)
 
     def report(self, source: str | None = None) -> InferenceReport:
         """Energy, latency and area since the last ``reset_ledger()``: per inference (a
@@ -478,6 +513,43 @@ class Engine:
             self._next_stream += 1
         return Stream(self, int(seed), aux)
 
+    def _step_fused(self, streams: Sequence["Stream"], frames: np.ndarray
+                    ) -> dict[str, np.ndarray]:
+        """:meth:`step_many_all` for few streams: each stream's fused step in turn (what
+        ``Stream.step`` runs), the frames checked first so that a bad one leaves every stream
+        untouched, the counters folded into the ledger lazily as ``Stream.step`` does."""
+        x = np.asarray(frames)
+        if x.dtype != np.float32:
+            x, _ = self._check_x(x[:, None, :])
+            x = x[:, 0]
+        elif not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        n, k = len(streams), self.votes
+        if n > 1 and not np.isfinite(x).all():
+            raise NvmInputError("input: contains NaN or infinity")
+        o0, o1 = self._first_off
+        first = np.empty((n, o1 - o0), np.float32)
+        new = 0
+        for i, s in enumerate(streams):
+            best = s._advance(x[i], first[i])
+            if best < 0:                      # (n == 1: nothing ran)
+                raise NvmInputError("input: contains NaN or infinity")
+            s.last_class = best if k == 1 else int(majority(s._env[None, :, :, o0:o1])[0, 0])
+            new += s.steps == 0
+            if s.steps < self._max_skip:       # a valid Conv's warm-up: not charged
+                self._skip_pending(s.steps)
+            s.steps += 1
+        self._pending_steps += n
+        self._pending_new += new
+        out = {self._out_names[0]: first}
+        for name, off, w in self._more_outs:
+            a = np.empty((n, w), np.float32)
+            for i, s in enumerate(streams):
+                v = s._env[:, 0, off:off + w]
+                a[i] = v[0] if k == 1 else v.mean(axis=0, dtype=np.float64)
+            out[name] = a
+        return out
+
     def step_many(self, streams: Sequence["Stream"], frames: np.ndarray) -> np.ndarray:
         """One step of many streams at once: ``frames[N, F]`` -> first output ``[N, F_out]``.
 
@@ -497,28 +569,29 @@ class Engine:
             frames = frames[None]
         if frames.shape != (n, f):
             raise NvmInputError(f"frames: expected shape ({n}, {f}), got {frames.shape}")
-        rows = []
         for s in streams:
             if s.engine is not self or s.closed:
                 raise NvmInputError(f"stream {s.seed} belongs to another engine"
                                     if s.engine is not self else f"stream {s.seed} is closed")
-            rows.append(s._row0)
-        x, _ = self._check_x(frames[:, None, :])
         k = self.votes
-        row0 = np.array(rows, np.int64)
+        if n * k < FUSED_MAX_ROWS:
+            return self._step_fused(streams, frames)
+        x, _ = self._check_x(frames[:, None, :])
+        row0 = np.array([s._row0 for s in streams], np.int64)
         srow = (row0[:, None] + np.arange(k)).reshape(-1) if k > 1 else row0
         xr = np.repeat(x, k, axis=0) if k > 1 else x
         env = self._exec(xr, np.ones(n * k, np.int64), self._pool_state, self._pool_rng, srow)
-        e, lat = self.step_energy_pJ, self.step_latency_ns
         new = 0
-        for s in streams:                      # Stream._charge, inlined (a hot loop)
+        skipped = None
+        if self._max_skip:                     # streams still in a valid Conv's warm-up
+            pos = np.array([s.steps for s in streams], np.int64)
+            if pos.min() < self._max_skip:
+                skipped = {name: k * int((pos < sk).sum()) for name, sk in self._rec_skip.items()}
+        for s in streams:
             new += s.steps == 0
-            s.last_energy_pJ = e
-            s.last_latency_ns = lat
-            s.energy_pJ += e
             s.steps += 1
         self._account(rec_steps=n * k, all_steps=n * k, inferences=new, stream_steps=n,
-                      source="streams")
+                      source="streams", skipped=skipped)
         out = {}
         for o in self.model.outputs:
             a = self._tensor(env, o.tensor)[:, 0]
@@ -567,14 +640,55 @@ class Stream:
         self.steps = 0
         self.closed = False
         self.last_class: int | None = None
-        self.last_energy_pJ: float = 0.0      # emulated device energy of the last step
-        self.last_latency_ns: float = 0.0     # emulated device latency of the last step
-        self.energy_pJ: float = 0.0           # total over this stream's steps
         self._env = np.zeros((k, 1, engine.plan.env_width), np.float32)
         self._ones = np.ones(k, np.int64)
         self._scratch = K.scratch(engine.plan.layers, engine.plan.segs, engine.plan.max_w)
-        plan = engine.plan
-        self._head = (plan.layers, plan.segs, plan.w32, plan.w64, plan.pf, self._env, self._ones)
+        self._k = k
+        o0, o1 = engine._first_off
+        self._nout = o1 - o0
+        self._pack()
+
+    def _pack(self) -> None:
+        """Pack the fused step's arguments (again after the engine's pool grew)."""
+        eng, plan = self.engine, self.engine.plan
+        o0, o1 = eng._first_off
+        self._args = K.pack_step(plan.layers, plan.segs, plan.w32, plan.w64, plan.pf, self._env,
+                                 self._ones, eng._pool_state, eng._pool_rng, self._rows,
+                                 self._scratch, o0, o1)
+        self._gen = eng._pool_gen
+        if eng._step_fn is None:
+            # the compiled overload for exactly these argument types, called directly: numba's
+            # dispatcher would re-derive the argument types on every frame. The types never
+            # change (the packed arguments are built the same way for every stream, the frame
+            # is made a contiguous float32 vector and ``out`` a float32 vector by the caller)
+            eng._step_fn = K.compiled(K.stream_step_packed,
+                                      (self._args, np.zeros(1, np.float32),
+                                       np.zeros(1, np.float32)))
+
+    # emulated device energy / latency: every step of an engine costs the same
+    @property
+    def last_energy_pJ(self) -> float:
+        """Emulated device energy of the last step (0 before the first)."""
+        return self.engine.step_energy_pJ if self.steps else 0.0
+
+    @property
+    def last_latency_ns(self) -> float:
+        """Emulated device latency of the last step (0 before the first)."""
+        return self.engine.step_latency_ns if self.steps else 0.0
+
+    @property
+    def energy_pJ(self) -> float:
+        """Emulated device energy over this stream's steps."""
+        return self.steps * self.engine.step_energy_pJ
+
+    def _advance(self, x_t: np.ndarray, out: np.ndarray) -> int:
+        """Run one frame (contiguous float32 ``[F]``, checked shape) on the fused route: the
+        first output's mean into ``out``, its argmax returned; -1 if the frame is not finite
+        (nothing ran). Every output stays in ``self._env``. No ledger, no counters."""
+        eng = self.engine
+        if self._gen != eng._pool_gen:
+            self._pack()
+        return eng._step_fn(self._args, x_t, out)
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
         """Feed one frame ``[F]``; returns the first output for this step ``[F_out]``."""
@@ -585,37 +699,24 @@ class Stream:
                 raise NvmInputError(f"frame {self.steps}: stream {self.seed} is closed")
             raise NvmInputError(f"frame {self.steps}: expected shape {eng._frame_shape}, got "
                                 f"{x_t.shape}")
-        o0, o1 = eng._first_off
-        out = np.empty(o1 - o0, np.float32)
-        args = self._head + (eng._pool_state, eng._pool_rng, self._rows, self._scratch, x_t,
-                             o0, o1, out)
-        if eng._step_fn is None:
-            # the compiled overload for exactly these argument types, called directly: numba's
-            # dispatcher would re-derive the types of 15 arguments (record arrays included)
-            # on every frame, a few microseconds of a ~10 us step. The types never change:
-            # every argument but x_t is the engine's or this stream's, x_t is made a
-            # contiguous float32 vector above.
-            eng._step_fn = K.compiled(K.stream_step, args)
-        best = eng._step_fn(*args)
+        out = np.empty(self._nout, np.float32)
+        if self._gen != eng._pool_gen:
+            self._pack()
+        best = eng._step_fn(self._args, x_t, out)
         if best < 0:
             raise NvmInputError(f"frame {self.steps}: contains NaN or infinity")
         eng._pending_steps += 1
         if self.steps == 0:
             eng._pending_new += 1
-        self.last_energy_pJ = eng.step_energy_pJ
-        self.last_latency_ns = eng.step_latency_ns
-        self.energy_pJ += eng.step_energy_pJ
+        if self.steps < eng._max_skip:          # a valid Conv's warm-up: not charged
+            eng._skip_pending(self.steps)
         self.steps += 1
-        if eng.votes > 1:
+        if self._k > 1:
+            o0, o1 = eng._first_off
             self.last_class = int(majority(self._env[None, :, :, o0:o1])[0, 0])
         else:
             self.last_class = best
         return out
-
-    def _charge(self) -> None:
-        self.last_energy_pJ = self.engine.step_energy_pJ
-        self.last_latency_ns = self.engine.step_latency_ns
-        self.energy_pJ += self.last_energy_pJ
 
     def step_all(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
         """Feed one frame ``[F]``; returns every output for this step, name -> ``[F_out]``."""

@@ -47,6 +47,7 @@ import numpy as np
 __all__ = [
     "FrontendParams",
     "StreamingFrontend",
+    "context_frames",
     "WavFormatError",
     "dct_matrix",
     "hz_to_mel",
@@ -624,3 +625,22 @@ def wav_features(path: str | os.PathLike[str], params: FrontendParams | None = N
     params = FrontendParams() if params is None else params
     pcm, _ = read_wav(path, expected_sample_rate_hz=params.sample_rate_hz)
     return offline_features(pcm, params)
+
+
+def context_frames(pcm: np.ndarray, chunk: int = 512, context: int = 64) -> np.ndarray:
+    """Raw-sample frames for a frame model such as silero-vad: ``float32 [T, context + chunk]``,
+    frame ``j`` holding samples ``[j*chunk - context, (j+1)*chunk)`` scaled like the features
+    (int16 / 32768; float input is taken as already scaled). The first frame's context is
+    zeros and the last chunk is zero-padded to full length, as silero-vad's own wrapper does
+    (``OnnxWrapper``: 64 samples of context at 16 kHz, 512-sample chunks)."""
+    x = np.asarray(pcm)
+    if x.ndim != 1:
+        raise ValueError(f"context_frames: expected mono samples [n], got shape {x.shape}")
+    if chunk < 1 or context < 0:
+        raise ValueError(f"context_frames: chunk {chunk} must be >= 1 and context {context} >= 0")
+    x = x.astype(np.float64) / _PCM_SCALE if x.dtype == np.int16 else x.astype(np.float64)
+    n = -(-x.size // chunk)
+    padded = np.zeros(context + n * chunk)
+    padded[context:context + x.size] = x
+    idx = np.arange(n)[:, None] * chunk + np.arange(context + chunk)[None, :]
+    return padded[idx].astype(np.float32)

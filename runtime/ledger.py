@@ -80,6 +80,10 @@ def step_costs(model: ir.Model, plan: Plan) -> tuple[dict[str, E.OpCounts],
             sc, t = _seg_counts(s)
             c += sc
             tiles.extend(t)
+        if isinstance(l, ir.FrameConv):
+            # the kernel's tiles are read once per output position of the frame (im2col)
+            c = c.scaled(l.out_positions)
+            c.steps = 1
         dac_bits = segs[0].dac_bits if segs else 0
         adc_bits = segs[0].adc_bits if segs else 0
         seq_vmms, crit = 1, 0
@@ -138,6 +142,19 @@ def step_costs(model: ir.Model, plan: Plan) -> tuple[dict[str, E.OpCounts],
             c.state_reads_bytes += F32 * (l.in_features + l.history * l.channels)
             c.state_writes_bytes += F32 * (l.out_features + l.history * l.channels)
             crit = 1 + (partials - 1) + 1
+        elif isinstance(l, ir.FrameConv):
+            # im2col over the positions within one frame: the patch gather reads every patch
+            # value, each position's partial sums merge and add the bias, and the outputs are
+            # written back in channel-major order; the positions' VMMs are sequential phases
+            # on the same tiles
+            partials = sum(s.row_tiles for s in segs) or 1
+            P = l.out_positions
+            c.digital_adds += P * (l.out_channels * (partials - 1) +
+                                   (l.out_channels if l.b is not None else 0))
+            c.state_reads_bytes += F32 * (P * l.patch + l.out_features)
+            c.state_writes_bytes += F32 * (P * l.patch + 2 * l.out_features)
+            seq_vmms = P
+            crit = P * (1 + (partials - 1) + 1)
         elif isinstance(l, ir.LayerNorm):
             # mean (F adds, 1 mul by 1/F), centring (F subtracts), variance (F squares,
             # F adds, 1 mul, + eps), one reciprocal square root on the activation unit,

@@ -228,6 +228,8 @@ def _calibration_inputs(model: ir.Model, x: np.ndarray) -> dict[str, np.ndarray]
             v = layer.windows(env[layer.x], skip)         # im2col windows
             d = model.delays[layer.y]                     # its first defined output
             v = v[:, d:] if v.shape[1] > d else v
+        elif m.role == "x" and isinstance(layer, ir.FrameConv):
+            v = layer.patches(env[layer.x])               # every position's im2col patch
         elif m.role == "x":
             v = env[layer.x]
         else:
@@ -446,6 +448,8 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
                     recs[-1].update(skip=skip, ctr=ctr)
                 state_slots.append((l, d, state_off))
                 state_off += 2 * h
+        elif isinstance(l, ir.FrameConv):
+            _frame_conv_layers(l, segs_by_key[f"{li}/0"], offsets, alloc, layer, recs, buf)
         elif isinstance(l, ir.Dense):
             yo = alloc(l.y, l.out_features)
             segl = segs_by_key.get(f"{li}/0", [])
@@ -536,3 +540,24 @@ def _conv_layers(l: ir.Conv1d, segl: list[int], offsets: dict[str, int], alloc, 
     layer(op=LY.OP_DENSE, x=win, xw=l.in_features, y=yo, yw=l.out_features, nseg=len(segl),
           seg0=segl[0], rng=len(recs), bias=buf.f64(l.b) if l.b is not None else -1)
     return state_off + l.history * l.channels
+
+
+def _frame_conv_layers(l: ir.FrameConv, segl: list[int], offsets: dict[str, int], alloc, layer,
+                       recs: list[dict], buf: _Buffers) -> None:
+    """A Conv over the positions within one frame (ir.FrameConv) as program layers: a gather of
+    every output position's im2col patch (digital), one Dense per position on the same
+    segments (the kernel's tiles, read once per position, each read with its own DAC/ADC
+    conversions and noise draws), and a gather to ONNX's channel-major layout."""
+    P, KC, O = l.out_positions, l.patch, l.out_channels
+    pat = alloc(f"{l.y}#patches", P * KC)
+    layer(op=LY.OP_GATHER, x=offsets[l.x], xw=l.in_features, y=pat, yw=P * KC,
+          actp=buf.f64(l.patch_index.reshape(-1).astype(np.float64)))
+    pos = alloc(f"{l.y}#positions", P * O)
+    bias = buf.f64(l.b) if l.b is not None else -1
+    for p in range(P):
+        layer(op=LY.OP_DENSE, x=pat + p * KC, xw=KC, y=pos + p * O, yw=O, nseg=len(segl),
+              seg0=segl[0], rng=len(recs), bias=bias)
+    yo = alloc(l.y, O * P)
+    order = (np.arange(P)[None, :] * O + np.arange(O)[:, None]).reshape(-1)   # [o, p] <- p*O+o
+    layer(op=LY.OP_GATHER, x=pos, xw=P * O, y=yo, yw=O * P,
+          actp=buf.f64(order.astype(np.float64)))

@@ -88,8 +88,13 @@ class InferenceSession:
     def get_inputs(self) -> list[NodeArg]:
         """The sequence input (ONNX axis order) then ``sequence_lens``/initial-state inputs."""
         i = self._ir.input
-        out = [NodeArg(i.name, [_AXIS_NAMES.get(a, i.features) for a in i.axes])]
+        axes = ("B", "F") if i.frame else i.axes      # a frame model: one frame per call
+        out = [NodeArg(i.name, [_AXIS_NAMES.get(a, i.features) for a in axes])]
+        seen = set()
         for a in self._ir.aux_inputs:
+            if a.name in seen:           # a packed state feeds h and c
+                continue
+            seen.add(a.name)
             shape = [_AXIS_NAMES.get(s, s) if isinstance(s, str) else int(s) for s in a.shape]
             out.append(NodeArg(a.name, shape, "tensor(int32)" if a.role == "sequence_lens"
                                else "tensor(float)"))
@@ -129,6 +134,8 @@ class InferenceSession:
             raise NvmInputError(f"input {m.input.name!r} missing from the feed (got "
                                 f"{sorted(feeds)})")
         x = np.asarray(feeds.pop(m.input.name), np.float32)
+        if m.input.frame:
+            return self._run_frames(want, x, feeds)
         if x.ndim != 3:
             raise NvmInputError(f"input {m.input.name!r}: expected a 3-D tensor with axes "
                                 f"{''.join(m.input.axes)}, got shape {x.shape}")
@@ -156,6 +163,29 @@ class InferenceSession:
             elif "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
                 a = np.swapaxes(a, 0, 1)          # run_all gives batch first; ONNX is not
             result.append(np.ascontiguousarray(a))
+        return result
+
+    def _run_frames(self, want: list[str], x: np.ndarray, feeds: dict) -> list[np.ndarray]:
+        """A frame model: ``x[B, F]`` is one call (ONNX shapes), ``x[B, T, F]`` ``T`` calls with
+        the state carried (every output stacked per call on a new first axis)."""
+        from nvmstream.converters import ir
+        from nvmstream.converters.errors import NvmInputError
+        m = self._ir
+        if x.ndim not in (2, 3):
+            raise NvmInputError(f"input {m.input.name!r}: expected one frame [batch, "
+                                f"{m.input.features}] or calls [batch, calls, "
+                                f"{m.input.features}], got shape {x.shape}")
+        one = x.ndim == 2
+        self.engine.reset_ledger()
+        outs = self.engine.run_all(x[:, None] if one else x, seed=self.stream_seed, **feeds)
+        self._last = self.engine.report()
+        by_name = {o.name: o for o in m.outputs}
+        result = []
+        for n in want:
+            a = outs[n]
+            steps = [ir.format_frame_output(by_name[n], np.ascontiguousarray(a[:, t]))
+                     for t in range(a.shape[1])]
+            result.append(steps[0] if one else np.stack(steps))
         return result
 
     def report(self):

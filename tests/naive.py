@@ -85,6 +85,7 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
             assert l.direction == "forward"
             h_ = l.hidden_size
             y = np.zeros((b_, t_, h_), np.float32)
+            cs = np.zeros((b_, t_, h_), np.float32)       # LSTM cell state per step
             for b in range(b_):
                 h = np.zeros(h_)
                 c = np.zeros(h_)
@@ -121,7 +122,10 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
                         bias = l.Wb[0].astype(np.float64) + l.Rb[0].astype(np.float64)
                         h = _act(l.activations[0][0], zx + zh + bias, l.clip)
                     y[b, t] = h.astype(np.float32)
+                    cs[b, t] = np.asarray(c, np.float32)
             env[l.y] = y
+            if l.c:
+                env[l.c] = cs
         elif isinstance(l, ir.Dense):
             seg = segments.get(f"layer{k}/d0/x")
             xin = env[l.x].astype(np.float64)
@@ -151,6 +155,26 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
                     if l.b is not None:
                         z = z + l.b.astype(np.float64)
                     out[b, t] = z.astype(np.float32)
+            env[l.y] = out
+        elif isinstance(l, ir.FrameConv):
+            # im2col within the frame by hand: output position p reads x[c, p*stride +
+            # j*dilation - pad_begin] (zero outside the frame), tap-major, through [O, K*C]
+            seg = segments[f"layer{k}/d0/x"]
+            xin = env[l.x].astype(np.float64)
+            P, O, C = l.out_positions, l.out_channels, l.channels
+            out = np.zeros(xin.shape[:2] + (O * P,), np.float32)
+            for b in range(b_):
+                for t in range(t_):
+                    frame = xin[b, t].reshape(C, l.positions)
+                    for p in range(P):
+                        patch = []
+                        for j in range(l.taps):
+                            q = p * l.stride + j * l.dilation - l.pad_begin
+                            patch.append(frame[:, q] if 0 <= q < l.positions else np.zeros(C))
+                        z = vmm(seg, np.concatenate(patch))
+                        if l.b is not None:
+                            z = z + l.b.astype(np.float64)
+                        out[b, t, np.arange(O) * P + p] = z.astype(np.float32)
             env[l.y] = out
         elif isinstance(l, ir.LayerNorm):
             v = env[l.x].astype(np.float64)

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import nvmstream as nvm
 from naive import int_twin
+from nvmstream.converters import ir
 from nvmstream.converters.inspect import describe
 from nvmstream.runtime.ledger import step_costs
 from onnx_util import ort_run
@@ -151,3 +152,33 @@ def test_corpus_conv_front_ends_on_the_engine(name):
         got, int_twin(prog.model, {s.key: s for s in eng.plan.segments}, x)["y"])
     s = eng.stream()
     np.testing.assert_array_equal(np.stack([s.step(x[0, t]) for t in range(12)]), got[0])
+
+
+@pytest.mark.parametrize("votes", [1, 3])
+def test_ledger_does_not_charge_the_recurrent_warm_up(conv_gru, votes):
+    """After a valid Conv (3 undefined leading frames) the GRU runs only from frame 3 on; the
+    ledger charges it exactly those steps, for whole runs, single-stream steps and batched
+    stream steps alike, while the Convs are charged every frame."""
+    _, prog = conv_gru
+    eng = nvm.Engine(prog, nvm.Device("int4"), votes=votes)
+    gru = next(l.name for l in prog.model.layers if isinstance(l, ir.Recurrent))
+    conv = next(l.name for l in prog.model.layers if isinstance(l, ir.Conv1d))
+    x = _x(2, 9, C_IN, 4)
+    eng.run_all(x)
+    assert eng.ledger.steps[gru] == 2 * (9 - 3) * votes
+    assert eng.ledger.steps[conv] == 2 * 9 * votes
+    eng.run_all(x[:, :2])                          # shorter than the warm-up: GRU never runs
+    assert eng.ledger.steps[gru] == 2 * (9 - 3) * votes
+    eng.reset_ledger()
+    s = eng.stream()
+    for t in range(9):
+        s.step(x[0, t])
+    a, b = eng.stream(), eng.stream()
+    for t in range(5):
+        eng.step_many_all([a, b], x[:, t])
+    c = eng.stream()                               # joins late: its own warm-up
+    for t in range(5, 9):
+        eng.step_many_all([a, b, c], np.stack([x[0, t], x[1, t], x[0, t]]))
+    led = eng.ledger
+    assert led.steps[gru] == ((9 - 3) + 2 * (9 - 3) + (4 - 3)) * votes
+    assert led.steps[conv] == (9 + 2 * 9 + 4) * votes

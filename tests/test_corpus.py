@@ -55,7 +55,7 @@ def test_corpus_has_every_source():
 
 @pytest.mark.parametrize("entry", CONVERTS, ids=_id)
 def test_float_ir_equals_onnxruntime(entry):
-    model = load_ir(CORPUS / entry["file"])
+    model = cc.load(entry)
     sess = ort.InferenceSession(str(CORPUS / entry["file"]), providers=["CPUExecutionProvider"])
     err = cc.compare(entry, model, sess)
     assert err <= cc.TOL, f"max relative error {err:.2e}"
@@ -66,7 +66,7 @@ def test_engine_equals_onnxruntime_and_digital_layers_are_listed(entry):
     """Every converting model also runs on the engine (ideal profile, through
     nvm.InferenceSession, ONNX shapes) within 1e-5 of onnxruntime, and the manifest lists
     exactly the layers it runs in the digital periphery."""
-    model = load_ir(CORPUS / entry["file"])
+    model = cc.load(entry)
     sess = ort.InferenceSession(str(CORPUS / entry["file"]), providers=["CPUExecutionProvider"])
     err = cc.engine_compare(entry, model, sess)
     assert err <= cc.TOL, f"max relative error {err:.2e}"
@@ -75,14 +75,14 @@ def test_engine_equals_onnxruntime_and_digital_layers_are_listed(entry):
 
 @pytest.mark.parametrize("entry", [e for e in CONVERTS if e["causal"]], ids=_id)
 def test_streaming_equals_whole_run(entry):
-    model = load_ir(CORPUS / entry["file"])
+    model = cc.load(entry)
     assert model.streamable, model.why_not_streamable()
     assert cc.stream_matches(entry, model)
 
 
 @pytest.mark.parametrize("entry", [e for e in CONVERTS if not e["causal"]], ids=_id)
 def test_non_causal_models_refuse_to_stream(entry):
-    model = load_ir(CORPUS / entry["file"])
+    model = cc.load(entry)
     assert not model.streamable and model.why_not_streamable()
 
 
@@ -107,7 +107,7 @@ def test_models_onnxruntime_rejects_are_rejected(entry):
 
 def test_external_data_is_loaded(tmp_path):
     entry = next(e for e in CONVERTS if e.get("external_data"))
-    model = load_ir(CORPUS / entry["file"])
+    model = cc.load(entry)
     assert model.recurrent_layers[0].hidden_size == 32
     # without its data file the model is refused with a message naming the missing file
     src = CORPUS / entry["file"]
@@ -120,7 +120,7 @@ def test_merged_batch_time_output_formats_like_onnxruntime():
     """The CRNN head's view(T*b, h) -> Linear -> view(T, b, -1): a merged axis inside, the
     ONNX shape outside."""
     entry = next(e for e in CONVERTS if e["model"] == "crnn_head")
-    model = load_ir(CORPUS / entry["file"])
+    model = cc.load(entry)
     feeds = cm.feeds(entry, 3, 5, seed=3)
     got = model.run(feeds)["y"]
     assert got.shape == (5, 3, 5)
@@ -139,7 +139,7 @@ def test_ideal_engine_equals_float_ir(entry):
     with the float IR's results; a float-only layer is refused by name."""
     import nvmstream as nvm
     from nvmstream.converters import ir
-    model = load_ir(CORPUS / entry["file"])
+    model = cc.load(entry)
     if not all(isinstance(l, ir.ENGINE_LAYERS) for l in model.layers):
         with pytest.raises(NvmConversionError, match="runs in the float IR only"):
             nvm.convert(model)

@@ -106,6 +106,56 @@ def test_step_many_equals_independent_steps(profile, n):
     np.testing.assert_array_equal(ys[0], d.step(x[3, 0]))
 
 
+@pytest.mark.parametrize("profile,k", [("int4", 1), ("pcm", 1), ("snr0db", 3)])
+def test_few_stream_step_many_route_equals_batched_route(profile, k, monkeypatch):
+    """Below FUSED_MAX_ROWS rows step_many runs each stream's fused step (what the server
+    calls for a lone stream): every output, class and the ledger equal the layer-by-layer
+    route's, and one stream equals Stream.step."""
+    import nvmstream.runtime.engine as E
+    prog = _prog("lstm_hn_bf.ts.onnx")
+    assert len(prog.model.outputs) > 1
+    x = _x(b=3, t=5, seed=8)
+    res = {}
+    for route, rows in (("fused", E.FUSED_MAX_ROWS), ("layers", 0)):
+        monkeypatch.setattr(E, "FUSED_MAX_ROWS", rows)
+        eng = nvm.Engine(prog, nvm.Device(profile, seed=2), votes=k)
+        ss = [eng.stream(seed=20 + i) for i in range(3)]
+        one = eng.stream(seed=30)
+        outs, cls = [], []
+        for t in range(5):
+            outs.append(eng.step_many_all(ss, x[:, t]))
+            outs.append(eng.step_many_all([one], x[0, t]))
+            cls.append([s.last_class for s in ss + [one]])
+        res[route] = (outs, cls, eng.report("streams").stream_steps,
+                      eng.report("streams").inferences, [s.energy_pJ for s in ss])
+    f, l = res["fused"], res["layers"]
+    for a, b in zip(f[0], l[0]):
+        assert a.keys() == b.keys()
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+    assert f[1:] == l[1:]
+    # one stream through step_many == its own Stream.step
+    monkeypatch.setattr(E, "FUSED_MAX_ROWS", 16)
+    eng = nvm.Engine(prog, nvm.Device(profile, seed=2), votes=k)
+    a, b = eng.stream(seed=5), eng.stream(seed=5)
+    for t in range(5):
+        np.testing.assert_array_equal(eng.step_many([a], x[1, t][None])[0], b.step(x[1, t]))
+        assert a.last_class == b.last_class
+    # a bad frame among several leaves every stream untouched
+    ss = [eng.stream(seed=i) for i in range(3)]
+    eng.step_many(ss, x[:, 0])
+    before = [(s.state, s.steps) for s in ss]
+    bad = x[:, 1].copy()
+    bad[2, 3] = np.nan
+    with pytest.raises(nvm.NvmInputError, match="NaN"):
+        eng.step_many(ss, bad)
+    with pytest.raises(nvm.NvmInputError, match="NaN"):
+        eng.step_many(ss[2:], bad[2:])
+    for s, (st, n) in zip(ss, before):
+        np.testing.assert_array_equal(s.state, st)
+        assert s.steps == n
+
+
 def test_seeds_make_runs_reproducible_and_distinct():
     prog = _prog("lstm1_bf.ts.onnx")
     x = _x()

@@ -13,6 +13,7 @@ from .conv import run_window  # noqa: F401
 from .digital import run_periphery  # noqa: F401
 from .layout import ACT_CODES, LAYER, SEG, OPS, SOURCES  # noqa: F401
 from .program import (BB, compiled, run_dense, run_digital, run_program, run_recurrent,  # noqa: F401
-                      scratch, segment, segment_at, stream_step)
+                      scratch, segment, segment_at, stream_step,
+                      StepArgs, pack_step, stream_step_packed)
 from .rng import fill_normals, normals, seed_states  # noqa: F401
 from .vmm import BlasSegment, blas_products, dac_codes, dac_rows  # noqa: F401

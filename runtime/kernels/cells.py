@@ -52,7 +52,7 @@ def fexp(x):
     return p
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def act(code, v, a, b):
     if code == 0:
         return 1.0 / (1.0 + fexp(-v))
@@ -81,7 +81,7 @@ def act(code, v, a, b):
     return math.log1p(math.exp(v))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def act_vec(code, z, out, n, a, b):
     """out[:n] = act(z[:n]); sigmoid and tanh use :func:`fexp` in a vectorizable loop."""
     if code == 0:
@@ -102,7 +102,7 @@ def clip_vec(z, n, c):
             z[j] = min(max(z[j], -c), c)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def lstm_cell(lay, pf, zx, zh, hs, cs, tmp):
     """One LSTM step: ``zx``/``zh`` [4H] the input and recurrent products (model units,
     overwritten), ``hs``/``cs`` [H] the state (updated in place), ``tmp`` [H] scratch."""
@@ -148,7 +148,7 @@ def lstm_cell(lay, pf, zx, zh, hs, cs, tmp):
         hs[j] = og[j] * tmp[j]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def gru_gates(lay, pf, zx, zh):
     """GRU update and reset gates into ``zx[z]``, ``zx[r]`` (bias = [Wb | Rb])."""
     H = lay.h
@@ -167,7 +167,7 @@ def gru_gates(lay, pf, zx, zh):
     act_vec(lay.act0, zx[r0:r0 + H], zx[r0:r0 + H], H, pf[lay.actp], pf[lay.actp + 1])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def gru_update(lay, pf, zx, zh, zr, hs, hg, tmp):
     """GRU candidate and state update after :func:`gru_gates`: ``zr`` [H] the product of
     r*h (linear_before_reset=0); ``hg``, ``tmp`` [H] scratch; ``hs`` updated in place."""
@@ -189,7 +189,7 @@ def gru_update(lay, pf, zx, zh, zr, hs, hg, tmp):
         hs[j] = (1.0 - xz[j]) * tmp[j] + xz[j] * hs[j]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def rnn_cell(lay, pf, zx, zh, hs):
     H = lay.h
     bias = pf[lay.bias:lay.bias + H]

@@ -13,6 +13,9 @@ written below and rounds once to float32 (the numpy twin, tests/naive.py, repeat
 * ``OP_REDUCEMEAN``: ``y = (sum_j x_j) / F``.
 * ``OP_PAD``: ``pf[lay.actp:]`` = (begin, end, value); constant, reflect (the edge value not
   repeated, as ONNX/numpy) or edge (PAD_MODES).
+* ``OP_GATHER``: ``y_j = x[idx_j]`` (0 where ``idx_j < 0``) with the ``yw`` indices at
+  ``pf[lay.actp:]``: the im2col patches of a frame model's Conv over the positions of one frame
+  and the reordering of its per-position outputs to ONNX's channel-major layout (a copy).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .layout import OP_BINARY, OP_LAYERNORM, OP_PAD, OP_REDUCEMEAN, OP_UNARY
+from .layout import OP_BINARY, OP_GATHER, OP_LAYERNORM, OP_PAD, OP_REDUCEMEAN, OP_UNARY
 
 
 @njit(cache=True, error_model="numpy")
@@ -95,6 +98,10 @@ def run_periphery(layers, li, env, pf):
                 for j in range(F):
                     s += float(env[b, t, xo + j])
                 env[b, t, yo] = np.float32(s / F)
+            elif op == OP_GATHER:
+                for j in range(lay.yw):
+                    src = int(pf[lay.actp + j])
+                    env[b, t, yo + j] = env[b, t, xo + src] if src >= 0 else np.float32(0.0)
             elif op == OP_PAD:
                 begin = int(pf[lay.actp])
                 for j in range(lay.yw):

@@ -23,7 +23,7 @@ import numpy as np
 OP_LSTM, OP_GRU, OP_RNN, OP_DENSE, OP_ACT, OP_SOFTMAX, OP_LOGSOFTMAX, OP_COPY = range(1, 9)
 OP_WINDOW = 9     # im2col frame window of a Conv1d over time (runtime/kernels/conv.py)
 # digital-periphery ops of runtime/kernels/digital.py (every opcode >= OP_LAYERNORM)
-OP_LAYERNORM, OP_BINARY, OP_UNARY, OP_REDUCEMEAN, OP_PAD = range(10, 15)
+OP_LAYERNORM, OP_BINARY, OP_UNARY, OP_REDUCEMEAN, OP_PAD, OP_GATHER = range(10, 16)
 BINARY_MODES = {"add": 0, "sub": 1, "mul": 2}
 UNARY_MODES = {"sqrt": 0, "pow": 1}
 PAD_MODES = {"constant": 0, "reflect": 1, "edge": 2}

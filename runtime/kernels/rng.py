@@ -81,7 +81,7 @@ _KN, _WN, _FN = _zig_tables()
 _ZIG_R = 3.442619855899
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _zig_slow(st, r):
     """The ziggurat's rare paths for a first draw ``r`` that missed the fast test (~1.2%):
     tail (layer 0) or wedge test, then new draws (fast test first) until one is accepted.
@@ -120,7 +120,7 @@ def _zig_slow(st, r):
     return res
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def fill_normals(st, out, n):
     """``out[:n]`` = standard normals from xoshiro state ``st[4]`` (ziggurat: the layer index
     from the low 7 bits, a signed 32-bit value from the high bits of one 64-bit draw; the tail

@@ -34,7 +34,7 @@ from . import layout as LY
 from .rng import fill_normals
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def dac(seg, V, nb, U32, U64):
     """DAC codes of ``V[:nb, :n_in]`` (model units) into ``U64`` (and ``U32`` as float32):
     ``clip(rint(v / step), -qmax, qmax)`` with ``1/step`` computed once; no DAC: a copy."""
@@ -61,7 +61,7 @@ def dac(seg, V, nb, U32, U64):
                 U64[k, i] = V[k, i]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _vector_step(v, n, lim):
     """A dynamic DAC's step for one vector: ``max_i |v_i| / qmax`` (1 for a zero vector)."""
     m = 0.0
@@ -72,54 +72,59 @@ def _vector_step(v, n, lim):
     return m / lim if m > 0.0 else 1.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"contract"}, _nrt=False)
 def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
-    """``P[k, col0 + blk*n_out + j] = sum_{i in tile blk} W[i, j] * u_ki`` (``u_ki^2`` if
-    ``square == 1``, ``|u_ki|`` if ``square == 2``), accumulated in W's dtype. Four rows at a
-    time: each pass over the outputs adds four weighted rows to the accumulator (a quarter of
-    the accumulator loads and stores of a row-by-row axpy); the order of the sum does not
-    matter because every partial sum is an exact integer (see module docstring). Inner loops
-    index views with the loop counter only (an index numba cannot prove non-negative, like
-    ``off + j``, costs a wraparound select per element and stops vectorization)."""
-    Wm = W[off:off + n_in * n_out].reshape((n_in, n_out))
+    """``P[k, col0 + blk*n_out + j] = sum_{i in tile blk} W[off + i*n_out + j] * u_ki``
+    (``u_ki^2`` if ``square == 1``, ``|u_ki|`` if ``square == 2``), accumulated in W's dtype.
+    Four rows at a time: each pass over the outputs adds four weighted rows to the
+    accumulator (a quarter of the accumulator loads and stores of a row-by-row axpy). The
+    order of the sum, and fused multiply-adds (``contract``), do not matter because every
+    product and partial sum is an exact integer (see module docstring). W is indexed flat
+    with unsigned offsets: no per-row view (each view costs a reference-count pair, ~0.5 us
+    per call for a 64-row matrix) and no wraparound select (a signed index numba cannot prove
+    non-negative costs one per element and stops vectorization); no row views either: every
+    view is a reference-count pair, an atomic operation each."""
+    no = np.uint64(n_out)
     for blk in range(nblk):
         r0 = blk * tr
         r1 = min(n_in, r0 + tr)
-        c = col0 + blk * n_out
+        c = np.uint64(col0 + blk * n_out)
+        nq = (r1 - r0) // 4
         for k in range(nb):
-            a = acc[k]
-            for j in range(n_out):
-                a[j] = 0.0
-            uk = U[k]
-            i = r0
-            while i + 4 <= r1:
-                u0, u1, u2, u3 = uk[i], uk[i + 1], uk[i + 2], uk[i + 3]
+            for j in range(no):
+                acc[k, j] = 0.0
+            base = np.uint64(off + r0 * n_out)
+            for q in range(nq):
+                i = np.uint64(r0 + 4 * q)
+                u0, u1 = U[k, i], U[k, i + np.uint64(1)]
+                u2, u3 = U[k, i + np.uint64(2)], U[k, i + np.uint64(3)]
                 if square == 1:
                     u0, u1, u2, u3 = u0 * u0, u1 * u1, u2 * u2, u3 * u3
                 elif square == 2:
                     u0, u1, u2, u3 = abs(u0), abs(u1), abs(u2), abs(u3)
                 if u0 != 0.0 or u1 != 0.0 or u2 != 0.0 or u3 != 0.0:
-                    w0, w1, w2, w3 = Wm[i], Wm[i + 1], Wm[i + 2], Wm[i + 3]
-                    for j in range(n_out):
-                        a[j] += (w0[j] * u0 + w1[j] * u1) + (w2[j] * u2 + w3[j] * u3)
-                i += 4
-            while i < r1:
-                u = uk[i]
+                    b1 = base + no
+                    b2 = b1 + no
+                    b3 = b2 + no
+                    for j in range(no):
+                        acc[k, j] += ((W[base + j] * u0 + W[b1 + j] * u1)
+                                      + (W[b2 + j] * u2 + W[b3 + j] * u3))
+                base += np.uint64(4) * no
+            for i in range(r0 + 4 * nq, r1):
+                u = U[k, np.uint64(i)]
                 if square == 1:
                     u = u * u
                 elif square == 2:
                     u = abs(u)
                 if u != 0.0:
-                    w0 = Wm[i]
-                    for j in range(n_out):
-                        a[j] += w0[j] * u
-                i += 1
-            p = P[k, c:c + n_out]
-            for j in range(n_out):
-                p[j] = float(a[j])
+                    for j in range(no):
+                        acc[k, j] += W[base + j] * u
+                base += no
+            for j in range(no):
+                P[k, c + j] = float(acc[k, j])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def products(seg, w32, w64, U32, U64, nb, A32, A64, P):
     """Tile products of one segment for ``nb`` streams (DAC codes already in U32/U64):
     ``P[k, :nblk*n_out]`` partial sums, then (read noise) ``P[k, nblk*n_out:]`` variances."""
@@ -149,12 +154,14 @@ def products(seg, w32, w64, U32, U64, nb, A32, A64, P):
             P[k, cd] = U64[k, n_in]
 
 
-@njit(cache=True, error_model="numpy")
-def periphery(seg, pf, P, st, G, Q, out):
-    """Everything after the tile products, for one stream: ``P`` its row of products (see
-    :func:`products`), ``st`` its random state (consumed in the order documented in
-    :mod:`.rng`), ``G``/``Q`` scratch [n_out]; adds the segment's output (model units) into
-    ``out[:n_out]``. Stage by stage over the outputs (each loop vectorizes)."""
+@njit(cache=True, error_model="numpy", _nrt=False)
+def periphery(seg, pf, P, r, pc, st, G, Q, Z, out, ro):
+    """Everything after the tile products, for one stream: its products are row ``r`` of
+    ``P`` from column ``pc`` on (see :func:`products`), ``st`` its random state (consumed in
+    the order documented in :mod:`.rng`), ``G``/``Q``/``Z`` scratch [n_out]; adds the segment's
+    output (model units) into ``out[ro, :n_out]``. Stage by stage over the outputs (each
+    loop vectorizes). Rows and columns are indexed in place with unsigned offsets: a row view
+    would cost a reference-count pair (two atomic operations) per call."""
     n_out = seg.n_out
     nblk = seg.nblk
     wg = seg.wgrid
@@ -162,77 +169,78 @@ def periphery(seg, pf, P, st, G, Q, out):
     aq = float(seg.adc_q)
     vo = nblk * n_out
     adc = seg.adc
-    for j in range(n_out):
+    no = np.uint64(n_out)
+    for j in range(no):
         Q[j] = 0.0
     for blk in range(nblk):
         c0 = blk * n_out
-        p = P[c0:c0 + n_out]
+        cp = np.uint64(pc + c0)
         # read noise (G holds the noisy partial sums afterwards)
         if seg.var >= 0:
-            v = P[vo + c0:vo + c0 + n_out]
+            cv = np.uint64(pc + vo + c0)
             fill_normals(st, G, n_out)
-            for j in range(n_out):
-                G[j] = p[j] * wg + math.sqrt(v[j] * vg) * G[j]
+            for j in range(no):
+                G[j] = P[r, cp + j] * wg + math.sqrt(P[r, cv + j] * vg) * G[j]
         else:
-            for j in range(n_out):
-                G[j] = p[j] * wg
+            for j in range(no):
+                G[j] = P[r, cp + j] * wg
         # IR drop: y * max(1 - k_blk * S, 0), S the column pair's accumulated current
         if seg.cur >= 0:
-            _ir_drop(G, P, vo * (2 if seg.var >= 0 else 1) + c0, seg.cgrid, pf[seg.irk + blk],
-                     n_out)
+            _ir_drop(G, P[r, pc:], vo * (2 if seg.var >= 0 else 1) + c0, seg.cgrid,
+                     pf[seg.irk + blk], n_out)
         # VMM noise before the ADC (code units per tile)
         if seg.vmm_pre == 1:
-            _add_normals(G, pf[seg.vmm:seg.vmm + n_out], st, n_out)
+            _add_normals(G, pf[seg.vmm:seg.vmm + n_out], st, n_out, Z)
         # ADC (+ noise) and the digital sum over tiles
         if adc >= 0:
-            steps = pf[adc + c0:adc + c0 + n_out]
             if seg.adc_gain >= 0:
-                _adc_mismatch(seg, pf, G, steps, aq, st, Q, n_out, c0)
+                _adc_mismatch(seg, pf, G, pf[adc + c0:adc + c0 + n_out], aq, st, Q, n_out, c0,
+                              Z)
             elif seg.adc_noise > 0.0:
-                _adc_noisy(G, steps, aq, seg.adc_noise, st, Q, n_out)
+                _adc_noisy(G, pf[adc + c0:adc + c0 + n_out], aq, seg.adc_noise, st, Q, n_out, Z)
             else:
-                for j in range(n_out):
-                    c = min(max(np.rint(G[j] / steps[j]), -aq), aq)
-                    Q[j] += c * steps[j]
+                ca = np.uint64(adc + c0)
+                for j in range(no):
+                    stp = pf[ca + j]
+                    c = min(max(np.rint(G[j] / stp), -aq), aq)
+                    Q[j] += c * stp
         else:
-            for j in range(n_out):
+            for j in range(no):
                 Q[j] += G[j]
-    sw = pf[seg.sw:seg.sw + n_out]
+    sw = np.uint64(seg.sw)
     scale = seg.dac_step if seg.dac_q > 0 else 1.0
     if seg.dac_dyn == 1:
-        scale = P[vo * (1 + (1 if seg.var >= 0 else 0) + (1 if seg.cur >= 0 else 0))]
+        scale = P[r, pc + vo * (1 + (1 if seg.var >= 0 else 0) + (1 if seg.cur >= 0 else 0))]
     if seg.vmm_sigma > 0.0 and seg.vmm_pre == 0:
         fill_normals(st, G, n_out)
-        sg = pf[seg.vmm:seg.vmm + n_out]
-        for j in range(n_out):
-            out[j] += Q[j] * sw[j] * scale + sg[j] * G[j]
+        sg = np.uint64(seg.vmm)
+        for j in range(no):
+            out[ro, j] += Q[j] * pf[sw + j] * scale + pf[sg + j] * G[j]
     else:
-        for j in range(n_out):
-            out[j] += Q[j] * sw[j] * scale
+        for j in range(no):
+            out[ro, j] += Q[j] * pf[sw + j] * scale
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def _ir_drop(G, P, c, cg, k, n):
     """``G[j] *= max(1 - k * P[c + j] * cg, 0)`` (the twin: ``devices.periphery.IRDrop``)."""
     for j in range(n):
         G[j] = G[j] * max(1.0 - k * (P[c + j] * cg), 0.0)
 
 
-@njit(cache=True, error_model="numpy")
-def _add_normals(p, sig, st, n):
-    """``p[:n] += sig * N(0, 1)`` (the normals drawn into a small buffer)."""
-    g = np.empty(n)
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _add_normals(p, sig, st, n, g):
+    """``p[:n] += sig * N(0, 1)`` (the normals drawn into the scratch ``g``)."""
     fill_normals(st, g, n)
     for j in range(n):
         p[j] += sig[j] * g[j]
 
 
-@njit(cache=True, error_model="numpy")
-def _adc_mismatch(seg, pf, p, steps, aq, st, Q, n, c0):
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _adc_mismatch(seg, pf, p, steps, aq, st, Q, n, c0, g):
     """ADC instances with drawn gain/offset (and INL levels): ``x = (p/step + noise) * gain +
     offset``, code = ``#(levels <= x) - qmax`` (INL) or ``clip(rint(x))``; ``Q += code *
-    step`` (the twin: ``devices.periphery.ADC.apply``)."""
-    g = np.empty(n)
+    step`` (the twin: ``devices.periphery.ADC.apply``); ``g`` scratch for the noise."""
     if seg.adc_noise > 0.0:
         fill_normals(st, g, n)
     anz = seg.adc_noise
@@ -256,11 +264,10 @@ def _adc_mismatch(seg, pf, p, steps, aq, st, Q, n, c0):
         Q[j] += c * steps[j]
 
 
-@njit(cache=True, error_model="numpy")
-def _adc_noisy(p, steps, aq, anz, st, Q, n):
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _adc_noisy(p, steps, aq, anz, st, Q, n, g):
     """ADC with input-referred noise: ``Q += clip(rint(p/step + anz*N(0,1))) * step``; the
-    normals are drawn into a small buffer."""
-    g = np.empty(n)
+    normals are drawn into the scratch ``g``."""
     fill_normals(st, g, n)
     for j in range(n):
         c = min(max(np.rint(p[j] / steps[j] + anz * g[j]), -aq), aq)

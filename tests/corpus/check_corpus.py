@@ -34,8 +34,45 @@ def rel_err(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.max(np.abs(got - want))) / scale if want.size else 0.0
 
 
+def load(entry: dict):
+    """The entry's model converted as its manifest says (inputs fixed at conversion, a frame
+    model's frame size)."""
+    from nvmstream.converters.onnx_import import load_ir
+    return load_ir(cm.HERE / entry["file"], constants=entry.get("constants"),
+                   frame_size=entry.get("frame_size"))
+
+
+def frame_reference(entry: dict, sess, feeds: dict) -> dict[str, np.ndarray]:
+    """onnxruntime on a frame model, one call per frame of ``feeds[input][B, T, F]`` with its
+    state output fed back as the next call's state input; every output stacked per call."""
+    name = entry["inputs"][0]["name"]
+    state_in, state_out = entry["state"]
+    x = feeds[name]
+    run = {k: v for k, v in feeds.items() if k != name}
+    outs: dict[str, list] = {n: [] for n in entry["outputs"]}
+    for t in range(x.shape[1]):
+        res = dict(zip(entry["outputs"], sess.run(entry["outputs"], {**run, name: x[:, t]})))
+        for n in entry["outputs"]:
+            outs[n].append(res[n])
+        run[state_in] = res[state_out]
+    return {n: np.stack(v) for n, v in outs.items()}
+
+
+def _model_feeds(model, feeds: dict) -> dict:
+    """The feeds without the inputs fixed at conversion."""
+    return {n: v for n, v in feeds.items() if f"nvmstream.fixed_input.{n}" not in model.metadata}
+
+
 def compare(entry: dict, model, sess) -> float:
     """Max relative error of the float IR vs onnxruntime over a few batch/length shapes."""
+    if entry.get("frame_size"):
+        worst = 0.0
+        for k, (b, t) in enumerate(SHAPES):
+            feeds = cm.feeds(entry, b, t, seed=100 + k)
+            want = frame_reference(entry, sess, feeds)
+            got = model.run(_model_feeds(model, feeds))
+            worst = max(worst, max(rel_err(got[n], want[n]) for n in entry["outputs"]))
+        return worst
     fixed = cm.fixed_time(entry)
     worst = 0.0
     shapes = SHAPES if fixed is None else [(2, fixed), (1, fixed)]
@@ -51,7 +88,7 @@ def compare(entry: dict, model, sess) -> float:
 
 def stream_matches(entry: dict, model) -> bool:
     """Step-by-step streaming equals the whole run (bit for bit) on a seeded input."""
-    feeds = cm.feeds(entry, 2, 6, seed=7)
+    feeds = _model_feeds(model, cm.feeds(entry, 2, 6, seed=7))
     x = feeds.pop(entry["inputs"][0]["name"])
     if model.input.axes[:2] == ("T", "B"):
         x = np.swapaxes(x, 0, 1)
@@ -84,6 +121,14 @@ def engine_compare(entry: dict, model, sess) -> float:
         cal = np.swapaxes(cal, 0, 1)
     eng = nvm.InferenceSession(nvm.convert(model, calibration=cal), "ideal")
     worst = 0.0
+    if entry.get("frame_size"):
+        for k, (b, t) in enumerate(shapes):
+            feeds = cm.feeds(entry, b, t, seed=100 + k)
+            want = frame_reference(entry, sess, feeds)
+            got = dict(zip(entry["outputs"], eng.run(entry["outputs"],
+                                                     _model_feeds(model, feeds))))
+            worst = max(worst, max(rel_err(got[n], want[n]) for n in entry["outputs"]))
+        return worst
     for k, (b, t) in enumerate(shapes):
         if fixed is None and t < entry.get("min_time", 1):
             continue
@@ -99,13 +144,12 @@ def check(entry: dict) -> dict:
     import onnxruntime as ort
 
     from nvmstream.converters.errors import NvmConversionError
-    from nvmstream.converters.onnx_import import load_ir
 
     path = cm.HERE / entry["file"]
     if "export_error" in entry:
         return {"status": "not exported"}
     try:
-        model = load_ir(path)
+        model = load(entry)
     except NvmConversionError as e:
         msg = str(e)
         return {"status": "rejected: " + msg[msg.find(path.name) + len(path.name):].lstrip(": ")}

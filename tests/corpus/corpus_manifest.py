@@ -3,7 +3,9 @@ share. Needs only numpy and onnx (no torch, no TensorFlow).
 
 Every entry: ``file`` (relative to tests/corpus), ``source`` (framework, version, exporter),
 ``model``, ``inputs`` (name and dims: ``"B"`` batch, ``"T"`` time, or ints), ``outputs``,
-``causal``; from the file: ``opset``, ``ir_version``, ``ops``, ``bytes``; or ``export_error``
+``causal``; a frame model (one call per step, silero-vad) also ``frame_size`` (values per
+call), ``constants`` (inputs fixed at conversion) and ``state`` (its state input and output
+names, fed back call to call by the onnxruntime reference); from the file: ``opset``, ``ir_version``, ``ops``, ``bytes``; or ``export_error``
 when the exporter failed. ``check_corpus.py`` adds ``status`` ("converts" or the converter's
 error) and ``max_rel_err`` against onnxruntime.
 """
@@ -90,6 +92,8 @@ def feeds(entry: dict, batch: int, time: int, seed: int) -> dict[str, np.ndarray
             out[inp["name"]] = np.array(inp["value"], dtype=inp.get("dtype", "float32"))
             continue
         shape = [batch if d == "B" else time if d == "T" else int(d) for d in inp["dims"]]
+        if inp is entry["inputs"][0] and entry.get("frame_size"):
+            shape = [batch, time, int(entry["frame_size"])]   # a frame model: T calls
         scale = 1.0 if inp is entry["inputs"][0] else 0.5
         out[inp["name"]] = (scale * rng.standard_normal(shape)).astype(np.float32)
     return out

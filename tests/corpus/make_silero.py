@@ -5,11 +5,11 @@
     python tests/corpus/make_silero.py /tmp/silero/silero_vad-6.2.3-py3-none-any.whl
 
 Writes ``tests/corpus/silero/silero_vad_16k_op15.onnx`` and the wheel's ``LICENSE`` beside it
-and records the file in the manifest. The model takes a chunk of 512 samples at 16 kHz
-(``input [B, 512]``), a packed LSTM state (``state [2, B, 128]``: h and c) and the sample rate
-(``sr``, int64 scalar), and returns the speech probability and the next state. nvmstream does
-not convert it yet (see the manifest's status): it needs Conv1d (an STFT written as a Conv with
-a fixed basis), a reflect Pad, and If on the sample rate.
+and records the file in the manifest. The model takes a chunk of 512 samples at 16 kHz plus
+the 64 samples before it (``input [B, 576]``), a packed LSTM state (``state [2, B, 128]``: h
+and c) and the sample rate (``sr``, int64 scalar), and returns the speech probability and the
+next state. nvmstream converts it as a frame model (``frame_size=576``, ``sr`` fixed at 16000):
+one call is one recurrent step.
 """
 
 from __future__ import annotations
@@ -41,10 +41,13 @@ def main(argv: list[str]) -> int:
     for dst in FILES.values():
         e = {"file": f"silero/{dst}", "source": f"silero-vad {version} wheel (MIT licence)",
              "model": dst[:-5],
-             "inputs": [{"name": "input", "dims": ["B", 512]},
+             "inputs": [{"name": "input", "dims": ["B", 576]},
                         {"name": "state", "dims": [2, "B", 128]},
                         {"name": "sr", "dims": [], "dtype": "int64", "value": 16000}],
-             "outputs": ["output", "stateN"], "causal": True, "fixed_time": 1}
+             "outputs": ["output", "stateN"], "causal": True,
+             # one call = one 512-sample chunk plus the 64 samples of context before it
+             # (silero-vad's own wrapper prepends them), fixed at conversion with the rate
+             "frame_size": 576, "constants": {"sr": 16000}, "state": ["state", "stateN"]}
         entries.append(cm.describe(e, OUT / dst))
     cm.update("silero", entries)
     return 0

@@ -1,0 +1,193 @@
+"""silero-vad end to end: its shipped ONNX file (tests/corpus/silero/) converted as a frame
+model (one call = one 512-sample chunk + 64 samples of context = one LSTM step; the packed
+state carried by the stream), run on real audio (the shipped keyword WAVs and espeak-ng speech
+with silence, demos/data/vad_speech.wav) against onnxruntime called chunk by chunk with its
+state fed back, bit-exact against the numpy twin on int4, and served over ZeroMQ."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import nvmstream as nvm
+from nvmstream.converters.onnx_import import load_ir
+from nvmstream.runtime.client import Client
+from nvmstream.runtime.frontend import context_frames, read_wav
+from naive import int_twin
+from server_util import ServerProcess, reference_outputs
+
+REPO = Path(__file__).resolve().parent.parent
+SILERO = REPO / "tests" / "corpus" / "silero" / "silero_vad_16k_op15.onnx"
+DATA = REPO / "demos" / "data"
+SPEECH = DATA / "vad_speech.wav"
+KEYWORDS = sorted(e["file"] for e in json.loads((DATA / "keywords_wav" / "manifest.json")
+                                                  .read_text()))
+FRAME = 576
+
+
+def _frames(path: Path) -> np.ndarray:
+    pcm, rate = read_wav(path, 16000)
+    return context_frames(pcm)                      # [T, 576]
+
+
+def _ort_probs(frames: np.ndarray) -> np.ndarray:
+    """onnxruntime, one chunk per call, the state output fed back: probabilities [B, T]."""
+    sess = ort.InferenceSession(str(SILERO), providers=["CPUExecutionProvider"])
+    frames = frames if frames.ndim == 3 else frames[None]
+    state = np.zeros((2, frames.shape[0], 128), np.float32)
+    out = []
+    for t in range(frames.shape[1]):
+        p, state = sess.run(None, {"input": frames[:, t], "state": state,
+                                   "sr": np.array(16000, np.int64)})
+        out.append(p[:, 0])
+    return np.stack(out, 1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_ir(SILERO, constants={"sr": 16000}, frame_size=FRAME)
+
+
+@pytest.fixture(scope="module")
+def prog(model):
+    cal = np.stack([_frames(DATA / "keywords_wav" / f)[:30] for f in KEYWORDS[:4]])
+    return nvm.convert(model, calibration=cal)
+
+
+@pytest.fixture(scope="module")
+def speech():
+    x = _frames(SPEECH)
+    return x, _ort_probs(x)[0]
+
+
+def test_the_speech_wav_has_speech_and_silence(speech):
+    """The reference itself: silence for the first second (31 chunks), speech after it."""
+    _, ref = speech
+    assert ref[:30].max() < 0.1
+    assert (ref > 0.5).sum() >= 40 and (ref < 0.5).sum() >= 40
+
+
+def test_frame_model_shape(model):
+    assert model.input.frame and model.input.features == FRAME
+    assert [o.name for o in model.outputs] == ["output", "stateN"]
+    assert model.streamable
+    kinds = {type(l).__name__ for l in model.layers}
+    assert {"FrameConv", "Recurrent", "FeaturePad", "Unary", "Binary"} <= kinds
+    # a symbolic frame length needs frame_size=; the error says so
+    with pytest.raises(nvm.NvmConversionError, match="frame_size"):
+        load_ir(SILERO, constants={"sr": 16000})
+
+
+def test_ideal_engine_stream_equals_onnxruntime_on_speech(prog, speech):
+    x, ref = speech
+    eng = nvm.Engine(prog, nvm.Device("ideal"))
+    s = eng.stream()
+    got = np.array([s.step(x[t])[0] for t in range(x.shape[0])])   # the first output
+    assert np.max(np.abs(got - ref)) <= 1e-5
+    np.testing.assert_array_equal(got > 0.5, ref > 0.5)
+
+
+def test_keyword_wavs_as_a_batch_agree_with_onnxruntime(prog):
+    """The ten keyword clips (1 s, 32 chunks each) as one batch of calls through
+    InferenceSession (ONNX shapes, stacked per call): probabilities and decisions."""
+    x = np.stack([_frames(DATA / "keywords_wav" / f) for f in KEYWORDS])    # [10, 32, 576]
+    ref = _ort_probs(x)
+    sess = nvm.InferenceSession(prog, "ideal")
+    out, state = sess.run(None, {"input": x})
+    assert out.shape == (x.shape[1], 10, 1) and state.shape == (x.shape[1], 2, 10, 128)
+    got = out[:, :, 0].T
+    assert np.max(np.abs(got - ref)) <= 1e-5
+    np.testing.assert_array_equal(got > 0.5, ref > 0.5)
+    assert (ref > 0.5).any(axis=1).all()          # every spoken word is found
+
+
+def test_int4_bit_exact_against_numpy_twin(prog, speech):
+    x, _ = speech
+    eng = nvm.Engine(prog, nvm.Device("int4"))
+    assert eng.plan.exact
+    xs = x[None, 20:44]                              # silence into speech
+    got = eng.run_all(xs)
+    want = int_twin(prog.model, {s.key: s for s in eng.plan.segments}, xs)
+    for name in ("output", "stateN"):
+        np.testing.assert_array_equal(got[name], want[name])
+    ref = prog.model.run_steps(xs)["output"]
+    assert np.max(np.abs(got["output"] - ref)) > 1e-4     # a real quantized path
+
+
+def test_noisy_stream_equals_whole_run(prog, speech):
+    """pcm (per-read noise): chunk-by-chunk streams equal the whole run bit for bit, also in
+    a batch of two streams."""
+    x, _ = speech
+    xs = np.stack([x[25:40], x[60:75]])
+    eng = nvm.Engine(prog, nvm.Device("pcm", seed=2))
+    whole = eng.run_all(xs, seed=5)
+    streams = [eng.stream(seed=5 + i) for i in range(2)]
+    steps = [eng.step_many_all(streams, xs[:, t]) for t in range(xs.shape[1])]
+    for name in ("output", "stateN"):
+        np.testing.assert_array_equal(np.stack([s[name] for s in steps], 1), whole[name])
+
+
+def test_served_over_zeromq(prog, speech, tmp_path):
+    """A real server on loopback streams the speech WAV's chunks: replies equal the
+    in-process engine bit for bit and the speech decisions equal onnxruntime's."""
+    x, ref = speech
+    path = tmp_path / "silero.nvm"
+    prog.save(path)
+    with ServerProcess(path, "--profile", "ideal") as srv, Client(srv.endpoint,
+                                                                  timeout_s=60) as c:
+        s = c.open(seed=3)
+        assert s.info["outputs"] == [["output", 1], ["stateN", 256]]
+        reps = []
+        for t in range(x.shape[0]):                   # at most 8 chunks in flight
+            s.send(x[t])
+            if t >= 8:
+                reps.append(s.recv())
+        reps += [s.recv() for _ in range(x.shape[0] - len(reps))]
+        s.close()
+    got = np.concatenate([r.y for r in reps])
+    want, _, _ = reference_outputs(path, "ideal", 3, x)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got[:, 0] > 0.5, ref > 0.5)
+
+
+def test_demo_runs_as_printed():
+    """demos/silero_vad.py (a real subprocess: convert, serve, stream over ZeroMQ) on a
+    one-second keyword clip: exit 0 (the ideal profile's decisions equal onnxruntime's)."""
+    import subprocess
+    import sys
+    wav = DATA / "keywords_wav" / KEYWORDS[0]
+    r = subprocess.run([sys.executable, str(REPO / "demos" / "silero_vad.py"), "--wav",
+                        str(wav)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "$ nvmstream convert tests/corpus/silero/silero_vad_16k_op15.onnx" in r.stdout
+    ideal = next(ln for ln in r.stdout.splitlines() if ln.startswith("ideal "))
+    assert "100.0%" in ideal
+
+
+def test_cli_convert_needs_the_frame_size(tmp_path):
+    """`nvmstream convert` (a real subprocess): with --constant sr=16000 --frame-size 576 it
+    writes the model; without the frame size it exits non-zero with one line naming it and
+    writes nothing; a frame size for a sequence model is refused."""
+    import subprocess
+    import sys
+    cal = tmp_path / "cal.npy"
+    np.save(cal, _frames(DATA / "keywords_wav" / KEYWORDS[0])[None])
+    cli = [sys.executable, "-m", "nvmstream.runtime.cli", "convert"]
+    out = tmp_path / "s.nvm"
+    r = subprocess.run(cli + [str(SILERO), "--constant", "sr=16000", "--calibration", str(cal),
+                              "-o", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0 and not out.exists()
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "--frame-size" in err[0] and "'input'" in err[0]
+    r = subprocess.run(cli + [str(SILERO), "--constant", "sr=16000", "--frame-size", "576",
+                              "--calibration", str(cal), "-o", str(out)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert nvm.load(out).model.input.frame
+    seq = REPO / "tests" / "corpus" / "torch" / "lstm_perstep.ts.onnx"
+    with pytest.raises(nvm.NvmConversionError, match="is a sequence, not a frame"):
+        load_ir(seq, frame_size=10)
