@@ -131,7 +131,7 @@ def h_binary(ctx: _Ctx, node, op: str) -> list[Value]:
     if not all(isinstance(v, TRef) and v.aux is None and v.pick is None for v in (a, b)):
         raise ctx.err(node, f"{node.op_type} supports two run-time tensors, or (Add) a run-time "
                             f"tensor plus a constant bias")
-    if (a.axes, a.sizes, a.tpad) != (b.axes, b.sizes, b.tpad) or not a.feature_axis_ok():
+    if (a.axes, a.sizes, a.tpad) != (b.axes, b.sizes, b.tpad):   # elementwise: any layout
         raise ctx.err(node, f"{node.op_type} of tensors with views {list(a.axes)} {a.sizes} and "
                             f"{list(b.axes)} {b.sizes}: only equal views (no broadcasting)")
     out = ctx.fresh(node.output[0])

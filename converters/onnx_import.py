@@ -316,6 +316,7 @@ def _bind_inputs(ctx: _Ctx, g: onnx.GraphProto) -> None:
     add(g.node)
     init_names = {i.name for i in g.initializer}
     stops: list[tuple[str, onnx.NodeProto]] = []
+    frames: list[tuple[str, tuple]] = []
     for inp in g.input:
         if inp.name in init_names or inp.name in ctx.fixed:
             continue
@@ -323,8 +324,7 @@ def _bind_inputs(ctx: _Ctx, g: onnx.GraphProto) -> None:
         dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
         kind, node, perm_to_node, changed = _input_role(inp.name, consumers)
         if kind == "stop" and _is_frame_input(ctx, g, tt, dims):
-            _bind_frame_input(ctx, inp.name, dims)
-            continue
+            frames.append((inp.name, dims))  # bound below if no input is a sequence
         if kind == "stop":
             if tt.elem_type == onnx.TensorProto.FLOAT and len(dims) == 3 and node is not None:
                 stops.append((inp.name, node))
@@ -364,6 +364,13 @@ def _bind_inputs(ctx: _Ctx, g: onnx.GraphProto) -> None:
                 feats if a == "F" else None for a in axes))
         else:
             ctx.values[inp.name] = _aux_ref(inp.name, dims)
+    if ctx.seq_input is None and frames:
+        if len(frames) > 1:
+            raise NvmConversionError(f"inputs {[n for n, _ in frames]} could each be a frame "
+                                     f"[batch, samples]; only one frame input is supported",
+                                     file=ctx.path)
+        _bind_frame_input(ctx, *frames[0])
+        return
     if ctx.seq_input is None and stops:
         name, node = stops[0]
         ops = {n.op_type for n in g.node}
@@ -394,8 +401,7 @@ def _bind_inputs(ctx: _Ctx, g: onnx.GraphProto) -> None:
 def _is_frame_input(ctx: _Ctx, g: onnx.GraphProto, tt, dims: tuple) -> bool:
     """A float ``[B, samples]`` input of a graph with a recurrent node (possibly inside If
     branches) and no other sequence input: a frame model's input, one call per step."""
-    if ctx.seq_input is not None or tt.elem_type != onnx.TensorProto.FLOAT or len(dims) != 2 \
-            or dims[0] is not None:
+    if tt.elem_type != onnx.TensorProto.FLOAT or len(dims) != 2 or dims[0] is not None:
         return False
     ops = {n.op_type for n in g.node}
     for n in g.node:

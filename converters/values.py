@@ -59,9 +59,13 @@ class TRef:
         return f
 
     def feature_axis_ok(self) -> bool:
-        """True when the last axis is the whole feature axis (F, or H with no D left)."""
+        """True when the last axis is the whole feature axis (F, or H with no D left, and no
+        other feature axis longer than 1: a frame model's ``[B, C, P]`` has two)."""
         last = self.axes[-1]
-        return last == "F" or (last == "H" and "D" not in self.axes)
+        if not (last == "F" or (last == "H" and "D" not in self.axes)):
+            return False
+        return all(s == 1 for a, s in zip(self.axes[:-1], self.sizes[:-1])
+                   if a in ("D", "H", "F"))
 
 
 @dataclass(frozen=True)

@@ -245,9 +245,23 @@ def _nvm_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: in
             for s in sts:
                 s.send(frame)
 
+    busy = [0]
+
+    def recv(s):
+        """The stream's next reply; a `busy` one is sent again (as the spec asks) and counted,
+        and the stream's next reply taken instead (the frames in flight stay the same)."""
+        while True:
+            r = s.recv(raise_errors=False)
+            if r.op != P.ERROR:
+                return r
+            if r.hdr.get("code") != P.BUSY:
+                raise r.error()
+            busy[0] += 1
+            s.send(frame)
+
     send_round()                   # warm up
     for s in sts:
-        s.recv()
+        recv(s)
     time.sleep(settle_s)           # a broker's stats come with the workers' heartbeats
     before = clients[0].stats()
     rtts = []
@@ -256,7 +270,7 @@ def _nvm_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: in
     t0 = time.perf_counter()
     for r in range(rounds):
         for s in sts:
-            rtts.append(s.recv().rtt_s)
+            rtts.append(recv(s).rtt_s)
         if r + depth < rounds:
             send_round()
     el = time.perf_counter() - t0
@@ -268,7 +282,7 @@ def _nvm_many(ep: str, frame: np.ndarray, streams: int, sockets: int, rounds: in
         c.close()
     batches = after["batches"] - before["batches"]
     stats = {"batch_mean": (after["frames"] - before["frames"]) / batches if batches else None,
-             "srv_us": after["srv_us"]}
+             "srv_us": after["srv_us"], "busy": busy[0]}
     return streams * rounds / el, np.asarray(rtts), stats
 
 
@@ -294,7 +308,9 @@ def _model(workdir: Path) -> tuple[Path, str]:
 
 def _engine_step_us(model: Path, profile: str, n: int = 2000, batch: int = 1) -> float:
     """Median in-process time of one engine step of ``batch`` streams (the part of a round
-    trip that is the emulated chip, not the protocol), with one BLAS thread like the server."""
+    trip that is the emulated chip, not the protocol), with one BLAS thread like the server,
+    by the route the server takes: ``Stream.step`` for one stream (the server's direct path
+    for a lone frame), ``step_many_all`` for a batch."""
     import nvmstream as nvm
 
     from .bench import blas_threads
@@ -303,9 +319,11 @@ def _engine_step_us(model: Path, profile: str, n: int = 2000, batch: int = 1) ->
     x = np.ones((batch, eng.model.input.features), np.float32)
     ts = np.empty(n)
     with blas_threads(1):
+        step = (lambda: ss[0].step(x[0])) if batch == 1 and len(eng.model.outputs) == 1 \
+            else (lambda: eng.step_many_all(ss, x))
         for i in range(n + 20):
             t = time.perf_counter()
-            eng.step_many_all(ss, x)
+            step()
             if i >= 20:
                 ts[i - 20] = time.perf_counter() - t
     return float(np.median(ts) * 1e6)
@@ -339,7 +357,8 @@ def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
     keys = ["echo"] + labels + [p + "/batch" for p in labels]
     one = {k: {"rtt": [], "srv": [], "step": [], "cpu_s": [], "cpu_c": []}
            for k in ["echo"] + labels}
-    many = {k: {"fps": [], "rtt": [], "cpu_s": [], "cpu_c": [], "batch": []} for k in keys}
+    many = {k: {"fps": [], "rtt": [], "cpu_s": [], "cpu_c": [], "batch": [], "busy": []}
+            for k in keys}
     with tempfile.TemporaryDirectory() as td:
         model, desc = _model(Path(td))
         res["model"] = desc
@@ -392,6 +411,7 @@ def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
                         m["cpu_s"].append(cs)
                         m["cpu_c"].append(cc)
                         m["batch"].append(st["batch_mean"] or 0.0)
+                        m["busy"].append(st["busy"])
             engine_us = {label: _engine_step_us(model, prof) for label, prof, _ in variants}
             engine_many_us = {label: _engine_step_us(model, prof, 200 if quick else 500,
                                                      batch=streams)
@@ -441,6 +461,7 @@ def run_bench(out_dir: str | os.PathLike | None = None, *, quick: bool = False,
               "fps_many_ratio": float(np.median(m["fps"]) / res["echo"]["frames_per_s_many"]),
               "rtt_many_us": _pct_us(np.concatenate(m["rtt"])),
               "batch_mean_many": float(np.mean(m["batch"])),
+              "busy_resent_many": int(sum(m["busy"]) + sum(mb["busy"])),
               "cpu_us_per_frame_many": med(m["cpu_s"]),
               "client_cpu_us_per_frame_many": med(m["cpu_c"]),
               "frames_per_s_many_batched": float(np.median(mb["fps"])),
@@ -530,6 +551,7 @@ def format_results(res: dict) -> str:
             "cpu_us_per_frame_many_batched", "{:.1f}"),
         row(f"{n} streams, batch msgs: client CPU/frame", None,
             "client_cpu_us_per_frame_many_batched", "{:.1f}"),
+        row(f"{n} streams: busy replies (sent again)", None, "busy_resent_many"),
     ]
     return "\n".join(lines)
 

@@ -510,6 +510,13 @@ def cmd_bench(args) -> int:
     def stage(text: str) -> None:
         print(f"bench [{k}/{stages}] {text}", file=sys.stderr, flush=True)
 
+    def save(complete: bool) -> None:
+        """bench.json after every stage, so a later stage that fails keeps the earlier figures
+        (``stages_done`` says how far it got)."""
+        write_json(out / "bench.json", {"provenance": provenance(
+            elapsed_s=round(time.perf_counter() - t0, 1)), "stages_done": k,
+            "complete": complete, **results})
+
     results: dict = {"machine": {"python": platform.python_version(),
                                  "cpu_count": os.cpu_count(), "platform": platform.platform()}}
     k += 1
@@ -518,19 +525,20 @@ def cmd_bench(args) -> int:
     with tempfile.TemporaryDirectory() as td:
         results["engine"] = bench_engine(Path(td), quick=args.quick)
     print(format_engine(results["engine"]))
+    save(False)
     if not args.no_server:
         from . import bench_server
         k += 1
         stage("ZeroMQ server round trips and throughput ...")
         results["server"] = bench_server.run_bench(out, quick=args.quick)
         print(bench_server.format_results(results["server"]))
+        save(False)
     if args.energy:
         k += 1
         stage("analog vs digital energy per model and profile ...")
         results["energy"] = bench_energy.run(quick=args.quick, progress=stage)
         print(bench_energy.format_table(results["energy"]["rows"]))
-    write_json(out / "bench.json", {"provenance": provenance(
-        elapsed_s=round(time.perf_counter() - t0, 1)), **results})
+    save(True)
     print(f"\nwrote {out / 'bench.json'}")
     return EXIT_OK
 

@@ -29,6 +29,7 @@ __all__ = [
     "ProtocolError", "pack", "unpack_header", "get_int", "get_str", "get_str_list",
     "payload_array", "frame_nbytes", "split_batch", "error_reply", "echo", "frame_reply",
     "encode_replies", "BATCH", "WORKER_LOST", "TOO_MANY_DEVICES", "NO_WORKER",
+    "frame_stream_id",
 ]
 
 VERSION = 1
@@ -141,6 +142,28 @@ def unpack_header(raw: bytes, max_bytes: int = MAX_HEADER_BYTES) -> dict[str, An
             raise ProtocolError(BAD_MESSAGE, f"header keys must be strings, got "
                                              f"{type(k).__name__} {k!r}"[:200])
     return hdr
+
+
+_FRAME_PREFIX = b"\xa1v\x01\xa2op\xa5frame\xa2id"
+"""msgpack of ``"v": 1, "op": "frame", "id"``: the first keys of a canonical frame request."""
+_UINT_BYTES = {0xcc: 1, 0xcd: 2, 0xce: 4}
+
+
+def frame_stream_id(raw: bytes) -> int | None:
+    """The stream id of a ``frame`` request header that starts in the canonical key order --
+    a map of at most 15 entries whose first three are ``v: 1``, ``op: "frame"``, ``id`` (an
+    unsigned integer of at most 32 bits), as the Python client writes them -- read from its
+    first 17-21 bytes without decoding the rest; None for anything else, which must then be
+    decoded. (A broker routes on it; the worker decodes and checks the whole header.)"""
+    if len(raw) < 17 or not 0x80 <= raw[0] <= 0x8f or raw[1:16] != _FRAME_PREFIX:
+        return None
+    b = raw[16]
+    if b < 0x80:                              # positive fixint
+        return b
+    n = _UINT_BYTES.get(b)                    # uint 8 / 16 / 32
+    if n is None or len(raw) < 17 + n:
+        return None
+    return int.from_bytes(raw[17:17 + n], "big")
 
 
 # ---------------------------------------------------------------------------- field checks

@@ -32,6 +32,7 @@ The parts: :mod:`.serving.config` (configuration, the clients' socket), :mod:`.s
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import signal
 import sys
@@ -155,6 +156,7 @@ class Server:
         try:
             es = eng.stream(seed=0)
             eng.step_many_all([es], np.zeros((1, self.features), np.float32))
+            es.step(np.zeros(self.features, np.float32))      # the lone-frame route
             es.close()
         except Exception:  # the first real step will report it
             log.exception("engine warm-up failed")
@@ -204,6 +206,7 @@ class Server:
                     break
                 if self.devices.programming:
                     self._collect_programmed()
+                    self._flush()             # the opens it answered leave now
                 if not self._n_ready:
                     # nothing to step: block (with a timeout) for the next message
                     try:
@@ -217,7 +220,10 @@ class Server:
                             break
                         continue
                     self._last_rx = time.monotonic()
-                    self._handle(parts)
+                    # the server was idle: a lone one-frame message is stepped and answered
+                    # at once; what came meanwhile is received after its reply has left
+                    if not self._lone_frame(parts):
+                        self._handle(parts)
                 self._receive()
                 if self.cfg.batch_window_us and self._n_ready:
                     self._wait_window()
@@ -584,20 +590,22 @@ class Server:
 
     def _update_step_eff(self) -> None:
         """Per batch-size class, the step time :meth:`_work_s` uses: the class's own measured
-        time, else scaled up linearly from the nearest smaller measured class (an
-        overestimate), else the nearest larger one's. Recomputed (11 classes) at most once
-        per step, when admission needs it, so that admission costs one lookup per message."""
+        time, else the nearest larger measured class's (a bigger batch takes longer: an
+        overestimate, but of the fixed cost that dominates a step), else scaled up linearly
+        from the nearest smaller one (a larger overestimate: a batch of 256 costs a few times
+        a batch of 1, not 256 times). Recomputed (11 classes) at most once per step, when
+        admission needs it, so that admission costs one lookup per message."""
         self._step_eff_stale = False
         st, eff, pf = self._step_s, self._step_eff, self._step_eff_pf
         for k in range(len(st)):
             t, per = st[k], 0.0
             if not t:
-                for j in range(k - 1, -1, -1):
-                    if st[j]:
-                        per = st[j] / (1 << j)    # per frame, times the batch size
-                        break
-                else:
-                    t = next((v for v in st[k + 1:] if v), 0.0)
+                t = next((v for v in st[k + 1:] if v), 0.0)
+                if not t:
+                    for j in range(k - 1, -1, -1):
+                        if st[j]:
+                            per = st[j] / (1 << j)    # per frame, times the batch size
+                            break
             eff[k], pf[k] = t, per
 
     def _queue_frame(self, st: _Stream, hdr: dict, payload, t0: int,
@@ -676,6 +684,98 @@ class Server:
         self._reply(peer, hdr, {"op": P.PING, "t": time.time(), "draining": self._draining})
 
     # --------------------------------------------------------------------------- stepping
+    def _lone_frame(self, parts: list) -> bool:
+        """The direct path of a message that found the server idle: a well-formed one-frame
+        ``frame`` request of an open feature stream with nothing queued (anywhere) is
+        stepped at once and its reply sent, without the queue, the batching and the poll
+        for more messages. False (and nothing changed): any other message, which the caller
+        handles the usual way (and words any error)."""
+        if len(parts) != 3 or self._queued or self._out or self._draining:
+            return False
+        t0 = time.perf_counter_ns()
+        try:
+            hdr = P.unpack_header(parts[1])
+        except P.ProtocolError:
+            return False
+        v, sid, seq = hdr.get("v"), hdr.get("id"), hdr.get("seq")
+        if (hdr.get("op") != P.FRAME or type(v) is not int or v != P.VERSION
+                or type(sid) is not int or type(seq) is not int):
+            return False
+        st = self._streams.get((parts[0], sid))
+        if (st is None or st.closing or st.es is None or st.queue or st.kind != P.FEATURES
+                or seq != st.next_seq or seq > P.MAX_SEQ):
+            return False
+        f = self.features
+        shape, payload = hdr.get("shape"), parts[2]
+        if (hdr.get("dtype") != P.F32 or type(shape) is not list or len(shape) != 2
+                or type(shape[0]) is not int or shape[0] != 1 or type(shape[1]) is not int
+                or shape[1] != f or len(payload) != 4 * f):
+            return False
+        # from here on the message is taken: it uses up its sequence number
+        self.counters["messages"] += 1
+        st.last = self._last_rx
+        st.next_seq = seq + 1
+        rid = hdr.get("rid")
+        w = _Work(seq, rid if type(rid) is int else None, payload, 1, st.frames, t0)
+        slot, es = st.slot, st.es
+        x = np.frombuffer(payload, np.float32)
+        t_step = time.perf_counter()
+        try:
+            # one output: the engine's one-stream step (one fused call; equal to step_many,
+            # tests/test_engine.py), else every output
+            if len(slot.names) == 1:
+                y = es.step(x)
+            else:
+                outs = slot.engine.step_many_all([es], x[None])
+                y = np.concatenate([outs[k].reshape(1, -1) for k in slot.names], axis=1)
+        except NvmInputError as e:    # checked before any state is touched: NaN or infinity
+            self._error(st.peer, hdr, P.BAD_PAYLOAD, "frames contain NaN or infinity"
+                        if not np.isfinite(x).all() else str(e)[:500])
+            return True
+        except Exception as e:
+            log.exception("engine step failed for a lone frame")
+            self._error(st.peer, hdr, P.INTERNAL, f"engine step failed: {type(e).__name__}: "
+                                                  f"{e}"[:500])
+            return True
+        self._note_step(1, time.perf_counter() - t_step)
+        self.counters["lone_frames"] += 1
+        st.frames += 1
+        e, lat = self._charge(st, es)
+        self._reply_frame(st, w, [es.last_class], lat, e,
+                          y.astype(np.float32, copy=False).tobytes(), time.perf_counter_ns())
+        self._flush()
+        return True
+
+    def _note_step(self, n: int, dt_s: float) -> None:
+        """Count an engine step of ``n`` frames that took ``dt_s`` (its moving average per
+        batch-size class is what admission control in time uses)."""
+        k = min(n.bit_length() - 1, 10)
+        old = self._step_s[k]
+        # (a sample is taken as at most 4x the average: one step preempted for milliseconds
+        # on a loaded machine must not make admission refuse work for the next hundred)
+        self._step_s[k] = dt_s if not old else old + 0.1 * (min(dt_s, 4 * old) - old)
+        self._step_eff_stale = True
+        self.counters["frames"] += n
+        self.counters["batches"] += 1
+        if n > self._batch_max:
+            self._batch_max = n
+
+    @staticmethod
+    def _charge(st: _Stream, es) -> tuple:
+        """Add a stream's last step's energy and latency (None: unknown) to its totals;
+        returns them."""
+        e = getattr(es, "last_energy_pJ", None)
+        lat = getattr(es, "last_latency_ns", None)
+        if e is None or st.e_pJ is None:
+            st.e_pJ = None
+        else:
+            st.e_pJ += e
+        if lat is None or st.lat_ns is None:
+            st.lat_ns = None
+        else:
+            st.lat_ns += lat
+        return e, lat
+
     def _step_all(self) -> None:
         for slot in list(self.devices.slots.values()):
             if slot.ready:
@@ -728,21 +828,13 @@ class Server:
             return
         n = len(batch)
         # measured cost per frame at this batch size (admission control in time)
-        dt = time.perf_counter() - t_step
-        k = min(n.bit_length() - 1, 10)
-        old = self._step_s[k]
-        self._step_s[k] = dt if not old else old + 0.1 * (dt - old)
-        self._step_eff_stale = True
+        self._note_step(n, time.perf_counter() - t_step)
         if len(slot.names) == 1:
             y = outs[slot.names[0]]
         else:
             y = np.concatenate([outs[k].reshape(n, -1) for k in slot.names], axis=1)
         if y.dtype != np.float32 or not y.flags.c_contiguous:
             y = np.ascontiguousarray(y, np.float32)
-        self.counters["frames"] += n
-        self.counters["batches"] += 1
-        if n > self._batch_max:
-            self._batch_max = n
         self._queued -= n
         keep = []
         yb = y.tobytes()
@@ -753,16 +845,7 @@ class Server:
             es = st.es
             q = st.queue
             w = q[0]
-            e = getattr(es, "last_energy_pJ", None)
-            lat = getattr(es, "last_latency_ns", None)
-            if e is None or st.e_pJ is None:
-                st.e_pJ = None
-            else:
-                st.e_pJ += e
-            if lat is None or st.lat_ns is None:
-                st.lat_ns = None
-            else:
-                st.lat_ns += lat
+            e, lat = self._charge(st, es)
             if w.n == 1:                      # the common case: a one-frame message
                 q.popleft()
                 reply(st, w, [es.last_class], lat, e, yb[i * wb:(i + 1) * wb], now_ns)
@@ -1021,7 +1104,7 @@ class Server:
             "queued_ms": 1e3 * self._work_s(self._queued),
             "messages": c["messages"], "frames": c["frames"], "batches": c["batches"],
             "batch_mean": c["frames"] / c["batches"] if c["batches"] else None,
-            "batch_max": self._batch_max,
+            "batch_max": self._batch_max, "lone_frames": c["lone_frames"],
             "queued": self._queued, "queue_peak": self._queue_peak,
             "opened": c["opened"], "closed": c["closed"], "evicted": c["evicted"],
             "errors": dict(self.errors), "busy_frames": c["busy_frames"],
@@ -1029,6 +1112,16 @@ class Server:
             "unreachable_replies": c["unreachable_replies"],
             "srv_us": pct, "srv_us_window": n, "draining": self._draining,
         }
+
+
+def freeze_heap() -> None:
+    """Move every object alive now (the model, the engines, numba's and onnx's modules) out
+    of the garbage collector's sight: a full collection over them took 50-180 ms on the
+    development machine, a stall of every stream each time one ran. Objects made later
+    (streams, devices programmed later) are collected as usual. For a process that serves
+    and does nothing else (the CLI calls it before ``run``): it is process-wide."""
+    gc.collect()
+    gc.freeze()
 
 
 def install_signal_handlers(server: Server) -> None:

@@ -181,7 +181,7 @@ def _server_config(args, bind: str):
 
 def cmd_serve(args) -> int:
     from nvmstream.devices import ProfileError
-    from .server import Server, install_signal_handlers
+    from .server import Server, freeze_heap, install_signal_handlers
 
     if args.workers < 0:
         raise _cli_error("--workers must be >= 0", EXIT_USAGE)
@@ -205,6 +205,7 @@ def cmd_serve(args) -> int:
     print(f"nvmstream: serving {args.model} on {endpoint}{curve} profile "
           f"{srv.default_profile}", flush=True)
     with _blas_threads(args):
+        freeze_heap()                 # (no full GC pass over the model, ever)
         srv.run()
     s = srv.stats()
     print(f"nvmstream: stopped after {s['frames']} frames of {s['opened']} streams", flush=True)
@@ -237,7 +238,7 @@ def _start_metrics(args, srv) -> None:
 
 
 def _serve_broker(args) -> int:
-    from .server import install_signal_handlers
+    from .server import freeze_heap, install_signal_handlers
     from .serving.broker import Broker
 
     from .data import model_kind, resolve_calibration
@@ -264,6 +265,7 @@ def _serve_broker(args) -> int:
     curve = " (CURVE)" if args.curve_secret else ""
     print(f"nvmstream: serving {args.model} on {endpoint}{curve} with {n} workers "
           f"(workers connect to {' '.join(broker.worker_endpoints)})", flush=True)
+    freeze_heap()                 # (no full GC pass over the model, ever)
     broker.run()
     s = broker.counters
     print(f"nvmstream: broker stopped after {s['messages']} messages", flush=True)
@@ -288,7 +290,7 @@ def add_worker_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_worker(args) -> int:
     from nvmstream.devices import ProfileError
-    from .server import install_signal_handlers
+    from .server import freeze_heap, install_signal_handlers
     from .serving.worker import Worker
 
     prog = _load_prog(args)
@@ -301,6 +303,7 @@ def cmd_worker(args) -> int:
     install_signal_handlers(w)
     log.info("worker of %s connected to %s", args.model, args.connect)
     with _blas_threads(args):
+        freeze_heap()                 # (no full GC pass over the model, ever)
         w.run()
     return EXIT_OK
 

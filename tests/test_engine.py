@@ -291,3 +291,22 @@ def test_ideal_engine_honours_every_recurrent_option(spec, tmp_path):
     # and the int4 path runs the same graph
     y = nvm.Engine(prog, nvm.Device("int4")).run_all(x, **aux)
     assert all(np.all(np.isfinite(v)) for v in y.values())
+
+
+def test_kernel_cache_is_dropped_when_any_kernel_source_changes(tmp_path, monkeypatch):
+    """numba checks only a function's own file; a kernel inlines callees from other files, so
+    the package drops its whole cache when the hash of the kernel sources changes."""
+    import hashlib
+    import os
+    from nvmstream.runtime import kernels as K
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    src = os.path.dirname(os.path.abspath(K.__file__))
+    d = tmp_path / f"kernels_{hashlib.sha1(src.encode()).hexdigest()}"
+    d.mkdir()
+    (d / "program.run_program-1.py311.nbi").write_bytes(b"old")
+    (d / "kernels-sources.sha1").write_text("a hash of other sources")
+    K._drop_stale_cache()
+    assert not (d / "program.run_program-1.py311.nbi").exists()
+    (d / "program.run_program-1.py311.nbi").write_bytes(b"new")
+    K._drop_stale_cache()                       # sources unchanged: the cache stays
+    assert (d / "program.run_program-1.py311.nbi").read_bytes() == b"new"

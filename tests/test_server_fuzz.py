@@ -434,3 +434,20 @@ def test_fuzzed_messages_each_answered(server, good, fuzz_client):
     assert stats["errors"].get("internal", 0) == 0, stats["errors"]
     assert rc.answered > 2500 and len(stats["errors"]) >= 10, (rc.answered, stats["errors"])
     assert server.proc.poll() is None
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(sid=st.integers(-2 ** 40, 2 ** 40), extra=st.dictionaries(
+    st.sampled_from(["seq", "dtype", "shape", "rid", "x"]),
+    st.one_of(st.integers(-2 ** 63, 2 ** 64 - 1), st.text(max_size=5), st.none()), max_size=5),
+    order=st.permutations(range(3)), cut=st.integers(0, 40))
+def test_frame_stream_id_reads_canonical_headers_only(sid, extra, order, cut):
+    """The broker's routing read: the id of a header that starts ``v: 1, op: frame, id`` (an
+    id of 32 bits), else None; never an id the decoded header does not hold."""
+    first = [("v", 1), ("op", "frame"), ("id", sid)]
+    hdr = dict([first[i] for i in order] + list(extra.items()))
+    raw = P.pack(hdr)
+    got = P.frame_stream_id(raw)
+    canonical = list(order) == [0, 1, 2] and 0 <= sid <= P.MAX_STREAM_ID
+    assert got == (sid if canonical else None)
+    assert P.frame_stream_id(raw[:cut]) in (None, sid if canonical else None)

@@ -161,3 +161,44 @@ def test_info_stats_ping(client, server):
     assert st["queued"] == 0 and "errors" in st
     assert client.ping() < 5 and client.ping(s.sid) < 5
     s.close()
+
+
+@pytest.fixture(scope="module")
+def one_output_server(tmp_path_factory):
+    model = compile_fixture("gru_bf.ts.onnx", tmp_path_factory.mktemp("g") / "gru.nvm")
+    with ServerProcess(model, "--profile", "snr0db", "--device-seed", "2") as s:
+        yield model, s
+
+
+@pytest.mark.parametrize("votes", [1, 3])
+def test_lone_frames_equal_engine(one_output_server, votes):
+    """One frame at a time on an idle server takes the direct path (stepped as it arrives,
+    without the queue): the outputs, classes and energies equal the in-process engine's, and
+    a frame with NaN is refused without touching the stream's state."""
+    model, server = one_output_server
+    f = 12
+    x = np.random.default_rng(votes).standard_normal((12, f)).astype(np.float32)
+    with Client(server.endpoint, timeout_s=30) as c:
+        lone0 = c.stats()["lone_frames"]
+        s = c.open(seed=3, votes=votes)
+        got, cls, energy = [], [], []
+        for t in range(12):
+            if t == 5:
+                bad = x[t].copy()
+                bad[2] = np.nan
+                with pytest.raises(ServerError) as e:
+                    s.step(bad)
+                assert e.value.code == "bad_payload" and "NaN" in e.value.msg
+            s.send(x[t])
+            r = s.recv()
+            assert r.hdr["f0"] == t and r.seq == t + (t >= 5)   # the NaN frame used seq 5
+            got.append(r.y[0])
+            cls.append(r.cls[0])
+            energy.append(r.e_pJ)
+        ref, rcls, renergy = reference_outputs(model, "snr0db", 3, x, votes=votes, device_seed=2)
+        np.testing.assert_array_equal(np.stack(got), ref)
+        assert cls == rcls and energy == pytest.approx(renergy, rel=1e-12)
+        summary = s.close()
+        assert summary["frames"] == 12 and summary["messages"] == 13
+        # (a frame that comes before the server is back to waiting takes the queue instead)
+        assert c.stats()["lone_frames"] > lone0

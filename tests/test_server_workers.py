@@ -12,9 +12,14 @@ import time
 
 import numpy as np
 import pytest
+import zmq
 
 import nvmstream as nvm
+from nvmstream.runtime import protocol as P
 from nvmstream.runtime.client import Client, ServerError
+from nvmstream.runtime.server import ServerConfig
+from nvmstream.runtime.serving import control as C
+from nvmstream.runtime.serving.broker import Broker
 from server_util import REPO, RawClient, ServerProcess, compile_fixture, frame_msg
 
 
@@ -143,12 +148,66 @@ def test_broker_answers_garbage_and_unknown_streams(model):
         assert rc.request({"v": 1, "op": "info"})[0]["model"]["features"] == 12
         # frames the broker passes on together, then close, then a late frame: in order
         assert rc.request({"v": 1, "op": "open", "id": 3})[0]["op"] == "open"
+        # (some in another key order, which the broker decodes; a NaN frame; a payload of
+        # the wrong size: each answered on its own, in order)
         for t in range(40):
-            rc.send(*frame_msg(3, t, np.ones(12)))
+            hdr, pay = frame_msg(3, t, np.full(12, np.nan) if t == 17 else np.ones(12))
+            if t % 5 == 1:
+                hdr = dict(reversed(hdr.items()))
+            rc.send(hdr, pay[:-4] if t == 23 else pay)
         rc.send({"v": 1, "op": "close", "id": 3})
         rc.send(*frame_msg(3, 40, np.ones(12)))
         reps = [h for h, _ in rc.recv_n(42, timeout_s=60)]
         assert [h.get("seq") for h in reps[:40]] == list(range(40))
-        assert all(h["op"] == "frame" for h in reps[:40])
-        assert reps[40]["op"] == "close" and reps[40]["frames"] == 40
+        assert [h.get("code") for h in reps[:40] if h["op"] != "frame"] == ["bad_payload"] * 2
+        assert reps[17]["code"] == reps[23]["code"] == "bad_payload"
+        assert reps[40]["op"] == "close" and reps[40]["frames"] == 38
         assert reps[41]["code"] == "unknown_stream"
+
+
+def test_broker_routes_frames_on_their_first_bytes_and_bundles_them():
+    """In process, with a stand-in worker: frame requests in the canonical key order are
+    routed without being decoded, and the frames one client sent to one worker in one turn
+    reach it as one bundle of the client's own header bytes and payloads (never re-encoded);
+    a header in another key order is decoded, and routed to the same worker. Spawned workers
+    connect over ipc in a private folder, removed at close."""
+    ctx = zmq.Context()
+    b = Broker(ServerConfig(bind="tcp://127.0.0.1:*"), context=ctx)
+    b.bind()
+    wk = ctx.socket(zmq.DEALER)
+    cl = ctx.socket(zmq.DEALER)
+    try:
+        assert b.local_worker_endpoint.startswith("ipc://")
+        folder = os.path.dirname(b.local_worker_endpoint[len("ipc://"):])
+        assert os.stat(folder).st_mode & 0o077 == 0
+        wk.connect(b.local_worker_endpoint)
+        wk.send_multipart([b"", C.pack({"op": C.READY, "pid": 1, "host": "here"})])
+        _wait(lambda: (b.back.poll(100) and b._from_workers(), b._live())[1])
+        cl.connect(b.endpoint)
+        cl.send(P.pack({"v": 1, "op": "open", "id": 300}))
+        assert b.front.poll(10000)
+        b._from_clients()
+        assert wk.poll(10000)
+        peer, opened = wk.recv_multipart()
+        assert P.unpack_header(opened)["op"] == "open"
+        heads = [P.pack({"v": 1, "op": "frame", "id": 300, "seq": i, "dtype": "<f4",
+                         "shape": [1, 12]}) for i in range(5)]
+        heads.append(P.pack({"seq": 5, "op": "frame", "v": 1, "id": 300, "dtype": "<f4",
+                             "shape": [1, 12]}))
+        assert [P.frame_stream_id(h) for h in heads] == [300] * 5 + [None]
+        pays = [bytes([i]) * 48 for i in range(6)]
+        for h, p in zip(heads, pays):
+            cl.send_multipart([h, p])
+        time.sleep(0.5)                       # all six wait in the broker's socket
+        b._from_clients()
+        assert wk.poll(10000)
+        m = wk.recv_multipart()
+        assert m[:3] == [b"", C.BUNDLE, peer]
+        assert m[3::2] == heads and m[4::2] == pays
+        assert b.stats()["broker"]["coalesced"] == 6
+    finally:
+        wk.close(0)
+        cl.close(0)
+        b.close()
+    assert not os.path.exists(folder)
+    ctx.term()

@@ -191,3 +191,23 @@ def test_cli_convert_needs_the_frame_size(tmp_path):
     seq = REPO / "tests" / "corpus" / "torch" / "lstm_perstep.ts.onnx"
     with pytest.raises(nvm.NvmConversionError, match="is a sequence, not a frame"):
         load_ir(seq, frame_size=10)
+
+
+def test_ledger_reads_each_frame_conv_once_per_position(prog):
+    """The ledger charges a FrameConv's tiles once per output position of the frame: crossbar
+    counters are P times one read of its [O, K*C] matrix, MACs are O*C*K*P."""
+    from nvmstream.converters import ir
+    from nvmstream.runtime.ledger import step_costs
+    eng = nvm.Engine(prog, nvm.Device("int4"))
+    unit, geom = step_costs(prog.model, eng.plan)
+    convs = [(k, l) for k, l in enumerate(prog.model.layers) if isinstance(l, ir.FrameConv)]
+    assert [l.out_positions for _, l in convs] == [4, 4, 2, 1, 1]
+    for k, l in convs:
+        segs = [s for s in eng.plan.segments if s.key.startswith(f"layer{k}/")]
+        n_in, n_out = l.patch, l.out_channels
+        assert sum(s.n_in * s.n_out for s in segs) == n_in * n_out
+        c = unit[l.name]
+        assert c.macs == l.W.size * l.out_positions
+        assert c.cell_reads == 2 * n_in * n_out * l.out_positions
+        assert c.dac_conversions % l.out_positions == 0 and c.dac_conversions > 0
+        assert geom[l.name].sequential_vmms == l.out_positions

@@ -11,6 +11,9 @@ worker -> broker
   ``gone``   ``{op, s: [[client, id], ...]}``: streams that ended (closed, evicted, failed open)
   ``bye``    ``{op}``: the worker drained and exits
 broker -> worker
+  ``bundle`` ``[b"", BUNDLE, client identity, header, payload, header, payload, ...]``: several
+             one-frame messages of one client, each handled exactly as if it had come alone
+             (the marker is not a msgpack map, so no control header can be mistaken for it)
   ``hb``     ``{op}``: heartbeat
   ``ping``   ``{op, peer}``: the client pinged without an id: refresh all its streams
   ``stop``   ``{op}``: drain (answer queued frames, refuse new work) and exit
@@ -27,6 +30,8 @@ LIVENESS_S = 5.0
 streams; a worker says ``ready`` again (a restarted broker learns of it)."""
 
 READY, HB, GONE, BYE, PING, STOP = "ready", "hb", "gone", "bye", "ping", "stop"
+BUNDLE = b"\x00bundle"
+"""Second frame of a ``bundle`` (a msgpack map never starts with a zero byte)."""
 
 
 def pack(hdr: dict) -> bytes:

@@ -72,6 +72,12 @@ class Worker(Server):
         self._broker_seen = time.monotonic()
         if len(parts) < 2:
             return
+        if parts[1] == C.BUNDLE:              # several frame messages of one client
+            if len(parts) >= 5 and len(parts) % 2:
+                peer, handle = parts[2], self._handle
+                for i in range(3, len(parts), 2):
+                    handle([peer, parts[i], parts[i + 1]])
+            return
         hdr = C.unpack(parts[1])
         op = hdr.get("op")
         if op == C.PING and type(hdr.get("peer")) is bytes:

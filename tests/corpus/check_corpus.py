@@ -104,7 +104,9 @@ def digital_layers(model) -> list[str]:
     out = []
     for l in model.layers:
         if ir.runs_on(l) == "digital":
-            d = type(l).__name__ + (f"({l.fn.name})" if isinstance(l, ir.Elementwise) else "")
+            d = type(l).__name__ + (f"({l.fn.name})" if isinstance(l, ir.Elementwise) else
+                                    f"({l.op})" if isinstance(l, (ir.Unary, ir.Binary)) else
+                                    f"({l.mode})" if isinstance(l, ir.FeaturePad) else "")
             if d not in out:
                 out.append(d)
     return out
