@@ -785,7 +785,9 @@ def main(argv=None) -> int:
         pg = Page(out_dir, None, args.workers)
         bits, snrs, votes, bers, ages = BITS, SNRS, [1, 5], BERS, AGES_S
     cmd = ("python demos/results.py" + (" --quick" if args.quick else "")
-           + (f" --tasks {args.tasks}" if args.tasks and not args.quick else ""))
+           + (f" --tasks {args.tasks}" if args.tasks and not args.quick else "")
+           + (f" --out-dir {pg.rel}" if out_dir.resolve() != (REPO / "docs" / "results").resolve()
+              and not args.quick else ""))
     pg.add("# Results: the seeds' claims, measured with nvmstream", "",
            f"Regenerate with `{cmd}`. Every command below is run by the generator exactly as "
            "printed. Accuracy: the class at each sequence's last valid step on the full "

@@ -163,3 +163,19 @@ def test_running_adc_ranges_are_grouped_like_the_emulators(adc_range):
         assert torch.all(groups == groups.max(dim=1, keepdim=True).values)
     else:
         assert not torch.all(groups == groups.max(dim=1, keepdim=True).values)
+
+
+def test_quantizer_forward_is_the_codes_and_its_gradient_straight_through():
+    # the one-node quantizer: forward = the emulator's codes x out_scale exactly; gradient to
+    # the input out_scale / scale inside the range [-qmax, qmax] and 0 outside
+    v = torch.tensor([0.3, 1.2, -2.6, 9.0, -4.0], requires_grad=True)
+    a = torch.tensor(0.5)
+    c = np.clip(np.rint(v.detach().numpy() / 0.5), -7, 7)
+    y = qat._ste_codes(v, a, 7, c, a)
+    assert torch.equal(y.detach(), torch.from_numpy(c.astype(np.float32)) * 0.5)
+    y.sum().backward()
+    inside = np.abs(v.detach().numpy() / 0.5) <= 7
+    np.testing.assert_array_equal(v.grad.numpy(), inside.astype(np.float32))
+    v.grad = None
+    qat._ste_codes(v, a, 7, c).sum().backward()       # no out_scale: gradient 1 / scale
+    np.testing.assert_array_equal(v.grad.numpy(), inside.astype(np.float32) * 2.0)

@@ -49,11 +49,35 @@ def _ste_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def _ste_codes(v: torch.Tensor, scale: torch.Tensor, qmax: int, codes: np.ndarray) -> torch.Tensor:
-    """Forward value ``codes`` (computed by the emulator's numpy quantizer), gradient of
-    ``clip(v / scale, -qmax, qmax)`` (zero outside the range)."""
-    soft = torch.clamp(v / scale, -qmax, qmax)
-    return soft + (torch.from_numpy(np.asarray(codes, np.float32)) - soft).detach()
+class _CodesSTE(torch.autograd.Function):
+    """Forward value ``codes x out_scale`` (codes computed by the emulator's numpy quantizer),
+    gradient that of ``clip(v / scale, -qmax, qmax) x out_scale`` (zero outside the range).
+
+    One autograd node instead of the five of ``soft + (codes - soft).detach()``: the recurrent
+    loop calls it twice per matrix and time step, and autograd overhead dominated the quantized
+    training step. The forward value is the codes exactly (the old form added back ``soft``
+    in float32, off by up to an ulp)."""
+
+    @staticmethod
+    def forward(ctx, v, scale, qmax, codes, out_scale):
+        inside = (v / scale).abs() <= qmax
+        ctx.save_for_backward(inside, scale, out_scale)
+        return codes * out_scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        inside, scale, out_scale = ctx.saved_tensors
+        return grad * inside * (out_scale / scale), None, None, None, None
+
+
+def _ste_codes(v: torch.Tensor, scale: torch.Tensor, qmax: int, codes: np.ndarray,
+               out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Forward value ``codes`` (computed by the emulator's numpy quantizer) times
+    ``out_scale`` (default 1), gradient of ``clip(v / scale, -qmax, qmax) * out_scale``
+    (zero outside the range); ``scale`` and ``out_scale`` carry no gradient."""
+    c = torch.from_numpy(np.asarray(codes, np.float32))
+    one = torch.ones((), dtype=v.dtype) if out_scale is None else out_scale.detach()
+    return _CodesSTE.apply(v, scale.detach(), float(qmax), c, one)
 
 
 def _adc_codes(p: np.ndarray, steps: np.ndarray, bits: int, noise_lsb: float,
@@ -169,7 +193,7 @@ class CrossbarMatrix(nn.Module):
                         else a.numpy())
                 c = _adc_codes(p.detach().numpy(), a_np, spec.adc_bits, anz,
                                self.np_rng if anz > 0 else None)
-                p = _ste_codes(p, a, qa, c) * a
+                p = _ste_codes(p, a, qa, c, a)
             total = p if total is None else total + p
         out = total * (s * d)
         if noisy and self.draw is not None and self.draw.comp_mode is not None:
@@ -345,6 +369,9 @@ class QRecurrent(nn.Module):
                 y, _ = torch.gru(x, h0, params, True, 1, 0.0, self.training, False, True)
             return y
         zx = self.W(x) + self.bias_ih                        # [B, T, G*H], all steps at once
+        # one unbind, not zx[:, k] per step: the backward of each select would allocate and
+        # zero-fill a whole [B, T, G*H] gradient (quadratic in T; ~70% of a training step)
+        zxs = zx.unbind(1)
         rq = self.R.codes()
         h = x.new_zeros(b, H)
         c = x.new_zeros(b, H)
@@ -352,12 +379,12 @@ class QRecurrent(nn.Module):
         for k in range(t):
             zh = self.R(h, rq) + self.bias_hh
             if self.kind == "LSTM":
-                g = zx[:, k] + zh
+                g = zxs[k] + zh
                 i, f, gg, o = g.chunk(4, dim=1)
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
                 h = torch.sigmoid(o) * torch.tanh(c)
             else:
-                xr, xz, xn = zx[:, k].chunk(3, dim=1)
+                xr, xz, xn = zxs[k].chunk(3, dim=1)
                 hr, hz, hn = zh.chunk(3, dim=1)
                 r = torch.sigmoid(xr + hr)
                 z = torch.sigmoid(xz + hz)
