@@ -206,8 +206,34 @@ class LayerNorm:
     y: str
 
 
+class _ConvKernel:
+    """What both conv layers derive from their kernel ``W[O, C, K]`` (a mixin: the dataclasses
+    below hold ``W``)."""
+
+    W: np.ndarray
+
+    @property
+    def taps(self) -> int:
+        return int(self.W.shape[2])
+
+    @property
+    def channels(self) -> int:
+        return int(self.W.shape[1])
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.W.shape[0])
+
+    @cached_property
+    def im2col(self) -> np.ndarray:
+        """The kernel as it sits on the crossbar, ``[O, K*C]``: column ``j*C + c`` holds
+        ``W[:, c, j]`` (tap-major: a window lays out its frames, or a patch its positions,
+        oldest/first first)."""
+        return np.ascontiguousarray(self.W.transpose(0, 2, 1).reshape(self.W.shape[0], -1))
+
+
 @dataclass(frozen=True, eq=False)
-class Conv1d:
+class Conv1d(_ConvKernel):
     """ONNX Conv over the time axis (a Conv1d front end), stride 1, causal: the output at step
     ``t`` is aligned to the last input frame it uses, ``y[t] = b + sum_j W[:, :, j] x[t - (K-1-j)
     * dilation]``, with ``pad_begin`` zero frames before the sequence (ONNX's begin padding) and
@@ -234,14 +260,6 @@ class Conv1d:
         return self.history - self.pad_begin
 
     @property
-    def taps(self) -> int:
-        return int(self.W.shape[2])
-
-    @property
-    def channels(self) -> int:
-        return int(self.W.shape[1])
-
-    @property
     def in_features(self) -> int:
         """Width of the crossbar matrix's input: the window of ``K`` frames."""
         return self.taps * self.channels
@@ -253,12 +271,6 @@ class Conv1d:
     @property
     def macs_per_step(self) -> int:
         return int(self.W.size)
-
-    @cached_property
-    def im2col(self) -> np.ndarray:
-        """The kernel as it sits on the crossbar, ``[O, K*C]``: column ``j*C + c`` holds
-        ``W[:, c, j]`` (tap-major, as the window lays out the frames, oldest first)."""
-        return np.ascontiguousarray(self.W.transpose(0, 2, 1).reshape(self.W.shape[0], -1))
 
     def windows(self, x: np.ndarray, skip: int = 0) -> np.ndarray:
         """``x[B, T, C]`` (from the start of a stream) -> the windows ``[B, T, K*C]`` the
@@ -272,7 +284,7 @@ class Conv1d:
 
 
 @dataclass(frozen=True, eq=False)
-class FrameConv:
+class FrameConv(_ConvKernel):
     """ONNX Conv over the positions *within* one frame (a frame model's front end: silero-vad's
     STFT basis and encoder). The frame is ``C`` channels of ``positions`` values, flattened
     channel-major as ONNX lays out ``[C, P]``; the output is ``O`` channels of
@@ -291,18 +303,6 @@ class FrameConv:
     positions: int                  # P, the input's positions per channel
     x: str
     y: str
-
-    @property
-    def taps(self) -> int:
-        return int(self.W.shape[2])
-
-    @property
-    def channels(self) -> int:
-        return int(self.W.shape[1])
-
-    @property
-    def out_channels(self) -> int:
-        return int(self.W.shape[0])
 
     @property
     def out_positions(self) -> int:
@@ -325,11 +325,6 @@ class FrameConv:
     @property
     def macs_per_step(self) -> int:
         return int(self.W.size) * self.out_positions
-
-    @cached_property
-    def im2col(self) -> np.ndarray:
-        """``[O, K*C]``: column ``j*C + c`` holds ``W[:, c, j]`` (tap-major)."""
-        return np.ascontiguousarray(self.W.transpose(0, 2, 1).reshape(self.W.shape[0], -1))
 
     @cached_property
     def patch_index(self) -> np.ndarray:
