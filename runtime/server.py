@@ -220,9 +220,10 @@ class Server:
                             break
                         continue
                     self._last_rx = time.monotonic()
-                    # the server was idle: a lone one-frame message is stepped and answered
-                    # at once; what came meanwhile is received after its reply has left
-                    if not self._lone_frame(parts):
+                    # the server was idle: a lone one-frame message (nothing else waiting on
+                    # the socket, else they are batched together) is stepped and answered at
+                    # once; what comes meanwhile is received after its reply has left
+                    if (sock.getsockopt(_EVENTS) & _POLLIN) or not self._lone_frame(parts):
                         self._handle(parts)
                 self._receive()
                 if self.cfg.batch_window_us and self._n_ready:
