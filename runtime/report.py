@@ -91,9 +91,13 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def correct_matrix(rows: Sequence[dict[str, Any]]) -> np.ndarray | None:
-    """``[rows, items]`` 0/1 from the rows' ``correct_hex`` (None if any row lacks it)."""
+    """``[rows, items]`` 0/1 from the rows' ``correct_hex`` (None if any row lacks it), rows in
+    device-seed order whatever order the CSV holds them in (parallel workers write rows as
+    they finish): paired comparisons pair seed with seed, and bootstraps do not depend on
+    the file's row order."""
     if not rows or any(not r.get("correct_hex") for r in rows):
         return None
+    rows = sorted(rows, key=lambda r: sort_key(r.get("seed")))
     n = int(rows[0]["n"])
     return np.stack([np.unpackbits(np.frombuffer(bytes.fromhex(r["correct_hex"]), np.uint8))[:n]
                      for r in rows]).astype(np.float64)

@@ -56,6 +56,22 @@ def test_compare_uses_mcnemar_for_one_seed_and_bootstrap_for_several():
         R.compare([{"n": 2, "accuracy": 1.0}], [_row(b)])
 
 
+def test_rows_pair_by_seed_whatever_their_order_in_the_file():
+    # parallel sweep workers write rows as they finish: seed 1 may come before seed 0
+    rng = np.random.default_rng(3)
+    a = rng.random((4, 50)) < 0.7
+    b = a.copy()
+    b[0, :10] = ~b[0, :10]                # B differs from A on seed 0 only
+    rows_a = [_row(a[s], s) for s in range(4)]
+    rows_b = [_row(b[s], s) for s in (2, 0, 3, 1)]
+    assert np.array_equal(R.correct_matrix(rows_b), b.astype(float))
+    same = R.compare(rows_a, rows_b, n_boot=500)
+    assert same.diff == pytest.approx(float((a.astype(float) - b).mean()))
+    assert same == R.compare(rows_a, sorted(rows_b, key=lambda r: r["seed"]), n_boot=500)
+    assert R.summarize(rows_b, [])[0]["ci_lo"] == R.summarize(
+        sorted(rows_b, key=lambda r: r["seed"]), [])[0]["ci_lo"]
+
+
 def test_pareto_front():
     pts = [(1.0, 50.0), (2.0, 40.0), (3.0, 80.0), (3.0, 70.0), (5.0, 80.0), (6.0, 90.0)]
     assert R.pareto_front(pts) == [0, 2, 5]
