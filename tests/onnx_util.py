@@ -95,3 +95,24 @@ def reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str,
     uses_layout1 = any(a.name == "layout" and a.i == 1 for n in model.graph.node
                        for a in n.attribute)
     return ort_run(layout0_twin(model) if uses_layout1 else model, feeds)
+
+
+def assert_engine_guarantees(prog, path, x: np.ndarray, out: str = "y") -> np.ndarray:
+    """The engine's guarantees on ``x[B, T, F]`` for a converted ONNX file: the ideal profile
+    equals onnxruntime within 1e-5 of the output scale (after the output's undefined leading
+    steps), int4 is bit-exact against the numpy twin, and a stream of ``x[0]`` equals the
+    whole run. Returns the int4 output."""
+    import nvmstream as nvm
+    from naive import int_twin
+    want = ort_run(onnx.load(path), {"x": x})[out]
+    d = prog.model.outputs[0].delay
+    ideal = nvm.Engine(prog, nvm.Device("ideal")).run(x)[:, d:]
+    assert np.max(np.abs(ideal - want)) <= 1e-5 * np.max(np.abs(want))
+    eng = nvm.Engine(prog, nvm.Device("int4"))
+    got = eng.run(x)
+    np.testing.assert_array_equal(
+        got, int_twin(prog.model, {s.key: s for s in eng.plan.segments}, x)[out])
+    s = eng.stream()
+    np.testing.assert_array_equal(np.stack([s.step(x[0, t]) for t in range(x.shape[1])]),
+                                  got[0])
+    return got

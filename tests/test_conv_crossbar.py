@@ -17,7 +17,7 @@ from naive import int_twin
 from nvmstream.converters import ir
 from nvmstream.converters.inspect import describe
 from nvmstream.runtime.ledger import step_costs
-from onnx_util import ort_run
+from onnx_util import assert_engine_guarantees, ort_run
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "torch"
 CONV_MODELS = ["conv_lstm.ts.onnx", "conv_lstm.dynamo.onnx", "causal_conv_gru.ts.onnx",
@@ -142,16 +142,7 @@ def test_corpus_conv_front_ends_on_the_engine(name):
     path = CORPUS / name
     x = _x(2, 12, 8, 4)
     prog = nvm.convert(path, calibration=_x(8, 30, 8, 5))
-    sess_out = ort_run(onnx.load(path), {"x": x})["y"]
-    d = prog.model.outputs[0].delay
-    ideal = nvm.Engine(prog, nvm.Device("ideal")).run(x)[:, d:]
-    assert np.max(np.abs(ideal - sess_out)) <= 1e-5 * np.max(np.abs(sess_out))
-    eng = nvm.Engine(prog, nvm.Device("int4"))
-    got = eng.run(x)
-    np.testing.assert_array_equal(
-        got, int_twin(prog.model, {s.key: s for s in eng.plan.segments}, x)["y"])
-    s = eng.stream()
-    np.testing.assert_array_equal(np.stack([s.step(x[0, t]) for t in range(12)]), got[0])
+    assert_engine_guarantees(prog, path, x)
 
 
 @pytest.mark.parametrize("votes", [1, 3])
