@@ -58,7 +58,7 @@ MANY_VOTES = 15
 #: 2 seeds and fewer grid points
 REDUCED = {"keywords": {"seeds": 2, "bits_seeds": 1, "limit": 190, "snrs": [0.0, 10.0],
                         "bers": [1e-2], "storage": 2, "age_recipes": ("qat4",), "rram": False,
-                        "many_votes": False, "bits_gap": False}}
+                        "many_votes": False, "bits_gap": False, "adc_per_column": True}}
 AGES_S = [86400.0, 31557600.0]
 BITS = [2, 3, 4, 5, 6, 8]
 SNRS = [0.0, 10.0]
@@ -190,6 +190,9 @@ class Page:
         model = MODELS / f"{task}_{recipe}.onnx"
         parts = ["nvmstream sweep", f"demos/models/{model.name}",
                  f"--data demos/data/{task}.npz", f"--profile {profile}"]
+        if profile != "ideal":      # the task's conversion choices (no ADC on `ideal`)
+            grid = [g for g in convert_choices(task) if g.split("=")[0] not in
+                    {a for axis in grid for a in axis.split("=")[0].split("+")}] + list(grid)
         parts += [f"--grid {g}" for g in grid]
         parts += [f"--seeds {','.join(map(str, seeds))}",
                   f"--votes {','.join(map(str, votes or [1]))}"]
@@ -253,6 +256,13 @@ def keep_seeds(csv: Path, seeds: list[int]) -> None:
     keep = [ln for ln in body[1:] if ln.endswith("\n") and len(ln.split(",")) > col
             and ln.split(",")[col].isdigit() and int(ln.split(",")[col]) in seeds]
     csv.write_text("".join(head + body[:1] + keep))
+
+
+def convert_choices(task: str) -> list[str]:
+    """The task's per-model conversion choices (``TaskConfig.convert``: profile overrides its
+    models are trained for and converted with), one single-valued grid axis each."""
+    from nvmstream.runtime.training.tasks import TASKS as PRESETS
+    return list(PRESETS[task].convert) if task in PRESETS else []
 
 
 def manifest() -> dict:
@@ -333,6 +343,30 @@ def section_bits(pg: Page, task: str, bits: list[int]) -> list[dict]:
     pg.add("| float (`ideal`) | " + " | ".join(
         ci(R.summarize(ideal[r], ["recipe"])[0]) if r in ideal else "" for r in recipes) + " |",
         "")
+    col = {}
+    if REDUCED.get(task, {}).get("adc_per_column") and not pg.quick:
+        # a design alternative, not the int4 profile: one ADC range per column
+        pg.add("Design alternative (not the `int4` profile): the same chip with one ADC range "
+               "per column (`adc.range=per_column`) instead of one per tile, 4/4/4 bits, the "
+               "same models:", "")
+        for r in recipes:
+            col[r] = pg.sweep(f"bits_{task}_{r}_per_column", task, r, "int4",
+                              ["adc.range=per_column"], seeds=[0])
+        pg.add("", "| 4/4/4, ADC range | " + " | ".join(f"{r} (%)" for r in recipes) + " |",
+               "|---|" + "---|" * len(recipes))
+        pg.add("| per tile (`int4`) | " + " | ".join(
+            next((ci(s) for s in summ if s["recipe"] == r and s["weights.bits"] == 4), "")
+            for r in recipes) + " |")
+        pg.add("| per column | " + " | ".join(
+            ci(R.summarize(col[r], ["recipe"])[0]) for r in recipes) + " |", "")
+        if "float" in col and "qat4" in col and "float" in ideal:
+            pg.add(f"- float with per-column ADC ranges vs the float model (ideal): "
+                   + claim(R.compare(col["float"], ideal["float"]), "float per column",
+                           "float (ideal)"),
+                   "- the energy model prices both the same per inference (docs/energy.md: "
+                   "the range granularity changes only the reference-DAC writes of an ADC "
+                   "retune); on silicon a per-column range needs a reference per column "
+                   "instead of one per shared ADC bank, which the model does not price.", "")
     fl = R.summarize(ideal["float"], ["recipe"])[0] if "float" in ideal else None
     R.plot_curves(summ, "weights.bits", pg.out_dir / f"bits_{task}.png", style_key=None,
                   title=f"{task}: accuracy vs bits (weights = DAC = ADC)",
@@ -372,7 +406,9 @@ def train_split_accuracy(task: str, recipe: str, profile: str) -> tuple[int, int
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{task}_train.npz"
         np.savez(path, **arrays)
-        row = run_job(Job(str(MODELS / f"{task}_{recipe}.onnx"), str(path), profile, (), 0, 1))
+        conv = tuple((k, v) for k, v in (o.split("=", 1) for o in convert_choices(task)))
+        row = run_job(Job(str(MODELS / f"{task}_{recipe}.onnx"), str(path), profile, conv, 0,
+                          1))
     return round(row["accuracy"] * row["n"]), row["n"]
 
 
@@ -708,7 +744,8 @@ def section_audio(pg: Page) -> None:
            "random subsample of x_train (not the class-balanced one of `nvmstream sweep`), so "
            "its log-mel accuracy may differ slightly from the sweep's int4 figure.", "")
     port = free_port()
-    serve = (f"nvmstream serve demos/models/keywords_qat4.onnx --profile int4 "
+    sets = "".join(f" --set {o}" for o in convert_choices("keywords"))
+    serve = (f"nvmstream serve demos/models/keywords_qat4.onnx --profile int4{sets} "
              f"--calibration demos/data/keywords.npz --bind tcp://127.0.0.1:{port}")
     wavs = sorted(p.name for p in (DATA / "keywords_wav").glob("*.wav"))
     s_wav = (f"nvmstream stream -c tcp://127.0.0.1:{port} -d "
@@ -737,8 +774,8 @@ def section_models(pg: Page, tasks: list[str]) -> None:
     pg.add("## Shipped models", "",
            "torch float: the exported model (quantized weights for the QAT recipes) in torch; "
            "torch QAT: the training's own emulation of the recipe's profile quantizers "
-           "(noise-free); emulator int4: `nvm.convert` + `Engine` on `int4`, device seed 0 "
-           "(manifest.json). Training and the emulator share one definition of every "
+           "(noise-free); emulator int4: `nvm.convert` + `Engine` on `int4` (with the task's "
+           "conversion choices, if any), device seed 0 (manifest.json). Training and the emulator share one definition of every "
            "quantizer and range (runtime/training), so the last two agree up to rare "
            "float32-vs-float64 rounding flips.", "",
            "| model | torch float (%) [95% Wilson] | torch QAT (%) | emulator int4 (%) | n |",
@@ -809,6 +846,11 @@ def main(argv=None) -> int:
            f"{MANY_VOTES} votes). "
            + ("keywords runs on its first 190 test items, 19 per class. "
               if "keywords" in tasks and not args.quick else "")
+           + "".join(f"{t}'s models are converted with `{' '.join(convert_choices(t))}` "
+                     "on every profile (a per-model conversion choice, printed in each "
+                     "command as a one-value `--grid` axis; the profiles themselves are "
+                     "unchanged; its quantized recipes are trained for it). "
+                     for t in tasks if convert_choices(t) and not args.quick)
            + "\"A beats B\" is said only when a paired test on the same items "
            "resolves it (exact McNemar for one seed, paired bootstrap over items x seeds "
            "otherwise); the difference is A - B in points with its 95% interval.", "")

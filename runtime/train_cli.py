@@ -32,7 +32,8 @@ def add_train_parser(sub) -> None:
     s.add_argument("--profile", "-p", default=None,
                    help="device profile trained for (default int4; hwa: pcm-1d)")
     s.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a profile field (repeatable)")
+                   help="override a profile field (repeatable; quantized recipes also get the "
+                        "task preset's conversion choices, e.g. keywords: adc.calibration=mse)")
     s.add_argument("--snr-db", type=float, default=None,
                    help="training VMM-noise SNR in dB (qat4_noise default: the profile's, else "
                         "10; hwa default: the profile's)")
@@ -131,12 +132,16 @@ def cmd_train(args) -> int:
     if not out.parent.exists():
         raise ValueError(f"{out}: folder {out.parent} does not exist")
     age = parse_age_s(args.age) if args.age is not None else None
-    recipe = make_recipe(args.recipe, args.profile, args.snr_db, age, tuple(args.set),
-                         args.seed)
     name = args.task or data_path.stem
-    data = load_data(data_path, name, args.extra_train)
     tc = task_config(name, epochs=args.epochs, qat_epochs=args.fine_tune_epochs,
                      hidden=args.hidden, kind=args.kind)
+    # a quantized recipe trains for the profile with the task's conversion choices
+    # (TaskConfig.convert, e.g. keywords: adc.calibration=mse), then any --set
+    sets = tuple(args.set)
+    if args.recipe != "float":
+        sets = tuple(o for o in tc.convert if o not in sets) + sets
+    recipe = make_recipe(args.recipe, args.profile, args.snr_db, age, sets, args.seed)
+    data = load_data(data_path, name, args.extra_train)
     entry = loop.train_model(data, tc, recipe, out, do_eval=not args.no_eval,
                              progress=EpochProgress(enabled=not args.quiet))
     entry["command"] = command_line(name, recipe, tc, str(args.out),
