@@ -90,6 +90,12 @@ def test_every_task_ships_four_recipes_with_one_budget():
         assert e["command"].startswith(f"nvmstream train --task {e['task']}")
         assert f"--recipe {e['recipe']}" in e["command"]
         assert e["profile"] == PROFILES[e["recipe"]]
+    from nvmstream.runtime.training.tasks import task_config
+    for name, e in MANIFEST.items():   # quantized recipes trained for the conversion choices
+        if e["recipe"] != "float":     # the manifest evaluates them with
+            convert = list(task_config(e["task"]).convert)
+            assert e["hardware"]["overrides"][:len(convert)] == convert, name
+            assert all(f"--set {o}" in e["command"] for o in convert), name
     for t in TASKS:   # same float phase and fine-tuning epochs for every recipe of a task
         budgets = {(MANIFEST[f"{t}_{r}"]["epochs"], MANIFEST[f"{t}_{r}"]["fine_tune_epochs"])
                    for r in RECIPES}
