@@ -191,7 +191,7 @@ class Page:
         parts = ["nvmstream sweep", f"demos/models/{model.name}",
                  f"--data demos/data/{task}.npz", f"--profile {profile}"]
         if profile != "ideal":      # the task's conversion choices (no ADC on `ideal`)
-            grid = [g for g in convert_choices(task) if g.split("=")[0] not in
+            grid = [g for g in convert_choices(task, recipe) if g.split("=")[0] not in
                     {a for axis in grid for a in axis.split("=")[0].split("+")}] + list(grid)
         parts += [f"--grid {g}" for g in grid]
         parts += [f"--seeds {','.join(map(str, seeds))}",
@@ -258,11 +258,17 @@ def keep_seeds(csv: Path, seeds: list[int]) -> None:
     csv.write_text("".join(head + body[:1] + keep))
 
 
-def convert_choices(task: str) -> list[str]:
-    """The task's per-model conversion choices (``TaskConfig.convert``: profile overrides its
-    models are trained for and converted with), one single-valued grid axis each."""
+def convert_choices(task: str, recipe: str = "qat4") -> list[str]:
+    """The per-model conversion choices of ``task``'s ``recipe`` (``TaskConfig.convert_for``:
+    profile overrides its models are trained for and converted with), one grid axis each."""
     from nvmstream.runtime.training.tasks import TASKS as PRESETS
-    return list(PRESETS[task].convert) if task in PRESETS else []
+    return list(PRESETS[task].convert_for(recipe)) if task in PRESETS else []
+
+
+def convert_skipped(task: str) -> tuple[str, ...]:
+    """Recipes of ``task`` trained and converted without its conversion choices."""
+    from nvmstream.runtime.training.tasks import TASKS as PRESETS
+    return PRESETS[task].convert_skip if task in PRESETS else ()
 
 
 def manifest() -> dict:
@@ -406,7 +412,8 @@ def train_split_accuracy(task: str, recipe: str, profile: str) -> tuple[int, int
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{task}_train.npz"
         np.savez(path, **arrays)
-        conv = tuple((k, v) for k, v in (o.split("=", 1) for o in convert_choices(task)))
+        conv = tuple((k, v) for k, v in (o.split("=", 1) for o in convert_choices(task,
+                                                                                   recipe)))
         row = run_job(Job(str(MODELS / f"{task}_{recipe}.onnx"), str(path), profile, conv, 0,
                           1))
     return round(row["accuracy"] * row["n"]), row["n"]
@@ -849,7 +856,8 @@ def main(argv=None) -> int:
            + "".join(f"{t}'s models are converted with `{' '.join(convert_choices(t))}` "
                      "on every profile (a per-model conversion choice, printed in each "
                      "command as a one-value `--grid` axis; the profiles themselves are "
-                     "unchanged; its quantized recipes are trained for it). "
+                     "unchanged; its quantized recipes are trained for it"
+                     + "".join(f"; not {r}" for r in convert_skipped(t)) + "). "
                      for t in tasks if convert_choices(t) and not args.quick)
            + "\"A beats B\" is said only when a paired test on the same items "
            "resolves it (exact McNemar for one seed, paired bootstrap over items x seeds "

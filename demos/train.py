@@ -51,7 +51,8 @@ def write_manifest(man: dict, path: Path) -> None:
         "emulation of the profile's weight/DAC/ADC quantizers; nvmstream.*: "
         "nvm.convert(model, calibration_set(x_train, y_train)) then nvm.Engine(prog, "
         "nvm.Device(profile, seed=0, overrides=the task's conversion choices, "
-        "TaskConfig.convert: keywords adc.calibration=mse), votes) (votes > 1: majority via "
+        "TaskConfig.convert_for: keywords adc.calibration=mse except hwa), votes) (votes > 1: "
+        "majority via "
         "Engine.predict).")
     man["models"] = dict(sorted(man["models"].items()))
     tmp = path.with_suffix(".json.tmp")
@@ -130,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             # the task's conversion choices are part of the profile a quantized recipe
             # trains for (the manifest command prints them as --set)
+            conv = tc.convert_for(rname)
             recipe = make_recipe(rname, profile, seed=args.seed,
-                                 overrides=tc.convert if rname != "float" else ())
+                                 overrides=conv if rname != "float" else ())
             out = mdir / f"{task}_{rname}.onnx"
             if args.reevaluate:
                 entry = man["models"].get(f"{task}_{rname}")
@@ -139,11 +141,11 @@ def main(argv: list[str] | None = None) -> int:
                     sys.exit(f"{out}: no shipped model to evaluate again")
                 if entry.get("sha256") != _sha256(out):
                     sys.exit(f"{out}: differs from its manifest entry (sha256)")
-                if rname != "float" and entry["hardware"].get("overrides") != list(tc.convert):
+                if rname != "float" and entry["hardware"].get("overrides") != list(conv):
                     sys.exit(f"{out}: trained for {entry['hardware'].get('overrides')}, not the "
-                             f"task's conversion choices {list(tc.convert)}: train it again")
+                             f"task's conversion choices {list(conv)}: train it again")
                 entry["nvmstream"] = {k: round(v, 4) for k, v in loop.evaluate(
-                    out, data, overrides=tc.convert).items()}
+                    out, data, overrides=conv).items()}
                 man["models"][f"{task}_{rname}"] = entry
                 write_manifest(man, mdir / "manifest.json")
                 continue

@@ -139,7 +139,7 @@ def cmd_train(args) -> int:
     # (TaskConfig.convert, e.g. keywords: adc.calibration=mse), then any --set
     sets = tuple(args.set)
     if args.recipe != "float":
-        sets = tuple(o for o in tc.convert if o not in sets) + sets
+        sets = tuple(o for o in tc.convert_for(args.recipe) if o not in sets) + sets
     recipe = make_recipe(args.recipe, args.profile, args.snr_db, age, sets, args.seed)
     data = load_data(data_path, name, args.extra_train)
     entry = loop.train_model(data, tc, recipe, out, do_eval=not args.no_eval,

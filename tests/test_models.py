@@ -93,7 +93,7 @@ def test_every_task_ships_four_recipes_with_one_budget():
     from nvmstream.runtime.training.tasks import task_config
     for name, e in MANIFEST.items():   # quantized recipes trained for the conversion choices
         if e["recipe"] != "float":     # the manifest evaluates them with
-            convert = list(task_config(e["task"]).convert)
+            convert = list(task_config(e["task"]).convert_for(e["recipe"]))
             assert e["hardware"]["overrides"][:len(convert)] == convert, name
             assert all(f"--set {o}" in e["command"] for o in convert), name
     for t in TASKS:   # same float phase and fine-tuning epochs for every recipe of a task
@@ -164,7 +164,8 @@ def test_int4_accuracy(name):
     # converted as the manifest evaluates it: with the task's conversion choices (keywords:
     # adc.calibration=mse), which its quantized recipes were trained for
     from nvmstream.runtime.training.tasks import task_config
-    acc = accuracy(name, "int4", task_config(MANIFEST[name]["task"]).convert)
+    entry = MANIFEST[name]
+    acc = accuracy(name, "int4", task_config(entry["task"]).convert_for(entry["recipe"]))
     assert abs(acc - recorded) <= INT4_MARGIN, f"{name}: int4 {acc:.4f} vs recorded {recorded:.4f}"
     entry = MANIFEST[name]
     if entry["torch_qat_test_accuracy"] is not None and "adc_range" in entry["hardware"]:

@@ -316,7 +316,7 @@ def build_metadata(data: TrainData, tc: TaskConfig, recipe: Recipe, acc: dict) -
                        if tc.all_steps_weight else ""),
             "optimizer": "Adam, cosine learning rate, grad-norm clip 1.0",
             "hardware": spec.to_dict(),
-            "convert": list(tc.convert),
+            "convert": list(tc.convert_for(recipe.name)),
             "calibration": "nvmstream.runtime.stats.calibration_set of the data file's "
                            "x_train (64 sequences, class-balanced, seed 0; --extra-train "
                            "files are not drawn from)",
@@ -389,7 +389,7 @@ def train_model(data: TrainData, tc: TaskConfig, recipe: Recipe, out: Path,
         te0 = time.perf_counter()
         entry["nvmstream"] = {k: round(v, 4) for k, v in
                               evaluate(out, data, eval_devices,
-                                       overrides=tc.convert).items()}
+                                       overrides=tc.convert_for(recipe.name)).items()}
         entry["eval_seconds"] = round(time.perf_counter() - te0, 1)
         log.info("%s: nvmstream %s", out.name, entry["nvmstream"])
     return entry
