@@ -853,7 +853,7 @@ def main(argv=None) -> int:
            f"{MANY_VOTES} votes). "
            + ("keywords runs on its first 190 test items, 19 per class. "
               if "keywords" in tasks and not args.quick else "")
-           + "".join(f"{t}'s models are converted with `{' '.join(convert_choices(t))}` "
+           + "".join(f"The {t} models are converted with `{' '.join(convert_choices(t))}` "
                      "on every profile (a per-model conversion choice, printed in each "
                      "command as a one-value `--grid` axis; the profiles themselves are "
                      "unchanged; its quantized recipes are trained for it"
