@@ -857,7 +857,9 @@ def main(argv=None) -> int:
                      "on every profile (a per-model conversion choice, printed in each "
                      "command as a one-value `--grid` axis; the profiles themselves are "
                      "unchanged; its quantized recipes are trained for it"
-                     + "".join(f"; not {r}" for r in convert_skipped(t)) + "). "
+                     + (f"; except {' and '.join(convert_skipped(t))}, trained and "
+                        "converted with the profile as it is" if convert_skipped(t) else "")
+                     + "). "
                      for t in tasks if convert_choices(t) and not args.quick)
            + "\"A beats B\" is said only when a paired test on the same items "
            "resolves it (exact McNemar for one seed, paired bootstrap over items x seeds "

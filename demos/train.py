@@ -51,7 +51,7 @@ def write_manifest(man: dict, path: Path) -> None:
         "emulation of the profile's weight/DAC/ADC quantizers; nvmstream.*: "
         "nvm.convert(model, calibration_set(x_train, y_train)) then nvm.Engine(prog, "
         "nvm.Device(profile, seed=0, overrides=the task's conversion choices, "
-        "TaskConfig.convert_for: keywords adc.calibration=mse except hwa), votes) (votes > 1: "
+        "TaskConfig.convert_for: keywords qat4 and float adc.calibration=mse), votes) (votes > 1: "
         "majority via "
         "Engine.predict).")
     man["models"] = dict(sorted(man["models"].items()))

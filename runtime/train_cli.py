@@ -44,6 +44,9 @@ def add_train_parser(sub) -> None:
     s.add_argument("--fine-tune-epochs", "--qat-epochs", dest="fine_tune_epochs", type=int,
                    default=None, help="fine-tuning epochs (float: more float epochs, same "
                                       "budget)")
+    s.add_argument("--freeze-frac", type=float, default=None,
+                   help="last fraction of the fine-tuning epochs run with the emulator's frozen "
+                        "ranges (default: the task preset's)")
     s.add_argument("--hidden", type=int, default=None, help="hidden units")
     s.add_argument("--kind", choices=("LSTM", "GRU"), default=None)
     s.add_argument("--seed", type=int, default=0)
@@ -73,6 +76,9 @@ def command_line(task: str, recipe, tc, out: str, data: str | None = None,
         parts.append(f"--snr-db {spec.snr_db:g}")
     if spec.age_s is not None:
         parts.append(f"--age {spec.age_s:g}")
+    from nvmstream.runtime.training.tasks import task_config
+    if recipe.name != "float" and tc.freeze_frac != task_config(task).freeze_frac:
+        parts.append(f"--freeze-frac {tc.freeze_frac:g}")
     parts += [f"--epochs {tc.epochs}", f"--fine-tune-epochs {tc.qat_epochs}",
               f"--hidden {tc.hidden}", f"--kind {tc.kind}", f"--seed {recipe.seed}",
               f"--out {out}"]
@@ -134,7 +140,7 @@ def cmd_train(args) -> int:
     age = parse_age_s(args.age) if args.age is not None else None
     name = args.task or data_path.stem
     tc = task_config(name, epochs=args.epochs, qat_epochs=args.fine_tune_epochs,
-                     hidden=args.hidden, kind=args.kind)
+                     hidden=args.hidden, kind=args.kind, freeze_frac=args.freeze_frac)
     # a quantized recipe trains for the profile with the task's conversion choices
     # (TaskConfig.convert, e.g. keywords: adc.calibration=mse), then any --set
     sets = tuple(args.set)

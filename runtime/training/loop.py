@@ -316,7 +316,9 @@ def build_metadata(data: TrainData, tc: TaskConfig, recipe: Recipe, acc: dict) -
                        if tc.all_steps_weight else ""),
             "optimizer": "Adam, cosine learning rate, grad-norm clip 1.0",
             "hardware": spec.to_dict(),
-            "convert": list(tc.convert_for(recipe.name)),
+            # the task's conversion choices (only when there are some)
+            **({"convert": list(tc.convert_for(recipe.name))} if tc.convert_for(recipe.name)
+               else {}),
             "calibration": "nvmstream.runtime.stats.calibration_set of the data file's "
                            "x_train (64 sequences, class-balanced, seed 0; --extra-train "
                            "files are not drawn from)",
