@@ -206,6 +206,21 @@ def _fixing_args(s) -> None:
                         "time axis (each call is one recurrent step), e.g. 576 for silero-vad")
 
 
+def _raw_frontend(args, inp) -> dict:
+    """The raw-PCM front end ``convert --sample-rate HZ [--frame-context N]`` writes: frames
+    of the model's input length (its --frame-size), N samples of them repeating the previous
+    frame's end (runtime/frontend.py, kind "raw")."""
+    from .frontend import FrontendParams
+    ctx = args.frame_context or 0
+    n = inp.features
+    if args.sample_rate < 1 or not 0 <= ctx < n:
+        raise CliError(f"--sample-rate {args.sample_rate} must be >= 1 Hz and --frame-context "
+                       f"{ctx} in 0..{n - 1} (input {inp.name!r} takes {n} samples per frame)",
+                       EXIT_USAGE)
+    return FrontendParams(kind="raw", sample_rate_hz=args.sample_rate, win_length=n,
+                          hop_length=n - ctx).to_dict()
+
+
 def _convert_kw(args) -> dict:
     kw = {"weight_bits": args.bits} if getattr(args, "bits", None) else {}
     if getattr(args, "constant", None):
@@ -408,7 +423,11 @@ def cmd_convert(args) -> int:
         raise CliError(str(e)) from None
     if _sniff_model(args.model) != "onnx":
         raise CliError(f"{args.model}: is already a compiled model; convert takes an .onnx")
+    if args.frame_context is not None and args.sample_rate is None:
+        raise CliError("--frame-context needs --sample-rate (the input is raw audio)", EXIT_USAGE)
     prog, cal = _load_program(args)
+    if args.sample_rate is not None:
+        prog = dataclasses.replace(prog, frontend=_raw_frontend(args, prog.model.input))
     prog = dataclasses.replace(prog, meta={**dict(prog.meta), "provenance": provenance(
         model=args.model, calibration=cal.as_dict())})
     out = Path(args.output)
@@ -417,6 +436,10 @@ def cmd_convert(args) -> int:
     print(cal.describe())
     print(f"wrote {out}: {len(prog.codes)} crossbar matrices, {n} weights at {prog.weight_bits} "
           f"bits, {out.stat().st_size} bytes")
+    fe = prog.frontend or {}
+    if fe.get("kind") == "raw":
+        print(f"front end: raw {fe['sample_rate_hz']} Hz PCM, {fe['win_length']} samples per "
+              f"frame ({fe['hop_length']} new, {fe['win_length'] - fe['hop_length']} of context)")
     return EXIT_OK
 
 
@@ -718,6 +741,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calibration", help=_CAL_HELP)
     s.add_argument("--bits", type=int, default=4, help="weight code bits stored (2..8; default 4)")
     _fixing_args(s)
+    s.add_argument("--sample-rate", type=int, metavar="HZ",
+                   help="the input is raw int16 audio at HZ, one frame of --frame-size samples "
+                        "per call (pcm / 32768): `serve` then takes audio streams and `stream "
+                        "--data x.wav` cuts the file into frames, e.g. 16000 for silero-vad")
+    s.add_argument("--frame-context", type=int, metavar="N",
+                   help="with --sample-rate: the first N samples of each frame repeat the end "
+                        "of the previous one (zeros before the signal), e.g. 64 for silero-vad "
+                        "(512 new samples per 576-sample frame); default 0")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("sweep", help="accuracy over a grid of profile overrides x seeds x votes",

@@ -27,6 +27,8 @@ SPEECH = DATA / "vad_speech.wav"
 KEYWORDS = sorted(e["file"] for e in json.loads((DATA / "keywords_wav" / "manifest.json")
                                                   .read_text()))
 FRAME = 576
+#: the raw-PCM front end `convert --sample-rate 16000 --frame-context 64` writes
+RAW = {"sample_rate_hz": 16000, "win_length": FRAME, "hop_length": 512, "kind": "raw"}
 
 
 def _frames(path: Path) -> np.ndarray:
@@ -170,7 +172,7 @@ def test_demo_runs_as_printed():
 
 def test_cli_convert_needs_the_frame_size(tmp_path):
     """`nvmstream convert` (a real subprocess): with --constant sr=16000 --frame-size 576 it
-    writes the model; without the frame size it exits non-zero with one line naming it and
+    writes the model (with --sample-rate 16000 --frame-context 64: its raw-PCM front end); without the frame size it exits non-zero with one line naming it and
     writes nothing; a frame size for a sequence model is refused."""
     import subprocess
     import sys
@@ -184,10 +186,19 @@ def test_cli_convert_needs_the_frame_size(tmp_path):
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "--frame-size" in err[0] and "'input'" in err[0]
     r = subprocess.run(cli + [str(SILERO), "--constant", "sr=16000", "--frame-size", "576",
+                              "--sample-rate", "16000", "--frame-context", "64",
                               "--calibration", str(cal), "-o", str(out)],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert nvm.load(out).model.input.frame
+    assert nvm.load(out).model.input.frame and nvm.load(out).frontend == RAW
+    assert "raw 16000 Hz PCM, 576 samples per frame (512 new, 64 of context)" in r.stdout
+    r = subprocess.run(cli + [str(SILERO), "--constant", "sr=16000", "--frame-size", "576",
+                              "--sample-rate", "16000", "--frame-context", "576",
+                              "--calibration", str(cal), "-o", str(tmp_path / "t.nvm")],
+                       capture_output=True, text=True, cwd=REPO)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(err) == 1 and "--frame-context 576 in 0..575" in err[0]
+    assert not (tmp_path / "t.nvm").exists()
     seq = REPO / "tests" / "corpus" / "torch" / "lstm_perstep.ts.onnx"
     with pytest.raises(nvm.NvmConversionError, match="is a sequence, not a frame"):
         load_ir(seq, frame_size=10)
@@ -211,3 +222,84 @@ def test_ledger_reads_each_frame_conv_once_per_position(prog):
         assert c.cell_reads == 2 * n_in * n_out * l.out_positions
         assert c.dac_conversions % l.out_positions == 0 and c.dac_conversions > 0
         assert geom[l.name].sequential_vmms == l.out_positions
+
+
+
+@pytest.fixture(scope="module")
+def raw_model(prog, tmp_path_factory):
+    """The converted model with the raw-PCM front end `convert --sample-rate 16000
+    --frame-context 64` writes (that command is tested in test_cli_convert_needs_the_frame_size)."""
+    import dataclasses
+    path = tmp_path_factory.mktemp("raw") / "silero_raw.nvm"
+    dataclasses.replace(prog, frontend=RAW).save(path)
+    return path
+
+
+def test_audio_streams_over_zeromq_with_the_raw_front_end(raw_model, speech):
+    """A real server on loopback takes int16 PCM in chunks that do not line up with the
+    512-sample frames and cuts it into the model's frames: every reply equals the in-process
+    engine fed the same frames (bit for bit), the decisions onnxruntime's, and the energy the
+    server reports for the stream is the in-process ledger's for it."""
+    x, ref = speech
+    pcm, _ = read_wav(SPEECH, 16000)
+    assert pcm.size % 512 == 0
+    with ServerProcess(raw_model, "--profile", "int4") as srv, Client(srv.endpoint,
+                                                                     timeout_s=60) as c:
+        assert c.info()["model"]["kinds"] == ["features", "audio"]
+        s = c.open("audio", seed=3)
+        ys, sent = [], 0
+        for k in [100, 700, 1600, 33] * 1000:
+            if sent >= pcm.size:
+                break
+            r = s.step(pcm[sent:sent + k])
+            sent += k
+            if r is not None and r.shape[0]:
+                ys.append(r)
+        summary = s.close()
+    got = np.concatenate(ys)
+    want, _, es = reference_outputs(raw_model, "int4", 3, x)
+    np.testing.assert_array_equal(got, want)
+    assert summary["frames"] == x.shape[0]
+    assert summary["e_pJ"] == pytest.approx(sum(es), rel=1e-9)
+    eng = nvm.Engine(nvm.load(raw_model), nvm.Device("int4"))
+    st = eng.stream(seed=3)
+    for t in range(x.shape[0]):
+        st.step(x[t])
+    assert summary["e_pJ"] == pytest.approx(eng.report("streams").analog
+                                            .energy_pJ_per_inference, rel=1e-9)
+
+
+def test_cli_streams_a_wav_to_silero(raw_model, speech, tmp_path):
+    """`nvmstream stream --data vad_speech.wav` (a real subprocess against a real server):
+    the WAV is cut into the model's frames; the per-frame outputs it writes equal the
+    in-process engine's, so its speech decisions equal onnxruntime's. A WAV at another rate
+    or with two channels is refused with one line naming the file, exit non-zero."""
+    import subprocess
+    import sys
+    import wave
+    x, ref = speech
+    out = tmp_path / "y.npz"
+    cli = [sys.executable, "-m", "nvmstream.runtime.cli", "stream"]
+    with ServerProcess(raw_model, "--profile", "ideal") as srv:
+        r = subprocess.run(cli + ["-c", srv.endpoint, "--data", str(SPEECH), "--seed", "0",
+                                  "--outputs", str(out)],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for rate, ch in ((8000, 1), (16000, 2)):
+            bad = tmp_path / f"bad{rate}_{ch}.wav"
+            with wave.open(str(bad), "wb") as w:
+                w.setnchannels(ch)
+                w.setsampwidth(2)
+                w.setframerate(rate)
+                w.writeframes(np.zeros(4000 * ch, "<i2").tobytes())
+            r2 = subprocess.run(cli + ["-c", srv.endpoint, "--data", str(bad)],
+                                capture_output=True, text=True, cwd=REPO, timeout=120)
+            err = r2.stderr.strip().splitlines()
+            assert r2.returncode != 0 and len(err) == 1 and str(bad) in err[0], r2.stderr
+            assert ("16000 Hz is expected" if ch == 1 else "mono") in err[0]
+    with np.load(out) as z:
+        got = z["y_0"]
+        assert list(z["outputs"]) == ["output:1", "stateN:256"]
+    want, _, _ = reference_outputs(raw_model, "ideal", 0, x)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got[:, 0] > 0.5, ref > 0.5)
