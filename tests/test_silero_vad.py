@@ -172,7 +172,8 @@ def test_demo_runs_as_printed():
 
 def test_cli_convert_needs_the_frame_size(tmp_path):
     """`nvmstream convert` (a real subprocess): with --constant sr=16000 --frame-size 576 it
-    writes the model (with --sample-rate 16000 --frame-context 64: its raw-PCM front end); without the frame size it exits non-zero with one line naming it and
+    writes the model (with --sample-rate 16000 --frame-context 64: its raw-PCM front end);
+    without the frame size it exits non-zero with one line naming it and
     writes nothing; a frame size for a sequence model is refused."""
     import subprocess
     import sys
@@ -191,6 +192,7 @@ def test_cli_convert_needs_the_frame_size(tmp_path):
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert nvm.load(out).model.input.frame and nvm.load(out).frontend == RAW
+    assert nvm.load(out).meta["constants"] == {"sr": 16000}      # `run` checks an npz's sr
     assert "raw 16000 Hz PCM, 576 samples per frame (512 new, 64 of context)" in r.stdout
     r = subprocess.run(cli + [str(SILERO), "--constant", "sr=16000", "--frame-size", "576",
                               "--sample-rate", "16000", "--frame-context", "576",
@@ -303,3 +305,61 @@ def test_cli_streams_a_wav_to_silero(raw_model, speech, tmp_path):
     want, _, _ = reference_outputs(raw_model, "ideal", 0, x)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got[:, 0] > 0.5, ref > 0.5)
+
+
+def test_cli_run_feeds_every_input_from_an_npz(prog, speech, tmp_path):
+    """`nvmstream run` (real subprocesses) on silero-vad with every model input from an .npz
+    (input [B, calls, 576], the packed state [2, B, 128], sr): on the .onnx itself (sr folds
+    the If) and on the .nvm (sr checked against the value fixed at conversion), the state is
+    carried over the calls and equals onnxruntime's; the last call's state, written as
+    stateN_last, carries the streams on into a second run; one call [B, 576] also works."""
+    import dataclasses
+    import subprocess
+    import sys
+    x, _ = speech
+    xs = np.stack([x[20:60], x[100:140]])                       # two streams, 40 calls each
+    sess = ort.InferenceSession(str(SILERO), providers=["CPUExecutionProvider"])
+    state = np.zeros((2, 2, 128), np.float32)
+    ref, states = [], []
+    for t in range(40):
+        p, state = sess.run(None, {"input": xs[:, t], "state": state,
+                                   "sr": np.array(16000, np.int64)})
+        ref.append(p[:, 0])
+        states.append(state)
+    ref = np.stack(ref, 1)                                       # [2, 40]
+    nvm_path = tmp_path / "s.nvm"
+    dataclasses.replace(prog, meta={"constants": {"sr": 16000}}).save(nvm_path)
+    cli = [sys.executable, "-m", "nvmstream.runtime.cli", "run"]
+
+    def run(model, feeds, *extra):
+        np.savez(tmp_path / "in.npz", **feeds)
+        out = tmp_path / "y.npz"
+        r = subprocess.run(cli + [str(model), "-i", str(tmp_path / "in.npz"), "-o", str(out),
+                                  *extra],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert r.returncode == 0, r.stderr
+        with np.load(out) as z:
+            got = {k: z[k] for k in z.files}
+        out.unlink()
+        return got
+
+    sr = np.array(16000, np.int64)
+    for model, extra in ((SILERO, ["--frame-size", "576"]), (nvm_path, [])):
+        first = run(model, {"input": xs[:, :20], "state": np.zeros((2, 2, 128), np.float32),
+                            "sr": sr}, *extra)
+        assert first["output"].shape == (2, 20, 1) and first["stateN_last"].shape == (2, 2, 128)
+        assert np.max(np.abs(first["output"][:, :, 0] - ref[:, :20])) <= 1e-5
+        assert np.max(np.abs(first["stateN_last"] - states[19])) <= 1e-5 * np.abs(
+            states[19]).max()
+        second = run(model, {"input": xs[:, 20:], "state": first["stateN_last"], "sr": sr},
+                     *extra)
+        assert np.max(np.abs(second["output"][:, :, 0] - ref[:, 20:])) <= 1e-5
+        one = run(model, {"input": xs[:, 20], "state": first["stateN_last"], "sr": sr}, *extra)
+        assert one["output"].shape == (2, 1, 1)
+        assert np.max(np.abs(one["output"][:, 0, 0] - ref[:, 20])) <= 1e-5
+    np.savez(tmp_path / "bad.npz", input=xs[:, :2], sr=np.array(8000, np.int64))
+    r = subprocess.run(cli + [str(nvm_path), "-i", str(tmp_path / "bad.npz"), "-o",
+                              str(tmp_path / "z.npz")], capture_output=True, text=True, cwd=REPO)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 3 and len(err) == 1 and "sr=8000" in err[0] and "sr=16000" in err[0]
+    assert not (tmp_path / "z.npz").exists()
