@@ -152,7 +152,6 @@ class Engine:
         self.step_energy_pJ: float = self._frame_e_pJ[-1]
         self.step_latency_ns: float = self._frame_lat_ns[-1]
         self._frame_e_cum = np.concatenate([[0.0], np.cumsum(self._frame_e_pJ)])
-        self._frame_lat_cum = np.concatenate([[0.0], np.cumsum(self._frame_lat_ns)])
         t0 = self.model.outputs[0].tensor
         self._first_off = (self.plan.offsets[t0], self.plan.offsets[t0] + self.plan.widths[t0])
         # the other outputs' env columns (the fused step_many reads them from each stream)
@@ -191,7 +190,8 @@ class Engine:
     def stream_energy_pJ(self, frames: int) -> float:
         """Emulated device energy of a stream's first ``frames`` frames."""
         m = self._max_skip + 1
-        return float(self._frame_e_cum[min(frames, m)] + max(frames - m, 0) * self._frame_e_pJ[-1])
+        later = max(frames - m, 0) * self._frame_e_pJ[-1]
+        return float(self._frame_e_cum[min(frames, m)] + later)
 
     # ----------------------------------------------------------------------------- internals
     def _init_state(self, n: int, aux: Mapping[str, np.ndarray] | None = None,
