@@ -48,9 +48,10 @@ PAGES = (["--tasks", "japanese_vowels,basic_motions,digits"],
 #: `int4` without noise and `ideal` are deterministic: the bits section runs a second seed
 #: only to check that it reproduces the first bit for bit (the generator asserts it).
 SECTION_SEEDS = {"bits": 2, "snr": 10, "snr15": 10, "ber": 10, "age": 10, "rram": 10}
-#: fewer seeds where a run is dear: a japanese_vowels PCM or RRAM run took ~24 s at load ~10
-#: (nice 5; 1.7 s on a quiet machine), so 10 seeds of its two age sections would add ~40 min
-TASK_SEEDS = {"japanese_vowels": {"age": 5, "rram": 5}}
+#: fewer seeds for a task where a section's runs are dear (task -> section -> seeds). Empty:
+#: japanese_vowels' PCM and RRAM age sections, once at 5 (a run took ~24 s at load ~10, 1.7 s
+#: on a quiet machine), were extended to 10 by `--resume` on a quiet machine.
+TASK_SEEDS: dict[str, dict[str, int]] = {}
 #: the extra 0 dB point: the seed's claim is that voting restores accuracy
 MANY_VOTES = 15
 #: per-task reductions: keywords (98 frames x hidden 64 per item, ~4x japanese_vowels per run)
