@@ -355,16 +355,18 @@ def section_bits(pg: Page, task: str, bits: list[int]) -> list[dict]:
         f4 = [r for r in rows if r["recipe"] == "float" and r["weights.bits"] == 4]
         p = R.compare(q4, ideal["float"])
         status = goal_status(p.lo, p.hi, -0.01)
+        note = near_goal(p.lo, p.hi, -0.01).strip()
         q = R.summarize(q4, ["recipe"])[0]
         pg.add(f"*Finding ({task}):* qat4 at 4/4/4 bits minus the float model (ideal): "
                f"{p.fmt()}. Within 1 pt: **{status}** (met: the interval's lower end is above "
                "-1 pt; not met: its upper end is below -1 pt)."
-               + near_goal(p.lo, p.hi, -0.01) + "  ")
+               + (f" {note}" if note else "") + "  ")
         pg.add(f"Post-training quantization for comparison: "
                f"{pg.claim(T_PTQ, task, R.compare(q4, f4), 'qat4 at 4/4/4', 'the float model at 4/4/4')}", "")
         pg.headlines.append(
             f"| {task} | 4/4/4 QAT within 1 pt of float | qat4 {ci(q)} vs float {ci(fl)}; "
-            f"difference {p.fmt()}{near_goal(p.lo, p.hi, -0.01)} | **{status}** |")
+            f"difference {p.fmt()}" + (f"; {note[0].lower()}{note[1:]}" if note else "")
+            + f" | **{status}** |")
     return rows
 
 
