@@ -172,3 +172,19 @@ def test_results_prints_a_tasks_conversion_choices_in_its_commands(tmp_path):
     assert "adc.calibration=mse" not in ran[1] and "--grid adc.calibration=max" in ran[1]
     assert "--grid" not in ran[2] and "--grid" in ran[3] and "calibration" not in ran[3]
     assert [f"`{c}`  " for c in ran] == [ln for ln in pg.md if ln.startswith("`")]
+
+
+def test_goal_status_and_the_note_for_an_interval_end_hidden_by_rounding():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("results_page", REPO / "demos" / "results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.goal_status(-0.009, 0.01, -0.01) == "met"
+    assert mod.goal_status(-0.05, -0.0101, -0.01) == "not met"
+    # prints as [-5.2, -1.0] yet straddles -1 pt: the note says on which side and by how much
+    assert mod.goal_status(-0.052, -0.00997, -0.01) == "unresolved"
+    note = mod.near_goal(-0.052, -0.00997, -0.01)
+    assert "upper end is -0.997 pt, above -1 pt by 0.003 pt" in note
+    assert "lower" not in note
+    assert "below -1 pt by 0.020 pt" in mod.near_goal(-0.0102, 0.02, -0.01)
+    assert mod.near_goal(-0.033, 0.006, -0.01) == ""
