@@ -71,6 +71,7 @@ class Recurrent:
     sequence_lens_value: np.ndarray | None = None   # constant lengths [B]
     initial_h: StateInit | None = None
     initial_c: StateInit | None = None
+    mask: str | None = None         # per-step mask [B, T, 1] (1 run, 0 hold): a StepMask output
 
     @property
     def num_directions(self) -> int:
@@ -390,16 +391,29 @@ class FeaturePad:
     y: str
 
 
+@dataclass(frozen=True, eq=False)
+class StepMask:
+    """Keras ``Masking(mask_value)``: ``y[b, t] = 1.0`` if any feature of ``x[b, t]`` differs
+    from ``value``, else ``0.0`` (a masked frame); ``[B, T, 1]``, digital periphery. A
+    recurrent layer whose ``mask`` is ``y`` holds its state at masked frames and emits the held
+    state (``h``; ``c`` for the cell output), as Keras's masked RNN loop does."""
+
+    name: str
+    value: float
+    x: str
+    y: str
+
+
 UNARY_OPS = ("sqrt", "pow")
 BINARY_OPS = ("add", "sub", "mul")
 PAD_MODES = ("constant", "reflect", "edge")
 
 Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, LayerNorm,
-              Conv1d, FrameConv, Binary, Unary, ReduceMean, FeaturePad]
+              Conv1d, FrameConv, Binary, Unary, ReduceMean, FeaturePad, StepMask]
 
 # Layers the engine (runtime/plan.py) executes; the others run only in the float IR for now.
 ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, Conv1d,
-                 FrameConv, LayerNorm, Binary, Unary, ReduceMean, FeaturePad)
+                 FrameConv, LayerNorm, Binary, Unary, ReduceMean, FeaturePad, StepMask)
 
 
 def runs_on(layer: Layer) -> str:
@@ -671,18 +685,20 @@ class Model:
                 if whole:
                     lens = _seq_lens(layer, feeds, b, t)
                 h0, c0 = state[layer.name]
+                mask = env[layer.mask] if layer.mask else None
                 skip = max(0, self.delays.get(layer.x, 0) - t0)   # undefined leading steps
                 if skip >= t:
                     y = np.zeros((b, t, layer.out_features), np.float32)
                     c = y.copy() if layer.c else None
                     hT, cT = h0, c0
                 elif skip:
-                    y, c, hT, cT = run_recurrent(layer, env[layer.x][:, skip:], h0, c0, lens)
+                    y, c, hT, cT = run_recurrent(layer, env[layer.x][:, skip:], h0, c0, lens,
+                                                 None if mask is None else mask[:, skip:])
                     pad = np.zeros((b, skip, y.shape[2]), np.float32)
                     y = np.concatenate([pad, y], 1)
                     c = np.concatenate([pad, c], 1) if c is not None else None
                 else:
-                    y, c, hT, cT = run_recurrent(layer, env[layer.x], h0, c0, lens)
+                    y, c, hT, cT = run_recurrent(layer, env[layer.x], h0, c0, lens, mask)
                 state[layer.name] = (hT, cT)
                 env[layer.y] = y
                 if layer.c:
@@ -773,12 +789,17 @@ def _seq_lens(layer: Recurrent, feeds, b: int, t: int) -> np.ndarray | None:
 
 
 def run_recurrent(layer: Recurrent, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
-                  lens: np.ndarray | None):
+                  lens: np.ndarray | None, mask: np.ndarray | None = None):
     """Run an LSTM/GRU/RNN over ``x[B, T, I]`` from state ``h0[D, B, H]`` (``c0`` for LSTM).
 
     Returns ``(y[B, T, D*H], c[B, T, D*H] | None, hT[D, B, H], cT | None)``; ``y`` and ``c`` are
     zero past each row's length. Reverse directions walk each row from its own last valid step.
+    ``mask[B, T, 1]`` (forward layers, no lengths): where it is 0 the state is held and the step
+    emits the held state.
     """
+    if mask is not None:
+        assert lens is None and layer.direction == "forward"
+        keep = mask[:, :, 0] != 0
     b, t, _ = x.shape
     hsz, nd = layer.hidden_size, layer.num_directions
     y = np.zeros((b, t, nd * hsz), np.float32)
@@ -794,7 +815,12 @@ def run_recurrent(layer: Recurrent, x: np.ndarray, h0: np.ndarray, c0: np.ndarra
         for k in range(t):
             if lens is None:
                 idx = t - 1 - k if reverse else k
-                h, c = _cell(layer, d, x[:, idx], h, c)
+                hn, cn = _cell(layer, d, x[:, idx], h, c)
+                if mask is None:
+                    h, c = hn, cn
+                else:                             # masked frames hold the state
+                    h = np.where(keep[:, idx, None], hn, h)
+                    c = np.where(keep[:, idx, None], cn, c) if c is not None else None
                 y[:, idx, sl] = h
                 if cs is not None:
                     cs[:, idx, sl] = c
@@ -924,6 +950,9 @@ def run_pointwise(layer: Layer, env: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.power(x, np.float32(layer.p)).astype(np.float32)
     if isinstance(layer, ReduceMean):
         return env[layer.x].mean(axis=-1, keepdims=True, dtype=np.float32)
+    if isinstance(layer, StepMask):
+        return np.any(env[layer.x] != np.float32(layer.value), axis=-1,
+                      keepdims=True).astype(np.float32)
     if isinstance(layer, FeaturePad):
         x = env[layer.x]
         width = [(0, 0), (0, 0), (layer.begin, layer.end)]
