@@ -38,6 +38,7 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
                                                        else l.sequence_lens_value.tolist()),
                      initial_state=("input" if l.initial_h and l.initial_h.input else
                                     "constant" if l.initial_h else "zeros"),
+                     mask=l.mask,
                      macs_per_step=l.macs_per_step,
                      tiles=tiles_of.get(k, 0))
         elif isinstance(l, ir.Dense):
@@ -61,6 +62,8 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
             d.update(function=l.op if l.op == "sqrt" else f"pow {l.p:g}")
         elif isinstance(l, ir.ReduceMean):
             d.update(function="mean")
+        elif isinstance(l, ir.StepMask):
+            d.update(function=f"mask: any feature != {l.value:g}")
         elif isinstance(l, ir.FeaturePad):
             d.update(function=f"{l.mode} {l.begin}+{l.end}")
         elif isinstance(l, ir.Elementwise):
@@ -114,7 +117,7 @@ def format_text(info: dict[str, Any]) -> str:
         if l["type"] == "Recurrent":
             t = l["kind"]
             shape = f"{l['input_size']} -> {l['hidden_size']} x{2 if l['direction'] == 'bidirectional' else 1}"
-            extra = l["direction"]
+            extra = l["direction"] + (", masked" if l.get("mask") else "")
         elif l["type"] == "Dense":
             t, shape, extra = "Dense", f"{l['in_features']} -> {l['out_features']}", ""
         elif l["type"] == "Conv1d":

@@ -439,7 +439,8 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
                       input_forget=int(l.input_forget), lbr=int(l.linear_before_reset),
                       nseg=len(segl), seg0=segl[0], bias=buf.f64(bias),
                       peep=buf.f64(l.P[d]) if l.P is not None else -1,
-                      cout=(co + d * h) if co >= 0 else -1)
+                      cout=(co + d * h) if co >= 0 else -1,
+                      mask=offsets[l.mask] if l.mask else -1)
                 skip = delays.get(l.x, 0)
                 if skip:
                     if recs[-1]["rev"]:
@@ -496,6 +497,10 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
         elif isinstance(l, ir.ReduceMean):
             yo = alloc(l.y, 1)
             layer(op=LY.OP_REDUCEMEAN, x=offsets[l.x], xw=widths[l.x], y=yo, yw=1)
+        elif isinstance(l, ir.StepMask):
+            yo = alloc(l.y, 1)
+            layer(op=LY.OP_MASK, x=offsets[l.x], xw=widths[l.x], y=yo, yw=1,
+                  actp=buf.f64([l.value]))
         elif isinstance(l, ir.FeaturePad):
             w = widths[l.x]
             yo = alloc(l.y, w + l.begin + l.end)
