@@ -242,7 +242,10 @@ class Conv1d(_ConvKernel):
     not defined (the ONNX output is shorter by that much) and layers after it start there.
     Streaming keeps the last ``(K-1)*dilation`` frames. On the chip it is im2col: a window
     of ``K`` frames (digital, a ring of the last frames) times the crossbar matrix
-    :attr:`im2col` ``[O, K*C]``."""
+    :attr:`im2col` ``[O, K*C]``. With ``stride`` s > 1 (a keyword spotter decimating time) the
+    ONNX output ``k`` is step ``delay + k*s``: only every s-th step from ``delay`` on is
+    defined (``Model.strides``), recurrent layers after it step there and hold their state
+    in between (emitting the held state), and ONNX-shaped outputs take those steps."""
 
     name: str
     W: np.ndarray                   # [O, C, K] float32
@@ -251,6 +254,7 @@ class Conv1d(_ConvKernel):
     pad_begin: int
     x: str
     y: str
+    stride: int = 1
 
     @property
     def history(self) -> int:
@@ -464,6 +468,7 @@ class Output:
     pick: tuple[str, ...] | None
     features: int
     delay: int = 0                  # leading steps with no ONNX counterpart (a Conv1d's warm-up)
+    stride: int = 1                 # after it, every stride-th step is an ONNX step (strided Conv)
 
     @property
     def per_step(self) -> bool:
@@ -511,14 +516,12 @@ class Model:
     @cached_property
     def delays(self) -> dict[str, int]:
         """Per IR tensor: how many leading steps are undefined (after causal Conv1d layers)."""
-        d = {self.input.name: 0}
-        for l in self.layers:
-            ins = l.xs if isinstance(l, (FeatureConcat, Binary)) else (l.x,)
-            din = max(d.get(n, 0) for n in ins)
-            d[l.y] = din + (l.delay if isinstance(l, Conv1d) else 0)
-            if isinstance(l, Recurrent) and l.c:
-                d[l.c] = din
-        return d
+        return frame_rates(self.layers, self.input.name)[0]
+
+    @cached_property
+    def strides(self) -> dict[str, int]:
+        """Per IR tensor: after a strided Conv1d only steps ``delay + k * stride`` are defined."""
+        return frame_rates(self.layers, self.input.name)[1]
 
     @property
     def recurrent_layers(self) -> list[Recurrent]:
@@ -544,7 +547,7 @@ class Model:
                                 f"{''.join(self.input.axes)}, got shape {x.shape}")
         x_btf = x if self.input.axes == ("B", "T", "F") else np.swapaxes(x, 0, 1)
         env, lens = self._execute(np.ascontiguousarray(x_btf), feeds, whole=True)
-        return {o.name: _format_output(o, env[o.tensor][:, o.delay:] if o.pick is None
+        return {o.name: _format_output(o, env[o.tensor][:, o.delay::o.stride] if o.pick is None
                                        else env[o.tensor], lens) for o in self.outputs}
 
     def _run_frames(self, feeds) -> dict[str, np.ndarray]:
@@ -589,7 +592,7 @@ class Model:
             if self.causal:
                 out[o.name] = env[o.tensor]
             else:
-                r = _format_output(o, env[o.tensor][:, o.delay:] if o.pick is None
+                r = _format_output(o, env[o.tensor][:, o.delay::o.stride] if o.pick is None
                                    else env[o.tensor], lens)
                 if "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
                     r = np.swapaxes(r, 0, 1)
@@ -686,6 +689,11 @@ class Model:
                     lens = _seq_lens(layer, feeds, b, t)
                 h0, c0 = state[layer.name]
                 mask = env[layer.mask] if layer.mask else None
+                every = self.strides.get(layer.x, 1)
+                if every > 1:            # after a strided Conv: step only at defined frames
+                    g = t0 + np.arange(t) - self.delays.get(layer.x, 0)
+                    on = ((g >= 0) & (g % every == 0)).astype(np.float32)[None, :, None]
+                    mask = np.broadcast_to(on, (b, t, 1)) if mask is None else mask * on
                 skip = max(0, self.delays.get(layer.x, 0) - t0)   # undefined leading steps
                 if skip >= t:
                     y = np.zeros((b, t, layer.out_features), np.float32)
@@ -888,6 +896,21 @@ def _cell(layer: Recurrent, d: int, x_t: np.ndarray, h: np.ndarray, c: np.ndarra
     # RNN
     h_new = act(acts[0], xw + h @ layer._rt[d] + layer._bias[d])
     return h_new.astype(np.float32, copy=False), None
+
+
+def frame_rates(layers, seq: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Per IR tensor: (leading undefined steps, stride): after causal Conv1d layers only steps
+    ``delay + k * stride`` (k >= 0) have ONNX counterparts."""
+    d, s = {seq: 0}, {seq: 1}
+    for l in layers:
+        ins = l.xs if isinstance(l, (FeatureConcat, Binary)) else (l.x,)
+        din = max(d.get(n, 0) for n in ins)
+        sin = max(s.get(n, 1) for n in ins)
+        d[l.y] = din + (l.delay * sin if isinstance(l, Conv1d) else 0)
+        s[l.y] = sin * (l.stride if isinstance(l, Conv1d) else 1)
+        if isinstance(l, Recurrent) and l.c:
+            d[l.c], s[l.c] = din, sin
+    return d, s
 
 
 def run_conv1d(layer: Conv1d, x: np.ndarray, hist: np.ndarray):

@@ -143,8 +143,9 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>",
                 raise ctx.err(None, f"graph output {o.name!r} is step {v.step} of a sequence "
                                     f"(only the last step, or every step, can be an output)")
             v = replace(v, pick=("T-1",), step=None)
+        delay, stride = _delay_of(ctx.layers, v.tensor, ctx.seq_input)
         outputs.append(ir.Output(o.name, v.tensor, v.axes, v.sizes, v.pick, v.features,
-                                 delay=_delay_of(ctx.layers, v.tensor, ctx.seq_input)))
+                                 delay=delay, stride=stride))
     if ctx.seq_input is None:
         raise ctx.err(None, "no sequence input feeds a recurrent layer")
     if ctx.frame_size is not None and not ctx.seq_input.frame:
@@ -265,18 +266,19 @@ def _dedupe_layers(ctx: _Ctx, start: int, outs: list) -> list:
             for v in outs]
 
 
-def _delay_of(layers, tensor: str, seq) -> int:
-    d = {seq.name: 0} if seq is not None else {}
+def _delay_of(layers, tensor: str, seq) -> tuple[int, int]:
+    """(delay, stride) of ``tensor`` (ir.frame_rates); a layer joining tensors whose defined
+    steps differ is an error."""
+    if seq is None:
+        return 0, 1
+    d, s = ir.frame_rates(layers, seq.name)
     for l in layers:
         ins = l.xs if isinstance(l, (ir.FeatureConcat, ir.Binary)) else (l.x,)
-        ds = {d.get(n, 0) for n in ins}
-        if len(ds) > 1:
+        rates = {(d.get(n, 0), s.get(n, 1)) for n in ins}
+        if len(rates) > 1:
             raise NvmConversionError(f"layer {l.name!r} joins tensors with different Conv "
-                                     f"delays {sorted(ds)}")
-        d[l.y] = max(ds) + (l.delay if isinstance(l, ir.Conv1d) else 0)
-        if isinstance(l, ir.Recurrent) and l.c:
-            d[l.c] = max(ds)
-    return d.get(tensor, 0)
+                                     f"delays/strides {sorted(rates)}")
+    return d.get(tensor, 0), s.get(tensor, 1)
 
 
 def _bind_shape_only(ctx: _Ctx, g: onnx.GraphProto) -> None:

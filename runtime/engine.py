@@ -57,6 +57,13 @@ PRE_BYTES = 4 << 20         # bound on the precomputed products of one chunk of 
 WS_ENTRIES = 64             # work buffers kept per engine (batched path)
 
 
+def _frames_run(lens: np.ndarray, skip: int, every: int) -> np.ndarray:
+    """Frames ``n < lens`` with ``n >= skip`` and ``(n - skip) % every == 0`` (a layer after a
+    valid or strided Conv1d runs only there), per row."""
+    lens = np.asarray(lens, np.int64)
+    return np.where(lens > skip, (lens - skip - 1) // every + 1, 0)
+
+
 def _stream_seeds(device_seed: int, stream_seed: int, replicas: int, slots: int) -> np.ndarray:
     """64-bit seeds for [replicas, slots] random states of one stream (stable hash)."""
     out = np.empty((replicas, slots), np.uint64)
@@ -139,11 +146,18 @@ class Engine:
         self._ledgers = {"runs": Ledger(unit, geom), "streams": Ledger(unit, geom)}
         self._rec_names = {l.name for l in self.model.recurrent_layers}
         # recurrent layers after a valid Conv1d skip the first `skip` frames of a stream
-        # (undefined Conv outputs): never run, so never charged (see _skipped)
-        self._rec_skip = {l.name: self.model.delays.get(l.x, 0)
-                          for l in self.model.recurrent_layers
-                          if self.model.delays.get(l.x, 0) > 0}
-        self._max_skip = max(self._rec_skip.values(), default=0)
+        # (undefined Conv outputs); after a strided Conv1d they, the Conv and every layer
+        # after it run only at frames skip + k*every: charged only there (see _skipped)
+        m = self.model
+        self._rec_skip = {l.name: (m.delays.get(l.x, 0), m.strides.get(l.x, 1))
+                          for l in m.recurrent_layers
+                          if m.delays.get(l.x, 0) > 0 or m.strides.get(l.x, 1) > 1}
+        self._rec_skip.update({l.name: (m.delays.get(l.y, 0), m.strides.get(l.y, 1))
+                               for l in m.layers if not isinstance(l, ir.Recurrent)
+                               and m.strides.get(l.y, 1) > 1})
+        # frames below this may be skipped by some layer (every frame, with a stride)
+        self._max_skip = max((sk if ev == 1 else 2 ** 62 for sk, ev in self._rec_skip.values()),
+                             default=0)
         self._pending_skipped: dict[str, int] = {}   # single-stream warm-up steps not charged
         # what one stream-step (all K replicas) costs: carried by every streamed output
         from nvmstream.devices import energy as E
@@ -377,8 +391,8 @@ class Engine:
             if k > 1:
                 a = a.reshape(b, k, t, -1).mean(axis=1, dtype=np.float64).astype(np.float32)
             if not self.model.causal:
-                a = ir._format_output(o, np.ascontiguousarray(a[:, o.delay:] if o.pick is None
-                                                              else a), seq_lens)
+                a = ir._format_output(o, np.ascontiguousarray(
+                    a[:, o.delay::o.stride] if o.pick is None else a), seq_lens)
                 if "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
                     a = np.swapaxes(a, 0, 1)
             out[o.name] = a[0] if squeeze else a
@@ -423,7 +437,8 @@ class Engine:
         ``klens`` steps (one per row, replicas included): not run, not charged."""
         if not self._rec_skip:
             return {}
-        return {n: int(np.minimum(sk, klens).sum()) for n, sk in self._rec_skip.items()}
+        return {n: int((klens - _frames_run(klens, sk, ev)).sum())
+                for n, (sk, ev) in self._rec_skip.items()}
 
     def _account(self, rec_steps: int, all_steps: int, inferences: int,
                  stream_steps: int, source: str = "runs",
@@ -444,8 +459,8 @@ class Engine:
     def _skip_pending(self, pos: int) -> None:
         """A single stream's step at frame ``pos`` (< the longest warm-up): the recurrent
         layers still in their warm-up are not charged for it (folded in lazily)."""
-        for name, sk in self._rec_skip.items():
-            if pos < sk:
+        for name, (sk, ev) in self._rec_skip.items():
+            if pos < sk or (pos - sk) % ev:
                 self._pending_skipped[name] = self._pending_skipped.get(name, 0) + 1
 
     def _flush_stream_steps(self) -> None:
@@ -586,7 +601,8 @@ class Engine:
         if self._max_skip:                     # streams still in a valid Conv's warm-up
             pos = np.array([s.steps for s in streams], np.int64)
             if pos.min() < self._max_skip:
-                skipped = {name: k * int((pos < sk).sum()) for name, sk in self._rec_skip.items()}
+                skipped = {name: k * int(((pos < sk) | ((pos - sk) % ev != 0)).sum())
+                           for name, (sk, ev) in self._rec_skip.items()}
         for s in streams:
             new += s.steps == 0
             s.steps += 1

@@ -89,8 +89,11 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
             for b in range(b_):
                 h = np.zeros(h_)
                 c = np.zeros(h_)
+                every = model.strides.get(l.x, 1)
                 for t in range(delays.get(l.x, 0), t_):   # a valid Conv's undefined steps
-                    if l.mask and env[l.mask][b, t, 0] == 0:  # a masked frame: state held
+                    if (l.mask and env[l.mask][b, t, 0] == 0) or \
+                            (t - delays.get(l.x, 0)) % every:  # masked, or between two
+                        # strided Conv outputs: state held, the held state is the output
                         y[b, t] = h.astype(np.float32)
                         cs[b, t] = np.asarray(c, np.float32)
                         continue

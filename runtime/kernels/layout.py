@@ -73,6 +73,9 @@ LAYER = np.dtype([
     ("ctr", _i),       # state column of the frame counter (-1: none)
     ("tick", _i),
     ("skip", _i),
+    # after a strided Conv1d a recurrent layer steps only at frames skip + k*every; at the
+    # frames between it holds its state and emits the held state (as at a masked frame)
+    ("every", _i),
     # digital-periphery ops (runtime/kernels/digital.py)
     ("x2", _i),        # env column of the second input (OP_BINARY)
     ("mode", _i),      # BINARY_MODES / UNARY_MODES / PAD_MODES code
@@ -120,6 +123,7 @@ def layers(n: int) -> np.ndarray:
     for name in ("x", "y", "state", "rng", "actp", "bias", "peep", "cout", "ctr", "x2", "mask"):
         a[name] = -1
     a["clip"] = np.inf
+    a["every"] = 1
     return a
 
 
