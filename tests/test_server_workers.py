@@ -211,3 +211,50 @@ def test_broker_routes_frames_on_their_first_bytes_and_bundles_them():
         b.close()
     assert not os.path.exists(folder)
     ctx.term()
+
+
+def test_a_new_broker_removes_the_ipc_folder_of_a_sigkilled_one():
+    """A broker killed by SIGKILL cannot remove its ipc folder; the next broker on the host
+    removes folders whose broker pid is gone, and leaves a live broker's folder alone."""
+    import shutil
+    import tempfile
+
+    tmp = tempfile.mkdtemp(dir="/tmp", prefix="nvt-")   # short: ipc paths are <= 107 bytes
+    env = dict(os.environ, TMPDIR=tmp)
+    code = ("import sys, time\n"
+            "from nvmstream.runtime.server import ServerConfig\n"
+            "from nvmstream.runtime.serving.broker import Broker\n"
+            "b = Broker(ServerConfig(bind='tcp://127.0.0.1:*'))\n"
+            "b.bind()\n"
+            "print(b.local_worker_endpoint, flush=True)\n"
+            "time.sleep(600)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    old_tempdir = tempfile.tempdir
+    try:
+        folders = []
+        for p in procs:
+            ep = p.stdout.readline().strip()
+            assert ep.startswith("ipc://"), ep
+            folders.append(os.path.dirname(ep[len("ipc://"):]))
+        dead, live = folders
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        assert os.path.isdir(dead) and os.path.isdir(live)
+        tempfile.tempdir = tmp
+        b = Broker(ServerConfig(bind="tcp://127.0.0.1:*"))
+        b.bind()
+        try:
+            assert not os.path.exists(dead)
+            assert os.path.isdir(live)
+            mine = os.path.dirname(b.local_worker_endpoint[len("ipc://"):])
+            assert os.path.basename(mine).startswith(f"nvmstream-broker-{os.getpid()}-")
+        finally:
+            b.close()
+        assert not os.path.exists(mine)
+    finally:
+        tempfile.tempdir = old_tempdir
+        for p in procs:
+            p.kill()
+            p.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -48,7 +48,42 @@ from . import control as C
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "remove_stale_ipc_dirs"]
+
+#: spawned workers' ipc folders are ``<tmp>/nvmstream-broker-<broker pid>-<random>``
+IPC_PREFIX = "nvmstream-broker-"
+
+
+def remove_stale_ipc_dirs() -> list[str]:
+    """Remove this user's broker ipc folders whose broker process is gone (a broker killed by
+    SIGKILL cannot remove its own); return the folders removed. Folders of live brokers, of
+    other users, and names without a pid are left alone."""
+    tmp = tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return removed
+    for name in names:
+        pid_text = name[len(IPC_PREFIX):].split("-", 1)[0]
+        if not name.startswith(IPC_PREFIX) or not pid_text.isdigit():
+            continue
+        path = os.path.join(tmp, name)
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(pid_text), 0)
+            continue                       # that broker still runs
+        except ProcessLookupError:
+            pass
+        except OSError:                    # no permission to signal it, or the folder vanished
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d ipc folder(s) of brokers no longer running", len(removed))
+    return removed
+
 
 _NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
 _SNDMORE_NB = int(zmq.SNDMORE) | _NOBLOCK
@@ -127,7 +162,8 @@ class Broker:
         # user may connect) costs ~20% less per message than TCP loopback
         self.local_worker_endpoint = self.worker_endpoints[0]
         if zmq.has("ipc") and os.name == "posix":
-            d = tempfile.mkdtemp(prefix="nvmstream-broker-")
+            remove_stale_ipc_dirs()
+            d = tempfile.mkdtemp(prefix=f"{IPC_PREFIX}{os.getpid()}-")
             try:
                 b.bind(f"ipc://{d}/workers")
                 self._ipc_dir = d
