@@ -48,6 +48,7 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
         elif isinstance(l, ir.Conv1d):
             d.update(in_channels=l.channels, out_features=l.out_features, kernel=l.taps,
                      dilation=l.dilation, pad_begin=l.pad_begin, delay=l.delay,
+                     stride=l.stride,
                      in_features=l.in_features, bias=l.b is not None,
                      macs_per_step=l.macs_per_step, tiles=tiles_of.get(k, 0))
         elif isinstance(l, ir.FrameConv):
@@ -124,7 +125,8 @@ def format_text(info: dict[str, Any]) -> str:
             t = "Conv1d"
             shape = (f"{l['kernel']}x{l['in_channels']} -> {l['out_features']} (im2col "
                      f"{l['in_features']})")
-            extra = f"dil {l['dilation']}" + (f", delay {l['delay']}" if l["delay"] else "")
+            extra = (f"dil {l['dilation']}" + (f", delay {l['delay']}" if l["delay"] else "")
+                     + (f", stride {l['stride']}" if l.get("stride", 1) > 1 else ""))
         elif l["type"] == "FrameConv":
             t = "FrameConv"
             shape = (f"{l['kernel']}x{l['in_channels']} -> {l['out_channels']} "

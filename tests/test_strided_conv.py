@@ -44,6 +44,8 @@ def test_the_conv_decimates_time(strided):
     (rec,) = m.recurrent_layers
     assert (m.delays[rec.x], m.strides[rec.x]) == (K - 1, S)
     assert (m.outputs[0].delay, m.outputs[0].stride) == (K - 1, S) and m.streamable
+    from nvmstream.converters.inspect import describe, format_text
+    assert "delay 3, stride 2" in format_text(describe(m))
 
 
 @pytest.mark.parametrize("t", [4, 5, 10, 13])
