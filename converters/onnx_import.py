@@ -161,6 +161,9 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>",
     if len(lens_sources) > 1:
         raise ctx.err(None, "recurrent layers take different sequence_lens; not supported")
     layers = _fuse_bias(ctx.layers)
+    # a Keras mask no recurrent layer reads (x * mask with mask value 0 is x itself) is dropped
+    masks = {l.mask for l in layers if isinstance(l, ir.Recurrent) and l.mask}
+    layers = [l for l in layers if not (isinstance(l, ir.StepMask) and l.y not in masks)]
     meta = {p.key: p.value for p in model.metadata_props}
     for name, value in ctx.fixed.items():
         meta[f"nvmstream.fixed_input.{name}"] = str(value.tolist())
