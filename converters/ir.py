@@ -547,8 +547,8 @@ class Model:
                                 f"{''.join(self.input.axes)}, got shape {x.shape}")
         x_btf = x if self.input.axes == ("B", "T", "F") else np.swapaxes(x, 0, 1)
         env, lens = self._execute(np.ascontiguousarray(x_btf), feeds, whole=True)
-        return {o.name: _format_output(o, env[o.tensor][:, o.delay::o.stride] if o.pick is None
-                                       else env[o.tensor], lens) for o in self.outputs}
+        return {o.name: _format_output(o, onnx_steps(o, env[o.tensor]), lens)
+                for o in self.outputs}
 
     def _run_frames(self, feeds) -> dict[str, np.ndarray]:
         if isinstance(feeds, np.ndarray):
@@ -592,8 +592,7 @@ class Model:
             if self.causal:
                 out[o.name] = env[o.tensor]
             else:
-                r = _format_output(o, env[o.tensor][:, o.delay::o.stride] if o.pick is None
-                                   else env[o.tensor], lens)
+                r = _format_output(o, onnx_steps(o, env[o.tensor]), lens)
                 if "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
                     r = np.swapaxes(r, 0, 1)
                 out[o.name] = r
@@ -998,6 +997,15 @@ def format_frame_output(o: Output, a: np.ndarray) -> np.ndarray:
     """One call's ``a[B, F]`` of a frame model -> the ONNX output described by ``o``."""
     blocks = o.sizes[o.axes.index("D")] if "D" in o.axes else 1
     return _format_output(replace(o, pick=("T-1",) * blocks), a[:, None], None)
+
+
+def onnx_steps(o: Output, a: np.ndarray) -> np.ndarray:
+    """The steps of the per-step tensor ``a[B, T, F]`` that ONNX's output ``o`` is made of:
+    from its first defined step on, at a strided Conv's rate (so a last-step pick after a
+    strided Conv takes the last Conv output); other final-value picks read ``a`` whole."""
+    if o.pick is None or (o.stride > 1 and set(o.pick) == {"T-1"}):
+        return a[:, o.delay::o.stride]
+    return a
 
 
 def _format_output(o: Output, a: np.ndarray, lens: np.ndarray | None) -> np.ndarray:

@@ -391,8 +391,7 @@ class Engine:
             if k > 1:
                 a = a.reshape(b, k, t, -1).mean(axis=1, dtype=np.float64).astype(np.float32)
             if not self.model.causal:
-                a = ir._format_output(o, np.ascontiguousarray(
-                    a[:, o.delay::o.stride] if o.pick is None else a), seq_lens)
+                a = ir._format_output(o, np.ascontiguousarray(ir.onnx_steps(o, a)), seq_lens)
                 if "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
                     a = np.swapaxes(a, 0, 1)
             out[o.name] = a[0] if squeeze else a

@@ -134,3 +134,27 @@ def test_a_second_conv_after_a_strided_one_is_refused(tmp_path):
     assert w.dims[0] == 12
     with pytest.raises(NvmConversionError, match=r"conv2.*after a strided Conv"):
         load_ir(path)
+
+
+def test_a_last_step_pick_after_the_strided_conv_takes_the_last_conv_output(tmp_path):
+    """A second output, the last step of the Conv's ReLU (no recurrence in between): at an odd
+    length the last Conv output is not the last input frame; float IR and the session agree
+    with onnxruntime."""
+    import onnx
+    m = onnx.load(str(CORPUS / "strided_conv_lstm.ts.onnx"))
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.array(-1, np.int64), "last"))
+    m.graph.node.append(onnx.helper.make_node("Gather", ["/Transpose_1_output_0", "last"],
+                                              ["z_last"], axis=1))
+    m.graph.output.append(onnx.helper.make_tensor_value_info("z_last", onnx.TensorProto.FLOAT,
+                                                             ["batch", 12]))
+    path = tmp_path / "two_outputs.onnx"
+    onnx.save(m, path)
+    prog = nvm.convert(path, calibration=_x(4, 12, 0))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for t in (10, 11):
+        x = _x(2, t, 5)
+        want = sess.run(["z_last"], {"x": x})[0]
+        got = prog.model.run({"x": x})["z_last"]
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+        (eng,) = nvm.InferenceSession(prog, "ideal").run(["z_last"], {"x": x})
+        assert np.abs(eng - want).max() <= 1e-5 * np.abs(want).max()
