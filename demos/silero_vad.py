@@ -6,8 +6,10 @@ returns the speech probability and its LSTM state. nvmstream converts it with th
 and the frame size fixed (one call = one recurrent step; the stream carries the state), puts
 its STFT basis, four encoder convolutions, LSTM and head on crossbars (im2col) and the rest
 (reflect pad, magnitude, ReLUs, sigmoid) in the digital periphery. The demo runs, and prints,
-the commands a user would type, then streams a WAV's chunks to the server over ZeroMQ once per
-profile and compares the speech decisions (probability > 0.5) with onnxruntime's:
+the commands a user would type: `convert --sample-rate 16000 --frame-context 64` gives the
+model a raw-PCM front end, so `nvmstream stream --data x.wav` sends the WAV's samples to the
+server over ZeroMQ, which cuts them into the model's 576-sample frames; once per profile, the
+speech decisions (probability > 0.5) are compared with onnxruntime's:
 
     python demos/silero_vad.py                                   # demos/data/vad_speech.wav
     python demos/silero_vad.py --wav demos/data/keywords_wav/yes_Alex.wav
@@ -36,7 +38,6 @@ SILERO = REPO / "tests" / "corpus" / "silero" / "silero_vad_16k_op15.onnx"
 PROFILES = [("ideal", "ideal", []), ("int4", "int4", []),
             ("int4+8b", "int4", ["dac.bits=8", "adc.bits=8"]), ("pcm", "pcm", [])]
 THRESHOLD = 0.5
-WINDOW = 8            # chunks in flight (a live microphone has one every 32 ms)
 
 
 def onnxruntime_probs(frames: np.ndarray) -> np.ndarray:
@@ -65,7 +66,8 @@ def timeline(speech: np.ndarray, chunk_s: float) -> str:
 
 
 def main(argv=None) -> int:
-    from nvmstream.runtime.client import Client
+    import json
+
     from nvmstream.runtime.frontend import context_frames, read_wav
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -87,29 +89,30 @@ def main(argv=None) -> int:
                         for w in sorted((HERE / "data" / "keywords_wav").glob("*.wav"))])
         np.save(td / "calibration.npy", cal)
         model = td / "silero.nvm"
-        run(["convert", SILERO, "--constant", "sr=16000", "--frame-size", "576",
-             "--calibration", td / "calibration.npy", "-o", model], print)
+        # --sample-rate/--frame-context: the model takes raw 16 kHz PCM, 512 new samples and
+        # 64 of context per call; the server cuts audio streams into those frames
+        r = run(["convert", SILERO, "--constant", "sr=16000", "--frame-size", "576",
+                 "--sample-rate", "16000", "--frame-context", "64",
+                 "--calibration", td / "calibration.npy", "-o", model], print)
+        print("\n".join("     " + ln for ln in r.stdout.splitlines()[-1:]))
         r = run(["inspect", model], lambda m: None)
         print("\n".join("     " + ln for ln in r.stdout.splitlines()[6:29]))
         server = Server(model, print)
         rows = []
         try:
-            with Client(server.addr, timeout_s=60) as c:
-                for label, profile, overrides in PROFILES:
-                    s = c.open(profile=profile, overrides=overrides, seed=0)
-                    reps = []
-                    for i, f in enumerate(frames):     # at most WINDOW chunks in flight
-                        s.send(f)
-                        if i >= WINDOW:
-                            reps.append(s.recv())
-                    reps += [s.recv() for _ in range(len(frames) - len(reps))]
-                    summary = s.close()
-                    prob = np.array([float(r.y[0, 0]) for r in reps])
-                    speech = prob > THRESHOLD
-                    rows.append((label, float(np.max(np.abs(prob - ref))),
-                                 float(np.mean(speech == ref_speech)),
-                                 int(np.sum(speech != ref_speech)),
-                                 summary["e_pJ"] / len(frames), timeline(speech, chunk_s)))
+            for label, profile, overrides in PROFILES:
+                out, summary = td / f"{label}.npz", td / f"{label}.json"
+                sets = [a for o in overrides for a in ("--set", o)]
+                run(["stream", "-c", server.addr, "--data", args.wav, "--profile", profile,
+                     *sets, "--seed", "0", "-q", "--outputs", out, "--json", summary], print)
+                with np.load(out) as z:
+                    prob = z["y_0"][:, 0].astype(np.float64)
+                res = json.loads(summary.read_text())
+                speech = prob > THRESHOLD
+                rows.append((label, float(np.max(np.abs(prob - ref))),
+                             float(np.mean(speech == ref_speech)),
+                             int(np.sum(speech != ref_speech)),
+                             res["energy_pJ_per_frame"], timeline(speech, chunk_s)))
         finally:
             server.stop()
     print(f"\n{'profile':<8} {'max |p - p_ort|':>16} {'decisions = ort':>16} "
@@ -118,8 +121,8 @@ def main(argv=None) -> int:
         print(f"{profile:<8} {err:>16.2e} {100 * agree:>15.1f}% {nd:>7d} {e / 1e3:>10.1f} nJ  "
               f"{tl}")
     print("(int4+8b: the int4 profile with 8-bit DAC and ADC, --set dac.bits=8 adc.bits=8)")
-    print(f"\n(threshold {THRESHOLD}; energy is the emulated chip's per 32 ms chunk; "
-          f"{time.time() - t0:.0f} s)")
+    print(f"\n(threshold {THRESHOLD}; energy is the emulated chip's per 32 ms chunk, the sum "
+          f"of the server's per-frame figures = the ledger's; {time.time() - t0:.0f} s)")
     return 0 if rows[0][3] == 0 else 1
 
 

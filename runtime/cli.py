@@ -206,6 +206,21 @@ def _fixing_args(s) -> None:
                         "time axis (each call is one recurrent step), e.g. 576 for silero-vad")
 
 
+def _raw_frontend(args, inp) -> dict:
+    """The raw-PCM front end ``convert --sample-rate HZ [--frame-context N]`` writes: frames
+    of the model's input length (its --frame-size), N samples of them repeating the previous
+    frame's end (runtime/frontend.py, kind "raw")."""
+    from .frontend import FrontendParams
+    ctx = args.frame_context or 0
+    n = inp.features
+    if args.sample_rate < 1 or not 0 <= ctx < n:
+        raise CliError(f"--sample-rate {args.sample_rate} must be >= 1 Hz and --frame-context "
+                       f"{ctx} in 0..{n - 1} (input {inp.name!r} takes {n} samples per frame)",
+                       EXIT_USAGE)
+    return FrontendParams(kind="raw", sample_rate_hz=args.sample_rate, win_length=n,
+                          hop_length=n - ctx).to_dict()
+
+
 def _convert_kw(args) -> dict:
     kw = {"weight_bits": args.bits} if getattr(args, "bits", None) else {}
     if getattr(args, "constant", None):
@@ -270,9 +285,47 @@ def _write_run_output(path: str, outs: dict, names: list[str], lengths) -> None:
     write_text(path, "\n".join(lines) + "\n")
 
 
-def _aux_feeds(path: str, model) -> dict:
+def _npz_constants(args, kind: str, prog=None) -> set[str]:
+    """Scalar arrays of an .npz input that feed graph inputs fixed at conversion (silero-vad's
+    ``sr``): for an .onnx they become ``--constant`` values (an If on them folds); for an .nvm
+    they must equal what ``convert --constant`` fixed (recorded in the file). Returns their
+    names (left out of the feeds)."""
+    import json
+
+    import numpy as np
+    if not str(args.input).endswith(".npz"):
+        return set()
+    with np.load(args.input, allow_pickle=False) as z:
+        scalars = {k: z[k].item() for k in z.files if z[k].ndim == 0}
+    if not scalars:
+        return set()
+    given = _parse_constants(args.constant or [])
+    if kind == "onnx":
+        import onnx
+        g = onnx.load(args.model, load_external_data=False).graph
+        inits = {i.name for i in g.initializer}
+        inputs = {i.name for i in g.input if i.name not in inits}
+        fixed = {k: v for k, v in scalars.items() if k in inputs}
+        for k, v in fixed.items():
+            if k in given and given[k] != v:
+                raise CliError(f"{args.input}: {k}={v}, but --constant {k}={given[k]} was given")
+            if k not in given:
+                args.constant = [*(args.constant or []), f"{k}={json.dumps(v)}"]
+        return set(fixed)
+    recorded = dict((prog.meta or {}).get("constants") or {}) if prog is not None else {}
+    fixed = {k: v for k, v in scalars.items() if k in recorded}
+    for k, v in fixed.items():
+        if recorded[k] != v:
+            raise CliError(f"{args.input}: {k}={v}, but {args.model} was converted with "
+                           f"{k}={recorded[k]} fixed (nvmstream convert --constant); convert "
+                           f"again for {k}={v}")
+    return set(fixed)
+
+
+def _aux_feeds(path: str, model, skip: set[str] = frozenset()) -> dict:
     """The model's other inputs (initial states, sequence_lens) found by name in an .npz input
-    (the data contract's x/y/lengths arrays are not model inputs and are left out)."""
+    (the data contract's x/y/lengths arrays are not model inputs and are left out; nor are
+    ``skip``, inputs fixed at conversion)."""
     import numpy as np
     names = {a.name for a in model.aux_inputs}
     if not names or not str(path).endswith(".npz"):
@@ -281,7 +334,7 @@ def _aux_feeds(path: str, model) -> dict:
         aux = {k: z[k] for k in z.files if k in names}
         if aux:         # feeding model inputs: an array that is neither one nor data is a slip
             contract = ("x", "y", "lengths", "labels", model.input.name)
-            unknown = sorted(k for k in z.files if k not in names and
+            unknown = sorted(k for k in z.files if k not in names and k not in skip and
                              k.split("_")[0] not in contract and k not in contract)
             if unknown:
                 from .data import DataError
@@ -291,9 +344,10 @@ def _aux_feeds(path: str, model) -> dict:
     return aux
 
 
-def _run_input(args, model):
+def _run_input(args, model, skip: set[str] = frozenset()):
     """(x, lengths, aux, squeeze, source): the data contract, plus the model's other inputs by
-    name in an .npz (an .npz holding only model inputs, e.g. ``X`` and ``h0``, also works)."""
+    name in an .npz (an .npz holding only model inputs, e.g. ``X`` and ``h0``, also works);
+    ``skip``: arrays of inputs fixed at conversion (:func:`_npz_constants`)."""
     import numpy as np
 
     from .data import DataError, Data, load_data
@@ -304,7 +358,7 @@ def _run_input(args, model):
             raise
         from nvmstream.converters.errors import NvmInputError
         with np.load(args.input, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files if k not in skip}
         try:
             x, aux = model.split_feeds(arrays)       # arrays named as the model's inputs
         except NvmInputError as e2:
@@ -312,8 +366,10 @@ def _run_input(args, model):
         x = np.asarray(x, np.float32)
         if x.ndim == 3 and model.input.axes[0] == "T":
             x = np.swapaxes(x, 0, 1)
+        if x.ndim == 2 and model.input.frame:      # one call of a frame model: [B, samples]
+            x = x[:, None]
         data = Data(x if x.ndim == 3 else x[None], None, None, None, str(args.input))
-    aux = _aux_feeds(args.input, model)
+    aux = _aux_feeds(args.input, model, skip)
     lengths = data.lengths
     if args.lengths:
         try:
@@ -344,8 +400,9 @@ def cmd_run(args) -> int:
     kind = _sniff_model(args.model)
     prov_extra = {}
     eng = None
+    fixed = _npz_constants(args, kind) if kind == "onnx" else set()
     if args.profile is None and kind == "onnx" and args.votes == 1 and not args.set:
-        model = _load_model(args.model)
+        model = _load_model(args.model, args)
     else:
         if args.profile is None:
             args.profile = "ideal"
@@ -354,7 +411,9 @@ def cmd_run(args) -> int:
             print(cal.describe(), file=sys.stderr)
             prov_extra["calibration"] = cal.as_dict()
         model = prog.model
-    x, lengths, aux, squeeze, source = _run_input(args, model)
+        if kind == "nvm":
+            fixed = _npz_constants(args, kind, prog)
+    x, lengths, aux, squeeze, source = _run_input(args, model, fixed)
     print(f"input: {x.shape[0]} sequence(s) x {x.shape[1]} steps x {x.shape[2]} features from "
           f"{source}" + ("" if lengths is None else
                          f", true lengths {int(lengths.min())}..{int(lengths.max())}")
@@ -367,6 +426,12 @@ def cmd_run(args) -> int:
     names = [o.name for o in model.outputs]
     if squeeze:
         outs = {k: v[0] for k, v in outs.items()}
+    if model.input.frame and str(args.output).lower().endswith(".npz") and not squeeze:
+        # the last call's outputs in the ONNX model's own shapes: a packed state output fed
+        # back as the state input of a next run carries the stream on (stateN_last -> state)
+        from nvmstream.converters import ir
+        outs.update({f"{o.name}_last": ir.format_frame_output(o, outs[o.name][:, -1])
+                     for o in model.outputs})
     _write_run_output(args.output, outs, names, lengths)
     if args.output != "-":
         for name, v in outs.items():
@@ -408,15 +473,26 @@ def cmd_convert(args) -> int:
         raise CliError(str(e)) from None
     if _sniff_model(args.model) != "onnx":
         raise CliError(f"{args.model}: is already a compiled model; convert takes an .onnx")
+    if args.frame_context is not None and args.sample_rate is None:
+        raise CliError("--frame-context needs --sample-rate (the input is raw audio)", EXIT_USAGE)
     prog, cal = _load_program(args)
-    prog = dataclasses.replace(prog, meta={**dict(prog.meta), "provenance": provenance(
-        model=args.model, calibration=cal.as_dict())})
+    if args.sample_rate is not None:
+        prog = dataclasses.replace(prog, frontend=_raw_frontend(args, prog.model.input))
+    meta = {**dict(prog.meta), "provenance": provenance(model=args.model,
+                                                       calibration=cal.as_dict())}
+    if args.constant:       # what was fixed, so `run` can check an .npz that feeds it too
+        meta["constants"] = _parse_constants(args.constant)
+    prog = dataclasses.replace(prog, meta=meta)
     out = Path(args.output)
     prog.save(out)
     n = sum(q.size for q in prog.codes.values())
     print(cal.describe())
     print(f"wrote {out}: {len(prog.codes)} crossbar matrices, {n} weights at {prog.weight_bits} "
           f"bits, {out.stat().st_size} bytes")
+    fe = prog.frontend or {}
+    if fe.get("kind") == "raw":
+        print(f"front end: raw {fe['sample_rate_hz']} Hz PCM, {fe['win_length']} samples per "
+              f"frame ({fe['hop_length']} new, {fe['win_length'] - fe['hop_length']} of context)")
     return EXIT_OK
 
 
@@ -695,7 +771,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "every step)")
     s.add_argument("--output", "-o", required=True,
                    help="Y.npy (first output), Y.npz (every output) or Y.txt/Y.csv/- (a "
-                        "table of the first output: sequence, step, values), per time step")
+                        "table of the first output: sequence, step, values), per time step; "
+                        "a frame model's Y.npz also holds each output of the last call in its "
+                        "ONNX shape, NAME_last (silero-vad: stateN_last, the state input of a "
+                        "next run)")
     _device_args(s, default_profile=None)
     s.add_argument("--votes", type=int, default=1,
                    help="noisy replicas voting per stream (default 1)")
@@ -708,6 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report", action="store_true", help="print the energy/latency report")
     s.add_argument("--json", metavar="OUT.json",
                    help="write the energy/latency report with provenance as JSON (- for stdout)")
+    _fixing_args(s)
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("convert", help="quantize + calibrate an ONNX model into MODEL.nvm",
@@ -718,6 +798,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calibration", help=_CAL_HELP)
     s.add_argument("--bits", type=int, default=4, help="weight code bits stored (2..8; default 4)")
     _fixing_args(s)
+    s.add_argument("--sample-rate", type=int, metavar="HZ",
+                   help="the input is raw int16 audio at HZ, one frame of --frame-size samples "
+                        "per call (pcm / 32768): `serve` then takes audio streams and `stream "
+                        "--data x.wav` cuts the file into frames, e.g. 16000 for silero-vad")
+    s.add_argument("--frame-context", type=int, metavar="N",
+                   help="with --sample-rate: the first N samples of each frame repeat the end "
+                        "of the previous one (zeros before the signal), e.g. 64 for silero-vad "
+                        "(512 new samples per 576-sample frame); default 0")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("sweep", help="accuracy over a grid of profile overrides x seeds x votes",

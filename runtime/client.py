@@ -500,6 +500,11 @@ class StreamResult:
     lat_ns: float | None = 0.0
     errors: list[str] = field(default_factory=list)
     busy_resent: int = 0        # messages answered `busy` and sent again (docs/protocol.md)
+    ys: list[np.ndarray] = field(default_factory=list)   # replies' outputs (keep_outputs)
+
+    def outputs(self) -> np.ndarray | None:
+        """Every output of every frame, ``[frames, width]`` (with ``keep_outputs=True``)."""
+        return np.concatenate(self.ys) if self.ys else None
 
     @property
     def prediction(self) -> int | None:
@@ -532,7 +537,8 @@ def stream_sequences(addr: str, chunks: Sequence[Sequence[np.ndarray]], *, kind:
                      labels: Sequence[int] | None = None, profile: str | None = None,
                      overrides: Sequence[str] | None = None, votes: int | None = None,
                      seed: int | None = None, rate_hz: float = 0.0, sockets: int = 1,
-                     timeout_s: float = 30.0, client_kw: dict | None = None) -> dict:
+                     timeout_s: float = 30.0, client_kw: dict | None = None,
+                     keep_outputs: bool = False) -> dict:
     """Stream sequences concurrently, one stream each, spread over ``sockets`` clients.
 
     ``chunks[i]`` is sequence i as a list of messages (feature frames ``[F]``/``[n, F]`` or
@@ -542,7 +548,8 @@ def stream_sequences(addr: str, chunks: Sequence[Sequence[np.ndarray]], *, kind:
     under the next seq, after a growing pause (1 ms doubling to 100 ms) until ``timeout_s``
     has passed since the first refusal; the count is in ``busy_resent``. Stream i gets stream
     seed ``seed + i`` when ``seed`` is given. Returns a summary dict (see
-    ``nvmstream stream``) with ``results`` (one :class:`StreamResult` per sequence).
+    ``nvmstream stream``) with ``results`` (one :class:`StreamResult` per sequence; with
+    ``keep_outputs`` each holds its frames' outputs, :meth:`StreamResult.outputs`).
     """
     clients = [Client(addr, timeout_s=timeout_s, **(client_kw or {}))
                for _ in range(max(1, sockets))]
@@ -577,6 +584,8 @@ def stream_sequences(addr: str, chunks: Sequence[Sequence[np.ndarray]], *, kind:
                     continue
                 res.frames += r.n
                 res.cls.extend(r.cls)
+                if keep_outputs and r.n:
+                    res.ys.append(np.array(r.y, np.float32))
                 if r.rtt_s is not None:
                     res.rtt_s.append(r.rtt_s)
                 res.srv_us.append(r.srv_us)

@@ -159,20 +159,53 @@ class Engine:
         self._max_skip = max((sk if ev == 1 else 2 ** 62 for sk, ev in self._rec_skip.values()),
                              default=0)
         self._pending_skipped: dict[str, int] = {}   # single-stream warm-up steps not charged
-        # what one stream-step (all K replicas) costs: carried by every streamed output
-        from nvmstream.devices import energy as E
-        k = self.votes
-        one = {n: c.scaled(k) for n, c in unit.items()}
-        for n, c in one.items():
-            c.steps, c.vote_replicas = k, k - 1
-        rep = E.price(one, geom, device.profile, inferences=1, steps_per_inference=1)
-        self.step_energy_pJ: float = rep.energy_pJ_per_inference
-        self.step_latency_ns: float = rep.latency_ns_per_inference
+        # what one stream-step (all K replicas) costs, by the frame's position in its stream:
+        # frames in a valid Conv's warm-up skip the recurrent layers after it (docs/energy.md)
+        self._frame_e_pJ, self._frame_lat_ns = self._frame_prices(unit, geom)
+        #: energy / latency of a stream-step once every layer runs (past any warm-up)
+        self.step_energy_pJ: float = self._frame_e_pJ[-1]
+        self.step_latency_ns: float = self._frame_lat_ns[-1]
+        self._frame_e_cum = np.concatenate([[0.0], np.cumsum(self._frame_e_pJ)])
         t0 = self.model.outputs[0].tensor
         self._first_off = (self.plan.offsets[t0], self.plan.offsets[t0] + self.plan.widths[t0])
         # the other outputs' env columns (the fused step_many reads them from each stream)
         self._more_outs = [(o.name, self.plan.offsets[o.tensor], self.plan.widths[o.tensor])
                            for o in self.model.outputs[1:]]
+
+    def _frame_prices(self, unit, geom) -> tuple[np.ndarray, np.ndarray]:
+        """Energy (pJ) and latency (ns) of one stream-step, all K replicas, at frame positions
+        0 .. longest warm-up (the last entry: every later frame). Each is the ledger's pricing
+        of exactly what runs on that frame (a recurrent layer in its warm-up: no counts, no
+        time), so a stream's per-frame figures add up to the ledger's for that stream: the
+        pricing is linear in the counts, leakage included (leak power x the time of the layers
+        that ran)."""
+        from nvmstream.devices import energy as E
+        k = self.votes
+        e, lat = [], []
+        for pos in range(self._max_skip + 1):
+            one = {}
+            for n, c in unit.items():
+                runs = k if pos >= self._rec_skip.get(n, 0) else 0
+                one[n] = c.scaled(runs)
+                one[n].steps, one[n].vote_replicas = runs, max(runs - 1, 0)
+            rep = E.price(one, geom, self.device.profile, inferences=1, steps_per_inference=1)
+            e.append(rep.energy_pJ_per_inference)
+            lat.append(rep.latency_ns_per_inference)
+        return np.array(e), np.array(lat)
+
+    def frame_energy_pJ(self, pos: int) -> float:
+        """Emulated device energy of a stream's frame ``pos`` (0-based; all replicas)."""
+        return float(self._frame_e_pJ[min(pos, self._max_skip)])
+
+    def frame_latency_ns(self, pos: int) -> float:
+        """Emulated device latency of a stream's frame ``pos`` (0-based; all replicas)."""
+        return float(self._frame_lat_ns[min(pos, self._max_skip)])
+
+    def stream_energy_pJ(self, frames: int) -> float:
+        """Emulated device energy of a stream's first ``frames`` frames."""
+        m = self._max_skip + 1
+        later = max(frames - m, 0) * self._frame_e_pJ[-1]
+        return float(self._frame_e_cum[min(frames, m)] + later)
 
     # ----------------------------------------------------------------------------- internals
     def _init_state(self, n: int, aux: Mapping[str, np.ndarray] | None = None,
@@ -680,21 +713,22 @@ class Stream:
                                       (self._args, np.zeros(1, np.float32),
                                        np.zeros(1, np.float32)))
 
-    # emulated device energy / latency: every step of an engine costs the same
+    # emulated device energy / latency of what ran on each frame (Engine.frame_energy_pJ):
+    # summed over a stream, the ledger's figure for it
     @property
     def last_energy_pJ(self) -> float:
         """Emulated device energy of the last step (0 before the first)."""
-        return self.engine.step_energy_pJ if self.steps else 0.0
+        return self.engine.frame_energy_pJ(self.steps - 1) if self.steps else 0.0
 
     @property
     def last_latency_ns(self) -> float:
         """Emulated device latency of the last step (0 before the first)."""
-        return self.engine.step_latency_ns if self.steps else 0.0
+        return self.engine.frame_latency_ns(self.steps - 1) if self.steps else 0.0
 
     @property
     def energy_pJ(self) -> float:
         """Emulated device energy over this stream's steps."""
-        return self.steps * self.engine.step_energy_pJ
+        return self.engine.stream_energy_pJ(self.steps)
 
     def _advance(self, x_t: np.ndarray, out: np.ndarray) -> int:
         """Run one frame (contiguous float32 ``[F]``, checked shape) on the fused route: the

@@ -64,7 +64,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_KINDS = ("logmel", "mfcc")
+_KINDS = ("logmel", "mfcc", "raw")
+#: the fields a "raw" front end uses; every other field must keep its default
+_RAW_FIELDS = ("sample_rate_hz", "win_length", "hop_length", "kind")
 _WINDOWS = ("hann", "hamming", "rect")
 _PCM_SCALE = 32768.0  # int16 full scale: pcm / 32768 lies in [-1, 1)
 
@@ -75,7 +77,15 @@ class WavFormatError(ValueError):
 
 @dataclass(frozen=True)
 class FrontendParams:
-    """Parameters of the log-mel / MFCC front end. Every field has one meaning and one unit."""
+    """Parameters of the log-mel / MFCC / raw-PCM front end. Every field has one meaning and
+    one unit.
+
+    ``kind="raw"`` feeds the samples themselves (a frame model such as silero-vad): frame ``j``
+    holds the ``win_length`` samples ending at sample ``(j + 1) * hop_length``, scaled to
+    ``pcm / 32768``; the ``win_length - hop_length`` samples of context before the signal are
+    zeros (silero-vad: 512 new samples + 64 of context = 576 per call). It uses only
+    sample_rate_hz, win_length and hop_length; the spectral fields must keep their defaults.
+    """
 
     sample_rate_hz: int = 16000
     """Sample rate of the int16 PCM input, in Hz."""
@@ -98,7 +108,8 @@ class FrontendParams:
     log_floor: float = 1e-6
     """Mel energies are clamped to at least this before the natural log (silence -> log(1e-6))."""
     kind: str = "logmel"
-    """"logmel": n_mels log mel energies per frame; "mfcc": n_mfcc DCT-II (ortho) coefficients."""
+    """"logmel": n_mels log mel energies per frame; "mfcc": n_mfcc DCT-II (ortho) coefficients;
+    "raw": the win_length samples themselves (pcm / 32768), hop_length of them new per frame."""
     n_mfcc: int = 13
     """Number of cepstral coefficients kept when kind == "mfcc" (ignored for "logmel")."""
     feature_mean: tuple[float, ...] | None = None
@@ -119,6 +130,9 @@ class FrontendParams:
         _check_int("sample_rate_hz", self.sample_rate_hz, minimum=1)
         _check_int("win_length", self.win_length, minimum=1)
         _check_int("hop_length", self.hop_length, minimum=1)
+        if self.kind == "raw":
+            self._validate_raw()
+            return
         _check_int("n_fft", self.n_fft, minimum=2)
         _check_int("n_mels", self.n_mels, minimum=1)
         _check_int("n_mfcc", self.n_mfcc, minimum=1)
@@ -181,6 +195,15 @@ class FrontendParams:
                 f"{empty.tolist()} cover no FFT bin; use fewer mels or a larger n_fft"
             )
 
+    def _validate_raw(self) -> None:
+        if self.hop_length > self.win_length:
+            raise ValueError(f"FrontendParams: a raw front end's hop_length ({self.hop_length}) "
+                             f"must be <= win_length ({self.win_length}), the samples per frame")
+        for f in dataclasses.fields(self):
+            if f.name not in _RAW_FIELDS and getattr(self, f.name) != f.default:
+                raise ValueError(f"FrontendParams.{f.name} does not apply to kind 'raw' (which "
+                                 f"uses only {', '.join(_RAW_FIELDS[:3])})")
+
     # -- derived values ---------------------------------------------------------------------------
     @property
     def upper_hz(self) -> float:
@@ -189,8 +212,16 @@ class FrontendParams:
 
     @property
     def n_features(self) -> int:
-        """Features per frame: n_mels for "logmel", n_mfcc for "mfcc"."""
+        """Features per frame: n_mels for "logmel", n_mfcc for "mfcc", win_length for "raw"."""
+        if self.kind == "raw":
+            return self.win_length
         return self.n_mels if self.kind == "logmel" else self.n_mfcc
+
+    @property
+    def lead_samples(self) -> int:
+        """Zero samples taken as coming before the signal: the first raw frame's context
+        (win_length - hop_length for "raw", 0 otherwise)."""
+        return self.win_length - self.hop_length if self.kind == "raw" else 0
 
     @property
     def n_bins(self) -> int:
@@ -198,16 +229,21 @@ class FrontendParams:
         return self.n_fft // 2 + 1
 
     def n_frames(self, n_samples: int) -> int:
-        """Frames made from n_samples samples: 1 + (n - win) // hop if n >= win, else 0."""
+        """Frames made from n_samples samples: 1 + (n - win) // hop if n >= win, else 0
+        (after the lead_samples of zeros: n // hop for "raw")."""
+        n_samples += self.lead_samples
         if n_samples < self.win_length:
             return 0
         return 1 + (n_samples - self.win_length) // self.hop_length
 
     # -- serialisation ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of every field (tuples become lists)."""
+        """A JSON-serialisable dict of every field (tuples become lists); for "raw" only the
+        fields it uses."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
+            if self.kind == "raw" and f.name not in _RAW_FIELDS:
+                continue
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
@@ -334,6 +370,9 @@ class _FrameComputer:
 
     def __init__(self, params: FrontendParams) -> None:
         self.params = params
+        self._raw = params.kind == "raw"
+        if self._raw:
+            return
         self._window = window(params.window, params.win_length)
         self._fb = mel_filterbank(params)
         self._dct = dct_matrix(params.n_mfcc, params.n_mels) if params.kind == "mfcc" else None
@@ -361,6 +400,8 @@ class _FrameComputer:
     def frame(self, prev: int, samples: np.ndarray) -> np.ndarray:
         """Features float64 [n_features] of ``samples`` (int16 [win_length]); ``prev`` is the
         sample just before the frame (0 at the start of the signal)."""
+        if self._raw:
+            return samples.astype(np.float64) / _PCM_SCALE
         feats = np.log(np.maximum(self.power(prev, samples) @ self._fb, self._floor))
         if self._dct is not None:
             feats = self._dct @ feats
@@ -432,6 +473,8 @@ def offline_features(pcm: np.ndarray, params: FrontendParams | None = None) -> n
     params = FrontendParams() if params is None else params
     pcm = _check_pcm(pcm, "offline_features")
     n = params.n_frames(pcm.shape[0])
+    if params.lead_samples:
+        pcm = np.concatenate([np.zeros(params.lead_samples, np.int16), pcm])
     starts = range(0, n * params.hop_length, params.hop_length)
     return _computer(params).frames(pcm, 0, starts)
 
@@ -453,16 +496,19 @@ class StreamingFrontend:
 
     def reset(self) -> None:
         """Forget all samples: the next push starts a new signal (pre-emphasis from silence)."""
-        self._buf = np.zeros(0, dtype=np.int16)
+        # absolute indices count the params' lead_samples of zeros (a raw frame's context before
+        # the signal) as samples already pushed
+        self._lead = self.params.lead_samples
+        self._buf = np.zeros(self._lead, dtype=np.int16)
         self._buf_start = 0  # absolute index of self._buf[0]
         self._prev = 0  # the sample at absolute index self._buf_start - 1 (0 before the signal)
-        self._n_seen = 0  # samples pushed so far
+        self._n_seen = self._lead  # samples pushed so far (plus the lead)
         self._next_frame = 0  # index of the next frame to emit
 
     @property
     def samples_seen(self) -> int:
         """Samples pushed since construction or the last reset."""
-        return self._n_seen
+        return self._n_seen - self._lead
 
     @property
     def frames_emitted(self) -> int:
@@ -483,7 +529,7 @@ class StreamingFrontend:
                 self._prev = int(chunk[skip - 1])
             chunk = chunk[skip:]
         buf = np.concatenate([self._buf, chunk]) if self._buf.size else chunk.copy()
-        n_total = p.n_frames(self._n_seen)
+        n_total = p.n_frames(self._n_seen - self._lead)
         first = self._next_frame
         starts = range(
             first * p.hop_length - self._buf_start,

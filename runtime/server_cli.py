@@ -345,6 +345,10 @@ def add_stream_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--curve-cert", metavar="FILE", help="client certificate with secret key")
     s.add_argument("--quiet", "-q", action="store_true", help="no per-stream lines")
     s.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
+    s.add_argument("--outputs", metavar="Y.npz",
+                   help="also write every frame's outputs: one array per stream, y_0, y_1, ... "
+                        "[frames, outputs' widths side by side], named as the streams in "
+                        "`names` and the outputs in `outputs`")
     s.set_defaults(func=cmd_stream)
     return s
 
@@ -373,17 +377,23 @@ def _wav_labels(paths: list[str]) -> list[str | None]:
 
 
 def cmd_stream(args) -> int:
+    import numpy as np
+
     from .client import ServerError, stream_sequences
-    from .frontend import WavFormatError, load_audio
+    from .frontend import WavFormatError, load_audio, read_wav
 
     files = args.data
     kind = "features"
     labels = None
     label_words = None
-    if args.json:
+    if args.json or args.outputs:
         from .outputs import OutputError, plan_output
         try:
-            plan_output(args.json, suffixes=(".json",), inputs=files, what="--json")
+            if args.json:
+                plan_output(args.json, suffixes=(".json",), inputs=files, what="--json")
+            if args.outputs:
+                plan_output(args.outputs, suffixes=(".npz",), inputs=files, what="--outputs",
+                            allow_stdout=False)
         except OutputError as e:
             raise _cli_error(str(e)) from None
     if "://" not in args.connect:
@@ -431,13 +441,23 @@ def cmd_stream(args) -> int:
         if kind == "audio" and "audio" not in minfo.get("kinds", ()):
             raise _cli_error("the server's model takes no audio (no front-end parameters)")
         if kind == "audio":
-            sr = int((minfo.get("frontend") or {}).get("sample_rate_hz", 16000))
+            fe = minfo.get("frontend") or {}
+            sr = int(fe.get("sample_rate_hz", 16000))
+            raw = fe.get("kind") == "raw"
             c = max(1, args.chunk)
             for f in files:
                 try:
-                    pcm, ainfo = load_audio(f, sr)
+                    if raw:     # the model sees the samples themselves: never altered
+                        pcm, _ = read_wav(f, sr)
+                        ainfo = {"resampled": False, "downmixed": False}
+                        # the last frame zero-padded to full length (silero-vad's wrapper)
+                        pcm = np.concatenate([pcm, np.zeros(-len(pcm) % int(fe["hop_length"]),
+                                                            np.int16)])
+                    else:
+                        pcm, ainfo = load_audio(f, sr)
                 except WavFormatError as e:
-                    raise _cli_error(str(e)) from None
+                    raise _cli_error(f"{e} (the model takes raw PCM)" if raw else str(e)) \
+                        from None
                 if ainfo["resampled"] or ainfo["downmixed"]:
                     print(f"{Path(f).name}: {ainfo['channels']} channel(s) {ainfo['bits']}-bit "
                           f"at {ainfo['sample_rate_hz']} Hz -> mono at {sr} Hz (the model's "
@@ -452,7 +472,7 @@ def cmd_stream(args) -> int:
                                profile=args.profile, overrides=args.overrides,
                                votes=args.votes, seed=args.seed, rate_hz=rate,
                                sockets=args.sockets, timeout_s=args.timeout,
-                               client_kw=client_kw)
+                               client_kw=client_kw, keep_outputs=bool(args.outputs))
     except ServerError as e:
         raise _cli_error(f"server: {e}") from None
     except TimeoutError as e:
@@ -507,6 +527,15 @@ def cmd_stream(args) -> int:
                                   "e_pJ": r.e_pJ, "errors": r.errors}
                                  for r, nm in zip(res["results"], names)]
         write_json(args.json, out)
+    if args.outputs:
+        from .outputs import write_with
+        arrays = {f"y_{r.index}": (r.outputs() if r.frames else
+                                   np.zeros((0, sum(w for _, w in minfo["outputs"])), np.float32))
+                  for r in res["results"]}
+        arrays["names"] = np.array(names)
+        arrays["outputs"] = np.array([f"{n}:{w}" for n, w in minfo["outputs"]])
+        write_with(args.outputs, lambda fh: np.savez(fh, **arrays))
+        print(f"wrote {args.outputs}")
     if res["errors"]:
         print(f"nvmstream: error: {res['errors']} message(s) got error replies (first: "
               f"{first})", file=sys.stderr)

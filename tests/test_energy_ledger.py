@@ -433,3 +433,49 @@ def test_report_keeps_runs_and_streams_apart(tmp_path, caplog):
     mixed.reset_ledger()
     with pytest.raises(ValueError, match="nothing has run"):
         mixed.report()
+
+
+CORPUS_TORCH = REPO / "tests" / "corpus" / "torch"
+
+
+@pytest.mark.parametrize("name", ["conv_lstm.ts.onnx", "lstm_perstep.ts.onnx"])
+@pytest.mark.parametrize("votes", [1, 3])
+def test_per_frame_energy_adds_up_to_the_ledger(name, votes):
+    """A stream's per-frame energy and latency follow what ran on each frame: during a valid
+    Conv1d's warm-up (conv_lstm: 2 undefined frames) the LSTM does not run, so those frames
+    cost less; summed over the stream (single steps and batched steps alike) they equal the
+    ledger's per-inference figures for the same stream."""
+    rng = np.random.default_rng(3)
+    prog = nvm.convert(CORPUS_TORCH / name,
+                       calibration=rng.standard_normal((6, 20, 8)).astype(np.float32))
+    eng = nvm.Engine(prog, nvm.Device("pcm", seed=1), votes=votes)
+    warm = max(prog.model.delays.values())
+    assert warm == (2 if name.startswith("conv") else 0)
+    x = rng.standard_normal((2, 7, 8)).astype(np.float32)
+    s = eng.stream()
+    e, lat = [], []
+    for t in range(7):
+        s.step(x[0, t])
+        e.append(s.last_energy_pJ)
+        lat.append(s.last_latency_ns)
+    rep = eng.report("streams").analog
+    assert sum(e) == pytest.approx(rep.energy_pJ_per_inference, rel=1e-9)
+    assert s.energy_pJ == pytest.approx(rep.energy_pJ_per_inference, rel=1e-9)
+    assert sum(lat) == pytest.approx(rep.latency_ns_per_inference, rel=1e-9)
+    # the warm-up frames cost less than the rest (the LSTM is not charged), later ones alike
+    assert all(v < e[-1] for v in e[:warm]) and e[warm:] == [e[-1]] * (7 - warm)
+    assert all(v < lat[-1] for v in lat[:warm])
+    assert e[-1] == pytest.approx(eng.step_energy_pJ)
+    # batched steps (the server's path, 16 rows and more: streams x votes) of streams that
+    # join at different frames: each stream's sum is its share of the ledger
+    eng.reset_ledger()
+    streams = [eng.stream() for _ in range(16)]
+    sums = np.zeros(16)
+    for t in range(7):
+        live = streams if t >= 3 else streams[:8]          # eight join at frame 3
+        eng.step_many_all(live, np.stack([x[i % 2, t] for i in range(len(live))]))
+        for i, st in enumerate(live):
+            sums[i] += st.last_energy_pJ
+    rep = eng.report("streams").analog
+    assert sums.sum() == pytest.approx(rep.energy_pJ_per_inference * 16, rel=1e-9)
+    assert [st.energy_pJ for st in streams] == pytest.approx(list(sums), rel=1e-12)

@@ -384,3 +384,47 @@ def test_not_a_wav_names_the_file(tmp_path) -> None:
     path.write_bytes(b"this is not a RIFF file at all")
     with pytest.raises(WavFormatError, match="noise.wav"):
         read_wav(path)
+
+
+# ------------------------------------------------------------------------------ raw PCM frames
+RAW = FrontendParams(kind="raw", win_length=576, hop_length=512)     # silero-vad's frames
+
+
+def test_raw_frames_are_the_samples_with_context() -> None:
+    """kind "raw": frame j is samples [512 j - 64, 512 (j + 1)) / 32768, zeros before the
+    signal, n // 512 frames; equal to context_frames (silero-vad's own chunking) on whole
+    chunks; only its three fields are serialised."""
+    from nvmstream.runtime.frontend import context_frames
+    pcm = np.random.default_rng(0).integers(-32768, 32767, 512 * 7 + 100).astype(np.int16)
+    x = offline_features(pcm, RAW)
+    assert x.shape == (7, 576) and x.dtype == np.float32
+    assert RAW.n_features == 576 and RAW.n_frames(512 * 7 + 100) == 7 and RAW.n_frames(511) == 0
+    np.testing.assert_array_equal(x[0, :64], 0)
+    np.testing.assert_array_equal(x[3], pcm[3 * 512 - 64:4 * 512] / 32768.0)
+    np.testing.assert_array_equal(x, context_frames(pcm[:512 * 7]))
+    d = RAW.to_dict()
+    assert d == {"sample_rate_hz": 16000, "win_length": 576, "hop_length": 512, "kind": "raw"}
+    assert FrontendParams.from_dict(json.loads(json.dumps(d))) == RAW
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_raw_streaming_equals_offline_any_chunking(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pcm = rng.integers(-32768, 32767, int(rng.integers(0, 5000))).astype(np.int16)
+    fe = StreamingFrontend(RAW)
+    out, i = [], 0
+    while i < pcm.size:
+        k = int(rng.integers(0, 1300))
+        out.append(fe.push(pcm[i:i + k]))
+        i += k
+    got = np.concatenate(out) if out else np.zeros((0, 576), np.float32)
+    np.testing.assert_array_equal(got, offline_features(pcm, RAW))
+    assert fe.samples_seen == pcm.size and fe.frames_emitted == pcm.size // 512
+
+
+@pytest.mark.parametrize("changes, match", [({"n_mels": 20}, "n_mels does not apply"),
+                                            ({"preemphasis": 0.0}, "preemphasis does not"),
+                                            ({"hop_length": 600}, "hop_length")])
+def test_raw_rejects_fields_it_does_not_use(changes: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        RAW.replace(**changes)

@@ -202,3 +202,37 @@ def test_lone_frames_equal_engine(one_output_server, votes):
         assert summary["frames"] == 12 and summary["messages"] == 13
         # (a frame that comes before the server is back to waiting takes the queue instead)
         assert c.stats()["lone_frames"] > lone0
+
+
+def test_replies_charge_a_conv_warm_up_as_the_ledger_does(tmp_path):
+    """conv_lstm (a valid Conv1d over time: the LSTM skips the first 2 frames): each reply's
+    energy and latency are what ran on that frame (lower during the warm-up), equal to the
+    in-process stream's, and the stream's total is the in-process ledger's for it; also for a
+    multi-frame message and votes 3."""
+    from pathlib import Path
+    rng = np.random.default_rng(4)
+    onnx_path = Path(__file__).resolve().parent / "corpus" / "torch" / "conv_lstm.ts.onnx"
+    prog = nvm.convert(onnx_path, calibration=rng.standard_normal((6, 20, 8)).astype(np.float32))
+    path = tmp_path / "conv_lstm.nvm"
+    prog.save(path)
+    x = rng.standard_normal((7, 8)).astype(np.float32)
+    with ServerProcess(path, "--profile", "pcm") as srv, Client(srv.endpoint,
+                                                               timeout_s=60) as c:
+        for votes in (1, 3):
+            s = c.open(seed=2, votes=votes)
+            reps = [s.recv() for _ in [s.send(x[t]) for t in range(4)]]
+            s.send(x[4:7])                                 # three frames in one message
+            reps.append(s.recv())
+            summary = s.close()
+            _, _, energy = reference_outputs(path, "pcm", 2, x, votes=votes)
+            e = [r.e_pJ for r in reps]
+            assert e[:4] == pytest.approx(energy[:4], rel=1e-12)
+            assert e[4] == pytest.approx(sum(energy[4:]), rel=1e-12)
+            assert e[0] == e[1] < e[2] == e[3]
+            eng = nvm.Engine(nvm.load(path), nvm.Device("pcm"), votes=votes)
+            st = eng.stream(seed=2)
+            for t in range(7):
+                st.step(x[t])
+            rep = eng.report("streams").analog
+            assert summary["e_pJ"] == pytest.approx(rep.energy_pJ_per_inference, rel=1e-9)
+            assert summary["lat_ns"] == pytest.approx(rep.latency_ns_per_inference, rel=1e-9)

@@ -27,6 +27,8 @@ SPEECH = DATA / "vad_speech.wav"
 KEYWORDS = sorted(e["file"] for e in json.loads((DATA / "keywords_wav" / "manifest.json")
                                                   .read_text()))
 FRAME = 576
+#: the raw-PCM front end `convert --sample-rate 16000 --frame-context 64` writes
+RAW = {"sample_rate_hz": 16000, "win_length": FRAME, "hop_length": 512, "kind": "raw"}
 
 
 def _frames(path: Path) -> np.ndarray:
@@ -170,7 +172,8 @@ def test_demo_runs_as_printed():
 
 def test_cli_convert_needs_the_frame_size(tmp_path):
     """`nvmstream convert` (a real subprocess): with --constant sr=16000 --frame-size 576 it
-    writes the model; without the frame size it exits non-zero with one line naming it and
+    writes the model (with --sample-rate 16000 --frame-context 64: its raw-PCM front end);
+    without the frame size it exits non-zero with one line naming it and
     writes nothing; a frame size for a sequence model is refused."""
     import subprocess
     import sys
@@ -184,10 +187,20 @@ def test_cli_convert_needs_the_frame_size(tmp_path):
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "--frame-size" in err[0] and "'input'" in err[0]
     r = subprocess.run(cli + [str(SILERO), "--constant", "sr=16000", "--frame-size", "576",
+                              "--sample-rate", "16000", "--frame-context", "64",
                               "--calibration", str(cal), "-o", str(out)],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert nvm.load(out).model.input.frame
+    assert nvm.load(out).model.input.frame and nvm.load(out).frontend == RAW
+    assert nvm.load(out).meta["constants"] == {"sr": 16000}      # `run` checks an npz's sr
+    assert "raw 16000 Hz PCM, 576 samples per frame (512 new, 64 of context)" in r.stdout
+    r = subprocess.run(cli + [str(SILERO), "--constant", "sr=16000", "--frame-size", "576",
+                              "--sample-rate", "16000", "--frame-context", "576",
+                              "--calibration", str(cal), "-o", str(tmp_path / "t.nvm")],
+                       capture_output=True, text=True, cwd=REPO)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(err) == 1 and "--frame-context 576 in 0..575" in err[0]
+    assert not (tmp_path / "t.nvm").exists()
     seq = REPO / "tests" / "corpus" / "torch" / "lstm_perstep.ts.onnx"
     with pytest.raises(nvm.NvmConversionError, match="is a sequence, not a frame"):
         load_ir(seq, frame_size=10)
@@ -211,3 +224,142 @@ def test_ledger_reads_each_frame_conv_once_per_position(prog):
         assert c.cell_reads == 2 * n_in * n_out * l.out_positions
         assert c.dac_conversions % l.out_positions == 0 and c.dac_conversions > 0
         assert geom[l.name].sequential_vmms == l.out_positions
+
+
+
+@pytest.fixture(scope="module")
+def raw_model(prog, tmp_path_factory):
+    """The converted model with the raw-PCM front end `convert --sample-rate 16000
+    --frame-context 64` writes (that command is tested in test_cli_convert_needs_the_frame_size)."""
+    import dataclasses
+    path = tmp_path_factory.mktemp("raw") / "silero_raw.nvm"
+    dataclasses.replace(prog, frontend=RAW).save(path)
+    return path
+
+
+def test_audio_streams_over_zeromq_with_the_raw_front_end(raw_model, speech):
+    """A real server on loopback takes int16 PCM in chunks that do not line up with the
+    512-sample frames and cuts it into the model's frames: every reply equals the in-process
+    engine fed the same frames (bit for bit), the decisions onnxruntime's, and the energy the
+    server reports for the stream is the in-process ledger's for it."""
+    x, ref = speech
+    pcm, _ = read_wav(SPEECH, 16000)
+    assert pcm.size % 512 == 0
+    with ServerProcess(raw_model, "--profile", "int4") as srv, Client(srv.endpoint,
+                                                                     timeout_s=60) as c:
+        assert c.info()["model"]["kinds"] == ["features", "audio"]
+        s = c.open("audio", seed=3)
+        ys, sent = [], 0
+        for k in [100, 700, 1600, 33] * 1000:
+            if sent >= pcm.size:
+                break
+            r = s.step(pcm[sent:sent + k])
+            sent += k
+            if r is not None and r.shape[0]:
+                ys.append(r)
+        summary = s.close()
+    got = np.concatenate(ys)
+    want, _, es = reference_outputs(raw_model, "int4", 3, x)
+    np.testing.assert_array_equal(got, want)
+    assert summary["frames"] == x.shape[0]
+    assert summary["e_pJ"] == pytest.approx(sum(es), rel=1e-9)
+    eng = nvm.Engine(nvm.load(raw_model), nvm.Device("int4"))
+    st = eng.stream(seed=3)
+    for t in range(x.shape[0]):
+        st.step(x[t])
+    assert summary["e_pJ"] == pytest.approx(eng.report("streams").analog
+                                            .energy_pJ_per_inference, rel=1e-9)
+
+
+def test_cli_streams_a_wav_to_silero(raw_model, speech, tmp_path):
+    """`nvmstream stream --data vad_speech.wav` (a real subprocess against a real server):
+    the WAV is cut into the model's frames; the per-frame outputs it writes equal the
+    in-process engine's, so its speech decisions equal onnxruntime's. A WAV at another rate
+    or with two channels is refused with one line naming the file, exit non-zero."""
+    import subprocess
+    import sys
+    import wave
+    x, ref = speech
+    out = tmp_path / "y.npz"
+    cli = [sys.executable, "-m", "nvmstream.runtime.cli", "stream"]
+    with ServerProcess(raw_model, "--profile", "ideal") as srv:
+        r = subprocess.run(cli + ["-c", srv.endpoint, "--data", str(SPEECH), "--seed", "0",
+                                  "--outputs", str(out)],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for rate, ch in ((8000, 1), (16000, 2)):
+            bad = tmp_path / f"bad{rate}_{ch}.wav"
+            with wave.open(str(bad), "wb") as w:
+                w.setnchannels(ch)
+                w.setsampwidth(2)
+                w.setframerate(rate)
+                w.writeframes(np.zeros(4000 * ch, "<i2").tobytes())
+            r2 = subprocess.run(cli + ["-c", srv.endpoint, "--data", str(bad)],
+                                capture_output=True, text=True, cwd=REPO, timeout=120)
+            err = r2.stderr.strip().splitlines()
+            assert r2.returncode != 0 and len(err) == 1 and str(bad) in err[0], r2.stderr
+            assert ("16000 Hz is expected" if ch == 1 else "mono") in err[0]
+    with np.load(out) as z:
+        got = z["y_0"]
+        assert list(z["outputs"]) == ["output:1", "stateN:256"]
+    want, _, _ = reference_outputs(raw_model, "ideal", 0, x)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got[:, 0] > 0.5, ref > 0.5)
+
+
+def test_cli_run_feeds_every_input_from_an_npz(prog, speech, tmp_path):
+    """`nvmstream run` (real subprocesses) on silero-vad with every model input from an .npz
+    (input [B, calls, 576], the packed state [2, B, 128], sr): on the .onnx itself (sr folds
+    the If) and on the .nvm (sr checked against the value fixed at conversion), the state is
+    carried over the calls and equals onnxruntime's; the last call's state, written as
+    stateN_last, carries the streams on into a second run; one call [B, 576] also works."""
+    import dataclasses
+    import subprocess
+    import sys
+    x, _ = speech
+    xs = np.stack([x[20:60], x[100:140]])                       # two streams, 40 calls each
+    sess = ort.InferenceSession(str(SILERO), providers=["CPUExecutionProvider"])
+    state = np.zeros((2, 2, 128), np.float32)
+    ref, states = [], []
+    for t in range(40):
+        p, state = sess.run(None, {"input": xs[:, t], "state": state,
+                                   "sr": np.array(16000, np.int64)})
+        ref.append(p[:, 0])
+        states.append(state)
+    ref = np.stack(ref, 1)                                       # [2, 40]
+    nvm_path = tmp_path / "s.nvm"
+    dataclasses.replace(prog, meta={"constants": {"sr": 16000}}).save(nvm_path)
+    cli = [sys.executable, "-m", "nvmstream.runtime.cli", "run"]
+
+    def run(model, feeds, *extra):
+        np.savez(tmp_path / "in.npz", **feeds)
+        out = tmp_path / "y.npz"
+        r = subprocess.run(cli + [str(model), "-i", str(tmp_path / "in.npz"), "-o", str(out),
+                                  *extra],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert r.returncode == 0, r.stderr
+        with np.load(out) as z:
+            got = {k: z[k] for k in z.files}
+        out.unlink()
+        return got
+
+    sr = np.array(16000, np.int64)
+    for model, extra in ((SILERO, ["--frame-size", "576"]), (nvm_path, [])):
+        first = run(model, {"input": xs[:, :20], "state": np.zeros((2, 2, 128), np.float32),
+                            "sr": sr}, *extra)
+        assert first["output"].shape == (2, 20, 1) and first["stateN_last"].shape == (2, 2, 128)
+        assert np.max(np.abs(first["output"][:, :, 0] - ref[:, :20])) <= 1e-5
+        assert np.max(np.abs(first["stateN_last"] - states[19])) <= 1e-5 * np.abs(
+            states[19]).max()
+        second = run(model, {"input": xs[:, 20:], "state": first["stateN_last"], "sr": sr},
+                     *extra)
+        assert np.max(np.abs(second["output"][:, :, 0] - ref[:, 20:])) <= 1e-5
+        one = run(model, {"input": xs[:, 20], "state": first["stateN_last"], "sr": sr}, *extra)
+        assert one["output"].shape == (2, 1, 1)
+        assert np.max(np.abs(one["output"][:, 0, 0] - ref[:, 20])) <= 1e-5
+    np.savez(tmp_path / "bad.npz", input=xs[:, :2], sr=np.array(8000, np.int64))
+    r = subprocess.run(cli + [str(nvm_path), "-i", str(tmp_path / "bad.npz"), "-o",
+                              str(tmp_path / "z.npz")], capture_output=True, text=True, cwd=REPO)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 3 and len(err) == 1 and "sr=8000" in err[0] and "sr=16000" in err[0]
+    assert not (tmp_path / "z.npz").exists()
