@@ -158,3 +158,37 @@ def test_a_last_step_pick_after_the_strided_conv_takes_the_last_conv_output(tmp_
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
         (eng,) = nvm.InferenceSession(prog, "ideal").run(["z_last"], {"x": x})
         assert np.abs(eng - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_per_frame_energy_follows_the_stride_and_adds_up_to_the_ledger(strided):
+    """A stream's frame energy: frames 0-2 (warm-up) and every frame between two Conv
+    outputs cost the input-rate work only, frames 3, 5, 7, ... the whole step; the sums equal
+    the ledger's figure for the stream (single and batched steps alike)."""
+    path, prog = strided
+    eng = nvm.Engine(prog, nvm.Device("pcm", seed=1))
+    x = _x(2, 12, 6)
+    s = eng.stream()
+    e = []
+    for t in range(12):
+        s.step(x[0, t])
+        e.append(s.last_energy_pJ)
+    rep = eng.report("streams").analog
+    assert sum(e) == pytest.approx(rep.energy_pJ_per_inference, rel=1e-9)
+    assert s.energy_pJ == pytest.approx(rep.energy_pJ_per_inference, rel=1e-9)
+    runs = [t >= K - 1 and (t - K + 1) % S == 0 for t in range(12)]
+    full = max(e)
+    assert full == pytest.approx(eng.step_energy_pJ)
+    assert all((v == full) == r for v, r in zip(e, runs))
+    assert len({v for v, r in zip(e, runs) if not r}) == 1      # the idle frames alike
+    eng.reset_ledger()
+    ss = [eng.stream() for _ in range(3)]
+    sums = np.zeros(3)
+    for t in range(12):
+        live = ss if t >= 5 else ss[:2]                        # one joins at frame 5
+        eng.step_many_all(live, np.stack([x[i % 2, t] for i in range(len(live))]))
+        for i, st in enumerate(live):
+            sums[i] += st.last_energy_pJ
+    rep = eng.report("streams").analog
+    assert sums.sum() == pytest.approx(rep.energy_pJ_per_inference * 3, rel=1e-9)
+    assert eng.stream_energy_pJ(12) == pytest.approx(sum(e), rel=1e-12)
+    assert eng.stream_energy_pJ(7) == pytest.approx(sum(e[:7]), rel=1e-12)
