@@ -121,11 +121,20 @@ def blas_threads(n: int):
 RUNTIMES = ("nvmstream", "onnxruntime", "torch")
 
 
+SETTLE_CALLS = 1
+
+
 def _interleaved(cases: dict[str, Callable[[], object]], rounds: int, inner: dict[str, int],
-                 warmup: int = 2, cpu: dict | None = None) -> dict[str, float]:
+                 warmup: int = 2, cpu: dict | None = None,
+                 settle: int = SETTLE_CALLS) -> dict[str, float]:
     """Median wall-clock microseconds per inner unit of every case, sampled round-robin;
     ``cpu`` (if given) receives the medians of this process's CPU time (robust to other
-    load on the machine, when every runtime runs one thread)."""
+    load on the machine, when every runtime runs one thread). Each timed sample follows
+    ``settle`` untimed calls of the same case, so every runtime is timed with its own code
+    and data in cache: without them a sample paid for the caches the previous cases
+    evicted (the 256-stream step and the sweep touch many MB), e.g. an nvmstream T=1 run
+    took ~520 us instead of ~157 us CPU after a 32 MB sweep of memory, ~3.6 us per step of
+    a T=100 run."""
     for fn in cases.values():
         for _ in range(warmup):
             fn()
@@ -133,6 +142,8 @@ def _interleaved(cases: dict[str, Callable[[], object]], rounds: int, inner: dic
     cs: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(rounds):
         for k, fn in cases.items():
+            for _ in range(settle):
+                fn()
             c0 = time.process_time()
             t0 = time.perf_counter()
             fn()
@@ -200,7 +211,8 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
     import nvmstream as nvm
 
     rounds = 15 if quick else 41
-    res: dict = {"profile": profile, "rounds": rounds, "load_avg_start": os.getloadavg()}
+    res: dict = {"profile": profile, "rounds": rounds, "settle_calls": SETTLE_CALLS,
+                 "load_avg_start": os.getloadavg()}
     rng = np.random.default_rng(0)
     torch = _torch()
     res["torch"] = torch.__version__ if torch else None
@@ -355,7 +367,7 @@ def _bench_sweep(profile: str, quick: bool) -> dict | None:
     rounds = 2 if quick else 3
     cpu: dict[str, float] = {}
     med = _interleaved({"nvmstream": lambda: eng.predict(x), "onnxruntime": ort15}, rounds, {},
-                       warmup=1, cpu=cpu)
+                       warmup=1, cpu=cpu, settle=0)     # seconds per sample: caches do not matter
     n = x.shape[0]
     return {"model": model.name, "sequences": n, "steps": int(x.shape[1]), "votes": 15,
             "seconds": {k: v * 1e-6 for k, v in med.items()},

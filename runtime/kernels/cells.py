@@ -21,6 +21,8 @@ from nvmstream.converters.conventions import gate_index
 
 LSTM_I, LSTM_O, LSTM_F, LSTM_C = (gate_index("LSTM", g) for g in "iofc")
 GRU_Z, GRU_R, GRU_H = (gate_index("GRU", g) for g in "zrh")
+# the i, o, f gates fill blocks 0..2 (one sigmoid loop over 3H when there are no peepholes)
+SIG3 = sorted((LSTM_I, LSTM_O, LSTM_F)) == [0, 1, 2]
 # peepholes P[3H]: i, o, f
 PEEP_I, PEEP_O, PEEP_F = 0, 1, 2
 
@@ -126,23 +128,31 @@ def lstm_cell(lay, pf, zx, zh, hs, cs, tmp):
     ig = zh[i0:i0 + H]
     fg = zh[f0:f0 + H]
     cg = zh[c0:c0 + H]
-    act_vec(lay.act0, zx[i0:i0 + H], ig, H, pf[ap], pf[ap + 1])
-    if lay.input_forget == 1:
-        for j in range(H):
-            fg[j] = 1.0 - ig[j]
+    # without peepholes the output gate does not wait for the new cell state: the three
+    # sigmoid gates (i, o, f: one block in GATE_ORDER) go through one activation loop
+    fused = lay.peep < 0 and lay.input_forget == 0 and SIG3
+    if fused:
+        clip_vec(zx[o0:o0 + H], H, lay.clip)
+        act_vec(lay.act0, zx[:3 * H], zh[:3 * H], 3 * H, pf[ap], pf[ap + 1])
     else:
-        act_vec(lay.act0, zx[f0:f0 + H], fg, H, pf[ap], pf[ap + 1])
+        act_vec(lay.act0, zx[i0:i0 + H], ig, H, pf[ap], pf[ap + 1])
+        if lay.input_forget == 1:
+            for j in range(H):
+                fg[j] = 1.0 - ig[j]
+        else:
+            act_vec(lay.act0, zx[f0:f0 + H], fg, H, pf[ap], pf[ap + 1])
     act_vec(lay.act1, zx[c0:c0 + H], cg, H, pf[ap + 2], pf[ap + 3])
     for j in range(H):
         cs[j] = fg[j] * cs[j] + ig[j] * cg[j]
-    go = zx[o0:o0 + H]
-    if lay.peep >= 0:
-        po = pf[lay.peep + PEEP_O * H:lay.peep + (PEEP_O + 1) * H]
-        for j in range(H):
-            go[j] += po[j] * cs[j]
-    clip_vec(go, H, lay.clip)
     og = zh[o0:o0 + H]
-    act_vec(lay.act0, go, og, H, pf[ap], pf[ap + 1])
+    if not fused:
+        go = zx[o0:o0 + H]
+        if lay.peep >= 0:
+            po = pf[lay.peep + PEEP_O * H:lay.peep + (PEEP_O + 1) * H]
+            for j in range(H):
+                go[j] += po[j] * cs[j]
+        clip_vec(go, H, lay.clip)
+        act_vec(lay.act0, go, og, H, pf[ap], pf[ap + 1])
     act_vec(lay.act2, cs, tmp, H, pf[ap + 4], pf[ap + 5])
     for j in range(H):
         hs[j] = og[j] * tmp[j]
