@@ -48,9 +48,10 @@ PAGES = (["--tasks", "japanese_vowels,basic_motions,digits"],
 #: `int4` without noise and `ideal` are deterministic: the bits section runs a second seed
 #: only to check that it reproduces the first bit for bit (the generator asserts it).
 SECTION_SEEDS = {"bits": 2, "snr": 10, "snr15": 10, "ber": 10, "age": 10, "rram": 10}
-#: fewer seeds where a run is dear: a japanese_vowels PCM or RRAM run took ~24 s at load ~10
-#: (nice 5; 1.7 s on a quiet machine), so 10 seeds of its two age sections would add ~40 min
-TASK_SEEDS = {"japanese_vowels": {"age": 5, "rram": 5}}
+#: fewer seeds for a task where a section's runs are dear (task -> section -> seeds). Empty:
+#: japanese_vowels' PCM and RRAM age sections, once at 5 (a run took ~24 s at load ~10, 1.7 s
+#: on a quiet machine), were extended to 10 by `--resume` on a quiet machine.
+TASK_SEEDS: dict[str, dict[str, int]] = {}
 #: the extra 0 dB point: the seed's claim is that voting restores accuracy
 MANY_VOTES = 15
 #: per-task reductions: keywords (98 frames x hidden 64 per item, ~4x japanese_vowels per run)
@@ -58,7 +59,7 @@ MANY_VOTES = 15
 #: 2 seeds and fewer grid points
 REDUCED = {"keywords": {"seeds": 2, "bits_seeds": 1, "limit": 190, "snrs": [0.0, 10.0],
                         "bers": [1e-2], "storage": 2, "age_recipes": ("qat4",), "rram": False,
-                        "many_votes": False, "bits_gap": False}}
+                        "many_votes": False, "bits_gap": False, "adc_per_column": True}}
 AGES_S = [86400.0, 31557600.0]
 BITS = [2, 3, 4, 5, 6, 8]
 SNRS = [0.0, 10.0]
@@ -101,7 +102,9 @@ def claims_summary(pg: "Page") -> list[str]:
     out = ["## Which seed claims hold", "",
            "Each claim is \"A beats B\", tested per task (and recipe) by a paired test on the "
            "same items (sections below). Holds: resolved in the claimed direction; reversed: "
-           "resolved against it; unresolved: the 95% interval of the difference contains 0.",
+           "resolved against it; unresolved: the 95% interval of the difference contains 0 "
+           "or p >= 0.05 (for one device seed the interval is Wald's and p the exact McNemar "
+           "test's: near the boundary they can disagree, and then the exact test decides).",
            ""]
     for topic, entries in pg.claims.items():
         counts = {v: sum(e[1] == v for e in entries) for v in ("holds", "reversed",
@@ -190,6 +193,9 @@ class Page:
         model = MODELS / f"{task}_{recipe}.onnx"
         parts = ["nvmstream sweep", f"demos/models/{model.name}",
                  f"--data demos/data/{task}.npz", f"--profile {profile}"]
+        if profile != "ideal":      # the task's conversion choices (no ADC on `ideal`)
+            grid = [g for g in convert_choices(task, recipe) if g.split("=")[0] not in
+                    {a for axis in grid for a in axis.split("=")[0].split("+")}] + list(grid)
         parts += [f"--grid {g}" for g in grid]
         parts += [f"--seeds {','.join(map(str, seeds))}",
                   f"--votes {','.join(map(str, votes or [1]))}"]
@@ -255,6 +261,19 @@ def keep_seeds(csv: Path, seeds: list[int]) -> None:
     csv.write_text("".join(head + body[:1] + keep))
 
 
+def convert_choices(task: str, recipe: str = "qat4") -> list[str]:
+    """The per-model conversion choices of ``task``'s ``recipe`` (``TaskConfig.convert_for``:
+    profile overrides its models are trained for and converted with), one grid axis each."""
+    from nvmstream.runtime.training.tasks import TASKS as PRESETS
+    return list(PRESETS[task].convert_for(recipe)) if task in PRESETS else []
+
+
+def convert_skipped(task: str) -> tuple[str, ...]:
+    """Recipes of ``task`` trained and converted without its conversion choices."""
+    from nvmstream.runtime.training.tasks import TASKS as PRESETS
+    return PRESETS[task].convert_skip if task in PRESETS else ()
+
+
 def manifest() -> dict:
     return json.loads((MODELS / "manifest.json").read_text())["models"]
 
@@ -288,6 +307,16 @@ def goal_status(lo: float, hi: float, target: float) -> str:
     if hi < target:
         return "not met"
     return "unresolved"
+
+
+def near_goal(lo: float, hi: float, target: float, tol: float = 0.0005) -> str:
+    """A sentence giving an interval end to 0.001 pt when it lies within ``tol`` of ``target``
+    (its rounding to 0.1 pt would hide on which side of the goal it is), else ''."""
+    ends = [(name, v) for name, v in (("lower", lo), ("upper", hi)) if abs(v - target) < tol]
+    return "".join(f" Its {name} end is {100 * v:+.3f} pt, "
+                   f"{'above' if v > target else 'below' if v < target else 'at'} "
+                   f"{100 * target:+.0f} pt by {100 * abs(v - target):.3f} pt."
+                   for name, v in ends)
 
 
 def ideal_float(pg: Page, task: str) -> dict | None:
@@ -333,6 +362,30 @@ def section_bits(pg: Page, task: str, bits: list[int]) -> list[dict]:
     pg.add("| float (`ideal`) | " + " | ".join(
         ci(R.summarize(ideal[r], ["recipe"])[0]) if r in ideal else "" for r in recipes) + " |",
         "")
+    col = {}
+    if REDUCED.get(task, {}).get("adc_per_column") and not pg.quick:
+        # a design alternative, not the int4 profile: one ADC range per column
+        pg.add("Design alternative (not the `int4` profile): the same chip with one ADC range "
+               "per column (`adc.range=per_column`) instead of one per tile, 4/4/4 bits, the "
+               "same models:", "")
+        for r in recipes:
+            col[r] = pg.sweep(f"bits_{task}_{r}_per_column", task, r, "int4",
+                              ["adc.range=per_column"], seeds=[0])
+        pg.add("", "| 4/4/4, ADC range | " + " | ".join(f"{r} (%)" for r in recipes) + " |",
+               "|---|" + "---|" * len(recipes))
+        pg.add("| per tile (`int4`) | " + " | ".join(
+            next((ci(s) for s in summ if s["recipe"] == r and s["weights.bits"] == 4), "")
+            for r in recipes) + " |")
+        pg.add("| per column | " + " | ".join(
+            ci(R.summarize(col[r], ["recipe"])[0]) for r in recipes) + " |", "")
+        if "float" in col and "qat4" in col and "float" in ideal:
+            pg.add(f"- float with per-column ADC ranges vs the float model (ideal): "
+                   + claim(R.compare(col["float"], ideal["float"]), "float per column",
+                           "float (ideal)"),
+                   "- the energy model prices both the same per inference (docs/energy.md: "
+                   "the range granularity changes only the reference-DAC writes of an ADC "
+                   "retune); on silicon a per-column range needs a reference per column "
+                   "instead of one per shared ADC bank, which the model does not price.", "")
     fl = R.summarize(ideal["float"], ["recipe"])[0] if "float" in ideal else None
     R.plot_curves(summ, "weights.bits", pg.out_dir / f"bits_{task}.png", style_key=None,
                   title=f"{task}: accuracy vs bits (weights = DAC = ADC)",
@@ -344,15 +397,18 @@ def section_bits(pg: Page, task: str, bits: list[int]) -> list[dict]:
         f4 = [r for r in rows if r["recipe"] == "float" and r["weights.bits"] == 4]
         p = R.compare(q4, ideal["float"])
         status = goal_status(p.lo, p.hi, -0.01)
+        note = near_goal(p.lo, p.hi, -0.01).strip()
         q = R.summarize(q4, ["recipe"])[0]
         pg.add(f"*Finding ({task}):* qat4 at 4/4/4 bits minus the float model (ideal): "
                f"{p.fmt()}. Within 1 pt: **{status}** (met: the interval's lower end is above "
-               "-1 pt; not met: its upper end is below -1 pt).  ")
+               "-1 pt; not met: its upper end is below -1 pt)."
+               + (f" {note}" if note else "") + "  ")
         pg.add(f"Post-training quantization for comparison: "
                f"{pg.claim(T_PTQ, task, R.compare(q4, f4), 'qat4 at 4/4/4', 'the float model at 4/4/4')}", "")
         pg.headlines.append(
             f"| {task} | 4/4/4 QAT within 1 pt of float | qat4 {ci(q)} vs float {ci(fl)}; "
-            f"difference {p.fmt()} | **{status}** |")
+            f"difference {p.fmt()}" + (f"; {note[0].lower()}{note[1:]}" if note else "")
+            + f" | **{status}** |")
     return rows
 
 
@@ -372,7 +428,10 @@ def train_split_accuracy(task: str, recipe: str, profile: str) -> tuple[int, int
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{task}_train.npz"
         np.savez(path, **arrays)
-        row = run_job(Job(str(MODELS / f"{task}_{recipe}.onnx"), str(path), profile, (), 0, 1))
+        conv = tuple((k, v) for k, v in (o.split("=", 1) for o in convert_choices(task,
+                                                                                   recipe)))
+        row = run_job(Job(str(MODELS / f"{task}_{recipe}.onnx"), str(path), profile, conv, 0,
+                          1))
     return round(row["accuracy"] * row["n"]), row["n"]
 
 
@@ -403,15 +462,24 @@ def section_bits_gap(pg: Page, task: str) -> None:
         pg.add(f"- one of the {n_test} test items is {100 / n_test:.2g} pt, so a 1-pt goal "
                + ("cannot be resolved on this test split at all." if n_test < 200 else
                   "needs a difference interval narrower than the gap itself."))
+        wrong = n_test - round(by[(4, 4, 4)]["accuracy"] * n_test)
+        p_best = min(1.0, 2 * 0.5 ** wrong)      # exact McNemar: `wrong` wins, no loss
+        if p_best >= 0.05:
+            pg.add(f"- qat4 misses {wrong} of the {n_test}: a retrained qat4 could win at most "
+                   f"those {wrong} items, and {wrong} wins with no loss give p = {p_best:.3g} "
+                   "(exact McNemar), so no retrained qat4 can be shown better than this one "
+                   "on this test split.")
     if not pg.quick:
         c, n = train_split_accuracy(task, "qat4", "int4")
         man = manifest().get(f"{task}_qat4", {})
+        fl_train = manifest().get(f"{task}_float", {}).get("torch_train_accuracy", float("nan"))
         pg.add(f"- on its own training split (n = {n}; the generator converts and runs it as "
                f"a sweep job does), qat4 at 4/4/4 on `int4` scores "
                f"{wilson_interval(c, n).fmt()}: "
-               + ("it does not fit the training data on the chip, so the fine-tuning budget "
-                  f"({man.get('fine_tune_epochs')} epochs after {man.get('epochs')} float "
-                  "epochs) bounds the test gap."
+               + ("it does not fit its training data on the chip, where the float model "
+                  f"fits {pct(fl_train)}% in torch: part of the gap is underfitting in the "
+                  f"fine-tuning ({man.get('fine_tune_epochs')} epochs after "
+                  f"{man.get('epochs')} float epochs)."
                   if c / n < 0.98 else
                   "it fits the training data on the chip; the test gap is generalisation "
                   "under 4-bit quantization, which more fine-tuning epochs would not "
@@ -708,7 +776,8 @@ def section_audio(pg: Page) -> None:
            "random subsample of x_train (not the class-balanced one of `nvmstream sweep`), so "
            "its log-mel accuracy may differ slightly from the sweep's int4 figure.", "")
     port = free_port()
-    serve = (f"nvmstream serve demos/models/keywords_qat4.onnx --profile int4 "
+    sets = "".join(f" --set {o}" for o in convert_choices("keywords"))
+    serve = (f"nvmstream serve demos/models/keywords_qat4.onnx --profile int4{sets} "
              f"--calibration demos/data/keywords.npz --bind tcp://127.0.0.1:{port}")
     wavs = sorted(p.name for p in (DATA / "keywords_wav").glob("*.wav"))
     s_wav = (f"nvmstream stream -c tcp://127.0.0.1:{port} -d "
@@ -737,8 +806,8 @@ def section_models(pg: Page, tasks: list[str]) -> None:
     pg.add("## Shipped models", "",
            "torch float: the exported model (quantized weights for the QAT recipes) in torch; "
            "torch QAT: the training's own emulation of the recipe's profile quantizers "
-           "(noise-free); emulator int4: `nvm.convert` + `Engine` on `int4`, device seed 0 "
-           "(manifest.json). Training and the emulator share one definition of every "
+           "(noise-free); emulator int4: `nvm.convert` + `Engine` on `int4` (with the task's "
+           "conversion choices, if any), device seed 0 (manifest.json). Training and the emulator share one definition of every "
            "quantizer and range (runtime/training), so the last two agree up to rare "
            "float32-vs-float64 rounding flips.", "",
            "| model | torch float (%) [95% Wilson] | torch QAT (%) | emulator int4 (%) | n |",
@@ -809,6 +878,14 @@ def main(argv=None) -> int:
            f"{MANY_VOTES} votes). "
            + ("keywords runs on its first 190 test items, 19 per class. "
               if "keywords" in tasks and not args.quick else "")
+           + "".join(f"The {t} models are converted with `{' '.join(convert_choices(t))}` "
+                     "on every profile (a per-model conversion choice, printed in each "
+                     "command as a one-value `--grid` axis; the profiles themselves are "
+                     "unchanged; its quantized recipes are trained for it"
+                     + (f"; except {' and '.join(convert_skipped(t))}, trained and "
+                        "converted with the profile as it is" if convert_skipped(t) else "")
+                     + "). "
+                     for t in tasks if convert_choices(t) and not args.quick)
            + "\"A beats B\" is said only when a paired test on the same items "
            "resolves it (exact McNemar for one seed, paired bootstrap over items x seeds "
            "otherwise); the difference is A - B in points with its 95% interval.", "")

@@ -158,9 +158,12 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray,
 
 def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2000,
                      level: float = 0.95, seed: int = 0) -> PairedResult:
-    """Paired bootstrap of mean(A) - mean(B) over items x seeds (``[seeds, items]`` each; the
-    same item and seed indices are drawn for both). p-value: twice the smaller tail fraction of
-    replicates on either side of 0 (at least 1/n_boot)."""
+    """Paired bootstrap of mean(A) - mean(B) over items x seeds (``[seeds, items]`` each, rows
+    in the same seed order): the same item indices are drawn for both, and the same seed
+    indices when A and B have as many seeds (row s of A is paired with row s of B; with
+    different counts, e.g. one deterministic run against ten seeds, each side's seeds are
+    resampled on their own). Two identical settings give the interval [0, 0]. p-value: twice
+    the smaller tail fraction of replicates on either side of 0 (at least 1/n_boot)."""
     a, b = _as_matrix(correct_a), _as_matrix(correct_b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"A and B need the same items, got {a.shape} and {b.shape}")
@@ -170,7 +173,7 @@ def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int =
     for k in range(n_boot):
         ii = rng.integers(0, n, n)
         sa = rng.integers(0, a.shape[0], a.shape[0])
-        sb = rng.integers(0, b.shape[0], b.shape[0])
+        sb = sa if a.shape[0] == b.shape[0] else rng.integers(0, b.shape[0], b.shape[0])
         reps[k] = a[np.ix_(sa, ii)].mean() - b[np.ix_(sb, ii)].mean()
     q = (1 - level) / 2
     p = 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))

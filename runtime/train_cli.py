@@ -32,7 +32,8 @@ def add_train_parser(sub) -> None:
     s.add_argument("--profile", "-p", default=None,
                    help="device profile trained for (default int4; hwa: pcm-1d)")
     s.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a profile field (repeatable)")
+                   help="override a profile field (repeatable; quantized recipes also get the "
+                        "task preset's conversion choices, e.g. keywords: adc.calibration=mse)")
     s.add_argument("--snr-db", type=float, default=None,
                    help="training VMM-noise SNR in dB (qat4_noise default: the profile's, else "
                         "10; hwa default: the profile's)")
@@ -43,6 +44,9 @@ def add_train_parser(sub) -> None:
     s.add_argument("--fine-tune-epochs", "--qat-epochs", dest="fine_tune_epochs", type=int,
                    default=None, help="fine-tuning epochs (float: more float epochs, same "
                                       "budget)")
+    s.add_argument("--freeze-frac", type=float, default=None,
+                   help="last fraction of the fine-tuning epochs run with the emulator's frozen "
+                        "ranges (default: the task preset's)")
     s.add_argument("--hidden", type=int, default=None, help="hidden units")
     s.add_argument("--kind", choices=("LSTM", "GRU"), default=None)
     s.add_argument("--seed", type=int, default=0)
@@ -72,6 +76,9 @@ def command_line(task: str, recipe, tc, out: str, data: str | None = None,
         parts.append(f"--snr-db {spec.snr_db:g}")
     if spec.age_s is not None:
         parts.append(f"--age {spec.age_s:g}")
+    from nvmstream.runtime.training.tasks import task_config
+    if recipe.name != "float" and tc.freeze_frac != task_config(task).freeze_frac:
+        parts.append(f"--freeze-frac {tc.freeze_frac:g}")
     parts += [f"--epochs {tc.epochs}", f"--fine-tune-epochs {tc.qat_epochs}",
               f"--hidden {tc.hidden}", f"--kind {tc.kind}", f"--seed {recipe.seed}",
               f"--out {out}"]
@@ -131,12 +138,16 @@ def cmd_train(args) -> int:
     if not out.parent.exists():
         raise ValueError(f"{out}: folder {out.parent} does not exist")
     age = parse_age_s(args.age) if args.age is not None else None
-    recipe = make_recipe(args.recipe, args.profile, args.snr_db, age, tuple(args.set),
-                         args.seed)
     name = args.task or data_path.stem
-    data = load_data(data_path, name, args.extra_train)
     tc = task_config(name, epochs=args.epochs, qat_epochs=args.fine_tune_epochs,
-                     hidden=args.hidden, kind=args.kind)
+                     hidden=args.hidden, kind=args.kind, freeze_frac=args.freeze_frac)
+    # a quantized recipe trains for the profile with the task's conversion choices
+    # (TaskConfig.convert, e.g. keywords: adc.calibration=mse), then any --set
+    sets = tuple(args.set)
+    if args.recipe != "float":
+        sets = tuple(o for o in tc.convert_for(args.recipe) if o not in sets) + sets
+    recipe = make_recipe(args.recipe, args.profile, args.snr_db, age, sets, args.seed)
+    data = load_data(data_path, name, args.extra_train)
     entry = loop.train_model(data, tc, recipe, out, do_eval=not args.no_eval,
                              progress=EpochProgress(enabled=not args.quiet))
     entry["command"] = command_line(name, recipe, tc, str(args.out),

@@ -90,6 +90,12 @@ def test_every_task_ships_four_recipes_with_one_budget():
         assert e["command"].startswith(f"nvmstream train --task {e['task']}")
         assert f"--recipe {e['recipe']}" in e["command"]
         assert e["profile"] == PROFILES[e["recipe"]]
+    from nvmstream.runtime.training.tasks import task_config
+    for name, e in MANIFEST.items():   # quantized recipes trained for the conversion choices
+        if e["recipe"] != "float":     # the manifest evaluates them with
+            convert = list(task_config(e["task"]).convert_for(e["recipe"]))
+            assert e["hardware"]["overrides"][:len(convert)] == convert, name
+            assert all(f"--set {o}" in e["command"] for o in convert), name
     for t in TASKS:   # same float phase and fine-tuning epochs for every recipe of a task
         budgets = {(MANIFEST[f"{t}_{r}"]["epochs"], MANIFEST[f"{t}_{r}"]["fine_tune_epochs"])
                    for r in RECIPES}
@@ -155,7 +161,11 @@ def test_ideal_accuracy(name):
 @pytest.mark.parametrize("name", sorted(MANIFEST))
 def test_int4_accuracy(name):
     recorded = MANIFEST[name]["nvmstream"]["int4"]
-    acc = accuracy(name, "int4")
+    # converted as the manifest evaluates it: with the task's conversion choices (keywords:
+    # adc.calibration=mse), which its quantized recipes were trained for
+    from nvmstream.runtime.training.tasks import task_config
+    entry = MANIFEST[name]
+    acc = accuracy(name, "int4", task_config(entry["task"]).convert_for(entry["recipe"]))
     assert abs(acc - recorded) <= INT4_MARGIN, f"{name}: int4 {acc:.4f} vs recorded {recorded:.4f}"
     entry = MANIFEST[name]
     if entry["torch_qat_test_accuracy"] is not None and "adc_range" in entry["hardware"]:

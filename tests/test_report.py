@@ -145,3 +145,46 @@ def test_results_reuses_a_csv_only_for_the_same_command_with_fewer_seeds():
     other = base.replace("1,5", "1,15")
     assert not mod.same_but_more_seeds(base.format("0"), other.format("0,1"))
     assert not mod.same_but_more_seeds("", base.format("0"))
+
+
+def test_results_prints_a_tasks_conversion_choices_in_its_commands(tmp_path):
+    """keywords' models are converted with adc.calibration=mse (TaskConfig.convert): the page
+    must print it in every command it runs on an ADC profile, as a one-value grid axis that a
+    command's own --grid does not already set, and it must be a valid override of the profile."""
+    import importlib.util
+
+    import nvmstream as nvm
+    spec = importlib.util.spec_from_file_location("results_page2", REPO / "demos" / "results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    conv = mod.convert_choices("keywords")
+    assert conv == ["adc.calibration=mse"]
+    assert mod.convert_choices("digits") == []
+    assert nvm.Device("int4", overrides=conv).profile.adc.calibration == "mse"
+    ran = []
+    mod.R.run_printed = lambda command, cwd: ran.append(command) or []
+    pg = mod.Page(tmp_path / "res", 190, 1)
+    pg.sweep("bits_keywords_qat4", "keywords", "qat4", "int4", ["adc.bits=4,8"], seeds=[0])
+    pg.sweep("x_keywords_qat4", "keywords", "qat4", "int4", ["adc.calibration=max"], seeds=[0])
+    pg.sweep("ideal_keywords_float", "keywords", "float", "ideal", [], seeds=[0])
+    pg.sweep("bits_digits_qat4", "digits", "qat4", "int4", ["adc.bits=4,8"], seeds=[0])
+    assert "--profile int4 --grid adc.calibration=mse --grid adc.bits=4,8 " in ran[0]
+    assert "adc.calibration=mse" not in ran[1] and "--grid adc.calibration=max" in ran[1]
+    assert "--grid" not in ran[2] and "--grid" in ran[3] and "calibration" not in ran[3]
+    assert [f"`{c}`  " for c in ran] == [ln for ln in pg.md if ln.startswith("`")]
+
+
+def test_goal_status_and_the_note_for_an_interval_end_hidden_by_rounding():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("results_page", REPO / "demos" / "results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.goal_status(-0.009, 0.01, -0.01) == "met"
+    assert mod.goal_status(-0.05, -0.0101, -0.01) == "not met"
+    # prints as [-5.2, -1.0] yet straddles -1 pt: the note says on which side and by how much
+    assert mod.goal_status(-0.052, -0.00997, -0.01) == "unresolved"
+    note = mod.near_goal(-0.052, -0.00997, -0.01)
+    assert "upper end is -0.997 pt, above -1 pt by 0.003 pt" in note
+    assert "lower" not in note
+    assert "below -1 pt by 0.020 pt" in mod.near_goal(-0.0102, 0.02, -0.01)
+    assert mod.near_goal(-0.033, 0.006, -0.01) == ""

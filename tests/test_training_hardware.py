@@ -171,3 +171,23 @@ def test_extra_training_files_extend_training_but_not_calibration(tmp_path):
     np.savez(tmp_path / "bad.npz", x_train=xe[:, :3], y_train=ye)
     with pytest.raises(ValueError, match="bad.npz"):
         load_data(tmp_path / "d.npz", extra_train=[tmp_path / "bad.npz"])
+
+
+def test_manifest_command_carries_conversion_choices_and_a_non_preset_freeze_frac():
+    """`nvmstream train`'s reproduce command: the profile overrides a recipe trained for
+    (keywords qat4: the task's adc.calibration=mse) and --freeze-frac only where it differs
+    from the task preset (the previous keywords qat4_noise/hwa were made with 0.3)."""
+    from nvmstream.runtime.train_cli import command_line
+    from nvmstream.runtime.training.tasks import task_config
+    tc = task_config("keywords")
+    assert tc.convert_for("qat4") == ("adc.calibration=mse",)
+    assert tc.convert_for("hwa") == () and tc.convert_for("qat4_noise") == ()
+    q = make_recipe("qat4", "int4", overrides=tc.convert_for("qat4"))
+    assert q.spec.adc_calibration == "mse"
+    c = command_line("keywords", q, tc, "k.onnx")
+    assert "--set adc.calibration=mse" in c and "--freeze-frac" not in c
+    old = command_line("keywords", make_recipe("hwa"), task_config("keywords", freeze_frac=0.3),
+                       "k.onnx")
+    assert "--freeze-frac 0.3 " in old and "--set" not in old
+    assert "--freeze-frac" not in command_line("keywords", make_recipe("float"),
+                                               task_config("keywords", freeze_frac=0.3), "f")

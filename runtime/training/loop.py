@@ -262,18 +262,20 @@ def eval_key(profile: str, votes: int) -> str:
     return profile if votes == 1 else f"{profile}_votes{votes}"
 
 
-def evaluate(path: Path, data: TrainData, devices=EVAL_DEVICES, seed: int = 0
-             ) -> dict[str, float]:
+def evaluate(path: Path, data: TrainData, devices=EVAL_DEVICES, seed: int = 0,
+             overrides: tuple[str, ...] = ()) -> dict[str, float]:
     """Accuracy on emulated devices: ``nvm.convert`` with :func:`calibration_set` of the
-    training split, then ``Engine(prog, Device(profile, seed), votes)``; the class at each
-    sequence's last valid step (votes > 1: majority via ``Engine.predict``)."""
+    training split, then ``Engine(prog, Device(profile, seed, overrides=overrides), votes)``
+    (``overrides``: the task's conversion choices, :attr:`TaskConfig.convert`); the class at
+    each sequence's last valid step (votes > 1: majority via ``Engine.predict``)."""
     import nvmstream as nvm
     prog = nvm.convert(path, calibration_set(data.cal.x, data.cal.y))
     te = data.test
     rows = np.arange(len(te.y))
     out = {}
     for profile, votes in devices:
-        eng = nvm.Engine(prog, nvm.Device(profile, seed=seed), votes=votes)
+        eng = nvm.Engine(prog, nvm.Device(profile, seed=seed, overrides=overrides or None),
+                         votes=votes)
         if votes == 1:
             pred = eng.run(te.x)[rows, te.last].argmax(1)
         else:
@@ -314,6 +316,9 @@ def build_metadata(data: TrainData, tc: TaskConfig, recipe: Recipe, acc: dict) -
                        if tc.all_steps_weight else ""),
             "optimizer": "Adam, cosine learning rate, grad-norm clip 1.0",
             "hardware": spec.to_dict(),
+            # the task's conversion choices (only when there are some)
+            **({"convert": list(tc.convert_for(recipe.name))} if tc.convert_for(recipe.name)
+               else {}),
             "calibration": "nvmstream.runtime.stats.calibration_set of the data file's "
                            "x_train (64 sequences, class-balanced, seed 0; --extra-train "
                            "files are not drawn from)",
@@ -385,7 +390,8 @@ def train_model(data: TrainData, tc: TaskConfig, recipe: Recipe, out: Path,
     if do_eval:
         te0 = time.perf_counter()
         entry["nvmstream"] = {k: round(v, 4) for k, v in
-                              evaluate(out, data, eval_devices).items()}
+                              evaluate(out, data, eval_devices,
+                                       overrides=tc.convert_for(recipe.name)).items()}
         entry["eval_seconds"] = round(time.perf_counter() - te0, 1)
         log.info("%s: nvmstream %s", out.name, entry["nvmstream"])
     return entry
