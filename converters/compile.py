@@ -231,6 +231,7 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], prefix: str) -> Any:
 _TYPES = {c.__name__: c for c in (ir.Recurrent, ir.Dense, ir.Elementwise, ir.Softmax,
                                   ir.FeatureSlice, ir.FeatureConcat, ir.LayerNorm, ir.Conv1d,
                                   ir.FrameConv, ir.Binary, ir.Unary, ir.ReduceMean, ir.FeaturePad,
+                                  ir.StepMask,
                                   ir.StateInit, ir.SeqInput,
                                   ir.AuxInput, ir.Output, ir.Model)}
 

@@ -38,6 +38,7 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
                                                        else l.sequence_lens_value.tolist()),
                      initial_state=("input" if l.initial_h and l.initial_h.input else
                                     "constant" if l.initial_h else "zeros"),
+                     mask=l.mask,
                      macs_per_step=l.macs_per_step,
                      tiles=tiles_of.get(k, 0))
         elif isinstance(l, ir.Dense):
@@ -47,6 +48,7 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
         elif isinstance(l, ir.Conv1d):
             d.update(in_channels=l.channels, out_features=l.out_features, kernel=l.taps,
                      dilation=l.dilation, pad_begin=l.pad_begin, delay=l.delay,
+                     stride=l.stride,
                      in_features=l.in_features, bias=l.b is not None,
                      macs_per_step=l.macs_per_step, tiles=tiles_of.get(k, 0))
         elif isinstance(l, ir.FrameConv):
@@ -61,6 +63,8 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
             d.update(function=l.op if l.op == "sqrt" else f"pow {l.p:g}")
         elif isinstance(l, ir.ReduceMean):
             d.update(function="mean")
+        elif isinstance(l, ir.StepMask):
+            d.update(function=f"mask: any feature != {l.value:g}")
         elif isinstance(l, ir.FeaturePad):
             d.update(function=f"{l.mode} {l.begin}+{l.end}")
         elif isinstance(l, ir.Elementwise):
@@ -114,14 +118,15 @@ def format_text(info: dict[str, Any]) -> str:
         if l["type"] == "Recurrent":
             t = l["kind"]
             shape = f"{l['input_size']} -> {l['hidden_size']} x{2 if l['direction'] == 'bidirectional' else 1}"
-            extra = l["direction"]
+            extra = l["direction"] + (", masked" if l.get("mask") else "")
         elif l["type"] == "Dense":
             t, shape, extra = "Dense", f"{l['in_features']} -> {l['out_features']}", ""
         elif l["type"] == "Conv1d":
             t = "Conv1d"
             shape = (f"{l['kernel']}x{l['in_channels']} -> {l['out_features']} (im2col "
                      f"{l['in_features']})")
-            extra = f"dil {l['dilation']}" + (f", delay {l['delay']}" if l["delay"] else "")
+            extra = (f"dil {l['dilation']}" + (f", delay {l['delay']}" if l["delay"] else "")
+                     + (f", stride {l['stride']}" if l.get("stride", 1) > 1 else ""))
         elif l["type"] == "FrameConv":
             t = "FrameConv"
             shape = (f"{l['kernel']}x{l['in_channels']} -> {l['out_channels']} "

@@ -71,6 +71,7 @@ class Recurrent:
     sequence_lens_value: np.ndarray | None = None   # constant lengths [B]
     initial_h: StateInit | None = None
     initial_c: StateInit | None = None
+    mask: str | None = None         # per-step mask [B, T, 1] (1 run, 0 hold): a StepMask output
 
     @property
     def num_directions(self) -> int:
@@ -241,7 +242,10 @@ class Conv1d(_ConvKernel):
     not defined (the ONNX output is shorter by that much) and layers after it start there.
     Streaming keeps the last ``(K-1)*dilation`` frames. On the chip it is im2col: a window
     of ``K`` frames (digital, a ring of the last frames) times the crossbar matrix
-    :attr:`im2col` ``[O, K*C]``."""
+    :attr:`im2col` ``[O, K*C]``. With ``stride`` s > 1 (a keyword spotter decimating time) the
+    ONNX output ``k`` is step ``delay + k*s``: only every s-th step from ``delay`` on is
+    defined (``Model.strides``), recurrent layers after it step there and hold their state
+    in between (emitting the held state), and ONNX-shaped outputs take those steps."""
 
     name: str
     W: np.ndarray                   # [O, C, K] float32
@@ -250,6 +254,7 @@ class Conv1d(_ConvKernel):
     pad_begin: int
     x: str
     y: str
+    stride: int = 1
 
     @property
     def history(self) -> int:
@@ -390,16 +395,29 @@ class FeaturePad:
     y: str
 
 
+@dataclass(frozen=True, eq=False)
+class StepMask:
+    """Keras ``Masking(mask_value)``: ``y[b, t] = 1.0`` if any feature of ``x[b, t]`` differs
+    from ``value``, else ``0.0`` (a masked frame); ``[B, T, 1]``, digital periphery. A
+    recurrent layer whose ``mask`` is ``y`` holds its state at masked frames and emits the held
+    state (``h``; ``c`` for the cell output), as Keras's masked RNN loop does."""
+
+    name: str
+    value: float
+    x: str
+    y: str
+
+
 UNARY_OPS = ("sqrt", "pow")
 BINARY_OPS = ("add", "sub", "mul")
 PAD_MODES = ("constant", "reflect", "edge")
 
 Layer = Union[Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, LayerNorm,
-              Conv1d, FrameConv, Binary, Unary, ReduceMean, FeaturePad]
+              Conv1d, FrameConv, Binary, Unary, ReduceMean, FeaturePad, StepMask]
 
 # Layers the engine (runtime/plan.py) executes; the others run only in the float IR for now.
 ENGINE_LAYERS = (Recurrent, Dense, Elementwise, Softmax, FeatureSlice, FeatureConcat, Conv1d,
-                 FrameConv, LayerNorm, Binary, Unary, ReduceMean, FeaturePad)
+                 FrameConv, LayerNorm, Binary, Unary, ReduceMean, FeaturePad, StepMask)
 
 
 def runs_on(layer: Layer) -> str:
@@ -450,6 +468,7 @@ class Output:
     pick: tuple[str, ...] | None
     features: int
     delay: int = 0                  # leading steps with no ONNX counterpart (a Conv1d's warm-up)
+    stride: int = 1                 # after it, every stride-th step is an ONNX step (strided Conv)
 
     @property
     def per_step(self) -> bool:
@@ -497,14 +516,12 @@ class Model:
     @cached_property
     def delays(self) -> dict[str, int]:
         """Per IR tensor: how many leading steps are undefined (after causal Conv1d layers)."""
-        d = {self.input.name: 0}
-        for l in self.layers:
-            ins = l.xs if isinstance(l, (FeatureConcat, Binary)) else (l.x,)
-            din = max(d.get(n, 0) for n in ins)
-            d[l.y] = din + (l.delay if isinstance(l, Conv1d) else 0)
-            if isinstance(l, Recurrent) and l.c:
-                d[l.c] = din
-        return d
+        return frame_rates(self.layers, self.input.name)[0]
+
+    @cached_property
+    def strides(self) -> dict[str, int]:
+        """Per IR tensor: after a strided Conv1d only steps ``delay + k * stride`` are defined."""
+        return frame_rates(self.layers, self.input.name)[1]
 
     @property
     def recurrent_layers(self) -> list[Recurrent]:
@@ -530,8 +547,8 @@ class Model:
                                 f"{''.join(self.input.axes)}, got shape {x.shape}")
         x_btf = x if self.input.axes == ("B", "T", "F") else np.swapaxes(x, 0, 1)
         env, lens = self._execute(np.ascontiguousarray(x_btf), feeds, whole=True)
-        return {o.name: _format_output(o, env[o.tensor][:, o.delay:] if o.pick is None
-                                       else env[o.tensor], lens) for o in self.outputs}
+        return {o.name: _format_output(o, onnx_steps(o, env[o.tensor]), lens)
+                for o in self.outputs}
 
     def _run_frames(self, feeds) -> dict[str, np.ndarray]:
         if isinstance(feeds, np.ndarray):
@@ -575,8 +592,7 @@ class Model:
             if self.causal:
                 out[o.name] = env[o.tensor]
             else:
-                r = _format_output(o, env[o.tensor][:, o.delay:] if o.pick is None
-                                   else env[o.tensor], lens)
+                r = _format_output(o, onnx_steps(o, env[o.tensor]), lens)
                 if "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
                     r = np.swapaxes(r, 0, 1)
                 out[o.name] = r
@@ -671,18 +687,25 @@ class Model:
                 if whole:
                     lens = _seq_lens(layer, feeds, b, t)
                 h0, c0 = state[layer.name]
+                mask = env[layer.mask] if layer.mask else None
+                every = self.strides.get(layer.x, 1)
+                if every > 1:            # after a strided Conv: step only at defined frames
+                    g = t0 + np.arange(t) - self.delays.get(layer.x, 0)
+                    on = ((g >= 0) & (g % every == 0)).astype(np.float32)[None, :, None]
+                    mask = np.broadcast_to(on, (b, t, 1)) if mask is None else mask * on
                 skip = max(0, self.delays.get(layer.x, 0) - t0)   # undefined leading steps
                 if skip >= t:
                     y = np.zeros((b, t, layer.out_features), np.float32)
                     c = y.copy() if layer.c else None
                     hT, cT = h0, c0
                 elif skip:
-                    y, c, hT, cT = run_recurrent(layer, env[layer.x][:, skip:], h0, c0, lens)
+                    y, c, hT, cT = run_recurrent(layer, env[layer.x][:, skip:], h0, c0, lens,
+                                                 None if mask is None else mask[:, skip:])
                     pad = np.zeros((b, skip, y.shape[2]), np.float32)
                     y = np.concatenate([pad, y], 1)
                     c = np.concatenate([pad, c], 1) if c is not None else None
                 else:
-                    y, c, hT, cT = run_recurrent(layer, env[layer.x], h0, c0, lens)
+                    y, c, hT, cT = run_recurrent(layer, env[layer.x], h0, c0, lens, mask)
                 state[layer.name] = (hT, cT)
                 env[layer.y] = y
                 if layer.c:
@@ -773,12 +796,17 @@ def _seq_lens(layer: Recurrent, feeds, b: int, t: int) -> np.ndarray | None:
 
 
 def run_recurrent(layer: Recurrent, x: np.ndarray, h0: np.ndarray, c0: np.ndarray | None,
-                  lens: np.ndarray | None):
+                  lens: np.ndarray | None, mask: np.ndarray | None = None):
     """Run an LSTM/GRU/RNN over ``x[B, T, I]`` from state ``h0[D, B, H]`` (``c0`` for LSTM).
 
     Returns ``(y[B, T, D*H], c[B, T, D*H] | None, hT[D, B, H], cT | None)``; ``y`` and ``c`` are
     zero past each row's length. Reverse directions walk each row from its own last valid step.
+    ``mask[B, T, 1]`` (forward layers, no lengths): where it is 0 the state is held and the step
+    emits the held state.
     """
+    if mask is not None:
+        assert lens is None and layer.direction == "forward"
+        keep = mask[:, :, 0] != 0
     b, t, _ = x.shape
     hsz, nd = layer.hidden_size, layer.num_directions
     y = np.zeros((b, t, nd * hsz), np.float32)
@@ -794,7 +822,12 @@ def run_recurrent(layer: Recurrent, x: np.ndarray, h0: np.ndarray, c0: np.ndarra
         for k in range(t):
             if lens is None:
                 idx = t - 1 - k if reverse else k
-                h, c = _cell(layer, d, x[:, idx], h, c)
+                hn, cn = _cell(layer, d, x[:, idx], h, c)
+                if mask is None:
+                    h, c = hn, cn
+                else:                             # masked frames hold the state
+                    h = np.where(keep[:, idx, None], hn, h)
+                    c = np.where(keep[:, idx, None], cn, c) if c is not None else None
                 y[:, idx, sl] = h
                 if cs is not None:
                     cs[:, idx, sl] = c
@@ -864,6 +897,21 @@ def _cell(layer: Recurrent, d: int, x_t: np.ndarray, h: np.ndarray, c: np.ndarra
     return h_new.astype(np.float32, copy=False), None
 
 
+def frame_rates(layers, seq: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Per IR tensor: (leading undefined steps, stride): after causal Conv1d layers only steps
+    ``delay + k * stride`` (k >= 0) have ONNX counterparts."""
+    d, s = {seq: 0}, {seq: 1}
+    for l in layers:
+        ins = l.xs if isinstance(l, (FeatureConcat, Binary)) else (l.x,)
+        din = max(d.get(n, 0) for n in ins)
+        sin = max(s.get(n, 1) for n in ins)
+        d[l.y] = din + (l.delay * sin if isinstance(l, Conv1d) else 0)
+        s[l.y] = sin * (l.stride if isinstance(l, Conv1d) else 1)
+        if isinstance(l, Recurrent) and l.c:
+            d[l.c], s[l.c] = din, sin
+    return d, s
+
+
 def run_conv1d(layer: Conv1d, x: np.ndarray, hist: np.ndarray):
     """Causal Conv1d over ``x[B, T, C]`` after ``hist[B, L, C]`` (the previous frames); returns
     ``(y[B, T, O], new hist)``, one step at a time (identical whole or streamed)."""
@@ -924,6 +972,9 @@ def run_pointwise(layer: Layer, env: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.power(x, np.float32(layer.p)).astype(np.float32)
     if isinstance(layer, ReduceMean):
         return env[layer.x].mean(axis=-1, keepdims=True, dtype=np.float32)
+    if isinstance(layer, StepMask):
+        return np.any(env[layer.x] != np.float32(layer.value), axis=-1,
+                      keepdims=True).astype(np.float32)
     if isinstance(layer, FeaturePad):
         x = env[layer.x]
         width = [(0, 0), (0, 0), (layer.begin, layer.end)]
@@ -946,6 +997,15 @@ def format_frame_output(o: Output, a: np.ndarray) -> np.ndarray:
     """One call's ``a[B, F]`` of a frame model -> the ONNX output described by ``o``."""
     blocks = o.sizes[o.axes.index("D")] if "D" in o.axes else 1
     return _format_output(replace(o, pick=("T-1",) * blocks), a[:, None], None)
+
+
+def onnx_steps(o: Output, a: np.ndarray) -> np.ndarray:
+    """The steps of the per-step tensor ``a[B, T, F]`` that ONNX's output ``o`` is made of:
+    from its first defined step on, at a strided Conv's rate (so a last-step pick after a
+    strided Conv takes the last Conv output); other final-value picks read ``a`` whole."""
+    if o.pick is None or (o.stride > 1 and set(o.pick) == {"T-1"}):
+        return a[:, o.delay::o.stride]
+    return a
 
 
 def _format_output(o: Output, a: np.ndarray, lens: np.ndarray | None) -> np.ndarray:

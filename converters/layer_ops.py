@@ -180,7 +180,7 @@ def h_reduce_mean(ctx: _Ctx, node) -> list[Value]:
 
 def h_conv(ctx: _Ctx, node) -> list[Value]:
     """Conv over the time axis of a [B, C, T] view (a Conv1d front end): causal only (padding
-    at the start, none at the end), stride 1, one group."""
+    at the start, none at the end), one group; a stride decimates time (ir.Conv1d)."""
     at = _check_attrs(ctx, node, {"auto_pad", "dilations", "group", "kernel_shape", "pads",
                                   "strides"})
     x = _seq(ctx, node)
@@ -197,9 +197,12 @@ def h_conv(ctx: _Ctx, node) -> list[Value]:
         raise ctx.err(node, f"unsupported attribute value auto_pad={at['auto_pad']}")
     if int(at.get("group", 1)) != 1:
         raise ctx.err(node, f"unsupported attribute value group={at['group']}")
-    if list(at.get("strides", [1])) != [1]:
-        raise ctx.err(node, f"unsupported attribute value strides={at['strides']}: a strided "
-                            f"Conv over time changes the frame rate")
+    stride = int(list(at.get("strides", [1]))[0])
+    if stride < 1:
+        raise ctx.err(node, f"unsupported attribute value strides={at['strides']}")
+    if ir.frame_rates(ctx.layers, ctx.seq_input.name)[1].get(x.tensor, 1) > 1:
+        raise ctx.err(node, "a Conv over time after a strided Conv (time decimated twice) is "
+                            "not supported")
     pads = list(at.get("pads", [0, 0]))
     pads[0] += x.tpad                     # a Pad node before the Conv
     if pads[1] != 0:
@@ -213,7 +216,7 @@ def h_conv(ctx: _Ctx, node) -> list[Value]:
     out = ctx.fresh(node.output[0])
     ctx.layers.append(ir.Conv1d(node.name or out, W, None if b is None else
                                 np.asarray(b, np.float32).reshape(-1), dil, int(pads[0]),
-                                x.tensor, out))
+                                x.tensor, out, stride))
     return [TRef(out, ("B", "F", "T"), (None, int(W.shape[0]), None))]
 
 

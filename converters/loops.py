@@ -93,10 +93,15 @@ def _candidates(kind: str, W: np.ndarray, R: np.ndarray, biases: list[np.ndarray
 def recognise_loop(ctx: "_Ctx", node: onnx.NodeProto, x_ref, x_name_in_body: str,
                    state_slots: list[int], const_slots: dict[int, np.ndarray],
                    outer_consts: dict[str, np.ndarray], hidden: int, feats: int,
-                   sym_slots: dict[int, int], outer_syms: dict[str, int]):
+                   sym_slots: dict[int, int], outer_syms: dict[str, int],
+                   mask: tuple[str, str] | None = None):
     """Find the Recurrent layer a Loop computes, checked against the Loop on random probes.
     Returns ``(layer, mapping)``: mapping[k] for each Loop output k is one of ``"hT"``,
-    ``"cT"``, ``"Y"``, ``"Yc"`` or None (not a recurrent quantity)."""
+    ``"cT"``, ``"Y"``, ``"Yc"`` or None (not a recurrent quantity). ``mask``: (the body's
+    name for a Keras mask ``[T, B, 1]`` bool, the IR's ``StepMask`` tensor): the layer holds its
+    state at masked steps, and the probe feeds random masks with steps masked in the middle
+    and at the end (the first step kept: Keras's loop also carries the previous output, from
+    zeros, which equals the held state from the first kept step on)."""
     body = _body(node)
     n_carried = len(node.input) - 2
     carried_names = {body.input[2 + k].name: v for k, v in const_slots.items()}
@@ -120,13 +125,15 @@ def recognise_loop(ctx: "_Ctx", node: onnx.NodeProto, x_ref, x_name_in_body: str
               if np.asarray(v).dtype.kind == "f" and k not in mats
               and np.asarray(v).ndim in (1, 2) and np.asarray(v).size >= hidden]
     probe = _LoopProbe(node, body, x_name_in_body, state_slots, const_slots, outer_consts,
-                       hidden, feats, ctx.model, sym_slots, outer_syms)
+                       hidden, feats, ctx.model, sym_slots, outer_syms,
+                       mask[0] if mask else None)
     n_states_needed = {"LSTM": 2, "GRU": 1, "RNN": 1}
     tried = 0
     for kind, W, R in kinds:
-        if len(state_slots) != n_states_needed[kind]:
+        # a masked Keras loop also carries its previous output: one slot more than the cell
+        if len(state_slots) != n_states_needed[kind] + (1 if mask else 0):
             continue
-        for slot_order in itertools.permutations(state_slots):
+        for slot_order in itertools.permutations(state_slots, n_states_needed[kind]):
             for label, Wg, Rg, wb, rb, lbr in _candidates(
                     kind, W, R, [b for b in biases if b.shape[-1] in
                                  (W.shape[1], 2 * W.shape[1])], hidden):
@@ -139,7 +146,7 @@ def recognise_loop(ctx: "_Ctx", node: onnx.NodeProto, x_ref, x_name_in_body: str
                     activations=parse_activations(kind, 1, None, None, None), clip=None,
                     input_forget=False, linear_before_reset=lbr, x=x_ref.tensor,
                     y=ctx.fresh((node.name or "Loop") + ":Y"),
-                    c=None)
+                    c=None, mask=mask[1] if mask else None)
                 mapping = probe.match(layer, slot_order)
                 if mapping is not None:
                     log.info("%s: Loop %r recognised as %s (%s)", ctx.path, node.name, kind, label)
@@ -157,7 +164,7 @@ class _LoopProbe:
     output out; compared with a candidate layer on seeded random inputs."""
 
     def __init__(self, node, body, x_name, state_slots, const_slots, outer_consts, hidden,
-                 feats, model, sym_slots, outer_syms):
+                 feats, model, sym_slots, outer_syms, mask_name=None):
         import onnxruntime as ort
 
         self.state_slots, self.hidden, self.feats = state_slots, hidden, feats
@@ -186,6 +193,9 @@ class _LoopProbe:
         for name, et in outer_syms.items():
             inputs.append(onnx.helper.make_tensor_value_info(name, et, []))
             syms[name] = et
+        if mask_name is not None:
+            inputs.append(onnx.helper.make_tensor_value_info(mask_name, onnx.TensorProto.BOOL,
+                                                             ["T", "B", 1]))
         outs = [f"o{k}" for k in range(len(node.output))]
         loop = onnx.helper.make_node("Loop", loop_in, outs, body=body)
         g = onnx.helper.make_graph([loop], "probe", inputs,
@@ -201,23 +211,32 @@ class _LoopProbe:
         self.n_out = len(node.output)
         rng = np.random.default_rng(1234)
         self.cases = []
-        for b, t in ((3, 5), (2, 2)):
+        for b, t in ((3, 5), (2, 2), (2, 7)):
             x = rng.standard_normal((t, b, feats)).astype(np.float32)
             st = {k: (0.5 * rng.standard_normal((b, hidden))).astype(np.float32)
                   for k in state_slots}
+            m = None
+            if mask_name is not None:      # masked in the middle and at the end, step 0 kept
+                m = rng.random((t, b, 1)) < 0.6
+                m[0] = True
+                m[-1, 0] = False
+                if t > 2:
+                    m[1:-1, -1] = False
             feeds = {**({"M": np.array(t, np.int64)} if node.input[0] else {}), x_name: x,
+                     **({mask_name: m} if m is not None else {}),
                      **{f"v{k}": v for k, v in st.items()},
                      **{nm: np.array(t, onnx.helper.tensor_dtype_to_np_dtype(et))
                         for nm, et in syms.items()}}
-            self.cases.append((x, st, self.sess.run(None, feeds)))
+            self.cases.append((x, st, m, self.sess.run(None, feeds)))
 
     def match(self, layer, slot_order) -> list | None:
         mapping: list = [None] * self.n_out
-        for x, st, outs in self.cases:
+        for x, st, m, outs in self.cases:
             h0 = st[slot_order[0]][None]
             c0 = st[slot_order[1]][None] if layer.kind == "LSTM" else None
+            mb = None if m is None else np.swapaxes(m, 0, 1).astype(np.float32)
             y, c, hT, cT = ir.run_recurrent(layer, np.ascontiguousarray(np.swapaxes(x, 0, 1)),
-                                            h0, c0, None)
+                                            h0, c0, None, mb)
             cand = {"hT": hT[0], "Y": np.swapaxes(y, 0, 1)}
             if c is not None:
                 cand["cT"], cand["Yc"] = cT[0], np.swapaxes(c, 0, 1)

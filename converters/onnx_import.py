@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from . import ir
+from . import ir, mask_ops
 from .errors import NvmConversionError
 from .layer_ops import (_fuse_bias, h_act, h_conv, h_gemm, h_layernorm, h_matmul, h_pad, h_pow,
                         h_reduce_mean, h_softmax, h_sqrt)
@@ -42,7 +42,7 @@ from .recurrent_ops import (h_loop, h_recurrent)
 from .shape_ops import (h_arith, h_cast, h_compare, h_concat, h_constant_of_shape, h_dropout,
                         h_equal, h_expand, h_gather, h_identity, h_if, h_reduce_prod,
                         h_reshape_any, h_shape, h_size, h_slice, h_squeeze, h_transpose, h_unsqueeze)
-from .values import (MIN_OPSET, MAX_OPSET, MAX_IR_VERSION, RECURRENT_OPS, Const, TRef, Value,
+from .values import (MIN_OPSET, MAX_OPSET, MAX_IR_VERSION, RECURRENT_OPS, Const, Shape, TRef, Value,
                      _Ctx, _attrs, _outer_names, _graph_input_dims)
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>",
     for name, value in ctx.fixed.items():
         ctx.values[name] = Const(value)
     _bind_inputs(ctx, g)
+    _bind_shape_only(ctx, g)
     needed = _live_nodes(g, stop=ctx.prebound)
     _run_nodes(ctx, [n for k, n in enumerate(g.node) if k in needed])
     outputs = []
@@ -142,8 +143,9 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>",
                 raise ctx.err(None, f"graph output {o.name!r} is step {v.step} of a sequence "
                                     f"(only the last step, or every step, can be an output)")
             v = replace(v, pick=("T-1",), step=None)
+        delay, stride = _delay_of(ctx.layers, v.tensor, ctx.seq_input)
         outputs.append(ir.Output(o.name, v.tensor, v.axes, v.sizes, v.pick, v.features,
-                                 delay=_delay_of(ctx.layers, v.tensor, ctx.seq_input)))
+                                 delay=delay, stride=stride))
     if ctx.seq_input is None:
         raise ctx.err(None, "no sequence input feeds a recurrent layer")
     if ctx.frame_size is not None and not ctx.seq_input.frame:
@@ -159,6 +161,9 @@ def to_ir(model: onnx.ModelProto, path: str = "<model>",
     if len(lens_sources) > 1:
         raise ctx.err(None, "recurrent layers take different sequence_lens; not supported")
     layers = _fuse_bias(ctx.layers)
+    # a Keras mask no recurrent layer reads (x * mask with mask value 0 is x itself) is dropped
+    masks = {l.mask for l in layers if isinstance(l, ir.Recurrent) and l.mask}
+    layers = [l for l in layers if not (isinstance(l, ir.StepMask) and l.y not in masks)]
     meta = {p.key: p.value for p in model.metadata_props}
     for name, value in ctx.fixed.items():
         meta[f"nvmstream.fixed_input.{name}"] = str(value.tolist())
@@ -264,18 +269,69 @@ def _dedupe_layers(ctx: _Ctx, start: int, outs: list) -> list:
             for v in outs]
 
 
-def _delay_of(layers, tensor: str, seq) -> int:
-    d = {seq.name: 0} if seq is not None else {}
+def _delay_of(layers, tensor: str, seq) -> tuple[int, int]:
+    """(delay, stride) of ``tensor`` (ir.frame_rates); a layer joining tensors whose defined
+    steps differ is an error."""
+    if seq is None:
+        return 0, 1
+    d, s = ir.frame_rates(layers, seq.name)
     for l in layers:
         ins = l.xs if isinstance(l, (ir.FeatureConcat, ir.Binary)) else (l.x,)
-        ds = {d.get(n, 0) for n in ins}
-        if len(ds) > 1:
+        rates = {(d.get(n, 0), s.get(n, 1)) for n in ins}
+        if len(rates) > 1:
             raise NvmConversionError(f"layer {l.name!r} joins tensors with different Conv "
-                                     f"delays {sorted(ds)}")
-        d[l.y] = max(ds) + (l.delay if isinstance(l, ir.Conv1d) else 0)
-        if isinstance(l, ir.Recurrent) and l.c:
-            d[l.c] = max(ds)
-    return d.get(tensor, 0)
+                                     f"delays/strides {sorted(rates)}")
+    return d.get(tensor, 0), s.get(tensor, 1)
+
+
+def _bind_shape_only(ctx: _Ctx, g: onnx.GraphProto) -> None:
+    """``Shape(t)`` of a tensor that nothing but Shape nodes reads (Keras 3's masked LSTM
+    computes one cell step outside its Loop only to shape the Loop's zero output): ``t`` is
+    never converted; its shape is measured by running the model in onnxruntime at two batch
+    sizes and lengths (a dim that follows the batch is ``B``, the length ``T``, else its size).
+    ONNX shape inference is not enough: it loses the batch dim through Expand."""
+    if ctx.seq_input is None or ctx.seq_input.frame:
+        return
+    readers: dict[str, list[str]] = {o.name: ["<output>"] for o in g.output}
+    for n in g.node:
+        for name in list(n.input) + sorted(_outer_names(n)):
+            if name:
+                readers.setdefault(name, []).append(n.op_type)
+    bound = {i.name for i in g.input} | {i.name for i in g.initializer}
+    todo = [n for n in g.node if n.op_type == "Shape" and not n.attribute
+            and n.input[0] not in bound and set(readers.get(n.input[0], [])) == {"Shape"}]
+    if not todo:
+        return
+    import onnxruntime as ort
+    m = onnx.ModelProto()
+    m.CopyFrom(ctx.model)
+    del m.graph.value_info[:]
+    del m.graph.output[:]
+    m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n.input[0]) for n in todo)
+    shapes = []
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        for b, t in ((2, 3), (3, 5)):
+            size = {"B": b, "T": t, "F": ctx.seq_input.features}
+            x = np.zeros([size[a] for a in ctx.seq_input.axes], np.float32)
+            x[...] = 0.5
+            shapes.append([np.shape(o) for o in sess.run(None, {ctx.seq_input.name: x})])
+    except Exception as e:        # noqa: BLE001 - a shortcut only: the walk reports errors
+        log.debug("%s: shape-only tensors not measured (%s)", ctx.path, e)
+        return
+    for k, n in enumerate(todo):
+        (s1, s2) = shapes[0][k], shapes[1][k]
+        if len(s1) != len(s2):
+            continue
+        dims = []
+        for d1, d2 in zip(s1, s2):
+            dims.append(d1 if d1 == d2 else "B" if (d1, d2) == (2, 3) else
+                        "T" if (d1, d2) == (3, 5) else None)
+        if None not in dims:
+            ctx.values[n.output[0]] = Shape(tuple(dims))
+            ctx.prebound.add(n.output[0])
 
 
 def _live_nodes(g: onnx.GraphProto, stop: set[str] = frozenset()) -> set[int]:
@@ -576,6 +632,8 @@ HANDLERS: dict[str, Callable[[_Ctx, onnx.NodeProto], list[Value]]] = {
     "Sqrt": h_sqrt,
     "ReduceMean": h_reduce_mean,
     "Equal": h_equal,
+    "Not": mask_ops.h_not,
+    "ReduceSum": mask_ops.h_reduce_sum,
     "Size": h_size,
 }
 

@@ -14,7 +14,7 @@ from . import ir
 from .conventions import GATES, parse_activations
 from .layer_ops import _seq
 from .shape_ops import _as_shape
-from .values import (Const, Shape, Zeros, TRef, Opaque, Value, _Ctx, _check_attrs, _outer_names,
+from .values import (Const, MaskRef, Shape, Zeros, TRef, Opaque, Value, _Ctx, _check_attrs, _outer_names,
                      _graph_input_dims)
 
 log = logging.getLogger(__name__)
@@ -202,9 +202,18 @@ def h_loop(ctx: _Ctx, node) -> list[Value]:
     if hidden is None:
         raise ctx.err(node, "Loop carries no zero state [batch, hidden]: not a recurrence")
     x_ref, x_name, outer_consts, outer_syms = None, None, {}, {}
+    mask, mask_name = None, None
     for name in sorted(_outer_names(node)):
         v = ctx.values.get(name)
-        if isinstance(v, TRef) and v.aux is None:
+        if isinstance(v, MaskRef):
+            if mask is not None or not v.keep or v.flt or v.fill is not None:
+                raise ctx.err(node, f"Loop body reads the Keras mask {name!r} in an "
+                                    f"unsupported form")
+            if v.axes != ("T", "B", "1"):
+                raise ctx.err(node, f"Loop body reads the mask {name!r} with axes "
+                                    f"{list(v.axes)}; a masked recurrence reads [T, B, 1]")
+            mask, mask_name = v, name
+        elif isinstance(v, TRef) and v.aux is None:
             if x_ref is not None:
                 raise ctx.err(node, "Loop body reads two run-time tensors")
             if v.axes != ("T", "B", "F") or v.pick is not None:
@@ -225,8 +234,12 @@ def h_loop(ctx: _Ctx, node) -> list[Value]:
                                 f"supported")
     if x_ref is None:
         raise ctx.err(node, "Loop body reads no run-time sequence")
+    if mask is not None and mask.x.tensor != x_ref.tensor:
+        raise ctx.err(node, f"Loop body reads a mask computed from another tensor than its "
+                            f"sequence {x_name!r}")
     layer, mapping = recognise_loop(ctx, node, x_ref, x_name, state_slots, const_slots,
-                                    outer_consts, hidden, x_ref.features, sym_slots, outer_syms)
+                                    outer_consts, hidden, x_ref.features, sym_slots, outer_syms,
+                                    (mask_name, mask.tensor) if mask is not None else None)
     ctx.layers.append(layer)
     outs: list[Value] = []
     for k, role in enumerate(mapping):

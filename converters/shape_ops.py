@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from . import ir
+from . import ir, mask_ops
 from .errors import NvmConversionError
 from .layer_ops import h_add, h_binary
-from .values import (Const, Shape, Zeros, TRef, Value, _Ctx, _check_attrs)
+from .values import (Const, MaskRef, Shape, Zeros, TRef, Value, _Ctx, _check_attrs)
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,8 @@ def _axes_arg(ctx: _Ctx, node, at: dict, rank: int, attr_until: int) -> list[int
 def h_unsqueeze(ctx: _Ctx, node) -> list[Value]:
     at = _check_attrs(ctx, node, {"axes"})
     v = ctx.get(node, 0)
+    if isinstance(v, MaskRef):
+        return mask_ops.unsqueeze(ctx, node, v, _axes_arg(ctx, node, at, 0, 13) or [])
     if isinstance(v, Shape):
         axes = _axes_arg(ctx, node, at, 1, 13)
         if v.scalar and axes in ([0], [-1]):
@@ -247,7 +249,9 @@ def h_squeeze(ctx: _Ctx, node) -> list[Value]:
 
 def h_transpose(ctx: _Ctx, node) -> list[Value]:
     at = _check_attrs(ctx, node, {"perm"})
-    v = ctx.get(node, 0)
+    v = mask_ops.finish(ctx, node, ctx.get(node, 0))
+    if isinstance(v, MaskRef):
+        return mask_ops.transpose(ctx, node, v, at.get("perm"))
     if isinstance(v, TRef) and v.aux is None:
         perm = at.get("perm", list(range(len(v.axes)))[::-1])
         return [TRef(v.tensor, tuple(v.axes[p] for p in perm), tuple(v.sizes[p] for p in perm),
@@ -460,6 +464,9 @@ def h_cast(ctx: _Ctx, node) -> list[Value]:
     v = ctx.get(node, 0)
     if isinstance(v, (Shape, Zeros)):
         return [v]
+    m = mask_ops.cast(ctx, node, v, at.get("to"))
+    if m is not None:
+        return m
     if isinstance(v, TRef) and v.aux is None and at.get("to") == onnx.TensorProto.FLOAT:
         return [v]
     raise ctx.err(node, "Cast of a run-time tensor to another type than float32")
@@ -606,6 +613,10 @@ def _slice_aux(ctx: _Ctx, node, v: TRef, args) -> TRef:
 def h_arith(op: str) -> Callable:
     def handler(ctx: _Ctx, node) -> list[Value]:
         a, b = ctx.get(node, 0), ctx.get(node, 1)
+        if op in ("Mul", "Add"):                  # Keras Masking's select (mask_ops)
+            r = (mask_ops.mul if op == "Mul" else mask_ops.add)(ctx, node, a, b)
+            if r is not None:
+                return r
         if op == "Add" and (isinstance(a, TRef) or isinstance(b, TRef)):
             return h_add(ctx, node)
         if op in ("Sub", "Mul") and (isinstance(a, TRef) or isinstance(b, TRef)):
@@ -648,6 +659,10 @@ def h_compare(op: str) -> Callable:
     """Less/Greater on shape values: ``0 < T`` is true (a sequence has at least one step)."""
     def handler(ctx: _Ctx, node) -> list[Value]:
         _check_attrs(ctx, node, set())
+        if op == "Greater":                      # Keras Masking: any feature != mask_value
+            r = mask_ops.greater(ctx, node, ctx.get(node, 0), ctx.get(node, 1))
+            if r is not None:
+                return r
         def dims(v):
             if isinstance(v, Const) and v.value.size == 1 and v.value.dtype.kind in "fiu":
                 return Shape((int(v.value.reshape(-1)[0]) if float(v.value.reshape(-1)[0])
@@ -706,13 +721,12 @@ def h_equal(ctx: _Ctx, node) -> list[Value]:
     """Equal on shape values with known ints (e.g. a static dim compared with 1)."""
     _check_attrs(ctx, node, set())
     va, vb = ctx.get(node, 0), ctx.get(node, 1)
+    ft = mask_ops.equal(ctx, node, va, vb)           # Keras Masking: x == mask_value
+    if ft is not None:
+        return [ft]
     a, b = _as_shape(ctx, node, va), _as_shape(ctx, node, vb)
     if a is None or b is None or len(a.dims) != len(b.dims) or not all(
             isinstance(d, int) for d in a.dims + b.dims):
-        if any(isinstance(v, TRef) and v.aux is None for v in (va, vb)):
-            raise ctx.err(node, "a mask computed from the sequence (Keras Masking compares "
-                                "every frame with the mask value): masked recurrences are not "
-                                "supported; export the model without the Masking layer")
         aux = [v.aux for v in (va, vb) if isinstance(v, TRef) and v.aux]
         hint = (f"; input {aux[0]!r} is known only at run time: give it a fixed value at "
                 f"conversion (constants={{{aux[0]!r}: ...}})") if aux else ""

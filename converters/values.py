@@ -69,6 +69,43 @@ class TRef:
 
 
 @dataclass(frozen=True)
+class FrameTest:
+    """Keras Masking's first ops on the run-time sequence ``x``: ``x == value`` per element
+    (``ne``: ``x != value``, after Not), as bool or (``flt``, after Cast) as 0/1 floats;
+    ``summed``: a ReduceSum of the ``!=`` floats over the feature axis (``keepdims``).
+    Only :mod:`converters.mask_ops` consumes it (see there)."""
+    x: TRef
+    value: float
+    ne: bool = False
+    flt: bool = False
+    summed: bool = False
+    keepdims: bool = True
+
+
+@dataclass(frozen=True)
+class MaskRef:
+    """A per-step mask: ``tensor`` is an ``ir.StepMask`` output ``[B, T, 1]`` (1.0: the frame
+    has a feature != ``value``, i.e. it is kept), viewed with ``axes`` (``B``, ``T`` and unit
+    axes ``1``); ``keep`` False after Not (true where masked); ``flt`` after Cast to float;
+    ``fill`` set for ``fill * mask`` (a constant times the mask: Keras 3's select)."""
+    tensor: str
+    x: TRef
+    value: float
+    axes: tuple[str, ...]
+    keep: bool = True
+    flt: bool = False
+    fill: float | None = None
+
+
+@dataclass(frozen=True)
+class MaskedSeq:
+    """``where(mask, x, 0)`` (Keras 2's ``x * mask``) for a mask value other than 0 (with
+    mask value 0 the product is ``x`` itself: a masked frame is all zeros)."""
+    x: TRef
+    mask: MaskRef
+
+
+@dataclass(frozen=True)
 class Opaque:
     """A value nvmstream cannot represent (e.g. a Loop's counter); an error if anything uses it."""
     reason: str
@@ -92,6 +129,7 @@ class _Ctx:
         self.fixed: dict[str, np.ndarray] = {}   # graph inputs fixed at conversion
         self.unrolled_steps: int | None = None
         self.frame_size: int | None = None       # a frame model's samples per call (given)
+        self.masks: dict[tuple[str, float], str] = {}   # (sequence, mask value) -> StepMask output
 
     def fresh(self, base: str) -> str:
         self._n += 1

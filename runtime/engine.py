@@ -57,6 +57,13 @@ PRE_BYTES = 4 << 20         # bound on the precomputed products of one chunk of 
 WS_ENTRIES = 64             # work buffers kept per engine (batched path)
 
 
+def _frames_run(lens: np.ndarray, skip: int, every: int) -> np.ndarray:
+    """Frames ``n < lens`` with ``n >= skip`` and ``(n - skip) % every == 0`` (a layer after a
+    valid or strided Conv1d runs only there), per row."""
+    lens = np.asarray(lens, np.int64)
+    return np.where(lens > skip, (lens - skip - 1) // every + 1, 0)
+
+
 def _stream_seeds(device_seed: int, stream_seed: int, replicas: int, slots: int) -> np.ndarray:
     """64-bit seeds for [replicas, slots] random states of one stream (stable hash)."""
     out = np.empty((replicas, slots), np.uint64)
@@ -139,18 +146,29 @@ class Engine:
         self._ledgers = {"runs": Ledger(unit, geom), "streams": Ledger(unit, geom)}
         self._rec_names = {l.name for l in self.model.recurrent_layers}
         # recurrent layers after a valid Conv1d skip the first `skip` frames of a stream
-        # (undefined Conv outputs): never run, so never charged (see _skipped)
-        self._rec_skip = {l.name: self.model.delays.get(l.x, 0)
-                          for l in self.model.recurrent_layers
-                          if self.model.delays.get(l.x, 0) > 0}
-        self._max_skip = max(self._rec_skip.values(), default=0)
+        # (undefined Conv outputs); after a strided Conv1d they, the Conv and every layer
+        # after it run only at frames skip + k*every: charged only there (see _skipped)
+        m = self.model
+        self._rec_skip = {l.name: (m.delays.get(l.x, 0), m.strides.get(l.x, 1))
+                          for l in m.recurrent_layers
+                          if m.delays.get(l.x, 0) > 0 or m.strides.get(l.x, 1) > 1}
+        self._rec_skip.update({l.name: (m.delays.get(l.y, 0), m.strides.get(l.y, 1))
+                               for l in m.layers if not isinstance(l, ir.Recurrent)
+                               and m.strides.get(l.y, 1) > 1})
+        # the longest warm-up; after it, frames repeat with this period (strides' lcm)
+        self._max_skip = max((sk for sk, _ in self._rec_skip.values()), default=0)
+        self._period = int(np.lcm.reduce([ev for _, ev in self._rec_skip.values()] or [1]))
+        # frames below this may be skipped by some layer (with a stride: every frame)
+        self._gated = self._max_skip if self._period == 1 else 2 ** 62
         self._pending_skipped: dict[str, int] = {}   # single-stream warm-up steps not charged
         # what one stream-step (all K replicas) costs, by the frame's position in its stream:
-        # frames in a valid Conv's warm-up skip the recurrent layers after it (docs/energy.md)
+        # frames in a valid Conv's warm-up skip the recurrent layers after it, and after a
+        # strided Conv only every stride-th frame runs it and the layers after it
+        # (docs/energy.md): positions 0 .. warm-up + period - 1, later ones repeat the period
         self._frame_e_pJ, self._frame_lat_ns = self._frame_prices(unit, geom)
         #: energy / latency of a stream-step once every layer runs (past any warm-up)
-        self.step_energy_pJ: float = self._frame_e_pJ[-1]
-        self.step_latency_ns: float = self._frame_lat_ns[-1]
+        self.step_energy_pJ: float = float(self._frame_e_pJ[self._max_skip])
+        self.step_latency_ns: float = float(self._frame_lat_ns[self._max_skip])
         self._frame_e_cum = np.concatenate([[0.0], np.cumsum(self._frame_e_pJ)])
         t0 = self.model.outputs[0].tensor
         self._first_off = (self.plan.offsets[t0], self.plan.offsets[t0] + self.plan.widths[t0])
@@ -168,10 +186,11 @@ class Engine:
         from nvmstream.devices import energy as E
         k = self.votes
         e, lat = [], []
-        for pos in range(self._max_skip + 1):
+        for pos in range(self._max_skip + self._period):
             one = {}
             for n, c in unit.items():
-                runs = k if pos >= self._rec_skip.get(n, 0) else 0
+                sk, ev = self._rec_skip.get(n, (0, 1))
+                runs = k if pos >= sk and (pos - sk) % ev == 0 else 0
                 one[n] = c.scaled(runs)
                 one[n].steps, one[n].vote_replicas = runs, max(runs - 1, 0)
             rep = E.price(one, geom, self.device.profile, inferences=1, steps_per_inference=1)
@@ -179,19 +198,27 @@ class Engine:
             lat.append(rep.latency_ns_per_inference)
         return np.array(e), np.array(lat)
 
+    def _frame_index(self, pos: int) -> int:
+        m = self._max_skip
+        return pos if pos < m else m + (pos - m) % self._period
+
     def frame_energy_pJ(self, pos: int) -> float:
         """Emulated device energy of a stream's frame ``pos`` (0-based; all replicas)."""
-        return float(self._frame_e_pJ[min(pos, self._max_skip)])
+        return float(self._frame_e_pJ[self._frame_index(pos)])
 
     def frame_latency_ns(self, pos: int) -> float:
         """Emulated device latency of a stream's frame ``pos`` (0-based; all replicas)."""
-        return float(self._frame_lat_ns[min(pos, self._max_skip)])
+        return float(self._frame_lat_ns[self._frame_index(pos)])
 
     def stream_energy_pJ(self, frames: int) -> float:
         """Emulated device energy of a stream's first ``frames`` frames."""
-        m = self._max_skip + 1
-        later = max(frames - m, 0) * self._frame_e_pJ[-1]
-        return float(self._frame_e_cum[min(frames, m)] + later)
+        m, p = self._max_skip, self._period
+        if frames <= m + p:
+            return float(self._frame_e_cum[frames])
+        full, part = divmod(frames - m, p)
+        per = self._frame_e_cum[m + p] - self._frame_e_cum[m]
+        return float(self._frame_e_cum[m] + full * per
+                     + self._frame_e_cum[m + part] - self._frame_e_cum[m])
 
     # ----------------------------------------------------------------------------- internals
     def _init_state(self, n: int, aux: Mapping[str, np.ndarray] | None = None,
@@ -410,8 +437,7 @@ class Engine:
             if k > 1:
                 a = a.reshape(b, k, t, -1).mean(axis=1, dtype=np.float64).astype(np.float32)
             if not self.model.causal:
-                a = ir._format_output(o, np.ascontiguousarray(a[:, o.delay:] if o.pick is None
-                                                              else a), seq_lens)
+                a = ir._format_output(o, np.ascontiguousarray(ir.onnx_steps(o, a)), seq_lens)
                 if "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
                     a = np.swapaxes(a, 0, 1)
             out[o.name] = a[0] if squeeze else a
@@ -456,7 +482,8 @@ class Engine:
         ``klens`` steps (one per row, replicas included): not run, not charged."""
         if not self._rec_skip:
             return {}
-        return {n: int(np.minimum(sk, klens).sum()) for n, sk in self._rec_skip.items()}
+        return {n: int((klens - _frames_run(klens, sk, ev)).sum())
+                for n, (sk, ev) in self._rec_skip.items()}
 
     def _account(self, rec_steps: int, all_steps: int, inferences: int,
                  stream_steps: int, source: str = "runs",
@@ -477,8 +504,8 @@ class Engine:
     def _skip_pending(self, pos: int) -> None:
         """A single stream's step at frame ``pos`` (< the longest warm-up): the recurrent
         layers still in their warm-up are not charged for it (folded in lazily)."""
-        for name, sk in self._rec_skip.items():
-            if pos < sk:
+        for name, (sk, ev) in self._rec_skip.items():
+            if pos < sk or (pos - sk) % ev:
                 self._pending_skipped[name] = self._pending_skipped.get(name, 0) + 1
 
     def _flush_stream_steps(self) -> None:
@@ -569,7 +596,7 @@ class Engine:
                 raise NvmInputError("input: contains NaN or infinity")
             s.last_class = best if k == 1 else int(majority(s._env[None, :, :, o0:o1])[0, 0])
             new += s.steps == 0
-            if s.steps < self._max_skip:       # a valid Conv's warm-up: not charged
+            if s.steps < self._gated:          # a valid Conv's warm-up, a stride: not charged
                 self._skip_pending(s.steps)
             s.steps += 1
         self._pending_steps += n
@@ -616,10 +643,11 @@ class Engine:
         env = self._exec(xr, np.ones(n * k, np.int64), self._pool_state, self._pool_rng, srow)
         new = 0
         skipped = None
-        if self._max_skip:                     # streams still in a valid Conv's warm-up
+        if self._gated:                        # streams in a valid Conv's warm-up, strides
             pos = np.array([s.steps for s in streams], np.int64)
-            if pos.min() < self._max_skip:
-                skipped = {name: k * int((pos < sk).sum()) for name, sk in self._rec_skip.items()}
+            if pos.min() < self._gated:
+                skipped = {name: k * int(((pos < sk) | ((pos - sk) % ev != 0)).sum())
+                           for name, (sk, ev) in self._rec_skip.items()}
         for s in streams:
             new += s.steps == 0
             s.steps += 1
@@ -742,7 +770,7 @@ class Stream:
         eng._pending_steps += 1
         if self.steps == 0:
             eng._pending_new += 1
-        if self.steps < eng._max_skip:          # a valid Conv's warm-up: not charged
+        if self.steps < eng._gated:             # a valid Conv's warm-up, a stride: not charged
             eng._skip_pending(self.steps)
         self.steps += 1
         if self._k > 1:

@@ -168,6 +168,14 @@ def step_costs(model: ir.Model, plan: Plan) -> tuple[dict[str, E.OpCounts],
             # critical path: sum, /F, centre, square, sum, /F, +eps, rsqrt, normalise, scale
             # (+ bias); a reduction counts as one operation of the vector unit, as elsewhere
             crit = 10 + (1 if l.bias is not None else 0)
+        elif isinstance(l, ir.StepMask):
+            # Keras Masking: F comparisons with the mask value (priced as adds) and an OR
+            # (one more add-class operation); reads the frame, writes one flag
+            w = plan.widths[l.x]
+            c.digital_adds += w + 1
+            c.state_reads_bytes += F32 * w
+            c.state_writes_bytes += F32
+            crit = 2
         elif isinstance(l, (ir.Binary, ir.Unary, ir.ReduceMean, ir.FeaturePad)):
             # elementwise arithmetic: one add (add/sub) or multiply (mul, pow 2) per feature;
             # sqrt and other powers on the activation unit; a mean: F adds and one multiply;

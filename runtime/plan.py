@@ -227,20 +227,26 @@ def _calibration_inputs(model: ir.Model, x: np.ndarray) -> dict[str, np.ndarray]
             skip = model.delays.get(layer.x, 0)
             v = layer.windows(env[layer.x], skip)         # im2col windows
             d = model.delays[layer.y]                     # its first defined output
-            v = v[:, d:] if v.shape[1] > d else v
+            v = v[:, d::layer.stride] if v.shape[1] > d else v
         elif m.role == "x" and isinstance(layer, ir.FrameConv):
             v = layer.patches(env[layer.x])               # every position's im2col patch
         elif m.role == "x":
             v = env[layer.x]
+            s = model.strides.get(layer.x, 1)
+            if s > 1 and isinstance(layer, ir.Recurrent):   # the steps it takes
+                v = v[:, model.delays.get(layer.x, 0)::s]
         else:
             h = layer.hidden_size
             y = env[layer.y][:, :, m.direction * h:(m.direction + 1) * h]
             rev = layer.direction == "reverse" or m.direction == 1
             z = np.zeros_like(y[:, :1])
             prev = np.concatenate([y[:, 1:], z], 1) if rev else np.concatenate([z, y[:, :-1]], 1)
+            s = model.strides.get(layer.x, 1)
+            sl = slice(model.delays.get(layer.x, 0) if s > 1 else 0, None, s)
+            y, prev = y[:, sl], prev[:, sl]                # the steps it takes
             if m.role == "rh":
                 d = m.direction
-                xin = env[layer.x]
+                xin = env[layer.x][:, sl]
                 rs = layer.gate_slice("r")
                 pre = (xin @ layer.W[d][rs].T + layer.Wb[d][rs]
                        + prev @ layer.R[d][rs].T + layer.Rb[d][rs])
@@ -407,7 +413,7 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
 
     delays = model.delays
     ctr = -1                                 # the frame counter's state column (valid Convs)
-    if any(isinstance(l, ir.Conv1d) and l.delay for l in model.layers):
+    if any(isinstance(l, ir.Conv1d) and (l.delay or l.stride > 1) for l in model.layers):
         ctr, state_off = 0, 1
     for li, l in enumerate(model.layers):
         if isinstance(l, ir.Conv1d):
@@ -439,13 +445,15 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
                       input_forget=int(l.input_forget), lbr=int(l.linear_before_reset),
                       nseg=len(segl), seg0=segl[0], bias=buf.f64(bias),
                       peep=buf.f64(l.P[d]) if l.P is not None else -1,
-                      cout=(co + d * h) if co >= 0 else -1)
+                      cout=(co + d * h) if co >= 0 else -1,
+                      mask=offsets[l.mask] if l.mask else -1)
                 skip = delays.get(l.x, 0)
-                if skip:
+                every = model.strides.get(l.x, 1)
+                if skip or every > 1:
                     if recs[-1]["rev"]:
                         raise NvmConversionError(f"layer {l.name!r} runs backwards after a "
                                                  f"Conv1d with undefined leading steps")
-                    recs[-1].update(skip=skip, ctr=ctr)
+                    recs[-1].update(skip=skip, ctr=ctr, every=every)
                 state_slots.append((l, d, state_off))
                 state_off += 2 * h
         elif isinstance(l, ir.FrameConv):
@@ -496,6 +504,10 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
         elif isinstance(l, ir.ReduceMean):
             yo = alloc(l.y, 1)
             layer(op=LY.OP_REDUCEMEAN, x=offsets[l.x], xw=widths[l.x], y=yo, yw=1)
+        elif isinstance(l, ir.StepMask):
+            yo = alloc(l.y, 1)
+            layer(op=LY.OP_MASK, x=offsets[l.x], xw=widths[l.x], y=yo, yw=1,
+                  actp=buf.f64([l.value]))
         elif isinstance(l, ir.FeaturePad):
             w = widths[l.x]
             yo = alloc(l.y, w + l.begin + l.end)

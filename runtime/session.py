@@ -158,8 +158,7 @@ class InferenceSession:
         for n in want:
             o, a = by_name[n], outs[n]
             if m.causal:       # per-step outputs drop a valid Conv's undefined steps
-                a = ir._format_output(o, np.ascontiguousarray(a[:, o.delay:] if o.pick is None
-                                                              else a), lens)
+                a = ir._format_output(o, np.ascontiguousarray(ir.onnx_steps(o, a)), lens)
             elif "T" in o.axes and o.axes.index("T") == 0 and o.axes.index("B") == 1:
                 a = np.swapaxes(a, 0, 1)          # run_all gives batch first; ONNX is not
             result.append(np.ascontiguousarray(a))

@@ -89,7 +89,14 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
             for b in range(b_):
                 h = np.zeros(h_)
                 c = np.zeros(h_)
+                every = model.strides.get(l.x, 1)
                 for t in range(delays.get(l.x, 0), t_):   # a valid Conv's undefined steps
+                    if (l.mask and env[l.mask][b, t, 0] == 0) or \
+                            (t - delays.get(l.x, 0)) % every:  # masked, or between two
+                        # strided Conv outputs: state held, the held state is the output
+                        y[b, t] = h.astype(np.float32)
+                        cs[b, t] = np.asarray(c, np.float32)
+                        continue
                     xv = env[l.x][b, t].astype(np.float64)
                     zx = vmm(segments[f"layer{k}/d0/x"], xv)
                     if l.kind == "LSTM":
@@ -214,6 +221,12 @@ def int_twin(model: ir.Model, segments: dict, x: np.ndarray) -> dict[str, np.nda
                 for e in v[idx]:
                     s += e
                 out[idx] = s / v.shape[2]
+            env[l.y] = out
+        elif isinstance(l, ir.StepMask):
+            v = env[l.x]
+            out = np.zeros(v.shape[:2] + (1,), np.float32)
+            for idx in np.ndindex(v.shape[:2]):
+                out[idx] = 1.0 if any(float(e) != l.value for e in v[idx]) else 0.0
             env[l.y] = out
         elif isinstance(l, ir.FeaturePad):
             v = env[l.x]

@@ -100,13 +100,13 @@ def reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str,
 def assert_engine_guarantees(prog, path, x: np.ndarray, out: str = "y") -> np.ndarray:
     """The engine's guarantees on ``x[B, T, F]`` for a converted ONNX file: the ideal profile
     equals onnxruntime within 1e-5 of the output scale (after the output's undefined leading
-    steps), int4 is bit-exact against the numpy twin, and a stream of ``x[0]`` equals the
-    whole run. Returns the int4 output."""
+    steps, at a strided Conv's rate), int4 is bit-exact against the numpy twin, and a stream
+    of ``x[0]`` equals the whole run. Returns the int4 output."""
     import nvmstream as nvm
     from naive import int_twin
     want = ort_run(onnx.load(path), {"x": x})[out]
-    d = prog.model.outputs[0].delay
-    ideal = nvm.Engine(prog, nvm.Device("ideal")).run(x)[:, d:]
+    d, s = prog.model.outputs[0].delay, prog.model.outputs[0].stride
+    ideal = nvm.Engine(prog, nvm.Device("ideal")).run(x)[:, d::s]
     assert np.max(np.abs(ideal - want)) <= 1e-5 * np.max(np.abs(want))
     eng = nvm.Engine(prog, nvm.Device("int4"))
     got = eng.run(x)

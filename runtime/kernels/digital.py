@@ -16,6 +16,8 @@ written below and rounds once to float32 (the numpy twin, tests/naive.py, repeat
 * ``OP_GATHER``: ``y_j = x[idx_j]`` (0 where ``idx_j < 0``) with the ``yw`` indices at
   ``pf[lay.actp:]``: the im2col patches of a frame model's Conv over the positions of one frame
   and the reordering of its per-position outputs to ONNX's channel-major layout (a copy).
+* ``OP_MASK``: Keras Masking, ``y = 1.0`` if any ``x_j != pf[lay.actp]`` (the mask value)
+  else ``0.0`` (a masked frame); a recurrent layer reads it through ``LAYER.mask``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import math
 import numpy as np
 from numba import njit
 
-from .layout import OP_BINARY, OP_GATHER, OP_LAYERNORM, OP_PAD, OP_REDUCEMEAN, OP_UNARY
+from .layout import (OP_BINARY, OP_GATHER, OP_LAYERNORM, OP_MASK, OP_PAD, OP_REDUCEMEAN,
+                     OP_UNARY)
 
 
 @njit(cache=True, error_model="numpy")
@@ -98,6 +101,13 @@ def run_periphery(layers, li, env, pf):
                 for j in range(F):
                     s += float(env[b, t, xo + j])
                 env[b, t, yo] = np.float32(s / F)
+            elif op == OP_MASK:
+                keep = 0.0
+                for j in range(F):
+                    if float(env[b, t, xo + j]) != pf[lay.actp]:
+                        keep = 1.0
+                        break
+                env[b, t, yo] = np.float32(keep)
             elif op == OP_GATHER:
                 for j in range(lay.yw):
                     src = int(pf[lay.actp + j])

@@ -23,7 +23,7 @@ import numpy as np
 OP_LSTM, OP_GRU, OP_RNN, OP_DENSE, OP_ACT, OP_SOFTMAX, OP_LOGSOFTMAX, OP_COPY = range(1, 9)
 OP_WINDOW = 9     # im2col frame window of a Conv1d over time (runtime/kernels/conv.py)
 # digital-periphery ops of runtime/kernels/digital.py (every opcode >= OP_LAYERNORM)
-OP_LAYERNORM, OP_BINARY, OP_UNARY, OP_REDUCEMEAN, OP_PAD, OP_GATHER = range(10, 16)
+OP_LAYERNORM, OP_BINARY, OP_UNARY, OP_REDUCEMEAN, OP_PAD, OP_GATHER, OP_MASK = range(10, 17)
 BINARY_MODES = {"add": 0, "sub": 1, "mul": 2}
 UNARY_MODES = {"sqrt": 0, "pow": 1}
 PAD_MODES = {"constant": 0, "reflect": 1, "edge": 2}
@@ -73,9 +73,15 @@ LAYER = np.dtype([
     ("ctr", _i),       # state column of the frame counter (-1: none)
     ("tick", _i),
     ("skip", _i),
+    # after a strided Conv1d a recurrent layer steps only at frames skip + k*every; at the
+    # frames between it holds its state and emits the held state (as at a masked frame)
+    ("every", _i),
     # digital-periphery ops (runtime/kernels/digital.py)
     ("x2", _i),        # env column of the second input (OP_BINARY)
     ("mode", _i),      # BINARY_MODES / UNARY_MODES / PAD_MODES code
+    # a recurrent layer's per-step mask (Keras Masking, OP_MASK's output): at a step whose
+    # mask is 0 the state is held and the held h (and c) is the output; -1: no mask
+    ("mask", _i),
 ])
 
 SEG = np.dtype([
@@ -114,9 +120,10 @@ SEG = np.dtype([
 def layers(n: int) -> np.ndarray:
     """An empty LAYER record array (every offset -1, every flag 0)."""
     a = np.zeros(n, LAYER)
-    for name in ("x", "y", "state", "rng", "actp", "bias", "peep", "cout", "ctr", "x2"):
+    for name in ("x", "y", "state", "rng", "actp", "bias", "peep", "cout", "ctr", "x2", "mask"):
         a[name] = -1
     a["clip"] = np.inf
+    a["every"] = 1
     return a
 
 

@@ -131,6 +131,17 @@ def run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k
                         if cout >= 0:
                             env[b, kstep, cout + j] = np.float32(0.0)
                     continue
+                if (lay.mask >= 0 and env[b, kstep, lay.mask] == 0.0) or (
+                        lay.every > 1 and
+                        (state[srow[b], lay.ctr] - T + kstep - lay.skip) % lay.every != 0):
+                    # a masked frame (Keras Masking; forward layers only) or a frame between
+                    # two strided Conv outputs: state held, the held state is this step's
+                    # output; no crossbar read, no noise draw
+                    for j in range(H):
+                        env[b, kstep, yo + j] = np.float32(state[srow[b], so + j])
+                        if cout >= 0:
+                            env[b, kstep, cout + j] = np.float32(state[srow[b], so + H + j])
+                    continue
                 bidx[nb] = b
                 ridx[nb] = srow[b]
                 nb += 1

@@ -179,7 +179,34 @@ def markdown(entries: list[dict]) -> str:
         dig = ", ".join(e.get("digital", [])) or ("-" if st != "converts" else "none")
         rows.append(f"| `{e['file']}` | {e.get('opset', '-')} | {err} | {stream} | {dig} | "
                     f"{st[:160]} |")
+    ok = [e for e in entries if e.get("status") == "converts"]
+    worst = max((e["max_rel_err"] for e in ok), default=0.0)
+    worst_eng = max((e.get("engine_rel_err", 0.0) for e in ok), default=0.0)
+    files = [e for e in entries if "export_error" not in e]
+    rows += ["", f"{len(ok)} of {len(files)} files convert; the largest relative error vs "
+                 f"onnxruntime is {worst:.1e} (float IR) / {worst_eng:.1e} (engine, ideal "
+                 f"profile), within {TOL:g} of the output scale.", "",
+             "The digital-periphery column names nvmstream's IR layers; the ONNX ops they come "
+             "from:", ""]
+    rows += [f"- `{k}`: {v}" for k, v in DIGITAL_OPS.items()]
     return "\n".join(rows)
+
+
+# the ONNX ops behind each digital-periphery IR layer (everything else: LSTM/GRU/RNN nodes,
+# Loops and unrolled cells, MatMul/Gemm and Conv sit on crossbars; the gates' activations and
+# the state update of every recurrent layer are digital too, inside the layer)
+DIGITAL_OPS = {
+    "Elementwise(fn)": "Relu, Sigmoid, Tanh (and the other ONNX activations) outside a cell",
+    "Softmax": "Softmax, LogSoftmax",
+    "FeatureSlice, FeatureConcat": "Slice/Gather/Split of the feature axis, Concat (data "
+                                   "movement: a bidirectional layer's halves, packed states)",
+    "LayerNorm": "LayerNormalization",
+    "Binary(op)": "Add, Sub, Mul of two run-time tensors",
+    "Unary(op)": "Sqrt, Pow with a constant exponent",
+    "ReduceMean": "ReduceMean over the features",
+    "FeaturePad(mode)": "Pad of the feature axis (constant, reflect, edge)",
+    "StepMask": "Keras Masking: Equal, Not, Cast, ReduceSum, Greater (the per-frame mask)",
+}
 
 
 def main(argv=None) -> int:

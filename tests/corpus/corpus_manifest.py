@@ -5,7 +5,8 @@ Every entry: ``file`` (relative to tests/corpus), ``source`` (framework, version
 ``model``, ``inputs`` (name and dims: ``"B"`` batch, ``"T"`` time, or ints), ``outputs``,
 ``causal``; a frame model (one call per step, silero-vad) also ``frame_size`` (values per
 call), ``constants`` (inputs fixed at conversion) and ``state`` (its state input and output
-names, fed back call to call by the onnxruntime reference); from the file: ``opset``, ``ir_version``, ``ops``, ``bytes``; or ``export_error``
+names, fed back call to call by the onnxruntime reference); a Keras Masking model
+``mask_value`` (its inputs get masked frames: :func:`mask_frames`); from the file: ``opset``, ``ir_version``, ``ops``, ``bytes``; or ``export_error``
 when the exporter failed. ``check_corpus.py`` adds ``status`` ("converts" or the converter's
 error) and ``max_rel_err`` against onnxruntime.
 """
@@ -96,7 +97,23 @@ def feeds(entry: dict, batch: int, time: int, seed: int) -> dict[str, np.ndarray
             shape = [batch, time, int(entry["frame_size"])]   # a frame model: T calls
         scale = 1.0 if inp is entry["inputs"][0] else 0.5
         out[inp["name"]] = (scale * rng.standard_normal(shape)).astype(np.float32)
+    if "mask_value" in entry:
+        mask_frames(out[entry["inputs"][0]["name"]], float(entry["mask_value"]))
     return out
+
+
+def mask_frames(x: np.ndarray, value: float) -> None:
+    """Keras Masking models (``mask_value`` in the entry): frames of ``x[B, T, F]`` set to the
+    mask value in the middle of every row, at the end (row 0: the last, row 1: the last two),
+    at the start of the last row, and one frame that only partly equals it (not masked)."""
+    b, t = x.shape[:2]
+    if t >= 3:
+        x[:, t // 2] = value
+        x[0, 1, : x.shape[2] // 2] = value
+    x[0, -1] = value
+    if b > 1:
+        x[1, max(t - 2, 0):] = value
+        x[-1, 0] = value
 
 
 def fixed_time(entry: dict) -> int | None:

@@ -116,6 +116,8 @@ def main() -> int:
                                f"tf2onnx {tf2onnx.__version__}",
                      "model": name, "inputs": [{"name": "x", "dims": ["B", "T", F]}],
                      "outputs": ["y"], "causal": CAUSAL[name]}
+            if name.startswith("masked"):
+                entry["mask_value"] = 0.0
             try:
                 export(model, path, opset)
                 cm.describe(entry, path)
