@@ -116,3 +116,35 @@ def assert_engine_guarantees(prog, path, x: np.ndarray, out: str = "y") -> np.nd
     np.testing.assert_array_equal(np.stack([s.step(x[0, t]) for t in range(x.shape[1])]),
                                   got[0])
     return got
+
+
+def assert_streams_equal_run(eng, x: np.ndarray, seed: int = 20) -> np.ndarray:
+    """Single streams, ``step_many`` and a BLAS-sized batch (21 rows) of ``x[B, T, F]`` give the
+    whole run's bits (per-read noise included: stream ``b`` seeded ``seed + b``); returns the
+    whole run."""
+    B, T = x.shape[:2]
+    whole = eng.run(x, seed=seed)
+    for b in range(B):
+        s = eng.stream(seed=seed + b)
+        np.testing.assert_array_equal(np.stack([s.step(x[b, t]) for t in range(T)]), whole[b])
+    ss = [eng.stream(seed=seed + b) for b in range(B)]
+    ys = np.stack([eng.step_many(ss, x[:, t]) for t in range(T)], 1)
+    np.testing.assert_array_equal(ys, whole)
+    big = eng.run(np.repeat(x, 7, 0), seed=0)        # 7 B rows (row r seeded r): BLAS products
+    np.testing.assert_array_equal(big[-1], eng.run(x[B - 1:B], seed=7 * B - 1)[0])
+    return whole
+
+
+def late_join_frame_energy_sums(eng, x: np.ndarray, n: int, early: int, join_at: int):
+    """Per-stream sums of ``last_energy_pJ`` over batched steps (``step_many_all``) of ``n``
+    streams fed ``x[i % 2]``, of which ``early`` start at frame 0 and the rest join at frame
+    ``join_at``; the ledger is reset first. Returns (streams, sums)."""
+    eng.reset_ledger()
+    streams = [eng.stream() for _ in range(n)]
+    sums = np.zeros(n)
+    for t in range(x.shape[1]):
+        live = streams if t >= join_at else streams[:early]
+        eng.step_many_all(live, np.stack([x[i % 2, t] for i in range(len(live))]))
+        for i, st in enumerate(live):
+            sums[i] += st.last_energy_pJ
+    return streams, sums

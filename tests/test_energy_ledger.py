@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import nvmstream as nvm
 from nvmstream.devices import energy as E
-from onnx_util import FIXTURES, REPO
+from onnx_util import FIXTURES, REPO, late_join_frame_energy_sums
 
 
 def rec_model(path, kind="LSTM", I=3, H=5, direction="forward", head=None, lbr=1, seed=0):
@@ -468,14 +468,7 @@ def test_per_frame_energy_adds_up_to_the_ledger(name, votes):
     assert e[-1] == pytest.approx(eng.step_energy_pJ)
     # batched steps (the server's path, 16 rows and more: streams x votes) of streams that
     # join at different frames: each stream's sum is its share of the ledger
-    eng.reset_ledger()
-    streams = [eng.stream() for _ in range(16)]
-    sums = np.zeros(16)
-    for t in range(7):
-        live = streams if t >= 3 else streams[:8]          # eight join at frame 3
-        eng.step_many_all(live, np.stack([x[i % 2, t] for i in range(len(live))]))
-        for i, st in enumerate(live):
-            sums[i] += st.last_energy_pJ
+    streams, sums = late_join_frame_energy_sums(eng, x, 16, early=8, join_at=3)
     rep = eng.report("streams").analog
     assert sums.sum() == pytest.approx(rep.energy_pJ_per_inference * 16, rel=1e-9)
     assert [st.energy_pJ for st in streams] == pytest.approx(list(sums), rel=1e-12)

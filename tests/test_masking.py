@@ -20,7 +20,7 @@ from nvmstream.converters import ir
 from nvmstream.converters.errors import NvmConversionError
 from nvmstream.converters.inspect import describe, format_text
 from nvmstream.converters.onnx_import import load_ir
-from onnx_util import assert_engine_guarantees
+from onnx_util import assert_engine_guarantees, assert_streams_equal_run
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 MASKED = ["keras2/masked_lstm.opset13.onnx", "keras3/masked_lstm.opset18.onnx"]
@@ -99,16 +99,7 @@ def test_stream_equals_run_with_masked_frames(masked, profile):
     masked frame reads no crossbar, draws no noise, in every path alike)."""
     path, prog = masked
     eng = nvm.Engine(prog, nvm.Device(profile, seed=4))
-    x = _x(3, 9, seed=3)
-    whole = eng.run(x, seed=20)
-    for b in range(3):
-        s = eng.stream(seed=20 + b)
-        np.testing.assert_array_equal(np.stack([s.step(x[b, t]) for t in range(9)]), whole[b])
-    ss = [eng.stream(seed=20 + b) for b in range(3)]
-    ys = np.stack([eng.step_many(ss, x[:, t]) for t in range(9)], 1)
-    np.testing.assert_array_equal(ys, whole)
-    big = eng.run(np.repeat(x, 7, 0), seed=0)        # 21 rows: products by BLAS
-    np.testing.assert_array_equal(big[20], eng.run(x[2:3], seed=20)[0])
+    whole = assert_streams_equal_run(eng, _x(3, 9, seed=3))
     if profile == "int4":        # no per-read noise: the head re-reads the held state alike
         np.testing.assert_array_equal(whole[0, 4], whole[0, 2])
         np.testing.assert_array_equal(whole[0, 8], whole[0, 7])

@@ -19,7 +19,8 @@ import nvmstream as nvm
 from nvmstream.converters import ir
 from nvmstream.converters.errors import NvmConversionError
 from nvmstream.converters.onnx_import import load_ir
-from onnx_util import assert_engine_guarantees
+from onnx_util import (assert_engine_guarantees, assert_streams_equal_run,
+                       late_join_frame_energy_sums)
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "torch"
 FILES = ["strided_conv_lstm.ts.onnx", "strided_conv_lstm.dynamo.onnx"]
@@ -74,16 +75,7 @@ def test_stream_equals_run(strided, profile):
     noise included; between two Conv outputs the LSTM reads nothing and draws no noise."""
     path, prog = strided
     eng = nvm.Engine(prog, nvm.Device(profile, seed=4))
-    x = _x(3, 11, 3)
-    whole = eng.run(x, seed=20)
-    for b in range(3):
-        s = eng.stream(seed=20 + b)
-        np.testing.assert_array_equal(np.stack([s.step(x[b, t]) for t in range(11)]), whole[b])
-    ss = [eng.stream(seed=20 + b) for b in range(3)]
-    ys = np.stack([eng.step_many(ss, x[:, t]) for t in range(11)], 1)
-    np.testing.assert_array_equal(ys, whole)
-    big = eng.run(np.repeat(x, 7, 0), seed=0)        # 21 rows: products by BLAS
-    np.testing.assert_array_equal(big[20], eng.run(x[2:3], seed=20)[0])
+    whole = assert_streams_equal_run(eng, _x(3, 11, 3))
     if profile == "int4":        # no per-read noise: a frame between outputs repeats the last
         for t in range(K, 11, S):
             np.testing.assert_array_equal(whole[:, t], whole[:, t - 1])
@@ -180,14 +172,7 @@ def test_per_frame_energy_follows_the_stride_and_adds_up_to_the_ledger(strided):
     assert full == pytest.approx(eng.step_energy_pJ)
     assert all((v == full) == r for v, r in zip(e, runs))
     assert len({v for v, r in zip(e, runs) if not r}) == 1      # the idle frames alike
-    eng.reset_ledger()
-    ss = [eng.stream() for _ in range(3)]
-    sums = np.zeros(3)
-    for t in range(12):
-        live = ss if t >= 5 else ss[:2]                        # one joins at frame 5
-        eng.step_many_all(live, np.stack([x[i % 2, t] for i in range(len(live))]))
-        for i, st in enumerate(live):
-            sums[i] += st.last_energy_pJ
+    _, sums = late_join_frame_energy_sums(eng, x, 3, early=2, join_at=5)
     rep = eng.report("streams").analog
     assert sums.sum() == pytest.approx(rep.energy_pJ_per_inference * 3, rel=1e-9)
     assert eng.stream_energy_pJ(12) == pytest.approx(sum(e), rel=1e-12)
