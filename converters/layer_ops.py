@@ -128,7 +128,12 @@ def h_binary(ctx: _Ctx, node, op: str) -> list[Value]:
     """Add/Sub/Mul of two run-time tensors with the same view (digital periphery)."""
     _check_attrs(ctx, node, set())
     a, b = ctx.get(node, 0), ctx.get(node, 1)
-    if not all(isinstance(v, TRef) and v.aux is None and v.pick is None for v in (a, b)):
+    for v in (a, b):
+        if isinstance(v, TRef) and v.aux is not None:
+            raise ctx.err(node, f"{node.op_type} reads model input {v.aux!r} as a value; only "
+                                f"sequences, states and lengths can be run-time inputs: fix it at "
+                                f"conversion with --constant {v.aux}=VALUE")
+    if not all(isinstance(v, TRef) and v.pick is None for v in (a, b)):
         raise ctx.err(node, f"{node.op_type} supports two run-time tensors, or (Add) a run-time "
                             f"tensor plus a constant bias")
     if (a.axes, a.sizes, a.tpad) != (b.axes, b.sizes, b.tpad):   # elementwise: any layout

@@ -82,6 +82,9 @@ def test_frame_model_shape(model):
     # a symbolic frame length needs frame_size=; the error says so
     with pytest.raises(nvm.NvmConversionError, match="frame_size"):
         load_ir(SILERO, constants={"sr": 16000})
+    # the sample rate used as a value: the error names the input and the flag that fixes it
+    with pytest.raises(nvm.NvmConversionError, match="model input 'sr'.*--constant sr=VALUE"):
+        load_ir(SILERO, frame_size=FRAME)
 
 
 def test_ideal_engine_stream_equals_onnxruntime_on_speech(prog, speech):
