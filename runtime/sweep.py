@@ -278,14 +278,15 @@ class CsvRows:
                         continue            # a row cut by the interruption
                     self._rows.append(r)
                     self._done.add(tuple(r[c] for c in self.cols[:self._nfields]))
-            # rewrite without any partial last line, then append
-            text = csv_preamble(prov)
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=self.cols, lineterminator="\n")
-            w.writeheader()
-            w.writerows(self._rows)
-            from .outputs import write_text
-            write_text(self.path, text + buf.getvalue())
+            # rewrite without any partial last line, then append; a file whose every run is
+            # reused keeps its bytes (its creation time included), and the first run appended
+            # stamps ``extended_utc``
+            for k in ("created_utc", "extended_utc"):
+                if k in old:
+                    prov[k] = old[k]
+            self._resumed_prov = prov
+            self._raw_rows = [dict(r) for r in self._rows]   # as read: rewritten byte for byte
+            self._write_resumed(prov, only_if_changed=True)
             for r in self._rows:
                 for c in RESULT_COLUMNS:
                     if c != "correct_hex":          # stays the hex text
@@ -299,10 +300,32 @@ class CsvRows:
             csv.DictWriter(buf, fieldnames=self.cols, lineterminator="\n").writeheader()
             write_text(self.path, csv_preamble(prov) + buf.getvalue())
 
+    _resumed_prov: dict[str, Any] | None = None     # set while the first appended run is due
+
+    def _write_resumed(self, prov: dict[str, Any], only_if_changed: bool = False) -> None:
+        from .outputs import csv_preamble, write_text
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.cols, lineterminator="\n",
+                           extrasaction="ignore")
+        w.writeheader()
+        w.writerows(self._raw_rows)
+        text = csv_preamble(prov) + buf.getvalue()
+        if only_if_changed:
+            with open(self.path, newline="") as f:
+                if f.read() == text:
+                    return
+        write_text(self.path, text)
+
     def has(self, job: Job) -> bool:
         return job_key(job) in self._done
 
     def append(self, job: Job, row: dict[str, Any]) -> None:
+        if self._resumed_prov is not None:
+            import datetime as _dt
+            prov, self._resumed_prov = self._resumed_prov, None
+            prov["extended_utc"] = _dt.datetime.now(_dt.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+            self._write_resumed(prov)
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.cols, lineterminator="\n",
                            extrasaction="ignore").writerow(row)

@@ -169,3 +169,36 @@ def test_resume_recognises_a_schema1_csv_of_the_same_profile_only(tmp_path):
         p.update(model_sha256="m", data_sha256="d", sequences=5)
         with pytest.raises(ValueError, match="different sweep .profile_sha256"):
             S.CsvRows(csv_path, cols, p, resume=True)
+
+
+def test_a_resume_that_reuses_every_run_leaves_the_file_byte_for_byte(tmp_path):
+    """A resumed CSV whose runs are all reused keeps its bytes (creation time included: a
+    regeneration of the results pages changes no file it did not compute); the first run
+    appended stamps ``extended_utc`` and keeps ``created_utc`` and the old rows' text."""
+    from nvmstream.runtime import outputs as O
+    csv_path = tmp_path / "r.csv"
+    prov = O.provenance(profile="pcm", argv=[])
+    prov.update(model_sha256="m", data_sha256="d", sequences=5, created_utc="2020-01-01T00:00:00Z")
+    cols = S.columns(S.Grid())
+    rows = S.CsvRows(csv_path, cols, prov, resume=True)
+    row = {"profile": "pcm", "seed": 0, "votes": 1, "n": 5, "accuracy": 0.8,
+           "energy_pJ_per_inference": 3.15576e+07, "tops_per_w": 2.0, "seconds": 0.1,
+           "correct_hex": "f8"}
+    rows.append(S.Job("m.onnx", "d.npz", "pcm", (), 0, 1), row)
+    before = csv_path.read_bytes()
+    later = dict(prov, created_utc="2030-01-01T00:00:00Z", command="nvmstream sweep again")
+    again = S.CsvRows(csv_path, cols, later, resume=True)
+    assert again.has(S.Job("m.onnx", "d.npz", "pcm", (), 0, 1))
+    assert csv_path.read_bytes().split(b"\n", 1)[1] == before.split(b"\n", 1)[1]
+    assert O.read_csv_provenance(csv_path)["created_utc"] == "2020-01-01T00:00:00Z"
+    same = dict(prov)
+    S.CsvRows(csv_path, cols, same, resume=True)
+    again_bytes = csv_path.read_bytes()
+    S.CsvRows(csv_path, cols, same, resume=True)
+    assert csv_path.read_bytes() == again_bytes            # nothing new: not rewritten
+    ext = S.CsvRows(csv_path, cols, same, resume=True)
+    ext.append(S.Job("m.onnx", "d.npz", "pcm", (), 1, 1), dict(row, seed=1))
+    p = O.read_csv_provenance(csv_path)
+    assert p["created_utc"] == "2020-01-01T00:00:00Z" and "extended_utc" in p
+    lines = csv_path.read_text().splitlines()
+    assert lines[1:3] == before.decode().splitlines()[1:3] and lines[3].startswith("pcm,1,")
