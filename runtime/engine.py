@@ -57,6 +57,12 @@ PRE_BYTES = 4 << 20         # bound on the precomputed products of one chunk of 
 WS_ENTRIES = 64             # work buffers kept per engine (batched path)
 
 
+def _runs_at(pos, skip: int, every: int):
+    """Whether a layer after a valid or strided Conv1d runs at frame ``pos`` (an int or an
+    array): ``pos >= skip`` and ``(pos - skip) % every == 0``."""
+    return (pos >= skip) & ((pos - skip) % every == 0)
+
+
 def _frames_run(lens: np.ndarray, skip: int, every: int) -> np.ndarray:
     """Frames ``n < lens`` with ``n >= skip`` and ``(n - skip) % every == 0`` (a layer after a
     valid or strided Conv1d runs only there), per row."""
@@ -190,7 +196,7 @@ class Engine:
             one = {}
             for n, c in unit.items():
                 sk, ev = self._rec_skip.get(n, (0, 1))
-                runs = k if pos >= sk and (pos - sk) % ev == 0 else 0
+                runs = k if _runs_at(pos, sk, ev) else 0
                 one[n] = c.scaled(runs)
                 one[n].steps, one[n].vote_replicas = runs, max(runs - 1, 0)
             rep = E.price(one, geom, self.device.profile, inferences=1, steps_per_inference=1)
@@ -505,7 +511,7 @@ class Engine:
         """A single stream's step at frame ``pos`` (< the longest warm-up): the recurrent
         layers still in their warm-up are not charged for it (folded in lazily)."""
         for name, (sk, ev) in self._rec_skip.items():
-            if pos < sk or (pos - sk) % ev:
+            if not _runs_at(pos, sk, ev):
                 self._pending_skipped[name] = self._pending_skipped.get(name, 0) + 1
 
     def _flush_stream_steps(self) -> None:
@@ -646,7 +652,7 @@ class Engine:
         if self._gated:                        # streams in a valid Conv's warm-up, strides
             pos = np.array([s.steps for s in streams], np.int64)
             if pos.min() < self._gated:
-                skipped = {name: k * int(((pos < sk) | ((pos - sk) % ev != 0)).sum())
+                skipped = {name: k * int((~_runs_at(pos, sk, ev)).sum())
                            for name, (sk, ev) in self._rec_skip.items()}
         for s in streams:
             new += s.steps == 0
