@@ -167,11 +167,27 @@ class Engine:
         # frames below this may be skipped by some layer (with a stride: every frame)
         self._gated = self._max_skip if self._period == 1 else 2 ** 62
         self._pending_skipped: dict[str, int] = {}   # single-stream warm-up steps not charged
+        # Keras Masking: recurrent layers that hold their state at a masked frame (read no
+        # crossbar, draw no noise) are not charged there. They are grouped by the mask they
+        # read (its env column); a frame's *mask code* has bit g set when mask g is 0 on it
+        groups: dict[str, list[str]] = {}
+        for l in m.recurrent_layers:
+            if l.mask:
+                groups.setdefault(l.mask, []).append(l.name)
+        #: env columns of the masks (None: no masked layer), and each mask's layers
+        self._mask_cols = (np.array([self.plan.offsets[t] for t in groups], np.int64)
+                           if groups else None)
+        self._mask_layers = list(groups.values())
+        self._mask_bits = 1 << np.arange(len(groups), dtype=np.int64)
         # what one stream-step (all K replicas) costs, by the frame's position in its stream:
         # frames in a valid Conv's warm-up skip the recurrent layers after it, and after a
         # strided Conv only every stride-th frame runs it and the layers after it
         # (docs/energy.md): positions 0 .. warm-up + period - 1, later ones repeat the period
-        self._frame_e_pJ, self._frame_lat_ns = self._frame_prices(unit, geom)
+        # and with masks: [position, mask code] (code 0: no mask is 0, what runs without one)
+        self._frame_e_pJm, self._frame_lat_nsm = self._frame_prices(unit, geom)
+        self._frame_e_pJ, self._frame_lat_ns = self._frame_e_pJm[:, 0], self._frame_lat_nsm[:, 0]
+        # what a masked frame saves against an unmasked one at the same position
+        self._mask_saved_pJ = self._frame_e_pJm[:, :1] - self._frame_e_pJm
         #: energy / latency of a stream-step once every layer runs (past any warm-up)
         self.step_energy_pJ: float = float(self._frame_e_pJ[self._max_skip])
         self.step_latency_ns: float = float(self._frame_lat_ns[self._max_skip])
@@ -184,47 +200,140 @@ class Engine:
 
     def _frame_prices(self, unit, geom) -> tuple[np.ndarray, np.ndarray]:
         """Energy (pJ) and latency (ns) of one stream-step, all K replicas, at frame positions
-        0 .. longest warm-up (the last entry: every later frame). Each is the ledger's pricing
-        of exactly what runs on that frame (a recurrent layer in its warm-up: no counts, no
-        time), so a stream's per-frame figures add up to the ledger's for that stream: the
-        pricing is linear in the counts, leakage included (leak power x the time of the layers
-        that ran)."""
+        0 .. longest warm-up + one period (later frames repeat the period), for every mask
+        code (``[positions, 2**masks]``; code 0: no mask is 0). Each is the ledger's pricing
+        of exactly what runs on that frame (a recurrent layer in its warm-up, between strides
+        or at a masked frame: no counts, no time), so a stream's per-frame figures add up to
+        the ledger's for that stream: the pricing is linear in the counts, leakage included
+        (leak power x the time of the layers that ran)."""
         from nvmstream.devices import energy as E
         k = self.votes
-        e, lat = [], []
-        for pos in range(self._max_skip + self._period):
-            one = {}
-            for n, c in unit.items():
-                sk, ev = self._rec_skip.get(n, (0, 1))
-                runs = k if _runs_at(pos, sk, ev) else 0
-                one[n] = c.scaled(runs)
-                one[n].steps, one[n].vote_replicas = runs, max(runs - 1, 0)
-            rep = E.price(one, geom, self.device.profile, inferences=1, steps_per_inference=1)
-            e.append(rep.energy_pJ_per_inference)
-            lat.append(rep.latency_ns_per_inference)
-        return np.array(e), np.array(lat)
+        held = [set(n for g, names in enumerate(self._mask_layers) if code >> g & 1
+                    for n in names) for code in range(1 << len(self._mask_layers))]
+        e = np.empty((self._max_skip + self._period, len(held)))
+        lat = np.empty_like(e)
+        for pos in range(e.shape[0]):
+            for code, masked in enumerate(held):
+                one = {}
+                for n, c in unit.items():
+                    sk, ev = self._rec_skip.get(n, (0, 1))
+                    runs = k if _runs_at(pos, sk, ev) and n not in masked else 0
+                    one[n] = c.scaled(runs)
+                    one[n].steps, one[n].vote_replicas = runs, max(runs - 1, 0)
+                rep = E.price(one, geom, self.device.profile, inferences=1,
+                              steps_per_inference=1)
+                e[pos, code] = rep.energy_pJ_per_inference
+                lat[pos, code] = rep.latency_ns_per_inference
+        return e, lat
 
     def _frame_index(self, pos: int) -> int:
         m = self._max_skip
         return pos if pos < m else m + (pos - m) % self._period
 
-    def frame_energy_pJ(self, pos: int) -> float:
-        """Emulated device energy of a stream's frame ``pos`` (0-based; all replicas)."""
-        return float(self._frame_e_pJ[self._frame_index(pos)])
+    def _mask_code(self, masked) -> int:
+        code = int(masked)
+        if code and not 0 < code < self._frame_e_pJm.shape[1]:
+            raise ValueError(f"masked={masked!r}: this model has {len(self._mask_layers)} "
+                             f"mask(s) (Keras Masking)" if self._mask_layers else
+                             f"masked={masked!r}: this model has no mask (Keras Masking)")
+        return code
 
-    def frame_latency_ns(self, pos: int) -> float:
-        """Emulated device latency of a stream's frame ``pos`` (0-based; all replicas)."""
-        return float(self._frame_lat_ns[self._frame_index(pos)])
+    def frame_energy_pJ(self, pos: int, masked: bool | int = False) -> float:
+        """Emulated device energy of a stream's frame ``pos`` (0-based; all replicas).
 
-    def stream_energy_pJ(self, frames: int) -> float:
-        """Emulated device energy of a stream's first ``frames`` frames."""
+        ``masked``: the frame was masked (Keras Masking: the recurrent layers reading the mask
+        held their state and are not charged); with several distinct masks, an int with bit
+        g set when mask g was 0 (the order of ``model.recurrent_layers``' masks)."""
+        return float(self._frame_e_pJm[self._frame_index(pos),
+                                       self._mask_code(masked) if masked else 0])
+
+    def frame_latency_ns(self, pos: int, masked: bool | int = False) -> float:
+        """Emulated device latency of a stream's frame ``pos`` (0-based; all replicas;
+        ``masked`` as in :meth:`frame_energy_pJ`)."""
+        return float(self._frame_lat_nsm[self._frame_index(pos),
+                                         self._mask_code(masked) if masked else 0])
+
+    def stream_energy_pJ(self, frames: int, masked: Sequence | np.ndarray | None = None
+                         ) -> float:
+        """Emulated device energy of a stream's first ``frames`` frames; ``masked``: per frame
+        (``frames`` values), whether it was masked (or its mask code, as in
+        :meth:`frame_energy_pJ`); default none."""
         m, p = self._max_skip, self._period
         if frames <= m + p:
-            return float(self._frame_e_cum[frames])
-        full, part = divmod(frames - m, p)
-        per = self._frame_e_cum[m + p] - self._frame_e_cum[m]
-        return float(self._frame_e_cum[m] + full * per
-                     + self._frame_e_cum[m + part] - self._frame_e_cum[m])
+            e = float(self._frame_e_cum[frames])
+        else:
+            full, part = divmod(frames - m, p)
+            per = self._frame_e_cum[m + p] - self._frame_e_cum[m]
+            e = float(self._frame_e_cum[m] + full * per
+                      + self._frame_e_cum[m + part] - self._frame_e_cum[m])
+        if masked is not None:
+            codes = np.asarray(masked).astype(np.int64).reshape(-1)
+            if codes.shape != (frames,):
+                raise ValueError(f"masked: expected {frames} values, got {codes.shape[0]}")
+            at = np.flatnonzero(codes)
+            for c in np.unique(codes[at]):
+                self._mask_code(c)
+            pos = np.where(at < m, at, m + (at - m) % p)
+            e -= float(self._mask_saved_pJ[pos, codes[at]].sum())
+        return e
+
+    # ------------------------------------------------------------------- masked frames
+    def _masked_runs(self, env: np.ndarray, klens: np.ndarray) -> dict[str, int]:
+        """Masked frames a recurrent layer did not run (and is not charged for) in whole runs:
+        over each row's true length ``klens`` (rows of ``env`` include replicas), the frames
+        where its mask is 0 and it would otherwise run (past a warm-up, on a stride)."""
+        t = env.shape[1]
+        pos = np.arange(t)
+        valid = pos[None, :] < np.asarray(klens, np.int64)[:, None]
+        out = {}
+        for col, names in zip(self._mask_cols.tolist(), self._mask_layers):
+            held = valid & (env[:, :, col] == 0.0)
+            for n in names:
+                sk, ev = self._rec_skip.get(n, (0, 1))
+                out[n] = int((held & _runs_at(pos, sk, ev)[None, :]).sum())
+        return out
+
+    def _mask_frame(self, s: "Stream") -> None:
+        """A single stream's step at frame ``s.steps`` (before it is counted) just ran: its
+        mask code from the stream's env, the masked layers' steps not charged (folded in
+        lazily, as warm-up steps are) and the energy the frame saved, on the stream."""
+        code = int(self._mask_bits[s._env[0, 0, self._mask_cols] == 0.0].sum())
+        s._mcode = code
+        if code:
+            pos = s.steps
+            for g, names in enumerate(self._mask_layers):
+                if code >> g & 1:
+                    for n in names:
+                        if _runs_at(pos, *self._rec_skip.get(n, (0, 1))):
+                            self._pending_skipped[n] = self._pending_skipped.get(n, 0) + 1
+            s._saved_pJ += float(self._mask_saved_pJ[self._frame_index(pos), code])
+
+    def _mask_batch(self, streams: Sequence["Stream"], env: np.ndarray,
+                    skipped: dict[str, int] | None) -> dict[str, int] | None:
+        """:meth:`_mask_frame` for a batched step of ``streams`` (``env`` rows: streams x
+        votes, one frame; positions not yet counted): adds the masked layers' replica steps
+        to ``skipped``."""
+        k = self.votes
+        held = env[::k, 0][:, self._mask_cols] == 0.0                # [streams, masks]
+        codes = held.astype(np.int64) @ self._mask_bits
+        if not codes.any():
+            for s in streams:
+                s._mcode = 0
+            return skipped
+        pos = np.array([s.steps for s in streams], np.int64)
+        skipped = dict(skipped or {})
+        for g, names in enumerate(self._mask_layers):
+            for n in names:
+                sk, ev = self._rec_skip.get(n, (0, 1))
+                skipped[n] = skipped.get(n, 0) + k * int((held[:, g] & _runs_at(pos, sk, ev))
+                                                          .sum())
+        m, p = self._max_skip, self._period
+        idx = np.where(pos < m, pos, m + (pos - m) % p)
+        saved = self._mask_saved_pJ[idx, codes]
+        for s, c, v in zip(streams, codes.tolist(), saved.tolist()):
+            s._mcode = c
+            s._saved_pJ += v
+        return skipped
 
     # ----------------------------------------------------------------------------- internals
     def _init_state(self, n: int, aux: Mapping[str, np.ndarray] | None = None,
@@ -436,7 +545,7 @@ class Engine:
         # one definition of "per inference": only a sequence's true steps are charged (the
         # kernel may compute a head on padded steps; no chip would)
         self._account(rec_steps=int(klens.sum()), all_steps=int(klens.sum()), inferences=b,
-                      stream_steps=int(klens.sum()) // k, skipped=self._skipped(klens))
+                      stream_steps=int(klens.sum()) // k, skipped=self._skipped(klens, env))
         out = {}
         for o in self.model.outputs:
             a = self._tensor(env, o.tensor)
@@ -477,19 +586,22 @@ class Engine:
         env = self._exec(xr, klens, state, self._rng([seed + i for i in range(b)]))
         n = int(klens.sum())
         self._account(rec_steps=n, all_steps=n, inferences=b, stream_steps=n // k,
-                      skipped=self._skipped(klens))
+                      skipped=self._skipped(klens, env))
         a = self._tensor(env, self.model.outputs[0].tensor).reshape(b, k, t, -1)
         cls = majority(a)
         return cls[0] if squeeze else cls
 
     # ------------------------------------------------------------------------------- energy
-    def _skipped(self, klens: np.ndarray) -> dict[str, int]:
-        """Warm-up steps per recurrent layer (after a valid Conv1d) among whole sequences of
-        ``klens`` steps (one per row, replicas included): not run, not charged."""
-        if not self._rec_skip:
-            return {}
-        return {n: int((klens - _frames_run(klens, sk, ev)).sum())
-                for n, (sk, ev) in self._rec_skip.items()}
+    def _skipped(self, klens: np.ndarray, env: np.ndarray) -> dict[str, int]:
+        """Steps per layer not run, not charged, among whole sequences of ``klens`` steps (one
+        per row, replicas included) that ran into ``env``: a valid Conv1d's warm-up, the
+        frames between strides, and a recurrent layer's masked frames."""
+        out = {n: int((klens - _frames_run(klens, sk, ev)).sum())
+               for n, (sk, ev) in self._rec_skip.items()}
+        if self._mask_cols is not None:
+            for n, v in self._masked_runs(env, klens).items():
+                out[n] = out.get(n, 0) + v
+        return out
 
     def _account(self, rec_steps: int, all_steps: int, inferences: int,
                  stream_steps: int, source: str = "runs",
@@ -604,6 +716,8 @@ class Engine:
             new += s.steps == 0
             if s.steps < self._gated:          # a valid Conv's warm-up, a stride: not charged
                 self._skip_pending(s.steps)
+            if self._mask_cols is not None:    # a masked frame: its held layers not charged
+                self._mask_frame(s)
             s.steps += 1
         self._pending_steps += n
         self._pending_new += new
@@ -654,6 +768,8 @@ class Engine:
             if pos.min() < self._gated:
                 skipped = {name: k * int((~_runs_at(pos, sk, ev)).sum())
                            for name, (sk, ev) in self._rec_skip.items()}
+        if self._mask_cols is not None:        # masked frames: their held layers not charged
+            skipped = self._mask_batch(streams, env, skipped)
         for s in streams:
             new += s.steps == 0
             s.steps += 1
@@ -707,6 +823,8 @@ class Stream:
         self.steps = 0
         self.closed = False
         self.last_class: int | None = None
+        self._mcode = 0            # the last frame's mask code (Engine.frame_energy_pJ)
+        self._saved_pJ = 0.0       # what its masked frames saved (Engine._mask_frame)
         self._env = np.zeros((k, 1, engine.plan.env_width), np.float32)
         self._ones = np.ones(k, np.int64)
         self._scratch = K.scratch(engine.plan.layers, engine.plan.segs, engine.plan.max_w)
@@ -732,22 +850,28 @@ class Stream:
                                       (self._args, np.zeros(1, np.float32),
                                        np.zeros(1, np.float32)))
 
-    # emulated device energy / latency of what ran on each frame (Engine.frame_energy_pJ):
-    # summed over a stream, the ledger's figure for it
+    # emulated device energy / latency of what ran on each frame (Engine.frame_energy_pJ,
+    # masked frames included): summed over a stream, the ledger's figure for it
     @property
     def last_energy_pJ(self) -> float:
         """Emulated device energy of the last step (0 before the first)."""
-        return self.engine.frame_energy_pJ(self.steps - 1) if self.steps else 0.0
+        return self.engine.frame_energy_pJ(self.steps - 1, self._mcode) if self.steps else 0.0
 
     @property
     def last_latency_ns(self) -> float:
         """Emulated device latency of the last step (0 before the first)."""
-        return self.engine.frame_latency_ns(self.steps - 1) if self.steps else 0.0
+        return self.engine.frame_latency_ns(self.steps - 1, self._mcode) if self.steps else 0.0
+
+    @property
+    def last_masked(self) -> bool:
+        """Whether the last step was a masked frame (Keras Masking: the recurrent layers
+        reading the mask held their state)."""
+        return self._mcode != 0
 
     @property
     def energy_pJ(self) -> float:
         """Emulated device energy over this stream's steps."""
-        return self.engine.stream_energy_pJ(self.steps)
+        return self.engine.stream_energy_pJ(self.steps) - self._saved_pJ
 
     def _advance(self, x_t: np.ndarray, out: np.ndarray) -> int:
         """Run one frame (contiguous float32 ``[F]``, checked shape) on the fused route: the
@@ -778,6 +902,8 @@ class Stream:
             eng._pending_new += 1
         if self.steps < eng._gated:             # a valid Conv's warm-up, a stride: not charged
             eng._skip_pending(self.steps)
+        if eng._mask_cols is not None:          # a masked frame: its held layers not charged
+            eng._mask_frame(self)
         self.steps += 1
         if self._k > 1:
             o0, o1 = eng._first_off
