@@ -20,7 +20,8 @@ from nvmstream.converters import ir
 from nvmstream.converters.errors import NvmConversionError
 from nvmstream.converters.inspect import describe, format_text
 from nvmstream.converters.onnx_import import load_ir
-from onnx_util import assert_engine_guarantees, assert_streams_equal_run
+from onnx_util import (assert_engine_guarantees, assert_streams_equal_run,
+                       late_join_frame_energy_sums)
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 MASKED = ["keras2/masked_lstm.opset13.onnx", "keras3/masked_lstm.opset18.onnx"]
@@ -152,3 +153,149 @@ def test_masking_with_another_value_is_refused_by_name(tmp_path):
     path = _masking_graph(tmp_path / "m5.onnx", 0.5)
     with pytest.raises(NvmConversionError, match=r"to_time_major.*mask_value=0\.5"):
         load_ir(path)
+
+
+# ------------------------------------------------------------------ energy of masked frames
+def _kept(x: np.ndarray, lens=None) -> np.ndarray:
+    """Per row, the frames a masked recurrent layer runs: not all features 0, within length."""
+    kept = np.any(x != 0.0, axis=-1)
+    if lens is not None:
+        kept &= np.arange(x.shape[1])[None, :] < np.asarray(lens)[:, None]
+    return kept
+
+
+def _step_price(eng, layer: str) -> tuple[float, float]:
+    """Energy (pJ) and latency (ns) of one step of ``layer`` for all K replicas, priced from
+    the ledger's unit counts alone (every other layer at 0 steps: the leakage of every tile
+    over that layer's time only): what a masked frame saves."""
+    from nvmstream.devices import energy as E
+    led, k = eng.ledger, eng.votes
+    one = {}
+    for n, u in led.unit.items():
+        runs = k if n == layer else 0
+        one[n] = u.scaled(runs)
+        one[n].steps, one[n].vote_replicas = runs, max(runs - 1, 0)
+    r = E.price(one, led.geometry, eng.device.profile, inferences=1, steps_per_inference=1)
+    return r.energy_pJ_per_inference, r.latency_ns_per_inference
+
+
+@pytest.mark.parametrize("votes", [1, 3])
+def test_masked_frames_are_not_charged_to_the_recurrent_layer(masked, votes):
+    """Whole runs (run_all with true lengths, predict): the LSTM's ledger steps are the
+    unmasked frames within each row's length x votes (masked at the start, in the middle, at
+    the end; a row's masked frames past its length count once, as padding), the mask and the
+    Dense head (which re-reads the held output) every frame x votes; the energy and latency
+    of the run are those of the same run with no frame masked minus exactly one recurrent
+    step's price per masked frame."""
+    path, prog = masked
+    (rec,) = prog.model.recurrent_layers
+    x = _x(3, 9, seed=5)
+    lens = np.array([9, 6, 9])
+    full = x.copy()
+    full[x == 0.0] = 0.25                                 # the same frames, none masked
+    eng = nvm.Engine(prog, nvm.Device("pcm", seed=1), votes=votes)
+    kept = _kept(x, lens)
+    m = int(lens.sum() - kept.sum())
+    assert m == 4                                          # row 0: 3, row 1: 0, row 2: 1
+    for call in (lambda a: eng.run_all(a, lens=lens), lambda a: eng.predict(a, lens=lens)):
+        got = {}
+        for name, a in (("masked", x), ("full", full)):
+            eng.reset_ledger()
+            call(a)
+            steps = eng.ledger.steps
+            want = kept.sum() if name == "masked" else lens.sum()
+            assert steps[rec.name] == votes * want
+            assert all(v == votes * lens.sum() for n, v in steps.items() if n != rec.name)
+            r = eng.report("runs").analog
+            got[name] = (r.energy_pJ_per_inference * 3, r.latency_ns_per_inference * 3)
+        e1, l1 = _step_price(eng, rec.name)
+        assert e1 > 0 and l1 > 0
+        assert got["masked"][0] == pytest.approx(got["full"][0] - m * e1, rel=1e-9)
+        assert got["masked"][1] == pytest.approx(got["full"][1] - m * l1, rel=1e-9)
+
+
+@pytest.mark.parametrize("votes", [1, 3])
+def test_per_frame_energy_of_masked_frames_adds_up_to_the_ledger(masked, votes):
+    """Single steps: a masked frame costs the unmasked frame's price minus one recurrent
+    step, its latency likewise; the per-frame figures sum to the ledger's (energy and
+    latency), ``Stream.energy_pJ`` and ``stream_energy_pJ(frames, masked)`` agree. Batched
+    steps of streams joining late (fused: few rows, and BLAS-sized: >= 16 rows): per-stream
+    sums equal the ledger's total, and the LSTM's steps are the unmasked frames x votes."""
+    path, prog = masked
+    (rec,) = prog.model.recurrent_layers
+    eng = nvm.Engine(prog, nvm.Device("pcm", seed=1), votes=votes)
+    x = _x(3, 9, seed=6)
+    e1, l1 = _step_price(eng, rec.name)
+    for b in range(3):
+        eng.reset_ledger()
+        s = eng.stream()
+        e, lat, flags = [], [], []
+        for t in range(9):
+            s.step(x[b, t])
+            e.append(s.last_energy_pJ)
+            lat.append(s.last_latency_ns)
+            flags.append(s.last_masked)
+        masked_at = ~_kept(x[b:b + 1])[0]
+        assert flags == masked_at.tolist()
+        for t in range(9):
+            if masked_at[t]:
+                assert e[t] == pytest.approx(eng.frame_energy_pJ(t) - e1, rel=1e-12)
+                assert lat[t] == pytest.approx(eng.frame_latency_ns(t) - l1, rel=1e-12)
+                assert e[t] == eng.frame_energy_pJ(t, masked=True)
+            else:
+                assert e[t] == eng.step_energy_pJ
+        rep = eng.report("streams").analog
+        assert eng.ledger.steps[rec.name] == votes * int((~masked_at).sum())
+        assert sum(e) == pytest.approx(rep.energy_pJ_per_inference, rel=1e-9)
+        assert sum(lat) == pytest.approx(rep.latency_ns_per_inference, rel=1e-9)
+        assert s.energy_pJ == pytest.approx(sum(e), rel=1e-12)
+        assert eng.stream_energy_pJ(9, masked_at) == pytest.approx(sum(e), rel=1e-12)
+    fused, batched = 2, -(-16 // votes)                   # streams x votes < 16, >= 16
+    for n in (fused, batched):
+        streams, sums = late_join_frame_energy_sums(eng, x, n, early=n // 2, join_at=2)
+        rep = eng.report("streams").analog
+        assert sums.sum() == pytest.approx(rep.energy_pJ_per_inference * n, rel=1e-9)
+        assert [st.energy_pJ for st in streams] == pytest.approx(list(sums), rel=1e-12)
+        ran = sum(int(_kept(x[i % 2:i % 2 + 1, (0 if i < n // 2 else 2):]).sum())
+                  for i in range(n))
+        assert eng.ledger.steps[rec.name] == votes * ran
+    with pytest.raises(ValueError, match="1 mask"):
+        eng.frame_energy_pJ(0, masked=2)
+
+
+def test_server_replies_charge_masked_frames_as_the_ledger_does(masked, tmp_path):
+    """A real server on loopback: per-frame energies of streams fed masked frames (one
+    ``batch`` message per frame for several streams, votes 1 and 3) equal the in-process
+    stream's, masked frames cost less, and each stream's summary is the in-process ledger's
+    figure for it."""
+    from nvmstream.runtime.client import Client
+    from server_util import ServerProcess
+    path, prog = masked
+    model = tmp_path / "masked.nvm"
+    prog.save(model)
+    x = _x(3, 9, seed=7)
+    with ServerProcess(model, "--profile", "pcm") as srv, Client(srv.endpoint,
+                                                               timeout_s=60) as c:
+        for votes in (1, 3):
+            ss = [c.open(seed=i, votes=votes) for i in range(6)]
+            reps = [[] for _ in ss]
+            for t in range(9):
+                c.send_frames([(s, x[i % 3, t]) for i, s in enumerate(ss)])
+                for i, s in enumerate(ss):
+                    reps[i].append(s.recv())
+            sums = [s.close()["e_pJ"] for s in ss]
+            eng = nvm.Engine(nvm.load(model), nvm.Device("pcm"), votes=votes)
+            for i in range(3):
+                eng.reset_ledger()
+                st = eng.stream(seed=i)
+                want = []
+                for t in range(9):
+                    st.step(x[i, t])
+                    want.append(st.last_energy_pJ)
+                got = [r.e_pJ for r in reps[i]]
+                assert got == pytest.approx(want, rel=1e-12)
+                masked_at = ~_kept(x[i:i + 1])[0]
+                assert all((g < eng.step_energy_pJ) == m for g, m in zip(got, masked_at))
+                rep = eng.report("streams").analog
+                assert sums[i] == pytest.approx(rep.energy_pJ_per_inference, rel=1e-9)
+                assert sums[i + 3] == pytest.approx(sums[i], rel=1e-12)
