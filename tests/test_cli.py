@@ -79,9 +79,11 @@ def test_inspect_table_columns_line_up(path):
     however long a cell is (a strided Conv's "dil 1, delay 3, stride 2", a FeatureConcat, a
     long layer name): the table has the header's 8 columns separated by blanks in every line,
     each row's cell in a column is one cell (no run of blanks inside), text columns start at
-    the column's left edge and numbers end at its right edge; layer names are whole."""
+    the column's left edge and numbers end at its right edge; layer names are whole. Nothing
+    on stderr (the converter's shape probe at T = 3 fails on the strided Conv's kernel of 4,
+    which it handles: onnxruntime used to log it as an error)."""
     r = cli("inspect", REPO / path)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0 and r.stderr == "", r.stderr    # no onnxruntime log of a probe
     out = r.stdout.splitlines()
     head = next(i for i, ln in enumerate(out) if ln.split()[:2] == ["#", "layer"])
     table = out[head:out.index("", head)]
