@@ -166,6 +166,32 @@ def normals_per_step(plan) -> int:
     return n
 
 
+def macs_per_step(plan) -> dict[str, int]:
+    """Crossbar multiply-accumulates of one stream-step: ``signal`` (n_in x n_out per segment,
+    what a float runtime also does) and ``extra`` (once more for the read-noise variances on
+    squared DAC codes, once more for IR-drop currents, where the profile has them)."""
+    sig = extra = 0
+    for s in plan.segs:
+        m = int(s["n_in"]) * int(s["n_out"])
+        sig += m
+        extra += m * ((int(s["var"]) >= 0) + (int(s["cur"]) >= 0))
+    return {"signal": sig, "extra": extra}
+
+
+PEAK_SHAPE = (256, 512, 512)     # the sgemm that measures this CPU's peak (rows, k, n)
+
+
+def _peak_case() -> Callable[[], object]:
+    """One float32 sgemm of :data:`PEAK_SHAPE` (one thread, as everything in the bench): the
+    multiply-accumulate rate no product route on this CPU exceeds."""
+    m, k, n = PEAK_SHAPE
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = np.empty((m, n), np.float32)
+    return lambda: np.matmul(a, b, out=c)
+
+
 def _floor_cases(eng, n_rows: int, normals_per_row: int) -> dict[str, Callable[[], object]]:
     """The work a batched step of ``n_rows`` streams cannot avoid with per-read noise: its
     BLAS tile products (DAC + sgemm for every segment, read-noise variances included) and its
@@ -255,6 +281,8 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
         cases.update({"stream/frozen": frozen_step, "seq/frozen": lambda: eng_f.run(xs)})
         inner.update({"stream/frozen": 100, "seq/frozen": 100})
     one_normals = _floor_cases(eng, 1, n_small)["normals"]
+    res["macs_per_step"] = {"lstm12x64": macs_per_step(eng.plan)}
+    cases["peak/sgemm"] = _peak_case()
 
     def normals_100():                 # one step's normals, 100 times (as the steps above)
         for _ in range(100):
@@ -299,6 +327,7 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
         cases["batch/frozen"] = lambda: eng_bf.step_many(streams_f, fb)
     n_big = normals_per_step(eng_b.plan)
     res["normals_per_step"]["lstm40x128"] = n_big
+    res["macs_per_step"]["lstm40x128"] = macs_per_step(eng_b.plan)
     for k, fn in _floor_cases(eng_b, 256, n_big).items():
         cases[f"batch/{k}"] = fn
     if torch is not None:
@@ -321,6 +350,9 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
         res[name + "_cpu"] = {k.split("/")[1]: v for k, v in cpu.items()
                               if k.startswith(key + "/")}
     res["normal_ns"] = 1e3 * cpu["batch/normals"] / max(1, 256 * n_big)
+    res["peak_gmac_per_s"] = (PEAK_SHAPE[0] * PEAK_SHAPE[1] * PEAK_SHAPE[2]
+                              / (1e3 * cpu["peak/sgemm"]))
+    res["floor_us"] = _bounds(res, cpu)
     res["batch256_stream_steps_per_s"] = {k: 256e6 / v for k, v in res["batch256_step_us"].items()
                                           if k in RUNTIMES}
     res["cpu_us"] = cpu
@@ -375,6 +407,42 @@ def _bench_sweep(profile: str, quick: bool) -> dict | None:
             "cpu_sequences_per_s": {k: n / (v * 1e-6) for k, v in cpu.items()}}
 
 
+def _floor_us(res: dict, model: str, rows: int) -> dict[str, float]:
+    """The least CPU time ``rows`` stream-steps of ``model`` can take with exact per-read noise
+    on this CPU: every multiply-accumulate (signal, variances) at the sgemm peak, plus every
+    normal at the sampler's bulk in-kernel rate; ``signal_us`` is what a float runtime's
+    products alone need at that peak. Periphery, activations and call overheads count as 0."""
+    m, n = res["macs_per_step"][model], res["normals_per_step"][model]
+    gm = res["peak_gmac_per_s"] * 1e3                 # MAC per us
+    prod = rows * (m["signal"] + m["extra"]) / gm
+    norm = rows * n * res["normal_ns"] * 1e-3
+    return {"products_us": prod, "normals_us": norm, "floor_us": prod + norm,
+            "signal_us": rows * m["signal"] / gm}
+
+
+def _bounds(res: dict, cpu: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Per figure (process CPU us): :func:`_floor_us`, and ``bound_us``, the floor plus --
+    for the whole sequence and the 256 streams -- what onnxruntime itself spends besides its
+    products (``float_rest_us``: its activations, state updates and step overhead, which
+    nvmstream does too). A streamed onnxruntime call is mostly call overhead, so the streamed
+    step's bound is the floor alone. With the goal and nvmstream as multiples of it."""
+    out = {}
+    for key, model, rows, tag, goal_x in (("stream_step", "lstm12x64", 1, "stream", 0.25),
+                                          ("sequence_step", "lstm12x64", 1, "seq", 2.0),
+                                          ("batch256_step", "lstm40x128", 256, "batch", 1.0)):
+        f = _floor_us(res, model, rows)
+        ort = cpu[f"{tag}/onnxruntime"]
+        f["bound_us"] = f["floor_us"]
+        if tag != "stream":
+            f["float_rest_us"] = max(0.0, ort - f["signal_us"])
+            f["bound_us"] += f["float_rest_us"]
+        f["goal_us"] = goal_x * ort
+        f["goal_over_bound"] = f["goal_us"] / f["bound_us"]
+        f["ours_over_bound"] = cpu[f"{tag}/nvmstream"] / f["bound_us"]
+        out[key] = f
+    return out
+
+
 def format_engine(res: dict) -> str:
     have_torch = "torch" in res["stream_step_us"]
     lines = [f"engine vs onnxruntime float{' and torch' if have_torch else ''} "
@@ -415,10 +483,15 @@ def format_engine(res: dict) -> str:
     return "\n".join(lines)
 
 
+def _us(x: float) -> str:
+    return f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
 def format_bounds(res: dict) -> list[str]:
     """What bounds each figure (process CPU us): the same model with the read noise frozen into
-    the weights (no per-read draws), the normals a step draws, and for the batched step the
-    BLAS products alone."""
+    the weights (no per-read draws), the normals a step draws, for the batched step the BLAS
+    products alone, and the lower bounds of :func:`_bounds` with the goal and nvmstream as
+    multiples of them (a goal below 1x its bound is out of reach with exact per-read noise)."""
     s, q, b = res["stream_step_us_cpu"], res["sequence_step_us_cpu"], res["batch256_step_us_cpu"]
     n = res["normals_per_step"]
     out = [f"what bounds them (CPU us; {res['normal_ns']:.2f} ns per normal):"]
@@ -431,6 +504,20 @@ def format_bounds(res: dict) -> list[str]:
                    f"draws + {q['nvmstream'] - q['frozen']:.1f} per-read noise "
                    f"({n['lstm12x64']} normals: {s['normals']:.1f}); goal "
                    f"{2 * q['onnxruntime']:.1f}")
+    out.append(f"  lower bounds with exact per-read noise (every MAC at the sgemm peak, "
+               f"{res['peak_gmac_per_s']:.1f} GMAC/s; every normal at {res['normal_ns']:.2f} ns):")
+    for label, key in (("streamed step", "stream_step"), ("T=100 per step", "sequence_step"),
+                       ("256 streams", "batch256_step")):
+        f = res["floor_us"][key]
+        txt = (f"    {label}: products {_us(f['products_us'])} + normals "
+               f"{_us(f['normals_us'])}")
+        if "float_rest_us" in f:
+            txt += (f" + onnxruntime's own work besides its products {_us(f['float_rest_us'])}"
+                    f" = {_us(f['bound_us'])}")
+        else:
+            txt += f" = {_us(f['bound_us'])} (periphery, activations, calls free)"
+        out.append(txt + f"; goal {_us(f['goal_us'])} = {f['goal_over_bound']:.2f}x it, "
+                   f"nvmstream {f['ours_over_bound']:.2f}x it")
     floor = b["products"] + b["normals"]
     line = (f"  256 streams {b['nvmstream']:.0f}: BLAS products {b['products']:.0f} + "
             f"{256 * n['lstm40x128']} normals {b['normals']:.0f} = floor {floor:.0f} "

@@ -1,0 +1,55 @@
+"""The bench's accounting (runtime/bench.py): the work a step cannot avoid, and the bounds
+printed from it. The timings themselves are never asserted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nvmstream as nvm
+from nvmstream.runtime import bench as B
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = B.lstm_onnx(tmp_path_factory.mktemp("bench") / "lstm.onnx", 12, 64, 8,
+                       state_io=False)
+    rng = np.random.default_rng(0)
+    return nvm.convert(path, calibration=rng.standard_normal((4, 20, 12)).astype(np.float32))
+
+
+def test_macs_per_step_counts_every_crossbar_product(small):
+    signal = 12 * 4 * 64 + 64 * 4 * 64 + 64 * 8          # W, R (4 gates) and the Linear head
+    pcm = B.macs_per_step(nvm.Engine(small, nvm.Device("pcm", seed=0)).plan)
+    assert pcm == {"signal": signal, "extra": signal}     # read-noise variances: once more
+    int4 = B.macs_per_step(nvm.Engine(small, nvm.Device("int4", seed=0)).plan)
+    assert int4 == {"signal": signal, "extra": 0}          # no read noise, no IR drop
+
+
+def test_bounds_compose_floor_and_float_rest():
+    res = {"peak_gmac_per_s": 2.0, "normal_ns": 4.0,
+           "macs_per_step": {"lstm12x64": {"signal": 1000, "extra": 1000},
+                             "lstm40x128": {"signal": 4000, "extra": 4000}},
+           "normals_per_step": {"lstm12x64": 100, "lstm40x128": 200}}
+    cpu = {"stream/onnxruntime": 20.0, "stream/nvmstream": 10.0,
+           "seq/onnxruntime": 3.0, "seq/nvmstream": 6.0,
+           "batch/onnxruntime": 1000.0, "batch/nvmstream": 4000.0}
+    b = B._bounds(res, cpu)
+    s = b["stream_step"]      # 2000 MAC at 2000 MAC/us + 100 normals at 4 ns
+    assert s["products_us"] == pytest.approx(1.0) and s["normals_us"] == pytest.approx(0.4)
+    assert s["bound_us"] == pytest.approx(1.4) and "float_rest_us" not in s
+    assert s["goal_over_bound"] == pytest.approx(5.0 / 1.4)
+    q = b["sequence_step"]    # + onnxruntime's 3 us less its 0.5 us of products
+    assert q["float_rest_us"] == pytest.approx(2.5) and q["bound_us"] == pytest.approx(3.9)
+    assert q["goal_us"] == pytest.approx(6.0) and q["ours_over_bound"] == pytest.approx(6 / 3.9)
+    c = b["batch256_step"]    # 256 rows: 8000 us of products, 204.8 us of normals
+    assert c["floor_us"] == pytest.approx(256 * 4 + 256 * 0.8)
+    assert c["float_rest_us"] == pytest.approx(1000 - 512)
+    assert c["goal_over_bound"] < 1                        # below the bound: out of reach
+    lines = B.format_bounds({**res, "floor_us": b,
+                             "stream_step_us_cpu": {"nvmstream": 10.0, "onnxruntime": 20.0},
+                             "sequence_step_us_cpu": {"nvmstream": 6.0, "onnxruntime": 3.0},
+                             "batch256_step_us_cpu": {"nvmstream": 4000.0,
+                                                      "onnxruntime": 1000.0,
+                                                      "products": 900.0, "normals": 200.0}})
+    assert any("T=100 per step" in ln and "= 3.90;" in ln for ln in lines)
