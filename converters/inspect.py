@@ -96,6 +96,18 @@ def describe(model: ir.Model, tile: tuple[int, int] = DEFAULT_TILE) -> dict[str,
     }
 
 
+def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]],
+                 right: tuple[int, ...] = ()) -> list[str]:
+    """Lines of a text table whose columns are as wide as their longest cell (header included),
+    two spaces apart; the columns numbered in ``right`` are right-aligned; no trailing blanks."""
+    widths = [max(len(r[c]) for r in (header, *rows)) for c in range(len(header))]
+
+    def line(r: tuple[str, ...]) -> str:
+        return "  ".join(v.rjust(w) if c in right else v.ljust(w)
+                         for c, (v, w) in enumerate(zip(r, widths))).rstrip()
+    return [line(header)] + [line(r) for r in rows]
+
+
 def format_text(info: dict[str, Any]) -> str:
     lines = [f"model      {info['source']}  ({info['producer'] or 'unknown producer'}, "
              f"opset {info['opset']})",
@@ -112,8 +124,7 @@ def format_text(info: dict[str, Any]) -> str:
         kind = "per step" if o["per_step"] else "final"
         lines.append(f"output     {o['name']} [{o['axes']}] features={o['features']} ({kind})")
     lines.append("")
-    lines.append(f"{'#':>2}  {'layer':<28} {'type':<12} {'shape':<26} {'dir':<14} "
-                 f"{'MACs/step':>10} {'tiles':>6}  runs on")
+    rows = []
     for k, l in enumerate(info["layers"]):
         if l["type"] == "Recurrent":
             t = l["kind"]
@@ -137,8 +148,10 @@ def format_text(info: dict[str, Any]) -> str:
             shape = l.get("function", "log" if l.get("log") else "")
             extra = ""
         where = l["runs_on"] + ("" if l["engine"] else " (float IR only)")
-        lines.append(f"{k:>2}  {l['name'][:28]:<28} {t:<12} {shape:<26} {extra:<14} "
-                     f"{l.get('macs_per_step', ''):>10} {l.get('tiles', ''):>6}  {where}")
+        rows.append((str(k), l["name"], t, shape, extra, str(l.get("macs_per_step", "")),
+                     str(l.get("tiles", "")), where))
+    lines += format_table(("#", "layer", "type", "shape", "dir", "MACs/step", "tiles", "runs on"),
+                          rows, right=(0, 5, 6))
     lines.append("")
     lines.append(f"MACs per time step: {info['macs_per_step']}")
     r, c = info["tile_size"]

@@ -51,6 +51,21 @@ def _load_model(path: str, args=None):
     return load_ir(path, kw.get("constants"), kw.get("frame_size"))
 
 
+def _value_output(path: str) -> str | None:
+    """The name of the model's first output when it is one value per step (a regression or
+    detection score such as silero-vad's speech probability), None when it is a vector of
+    class scores; the rule is the client's (:func:`.client.first_output_is_value`)."""
+    from .client import first_output_is_value
+    if _sniff_model(path) == "nvm":
+        from nvmstream.converters.compile import load
+        model = load(path).model
+    else:
+        model = _load_model(path)
+    first = model.outputs[0]
+    return first.name if first_output_is_value({"outputs": [[first.name, first.features]]}) \
+        else None
+
+
 def _announce_compile() -> float | None:
     """Say once, on stderr, that numba compiles the kernels when its cache looks cold."""
     root = Path(__file__).resolve().parent
@@ -519,7 +534,11 @@ def cmd_sweep(args) -> int:
                         what="--plot", allow_stdout=False)
     except OutputError as e:
         raise CliError(str(e)) from None
-    _sniff_model(args.model)
+    value = _value_output(args.model)
+    if value is not None:
+        raise CliError(f"{args.model}: its first output {value!r} is one value per step, not "
+                       f"class scores: sweep measures classification accuracy (for the "
+                       f"outputs under a profile use `nvmstream run {args.model} --profile P`)")
     from .data import load_data
     data = load_data(args.data, "test", what="sweep data", need_labels=True)
     # validate every grid point's profile before starting workers

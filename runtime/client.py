@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 _SNDMORE, _RCVMORE = int(zmq.SNDMORE), int(zmq.RCVMORE)
 
-__all__ = ["Client", "RemoteStream", "Reply", "ServerError", "decode", "stream_sequences"]
+__all__ = ["Client", "RemoteStream", "Reply", "ServerError", "decode", "first_output_is_value",
+           "stream_sequences"]
 
 
 class ServerError(Exception):
@@ -501,6 +502,11 @@ class StreamResult:
     errors: list[str] = field(default_factory=list)
     busy_resent: int = 0        # messages answered `busy` and sent again (docs/protocol.md)
     ys: list[np.ndarray] = field(default_factory=list)   # replies' outputs (keep_outputs)
+    #: the first output's name when it is one value per frame (:func:`first_output_is_value`):
+    #: then ``prediction`` is None and :meth:`value_summary` describes the stream
+    value_name: str | None = None
+    _v: list[float] = field(default_factory=lambda: [0.0, 0.0, np.inf, -np.inf, 0.0],
+                            init=False, repr=False)   # last, sum, min, max, frames
 
     def outputs(self) -> np.ndarray | None:
         """Every output of every frame, ``[frames, width]`` (with ``keep_outputs=True``)."""
@@ -508,7 +514,38 @@ class StreamResult:
 
     @property
     def prediction(self) -> int | None:
+        """The class of the last frame (the server's argmax of the first output); None when
+        the first output is a value, not class scores."""
+        if self.value_name is not None:
+            return None
         return self.cls[-1] if self.cls else None
+
+    def _add_values(self, v: np.ndarray) -> None:
+        if v.size:
+            s = self._v
+            s[0] = float(v[-1])
+            s[1] += float(np.sum(v, dtype=np.float64))
+            s[2] = min(s[2], float(v.min()))
+            s[3] = max(s[3], float(v.max()))
+            s[4] += v.size
+
+    def value_summary(self) -> dict[str, Any] | None:
+        """The first output over the stream's frames when it is a value (``name``, ``last``,
+        ``mean``, ``min``, ``max``); None for a class-score output or before any frame."""
+        if self.value_name is None or not self._v[4]:
+            return None
+        last, total, lo, hi, n = self._v
+        return {"name": self.value_name, "last": last, "mean": total / n, "min": lo,
+                "max": hi}
+
+
+def first_output_is_value(model_info: dict) -> bool:
+    """True when the model's first output (``info()["model"]["outputs"]``, ``[name, width]``
+    pairs) is one value per frame, e.g. silero-vad's speech probability, rather than a vector
+    of class scores: the class the server reports (its argmax) is then always 0 and means
+    nothing, so ``nvmstream stream`` summarises the value instead."""
+    outs = model_info.get("outputs") or []
+    return bool(outs) and int(outs[0][1]) == 1
 
 
 def _pct(a: Iterable[float]) -> dict[str, float | None]:
@@ -562,7 +599,9 @@ def stream_sequences(addr: str, chunks: Sequence[Sequence[np.ndarray]], *, kind:
                                   seed=None if seed is None else seed + i, wait=False))
         for st in streams:
             st.wait_open(timeout_s)
-        results = [StreamResult(i) for i in range(len(chunks))]
+        value = (info["model"]["outputs"][0][0] if first_output_is_value(info["model"])
+                 else None)
+        results = [StreamResult(i, value_name=value) for i in range(len(chunks))]
         t_start = time.perf_counter()
         steps = max((len(c) for c in chunks), default=0)
         for t in range(steps):
@@ -584,6 +623,8 @@ def stream_sequences(addr: str, chunks: Sequence[Sequence[np.ndarray]], *, kind:
                     continue
                 res.frames += r.n
                 res.cls.extend(r.cls)
+                if value is not None and r.n and r.y is not None:
+                    res._add_values(r.y[:, 0])
                 if keep_outputs and r.n:
                     res.ys.append(np.array(r.y, np.float32))
                 if r.rtt_s is not None:
@@ -608,6 +649,7 @@ def stream_sequences(addr: str, chunks: Sequence[Sequence[np.ndarray]], *, kind:
                            "server_us": _pct(x for r in results for x in r.srv_us),
                            "errors": sum(len(r.errors) for r in results),
                            "labels": list(info["model"].get("labels") or []),
+                           "value_output": value,
                            "results": results}
     energies = [r.e_pJ for r in results if r.frames]
     lats = [r.lat_ns for r in results if r.frames]

@@ -379,7 +379,7 @@ def _wav_labels(paths: list[str]) -> list[str | None]:
 def cmd_stream(args) -> int:
     import numpy as np
 
-    from .client import ServerError, stream_sequences
+    from .client import ServerError, first_output_is_value, stream_sequences
     from .frontend import WavFormatError, load_audio, read_wav
 
     files = args.data
@@ -468,6 +468,11 @@ def cmd_stream(args) -> int:
         if label_words is not None:
             if any(w is not None and w in srv_labels for w in label_words):
                 labels = [srv_labels.index(w) if w in srv_labels else -1 for w in label_words]
+        value = minfo["outputs"][0][0] if first_output_is_value(minfo) else None
+        if value is not None and labels is not None:
+            print(f"{files[0]}: labels not compared: the model's first output {value!r} is one "
+                  f"value per frame, not class scores", file=sys.stderr)
+            labels = None
         res = stream_sequences(args.connect, chunks, kind=kind, labels=labels,
                                profile=args.profile, overrides=args.overrides,
                                votes=args.votes, seed=args.seed, rate_hz=rate,
@@ -486,7 +491,14 @@ def cmd_stream(args) -> int:
 
     if not args.quiet:
         for r, nm in zip(res["results"], names):
-            line = f"{nm}: predicted {name(r.prediction)} after {r.frames} frames"
+            v = r.value_summary()
+            if value is None:
+                line = f"{nm}: predicted {name(r.prediction)} after {r.frames} frames"
+            elif v is None:
+                line = f"{nm}: {value} - after {r.frames} frames"
+            else:           # one value per frame (e.g. a VAD's speech probability)
+                line = (f"{nm}: {value} last {v['last']:.4g}, mean {v['mean']:.4g}, min "
+                        f"{v['min']:.4g}, max {v['max']:.4g} over {r.frames} frames")
             if labels is not None:
                 y = int(labels[r.index])
                 line += f", label {name(y)} {'ok' if r.prediction == y else 'WRONG'}"
@@ -524,7 +536,8 @@ def cmd_stream(args) -> int:
             seeds={"stream": args.seed}, votes=args.votes)}
         out.update({k: v for k, v in res.items() if k != "results"})
         out["streams_detail"] = [{"name": nm, "prediction": r.prediction, "frames": r.frames,
-                                  "e_pJ": r.e_pJ, "errors": r.errors}
+                                  "e_pJ": r.e_pJ, "errors": r.errors,
+                                  **({"output": r.value_summary()} if value else {})}
                                  for r, nm in zip(res["results"], names)]
         write_json(args.json, out)
     if args.outputs:

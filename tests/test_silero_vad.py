@@ -277,8 +277,11 @@ def test_audio_streams_over_zeromq_with_the_raw_front_end(raw_model, speech):
 def test_cli_streams_a_wav_to_silero(raw_model, speech, tmp_path):
     """`nvmstream stream --data vad_speech.wav` (a real subprocess against a real server):
     the WAV is cut into the model's frames; the per-frame outputs it writes equal the
-    in-process engine's, so its speech decisions equal onnxruntime's. A WAV at another rate
-    or with two channels is refused with one line naming the file, exit non-zero."""
+    in-process engine's, so its speech decisions equal onnxruntime's. The stream's line
+    summarises the speech probability (last, mean, min, max of the first output, one value per
+    frame), not a class, and so does --json. A WAV at another rate or with two channels is
+    refused with one line naming the file, exit non-zero."""
+    import re
     import subprocess
     import sys
     import wave
@@ -287,7 +290,7 @@ def test_cli_streams_a_wav_to_silero(raw_model, speech, tmp_path):
     cli = [sys.executable, "-m", "nvmstream.runtime.cli", "stream"]
     with ServerProcess(raw_model, "--profile", "ideal") as srv:
         r = subprocess.run(cli + ["-c", srv.endpoint, "--data", str(SPEECH), "--seed", "0",
-                                  "--outputs", str(out)],
+                                  "--outputs", str(out), "--json", str(tmp_path / "s.json")],
                            capture_output=True, text=True, cwd=REPO, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
         for rate, ch in ((8000, 1), (16000, 2)):
@@ -308,6 +311,19 @@ def test_cli_streams_a_wav_to_silero(raw_model, speech, tmp_path):
     want, _, _ = reference_outputs(raw_model, "ideal", 0, x)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got[:, 0] > 0.5, ref > 0.5)
+    p = got[:, 0].astype(np.float64)
+    stats = {"last": p[-1], "mean": p.mean(), "min": p.min(), "max": p.max()}
+    assert "predicted" not in r.stdout, r.stdout
+    num = r"([-+0-9.e]+)"
+    m = re.search(rf"^vad_speech\.wav: output last {num}, mean {num}, min {num}, max {num} over "
+                  rf"{x.shape[0]} frames$", r.stdout, re.M)
+    assert m, r.stdout
+    for k, v in zip(stats, m.groups()):             # printed to 4 significant digits
+        assert float(v) == pytest.approx(stats[k], rel=6e-4), k
+    detail = json.loads((tmp_path / "s.json").read_text())["streams_detail"][0]
+    assert detail["prediction"] is None and detail["output"]["name"] == "output"
+    for k, v in stats.items():
+        assert detail["output"][k] == pytest.approx(v, rel=1e-6), k
 
 
 def test_cli_run_feeds_every_input_from_an_npz(prog, speech, tmp_path):
