@@ -177,6 +177,7 @@ class Engine:
         #: env columns of the masks (None: no masked layer), and each mask's layers
         self._mask_cols = (np.array([self.plan.offsets[t] for t in groups], np.int64)
                            if groups else None)
+        self._mask_col_list = [] if self._mask_cols is None else self._mask_cols.tolist()
         self._mask_layers = list(groups.values())
         self._mask_bits = 1 << np.arange(len(groups), dtype=np.int64)
         # what one stream-step (all K replicas) costs, by the frame's position in its stream:
@@ -297,7 +298,10 @@ class Engine:
         """A single stream's step at frame ``s.steps`` (before it is counted) just ran: its
         mask code from the stream's env, the masked layers' steps not charged (folded in
         lazily, as warm-up steps are) and the energy the frame saved, on the stream."""
-        code = int(self._mask_bits[s._env[0, 0, self._mask_cols] == 0.0].sum())
+        env, code = s._env, 0
+        for g, col in enumerate(self._mask_col_list):      # (scalar reads: ~0.1 us each)
+            if env[0, 0, col] == 0.0:
+                code |= 1 << g
         s._mcode = code
         if code:
             pos = s.steps
