@@ -677,6 +677,7 @@ class Engine:
     def reset_ledger(self) -> None:
         """Forget the counts so far: the next :meth:`report` covers only what runs after."""
         self._pending_steps = self._pending_new = 0
+        self._pending_skipped = {}
         for led in self._ledgers.values():
             led.reset()
 

@@ -261,6 +261,13 @@ def test_per_frame_energy_of_masked_frames_adds_up_to_the_ledger(masked, votes):
         assert eng.ledger.steps[rec.name] == votes * ran
     with pytest.raises(ValueError, match="1 mask"):
         eng.frame_energy_pJ(0, masked=2)
+    # masked single steps not yet folded into the ledger are forgotten by reset_ledger too
+    s = eng.stream()
+    for t in range(5):
+        s.step(x[0, t])                                   # frames 3, 4 masked
+    eng.reset_ledger()
+    s.step(x[0, 5])
+    assert eng.ledger.steps[rec.name] == votes
 
 
 def test_server_replies_charge_masked_frames_as_the_ledger_does(masked, tmp_path):
