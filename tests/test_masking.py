@@ -273,8 +273,8 @@ def test_per_frame_energy_of_masked_frames_adds_up_to_the_ledger(masked, votes):
 def test_server_replies_charge_masked_frames_as_the_ledger_does(masked, tmp_path):
     """A real server on loopback: per-frame energies of streams fed masked frames (one
     ``batch`` message per frame for several streams, votes 1 and 3) equal the in-process
-    stream's, masked frames cost less, and each stream's summary is the in-process ledger's
-    figure for it."""
+    stream's, masked frames cost less, and each stream's summary (energy, latency) is the
+    in-process ledger's figure for it."""
     from nvmstream.runtime.client import Client
     from server_util import ServerProcess
     path, prog = masked
@@ -290,7 +290,8 @@ def test_server_replies_charge_masked_frames_as_the_ledger_does(masked, tmp_path
                 c.send_frames([(s, x[i % 3, t]) for i, s in enumerate(ss)])
                 for i, s in enumerate(ss):
                     reps[i].append(s.recv())
-            sums = [s.close()["e_pJ"] for s in ss]
+            summaries = [s.close() for s in ss]
+            sums = [sm["e_pJ"] for sm in summaries]
             eng = nvm.Engine(nvm.load(model), nvm.Device("pcm"), votes=votes)
             for i in range(3):
                 eng.reset_ledger()
@@ -305,4 +306,6 @@ def test_server_replies_charge_masked_frames_as_the_ledger_does(masked, tmp_path
                 assert all((g < eng.step_energy_pJ) == m for g, m in zip(got, masked_at))
                 rep = eng.report("streams").analog
                 assert sums[i] == pytest.approx(rep.energy_pJ_per_inference, rel=1e-9)
+                assert summaries[i]["lat_ns"] == pytest.approx(rep.latency_ns_per_inference,
+                                                               rel=1e-9)
                 assert sums[i + 3] == pytest.approx(sums[i], rel=1e-12)
