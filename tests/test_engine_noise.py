@@ -58,11 +58,11 @@ def _normal_cdf(x):
 
 
 def test_ziggurat_sampler_distribution_and_tails():
-    """The sampler itself (kernels/rng.py, 128-layer ziggurat) against N(0, 1), seed 11,
+    """The sampler itself (kernels/rng.py, 256-layer ziggurat) against N(0, 1), seed 11,
     10^6 draws: Kolmogorov-Smirnov distance below 1.95/sqrt(n) (the 0.1% critical value; a
     wrong layer table or wedge test moves it by far more), the tail rates P(|z| > t) for
     t = 1..4 within 5 binomial sigmas of 2 Q(t) (t = 4: ~63 expected of 10^6, the tail
-    algorithm beyond the base layer's edge r = 3.443 is exercised), and both halves of the
+    algorithm beyond the base layer's edge r = 3.654 is exercised), and both halves of the
     rare paths (wedges, tail) present."""
     st = np.empty((1, 4), np.uint64)
     K.seed_states(np.array([11], np.uint64), st)
