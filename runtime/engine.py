@@ -50,6 +50,8 @@ from .ledger import InferenceReport, Ledger, make_report, step_costs
 from .plan import Plan, build_plan
 
 log = logging.getLogger(__name__)
+_NDARRAY = np.ndarray
+_F32 = np.dtype(np.float32)
 
 BLAS_MIN_ROWS = 16          # recurrent products through BLAS per step from this many rows
 FUSED_MAX_ROWS = 16         # step_many below this many rows (streams x votes): fused steps
@@ -836,6 +838,9 @@ class Stream:
         self._k = k
         o0, o1 = engine._first_off
         self._nout = o1 - o0
+        self._shape = engine._frame_shape     # None once closed (Stream.step's fast check)
+        # below this frame Stream.step counts a new inference or a warm-up / strided frame
+        self._watch = max(1, engine._gated)
         self._pack()
 
     def _pack(self) -> None:
@@ -889,33 +894,46 @@ class Stream:
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
         """Feed one frame ``[F]``; returns the first output for this step ``[F_out]``."""
+        # the hot path (~1 us of Python around the compiled call, which is why it is spelled
+        # out): a contiguous float32 frame of the right shape goes straight to the kernel;
+        # anything else (another dtype, a view, a list, a wrong shape, a closed stream, whose
+        # ``_shape`` is None) takes :meth:`_frame`, which converts or raises
+        if (x_t.__class__ is not _NDARRAY or x_t.dtype is not _F32 or x_t.shape != self._shape
+                or not x_t.flags.c_contiguous):
+            x_t = self._frame(x_t)
         eng = self.engine
-        x_t = np.ascontiguousarray(x_t, dtype=np.float32)
-        if x_t.shape != eng._frame_shape or self.closed:
-            if self.closed:
-                raise NvmInputError(f"frame {self.steps}: stream {self.seed} is closed")
-            raise NvmInputError(f"frame {self.steps}: expected shape {eng._frame_shape}, got "
-                                f"{x_t.shape}")
-        out = np.empty(self._nout, np.float32)
+        out = np.empty(self._nout, _F32)
         if self._gen != eng._pool_gen:
             self._pack()
         best = eng._step_fn(self._args, x_t, out)
         if best < 0:
             raise NvmInputError(f"frame {self.steps}: contains NaN or infinity")
         eng._pending_steps += 1
-        if self.steps == 0:
-            eng._pending_new += 1
-        if self.steps < eng._gated:             # a valid Conv's warm-up, a stride: not charged
-            eng._skip_pending(self.steps)
+        s = self.steps
+        if s < self._watch:                     # the first frame, a warm-up or strided frame
+            if s == 0:
+                eng._pending_new += 1
+            if s < eng._gated:                  # a valid Conv's warm-up, a stride: not charged
+                eng._skip_pending(s)
         if eng._mask_cols is not None:          # a masked frame: its held layers not charged
-            eng._mask_frame(self)
-        self.steps += 1
+            eng._mask_frame(self)               # (reads self.steps: before it is advanced)
+        self.steps = s + 1
         if self._k > 1:
             o0, o1 = eng._first_off
             self.last_class = int(majority(self._env[None, :, :, o0:o1])[0, 0])
         else:
             self.last_class = best
         return out
+
+    def _frame(self, x_t) -> np.ndarray:
+        """:meth:`step`'s frame as a contiguous float32 vector, or the one-line error."""
+        if self.closed:
+            raise NvmInputError(f"frame {self.steps}: stream {self.seed} is closed")
+        x_t = np.ascontiguousarray(x_t, dtype=np.float32)
+        if x_t.shape != self.engine._frame_shape:
+            raise NvmInputError(f"frame {self.steps}: expected shape {self.engine._frame_shape}, "
+                                f"got {x_t.shape}")
+        return x_t
 
     def step_all(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
         """Feed one frame ``[F]``; returns every output for this step, name -> ``[F_out]``."""
@@ -930,6 +948,7 @@ class Stream:
         """End the stream and give its rows back to the engine's pool."""
         if not self.closed:
             self.closed = True
+            self._shape = None
             self.engine._release_rows(self._row0)
 
     def __del__(self):

@@ -82,6 +82,36 @@ def test_streaming_equals_run_even_with_per_read_noise():
     np.testing.assert_array_equal(ys, whole[0])
 
 
+def test_stream_step_frame_layouts_and_errors():
+    """Stream.step hands a contiguous float32 frame of the right shape to the kernel as it is
+    and converts anything else (a strided view, float64, a list: the compiled step is typed
+    for contiguous float32 only); every spelling of the same frames gives the same bits on
+    four streams of one seed (per-read noise on). A wrong shape and a closed stream raise
+    one-line errors."""
+    prog = _prog("lstm2_bf.dynamo.onnx")
+    eng = nvm.Engine(prog, nvm.Device("pcm", seed=1))
+    x = _x(b=1, t=5, seed=3)[0]                                  # [T, F] float32
+    f = x.shape[1]
+    wide = np.zeros((5, 2 * f), np.float32)
+    wide[:, ::2] = x
+    spell = [lambda t: x[t], lambda t: wide[t, ::2], lambda t: x[t].astype(np.float64),
+             lambda t: x[t].tolist()]
+    assert not wide[0, ::2].flags.c_contiguous
+    streams = [eng.stream(seed=7) for _ in spell]
+    ys = [np.stack([s.step(sp(t)) for t in range(5)]) for s, sp in zip(streams, spell)]
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])
+    assert all(s.steps == 5 for s in streams)
+    with pytest.raises(nvm.NvmInputError, match=r"frame 5: expected shape"):
+        streams[0].step(x[0, :-1])
+    with pytest.raises(nvm.NvmInputError, match=r"frame 5: expected shape"):
+        streams[0].step(np.zeros((1, f), np.float32))
+    streams[1].close()
+    with pytest.raises(nvm.NvmInputError, match=r"frame 5: stream 7 is closed"):
+        streams[1].step(x[0])
+    assert streams[0].steps == 5
+
+
 @pytest.mark.parametrize("profile,n", [("int4", 5), ("pcm", 5), ("pcm", 17), ("snr0db", 6)])
 def test_step_many_equals_independent_steps(profile, n):
     """Batches of >= BLAS_MIN_ROWS rows (17 streams; 6 streams x 3 votes) take the BLAS
