@@ -179,3 +179,49 @@ def test_quantizer_forward_is_the_codes_and_its_gradient_straight_through():
     v.grad = None
     qat._ste_codes(v, a, 7, c).sum().backward()       # no out_scale: gradient 1 / scale
     np.testing.assert_array_equal(v.grad.numpy(), inside.astype(np.float32) * 2.0)
+
+
+def _hwa_chip(kind: str, comp: float, t: int = 100, seed: int = 0):
+    """A pcm-1d hwa model on a drawn chip whose recurrent matrix carries the digital drift
+    compensation factor ``comp`` (the engine measured 102-201 on the shipped basic_motions_hwa
+    R matrix, chips 0-3), a batch of ``t``-step sequences and its loss."""
+    torch.manual_seed(seed)
+    data = _toy(t=t, seed=seed)
+    recipe = make_recipe("hwa", "pcm-1d")
+    model = qat.SeqClassifier(kind, data.n_features, 16, data.n_classes, recipe.spec)
+    with torch.no_grad():     # strong recurrent weights, as trained models have
+        model.rnn.R.weight.mul_(4.0)
+    qat.calibrate_like_emulator(model, calibration_set(data.train.x, data.train.y))
+    qat.resample_device(model, qat.ProgrammedWeightSampler(recipe.spec, seed=0), 0)
+    assert model.rnn.R.draw.comp_mode == "global"        # pcm: digital, after the ADC
+    model.rnn.R.comp = torch.full((model.rnn.R.n_out,), float(comp))
+    model.train()
+    x = torch.as_tensor(data.train.x[:16])
+    logits = model(x)
+    loss = loop._loss(logits, torch.as_tensor(data.train.y[:16]),
+                      torch.as_tensor(data.train.last[:16]), 0.0)
+    return model, loss
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_hwa_gradient_is_finite_on_a_chip_with_a_large_compensation_factor(kind):
+    # before the per-step clip of dL/dh_t the backward grew by ~the factor per step and
+    # overflowed float32 (inf, then nan in the matmul's backward): the batch was skipped
+    model, loss = _hwa_chip(kind, 300.0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+    assert float(model.rnn.R.weight.grad.abs().max()) > 0
+
+
+def test_hwa_gradient_clip_leaves_a_sane_chip_alone(monkeypatch):
+    # factor 1.5 (the drift itself): the bound is never reached, the gradient is unchanged
+    grads = []
+    for clip in (qat.HIDDEN_GRAD_CLIP, float("inf")):
+        monkeypatch.setattr(qat, "HIDDEN_GRAD_CLIP", clip)
+        model, loss = _hwa_chip("LSTM", 1.5, t=20)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
