@@ -229,9 +229,13 @@ class Engine:
                 lat[pos, code] = rep.latency_ns_per_inference
         return e, lat
 
-    def _frame_index(self, pos: int) -> int:
-        m = self._max_skip
-        return pos if pos < m else m + (pos - m) % self._period
+    def _frame_index(self, pos):
+        """Row of the per-frame price tables for frame ``pos`` (an int, or an int array):
+        positions past the longest warm-up repeat the strides' period."""
+        m, p = self._max_skip, self._period
+        if isinstance(pos, np.ndarray):
+            return np.where(pos < m, pos, m + (pos - m) % p)
+        return pos if pos < m else m + (pos - m) % p
 
     def _mask_code(self, masked) -> int:
         code = int(masked)
@@ -276,8 +280,7 @@ class Engine:
             at = np.flatnonzero(codes)
             for c in np.unique(codes[at]):
                 self._mask_code(c)
-            pos = np.where(at < m, at, m + (at - m) % p)
-            e -= float(self._mask_saved_pJ[pos, codes[at]].sum())
+            e -= float(self._mask_saved_pJ[self._frame_index(at), codes[at]].sum())
         return e
 
     # ------------------------------------------------------------------- masked frames
@@ -333,9 +336,7 @@ class Engine:
                 sk, ev = self._rec_skip.get(n, (0, 1))
                 skipped[n] = skipped.get(n, 0) + k * int((held[:, g] & _runs_at(pos, sk, ev))
                                                           .sum())
-        m, p = self._max_skip, self._period
-        idx = np.where(pos < m, pos, m + (pos - m) % p)
-        saved = self._mask_saved_pJ[idx, codes]
+        saved = self._mask_saved_pJ[self._frame_index(pos), codes]
         for s, c, v in zip(streams, codes.tolist(), saved.tolist()):
             s._mcode = c
             s._saved_pJ += v
