@@ -28,7 +28,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from llvmlite.binding import llvm_version_info
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from . import layout as LY
 from .rng import fill_normals
@@ -72,11 +76,219 @@ def _vector_step(v, n, lim):
     return m / lim if m > 0.0 else 1.0
 
 
+# --------------------------------------------------------------- float32 products in registers
+# The float32 tile products are the hot loop of a streamed step. numba's loop over a row
+# accumulator keeps the accumulator in memory (loads and stores per 16 outputs and 4 rows,
+# behind a runtime alias check): ~7 MAC/cycle where two 8-lane FMA units allow 16. The loop
+# below is LLVM IR with explicit <8 x float> vectors: a block of 64 outputs sits in 8
+# registers while the tile's rows stream through, four rows a trip, their products summed as
+# a tree before they reach the accumulator (8 independent chains with a short dependency
+# each, so a row that arrives late from L2 does not stall the block); only the rows whose code
+# is non-zero are visited (a list built by _nonzero_rows). Exactness: every product and
+# partial sum is an integer below 2^24 (module docstring), so this order of summation,
+# fused multiply-adds and the skipped zero rows give the bits of any other order.
+_LANES = 8         # float32 lanes of one AVX register
+_VECS = 8          # accumulator registers of a column block (64 outputs)
+_ROWS = 4          # rows per trip of the row loop (a remainder loop takes the last 0..3)
+_I32, _I64 = ir.IntType(32), ir.IntType(64)
+_F8 = ir.VectorType(ir.FloatType(), _LANES)
+_D8 = ir.VectorType(ir.DoubleType(), _LANES)
+_M8 = ir.VectorType(ir.IntType(1), _LANES)
+# typed-pointer LLVM (< 15) mangles the pointee into an intrinsic's name, opaque LLVM does not
+_PSUF = ("p0", "p0") if llvm_version_info[0] >= 15 else ("p0v8f32", "p0v8f64")
+
+
+def _fn(module, name, ret, args):
+    return cgutils.get_or_insert_function(module, ir.FunctionType(ret, args), name)
+
+
+def _splat(b, x, vt):
+    """``x`` in every lane of a vector of type ``vt``."""
+    v = b.insert_element(ir.Constant(vt, ir.Undefined), x, _I32(0))
+    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
+                            ir.Constant(ir.VectorType(_I32, _LANES), None))
+
+
+def _emit_rows(b, W, R, S, m, cb, nv, mask, accs, t0, step):
+    """Row loop ``t = t0, t0 + step, ... while t + step <= m`` adding ``S[t] * W[R[t] + cb :]``
+    into the ``nv`` vector accumulators ``accs`` (the last vector's loads masked by ``mask``
+    unless it is None); returns the accumulators and ``t`` after the loop."""
+    fma = _fn(b.module, "llvm.fmuladd.v8f32", _F8, [_F8, _F8, _F8])
+    mload = _fn(b.module, "llvm.masked.load.v8f32." + _PSUF[0], _F8,
+                [_F8.as_pointer(), _I32, _M8, _F8])
+    pre = b.block
+    head, body, done = (b.append_basic_block() for _ in range(3))
+    b.branch(head)
+    b.position_at_end(head)
+    t = b.phi(_I64)
+    t.add_incoming(t0, pre)
+    acc = []
+    for a in accs:
+        acc.append(b.phi(_F8))
+        acc[-1].add_incoming(a, pre)
+    b.cbranch(b.icmp_signed("<=", b.add(t, _I64(step)), m), body, done)
+    b.position_at_end(body)
+    us, rows = [], []
+    for q in range(step):
+        tq = b.add(t, _I64(q))
+        us.append(_splat(b, b.load(b.gep(S, [tq])), _F8))
+        rows.append(b.gep(W, [b.add(b.load(b.gep(R, [tq])), cb)]))
+    for v in range(nv):
+        ws = []
+        for row in rows:
+            p = b.bitcast(b.gep(row, [_I64(_LANES * v)]), _F8.as_pointer())
+            if mask is not None and v == nv - 1:
+                ws.append(b.call(mload, [p, _I32(4), mask, ir.Constant(_F8, None)]))
+            else:
+                ws.append(b.load(p, align=4))
+        if step == 1:
+            new = b.call(fma, [ws[0], us[0], acc[v]])
+        else:               # step even: pairs as mul + fma, then a tree of adds
+            part = [b.call(fma, [ws[q + 1], us[q + 1], b.fmul(ws[q], us[q])])
+                    for q in range(0, step, 2)]
+            while len(part) > 1:
+                part = [b.fadd(part[q], part[q + 1]) for q in range(0, len(part), 2)]
+            new = b.fadd(acc[v], part[0])
+        acc[v].add_incoming(new, body)
+    t.add_incoming(b.add(t, _I64(step)), body)
+    b.branch(head)
+    b.position_at_end(done)
+    return acc, t
+
+
+def _emit_block(b, W, R, S, m, P, cb, nv, mask, after):
+    """One block of ``nv`` vectors of outputs at column ``cb``: accumulate every listed row
+    (:data:`_ROWS` a trip, then one by one), store the sums as float64 into ``P[cb:]``;
+    continue at block ``after``."""
+    accs, t = _emit_rows(b, W, R, S, m, cb, nv, mask, [ir.Constant(_F8, None)] * nv,
+                         _I64(0), _ROWS)
+    accs, t = _emit_rows(b, W, R, S, m, cb, nv, mask, accs, t, 1)
+    mstore = _fn(b.module, "llvm.masked.store.v8f64." + _PSUF[1], ir.VoidType(),
+                 [_D8, _D8.as_pointer(), _I32, _M8])
+    for v in range(nv):
+        d = b.fpext(accs[v], _D8)
+        p = b.bitcast(b.gep(P, [b.add(cb, _I64(_LANES * v))]), _D8.as_pointer())
+        if mask is not None and v == nv - 1:
+            b.call(mstore, [d, p, _I32(8), mask])
+        else:
+            b.store(d, p, align=8)
+    b.branch(after)
+
+
+def _rows_dot_fn(module):
+    """``void f(float* W, i64* R, float* S, i64 m, i64 n, double* P)``:
+    ``P[j] = sum_{t < m} S[t] * W[R[t] + j]`` for ``j < n``: blocks of 64 columns, then one
+    block for the 1..63 columns left (its last vector's loads and stores masked, so nothing
+    past ``W[R[t] + n]`` is read nor past ``P[n]`` written). Emitted once per LLVM module."""
+    ptr = [ir.FloatType().as_pointer(), _I64.as_pointer(), ir.FloatType().as_pointer()]
+    fn = _fn(module, "nvmstream_vmm_rows_dot_f32", ir.VoidType(),
+             ptr + [_I64, _I64, ir.DoubleType().as_pointer()])
+    if not fn.is_declaration:
+        return fn
+    fn.linkage = "internal"
+    W, R, S, m, n, P = fn.args
+    entry = fn.append_basic_block()
+    b = ir.IRBuilder(entry)
+    head, full, tail, ex = (b.append_basic_block() for _ in range(4))
+    b.branch(head)
+    b.position_at_end(head)
+    cb = b.phi(_I64)
+    cb.add_incoming(_I64(0), entry)
+    nxt = b.add(cb, _I64(_LANES * _VECS))
+    b.cbranch(b.icmp_signed("<=", nxt, n), full, tail)
+    b.position_at_end(full)
+    _emit_block(b, W, R, S, m, P, cb, _VECS, None, head)
+    cb.add_incoming(nxt, b.block)
+    b.position_at_end(tail)
+    left = b.sub(n, cb)
+    sw = b.switch(b.sdiv(b.add(left, _I64(_LANES - 1)), _I64(_LANES)), ex)
+    lanes = ir.Constant(ir.VectorType(_I64, _LANES), [_I64(i) for i in range(_LANES)])
+    for nv in range(1, _VECS + 1):      # 1..8 vectors, the last one masked
+        blk = b.append_basic_block()
+        sw.add_case(_I64(nv), blk)
+        b.position_at_end(blk)
+        last = _splat(b, b.sub(left, _I64(_LANES * (nv - 1))), ir.VectorType(_I64, _LANES))
+        _emit_block(b, W, R, S, m, P, cb, nv, b.icmp_signed("<", lanes, last), ex)
+    b.position_at_end(ex)
+    b.ret_void()
+    return fn
+
+
+@intrinsic
+def _rows_dot(typingctx, W, w0, R, S, m, n, P, k, c):
+    """``P[k, c + j] = sum_{t < m} S[t] * W[w0 + R[t] + j]`` for ``j < n`` (float32 W and S,
+    int64 R, float64 P; the sums exact integers, see above): :func:`_rows_dot_fn` called on
+    the arrays' data pointers (no bounds checks: the caller's indices are in range)."""
+    sig = types.void(W, w0, R, S, m, n, P, k, c)
+
+    def codegen(context, builder, sig, args):
+        Wa, Ra, Sa, Pa = (context.make_array(sig.args[i])(context, builder, args[i])
+                          for i in (0, 2, 3, 6))
+
+        def i64(i):
+            return context.cast(builder, args[i], sig.args[i], types.int64)
+        pk = cgutils.get_item_pointer2(context, builder, Pa.data,
+                                       cgutils.unpack_tuple(builder, Pa.shape),
+                                       cgutils.unpack_tuple(builder, Pa.strides),
+                                       sig.args[6].layout, [i64(7), i64(8)])
+        builder.call(_rows_dot_fn(builder.module),
+                     [builder.gep(Wa.data, [i64(1)]), Ra.data, Sa.data, i64(4), i64(5), pk])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _nonzero_rows(U, k, r0, r1, n_out, S, R):
+    """The rows ``r0 <= i < r1`` whose code ``U[k, i]`` is not 0: codes into ``S[:m]``, weight
+    offsets ``(i - r0) * n_out`` into ``R[:m]``; returns ``m`` (branch-free: every row is
+    written, the count moves only past non-zero ones)."""
+    m = 0
+    for i in range(r0, r1):
+        u = U[k, i]
+        S[m] = u
+        R[m] = (i - r0) * n_out
+        m += 1 if u != 0.0 else 0
+    return m
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def _tile_products32(seg, w32, U, nb, S, S2, R, P):
+    """The float32 tile products of a segment (those of its weights, read-noise variances and
+    IR-drop conductances that the plan keeps in float32) for ``nb`` streams into ``P`` (the
+    column layout of :func:`products`): per tile and stream the non-zero codes are listed
+    once, then each matrix runs :func:`_rows_dot` on them (variances on the squared codes,
+    conductances on their magnitudes, in ``S2``)."""
+    n_in, n_out, tr, nblk = seg.n_in, seg.n_out, seg.tile_rows, seg.nblk
+    cv = nblk * n_out
+    cc = cv * (2 if seg.var >= 0 else 1)
+    dw = seg.w64 == 0
+    dv = seg.var >= 0 and seg.var64 == 0
+    dc = seg.cur >= 0 and seg.cur64 == 0
+    for blk in range(nblk):
+        r0 = blk * tr
+        r1 = min(n_in, r0 + tr)
+        c = blk * n_out
+        o = r0 * n_out
+        for k in range(nb):
+            m = _nonzero_rows(U, k, r0, r1, n_out, S, R)
+            if dw:
+                _rows_dot(w32, seg.w + o, R, S, m, n_out, P, k, c)
+            if dv:
+                for t in range(m):
+                    S2[t] = S[t] * S[t]
+                _rows_dot(w32, seg.var + o, R, S2, m, n_out, P, k, cv + c)
+            if dc:
+                for t in range(m):
+                    S2[t] = abs(S[t])
+                _rows_dot(w32, seg.cur + o, R, S2, m, n_out, P, k, cc + c)
+
+
 @njit(cache=True, error_model="numpy", fastmath={"contract"}, _nrt=False)
 def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
     """``P[k, col0 + blk*n_out + j] = sum_{i in tile blk} W[off + i*n_out + j] * u_ki``
-    (``u_ki^2`` if ``square == 1``, ``|u_ki|`` if ``square == 2``), accumulated in W's dtype.
-    Four rows at a time: each pass over the outputs adds four weighted rows to the
+    (``u_ki^2`` if ``square == 1``, ``|u_ki|`` if ``square == 2``), accumulated in W's dtype:
+    the float64 route (matrices the plan could not prove exact in float32, inputs without a
+    DAC). Four rows at a time: each pass over the outputs adds four weighted rows to the
     accumulator (a quarter of the accumulator loads and stores of a row-by-row axpy). The
     order of the sum, and fused multiply-adds (``contract``), do not matter because every
     product and partial sum is an exact integer (see module docstring). W is indexed flat
@@ -127,31 +339,33 @@ def _tile_products(W, off, n_in, n_out, tr, nblk, U, nb, square, acc, P, col0):
 @njit(cache=True, error_model="numpy", _nrt=False)
 def products(seg, w32, w64, U32, U64, nb, A32, A64, P):
     """Tile products of one segment for ``nb`` streams (DAC codes already in U32/U64):
-    ``P[k, :nblk*n_out]`` partial sums, then (read noise) ``P[k, nblk*n_out:]`` variances."""
+    ``P[k, :nblk*n_out]`` partial sums, then (read noise) ``P[k, nblk*n_out:]`` variances,
+    then (IR drop) the currents. ``A32``/``A64`` scratch ``[>= 2, >= n_in]``: the float32
+    route's row lists, the float64 route's accumulators."""
     n_in, n_out, tr, nblk = seg.n_in, seg.n_out, seg.tile_rows, seg.nblk
     # modes and offsets typed at run time (a literal 0/1/2 would make numba compile a
     # specialization of _tile_products per literal)
     m0 = nb - nb
     m1, m2, cv = m0 + 1, m0 + 2, nblk * n_out
+    if seg.w64 == 0 or (seg.var >= 0 and seg.var64 == 0) or (seg.cur >= 0 and seg.cur64 == 0):
+        _tile_products32(seg, w32, U32, nb, A32[0], A32[1], A64[0].view(np.int64), P)
     if seg.w64 == 1:
         _tile_products(w64, seg.w, n_in, n_out, tr, nblk, U64, nb, m0, A64, P, m0)
-    else:
-        _tile_products(w32, seg.w, n_in, n_out, tr, nblk, U32, nb, m0, A32, P, m0)
-    if seg.var >= 0:
-        if seg.var64 == 1:
-            _tile_products(w64, seg.var, n_in, n_out, tr, nblk, U64, nb, m1, A64, P, cv)
-        else:
-            _tile_products(w32, seg.var, n_in, n_out, tr, nblk, U32, nb, m1, A32, P, cv)
-    if seg.cur >= 0:       # IR drop: accumulated column currents sum_i cond_ij |u_i|
+    if seg.var >= 0 and seg.var64 == 1:
+        _tile_products(w64, seg.var, n_in, n_out, tr, nblk, U64, nb, m1, A64, P, cv)
+    if seg.cur >= 0 and seg.cur64 == 1:    # IR drop: accumulated column currents
         c0 = nblk * n_out * (2 if seg.var >= 0 else 1)
-        if seg.cur64 == 1:
-            _tile_products(w64, seg.cur, n_in, n_out, tr, nblk, U64, nb, m2, A64, P, c0)
-        else:
-            _tile_products(w32, seg.cur, n_in, n_out, tr, nblk, U32, nb, m2, A32, P, c0)
+        _tile_products(w64, seg.cur, n_in, n_out, tr, nblk, U64, nb, m2, A64, P, c0)
     if seg.dac_dyn == 1:   # the vectors' DAC steps ride in the last product column
         cd = nblk * n_out * (1 + (1 if seg.var >= 0 else 0) + (1 if seg.cur >= 0 else 0))
         for k in range(nb):
             P[k, cd] = U64[k, n_in]
+
+
+@njit(cache=True, error_model="numpy")
+def products_at(segs, si, w32, w64, U32, U64, nb, A32, A64, P):
+    """:func:`products` for ``segs[si]`` (an entry point for tests: records stay in numba)."""
+    products(segs[si], w32, w64, U32, U64, nb, A32, A64, P)
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
