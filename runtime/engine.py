@@ -52,6 +52,7 @@ from .plan import Plan, build_plan
 log = logging.getLogger(__name__)
 _NDARRAY = np.ndarray
 _F32 = np.dtype(np.float32)
+_empty = np.empty
 
 BLAS_MIN_ROWS = 16          # recurrent products through BLAS per step from this many rows
 FUSED_MAX_ROWS = 16         # step_many below this many rows (streams x votes): fused steps
@@ -839,26 +840,30 @@ class Stream:
         self._k = k
         o0, o1 = engine._first_off
         self._nout = o1 - o0
-        self._shape = engine._frame_shape     # None once closed (Stream.step's fast check)
-        # below this frame Stream.step counts a new inference or a warm-up / strided frame
+        # below this frame Stream.step counts a new inference or a warm-up / strided frame;
+        # with votes or a mask input it always takes the slow count
         self._watch = max(1, engine._gated)
+        self._rare = k > 1 or engine._mask_cols is not None
         self._pack()
 
     def _pack(self) -> None:
         """Pack the fused step's arguments (again after the engine's pool grew)."""
         eng, plan = self.engine, self.engine.plan
         o0, o1 = eng._first_off
+        if self.closed:
+            raise NvmInputError(f"frame {self.steps}: stream {self.seed} is closed")
         self._args = K.pack_step(plan.layers, plan.segs, plan.w32, plan.w64, plan.pf, self._env,
                                  self._ones, eng._pool_state, eng._pool_rng, self._rows,
-                                 self._scratch, o0, o1)
+                                 self._scratch, eng._frame_shape[0], o0, o1)
         self._gen = eng._pool_gen
         if eng._step_fn is None:
             # the compiled overload for exactly these argument types, called directly: numba's
             # dispatcher would re-derive the argument types on every frame. The types never
-            # change (the packed arguments are built the same way for every stream, the frame
-            # is made a contiguous float32 vector and ``out`` a float32 vector by the caller)
+            # change: the packed arguments are built the same way for every stream, the frame
+            # is a float32 vector of any stride (typed from a strided sample; the kernel
+            # checks its length) and ``out`` a contiguous float32 vector (the callers')
             eng._step_fn = K.compiled(K.stream_step_packed,
-                                      (self._args, np.zeros(1, np.float32),
+                                      (self._args, np.zeros(4, np.float32)[::2],
                                        np.zeros(1, np.float32)))
 
     # emulated device energy / latency of what ran on each frame (Engine.frame_energy_pJ,
@@ -895,27 +900,41 @@ class Stream:
 
     def step(self, x_t: np.ndarray) -> np.ndarray:
         """Feed one frame ``[F]``; returns the first output for this step ``[F_out]``."""
-        # the hot path (~1 us of Python around the compiled call, which is why it is spelled
-        # out): a contiguous float32 frame of the right shape goes straight to the kernel;
-        # anything else (another dtype, a view, a list, a wrong shape, a closed stream, whose
-        # ``_shape`` is None) takes :meth:`_frame`, which converts or raises
-        if (x_t.__class__ is not _NDARRAY or x_t.dtype is not _F32 or x_t.shape != self._shape
-                or not x_t.flags.c_contiguous):
+        # the hot path, spelled out because each Python operation here is a measurable share
+        # of a ~10 us step: a float32 vector (any stride) goes straight to the kernel, which
+        # checks its length and finiteness; anything else takes :meth:`_frame` (converts or
+        # raises). A reallocated pool or a closed stream (``_gen`` -1) goes through
+        # :meth:`_pack` (repacks or raises). Counting is one branch in steady state; the
+        # first frames, warm-ups, masks and votes take :meth:`_count_rare`
+        if x_t.__class__ is not _NDARRAY or x_t.dtype is not _F32 or x_t.ndim != 1:
             x_t = self._frame(x_t)
         eng = self.engine
-        out = np.empty(self._nout, _F32)
         if self._gen != eng._pool_gen:
             self._pack()
+        out = _empty(self._nout, _F32)
         best = eng._step_fn(self._args, x_t, out)
-        if best < 0:
-            raise NvmInputError(f"frame {self.steps}: contains NaN or infinity")
-        eng._pending_steps += 1
         s = self.steps
-        if s < self._watch:                     # the first frame, a warm-up or strided frame
-            if s == 0:
-                eng._pending_new += 1
-            if s < eng._gated:                  # a valid Conv's warm-up, a stride: not charged
-                eng._skip_pending(s)
+        if best < 0 or s < self._watch or self._rare:
+            self._count_rare(best, s, x_t)
+        else:
+            eng._pending_steps += 1
+            self.steps = s + 1
+            self.last_class = best
+        return out
+
+    def _count_rare(self, best: int, s: int, x_t: np.ndarray) -> None:
+        """:meth:`step`'s counting off the steady state, or its one-line error (nothing ran)."""
+        eng = self.engine
+        if best == -2:
+            raise NvmInputError(f"frame {s}: expected shape {eng._frame_shape}, "
+                                f"got {x_t.shape}")
+        if best < 0:
+            raise NvmInputError(f"frame {s}: contains NaN or infinity")
+        eng._pending_steps += 1
+        if s == 0:                              # a new inference
+            eng._pending_new += 1
+        if s < eng._gated:                      # a valid Conv's warm-up, a stride: not charged
+            eng._skip_pending(s)
         if eng._mask_cols is not None:          # a masked frame: its held layers not charged
             eng._mask_frame(self)               # (reads self.steps: before it is advanced)
         self.steps = s + 1
@@ -924,13 +943,10 @@ class Stream:
             self.last_class = int(majority(self._env[None, :, :, o0:o1])[0, 0])
         else:
             self.last_class = best
-        return out
 
     def _frame(self, x_t) -> np.ndarray:
-        """:meth:`step`'s frame as a contiguous float32 vector, or the one-line error."""
-        if self.closed:
-            raise NvmInputError(f"frame {self.steps}: stream {self.seed} is closed")
-        x_t = np.ascontiguousarray(x_t, dtype=np.float32)
+        """:meth:`step`'s frame as a float32 vector, or the one-line error."""
+        x_t = np.asarray(x_t, dtype=np.float32)
         if x_t.shape != self.engine._frame_shape:
             raise NvmInputError(f"frame {self.steps}: expected shape {self.engine._frame_shape}, "
                                 f"got {x_t.shape}")
@@ -949,7 +965,7 @@ class Stream:
         """End the stream and give its rows back to the engine's pool."""
         if not self.closed:
             self.closed = True
-            self._shape = None
+            self._gen = -1                      # Stream.step: to _pack, which raises
             self.engine._release_rows(self._row0)
 
     def __del__(self):

@@ -83,11 +83,12 @@ def test_streaming_equals_run_even_with_per_read_noise():
 
 
 def test_stream_step_frame_layouts_and_errors():
-    """Stream.step hands a contiguous float32 frame of the right shape to the kernel as it is
-    and converts anything else (a strided view, float64, a list: the compiled step is typed
-    for contiguous float32 only); every spelling of the same frames gives the same bits on
-    four streams of one seed (per-read noise on). A wrong shape and a closed stream raise
-    one-line errors."""
+    """Stream.step hands a float32 vector to the kernel as it is (contiguous or a strided
+    view: the compiled step is typed for any stride and checks the length) and converts
+    anything else (float64, a list); every spelling of the same frames gives the same bits
+    on four streams of one seed (per-read noise on). A wrong shape (too short a vector: the
+    kernel's check; two dimensions: Python's) and a closed stream raise one-line errors,
+    and nothing runs: the state and the step count stay."""
     prog = _prog("lstm2_bf.dynamo.onnx")
     eng = nvm.Engine(prog, nvm.Device("pcm", seed=1))
     x = _x(b=1, t=5, seed=3)[0]                                  # [T, F] float32
@@ -102,10 +103,14 @@ def test_stream_step_frame_layouts_and_errors():
     for y in ys[1:]:
         np.testing.assert_array_equal(y, ys[0])
     assert all(s.steps == 5 for s in streams)
+    before = streams[0].state
     with pytest.raises(nvm.NvmInputError, match=r"frame 5: expected shape"):
         streams[0].step(x[0, :-1])
     with pytest.raises(nvm.NvmInputError, match=r"frame 5: expected shape"):
+        streams[0].step(wide[0])                  # too long (would overrun the env columns)
+    with pytest.raises(nvm.NvmInputError, match=r"frame 5: expected shape"):
         streams[0].step(np.zeros((1, f), np.float32))
+    np.testing.assert_array_equal(streams[0].state, before)
     streams[1].close()
     with pytest.raises(nvm.NvmInputError, match=r"frame 5: stream 7 is closed"):
         streams[1].step(x[0])

@@ -268,11 +268,16 @@ def run_program(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr):
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
-def stream_step(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr, x, o0, o1, out):
+def stream_step(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr, x, nx, o0, o1,
+                out):
     """One streamed frame for K replicas of a stream: copy ``x`` into ``env[K, 1, :]``, run,
-    write the mean of the first output into ``out`` and return its argmax (-1 if ``x`` is not
-    finite; nothing runs then). One call per frame: no Python-side numpy work."""
+    write the mean of the first output into ``out`` and return its argmax; nothing runs and
+    the result is -2 if ``x`` does not hold ``nx`` values, -1 if it is not finite (``x`` may
+    be strided: the caller checks only its dtype and dimensions). One call per frame: no
+    Python-side numpy work."""
     f = x.shape[0]
+    if f != nx:
+        return -2
     for i in range(f):
         if not np.isfinite(x[i]):
             return -1
@@ -303,13 +308,14 @@ class StepArgsType(types.StructRef):
 
 
 STEP_FIELDS = ("layers", "segs", "w32", "w64", "pf", "env", "lens", "state", "rng", "srow",
-               "scr", "o0", "o1")
+               "scr", "nx", "o0", "o1")
 
 
 class StepArgs(structref.StructRefProxy):
     """Everything :func:`stream_step` needs but the frame, packed once per stream (plan
-    buffers, the stream's env, pool rows and scratch, the first output's columns): handing it
-    to numba unboxes one object (~0.1 us) instead of 13 arrays, records and tuples (~3 us).
+    buffers, the stream's env, pool rows and scratch, the frame width, the first output's
+    columns): handing it to numba unboxes one object (~0.1 us) instead of 14 arrays, records
+    and scalars (~3 us).
     It holds references, not copies: rebuild it when the engine's pool is reallocated. Build
     it with :func:`pack_step` (cached compile; the proxy's own constructor is not)."""
 
@@ -318,16 +324,16 @@ structref.define_proxy(StepArgs, StepArgsType, list(STEP_FIELDS))
 
 
 @njit(cache=True)
-def pack_step(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr, o0, o1):
+def pack_step(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr, nx, o0, o1):
     """A :class:`StepArgs` from its fields (in :data:`STEP_FIELDS` order)."""
-    return StepArgs(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr, o0, o1)
+    return StepArgs(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr, nx, o0, o1)
 
 
 @njit(cache=True, error_model="numpy")
 def stream_step_packed(a, x, out):
     """:func:`stream_step` with its arguments packed in ``a`` (a :class:`StepArgs`)."""
     return stream_step(a.layers, a.segs, a.w32, a.w64, a.pf, a.env, a.lens, a.state, a.rng,
-                       a.srow, a.scr, x, a.o0, a.o1, out)
+                       a.srow, a.scr, x, a.nx, a.o0, a.o1, out)
 
 
 def compiled(dispatcher, args: tuple):
