@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from numba import njit
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,66 @@ def macs_per_step(plan) -> dict[str, int]:
     return {"signal": sig, "extra": extra}
 
 
+def matrix_bytes_per_step(plan, recurrent_only: bool = False) -> int:
+    """Bytes of crossbar matrices (weights, read-noise variances, IR-drop conductances, at the
+    width the plan stores them) one stream-step reads when it runs alone: every segment for a
+    streamed step; with ``recurrent_only`` the segments of the recurrent state (a whole
+    sequence's input-side products are one product over all its steps, so their weights are
+    read once per sequence, not per step)."""
+    from .kernels.layout import SRC_H, SRC_RH
+    n = 0
+    for s in plan.segs:
+        if recurrent_only and int(s["src"]) not in (SRC_H, SRC_RH):
+            continue
+        m = int(s["n_in"]) * int(s["n_out"])
+        n += m * (8 if int(s["w64"]) else 4)
+        for off, wide in (("var", "var64"), ("cur", "cur64")):
+            if int(s[off]) >= 0:
+                n += m * (8 if int(s[wide]) else 4)
+    return n
+
+
+@njit(cache=True, fastmath=True)
+def _read_all(a, reps):
+    """Sum ``a`` ``reps`` times (reassociation allowed, so the loop runs at the read bandwidth
+    of wherever ``a`` lives)."""
+    s = np.float32(0.0)
+    for _ in range(reps):
+        for i in range(a.shape[0]):
+            s += a[i]
+    return s
+
+
+READ_REPS = 64
+
+
+def _read_case(nbytes: int) -> Callable[[], object]:
+    """Read a buffer of ``nbytes`` (a step's matrices: larger than L1 here, L2-resident)
+    :data:`READ_REPS` times: the read bandwidth no batch-1 product route exceeds."""
+    a = np.ones(max(1, nbytes // 4), np.float32)
+    _read_all(a, 1)
+    return lambda: _read_all(a, READ_REPS)
+
+
+@njit(cache=True)
+def _noop(a, x, out):
+    return 0
+
+
+def _call_case(stream, frames: np.ndarray) -> Callable[[], object]:
+    """100 calls from Python of a compiled no-op taking the streamed step's three arguments
+    (the stream's packed arguments, a frame typed as the step's, a new output vector): what a
+    Python-level step on numba pays besides its work (the call, unboxing, the allocation)."""
+    from .kernels import compiled
+    fn = compiled(_noop, (stream._args, np.zeros(4, np.float32)[::2], np.empty(1, np.float32)))
+    a, n = stream._args, stream._nout
+
+    def calls():
+        for i in range(100):
+            fn(a, frames[i], np.empty(n, np.float32))
+    return calls
+
+
 PEAK_SHAPE = (256, 512, 512)     # the sgemm that measures this CPU's peak (rows, k, n)
 
 
@@ -283,6 +344,14 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
     one_normals = _floor_cases(eng, 1, n_small)["normals"]
     res["macs_per_step"] = {"lstm12x64": macs_per_step(eng.plan)}
     cases["peak/sgemm"] = _peak_case()
+    # batch 1 reads every matrix of a step once (more than L1 holds): the read bandwidth of
+    # a buffer that size bounds its products too; and the Python call of a compiled step
+    nb = {"stream": matrix_bytes_per_step(eng.plan),
+          "sequence": matrix_bytes_per_step(eng.plan, recurrent_only=True)}
+    res["matrix_bytes_per_step"] = {"lstm12x64": nb}
+    cases["peak/read"] = _read_case(nb["stream"])
+    cases["stream/call"] = _call_case(st, frames)
+    inner["stream/call"] = 100
 
     def normals_100():                 # one step's normals, 100 times (as the steps above)
         for _ in range(100):
@@ -352,6 +421,8 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
     res["normal_ns"] = 1e3 * cpu["batch/normals"] / max(1, 256 * n_big)
     res["peak_gmac_per_s"] = (PEAK_SHAPE[0] * PEAK_SHAPE[1] * PEAK_SHAPE[2]
                               / (1e3 * cpu["peak/sgemm"]))
+    res["read_gb_per_s"] = (READ_REPS * res["matrix_bytes_per_step"]["lstm12x64"]["stream"]
+                            / (1e3 * cpu["peak/read"]))
     res["floor_us"] = _bounds(res, cpu)
     res["batch256_stream_steps_per_s"] = {k: 256e6 / v for k, v in res["batch256_step_us"].items()
                                           if k in RUNTIMES}
@@ -407,35 +478,46 @@ def _bench_sweep(profile: str, quick: bool) -> dict | None:
             "cpu_sequences_per_s": {k: n / (v * 1e-6) for k, v in cpu.items()}}
 
 
-def _floor_us(res: dict, model: str, rows: int) -> dict[str, float]:
+def _floor_us(res: dict, model: str, rows: int, read: str | None = None) -> dict[str, float]:
     """The least CPU time ``rows`` stream-steps of ``model`` can take with exact per-read noise
-    on this CPU: every multiply-accumulate (signal, variances) at the sgemm peak, plus every
-    normal at the sampler's bulk in-kernel rate; ``signal_us`` is what a float runtime's
-    products alone need at that peak. Periphery, activations and call overheads count as 0."""
+    on this CPU: every multiply-accumulate (signal, variances) at the sgemm peak -- or, for a
+    lone stream (``read``: ``"stream"`` or ``"sequence"``), reading the step's matrices once
+    at the read bandwidth of a buffer that size, if slower -- plus every normal at the
+    sampler's bulk in-kernel rate; ``signal_us`` is what a float runtime's products alone need
+    at that peak. Periphery, activations and call overheads count as 0."""
     m, n = res["macs_per_step"][model], res["normals_per_step"][model]
     gm = res["peak_gmac_per_s"] * 1e3                 # MAC per us
-    prod = rows * (m["signal"] + m["extra"]) / gm
+    macs = rows * (m["signal"] + m["extra"]) / gm
+    bytes_us = 0.0
+    if read is not None:
+        bytes_us = res["matrix_bytes_per_step"][model][read] / (res["read_gb_per_s"] * 1e3)
+    prod = max(macs, bytes_us)
     norm = rows * n * res["normal_ns"] * 1e-3
-    return {"products_us": prod, "normals_us": norm, "floor_us": prod + norm,
-            "signal_us": rows * m["signal"] / gm}
+    return {"products_us": prod, "products_mac_us": macs, "products_read_us": bytes_us,
+            "normals_us": norm, "floor_us": prod + norm, "signal_us": rows * m["signal"] / gm}
 
 
 def _bounds(res: dict, cpu: dict[str, float]) -> dict[str, dict[str, float]]:
-    """Per figure (process CPU us): :func:`_floor_us`, and ``bound_us``, the floor plus --
-    for the whole sequence and the 256 streams -- what onnxruntime itself spends besides its
+    """Per figure (process CPU us): :func:`_floor_us`, and ``bound_us``, the floor plus -- for
+    the whole sequence and the 256 streams -- what onnxruntime itself spends besides its
     products (``float_rest_us``: its activations, state updates and step overhead, which
-    nvmstream does too). A streamed onnxruntime call is mostly call overhead, so the streamed
-    step's bound is the floor alone. With the goal and nvmstream as multiples of it."""
+    nvmstream does too); for the streamed step (an onnxruntime call there is mostly call
+    overhead) the floor plus ``call_us``, a compiled no-op called from Python with the step's
+    arguments (measured, when the bench ran it). With the goal and nvmstream as multiples."""
     out = {}
-    for key, model, rows, tag, goal_x in (("stream_step", "lstm12x64", 1, "stream", 0.25),
-                                          ("sequence_step", "lstm12x64", 1, "seq", 2.0),
-                                          ("batch256_step", "lstm40x128", 256, "batch", 1.0)):
-        f = _floor_us(res, model, rows)
+    for key, model, rows, tag, goal_x, read in (
+            ("stream_step", "lstm12x64", 1, "stream", 0.25, "stream"),
+            ("sequence_step", "lstm12x64", 1, "seq", 2.0, "sequence"),
+            ("batch256_step", "lstm40x128", 256, "batch", 1.0, None)):
+        f = _floor_us(res, model, rows, read if "read_gb_per_s" in res else None)
         ort = cpu[f"{tag}/onnxruntime"]
         f["bound_us"] = f["floor_us"]
         if tag != "stream":
             f["float_rest_us"] = max(0.0, ort - f["signal_us"])
             f["bound_us"] += f["float_rest_us"]
+        elif "stream/call" in cpu:
+            f["call_us"] = cpu["stream/call"]
+            f["bound_us"] += f["call_us"]
         f["goal_us"] = goal_x * ort
         f["goal_over_bound"] = f["goal_us"] / f["bound_us"]
         f["ours_over_bound"] = cpu[f"{tag}/nvmstream"] / f["bound_us"]
@@ -504,16 +586,29 @@ def format_bounds(res: dict) -> list[str]:
                    f"draws + {q['nvmstream'] - q['frozen']:.1f} per-read noise "
                    f"({n['lstm12x64']} normals: {s['normals']:.1f}); goal "
                    f"{2 * q['onnxruntime']:.1f}")
+    rd = ""
+    if "read_gb_per_s" in res:
+        rd = (f"; a lone stream's matrices read once at {res['read_gb_per_s']:.0f} GB/s, the "
+              f"read bandwidth of a buffer of the streamed step's "
+              f"{res['matrix_bytes_per_step']['lstm12x64']['stream'] / 1024:.0f} KiB, if slower")
     out.append(f"  lower bounds with exact per-read noise (every MAC at the sgemm peak, "
-               f"{res['peak_gmac_per_s']:.1f} GMAC/s; every normal at {res['normal_ns']:.2f} ns):")
+               f"{res['peak_gmac_per_s']:.1f} GMAC/s{rd}; every normal at "
+               f"{res['normal_ns']:.2f} ns):")
     for label, key in (("streamed step", "stream_step"), ("T=100 per step", "sequence_step"),
                        ("256 streams", "batch256_step")):
         f = res["floor_us"][key]
-        txt = (f"    {label}: products {_us(f['products_us'])} + normals "
+        how = ""
+        if f.get("products_read_us", 0.0) > 0.0:
+            how = (f" (read {_us(f['products_read_us'])}, "
+                   f"MACs {_us(f['products_mac_us'])})")
+        txt = (f"    {label}: products {_us(f['products_us'])}{how} + normals "
                f"{_us(f['normals_us'])}")
         if "float_rest_us" in f:
             txt += (f" + onnxruntime's own work besides its products {_us(f['float_rest_us'])}"
                     f" = {_us(f['bound_us'])}")
+        elif "call_us" in f:
+            txt += (f" + the Python call of a compiled no-op with the step's arguments "
+                    f"{_us(f['call_us'])} = {_us(f['bound_us'])} (periphery, activations free)")
         else:
             txt += f" = {_us(f['bound_us'])} (periphery, activations, calls free)"
         out.append(txt + f"; goal {_us(f['goal_us'])} = {f['goal_over_bound']:.2f}x it, "

@@ -53,3 +53,34 @@ def test_bounds_compose_floor_and_float_rest():
                                                       "onnxruntime": 1000.0,
                                                       "products": 900.0, "normals": 200.0}})
     assert any("T=100 per step" in ln and "= 3.90;" in ln for ln in lines)
+
+
+def test_matrix_bytes_per_step_counts_what_a_lone_step_reads(small):
+    """A streamed step reads every segment's matrices; a whole sequence's step only the
+    recurrent ones (its input-side products run once over all steps)."""
+    w, r, head = 12 * 4 * 64, 64 * 4 * 64, 64 * 8
+    plan = nvm.Engine(small, nvm.Device("pcm", seed=0)).plan
+    assert not any(int(s["w64"]) or int(s["var64"]) for s in plan.segs)   # all float32
+    assert B.matrix_bytes_per_step(plan) == (w + r + head) * 4 * 2          # + variances
+    assert B.matrix_bytes_per_step(plan, recurrent_only=True) == r * 4 * 2
+    int4 = nvm.Engine(small, nvm.Device("int4", seed=0)).plan
+    assert B.matrix_bytes_per_step(int4) == (w + r + head) * 4              # no read noise
+
+
+def test_lone_stream_bounds_take_the_slower_of_reads_and_macs_and_add_the_call():
+    res = {"peak_gmac_per_s": 2.0, "normal_ns": 4.0, "read_gb_per_s": 1.0,
+           "macs_per_step": {"lstm12x64": {"signal": 1000, "extra": 1000},
+                             "lstm40x128": {"signal": 4000, "extra": 4000}},
+           "matrix_bytes_per_step": {"lstm12x64": {"stream": 3000, "sequence": 500}},
+           "normals_per_step": {"lstm12x64": 100, "lstm40x128": 200}}
+    cpu = {"stream/onnxruntime": 20.0, "stream/nvmstream": 10.0, "stream/call": 0.5,
+           "seq/onnxruntime": 3.0, "seq/nvmstream": 6.0,
+           "batch/onnxruntime": 1000.0, "batch/nvmstream": 4000.0}
+    b = B._bounds(res, cpu)
+    s = b["stream_step"]      # 3000 bytes at 1000 bytes/us (3 us) beat 2000 MAC (1 us)
+    assert s["products_read_us"] == pytest.approx(3.0) and s["products_us"] == pytest.approx(3.0)
+    assert s["call_us"] == 0.5 and s["bound_us"] == pytest.approx(3.0 + 0.4 + 0.5)
+    q = b["sequence_step"]    # 500 bytes: 0.5 us, below the MACs' 1 us
+    assert q["products_us"] == pytest.approx(1.0) and "call_us" not in q
+    c = b["batch256_step"]    # many streams share each read: MACs only
+    assert c["products_read_us"] == 0.0 and c["products_us"] == pytest.approx(256.0 * 4)
