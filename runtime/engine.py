@@ -925,9 +925,8 @@ class Stream:
     def _count_rare(self, best: int, s: int, x_t: np.ndarray) -> None:
         """:meth:`step`'s counting off the steady state, or its one-line error (nothing ran)."""
         eng = self.engine
-        if best == -2:
-            raise NvmInputError(f"frame {s}: expected shape {eng._frame_shape}, "
-                                f"got {x_t.shape}")
+        if best == -2:                          # the kernel's length check: _frame's error
+            self._frame(x_t)
         if best < 0:
             raise NvmInputError(f"frame {s}: contains NaN or infinity")
         eng._pending_steps += 1
