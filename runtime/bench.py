@@ -167,6 +167,14 @@ def normals_per_step(plan) -> int:
     return n
 
 
+def _matrix_widths(seg) -> list[int]:
+    """Bytes per element of each matrix segment ``seg`` stores: its weights, then its
+    read-noise variances and IR-drop conductances where the profile has them."""
+    return [8 if int(seg[wide]) else 4
+            for off, wide in (("w", "w64"), ("var", "var64"), ("cur", "cur64"))
+            if off == "w" or int(seg[off]) >= 0]
+
+
 def macs_per_step(plan) -> dict[str, int]:
     """Crossbar multiply-accumulates of one stream-step: ``signal`` (n_in x n_out per segment,
     what a float runtime also does) and ``extra`` (once more for the read-noise variances on
@@ -175,27 +183,19 @@ def macs_per_step(plan) -> dict[str, int]:
     for s in plan.segs:
         m = int(s["n_in"]) * int(s["n_out"])
         sig += m
-        extra += m * ((int(s["var"]) >= 0) + (int(s["cur"]) >= 0))
+        extra += m * (len(_matrix_widths(s)) - 1)
     return {"signal": sig, "extra": extra}
 
 
 def matrix_bytes_per_step(plan, recurrent_only: bool = False) -> int:
-    """Bytes of crossbar matrices (weights, read-noise variances, IR-drop conductances, at the
-    width the plan stores them) one stream-step reads when it runs alone: every segment for a
-    streamed step; with ``recurrent_only`` the segments of the recurrent state (a whole
-    sequence's input-side products are one product over all its steps, so their weights are
-    read once per sequence, not per step)."""
+    """Bytes of crossbar matrices (:func:`_matrix_widths`: as the plan stores them) one
+    stream-step reads when it runs alone: every segment for a streamed step; with
+    ``recurrent_only`` the segments of the recurrent state (a whole sequence's input-side
+    products are one product over all its steps, so their weights are read once per
+    sequence, not per step)."""
     from .kernels.layout import SRC_H, SRC_RH
-    n = 0
-    for s in plan.segs:
-        if recurrent_only and int(s["src"]) not in (SRC_H, SRC_RH):
-            continue
-        m = int(s["n_in"]) * int(s["n_out"])
-        n += m * (8 if int(s["w64"]) else 4)
-        for off, wide in (("var", "var64"), ("cur", "cur64")):
-            if int(s[off]) >= 0:
-                n += m * (8 if int(s[wide]) else 4)
-    return n
+    return sum(int(s["n_in"]) * int(s["n_out"]) * sum(_matrix_widths(s)) for s in plan.segs
+               if not recurrent_only or int(s["src"]) in (SRC_H, SRC_RH))
 
 
 @njit(cache=True, fastmath=True)
@@ -229,8 +229,8 @@ def _call_case(stream, frames: np.ndarray) -> Callable[[], object]:
     """100 calls from Python of a compiled no-op taking the streamed step's three arguments
     (the stream's packed arguments, a frame typed as the step's, a new output vector): what a
     Python-level step on numba pays besides its work (the call, unboxing, the allocation)."""
-    from .kernels import compiled
-    fn = compiled(_noop, (stream._args, np.zeros(4, np.float32)[::2], np.empty(1, np.float32)))
+    from .kernels import ANY_STRIDE_F32, compiled
+    fn = compiled(_noop, (stream._args, ANY_STRIDE_F32, np.empty(1, np.float32)))
     a, n = stream._args, stream._nout
 
     def calls():

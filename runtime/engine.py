@@ -709,27 +709,16 @@ class Engine:
         if x.dtype != np.float32:
             x, _ = self._check_x(x[:, None, :])
             x = x[:, 0]
-        elif not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
         n, k = len(streams), self.votes
         if n > 1 and not np.isfinite(x).all():
             raise NvmInputError("input: contains NaN or infinity")
         o0, o1 = self._first_off
         first = np.empty((n, o1 - o0), np.float32)
-        new = 0
         for i, s in enumerate(streams):
             best = s._advance(x[i], first[i])
             if best < 0:                      # (n == 1: nothing ran)
                 raise NvmInputError("input: contains NaN or infinity")
-            s.last_class = best if k == 1 else int(majority(s._env[None, :, :, o0:o1])[0, 0])
-            new += s.steps == 0
-            if s.steps < self._gated:          # a valid Conv's warm-up, a stride: not charged
-                self._skip_pending(s.steps)
-            if self._mask_cols is not None:    # a masked frame: its held layers not charged
-                self._mask_frame(s)
-            s.steps += 1
-        self._pending_steps += n
-        self._pending_new += new
+            s._count_rare(best, s.steps, x[i])   # Stream.step's counting, every case
         out = {self._out_names[0]: first}
         for name, off, w in self._more_outs:
             a = np.empty((n, w), np.float32)
@@ -860,11 +849,10 @@ class Stream:
             # the compiled overload for exactly these argument types, called directly: numba's
             # dispatcher would re-derive the argument types on every frame. The types never
             # change: the packed arguments are built the same way for every stream, the frame
-            # is a float32 vector of any stride (typed from a strided sample; the kernel
-            # checks its length) and ``out`` a contiguous float32 vector (the callers')
+            # is a float32 vector of any stride (the kernel checks its length) and ``out`` a
+            # contiguous float32 vector (the callers')
             eng._step_fn = K.compiled(K.stream_step_packed,
-                                      (self._args, np.zeros(4, np.float32)[::2],
-                                       np.zeros(1, np.float32)))
+                                      (self._args, K.ANY_STRIDE_F32, np.zeros(1, np.float32)))
 
     # emulated device energy / latency of what ran on each frame (Engine.frame_energy_pJ,
     # masked frames included): summed over a stream, the ledger's figure for it
@@ -890,7 +878,7 @@ class Stream:
         return self.engine.stream_energy_pJ(self.steps) - self._saved_pJ
 
     def _advance(self, x_t: np.ndarray, out: np.ndarray) -> int:
-        """Run one frame (contiguous float32 ``[F]``, checked shape) on the fused route: the
+        """Run one frame (float32 ``[F]``, any stride, checked shape) on the fused route: the
         first output's mean into ``out``, its argmax returned; -1 if the frame is not finite
         (nothing ran). Every output stays in ``self._env``. No ledger, no counters."""
         eng = self.engine
@@ -923,7 +911,9 @@ class Stream:
         return out
 
     def _count_rare(self, best: int, s: int, x_t: np.ndarray) -> None:
-        """:meth:`step`'s counting off the steady state, or its one-line error (nothing ran)."""
+        """Count the frame ``s`` that just ran, in every case (a first frame, a warm-up or
+        stride, a mask, votes), or raise its one-line error (nothing ran): :meth:`step` off its
+        steady state, and ``Engine._step_fused`` for each stream."""
         eng = self.engine
         if best == -2:                          # the kernel's length check: _frame's error
             self._frame(x_t)

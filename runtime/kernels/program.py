@@ -336,6 +336,11 @@ def stream_step_packed(a, x, out):
                        a.srow, a.scr, x, a.nx, a.o0, a.o1, out)
 
 
+#: a float32 vector numba types as layout "A" (any stride): the sample that types the streamed
+#: step's frame (a 1-element or unit-stride view would be flagged contiguous, typed "C")
+ANY_STRIDE_F32 = np.zeros(4, np.float32)[::2]
+
+
 def compiled(dispatcher, args: tuple):
     """The compiled entry point of an ``@njit`` function for exactly the types of ``args``
     (compiled or loaded from the cache if needed). Calling it skips the dispatcher's type
