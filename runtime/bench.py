@@ -155,16 +155,18 @@ def _interleaved(cases: dict[str, Callable[[], object]], rounds: int, inner: dic
     return {k: 1e6 * float(np.median(v)) for k, v in ts.items()}
 
 
+def segment_normals(seg) -> int:
+    """Standard normals one stream-step of segment ``seg`` draws (the order in
+    runtime/kernels/rng.py): per row tile ``n_out`` for read noise and ``n_out`` for ADC
+    noise, then ``n_out`` for VMM noise."""
+    t = int(seg["nblk"]) * int(seg["n_out"])
+    return (t * (int(seg["var"]) >= 0) + t * (float(seg["adc_noise"]) > 0)
+            + int(seg["n_out"]) * (float(seg["vmm_sigma"]) > 0))
+
+
 def normals_per_step(plan) -> int:
-    """Standard normals one stream-step draws (the order in runtime/kernels/rng.py): per
-    segment, per row tile, ``n_out`` for read noise and ``n_out`` for ADC noise, then
-    ``n_out`` for VMM noise."""
-    n = 0
-    for s in plan.segs:
-        t = int(s["nblk"]) * int(s["n_out"])
-        n += t * (int(s["var"]) >= 0) + t * (float(s["adc_noise"]) > 0)
-        n += int(s["n_out"]) * (float(s["vmm_sigma"]) > 0)
-    return n
+    """Standard normals one stream-step draws (:func:`segment_normals` of every segment)."""
+    return sum(segment_normals(s) for s in plan.segs)
 
 
 def _matrix_widths(seg) -> list[int]:
@@ -413,6 +415,10 @@ def bench_engine(workdir: Path, profile: str = "pcm", quick: bool = False) -> di
     with blas_threads(1):
         med = _interleaved(cases, rounds, inner, cpu=cpu)
         res["sweep"] = _bench_sweep(profile, quick)
+        # where the streamed step's time goes: its stages on a stream of their own
+        from .bench_profile import profile_stream_step
+        eng_p = nvm.Engine(prog, nvm.Device(profile, seed=0))
+        res["stream_profile"] = profile_stream_step(eng_p.stream(), frames, rounds)
     for key, name in (("stream", "stream_step_us"), ("seq", "sequence_step_us"),
                       ("batch", "batch256_step_us")):
         res[name] = {k.split("/")[1]: v for k, v in med.items() if k.startswith(key + "/")}
@@ -562,6 +568,9 @@ def format_engine(res: dict) -> str:
                  f"{c['stream_step']:.2f}, T=100 per step {c['sequence_step']:.2f}, "
                  f"256-stream throughput {c['batch256_throughput']:.2f}{swr}")
     lines += format_bounds(res)
+    if "stream_profile" in res:
+        from .bench_profile import format_profile
+        lines += format_profile(res["stream_profile"])
     return "\n".join(lines)
 
 

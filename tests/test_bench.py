@@ -84,3 +84,32 @@ def test_lone_stream_bounds_take_the_slower_of_reads_and_macs_and_add_the_call()
     assert q["products_us"] == pytest.approx(1.0) and "call_us" not in q
     c = b["batch256_step"]    # many streams share each read: MACs only
     assert c["products_read_us"] == 0.0 and c["products_us"] == pytest.approx(256.0 * 4)
+
+
+def test_stream_profile_names_every_stage_and_leaves_other_streams_alone(small):
+    """``make bench``'s profile of a streamed step: one entry per layer and per crossbar
+    segment of the plan, with the normals each draws; its parts compose the step; profiling
+    one stream leaves another stream of the same engine bit-identical to one that never shared
+    an engine with a profiled stream."""
+    from nvmstream.runtime import bench_profile as BP
+    rng = np.random.default_rng(3)
+    frames = rng.standard_normal((7, 12)).astype(np.float32)
+    eng = nvm.Engine(small, nvm.Device("pcm", seed=0))
+    prof_s, other = eng.stream(seed=5), eng.stream(seed=9)
+    p = BP.profile_stream_step(prof_s, frames, rounds=1)
+    assert [L["op"] for L in p["layers"]] == ["LSTM", "Dense"]
+    segs = [s for L in p["layers"] for s in L["segments"]]
+    assert [(s["role"], s["n_in"], s["n_out"]) for s in segs] == [
+        ("x", 12, 256), ("h", 64, 256), ("x", 64, 8)]
+    assert [s["normals"] for s in segs] == [256, 256, 8]      # read noise: one per output
+    assert sum(s["normals"] for s in segs) == B.normals_per_step(eng.plan)
+    assert "cell_us" in p["layers"][0] and "cell_us" not in p["layers"][1]
+    assert p["step_us"] == pytest.approx(p["python_us"] + p["kernel_us"])
+    assert p["kernel_us"] == pytest.approx(p["kernel_rest_us"]
+                                           + sum(L["us"] for L in p["layers"]))
+    lines = BP.format_profile(p)
+    assert any(ln.startswith("  layer 0 LSTM") and "h 64->256 (1 tile)" in ln
+               and "its 256 normals" in ln for ln in lines)
+    alone = nvm.Engine(small, nvm.Device("pcm", seed=0)).stream(seed=9)
+    for x in frames:
+        assert np.array_equal(other.step(x), alone.step(x))

@@ -52,7 +52,7 @@ _drop_stale_cache()
 from .conv import run_window  # noqa: F401,E402
 from .digital import run_periphery  # noqa: F401,E402
 from .layout import ACT_CODES, LAYER, SEG, OPS, SOURCES  # noqa: F401,E402
-from .program import (ANY_STRIDE_F32, BB, compiled, run_dense, run_digital, run_program, run_recurrent,  # noqa: F401,E402
+from .program import (ANY_STRIDE_F32, BB, compiled, run_dense, run_digital, run_layer, run_program, run_recurrent,  # noqa: F401,E402
                       scratch, segment, segment_at, stream_step,
                       StepArgs, pack_step, stream_step_packed)
 from .rng import fill_normals, normals, seed_states  # noqa: F401,E402

@@ -8,7 +8,8 @@ precomputed array (the BLAS route: ``pre[row, seg.pre:]``, rows ``b*T + t`` for 
 the periphery after them always runs here, per stream and step, so both routes draw the same
 normals in the same order and give the same bits.
 
-:func:`run_program` runs every layer in-kernel (no precomputed products) and
+:func:`run_program` runs every layer in-kernel (no precomputed products; one layer:
+:func:`run_layer`) and
 :func:`stream_step` wraps it for the fused single-stream step.
 """
 
@@ -244,27 +245,33 @@ def run_digital(layers, li, env, pf, scr):
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
-def run_program(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr):
-    """Every layer, products in-kernel (the fused path)."""
+def run_layer(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, scr):
+    """Layer ``li`` on every row and step of ``env``, products in-kernel."""
     dummy = scr[5]
     T = env.shape[1]
     # flags and bounds computed at run time: a literal False or 0 here would make numba
     # compile a second specialization of the (large) layer loops, typed on the literal
     no = T < 0
     k0 = T - T
+    lay = layers[li]
+    if lay.op == OP_DENSE:
+        run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, dummy, no, scr)
+    elif lay.op == OP_LSTM or lay.op == OP_GRU or lay.op == OP_RNN:
+        run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k0, T,
+                      dummy, no, dummy, no, scr)
+    elif lay.op == OP_WINDOW:
+        run_window(layers, li, env, state, srow)
+    elif lay.op >= OP_LAYERNORM:          # digital periphery (kernels/digital.py)
+        run_periphery(layers, li, env, pf)
+    else:
+        run_digital(layers, li, env, pf, scr)
+
+
+@njit(cache=True, error_model="numpy", _nrt=False)
+def run_program(layers, segs, w32, w64, pf, env, lens, state, rng, srow, scr):
+    """Every layer, products in-kernel (the fused path)."""
     for li in range(layers.shape[0]):
-        lay = layers[li]
-        if lay.op == OP_DENSE:
-            run_dense(layers, li, segs, w32, w64, pf, env, rng, srow, dummy, no, scr)
-        elif lay.op == OP_LSTM or lay.op == OP_GRU or lay.op == OP_RNN:
-            run_recurrent(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, k0, T,
-                          dummy, no, dummy, no, scr)
-        elif lay.op == OP_WINDOW:
-            run_window(layers, li, env, state, srow)
-        elif lay.op >= OP_LAYERNORM:          # digital periphery (kernels/digital.py)
-            run_periphery(layers, li, env, pf)
-        else:
-            run_digital(layers, li, env, pf, scr)
+        run_layer(layers, li, segs, w32, w64, pf, env, lens, state, rng, srow, scr)
 
 
 @njit(cache=True, error_model="numpy", _nrt=False)
