@@ -509,19 +509,19 @@ def _bounds(res: dict, cpu: dict[str, float]) -> dict[str, dict[str, float]]:
     products (``float_rest_us``: its activations, state updates and step overhead, which
     nvmstream does too); for the streamed step (an onnxruntime call there is mostly call
     overhead) the floor plus ``call_us``, a compiled no-op called from Python with the step's
-    arguments (measured, when the bench ran it). With the goal and nvmstream as multiples."""
+    arguments. With the goal and nvmstream as multiples."""
     out = {}
     for key, model, rows, tag, goal_x, read in (
             ("stream_step", "lstm12x64", 1, "stream", 0.25, "stream"),
             ("sequence_step", "lstm12x64", 1, "seq", 2.0, "sequence"),
             ("batch256_step", "lstm40x128", 256, "batch", 1.0, None)):
-        f = _floor_us(res, model, rows, read if "read_gb_per_s" in res else None)
+        f = _floor_us(res, model, rows, read)
         ort = cpu[f"{tag}/onnxruntime"]
         f["bound_us"] = f["floor_us"]
         if tag != "stream":
             f["float_rest_us"] = max(0.0, ort - f["signal_us"])
             f["bound_us"] += f["float_rest_us"]
-        elif "stream/call" in cpu:
+        else:
             f["call_us"] = cpu["stream/call"]
             f["bound_us"] += f["call_us"]
         f["goal_us"] = goal_x * ort
@@ -595,11 +595,9 @@ def format_bounds(res: dict) -> list[str]:
                    f"draws + {q['nvmstream'] - q['frozen']:.1f} per-read noise "
                    f"({n['lstm12x64']} normals: {s['normals']:.1f}); goal "
                    f"{2 * q['onnxruntime']:.1f}")
-    rd = ""
-    if "read_gb_per_s" in res:
-        rd = (f"; a lone stream's matrices read once at {res['read_gb_per_s']:.0f} GB/s, the "
-              f"read bandwidth of a buffer of the streamed step's "
-              f"{res['matrix_bytes_per_step']['lstm12x64']['stream'] / 1024:.0f} KiB, if slower")
+    rd = (f"; a lone stream's matrices read once at {res['read_gb_per_s']:.0f} GB/s, the "
+          f"read bandwidth of a buffer of the streamed step's "
+          f"{res['matrix_bytes_per_step']['lstm12x64']['stream'] / 1024:.0f} KiB, if slower")
     out.append(f"  lower bounds with exact per-read noise (every MAC at the sgemm peak, "
                f"{res['peak_gmac_per_s']:.1f} GMAC/s{rd}; every normal at "
                f"{res['normal_ns']:.2f} ns):")
@@ -615,17 +613,16 @@ def format_bounds(res: dict) -> list[str]:
         if "float_rest_us" in f:
             txt += (f" + onnxruntime's own work besides its products {_us(f['float_rest_us'])}"
                     f" = {_us(f['bound_us'])}")
-        elif "call_us" in f:
+        else:
             txt += (f" + the Python call of a compiled no-op with the step's arguments "
                     f"{_us(f['call_us'])} = {_us(f['bound_us'])} (periphery, activations free)")
-        else:
-            txt += f" = {_us(f['bound_us'])} (periphery, activations, calls free)"
         out.append(txt + f"; goal {_us(f['goal_us'])} = {f['goal_over_bound']:.2f}x it, "
                    f"nvmstream {f['ours_over_bound']:.2f}x it")
     floor = b["products"] + b["normals"]
-    line = (f"  256 streams {b['nvmstream']:.0f}: BLAS products {b['products']:.0f} + "
-            f"{256 * n['lstm40x128']} normals {b['normals']:.0f} = floor {floor:.0f} "
-            f"(best throughput ratio {b['onnxruntime'] / floor:.2f})")
+    line = (f"  256 streams {b['nvmstream']:.0f} = BLAS products {b['products']:.0f} + "
+            f"{256 * n['lstm40x128']} normals {b['normals']:.0f} + periphery, cells, DAC and "
+            f"glue {b['nvmstream'] - floor:.0f} ({(b['nvmstream'] - floor) / 256:.1f} per "
+            f"stream); floor {floor:.0f} (best throughput ratio {b['onnxruntime'] / floor:.2f})")
     if "frozen" in b:
         line += f"; without per-read draws {b['frozen']:.0f}"
     out.append(line)

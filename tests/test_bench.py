@@ -27,18 +27,19 @@ def test_macs_per_step_counts_every_crossbar_product(small):
 
 
 def test_bounds_compose_floor_and_float_rest():
-    res = {"peak_gmac_per_s": 2.0, "normal_ns": 4.0,
+    res = {"peak_gmac_per_s": 2.0, "normal_ns": 4.0, "read_gb_per_s": 1.0,
            "macs_per_step": {"lstm12x64": {"signal": 1000, "extra": 1000},
                              "lstm40x128": {"signal": 4000, "extra": 4000}},
+           "matrix_bytes_per_step": {"lstm12x64": {"stream": 500, "sequence": 100}},
            "normals_per_step": {"lstm12x64": 100, "lstm40x128": 200}}
-    cpu = {"stream/onnxruntime": 20.0, "stream/nvmstream": 10.0,
+    cpu = {"stream/onnxruntime": 20.0, "stream/nvmstream": 10.0, "stream/call": 0.6,
            "seq/onnxruntime": 3.0, "seq/nvmstream": 6.0,
            "batch/onnxruntime": 1000.0, "batch/nvmstream": 4000.0}
     b = B._bounds(res, cpu)
-    s = b["stream_step"]      # 2000 MAC at 2000 MAC/us + 100 normals at 4 ns
+    s = b["stream_step"]      # 2000 MAC at 2000 MAC/us + 100 normals at 4 ns + the call
     assert s["products_us"] == pytest.approx(1.0) and s["normals_us"] == pytest.approx(0.4)
-    assert s["bound_us"] == pytest.approx(1.4) and "float_rest_us" not in s
-    assert s["goal_over_bound"] == pytest.approx(5.0 / 1.4)
+    assert s["bound_us"] == pytest.approx(2.0) and "float_rest_us" not in s
+    assert s["goal_over_bound"] == pytest.approx(5.0 / 2.0)
     q = b["sequence_step"]    # + onnxruntime's 3 us less its 0.5 us of products
     assert q["float_rest_us"] == pytest.approx(2.5) and q["bound_us"] == pytest.approx(3.9)
     assert q["goal_us"] == pytest.approx(6.0) and q["ours_over_bound"] == pytest.approx(6 / 3.9)
@@ -53,6 +54,8 @@ def test_bounds_compose_floor_and_float_rest():
                                                       "onnxruntime": 1000.0,
                                                       "products": 900.0, "normals": 200.0}})
     assert any("T=100 per step" in ln and "= 3.90;" in ln for ln in lines)
+    assert any(ln.startswith("  256 streams 4000 = BLAS products 900 + 51200 normals 200 + ")
+               and "glue 2900 (11.3 per stream); floor 1100" in ln for ln in lines)
 
 
 def test_matrix_bytes_per_step_counts_what_a_lone_step_reads(small):
