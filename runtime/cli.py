@@ -535,12 +535,21 @@ def cmd_sweep(args) -> int:
     except OutputError as e:
         raise CliError(str(e)) from None
     value = _value_output(args.model)
-    if value is not None:
+    if value is not None and args.threshold is None:
         raise CliError(f"{args.model}: its first output {value!r} is one value per step, not "
-                       f"class scores: sweep measures classification accuracy (for the "
-                       f"outputs under a profile use `nvmstream run {args.model} --profile P`)")
+                       f"class scores: pass --threshold T to score it as a binary classifier "
+                       f"(class 1 above T: 0.5 for a probability, 0 for a logit), or use "
+                       f"`nvmstream run {args.model} --profile P` for the outputs")
+    if value is None and args.threshold is not None:
+        raise CliError(f"--threshold: the first output of {args.model} holds class scores "
+                       f"(argmax); a threshold applies to a one-value output only", EXIT_USAGE)
     from .data import load_data
     data = load_data(args.data, "test", what="sweep data", need_labels=True)
+    labels = set(data.y.tolist()) if args.threshold is not None else set()
+    if labels - {0, 1}:
+        bad = sorted(labels - {0, 1})[:5]
+        raise CliError(f"{args.data}: --threshold scores a binary classifier, but its labels "
+                       f"include {bad} (expected 0 and 1)")
     # validate every grid point's profile before starting workers
     from nvmstream.devices import load_profile
     for pt in grid.points():
@@ -549,12 +558,13 @@ def cmd_sweep(args) -> int:
         raise CliError(f"{args.out}: exists; pass --resume to continue that sweep or "
                        f"--overwrite to start again")
     jobs = S.make_jobs(args.model, args.data, args.profile, grid, seeds, votes, args.limit,
-                       args.calibration)
+                       args.calibration, args.threshold)
     n_eval = data.n if args.limit is None else min(args.limit, data.n)
     prov = provenance(model=args.model, profile=args.profile, data=args.data,
                       seeds={"device": seeds, "stream": "1000 x device seed + sequence index"},
                       grid=[list(f) + [v] for f, v in grid.axes], votes=votes,
-                      sequences=n_eval, calibration=S.calibration_text(jobs[0]))
+                      sequences=n_eval, calibration=S.calibration_text(jobs[0]),
+                      **({"threshold": args.threshold} if args.threshold is not None else {}))
     print(f"sweep: {len(jobs)} runs on {n_eval} sequences of {data.source}; "
           f"{S.calibration_text(jobs[0])}", file=sys.stderr)
     writer = S.CsvRows(args.out, S.columns(grid), prov, resume=args.resume)
@@ -840,6 +850,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", default="0", help="device seeds, comma separated (default 0)")
     s.add_argument("--votes", default="1", help="vote counts, comma separated (default 1)")
     s.add_argument("--limit", type=int, help="use the first N test sequences (default all)")
+    s.add_argument("--threshold", type=float, metavar="T",
+                   help="score a model whose first output is one value per step as a binary "
+                        "classifier: class 1 above T (0.5 for a probability, 0 for a logit); "
+                        "labels 0/1")
     s.add_argument("--calibration", help=_CAL_HELP.replace(
         "the shipped dataset the model's metadata names (task=...), else an error",
         "the --data file's x_train (else its test inputs)"))

@@ -198,6 +198,11 @@ class Engine:
         self._frame_e_cum = np.concatenate([[0.0], np.cumsum(self._frame_e_pJ)])
         t0 = self.model.outputs[0].tensor
         self._first_off = (self.plan.offsets[t0], self.plan.offsets[t0] + self.plan.widths[t0])
+        #: the first output's name when it is one value per step (a regression or detection
+        #: score, e.g. a speech probability): it has no classes, so ``Stream.last_class`` is
+        #: None and ``predict`` needs a threshold
+        self.value_output: str | None = (self.model.outputs[0].name
+                                         if self.plan.widths[t0] == 1 else None)
         # the other outputs' env columns (the fused step_many reads them from each stream)
         self._more_outs = [(o.name, self.plan.offsets[o.tensor], self.plan.widths[o.tensor])
                            for o in self.model.outputs[1:]]
@@ -571,14 +576,25 @@ class Engine:
         """The first model output per step (see :meth:`run_all`)."""
         return self.run_all(x, **kw)[self._out_names[0]]
 
-    def predict(self, x: np.ndarray, *, seed: int = 0,
-                lens: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, x: np.ndarray, *, seed: int = 0, lens: np.ndarray | None = None,
+                threshold: float | None = None) -> np.ndarray:
         """Majority class per step over the votes: int64 ``[B, T]`` (first output).
 
         ``seed``: row b uses stream seed ``seed + b`` (default 0).
         ``lens``: true sequence lengths ``[B]`` (1..T); steps past a sequence's length are
         neither run nor charged (their outputs are zero, as ONNX's ``sequence_lens``; read a
-        sequence's class at step ``lens - 1``)."""
+        sequence's class at step ``lens - 1``).
+        ``threshold``: for a first output of one value per step (:attr:`value_output`) only,
+        and required there: the step's class is 1 where the value is above it (0.5 for a
+        probability, 0.0 for a logit), each vote's class counted (ties: the mean value)."""
+        if (threshold is None) != (self.value_output is None):
+            first = self.model.outputs[0]
+            raise NvmInputError(
+                f"threshold: the first output {first.name!r} is one value per step, not class "
+                f"scores: pass a threshold to read it as a binary classifier (0.5 for a "
+                f"probability, 0.0 for a logit), or use run" if threshold is None else
+                f"threshold: the first output {first.name!r} has {first.features} class scores "
+                f"per step; a threshold applies to one-value outputs only")
         x, squeeze = self._check_x(x)
         b, t, _ = x.shape
         k = self.votes
@@ -596,6 +612,8 @@ class Engine:
         self._account(rec_steps=n, all_steps=n, inferences=b, stream_steps=n // k,
                       skipped=self._skipped(klens, env))
         a = self._tensor(env, self.model.outputs[0].tensor).reshape(b, k, t, -1)
+        if threshold is not None:       # scores [0, y - threshold]: class 1 above it
+            a = np.concatenate([np.zeros_like(a), a - np.float32(threshold)], axis=3)
         cls = majority(a)
         return cls[0] if squeeze else cls
 
@@ -781,11 +799,11 @@ class Engine:
                 if o.name == self._out_names[0]:
                     cls = majority(reps[:, :, None, :])[:, 0]
                     for i, s in enumerate(streams):
-                        s.last_class = int(cls[i])
+                        s._cls = int(cls[i])
                 a = reps.mean(axis=1, dtype=np.float64).astype(np.float32)
             elif o.name == self._out_names[0]:
                 for s, c in zip(streams, np.argmax(a, axis=1).tolist()):
-                    s.last_class = c
+                    s._cls = c
             out[o.name] = a
         return out
 
@@ -820,7 +838,7 @@ class Stream:
         engine._pool_rng[self._rows] = engine._rng([seed])
         self.steps = 0
         self.closed = False
-        self.last_class: int | None = None
+        self._cls: int | None = None      # the last frame's class (see last_class)
         self._mcode = 0            # the last frame's mask code (Engine.frame_energy_pJ)
         self._saved_pJ = 0.0       # what its masked frames saved (Engine._mask_frame)
         self._env = np.zeros((k, 1, engine.plan.env_width), np.float32)
@@ -907,7 +925,7 @@ class Stream:
         else:
             eng._pending_steps += 1
             self.steps = s + 1
-            self.last_class = best
+            self._cls = best
         return out
 
     def _count_rare(self, best: int, s: int, x_t: np.ndarray) -> None:
@@ -929,9 +947,9 @@ class Stream:
         self.steps = s + 1
         if self._k > 1:
             o0, o1 = eng._first_off
-            self.last_class = int(majority(self._env[None, :, :, o0:o1])[0, 0])
+            self._cls = int(majority(self._env[None, :, :, o0:o1])[0, 0])
         else:
-            self.last_class = best
+            self._cls = best
 
     def _frame(self, x_t) -> np.ndarray:
         """:meth:`step`'s frame as a float32 vector, or the one-line error."""
@@ -940,6 +958,13 @@ class Stream:
             raise NvmInputError(f"frame {self.steps}: expected shape {self.engine._frame_shape}, "
                                 f"got {x_t.shape}")
         return x_t
+
+    @property
+    def last_class(self) -> int | None:
+        """The last frame's class (the first output's argmax; with votes the majority, ties
+        to the higher mean); None before the first frame, and for a model whose first output
+        is one value per step (:attr:`Engine.value_output`: no classes)."""
+        return None if self.engine.value_output is not None else self._cls
 
     def step_all(self, x_t: np.ndarray) -> dict[str, np.ndarray]:
         """Feed one frame ``[F]``; returns every output for this step, name -> ``[F_out]``."""

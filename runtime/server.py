@@ -64,6 +64,13 @@ _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 _SNDMORE_NB = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 
 
+def _classes(es) -> list[int]:
+    """A reply's ``cls`` for a stream's last frame: its class, or nothing for a model whose
+    first output is one value per frame (no classes: docs/protocol.md)."""
+    c = es.last_class
+    return [] if c is None else [c]
+
+
 class Server:
     """The streaming server (see module docstring). Single-threaded: call :meth:`run` from one
     thread; :meth:`request_stop` may be called from a signal handler or another thread."""
@@ -742,7 +749,7 @@ class Server:
         self.counters["lone_frames"] += 1
         st.frames += 1
         e, lat = self._charge(st, es)
-        self._reply_frame(st, w, [es.last_class], lat, e,
+        self._reply_frame(st, w, _classes(es), lat, e,
                           y.astype(np.float32, copy=False).tobytes(), time.perf_counter_ns())
         self._flush()
         return True
@@ -849,7 +856,7 @@ class Server:
             e, lat = self._charge(st, es)
             if w.n == 1:                      # the common case: a one-frame message
                 q.popleft()
-                reply(st, w, [es.last_class], lat, e, yb[i * wb:(i + 1) * wb], now_ns)
+                reply(st, w, _classes(es), lat, e, yb[i * wb:(i + 1) * wb], now_ns)
                 if q and q[0].n == 0:
                     self._settle(st)
             else:
@@ -861,7 +868,7 @@ class Server:
                     w.e = None if e is None or w.e is None else w.e + e
                     w.lat = None if lat is None or w.lat is None else w.lat + lat
                 w.y[w.done] = y[i]
-                w.cls.append(es.last_class)
+                w.cls += _classes(es)
                 w.done += 1
                 if w.done == w.n:
                     q.popleft()

@@ -41,6 +41,7 @@ class Job:
     votes: int
     limit: int | None = None
     calibration: str | None = None
+    threshold: float | None = None     # a one-value output read as a binary classifier
 
 
 @dataclass
@@ -143,7 +144,7 @@ def run_job(job: Job) -> dict[str, Any]:
     prog, x, y, lens = _load(job)
     dev = nvm.Device(job.profile, seed=job.seed, overrides=dict(job.overrides) or None)
     eng = nvm.Engine(prog, dev, votes=job.votes)
-    cls = eng.predict(x, seed=1000 * job.seed, lens=lens)
+    cls = eng.predict(x, seed=1000 * job.seed, lens=lens, threshold=job.threshold)
     idx = (lens - 1) if lens is not None else np.full(len(x), x.shape[1] - 1)
     pred = cls[np.arange(len(x)), idx]
     rep = eng.report().analog
@@ -200,8 +201,9 @@ def run_sweep(jobs: Sequence[Job], *, workers: int | None = None, dask_address: 
 
 def make_jobs(model: str, data: str, profile: str, grid: Grid, seeds: Iterable[int],
               votes: Iterable[int], limit: int | None = None,
-              calibration: str | None = None) -> list[Job]:
-    return [Job(str(model), str(data), profile, pt, int(s), int(v), limit, calibration)
+              calibration: str | None = None, threshold: float | None = None) -> list[Job]:
+    return [Job(str(model), str(data), profile, pt, int(s), int(v), limit, calibration,
+                threshold)
             for pt in grid.points() for s in seeds for v in votes]
 
 
@@ -253,7 +255,7 @@ class CsvRows:
             old = read_csv_provenance(self.path) or {}
             prov = dict(prov)
             for k in ("model_sha256", "data_sha256", "profile_sha256", "sequences",
-                      "calibration"):
+                      "calibration", "threshold"):
                 if k == "calibration" and k not in old:
                     continue            # files written before it was recorded
                 want = prov.get(k)

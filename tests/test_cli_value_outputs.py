@@ -1,6 +1,7 @@
 """The CLI on a model whose first output is one value per step (a regression head; silero-vad's
 speech probability is the real-model case in tests/test_silero_vad.py): no command prints a
-class for it. `stream` summarises the value per stream, `sweep` refuses with one line."""
+class for it. `stream` summarises the value per stream; `sweep` refuses with one line unless
+`--threshold` reads the value as a binary classifier; `Engine.predict` likewise."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_sweep_refuses_a_value_output_with_one_line(files, tmp_path, model):
     err = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(err) == 1, r.stdout + r.stderr
     assert str(files / model) in err[0] and "first output 'y' is one value per step" in err[0]
-    assert "nvmstream run" in err[0]
+    assert "nvmstream run" in err[0] and "--threshold" in err[0]
     assert not out.exists() and "accuracy" not in r.stdout
 
 
@@ -106,3 +107,84 @@ def test_stream_summarises_the_value_and_compares_no_labels(files, tmp_path):
         assert detail[i]["prediction"] is None and detail[i]["output"]["name"] == "y"
         for k, want_k in stats.items():
             assert detail[i]["output"][k] == pytest.approx(want_k, rel=1e-6, abs=1e-9), (i, k)
+
+
+def test_predict_reads_a_value_output_only_with_a_threshold(files):
+    """``Engine.predict`` on a one-value output: refused without a threshold (one line naming
+    the output), with one the class is value > threshold at every step (votes 1); a threshold
+    on class scores is refused; a stream of such a model reports no class."""
+    prog = nvm.load(files / "reg.nvm")
+    with np.load(files / "d.npz") as z:
+        x = z["x_test"]
+    eng = nvm.Engine(prog, nvm.Device("pcm", seed=2))
+    assert eng.value_output == "y"
+    with pytest.raises(nvm.NvmInputError, match="first output 'y' is one value per step.*"
+                                                "pass a threshold"):
+        eng.predict(x)
+    y = eng.run(x, seed=7)[..., 0]
+    for t in (0.0, float(np.median(y))):
+        cls = eng.predict(x, seed=7, threshold=t)
+        np.testing.assert_array_equal(cls, (y > t).astype(np.int64))
+    assert 0 < (cls == 1).mean() < 1                        # both classes occur
+    s = eng.stream()
+    s.step(x[0, 0])
+    assert s.last_class is None
+    from nvmstream.runtime.bench import lstm_onnx
+    scores = nvm.convert(lstm_onnx(files / "cls.onnx", I, 4, 3, state_io=False),
+                         calibration=x)
+    e3 = nvm.Engine(scores, nvm.Device("int4", seed=0))
+    assert e3.value_output is None
+    with pytest.raises(nvm.NvmInputError, match="has 3 class scores per step"):
+        e3.predict(x, threshold=0.5)
+    s3 = e3.stream()
+    assert s3.last_class is None                            # before the first frame
+    s3.step(x[0, 0])
+    assert s3.last_class == int(np.argmax(e3.run(x[:1, :1])[0, 0]))
+
+
+def test_sweep_scores_a_value_output_as_a_binary_classifier(files, tmp_path):
+    """``sweep --threshold 0``: each row's accuracy is the share of sequences whose last value
+    lies on its label's side of 0 (from Engine.run at the sweep's seeds), the threshold is in
+    the provenance, and a resume with another threshold is refused."""
+    from nvmstream.runtime.outputs import read_csv_provenance
+    out = tmp_path / "s.csv"
+    r = cli("sweep", files / "reg.nvm", "--data", files / "d.npz", "--profile", "pcm",
+            "--seeds", "0,1", "--threshold", 0, "--workers", 1, "--out", out, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert read_csv_provenance(out)["threshold"] == 0.0
+    with np.load(files / "d.npz") as z:
+        x, y, lengths = z["x_test"], z["y_test"], z["lengths_test"]
+    import csv
+    from nvmstream.runtime.outputs import csv_rows
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(csv_rows(f)))
+    assert len(rows) == 2
+    prog = nvm.load(files / "reg.nvm")
+    for row in rows:
+        seed = int(row["seed"])
+        v = nvm.Engine(prog, nvm.Device("pcm", seed=seed)).run(x, seed=1000 * seed,
+                                                                lens=lengths)[..., 0]
+        last = v[np.arange(len(x)), lengths - 1]
+        assert float(row["accuracy"]) == pytest.approx(np.mean((last > 0) == y))
+    r = cli("sweep", files / "reg.nvm", "--data", files / "d.npz", "--profile", "pcm",
+            "--seeds", "0,1", "--threshold", 0.5, "--workers", 1, "--out", out, "--quiet",
+            "--resume")
+    assert r.returncode != 0 and "threshold" in r.stderr, r.stdout + r.stderr
+
+
+def test_sweep_threshold_needs_a_value_output_and_binary_labels(files, tmp_path):
+    from nvmstream.runtime.bench import lstm_onnx
+    cls_model = lstm_onnx(tmp_path / "cls.onnx", I, 4, 3, state_io=False)
+    r = cli("sweep", cls_model, "--data", files / "d.npz", "--threshold", 0.5,
+            "--out", tmp_path / "a.csv", "--quiet")
+    err = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(err) == 1 and "class scores" in err[0], r.stderr
+    with np.load(files / "d.npz") as z:
+        d = dict(z)
+    d["y_test"] = np.array([0, 2, 1, 0])
+    np.savez(tmp_path / "three.npz", **d)
+    r = cli("sweep", files / "reg.nvm", "--data", tmp_path / "three.npz", "--threshold", 0,
+            "--out", tmp_path / "b.csv", "--quiet")
+    err = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(err) == 1 and "labels include [2]" in err[0], r.stderr
+    assert not (tmp_path / "a.csv").exists() and not (tmp_path / "b.csv").exists()

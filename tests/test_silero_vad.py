@@ -138,7 +138,8 @@ def test_noisy_stream_equals_whole_run(prog, speech):
 
 def test_served_over_zeromq(prog, speech, tmp_path):
     """A real server on loopback streams the speech WAV's chunks: replies equal the
-    in-process engine bit for bit and the speech decisions equal onnxruntime's."""
+    in-process engine bit for bit, carry no class (the output is a probability, not class
+    scores), and the speech decisions equal onnxruntime's."""
     x, ref = speech
     path = tmp_path / "silero.nvm"
     prog.save(path)
@@ -153,6 +154,7 @@ def test_served_over_zeromq(prog, speech, tmp_path):
                 reps.append(s.recv())
         reps += [s.recv() for _ in range(x.shape[0] - len(reps))]
         s.close()
+    assert all(r.cls == [] for r in reps)             # one value per frame: no classes
     got = np.concatenate([r.y for r in reps])
     want, _, _ = reference_outputs(path, "ideal", 3, x)
     np.testing.assert_array_equal(got, want)
