@@ -11,17 +11,16 @@ BLAS 1 for the duration of the bench):
 * a sweep point: japanese_vowels test split (370 sequences), its QAT model, pcm, 15 votes,
   sequences per second (onnxruntime: the float model on the same sequences, 15 times).
 
+The streamed step is also profiled stage by stage (:mod:`.bench_profile`).
+
 Measurements are interleaved: every round takes one sample of every (measure, runtime) in
 turn, so machine load drifts hit all of them alike; the table shows medians over rounds.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -627,25 +626,3 @@ def format_bounds(res: dict) -> list[str]:
         line += f"; without per-read draws {b['frozen']:.0f}"
     out.append(line)
     return out
-
-
-def run_bench(out_dir: str | os.PathLike, *, quick: bool = False, energy: bool = False,
-              server: bool = True) -> dict:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"machine": {"python": platform.python_version(),
-                                 "cpu_count": os.cpu_count(), "platform": platform.platform()}}
-    with tempfile.TemporaryDirectory() as td:
-        results["engine"] = bench_engine(Path(td), quick=quick)
-    if server:
-        try:
-            from . import bench_server
-        except ImportError:
-            bench_server = None
-        if bench_server is not None:
-            results["server"] = bench_server.run_bench(out, quick=quick)
-    if energy:
-        from . import bench_energy
-        results["energy"] = bench_energy.run(quick=quick)
-    (out / "bench.json").write_text(json.dumps(results, indent=2, default=float))
-    return results
