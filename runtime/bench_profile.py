@@ -60,8 +60,9 @@ def _cell_reps(a, li, reps):
     r = a.srow[0]
     hs = a.state[r, lay.state:lay.state + H]
     cs = a.state[r, lay.state + H:lay.state + 2 * H]
+    g = 4 if lay.op == OP_LSTM else (3 if lay.op == OP_GRU else 1)      # gate blocks
     for _ in range(reps):
-        for j in range(4 * H):
+        for j in range(g * H):
             zx[j] = 0.0
             zh[j] = 0.0
         if lay.op == OP_LSTM:

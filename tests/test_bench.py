@@ -116,3 +116,21 @@ def test_stream_profile_names_every_stage_and_leaves_other_streams_alone(small):
     alone = nvm.Engine(small, nvm.Device("pcm", seed=0)).stream(seed=9)
     for x in frames:
         assert np.array_equal(other.step(x), alone.step(x))
+
+
+def test_stream_profile_of_a_gru_with_a_reset_gated_matrix(tmp_path):
+    """A GRU with linear_before_reset=0 (I=5, H=170): its three matrices (x, h, and r*h on
+    their own tiles) each get their stages, and the cell its own time."""
+    import onnx
+    from nvmstream.runtime import bench_profile as BP
+    from test_handbuilt_graphs import build
+    onnx.save(build(kind="GRU", I=5, H=170, linear_before_reset=0), tmp_path / "g.onnx")
+    rng = np.random.default_rng(0)
+    prog = nvm.convert(tmp_path / "g.onnx", calibration=rng.normal(size=(2, 3, 5)))
+    eng = nvm.Engine(prog, nvm.Device("pcm", seed=0))
+    p = BP.profile_stream_step(eng.stream(), rng.normal(size=(3, 5)).astype(np.float32),
+                               rounds=1)
+    (gru,) = [L for L in p["layers"] if L["op"] == "GRU"]
+    assert [s["role"] for s in gru["segments"]] == ["x", "h", "rh"] and "cell_us" in gru
+    segs = [s for L in p["layers"] for s in L["segments"]]
+    assert sum(s["normals"] for s in segs) == B.normals_per_step(eng.plan)
