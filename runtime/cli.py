@@ -540,6 +540,8 @@ def cmd_sweep(args) -> int:
                        f"class scores: pass --threshold T to score it as a binary classifier "
                        f"(class 1 above T: 0.5 for a probability, 0 for a logit), or use "
                        f"`nvmstream run {args.model} --profile P` for the outputs")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise CliError(f"--threshold {args.threshold}: expected a finite number", EXIT_USAGE)
     if value is None and args.threshold is not None:
         raise CliError(f"--threshold: the first output of {args.model} holds class scores "
                        f"(argmax); a threshold applies to a one-value output only", EXIT_USAGE)

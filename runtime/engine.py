@@ -595,6 +595,8 @@ class Engine:
                 f"probability, 0.0 for a logit), or use run" if threshold is None else
                 f"threshold: the first output {first.name!r} has {first.features} class scores "
                 f"per step; a threshold applies to one-value outputs only")
+        if threshold is not None and not np.isfinite(threshold):
+            raise NvmInputError(f"threshold: must be a finite number, got {threshold}")
         x, squeeze = self._check_x(x)
         b, t, _ = x.shape
         k = self.votes

@@ -121,6 +121,8 @@ def test_predict_reads_a_value_output_only_with_a_threshold(files):
     with pytest.raises(nvm.NvmInputError, match="first output 'y' is one value per step.*"
                                                 "pass a threshold"):
         eng.predict(x)
+    with pytest.raises(nvm.NvmInputError, match="threshold: must be a finite number, got nan"):
+        eng.predict(x, threshold=float("nan"))
     y = eng.run(x, seed=7)[..., 0]
     for t in (0.0, float(np.median(y))):
         cls = eng.predict(x, seed=7, threshold=t)
@@ -179,6 +181,9 @@ def test_sweep_threshold_needs_a_value_output_and_binary_labels(files, tmp_path)
             "--out", tmp_path / "a.csv", "--quiet")
     err = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(err) == 1 and "class scores" in err[0], r.stderr
+    r = cli("sweep", files / "reg.nvm", "--data", files / "d.npz", "--threshold", "nan",
+            "--out", tmp_path / "c.csv", "--quiet")
+    assert r.returncode == 2 and "expected a finite number" in r.stderr, r.stderr
     with np.load(files / "d.npz") as z:
         d = dict(z)
     d["y_test"] = np.array([0, 2, 1, 0])
@@ -187,4 +192,4 @@ def test_sweep_threshold_needs_a_value_output_and_binary_labels(files, tmp_path)
             "--out", tmp_path / "b.csv", "--quiet")
     err = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(err) == 1 and "labels include [2]" in err[0], r.stderr
-    assert not (tmp_path / "a.csv").exists() and not (tmp_path / "b.csv").exists()
+    assert not any(tmp_path.glob("*.csv"))
