@@ -485,23 +485,29 @@ class DriftCompensation:
     """Digital drift compensation after the ADC (aihwkit ``GlobalDriftCompensation`` /
     ``PerColumnDriftCompensation``).
 
-    The reference input is ``eye(n_in)`` at the full-scale DAC code (one word line driven at a
-    time; ``umax`` = the DAC's qmax, 1 without a DAC). It is read through the real path --
-    tile products, per-read noise, ADC (with its noise), digital sum over tiles -- once with
-    the weights at t0 (``w_t0``, ``var_t0``, the programming-time ADC ranges) and once at the
-    device age (``w_eff``, ``read_var``, the ADC ranges in force at that age), giving outputs
-    ``Y[n_in, n_out]`` in code units. ``mode = "global"``: one factor
-    ``c = mean|Y(t0)| / mean|Y(age)|``; ``"per_column"``: ``c_j = mean_i|Y_ij(t0)| /
-    mean_i|Y_ij(age)|``. A readout of 0 (nothing measurable) gives c = 1. ``factor[n_out]``
-    multiplies the ADC outputs digitally; the kernels fold it into the per-output scale
-    (``apply``), which also multiplies after the ADC. ``none``/``analog_fold``: factor None."""
+    ``reference = "eye"`` (aihwkit >= 0.7.0): the reference input is ``eye(n_in)`` at the
+    full-scale DAC code (one word line driven at a time; ``umax`` = the DAC's qmax, 1 without a
+    DAC). It is read through the real path -- tile products, per-read noise, ADC (with its
+    noise), digital sum over tiles -- once with the weights at t0 (``w_t0``, ``var_t0``, the
+    programming-time ADC ranges) and once at the device age (``w_eff``, ``read_var``, the ADC
+    ranges in force at that age), giving outputs ``Y[n_in, n_out]`` in code units.
+    ``mode = "global"``: one factor ``c = mean|Y(t0)| / mean|Y(age)|``; ``"per_column"``:
+    ``c_j = mean_i|Y_ij(t0)| / mean_i|Y_ij(age)|``. ``"eye_exact"`` (aihwkit 1.1.0's
+    ``GlobalDriftCompensationWithExactReference``; per column likewise): ``Y(t0) = umax *
+    codes.T`` computed exactly from the target codes (no programming noise, read noise or
+    ADC). ``"ones"`` (aihwkit < 0.7.0): one input ``umax * ones(n_in)``, ``Y[1, n_out]``, and
+    the readout is ``max_j |Y_j|`` (global) or ``|Y_j|`` (per column). A readout of 0
+    (nothing measurable) gives c = 1. ``factor[n_out]`` multiplies the ADC outputs digitally;
+    the kernels fold it into the per-output scale (``apply``), which also multiplies after
+    the ADC. ``none``/``analog_fold``: factor None."""
 
     mode: str = "none"
+    reference: str = "eye"
     factor: np.ndarray | None = None
 
     @classmethod
     def from_profile(cls, profile) -> "DriftCompensation":
-        return cls(str(profile.drift.compensation))
+        return cls(str(profile.drift.compensation), str(profile.drift.reference))
 
     @property
     def digital(self) -> bool:
@@ -509,13 +515,14 @@ class DriftCompensation:
 
     @staticmethod
     def readout(w: np.ndarray, var: np.ndarray | None, adc: "ADC", tile_rows: int,
-                umax: float, rng: np.random.Generator) -> np.ndarray:
+                umax: float, rng: np.random.Generator, ones: bool = False) -> np.ndarray:
         """Outputs ``Y[n_in, n_out]`` (code units) of the one-hot inputs ``umax * eye(n_in)``
-        through read noise (``var`` code units^2, None = none) and ``adc``."""
+        (``ones``: ``Y[1, n_out]`` of the input ``umax * ones(n_in)``) through read noise
+        (``var`` code units^2, None = none) and ``adc``."""
         w = np.asarray(w, np.float64)
         n_out, n_in = w.shape
-        U = umax * np.eye(n_in)
-        Y = np.zeros((n_in, n_out))
+        U = umax * (np.ones((1, n_in)) if ones else np.eye(n_in))
+        Y = np.zeros((U.shape[0], n_out))
         for blk in range(max(1, math.ceil(n_in / tile_rows))):
             rows = slice(blk * tile_rows, min(n_in, (blk + 1) * tile_rows))
             p = U[:, rows] @ w[:, rows].T
@@ -527,17 +534,27 @@ class DriftCompensation:
         return Y
 
     def calibrate(self, w_t0, var_t0, adc_t0: "ADC", w_age, var_age, adc_age: "ADC",
-                  tile_rows: int, umax: float, rng: np.random.Generator) -> "DriftCompensation":
+                  tile_rows: int, umax: float, rng: np.random.Generator,
+                  codes: np.ndarray | None = None) -> "DriftCompensation":
+        """The factor from the reference readouts (class docstring); ``codes`` [n_out, n_in]:
+        the target codes, which ``reference = "eye_exact"`` reads exactly at t0."""
         if not self.digital:
             return replace(self, factor=None)
-        y0 = np.abs(self.readout(w_t0, var_t0, adc_t0, tile_rows, umax, rng))
-        y1 = np.abs(self.readout(w_age, var_age, adc_age, tile_rows, umax, rng))
-        n_out = y0.shape[1]
-        if self.mode == "global":
-            r0 = np.full(n_out, y0.mean() if y0.size else 0.0)
-            r1 = np.full(n_out, y1.mean() if y1.size else 0.0)
+        ones = self.reference == "ones"
+        if self.reference == "eye_exact":
+            if codes is None:
+                raise ValueError("drift.reference = eye_exact: the target codes are needed")
+            y0 = np.abs(umax * np.asarray(codes, np.float64).T)
         else:
-            r0, r1 = y0.mean(axis=0), y1.mean(axis=0)
+            y0 = np.abs(self.readout(w_t0, var_t0, adc_t0, tile_rows, umax, rng, ones))
+        y1 = np.abs(self.readout(w_age, var_age, adc_age, tile_rows, umax, rng, ones))
+        stat = np.max if ones else np.mean
+        n_out = y1.shape[1]
+        if self.mode == "global":
+            r0 = np.full(n_out, stat(y0) if y0.size else 0.0)
+            r1 = np.full(n_out, stat(y1) if y1.size else 0.0)
+        else:
+            r0, r1 = stat(y0, axis=0), stat(y1, axis=0)
         ok = (r0 > 0) & (r1 > 0)
         factor = np.where(ok, r0 / np.where(ok, r1, 1.0), 1.0)
         return replace(self, factor=factor)

@@ -451,6 +451,22 @@ class DriftSection(_Section):
         "PerColumnDriftCompensation: readout of eye(in) through the forward pass, alpha = "
         "ref / current applied to the tile output)",
     )
+    reference: str = _f(
+        "eye", str,
+        "The digital compensation's reference readout (drift.compensation = global | "
+        "per_column): 'eye' (aihwkit >= 0.7.0: the one-hot inputs eye(n_in) at the "
+        "full-scale DAC code, read through read noise and the ADC at t0 and at the age, "
+        "mean |Y|); 'eye_exact' (aihwkit 1.1.0 GlobalDriftCompensationWithExactReference: the "
+        "t0 readout computed exactly from the target codes, no programming noise, read "
+        "noise or ADC; the age readout as 'eye'); 'ones' (aihwkit < 0.7.0: one all-ones input "
+        "at the full-scale DAC code on every row, each tile's partial sum through its ADC, "
+        "max |y| over the outputs, per output for per_column).",
+        choices=("eye", "eye_exact", "ones"),
+        source="aihwkit src/aihwkit/inference/compensation/drift.py: ones((1, in)) and abs max "
+        "until PR #412 (v0.7.0, 2022), eye(in) and mean abs since; "
+        "GlobalDriftCompensationWithExactReference added in PR #674 (v1.1.0), reference = "
+        "eye(in) @ reference_combined_weights.T (simulator/tiles/inference.py)",
+    )
 
 
 @dataclass(frozen=True)

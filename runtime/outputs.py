@@ -224,7 +224,7 @@ PROFILE_HASH_SCHEMA = 2
 #: drops them (only when at their defaults) to recognise a schema-1 hash of the same profile
 LEGACY_ADDED_FIELDS = ("vmm_noise.reference", "vmm_noise.position", "dac.range",
                        "adc.offset_lsb", "adc.gain_sd", "adc.inl_lsb", "tile.wire_ohm",
-                       "energy.adc_retune_vectors")
+                       "energy.adc_retune_vectors", "drift.reference")
 
 
 def _profile_defaults() -> dict[str, Any]:

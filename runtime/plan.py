@@ -18,8 +18,8 @@ Calibration rule (documented in docs/architecture.md):
   with the *ideal* codes and the DAC codes of the calibration inputs (the chip's designer
   calibrates before programming noise and drift exist);
 * digital drift compensation (``drift.compensation = global | per_column``): the factor of
-  :class:`~nvmstream.devices.periphery.DriftCompensation` from one-hot reference readouts
-  through read noise and ADC at t0 and at the age, multiplied into the per-output scale
+  :class:`~nvmstream.devices.periphery.DriftCompensation` from reference readouts
+  (``drift.reference``; one-hot by default) through read noise and ADC at t0 and at the age, multiplied into the per-output scale
   (after the ADC); ADC-instance offset/gain/INL drawn once per matrix from the device's
   ``KEY/adc_mismatch`` stream (``ADC.draw_mismatch``); with ``adc.track_drift`` the ADC steps are re-set at the age on the
   drifted noise-free weights ``w_eff`` (same rule, calibration inputs);
@@ -312,7 +312,7 @@ def build_plan(prog: CompiledModel, device: Device) -> Plan:
                                       adc_t0, pm.w_eff,
                                       pm.read_var if pm.has_read_noise else None, adc, tr,
                                       float(dac.qmax) if dac.qmax else 1.0,
-                                      device.rng_for(f"{m.key}/drift_reference"))
+                                      device.rng_for(f"{m.key}/drift_reference"), codes)
         gates = gate_names(model.layers[m.layer], m.role)
         vmm = VMMNoise.from_profile(prof).calibrate(V, W, len(gates))
         read = ReadNoise.from_programmed(pm)

@@ -184,32 +184,48 @@ def _programmed(profile, overrides, key):
     return dev.program(prog.codes[key], key, scales=prog.scales[key])
 
 
-def _readout(w, steps, umax, qa):
-    """|Y| of the one-hot reference eye(n_in) * umax through a noise-free one-tile ADC."""
-    p = umax * np.asarray(w, np.float64).T                    # [n_in, n_out]
+def _readout(w, steps, umax, qa, ones=False):
+    """|Y| of the reference inputs through a noise-free one-tile ADC: the one-hot eye(n_in) *
+    umax ([n_in, n_out]), or (``ones``) the single input ones(n_in) * umax ([1, n_out])."""
+    w = np.asarray(w, np.float64)
+    p = umax * (w.sum(axis=1)[None, :] if ones else w.T)
     return np.abs(np.clip(np.rint(p / steps), -qa, qa) * steps)
 
 
-@pytest.mark.parametrize("mode", ["global", "per_column"])
-def test_drift_compensation_after_the_adc_is_on_the_adc_grid_times_the_factor(mode):
+@pytest.mark.parametrize("mode,reference", [("global", "eye"), ("per_column", "eye"),
+                                            ("global", "eye_exact"),
+                                            ("per_column", "eye_exact"),
+                                            ("global", "ones"), ("per_column", "ones")])
+def test_drift_compensation_after_the_adc_is_on_the_adc_grid_times_the_factor(mode, reference):
     """pcm at 1 year, digital compensation: each output is an ADC code x step (one row tile)
     times the per-output scale, the DAC step and the compensation factor, which equals the
-    aihwkit rule computed here from the one-hot readouts (full-scale DAC code) through the
-    fixed programming-time ADC: global = one ratio of mean |Y|; per_column = one per column."""
-    eng = _engine("pcm", COMP + [f"drift.compensation={mode}"])
+    aihwkit rule of ``drift.reference`` computed here through the fixed programming-time ADC
+    (full-scale DAC code): eye = the one-hot readouts, global one ratio of mean |Y|,
+    per_column one per column; eye_exact = the t0 readout exact from the target codes (no
+    programming noise, no ADC); ones = one all-ones input, max |y| (global) or |y_j|."""
+    ov = COMP + [f"drift.compensation={mode}", f"drift.reference={reference}"]
+    eng = _engine("pcm", ov)
     v = np.random.default_rng(5).normal(0, 1.0, (30, 12))
+    factors = []
     for seg in eng.plan.segments:
         assert seg.row_tiles == 1 and seg.comp.mode == mode
-        pm = _programmed("pcm", COMP + [f"drift.compensation={mode}"], seg.key)
+        assert seg.comp.reference == reference
+        pm = _programmed("pcm", ov, seg.key)
         assert not pm.compensation_folded and pm.stats["drift_applied"]
         # no analog gain in the weights: the plan's w_eff is the device's on its 2^-f grid
         np.testing.assert_allclose(seg.w_eff, pm.w_eff, rtol=0, atol=2.0 ** -seg.frac_bits)
         st, qa, umax = seg.adc_steps[0], seg.adc.qmax, seg.dac.qmax
-        y0, y1 = _readout(pm.w_t0, st, umax, qa), _readout(pm.w_eff, st, umax, qa)
-        want = (np.full(seg.n_out, y0.mean() / y1.mean()) if mode == "global"
-                else y0.mean(0) / y1.mean(0))
+        ones = reference == "ones"
+        y0 = (np.abs(umax * seg.codes.T.astype(np.float64)) if reference == "eye_exact"
+              else _readout(pm.w_t0, st, umax, qa, ones))
+        y1 = _readout(pm.w_eff, st, umax, qa, ones)
+        stat = np.max if ones else np.mean
+        r0, r1 = ((np.full(seg.n_out, stat(y0)), np.full(seg.n_out, stat(y1)))
+                  if mode == "global" else (stat(y0, axis=0), stat(y1, axis=0)))
+        ok = (r0 > 0) & (r1 > 0)                               # nothing measured: c = 1
+        want = np.where(ok, r0 / np.where(ok, r1, 1.0), 1.0)
         np.testing.assert_allclose(seg.comp.factor, want, rtol=1e-12)
-        assert np.all(seg.comp.factor > 1.05)                # a year of PCM drift
+        factors.append(seg.comp.factor)
         if mode == "global":
             assert np.all(seg.comp.factor == seg.comp.factor[0])
         else:
@@ -221,6 +237,8 @@ def test_drift_compensation_after_the_adc_is_on_the_adc_grid_times_the_factor(mo
             k = z / lsb
             np.testing.assert_allclose(k, np.rint(k), atol=1e-9)   # on the ADC grid
             assert np.all(np.abs(np.rint(k)) <= qa)
+    if reference != "ones":          # a full-scale all-ones input saturates a 4-bit ADC
+        assert all(np.all(f > 1.05) for f in factors)        # a year of PCM drift
 
 
 def test_adc_track_drift_resets_the_ranges_on_the_drifted_weights():

@@ -183,6 +183,8 @@ class WeightDraw:
     read_var_t0: np.ndarray | None = None
     w_age: np.ndarray | None = None
     comp_seed: int = 0
+    comp_reference: str = "eye"          # drift.reference
+    codes: np.ndarray | None = None      # the target codes (read exactly by eye_exact)
 
     def compensation(self, adc_steps: np.ndarray | None, adc_bits: int, adc_noise_lsb: float,
                      tile_rows: int, umax: float) -> np.ndarray | None:
@@ -195,9 +197,9 @@ class WeightDraw:
         from nvmstream.devices.periphery import DriftCompensation
         adc = ADC(int(adc_bits), float(adc_noise_lsb),
                   steps=None if not adc_bits else np.asarray(adc_steps, np.float64))
-        comp = DriftCompensation(self.comp_mode).calibrate(
+        comp = DriftCompensation(self.comp_mode, self.comp_reference).calibrate(
             self.w_t0, self.read_var_t0, adc, self.w_age, self.read_var, adc, tile_rows,
-            umax, np.random.default_rng(self.comp_seed))
+            umax, np.random.default_rng(self.comp_seed), self.codes)
         return comp.factor
 
 
@@ -244,6 +246,8 @@ class ProgrammedWeightSampler:
             out[name] = WeightDraw(
                 delta, var,
                 comp_mode=self.profile.drift.compensation if digital else None,
+                comp_reference=self.profile.drift.reference,
+                codes=np.asarray(c, np.float64) if digital else None,
                 w_t0=np.asarray(pm.w_t0, np.float64) if digital else None,
                 read_var_t0=(np.asarray(pm.read_var_t0, np.float64)
                              if digital and pm.has_read_noise else None),
