@@ -120,6 +120,18 @@ def test_draws_are_chips_of_the_profile_and_reproducible():
                                / np.abs(pm.w_eff.astype(np.float64)).mean(),
                                rtol=1e-12)
     assert f.shape == (16,) and np.all(np.isfinite(f))
+    # drift.reference = eye_exact (the profile's field reaches the draw): t0 read exactly
+    # from the target codes, here mean|codes| / mean|w_age| without an ADC
+    assert c["R"].comp_reference == "eye" and np.array_equal(c["R"].codes, codes["R"])
+    exact = WeightDraw(c["R"].delta, None, "global", c["R"].w_t0, None, c["R"].w_age,
+                       comp_reference="eye_exact", codes=c["R"].codes)
+    np.testing.assert_allclose(exact.compensation(None, 0, 0.0, 256, 7.0),
+                               np.abs(codes["R"]).mean()
+                               / np.abs(pm.w_eff.astype(np.float64)).mean(), rtol=1e-12)
+    spec_x = HardwareSpec.from_profile("pcm-1d", device_noise=True, adc_noise=True,
+                                       overrides=["drift.reference=eye_exact"])
+    assert ProgrammedWeightSampler(spec_x, seed=0).draw(codes, 1)["R"].comp_reference == \
+        "eye_exact"
     steps = np.full((1, 16), 5.0)        # a coarse ADC: the measured factor moves away
     assert not np.allclose(c["R"].compensation(steps, 4, 0.0, 256, 7.0), f_free)
     assert np.all(c["R"].read_var[codes["R"] != 0] > 0)   # pcm_1f read noise
