@@ -566,10 +566,8 @@ def format_engine(res: dict) -> str:
     lines.append(f"ratios on process CPU time (robust to machine load): streamed step "
                  f"{c['stream_step']:.2f}, T=100 per step {c['sequence_step']:.2f}, "
                  f"256-stream throughput {c['batch256_throughput']:.2f}{swr}")
-    lines += format_bounds(res)
-    if "stream_profile" in res:
-        from .bench_profile import format_profile
-        lines += format_profile(res["stream_profile"])
+    from .bench_profile import format_profile
+    lines += format_bounds(res) + format_profile(res["stream_profile"])
     return "\n".join(lines)
 
 
