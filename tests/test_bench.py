@@ -26,15 +26,24 @@ def test_macs_per_step_counts_every_crossbar_product(small):
     assert int4 == {"signal": signal, "extra": 0}          # no read noise, no IR drop
 
 
-def test_bounds_compose_floor_and_float_rest():
+def _bench_figures(stream_bytes: int, sequence_bytes: int, call_us: float
+                   ) -> tuple[dict, dict]:
+    """Hand-made bench results (``res``) and CPU medians (``cpu``) for :func:`B._bounds`: a
+    2 GMAC/s peak, 4 ns per normal, 1 GB/s reads, the given matrix bytes and call."""
     res = {"peak_gmac_per_s": 2.0, "normal_ns": 4.0, "read_gb_per_s": 1.0,
            "macs_per_step": {"lstm12x64": {"signal": 1000, "extra": 1000},
                              "lstm40x128": {"signal": 4000, "extra": 4000}},
-           "matrix_bytes_per_step": {"lstm12x64": {"stream": 500, "sequence": 100}},
+           "matrix_bytes_per_step": {"lstm12x64": {"stream": stream_bytes,
+                                                   "sequence": sequence_bytes}},
            "normals_per_step": {"lstm12x64": 100, "lstm40x128": 200}}
-    cpu = {"stream/onnxruntime": 20.0, "stream/nvmstream": 10.0, "stream/call": 0.6,
+    cpu = {"stream/onnxruntime": 20.0, "stream/nvmstream": 10.0, "stream/call": call_us,
            "seq/onnxruntime": 3.0, "seq/nvmstream": 6.0,
            "batch/onnxruntime": 1000.0, "batch/nvmstream": 4000.0}
+    return res, cpu
+
+
+def test_bounds_compose_floor_and_float_rest():
+    res, cpu = _bench_figures(500, 100, 0.6)
     b = B._bounds(res, cpu)
     s = b["stream_step"]      # 2000 MAC at 2000 MAC/us + 100 normals at 4 ns + the call
     assert s["products_us"] == pytest.approx(1.0) and s["normals_us"] == pytest.approx(0.4)
@@ -71,14 +80,7 @@ def test_matrix_bytes_per_step_counts_what_a_lone_step_reads(small):
 
 
 def test_lone_stream_bounds_take_the_slower_of_reads_and_macs_and_add_the_call():
-    res = {"peak_gmac_per_s": 2.0, "normal_ns": 4.0, "read_gb_per_s": 1.0,
-           "macs_per_step": {"lstm12x64": {"signal": 1000, "extra": 1000},
-                             "lstm40x128": {"signal": 4000, "extra": 4000}},
-           "matrix_bytes_per_step": {"lstm12x64": {"stream": 3000, "sequence": 500}},
-           "normals_per_step": {"lstm12x64": 100, "lstm40x128": 200}}
-    cpu = {"stream/onnxruntime": 20.0, "stream/nvmstream": 10.0, "stream/call": 0.5,
-           "seq/onnxruntime": 3.0, "seq/nvmstream": 6.0,
-           "batch/onnxruntime": 1000.0, "batch/nvmstream": 4000.0}
+    res, cpu = _bench_figures(3000, 500, 0.5)
     b = B._bounds(res, cpu)
     s = b["stream_step"]      # 3000 bytes at 1000 bytes/us (3 us) beat 2000 MAC (1 us)
     assert s["products_read_us"] == pytest.approx(3.0) and s["products_us"] == pytest.approx(3.0)
